@@ -1,0 +1,331 @@
+"""PyTorch backend: the spec on torch tensors (public name: ``focalx.torch``).
+
+CPU and CUDA run the same code. There is no ``.item()`` and no host sync:
+value checks (class-index range, targets in [0, 1], ...) run only on CPU
+tensors outside ``torch.compile``; on an accelerator or while compiling they
+are skipped. The gradient w.r.t. the logits is the spec's closed form, computed
+in the forward pass when autograd needs it and saved as the only full-size
+tensor for backward (double backward is not supported and raises).
+
+float16 / bfloat16 logits are computed in float32 and the loss and gradient are
+returned in the input dtype; float32 and float64 are computed as they are.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from .. import _spec
+
+__all__ = [
+    "sigmoid_focal_loss",
+    "softmax_focal_loss",
+    "sigmoid_focal_loss_star",
+    "FocalLoss",
+    "SigmoidFocalLoss",
+    "SigmoidFocalLossStar",
+]
+
+
+def _kind(a: torch.Tensor) -> str:
+    if a.dtype == torch.bool:
+        return "bool"
+    if a.dtype.is_floating_point:
+        return "floating"
+    if a.dtype.is_complex:
+        return "complex"
+    return "integer"
+
+
+def _checkable(a: torch.Tensor) -> bool:
+    return a.device.type == "cpu" and not torch.compiler.is_compiling() and a.numel() > 0
+
+
+class TorchOps:
+    """:class:`focalx._spec.Ops` for torch."""
+
+    exp = staticmethod(torch.exp)
+    expm1 = staticmethod(torch.expm1)
+    log = staticmethod(torch.log)
+    log1p = staticmethod(torch.log1p)
+    logaddexp = staticmethod(torch.logaddexp)
+    abs = staticmethod(torch.abs)
+    where = staticmethod(torch.where)
+    full_like = staticmethod(torch.full_like)
+    broadcast_to = staticmethod(torch.broadcast_to)
+    kind = staticmethod(_kind)
+
+    @staticmethod
+    def maximum0(a):
+        return torch.clamp_min(a, 0.0)
+
+    @staticmethod
+    def sum(a, axis=None, keepdims=False):
+        if axis is None:
+            return torch.sum(a)
+        return torch.sum(a, dim=axis, keepdim=keepdims)
+
+    @staticmethod
+    def log_softmax(a, axis):
+        return torch.log_softmax(a, dim=axis)
+
+    @staticmethod
+    def take(a, index, axis):
+        return torch.gather(a, axis, index)
+
+    @staticmethod
+    def scatter_add(a, index, values, axis):
+        return a.scatter_add_(axis, index, values)  # `a` is a fresh temporary of the spec's
+
+    @staticmethod
+    def one_hot(index, num_classes, axis, like):
+        shape = list(index.shape)
+        shape[axis] = num_classes
+        out = torch.zeros(shape, dtype=like.dtype, device=like.device)
+        return out.scatter_(axis, index, 1.0)
+
+    @staticmethod
+    def shape(a):
+        return tuple(a.shape)
+
+    @staticmethod
+    def asarray(v, name, like):
+        if isinstance(v, torch.Tensor):
+            if v.requires_grad:
+                raise ValueError(f"{name} requires grad, but focalx differentiates only with "
+                                 "respect to logits; pass a detached tensor")
+            t = v
+        elif isinstance(v, (np.ndarray, np.generic, numbers.Number, list, tuple)):
+            t = torch.as_tensor(np.asarray(v))
+        else:
+            raise TypeError(f"{name} must be a number, a sequence or a torch tensor, got "
+                            f"{type(v).__module__}.{type(v).__name__}")
+        if _kind(t) not in ("floating", "integer", "bool"):
+            raise TypeError(f"{name} must be real, got {_kind(t)} dtype")
+        return t.to(device=like.device, dtype=like.dtype)
+
+    @staticmethod
+    def as_float(a, like):
+        return a.to(like.dtype)
+
+    @staticmethod
+    def as_index(a):
+        return a.long()
+
+    @staticmethod
+    def as_mask(keep, like):
+        return keep.to(like.dtype)
+
+    @staticmethod
+    def concrete_range(a):
+        if not _checkable(a):
+            return None
+        lo, hi = torch.aminmax(a)
+        return lo.item(), hi.item()
+
+    @staticmethod
+    def expand_dims(a, axis):
+        return a.unsqueeze(axis)
+
+    @staticmethod
+    def squeeze(a, axis):
+        return a.squeeze(axis)
+
+    @staticmethod
+    def class_view(v, ndim, axis):
+        shape = [1] * ndim
+        shape[axis] = -1
+        return v.reshape(shape)
+
+    @staticmethod
+    def gather_classes(v, idx):
+        return v[idx]
+
+
+OPS = TorchOps()
+
+
+class _FocalFunction(torch.autograd.Function):
+    """loss = run(x); its closed-form gradient is computed in forward and saved."""
+
+    @staticmethod
+    def forward(ctx, x, run, class_axis):
+        compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+        need_grad = ctx.needs_input_grad[0]
+        out, grad = run(x.to(compute), need_grad)
+        ctx.class_axis = class_axis
+        ctx.x_dtype = x.dtype
+        if need_grad:
+            # The only full-size tensor kept for backward.
+            ctx.save_for_backward(grad.to(x.dtype) if x.dtype != compute else grad)
+        return out.to(x.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        (grad,) = ctx.saved_tensors
+        if grad_out.dim() and ctx.class_axis is not None:  # per-sample softmax loss
+            grad_out = grad_out.unsqueeze(ctx.class_axis)
+        return grad_out.to(grad.dtype) * grad, None, None
+
+
+def _check_tensors(logits, targets):
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"logits must be a torch.Tensor, got "
+                        f"{type(logits).__module__}.{type(logits).__name__}")
+    if not isinstance(targets, torch.Tensor):
+        raise TypeError(f"targets must be a torch.Tensor (the framework of logits), got "
+                        f"{type(targets).__module__}.{type(targets).__name__}")
+    _spec.check_logits_dtype(_kind(logits))
+    if targets.requires_grad:
+        raise ValueError("targets requires grad, but focalx differentiates only with respect "
+                         "to logits; pass targets.detach()")
+    if targets.device != logits.device:
+        raise ValueError(f"targets is on {targets.device} but logits is on {logits.device}")
+
+
+def sigmoid_focal_loss(logits, targets, *, gamma=2.0, alpha=0.25, pos_weight=None,
+                       weight=None, ignore_index=None, label_smoothing=0.0, reduction="mean",
+                       normalizer=None, from_logits=True):
+    """Sigmoid focal loss on torch tensors. See :func:`focalx.sigmoid_focal_loss`."""
+    _check_tensors(logits, targets)
+
+    def run(x, need_grad):
+        return _spec.run_sigmoid_focal_loss(
+            OPS, x, targets, gamma=gamma, alpha=alpha, pos_weight=pos_weight, weight=weight,
+            ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction,
+            normalizer=normalizer, from_logits=from_logits, need_grad=need_grad)
+
+    return _FocalFunction.apply(logits, run, None)
+
+
+def sigmoid_focal_loss_star(logits, targets, *, gamma=1.0, beta=0.0, alpha=None, weight=None,
+                            ignore_index=None, label_smoothing=0.0, reduction="mean",
+                            normalizer=None):
+    """FL* on torch tensors. See :func:`focalx.sigmoid_focal_loss_star`."""
+    _check_tensors(logits, targets)
+
+    def run(x, need_grad):
+        return _spec.run_sigmoid_focal_loss_star(
+            OPS, x, targets, gamma=gamma, beta=beta, alpha=alpha, weight=weight,
+            ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction,
+            normalizer=normalizer, need_grad=need_grad)
+
+    return _FocalFunction.apply(logits, run, None)
+
+
+def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
+                       ignore_index=-100, label_smoothing=0.0, reduction="mean",
+                       normalizer=None, axis=1, from_logits=True):
+    """Softmax focal loss on torch tensors, class axis 1 by default (as F.cross_entropy).
+
+    See :func:`focalx.softmax_focal_loss`. 1-D logits ``(C,)`` take a 0-d target.
+    """
+    _check_tensors(logits, targets)
+    ndim = logits.dim()
+    if ndim == 1 and axis == 1:  # F.cross_entropy's unbatched (C,) input
+        axis = 0
+    class_axis = _spec.check_axis(axis, ndim) if ndim else 0
+
+    def run(x, need_grad):
+        return _spec.run_softmax_focal_loss(
+            OPS, x, targets, gamma=gamma, alpha=alpha, weight=weight, ignore_index=ignore_index,
+            label_smoothing=label_smoothing, reduction=reduction, normalizer=normalizer,
+            axis=axis, from_logits=from_logits, need_grad=need_grad)
+
+    return _FocalFunction.apply(logits, run, class_axis)
+
+
+# ---------------------------------------------------------------------------
+# nn.Module drop-ins
+# ---------------------------------------------------------------------------
+
+def _legacy_reduction(size_average, reduce, reduction):
+    if size_average is not None or reduce is not None:
+        return torch.nn._reduction.legacy_get_string(size_average, reduce)
+    return reduction
+
+
+class FocalLoss(nn.Module):
+    r"""Softmax focal loss with :class:`torch.nn.CrossEntropyLoss`'s signature plus ``gamma``, ``alpha``.
+
+    ``nn.CrossEntropyLoss(...)`` -> ``focalx.torch.FocalLoss(...)`` is the whole change;
+    with ``gamma=0`` (and ``alpha=None``, the default) the two give the same numbers.
+    Input ``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)``; target class indices or probabilities.
+    See :func:`focalx.softmax_focal_loss` for the formula.
+    """
+
+    def __init__(self, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
+                 reduction: str = "mean", label_smoothing: float = 0.0, *,
+                 gamma: float = 2.0, alpha=None):
+        super().__init__()
+        self.reduction = _spec.check_reduction(
+            _legacy_reduction(size_average, reduce, reduction))
+        self.ignore_index = _spec.check_ignore_index(ignore_index, allow_none=True, binary=False)
+        self.label_smoothing = _spec.check_label_smoothing(label_smoothing)
+        self.gamma = _spec.check_gamma(gamma)
+        self.register_buffer("weight", None if weight is None else torch.as_tensor(weight))
+        if alpha is None or isinstance(alpha, numbers.Real):
+            self.alpha = _spec.check_alpha_number(alpha)
+        else:
+            self.register_buffer("alpha", torch.as_tensor(alpha))
+
+    def forward(self, input, target):
+        return softmax_focal_loss(
+            input, target, gamma=self.gamma, alpha=self.alpha, weight=self.weight,
+            ignore_index=self.ignore_index, label_smoothing=self.label_smoothing,
+            reduction=self.reduction)
+
+    def extra_repr(self):
+        return f"gamma={self.gamma}, alpha={self.alpha}, reduction={self.reduction!r}"
+
+
+class SigmoidFocalLoss(nn.Module):
+    r"""Sigmoid focal loss with :class:`torch.nn.BCEWithLogitsLoss`'s signature plus ``gamma``, ``alpha``.
+
+    ``SigmoidFocalLoss(gamma=0, alpha=None)`` equals ``nn.BCEWithLogitsLoss()`` (with its
+    ``weight`` and ``pos_weight``). See :func:`focalx.sigmoid_focal_loss`.
+    """
+
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction: str = "mean",
+                 pos_weight=None, *, gamma: float = 2.0, alpha=0.25):
+        super().__init__()
+        self.reduction = _spec.check_reduction(
+            _legacy_reduction(size_average, reduce, reduction))
+        self.gamma = _spec.check_gamma(gamma)
+        self.register_buffer("weight", None if weight is None else torch.as_tensor(weight))
+        self.register_buffer("pos_weight",
+                             None if pos_weight is None else torch.as_tensor(pos_weight))
+        if alpha is None or isinstance(alpha, numbers.Real):
+            self.alpha = _spec.check_alpha_number(alpha)
+        else:
+            self.register_buffer("alpha", torch.as_tensor(alpha))
+
+    def forward(self, input, target):
+        return sigmoid_focal_loss(
+            input, target, gamma=self.gamma, alpha=self.alpha, pos_weight=self.pos_weight,
+            weight=self.weight, reduction=self.reduction)
+
+    def extra_repr(self):
+        return f"gamma={self.gamma}, alpha={self.alpha}, reduction={self.reduction!r}"
+
+
+class SigmoidFocalLossStar(nn.Module):
+    """FL* as a module. See :func:`focalx.sigmoid_focal_loss_star`."""
+
+    def __init__(self, *, gamma: float = 1.0, beta: float = 0.0, alpha=None,
+                 reduction: str = "mean"):
+        super().__init__()
+        self.gamma = _spec.check_gamma(gamma, strictly_positive=True)
+        self.beta = _spec.check_beta(beta)
+        self.alpha = _spec.check_alpha_number(alpha)
+        self.reduction = _spec.check_reduction(reduction)
+
+    def forward(self, input, target):
+        return sigmoid_focal_loss_star(input, target, gamma=self.gamma, beta=self.beta,
+                                       alpha=self.alpha, reduction=self.reduction)

@@ -1,0 +1,171 @@
+r"""focalx: one exact focal loss, the same numbers in every framework.
+
+``import focalx`` imports no framework. The functions here accept NumPy arrays
+(computed by the float64 reference) or any supported framework's arrays, and
+dispatch on the array type; ``focalx.torch`` (and later ``focalx.jax``, ...)
+exposes a backend directly, with its nn.Module drop-ins.
+"""
+
+from __future__ import annotations
+
+import os as _os
+
+# In a source checkout, focalx.backends lives in ../backends (a wheel maps it
+# inside the package through setuptools' package-dir). Let the package find it
+# there, so that running from the repository root uses one consistent copy.
+_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if (not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "backends"))
+        and _os.path.isfile(_os.path.join(_root, "backends", "__init__.py"))
+        and _os.path.isfile(_os.path.join(_root, "pyproject.toml"))):
+    __path__.append(_root)  # type: ignore[name-defined]  # noqa: F821
+del _root
+
+from . import _spec  # noqa: E402
+from ._dispatch import backend_for as _backend_for  # noqa: E402
+from ._helpers import alpha_from_counts, pos_weight_from_counts, prior_bias  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "sigmoid_focal_loss",
+    "softmax_focal_loss",
+    "sigmoid_focal_loss_star",
+    "prior_bias",
+    "pos_weight_from_counts",
+    "alpha_from_counts",
+    "__version__",
+]
+
+
+def sigmoid_focal_loss(logits, targets, *, gamma=2.0, alpha=0.25, pos_weight=None,
+                       weight=None, ignore_index=None, label_smoothing=0.0, reduction="mean",
+                       normalizer=None, from_logits=True):
+    r"""Sigmoid (binary / multi-label) focal loss.
+
+    .. math::
+
+        p &= \sigma(x), \quad p_t = y p + (1-y)(1-p), \quad
+        \alpha_t = y\alpha + (1-y)(1-\alpha) \\
+        \mathrm{FL}(x, y) &= -\,w\,\alpha_t\,(1-p_t)^\gamma
+            \left[w_+\,y \log p + (1-y) \log(1-p)\right]
+
+    With ``pos_weight=None`` this is exactly ``torchvision.ops.sigmoid_focal_loss``,
+    ``optax.losses.sigmoid_focal_loss`` (alpha given) and Paddle's
+    ``sigmoid_focal_loss``; with ``gamma=0, alpha=None`` it is exactly
+    ``binary_cross_entropy_with_logits`` (with its ``weight`` and ``pos_weight``).
+
+    Args:
+      logits: floating array, any shape ``[...]``; probabilities if ``from_logits=False``.
+      targets: broadcastable to ``logits`` (never enlarging it); hard {0, 1} or soft
+        in [0, 1]; bool / integer targets are accepted.
+      gamma: focusing parameter, a number >= 0 (0 = no focusing).
+      alpha: None (no class balancing, alpha_t = 1), a number in [0, 1], or an array
+        of values in [0, 1] broadcastable to ``logits`` (e.g. per class on the last
+        axis): alpha for positives, 1 - alpha for negatives.
+      pos_weight: None or an array >= 0 broadcastable to ``logits``: weight of the
+        positive term of the cross-entropy, as in torch's ``BCEWithLogitsLoss``.
+      weight: None or an elementwise weight >= 0 broadcastable to ``logits``. It does
+        not enter the mean's denominator (as in ``BCEWithLogitsLoss``).
+      ignore_index: None, or a target value (not 0 or 1) marking elements that add 0
+        and leave the mean's denominator.
+      label_smoothing: e in [0, 1): targets become ``y * (1 - e) + e / 2``.
+      reduction: ``"none"`` (shape of ``logits``), ``"sum"`` or ``"mean"`` (sum over
+        the count of non-ignored elements; 0, not NaN, when there are none).
+      normalizer: None, a number > 0 or a 0-d array (e.g. the number of positive
+        anchors): divides the result of any reduction. RetinaNet's normalisation is
+        ``reduction="sum", normalizer=num_pos``. No host sync.
+      from_logits: if False, ``logits`` holds probabilities in [0, 1], used as given:
+        ``log 0 = -inf``, so a certain wrong prediction costs ``+inf`` (gradient
+        ``+-inf``) and a certain right one costs 0 (gradient: its one-sided limit,
+        0 for gamma > 0). Nothing is clipped.
+
+    Returns:
+      The loss: shape of ``logits`` for ``"none"``, else 0-d; float64 for NumPy input,
+      otherwise the logits' dtype.
+
+    Stability: computed in log space from softplus; the gradient is closed-form and
+    finite for every finite logit and every gamma >= 0 (no NaN at gamma < 1).
+
+    References:
+      Lin et al., `Focal Loss for Dense Object Detection <https://arxiv.org/abs/1708.02002>`_, 2017.
+    """
+    b = _backend_for(logits, targets, alpha=alpha, pos_weight=pos_weight, weight=weight,
+                     normalizer=normalizer)
+    return b.sigmoid_focal_loss(
+        logits, targets, gamma=gamma, alpha=alpha, pos_weight=pos_weight, weight=weight,
+        ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction,
+        normalizer=normalizer, from_logits=from_logits)
+
+
+def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
+                       ignore_index=-100, label_smoothing=0.0, reduction="mean",
+                       normalizer=None, axis=None, from_logits=True):
+    r"""Softmax (multi-class) focal loss.
+
+    .. math::
+
+        p = \mathrm{softmax}(x), \qquad
+        \mathrm{FL}(x, q) = -\sum_c w_c\,\alpha_c\,q_c\,(1-p_c)^\gamma \log p_c
+
+    per sample, with ``q`` the one-hot target (class indices) or the given class
+    probabilities, smoothed as ``(1 - e) * q + e / C``. With ``gamma=0, alpha=None``
+    it equals ``torch.nn.functional.cross_entropy`` for every combination of
+    ``weight``, ``ignore_index``, ``label_smoothing``, ``reduction``, probability
+    targets and N-d inputs (except that an all-ignored "mean" is 0, not NaN).
+
+    Args:
+      logits: floating array ``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)`` (class axis
+        ``axis``); probabilities on that axis if ``from_logits=False``.
+      targets: class indices (integer dtype, the logits' shape without the class axis)
+        or class probabilities in [0, 1] (floating, the logits' shape), told apart as
+        ``F.cross_entropy`` does.
+      gamma: focusing parameter >= 0.
+      alpha: None (1), a number in [0, 1] multiplying every class (as Keras does), or
+        a per-class vector of length C with values in [0, 1].
+      weight: None or a per-class vector >= 0 of length C, exactly as cross-entropy's:
+        "mean" with class indices divides by the sum of ``weight[target]`` over the
+        non-ignored samples.
+      ignore_index: class-index targets equal to it add 0 and leave the mean's
+        denominator (not used with probability targets); None disables it.
+      label_smoothing: e in [0, 1).
+      reduction: ``"none"`` (per sample: the logits' shape without the class axis),
+        ``"sum"`` or ``"mean"``.
+      normalizer: None, a number > 0 or a 0-d array dividing the result.
+      axis: the class axis; None means the framework's cross-entropy convention
+        (torch: 1; NumPy: -1).
+      from_logits: if False, ``logits`` holds probabilities used as given (not
+        renormalised); ``p_c = 0`` for a target class costs ``+inf``.
+
+    Returns:
+      The loss (per sample for ``"none"``, else 0-d).
+
+    Stability: log-softmax, ``log(1 - p_c)`` from ``log1mexp``; closed-form gradient,
+    finite for every finite logit and gamma >= 0.
+    """
+    b = _backend_for(logits, targets, alpha=alpha, weight=weight, normalizer=normalizer)
+    kw = {} if axis is None else {"axis": axis}
+    return b.softmax_focal_loss(
+        logits, targets, gamma=gamma, alpha=alpha, weight=weight, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, reduction=reduction, normalizer=normalizer,
+        from_logits=from_logits, **kw)
+
+
+def sigmoid_focal_loss_star(logits, targets, *, gamma=1.0, beta=0.0, alpha=None, weight=None,
+                            ignore_index=None, label_smoothing=0.0, reduction="mean",
+                            normalizer=None):
+    r"""FL*, the focal loss variant of Lin et al.'s appendix A, with a tunable ``beta``.
+
+    .. math::
+
+        x_t = x\,(2y - 1), \qquad \mathrm{FL}^*(x, y) = -\,w\,\alpha_t \log\sigma(\gamma x_t + \beta) / \gamma
+
+    fvcore's ``sigmoid_focal_loss_star`` is the case ``beta=0``. ``gamma`` must be
+    > 0. ``alpha``, ``weight``, ``ignore_index``, ``label_smoothing``, ``reduction``
+    and ``normalizer`` mean what they mean in :func:`sigmoid_focal_loss`
+    (``alpha`` defaults to None here).
+    """
+    b = _backend_for(logits, targets, alpha=alpha, weight=weight, normalizer=normalizer)
+    return b.sigmoid_focal_loss_star(
+        logits, targets, gamma=gamma, beta=beta, alpha=alpha, weight=weight,
+        ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction,
+        normalizer=normalizer)

@@ -1,0 +1,63 @@
+"""Choose a backend from the array type, without importing any framework.
+
+A framework is considered only when the user has already imported it (it is in
+``sys.modules``), as einops and array-api-compat do. Results are cached by type.
+"""
+
+from __future__ import annotations
+
+import importlib
+import numbers
+import sys
+from functools import lru_cache
+
+import numpy as np
+
+from .backends import REGISTRY
+
+_NUMPY = "numpy"
+
+
+@lru_cache(maxsize=None)
+def _framework_of_type(cls: type):
+    for name, (module, (type_module, type_attr), _adapter) in REGISTRY.items():
+        if module not in sys.modules or type_module not in sys.modules:
+            continue
+        obj = sys.modules[type_module]
+        for part in type_attr.split("."):
+            obj = getattr(obj, part, None)
+        if isinstance(obj, type) and issubclass(cls, obj):
+            return name
+    if issubclass(cls, (np.ndarray, np.generic, numbers.Number, list, tuple)):
+        return _NUMPY
+    return None
+
+
+def framework_of(x) -> str | None:
+    """The backend name for an array (``"numpy"`` for NumPy and Python values), or None."""
+    return _framework_of_type(type(x))
+
+
+def backend_for(logits, targets, **arrays):
+    """The adapter module for a call; TypeError for unknown types or mixed frameworks.
+
+    NumPy arrays and Python numbers / sequences are accepted for the
+    hyperparameter arrays (alpha, weight, ...) of any backend; logits and
+    targets must come from one framework.
+    """
+    fw = framework_of(logits)
+    if fw is None:
+        known = ", ".join(["numpy.ndarray"] + [f"{m}.{a}" for _, (m, a), _ in REGISTRY.values()])
+        raise TypeError(f"logits of type {type(logits).__module__}.{type(logits).__name__} is "
+                        f"not a supported array ({known})")
+    named = {"targets": targets, **{k: v for k, v in arrays.items() if v is not None}}
+    for name, value in named.items():
+        other = framework_of(value)
+        if other != fw and not (other == _NUMPY and name != "targets"):
+            got = other or f"{type(value).__module__}.{type(value).__name__}"
+            raise TypeError(f"{name} is a {got} array but logits is a {fw} array: "
+                            "pass arrays of one framework")
+    if fw == _NUMPY:
+        from . import _numpy
+        return _numpy
+    return importlib.import_module(REGISTRY[fw][2])

@@ -1,0 +1,734 @@
+r"""The focalx specification: every formula, parameter rule and check, in one place.
+
+Nothing here imports a framework. Formulas are written once against a small
+*ops* namespace (see :class:`Ops`); the float64 NumPy reference
+(:mod:`focalx._numpy`) and every backend (:mod:`focalx.backends`) bind it to
+their own array library. A backend adds plumbing (dtypes, devices, autograd),
+never its own math.
+
+Definitions
+-----------
+Sigmoid focal loss (binary / multi-label), per element, with logit :math:`x`,
+target :math:`y \in [0, 1]` (after label smoothing :math:`y \leftarrow
+y(1-\varepsilon) + \varepsilon/2`), :math:`p = \sigma(x)`:
+
+.. math::
+
+    p_t &= y p + (1-y)(1-p), \qquad \alpha_t = y\alpha + (1-y)(1-\alpha) \\
+    \mathrm{BCE} &= -\left[w_+ \, y \log p + (1-y) \log(1-p)\right] \\
+    \mathrm{FL} &= w \, \alpha_t \, (1-p_t)^\gamma \, \mathrm{BCE}
+
+with ``alpha=None`` meaning :math:`\alpha_t = 1`, :math:`w_+` the ``pos_weight``
+and :math:`w` the elementwise ``weight``.
+
+Softmax focal loss (multi-class), per sample, with :math:`p = \mathrm{softmax}(x)`
+on the class axis and target distribution :math:`q` (one-hot for class indices,
+then smoothed as :math:`(1-\varepsilon) q + \varepsilon / C`):
+
+.. math::
+
+    \mathrm{FL} = -\sum_c w_c \, \alpha_c \, q_c \, (1-p_c)^\gamma \log p_c
+
+FL* (Lin et al., appendix A), per element, with :math:`x_t = x(2y-1)`:
+
+.. math::
+
+    \mathrm{FL}^* = -\log\sigma(\gamma x_t + \beta) / \gamma
+
+Numerics
+--------
+Everything is computed in log space: :math:`\log p` and :math:`\log(1-p)` come
+from softplus / log-softmax, :math:`\log(1-p_t)` from a ``logaddexp`` of the
+two (never from the difference ``1 - p_t``), and the focal factor is
+:math:`\exp(\gamma \log(1-p_t))`, or repeated multiplication for integer
+:math:`\gamma \le 4`. The gradient with respect to the logits is closed-form
+and written so that no :math:`(1-p_t)^{\gamma-1}` ever appears on its own:
+the ratios that multiply it are bounded by 1, so it is finite for every finite
+logit and every :math:`\gamma \ge 0`, and at saturation it is its true limit.
+
+References
+----------
+Lin, Goyal, Girshick, He, Dollar, "Focal Loss for Dense Object Detection",
+ICCV 2017, https://arxiv.org/abs/1708.02002.
+Cui, Jia, Lin, Song, Belongie, "Class-Balanced Loss Based on Effective Number
+of Samples", CVPR 2019, https://arxiv.org/abs/1901.05555.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Literal, Optional, Protocol, Sequence
+
+__all__ = [
+    "REDUCTIONS",
+    "DEFAULTS",
+    "Ops",
+]
+
+Reduction = Literal["none", "mean", "sum"]
+REDUCTIONS: tuple[str, ...] = ("none", "mean", "sum")
+
+#: The defaults of every public function, identical in every backend
+#: (only ``axis`` of the softmax loss follows the framework's convention).
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "sigmoid_focal_loss": dict(
+        gamma=2.0, alpha=0.25, pos_weight=None, weight=None, ignore_index=None,
+        label_smoothing=0.0, reduction="mean", normalizer=None, from_logits=True,
+    ),
+    "softmax_focal_loss": dict(
+        gamma=2.0, alpha=None, weight=None, ignore_index=-100, label_smoothing=0.0,
+        reduction="mean", normalizer=None, from_logits=True,
+    ),
+    "sigmoid_focal_loss_star": dict(
+        gamma=1.0, beta=0.0, alpha=None, weight=None, ignore_index=None,
+        label_smoothing=0.0, reduction="mean", normalizer=None,
+    ),
+}
+
+_LN2 = math.log(2.0)
+# Integer gammas up to this are applied by repeated multiplication.
+_MAX_INT_GAMMA = 4
+
+
+class Ops(Protocol):
+    """What a backend provides to the formulas: elementwise math on its arrays.
+
+    All functions take and return arrays of one floating dtype (scalars are
+    Python floats). ``where`` must not propagate NaN from the branch it does
+    not select. Reductions keep dims when ``keepdims`` is true.
+    """
+
+    def exp(self, a): ...
+    def expm1(self, a): ...
+    def log(self, a): ...
+    def log1p(self, a): ...
+    def logaddexp(self, a, b): ...
+    def maximum0(self, a): ...            # max(a, 0)
+    def abs(self, a): ...
+    def where(self, cond, a, b): ...
+    def sum(self, a, axis=None, keepdims=False): ...
+    def log_softmax(self, a, axis): ...
+    def take(self, a, index, axis): ...   # take_along_axis, index has a size-1 axis
+    def scatter_add(self, a, index, values, axis): ...  # a + (values at index)
+    def one_hot(self, index, num_classes, axis, like): ...  # float one-hot, class axis at `axis`
+    def to_float(self, a, like): ...      # cast to the dtype of `like`
+    def full_like(self, a, value): ...
+
+
+# ---------------------------------------------------------------------------
+# Validation of hyperparameters (framework-neutral: numbers, shapes, dtypes
+# described as strings "floating" / "integer" / "bool").
+# ---------------------------------------------------------------------------
+
+def _is_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def check_gamma(gamma, *, strictly_positive: bool = False) -> float:
+    if not _is_real(gamma):
+        raise TypeError(f"gamma must be a real number, got {type(gamma).__name__}")
+    g = float(gamma)
+    if not math.isfinite(g) or g < 0 or (strictly_positive and g == 0):
+        bound = "> 0" if strictly_positive else ">= 0"
+        raise ValueError(f"gamma must be finite and {bound}, got {gamma!r}")
+    return g
+
+
+def check_beta(beta) -> float:
+    if not _is_real(beta):
+        raise TypeError(f"beta must be a real number, got {type(beta).__name__}")
+    b = float(beta)
+    if not math.isfinite(b):
+        raise ValueError(f"beta must be finite, got {beta!r}")
+    return b
+
+
+def check_label_smoothing(label_smoothing) -> float:
+    if not _is_real(label_smoothing):
+        raise TypeError(
+            f"label_smoothing must be a real number, got {type(label_smoothing).__name__}")
+    e = float(label_smoothing)
+    if not (0.0 <= e < 1.0):
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+    return e
+
+
+def check_reduction(reduction) -> str:
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise ValueError(
+            f"reduction must be one of {', '.join(map(repr, REDUCTIONS))}, got {reduction!r}")
+    return reduction
+
+
+def check_from_logits(from_logits) -> bool:
+    if not isinstance(from_logits, bool):
+        raise TypeError(f"from_logits must be a bool, got {type(from_logits).__name__}")
+    return from_logits
+
+
+def check_ignore_index(ignore_index, *, allow_none: bool, binary: bool):
+    if ignore_index is None:
+        if allow_none:
+            return None
+        raise TypeError("ignore_index must be an int")
+    if not isinstance(ignore_index, numbers.Integral) or isinstance(ignore_index, bool):
+        raise TypeError(
+            f"ignore_index must be an int{' or None' if allow_none else ''}, "
+            f"got {type(ignore_index).__name__}")
+    if binary and ignore_index in (0, 1):
+        raise ValueError(
+            f"ignore_index must not be a valid binary target (0 or 1), got {ignore_index!r}")
+    return int(ignore_index)
+
+
+def check_normalizer_number(normalizer) -> Optional[float]:
+    """A number normalizer must be finite and > 0; arrays are checked by the backend."""
+    if normalizer is None:
+        return None
+    if isinstance(normalizer, bool) or not _is_real(normalizer):
+        raise TypeError(
+            f"normalizer must be a number or a 0-d array, got {type(normalizer).__name__}")
+    n = float(normalizer)
+    if not math.isfinite(n) or n <= 0:
+        raise ValueError(f"normalizer must be finite and > 0, got {normalizer!r}")
+    return n
+
+
+def check_axis(axis, ndim: int) -> int:
+    if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
+        raise TypeError(f"axis must be an int, got {type(axis).__name__}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis} is out of range for logits with {ndim} dimensions")
+    return int(axis) % ndim
+
+
+def check_logits_dtype(kind: str, name: str = "logits") -> None:
+    if kind != "floating":
+        raise TypeError(f"{name} must have a floating dtype, got {kind} dtype")
+
+
+def _fmt(shape) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def check_broadcasts_to(name: str, shape: Sequence[int], target: Sequence[int],
+                        target_name: str = "logits") -> None:
+    """`shape` must broadcast to `target` without enlarging it."""
+    shape, target = tuple(shape), tuple(target)
+    ok = len(shape) <= len(target) and all(
+        s == t or s == 1 for s, t in zip(shape[::-1], target[::-1]))
+    if not ok:
+        raise ValueError(
+            f"{name} of shape {_fmt(shape)} does not broadcast to {target_name} of shape "
+            f"{_fmt(target)}")
+
+
+def check_class_vector(name: str, shape: Sequence[int], num_classes: int, *,
+                       allow_scalar: bool) -> None:
+    shape = tuple(shape)
+    if shape == () and allow_scalar:
+        return
+    if shape != (num_classes,):
+        expect = "a scalar or " if allow_scalar else ""
+        raise ValueError(
+            f"{name} must be {expect}a 1-D array of length C={num_classes} (the class axis), "
+            f"got shape {_fmt(shape)}")
+
+
+def check_unit_interval_values(name: str, lo: float, hi: float) -> None:
+    if not (lo >= 0.0 and hi <= 1.0):  # also rejects NaN
+        raise ValueError(f"{name} must lie in [0, 1], got values in [{lo}, {hi}]")
+
+
+def check_nonnegative_values(name: str, lo: float) -> None:
+    if not lo >= 0.0:
+        raise ValueError(f"{name} must be >= 0, got a minimum of {lo}")
+
+
+def check_alpha_number(alpha) -> Optional[float]:
+    if alpha is None:
+        return None
+    if isinstance(alpha, bool) or not _is_real(alpha):
+        raise TypeError(f"alpha must be None, a number or an array, got {type(alpha).__name__}")
+    a = float(alpha)
+    if not 0.0 <= a <= 1.0:
+        raise ValueError(f"alpha must be None or in [0, 1], got {alpha!r}")
+    return a
+
+
+def softmax_target_kind(logits_shape, targets_shape, targets_kind: str, axis: int) -> str:
+    """Tell class indices from class probabilities, as torch's cross_entropy does.
+
+    Same shape as the logits: probabilities (must be floating). Otherwise the
+    logits' shape without the class axis: indices (must be integer).
+    """
+    logits_shape, targets_shape = tuple(logits_shape), tuple(targets_shape)
+    if targets_shape == logits_shape:
+        if targets_kind != "floating":
+            raise TypeError(
+                "targets with the logits' shape are class probabilities and must have a "
+                f"floating dtype, got {targets_kind} dtype")
+        return "probs"
+    expected = logits_shape[:axis] + logits_shape[axis + 1:]
+    if targets_shape != expected:
+        raise ValueError(
+            f"targets of shape {_fmt(targets_shape)} match neither class indices "
+            f"{_fmt(expected)} nor class probabilities {_fmt(logits_shape)} for logits of "
+            f"shape {_fmt(logits_shape)} with class axis {axis}")
+    if targets_kind != "integer":
+        raise TypeError(
+            f"class-index targets (shape {_fmt(targets_shape)}) must have an integer dtype, "
+            f"got {targets_kind} dtype")
+    return "index"
+
+
+def check_class_index_range(lo: int, hi: int, num_classes: int) -> None:
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(
+            f"targets must be class indices in [0, {num_classes - 1}] (or ignore_index), "
+            f"got values in [{lo}, {hi}]")
+
+
+# ---------------------------------------------------------------------------
+# Formulas. `ops` is a backend's Ops; arrays are already cast to one floating
+# compute dtype and broadcast where noted. Each returns (loss, grad) where grad
+# is d(loss)/d(logits) elementwise (sigmoid, FL*) or per sample (softmax), or
+# None when need_grad is False.
+# ---------------------------------------------------------------------------
+
+def _focal_factor(ops, log_m, gamma: float):
+    """(1 - p_t) ** gamma from log(1 - p_t); None stands for 1 (gamma == 0)."""
+    if gamma == 0:
+        return None
+    if gamma.is_integer() and gamma <= _MAX_INT_GAMMA:
+        m = ops.exp(log_m)
+        out = m
+        for _ in range(int(gamma) - 1):
+            out = out * m
+        return out
+    return ops.exp(gamma * log_m)
+
+
+def _mul(a, b):
+    """a * b where None stands for 1."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a * b
+
+
+def _xmul(ops, a, b):
+    """a * b, with 0 wherever a == 0 (even where b is infinite)."""
+    return ops.where(a == 0, ops.full_like(b, 0.0), a * b)
+
+
+def _xdiv(ops, a, b):
+    """a / b, with 0 wherever a == 0 (even where b == 0)."""
+    safe = ops.where(a == 0, ops.full_like(b, 1.0), b)
+    return ops.where(a == 0, ops.full_like(b, 0.0), a / safe)
+
+
+def smooth_binary(y, label_smoothing: float):
+    if label_smoothing == 0:
+        return y
+    return y * (1.0 - label_smoothing) + 0.5 * label_smoothing
+
+
+def alpha_t(y, alpha):
+    """alpha_t = y*alpha + (1-y)*(1-alpha); None stands for 1."""
+    if alpha is None:
+        return None
+    return y * (2.0 * alpha - 1.0) + (1.0 - alpha)
+
+
+def _log_sigmoid_pair(ops, x):
+    """(log sigmoid(x), log sigmoid(-x)) with one exp and one log1p."""
+    l = ops.log1p(ops.exp(-ops.abs(x)))
+    return -(ops.maximum0(-x) + l), -(ops.maximum0(x) + l)
+
+
+def sigmoid_focal(ops, x, y, *, coef, alpha, pos_weight, gamma: float,
+                  from_logits: bool, need_grad: bool):
+    """Elementwise sigmoid focal loss and its derivative w.r.t. `x`.
+
+    x: logits (or probabilities when from_logits is False); y: smoothed targets
+    in [0, 1], broadcast to x's shape; coef: elementwise weight times the
+    ignore mask (or None); alpha, pos_weight: arrays broadcastable to x, or None.
+    """
+    a = _mul(coef, alpha_t(y, alpha))
+    if from_logits:
+        lp, lq = _log_sigmoid_pair(ops, x)           # log p, log(1-p)
+        pos = y if pos_weight is None else pos_weight * y
+        bce = -(pos * lp + (1.0 - y) * lq)
+        # log(1-p_t) = log(y(1-p) + (1-y)p), in log space (log 0 = -inf is fine).
+        log_m = ops.logaddexp(ops.log(y) + lq, ops.log1p(-y) + lp)
+        f = _focal_factor(ops, log_m, gamma)
+        loss = _mul(a, _mul(f, bce))
+        if not need_grad:
+            return loss, None
+        p, q = ops.exp(lp), ops.exp(lq)
+        dbce = (1.0 - y) * p - pos * q
+        if gamma == 0:
+            return loss, _mul(a, dbce)
+        # r = p(1-p)/(1-p_t) <= 1: bounded however far the logit saturates.
+        r = ops.exp(lp + lq - log_m)
+        grad = _mul(a, f * (gamma * (1.0 - 2.0 * y) * r * bce + dbce))
+        return loss, grad
+
+    # Probabilities. log 0 = -inf is used as such: a certain wrong prediction
+    # costs +inf, a certain right one 0; nothing is clipped.
+    p = x
+    one_m_p = 1.0 - p
+    pw = 1.0 if pos_weight is None else pos_weight
+    bce = -(pw * _xmul(ops, y, ops.log(p)) + _xmul(ops, 1.0 - y, ops.log1p(-p)))
+    m = y * one_m_p + (1.0 - y) * p
+    f = _focal_factor(ops, ops.log(m), gamma)
+    loss = _mul(a, _mul(f, bce))
+    if not need_grad:
+        return loss, None
+    dbce = _xdiv(ops, 1.0 - y, one_m_p) - pw * _xdiv(ops, y, p)
+    if gamma == 0:
+        return loss, _mul(a, dbce)
+    # bce/m -> pw (y=1) or 1 (y=0) where m == 0 (a certain, right prediction).
+    ratio = ops.where(m == 0, y * pw + (1.0 - y), bce / ops.where(m == 0, m + 1.0, m))
+    grad = _mul(a, f * (gamma * _xmul(ops, 1.0 - 2.0 * y, ratio) + dbce))
+    return loss, grad
+
+
+def sigmoid_focal_star(ops, x, y, *, coef, alpha, gamma: float, beta: float, need_grad: bool):
+    """Elementwise FL* = softplus(-(gamma*x*(2y-1) + beta)) / gamma and its derivative."""
+    a = _mul(coef, alpha_t(y, alpha))
+    s = 2.0 * y - 1.0
+    z = gamma * x * s + beta
+    lz, lmz = _log_sigmoid_pair(ops, z)  # log sigmoid(z), log sigmoid(-z)
+    loss = _mul(a, -lz / gamma)
+    if not need_grad:
+        return loss, None
+    return loss, _mul(a, -s * ops.exp(lmz))
+
+
+def _log1mexp(ops, a):
+    """log(1 - exp(a)) for a <= 0, accurate on the whole range (-inf at a == 0)."""
+    return ops.where(a > -_LN2, ops.log(-ops.expm1(a)), ops.log1p(-ops.exp(a)))
+
+
+def _u_over_1mp(ops, u):
+    """u / (1 - exp(-u)) for u = -log p >= 0: 1 at u == 0, ~u for large u."""
+    safe = ops.where(u == 0, u + 1.0, u)
+    return ops.where(u == 0, u + 1.0, safe / -ops.expm1(-safe))
+
+
+def softmax_focal_dense(ops, x, q, *, k, sample_coef, gamma: float, axis: int,
+                        from_logits: bool, need_grad: bool):
+    """Per-sample softmax focal loss against a target distribution `q` (x's shape).
+
+    k: per-class coefficient weight_c*alpha_c broadcast along `axis` (or None);
+    sample_coef: per-sample mask/weight with a size-1 class axis (or None).
+    Returns the per-sample loss with a size-1 class axis, and the gradient.
+    """
+    kq = _mul(_mul(k, sample_coef), q)
+    if from_logits:
+        lp = ops.log_softmax(x, axis)
+        u = 0.0 - lp  # (+0.0, not -0.0, where p == 1)
+        f = _focal_factor(ops, _log1mexp(ops, lp), gamma)
+        loss = ops.sum(_mul(kq, _mul(f, u)), axis=axis, keepdims=True)
+        if not need_grad:
+            return loss, None
+        p = ops.exp(lp)
+        if gamma == 0:
+            g = kq
+        else:
+            g = kq * f * (1.0 + gamma * p * _u_over_1mp(ops, u))
+        return loss, p * ops.sum(g, axis=axis, keepdims=True) - g
+
+    # Probabilities, used as given (not renormalised).
+    p = x
+    u = -ops.log(p)
+    f = _focal_factor(ops, ops.log1p(-p), gamma)
+    loss = ops.sum(_xmul(ops, kq, _mul(f, u)), axis=axis, keepdims=True)
+    if not need_grad:
+        return loss, None
+    # d/dp of (1-p)^g * (-log p) = -(1-p)^g * (g * u/(1-p) + 1/p)
+    inner = 1.0 / p
+    if gamma != 0:
+        inner = gamma * _u_over_1mp(ops, u) + inner
+    return loss, -_xmul(ops, kq, _mul(f, inner))
+
+
+def softmax_focal_index(ops, x, index, *, k_y, sample_coef, gamma: float, axis: int,
+                        need_grad: bool):
+    """Per-sample softmax focal loss (logits) for hard class indices, no smoothing.
+
+    index: class indices with a size-1 class axis (ignored samples already
+    replaced by a valid class and masked through sample_coef); k_y: the per-class
+    coefficient gathered at the target (size-1 class axis) or None.
+    """
+    lp = ops.log_softmax(x, axis)
+    lp_y = ops.take(lp, index, axis)
+    u = 0.0 - lp_y
+    f = _focal_factor(ops, _log1mexp(ops, lp_y), gamma)
+    c = _mul(k_y, sample_coef)
+    loss = _mul(c, _mul(f, u))
+    if not need_grad:
+        return loss, None
+    if gamma == 0:
+        g = ops.full_like(u, 1.0) if c is None else c
+    else:
+        g = _mul(c, f * (1.0 + gamma * ops.exp(lp_y) * _u_over_1mp(ops, u)))
+    return loss, ops.scatter_add(ops.exp(lp) * g, index, -g, axis)
+
+
+def smoothed_distribution(ops, q, label_smoothing: float, num_classes: int):
+    if label_smoothing == 0:
+        return q
+    return q * (1.0 - label_smoothing) + label_smoothing / num_classes
+
+
+def mean_scale(ops, denom):
+    """1/denom, or 0 where denom == 0 (nothing to average: the mean is 0, not NaN)."""
+    if not hasattr(denom, "shape"):  # a Python (or symbolic) int: the element count
+        return 0.0 if denom == 0 else 1.0 / denom
+    safe = ops.where(denom == 0, denom + 1.0, denom)
+    return ops.where(denom == 0, denom * 0.0, 1.0 / safe)
+
+
+def reduce(ops, loss, grad, *, reduction: str, denom, normalizer):
+    """Apply the reduction and the normalizer to a loss and its gradient.
+
+    "none" keeps `loss`; "sum" adds it up; "mean" divides the sum by `denom`
+    (the count of non-ignored elements, or for class-index targets the sum of
+    weight[target] over non-ignored samples), giving 0 when denom is 0. A
+    normalizer then divides the result (and the gradient) in every reduction.
+    """
+    scale = None
+    if reduction == "mean":
+        scale = mean_scale(ops, denom)
+    if normalizer is not None:
+        scale = (1.0 / normalizer) if scale is None else scale / normalizer
+    if reduction == "none":
+        out = loss
+    else:
+        out = ops.sum(loss)
+    if scale is not None:
+        out = out * scale
+        if grad is not None:
+            grad = grad * scale
+    return out, grad
+
+
+# ---------------------------------------------------------------------------
+# The whole computation of each public function, against a backend's Ops plus
+# these plumbing methods:
+#   shape(a) -> tuple; kind(a) -> "floating" | "integer" | "bool" | other;
+#   asarray(v, name, like) -> array of like's dtype/device (numbers, sequences,
+#       the backend's own arrays; TypeError naming `name` for anything else);
+#   as_float(a, like) / as_index(a) / as_mask(a) (bool -> float of like);
+#   concrete_range(a) -> (lo, hi) or None when values are not inspectable
+#       (traced / compiled / on an accelerator) or a is empty;
+#   broadcast_to(a, shape); expand_dims(a, axis); squeeze(a, axis);
+#   class_view(v, ndim, axis) -> v reshaped to broadcast along `axis`;
+#   gather_classes(v, idx) -> v[idx] for a class vector v and index array idx.
+# Each returns (out, grad): out in the compute dtype, grad the derivative of
+# out (summed over elements for "none") w.r.t. the logits, or None.
+# ---------------------------------------------------------------------------
+
+def _param_array(ops, v, name, like, *, unit=False, nonneg=False):
+    """A hyperparameter array (alpha, pos_weight, weight) in like's dtype, value-checked."""
+    arr = ops.asarray(v, name, like)
+    rng = ops.concrete_range(arr)
+    if rng is not None:
+        if unit:
+            check_unit_interval_values(name, *rng)
+        elif nonneg:
+            check_nonnegative_values(name, rng[0])
+    return arr
+
+
+def _alpha(ops, alpha, like):
+    if alpha is None:
+        return None
+    if _is_real(alpha) or isinstance(alpha, bool):
+        return check_alpha_number(alpha)
+    return _param_array(ops, alpha, "alpha", like, unit=True)
+
+
+def _normalizer(ops, normalizer, like):
+    if normalizer is None or _is_real(normalizer) or isinstance(normalizer, bool):
+        return check_normalizer_number(normalizer)
+    arr = ops.asarray(normalizer, "normalizer", like)
+    if ops.shape(arr) != ():
+        raise ValueError(f"normalizer must be a number or a 0-d array, got shape "
+                         f"{_fmt(ops.shape(arr))}")
+    rng = ops.concrete_range(arr)
+    if rng is not None and not (rng[0] > 0 and math.isfinite(rng[0])):
+        raise ValueError(f"normalizer must be finite and > 0, got {rng[0]}")
+    return arr
+
+
+def _binary_targets(ops, x, targets, ignore_index, label_smoothing, name="targets"):
+    """Targets as floats broadcast to x, the ignore mask (or None) and the mean's denominator."""
+    shape = ops.shape(x)
+    if ops.kind(targets) not in ("floating", "integer", "bool"):
+        raise TypeError(f"{name} must be a real or bool array, got {ops.kind(targets)} dtype")
+    check_broadcasts_to(name, ops.shape(targets), shape)
+    y = ops.broadcast_to(ops.as_float(targets, x), shape)
+    mask = None
+    if ignore_index is not None:
+        keep = y != float(ignore_index)
+        mask = ops.as_mask(keep, x)
+        y = ops.where(keep, y, ops.full_like(y, 0.0))
+    rng = ops.concrete_range(y)
+    if rng is not None:
+        check_unit_interval_values(
+            name + (" (other than ignore_index)" if ignore_index is not None else ""), *rng)
+    denom = math.prod(shape) if mask is None else ops.sum(mask)
+    return smooth_binary(y, label_smoothing), mask, denom
+
+
+def _elementwise_weight(ops, weight, x):
+    if weight is None:
+        return None
+    w = _param_array(ops, weight, "weight", x)
+    check_broadcasts_to("weight", ops.shape(w), ops.shape(x))
+    return w
+
+
+def _check_logits(ops, logits):
+    check_logits_dtype(ops.kind(logits))
+
+
+def run_sigmoid_focal_loss(ops, logits, targets, *, gamma, alpha, pos_weight, weight,
+                           ignore_index, label_smoothing, reduction, normalizer,
+                           from_logits, need_grad):
+    """`sigmoid_focal_loss` on a backend: see :func:`focalx.sigmoid_focal_loss`."""
+    gamma = check_gamma(gamma)
+    label_smoothing = check_label_smoothing(label_smoothing)
+    reduction = check_reduction(reduction)
+    from_logits = check_from_logits(from_logits)
+    ignore_index = check_ignore_index(ignore_index, allow_none=True, binary=True)
+    x = logits
+    shape = ops.shape(x)
+    alpha = _alpha(ops, alpha, x)
+    if alpha is not None and not isinstance(alpha, float):
+        check_broadcasts_to("alpha", ops.shape(alpha), shape)
+    if pos_weight is not None:
+        pos_weight = _param_array(ops, pos_weight, "pos_weight", x, nonneg=True)
+        check_broadcasts_to("pos_weight", ops.shape(pos_weight), shape)
+    coef = _elementwise_weight(ops, weight, x)
+    normalizer = _normalizer(ops, normalizer, x)
+    if not from_logits:
+        rng = ops.concrete_range(x)
+        if rng is not None:
+            check_unit_interval_values("logits (probabilities, from_logits=False)", *rng)
+    y, mask, denom = _binary_targets(ops, x, targets, ignore_index, label_smoothing)
+    coef = _mul(coef, mask)
+    loss, grad = sigmoid_focal(ops, x, y, coef=coef, alpha=alpha, pos_weight=pos_weight,
+                               gamma=gamma, from_logits=from_logits, need_grad=need_grad)
+    return reduce(ops, loss, grad, reduction=reduction, denom=denom, normalizer=normalizer)
+
+
+def run_sigmoid_focal_loss_star(ops, logits, targets, *, gamma, beta, alpha, weight,
+                                ignore_index, label_smoothing, reduction, normalizer,
+                                need_grad):
+    """`sigmoid_focal_loss_star` on a backend: see :func:`focalx.sigmoid_focal_loss_star`."""
+    gamma = check_gamma(gamma, strictly_positive=True)
+    beta = check_beta(beta)
+    label_smoothing = check_label_smoothing(label_smoothing)
+    reduction = check_reduction(reduction)
+    ignore_index = check_ignore_index(ignore_index, allow_none=True, binary=True)
+    x = logits
+    alpha = _alpha(ops, alpha, x)
+    if alpha is not None and not isinstance(alpha, float):
+        check_broadcasts_to("alpha", ops.shape(alpha), ops.shape(x))
+    coef = _elementwise_weight(ops, weight, x)
+    normalizer = _normalizer(ops, normalizer, x)
+    y, mask, denom = _binary_targets(ops, x, targets, ignore_index, label_smoothing)
+    coef = _mul(coef, mask)
+    loss, grad = sigmoid_focal_star(ops, x, y, coef=coef, alpha=alpha, gamma=gamma, beta=beta,
+                                    need_grad=need_grad)
+    return reduce(ops, loss, grad, reduction=reduction, denom=denom, normalizer=normalizer)
+
+
+def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore_index,
+                           label_smoothing, reduction, normalizer, axis, from_logits,
+                           need_grad):
+    """`softmax_focal_loss` on a backend: see :func:`focalx.softmax_focal_loss`."""
+    gamma = check_gamma(gamma)
+    label_smoothing = check_label_smoothing(label_smoothing)
+    reduction = check_reduction(reduction)
+    from_logits = check_from_logits(from_logits)
+    ignore_index = check_ignore_index(ignore_index, allow_none=True, binary=False)
+    x = logits
+    shape = ops.shape(x)
+    if len(shape) == 0:
+        raise ValueError("logits must have a class axis (at least 1 dimension), got a 0-d array")
+    axis = check_axis(axis, len(shape))
+    C = shape[axis]
+    if C == 0:
+        raise ValueError(f"logits must have at least one class on axis {axis}, got shape "
+                         f"{_fmt(shape)}")
+    kind = softmax_target_kind(shape, ops.shape(targets), ops.kind(targets), axis)
+
+    alpha = _alpha(ops, alpha, x)
+    k = None
+    if alpha is not None and not isinstance(alpha, float):
+        check_class_vector("alpha", ops.shape(alpha), C, allow_scalar=True)
+        if ops.shape(alpha) != ():  # a per-class vector joins the class coefficient
+            k, alpha = alpha, None
+    w = None
+    if weight is not None:
+        w = _param_array(ops, weight, "weight", x, nonneg=True)
+        check_class_vector("weight", ops.shape(w), C, allow_scalar=False)
+        k = _mul(k, w)
+    normalizer = _normalizer(ops, normalizer, x)
+    if not from_logits:
+        rng = ops.concrete_range(x)
+        if rng is not None:
+            check_unit_interval_values("logits (probabilities, from_logits=False)", *rng)
+
+    if kind == "probs":
+        q = ops.as_float(targets, x)
+        rng = ops.concrete_range(q)
+        if rng is not None:
+            check_unit_interval_values("targets (class probabilities)", *rng)
+        q = smoothed_distribution(ops, q, label_smoothing, C)
+        sample_coef = None
+        denom = math.prod(shape) // C
+    else:
+        idx = ops.as_index(targets)
+        sample_coef = None
+        if ignore_index is not None:
+            keep = idx != ignore_index
+            sample_coef = ops.as_mask(keep, x)
+            idx = ops.where(keep, idx, ops.full_like(idx, 0))
+        rng = ops.concrete_range(idx)
+        if rng is not None:
+            check_class_index_range(int(rng[0]), int(rng[1]), C)
+        idx = ops.expand_dims(idx, axis)
+        if sample_coef is not None:
+            sample_coef = ops.expand_dims(sample_coef, axis)
+        w_y = None if w is None else ops.gather_classes(w, idx)
+        if w_y is not None:
+            denom = ops.sum(_mul(w_y, sample_coef))
+        elif sample_coef is not None:
+            denom = ops.sum(sample_coef)
+        else:
+            denom = math.prod(shape) // C
+    kv = None if k is None else ops.class_view(k, len(shape), axis)
+    kv = _mul(kv, alpha)
+
+    if kind == "index" and label_smoothing == 0 and from_logits:
+        k_y = None if k is None else ops.gather_classes(k, idx)
+        k_y = _mul(k_y, alpha)
+        loss, grad = softmax_focal_index(ops, x, idx, k_y=k_y, sample_coef=sample_coef,
+                                         gamma=gamma, axis=axis, need_grad=need_grad)
+    else:
+        if kind == "index":
+            q = smoothed_distribution(ops, ops.one_hot(idx, C, axis, x), label_smoothing, C)
+        loss, grad = softmax_focal_dense(ops, x, q, k=kv, sample_coef=sample_coef, gamma=gamma,
+                                         axis=axis, from_logits=from_logits,
+                                         need_grad=need_grad)
+    loss = ops.squeeze(loss, axis)
+    return reduce(ops, loss, grad, reduction=reduction, denom=denom, normalizer=normalizer)
