@@ -79,8 +79,8 @@ class TorchOps:
         return torch.gather(a, axis, index)
 
     @staticmethod
-    def scatter_add(a, index, values, axis):
-        return a.scatter_add_(axis, index, values)  # `a` is a fresh temporary of the spec's
+    def scatter(a, index, values, axis):
+        return a.scatter_(axis, index, values)  # `a` is a fresh temporary of the spec's
 
     @staticmethod
     def one_hot(index, num_classes, axis, like):

@@ -90,5 +90,5 @@ def alpha_from_counts(counts, method: str = "inverse", beta: float = 0.999):
         if beta == 0:
             w = np.ones_like(n)
         else:
-            w = (1.0 - beta) / -np.expm1(n * math.log1p(-beta))
+            w = (1.0 - beta) / -np.expm1(n * math.log(beta))
     return w / w.max()

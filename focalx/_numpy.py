@@ -65,9 +65,9 @@ class NumpyOps:
         return np.take_along_axis(a, index, axis=axis)
 
     @staticmethod
-    def scatter_add(a, index, values, axis):
+    def scatter(a, index, values, axis):
         out = np.array(a, copy=True)
-        np.put_along_axis(out, index, np.take_along_axis(out, index, axis=axis) + values, axis)
+        np.put_along_axis(out, index, values, axis)
         return out
 
     @staticmethod

@@ -110,7 +110,7 @@ class Ops(Protocol):
     def sum(self, a, axis=None, keepdims=False): ...
     def log_softmax(self, a, axis): ...
     def take(self, a, index, axis): ...   # take_along_axis, index has a size-1 axis
-    def scatter_add(self, a, index, values, axis): ...  # a + (values at index)
+    def scatter(self, a, index, values, axis): ...  # a with values put at index (may reuse a)
     def one_hot(self, index, num_classes, axis, like): ...  # float one-hot, class axis at `axis`
     def to_float(self, a, like): ...      # cast to the dtype of `like`
     def full_like(self, a, value): ...
@@ -441,7 +441,8 @@ def softmax_focal_dense(ops, x, q, *, k, sample_coef, gamma: float, axis: int,
             g = kq
         else:
             g = kq * f * (1.0 + gamma * p * _u_over_1mp(ops, u))
-        return loss, p * ops.sum(g, axis=axis, keepdims=True) - g
+        # p*G - g written as p*(G - g) - (1-p)*g: exact where one class holds all of q.
+        return loss, p * (ops.sum(g, axis=axis, keepdims=True) - g) + ops.expm1(lp) * g
 
     # Probabilities, used as given (not renormalised).
     p = x
@@ -477,7 +478,8 @@ def softmax_focal_index(ops, x, index, *, k_y, sample_coef, gamma: float, axis: 
         g = ops.full_like(u, 1.0) if c is None else c
     else:
         g = _mul(c, f * (1.0 + gamma * ops.exp(lp_y) * _u_over_1mp(ops, u)))
-    return loss, ops.scatter_add(ops.exp(lp) * g, index, -g, axis)
+    # d/dx_j = p_j*g for j != y and -(1-p_y)*g at the target, with 1-p_y = -expm1(log p_y).
+    return loss, ops.scatter(ops.exp(lp) * g, index, ops.expm1(lp_y) * g, axis)
 
 
 def smoothed_distribution(ops, q, label_smoothing: float, num_classes: int):

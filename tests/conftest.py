@@ -1,0 +1,96 @@
+"""Backend selection for the test suite.
+
+``FOCALX_REQUIRE_BACKENDS=torch,...`` (comma-separated) turns a backend that
+cannot be imported into a failure of the whole run instead of skipped tests;
+CI sets it to every backend it installs. Backends not required are tested when
+importable and reported as skipped otherwise. The header of every run lists
+which backends ran.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+
+import pytest
+
+KNOWN_BACKENDS = ("torch",)
+
+
+def _required() -> list[str]:
+    raw = os.environ.get("FOCALX_REQUIRE_BACKENDS", "")
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(KNOWN_BACKENDS))
+    if unknown:
+        raise pytest.UsageError(
+            f"FOCALX_REQUIRE_BACKENDS names unknown backends {unknown}; known: {KNOWN_BACKENDS}")
+    return names
+
+
+# The distribution that provides each backend's framework.
+_DISTRIBUTIONS = {"torch": ("torch",)}
+
+
+def _available() -> dict[str, str]:
+    """backend -> installed version, or why it is unavailable.
+
+    Found without importing the framework (frameworks are imported by the test
+    modules that use them; some cannot share a process in every order).
+    """
+    out = {}
+    for name in KNOWN_BACKENDS:
+        if importlib.util.find_spec(name) is None:
+            out[name] = "unavailable (not installed)"
+            continue
+        version = "?"
+        for dist in _DISTRIBUTIONS[name]:
+            try:
+                version = importlib.metadata.version(dist)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                pass
+        out[name] = version
+    return out
+
+
+def pytest_configure(config):
+    required = _required()
+    avail = _available()
+    missing = [n for n in required if avail[n].startswith("unavailable")]
+    if missing:
+        raise pytest.UsageError(
+            "required backends cannot be imported: "
+            + "; ".join(f"{n}: {avail[n]}" for n in missing))
+    config._focalx_backends = avail
+    config._focalx_required = required
+
+
+def pytest_report_header(config):
+    avail = config._focalx_backends
+    lines = [f"focalx backends: {', '.join(f'{k} {v}' for k, v in avail.items())}",
+             f"FOCALX_REQUIRE_BACKENDS={os.environ.get('FOCALX_REQUIRE_BACKENDS', '')!r}"]
+    return lines
+
+
+def import_backend(name: str):
+    """Import a framework for a test module: fail if required, skip the module otherwise."""
+    required = _required()
+    if name in required:
+        return importlib.import_module(name)
+    return pytest.importorskip(name)
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def torch_devices():
+    """cpu, and cuda as a parameter that is skipped when no GPU is present."""
+    return ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+        not cuda_available(), reason="no CUDA device"))]

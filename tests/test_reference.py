@@ -1,0 +1,268 @@
+"""The float64 NumPy reference against the definitions (tests/oracles.py) and mpmath."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import focalx
+from focalx import _numpy as ref
+
+from . import oracles
+
+RTOL = 1e-10
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def _close(a, b, rtol=RTOL, atol=0.0):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol)
+
+
+class TestSigmoidFocalLoss:
+    @pytest.mark.parametrize("gamma", [0.0, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0])
+    @pytest.mark.parametrize("alpha", [None, 0.0, 0.25, 1.0, "vector"])
+    def test_matches_definition_hard_targets(self, gamma, alpha):
+        rng = _rng(1)
+        x = rng.normal(size=(6, 4)) * 3
+        y = (rng.random((6, 4)) < 0.4).astype(float)
+        a = rng.random(4) if alpha == "vector" else alpha
+        got = focalx.sigmoid_focal_loss(x, y, gamma=gamma, alpha=a, reduction="none")
+        _close(got, oracles.naive_sigmoid_focal(x, y, gamma=gamma, alpha=a))
+
+    def test_soft_targets_pos_weight_weight(self):
+        rng = _rng(2)
+        x = rng.normal(size=(5, 3)) * 2
+        y = rng.random((5, 3))
+        pw, w = np.array([0.5, 1.0, 3.0]), rng.random((5, 1))
+        got = focalx.sigmoid_focal_loss(x, y, gamma=1.5, alpha=0.3, pos_weight=pw, weight=w,
+                                        reduction="none")
+        _close(got, oracles.naive_sigmoid_focal(x, y, gamma=1.5, alpha=0.3, pos_weight=pw,
+                                                weight=w))
+
+    def test_anchor_b4_soft_labels(self):
+        # anchors.md B4: torchvision / optax / Paddle / Keras give [0.2134, 0.0407, 0.3743].
+        got = focalx.sigmoid_focal_loss(np.array([1.0, 1.0, -2.0]), np.array([0.3, 0.7, 0.9]),
+                                        reduction="none")
+        _close(got, [0.2134, 0.0407, 0.3743], rtol=0, atol=5e-5)
+
+    @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+    @pytest.mark.parametrize("options", [
+        {}, {"pos_weight": [2.0, 0.5, 1.0]}, {"label_smoothing": 0.1},
+        {"alpha": None, "weight": [[1.0], [0.0], [2.0], [0.5]]},
+    ])
+    def test_gradient_matches_central_differences(self, gamma, options):
+        rng = _rng(3)
+        x = rng.normal(size=(4, 3)) * 2
+        y = rng.random((4, 3))
+        _, g = ref.sigmoid_focal_loss_and_grad(x, y, gamma=gamma, reduction="sum", **options)
+        num = oracles.central_diff(
+            lambda v: ref.sigmoid_focal_loss(v, y, gamma=gamma, reduction="sum", **options), x)
+        _close(g, num, rtol=1e-6, atol=1e-9)
+
+    @pytest.mark.parametrize("x", [0.0, 1e-8, -1e-8, 15.0, -15.0, 30.0, -30.0, 88.0, -89.0,
+                                   100.0, -100.0, 700.0])
+    @pytest.mark.parametrize("y", [0.0, 1.0, 0.3])
+    @pytest.mark.parametrize("gamma", [0.0, 0.25, 2.0])
+    def test_extreme_logits_match_mpmath(self, x, y, gamma):
+        l, g = ref.sigmoid_focal_loss_and_grad(np.array([x]), np.array([y]), gamma=gamma,
+                                               alpha=0.25, reduction="sum")
+        want = oracles.mp_sigmoid_focal(x, y, gamma=gamma, alpha=0.25)
+        want_g = oracles.mp_sigmoid_focal_grad(x, y, gamma=gamma, alpha=0.25)
+        _close(l, float(want), rtol=1e-12, atol=1e-300)
+        _close(g, [float(want_g)], rtol=1e-9, atol=1e-300)
+
+    def test_reductions_ignore_index_and_normalizer(self):
+        rng = _rng(4)
+        x = rng.normal(size=(3, 4))
+        y = (rng.random((3, 4)) < 0.5).astype(float)
+        y[0, :2] = -1
+        keep = y != -1
+        per = oracles.naive_sigmoid_focal(x, np.where(keep, y, 0)) * keep
+        _close(focalx.sigmoid_focal_loss(x, y, ignore_index=-1, reduction="none"), per)
+        _close(focalx.sigmoid_focal_loss(x, y, ignore_index=-1, reduction="sum"), per.sum())
+        _close(focalx.sigmoid_focal_loss(x, y, ignore_index=-1), per.sum() / keep.sum())
+        _close(focalx.sigmoid_focal_loss(x, y, ignore_index=-1, reduction="sum", normalizer=4),
+               per.sum() / 4)
+
+    def test_all_ignored_mean_is_zero(self):
+        got, g = ref.sigmoid_focal_loss_and_grad(np.ones((2, 2)), -np.ones((2, 2)),
+                                                 ignore_index=-1)
+        assert got == 0.0 and np.all(g == 0)
+        assert focalx.sigmoid_focal_loss(np.ones((0, 3)), np.ones((0, 3))) == 0.0
+
+    def test_probability_inputs_match_logits(self):
+        rng = _rng(5)
+        x = rng.normal(size=(4, 3)) * 3
+        y = rng.random((4, 3))
+        p = 1 / (1 + np.exp(-x))
+        for gamma in (0.0, 0.5, 2.0):
+            _close(focalx.sigmoid_focal_loss(p, y, gamma=gamma, from_logits=False,
+                                             reduction="none"),
+                   focalx.sigmoid_focal_loss(x, y, gamma=gamma, reduction="none"), rtol=1e-9)
+            _, gp = ref.sigmoid_focal_loss_and_grad(p, y, gamma=gamma, from_logits=False,
+                                                    reduction="sum")
+            _, gx = ref.sigmoid_focal_loss_and_grad(x, y, gamma=gamma, reduction="sum")
+            _close(gp * p * (1 - p), gx, rtol=1e-8)  # chain rule dp/dx = p(1-p)
+
+    def test_probability_endpoints_are_exact_limits(self):
+        p = np.array([0.0, 1.0, 1.0, 0.0])
+        y = np.array([0.0, 1.0, 0.0, 1.0])
+        loss, g = ref.sigmoid_focal_loss_and_grad(p, y, gamma=0.5, alpha=None,
+                                                  from_logits=False, reduction="none")
+        assert list(loss) == [0.0, 0.0, math.inf, math.inf]
+        assert list(g) == [0.0, 0.0, math.inf, -math.inf]
+        # gamma = 0: plain cross-entropy, d/dp(-log p) = -1 at p = 1.
+        _, g0 = ref.sigmoid_focal_loss_and_grad(p[:2], y[:2], gamma=0.0, alpha=None,
+                                                from_logits=False, reduction="none")
+        assert list(g0) == [1.0, -1.0]
+
+
+class TestSoftmaxFocalLoss:
+    @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0, 5.0])
+    @pytest.mark.parametrize("smoothing", [0.0, 0.2])
+    @pytest.mark.parametrize("classweight", [None, "vector"])
+    def test_matches_definition(self, gamma, smoothing, classweight):
+        rng = _rng(6)
+        x = rng.normal(size=(5, 4)) * 2
+        y = rng.integers(0, 4, size=5)
+        w = rng.random(4) if classweight else None
+        q = np.eye(4)[y] * (1 - smoothing) + smoothing / 4
+        got = focalx.softmax_focal_loss(x, y, gamma=gamma, weight=w, label_smoothing=smoothing,
+                                        reduction="none")
+        _close(got, oracles.naive_softmax_focal(x, q, gamma=gamma, classweight=w))
+        # the same with probability targets
+        got_p = focalx.softmax_focal_loss(x, np.eye(4)[y], gamma=gamma, weight=w,
+                                          label_smoothing=smoothing, reduction="none")
+        _close(got_p, got)
+
+    def test_alpha_scalar_multiplies_every_class_and_vector_per_class(self):
+        rng = _rng(7)
+        x, y = rng.normal(size=(4, 3)), np.array([0, 1, 2, 1])
+        base = focalx.softmax_focal_loss(x, y, reduction="none")
+        _close(focalx.softmax_focal_loss(x, y, alpha=0.25, reduction="none"), 0.25 * base)
+        a = np.array([0.75, 0.25, 0.5])
+        _close(focalx.softmax_focal_loss(x, y, alpha=a, reduction="none"), a[y] * base)
+
+    def test_anchor_b2_sample_zero(self):
+        # anchors.md B2: with per-class alpha [.75,.25,.25] sample 0 scores 0.008320
+        # (0.75 x the no-alpha value 0.011093); Keras' scalar alpha gives 0.25 x 0.011093.
+        rng = _rng(8)
+        x = rng.normal(size=(1, 3))
+        base = float(focalx.softmax_focal_loss(x, [0], reduction="sum"))
+        _close(focalx.softmax_focal_loss(x, [0], alpha=[0.75, 0.25, 0.25], reduction="sum"),
+               0.75 * base)
+
+    @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+    @pytest.mark.parametrize("options", [
+        {}, {"label_smoothing": 0.1}, {"weight": [1.0, 2.0, 0.5], "alpha": [0.2, 1.0, 0.6]},
+        {"probs": True},
+    ])
+    def test_gradient_matches_central_differences(self, gamma, options):
+        rng = _rng(9)
+        x = rng.normal(size=(4, 3)) * 2
+        options = dict(options)
+        y = np.array([0, 2, 1, 1])
+        if options.pop("probs", False):
+            y = rng.dirichlet(np.ones(3), size=4)
+        _, g = ref.softmax_focal_loss_and_grad(x, y, gamma=gamma, reduction="sum", **options)
+        num = oracles.central_diff(
+            lambda v: ref.softmax_focal_loss(v, y, gamma=gamma, reduction="sum", **options), x)
+        _close(g, num, rtol=1e-6, atol=1e-9)
+
+    @pytest.mark.parametrize("row", [[40.0, -40.0, 0.0], [100.0, 0.0, -100.0], [1e4, 0.0, -1e4],
+                                     [0.0, 1e-8, -1e-8], [17.0, -17.0, 3.0]])
+    @pytest.mark.parametrize("target", [0, 2])
+    @pytest.mark.parametrize("gamma", [0.0, 0.25, 2.0])
+    def test_extreme_logits_match_mpmath(self, row, target, gamma):
+        l, g = ref.softmax_focal_loss_and_grad(np.array([row]), np.array([target]), gamma=gamma,
+                                               reduction="sum")
+        _close(l, float(oracles.mp_softmax_focal(row, target, gamma=gamma)), rtol=1e-12,
+               atol=1e-300)
+        want = [float(v) for v in oracles.mp_softmax_focal_grad(row, target, gamma=gamma)]
+        _close(g[0], want, rtol=1e-9, atol=1e-300)
+
+    def test_nd_input_class_axis(self):
+        rng = _rng(10)
+        x = rng.normal(size=(2, 3, 4, 5))  # (N, d1, d2, C) with axis=-1
+        y = rng.integers(0, 5, size=(2, 3, 4))
+        got = focalx.softmax_focal_loss(x, y, reduction="none")
+        want = oracles.naive_softmax_focal(x, np.eye(5)[y], gamma=2.0)
+        _close(got, want)
+        moved = np.moveaxis(x, -1, 1)
+        _close(focalx.softmax_focal_loss(moved, y, axis=1, reduction="none"), want)
+
+    def test_mean_divides_by_weight_of_non_ignored_targets(self):
+        rng = _rng(11)
+        x = rng.normal(size=(4, 3))
+        y = np.array([0, -100, 2, 1])
+        w = np.array([1.0, 2.0, 3.0])
+        per = focalx.softmax_focal_loss(x, y, weight=w, reduction="none")
+        assert per[1] == 0.0
+        _close(focalx.softmax_focal_loss(x, y, weight=w), per.sum() / (1.0 + 3.0 + 2.0))
+
+    def test_all_ignored_mean_is_zero(self):
+        loss, g = ref.softmax_focal_loss_and_grad(np.ones((2, 3)), np.array([-100, -100]))
+        assert loss == 0.0 and np.all(g == 0)
+
+
+class TestSigmoidFocalLossStar:
+    @pytest.mark.parametrize("gamma", [0.5, 1.0, 3.0])
+    @pytest.mark.parametrize("beta", [0.0, 1.0, -2.0])
+    def test_matches_definition(self, gamma, beta):
+        rng = _rng(12)
+        x, y = rng.normal(size=(4, 3)) * 2, (rng.random((4, 3)) < 0.5).astype(float)
+        got, g = ref.sigmoid_focal_loss_star_and_grad(x, y, gamma=gamma, beta=beta,
+                                                      reduction="none")
+        want = oracles.naive_focal_star(x, y, gamma=gamma, beta=beta)
+        _close(got, want)
+        _close(g, oracles.central_diff(
+            lambda v: oracles.naive_focal_star(v, y, gamma=gamma, beta=beta), x), rtol=1e-6,
+               atol=1e-9)
+
+    def test_anchor_b7_beta(self):
+        # anchors.md B7: at x=0, 0.3466 with beta=0, 0.1566 with beta=1 (gamma=2, y=1).
+        for beta, want in ((0.0, 0.3466), (1.0, 0.1566)):
+            got = focalx.sigmoid_focal_loss_star(np.array([0.0]), np.array([1.0]), gamma=2.0,
+                                                 beta=beta, reduction="sum")
+            _close(got, want, rtol=0, atol=5e-5)
+
+
+class TestHelpers:
+    def test_prior_bias(self):
+        assert math.isclose(focalx.prior_bias(0.01), -math.log(99.0), rel_tol=1e-15)
+        assert 1 / (1 + math.exp(-focalx.prior_bias(0.3))) == pytest.approx(0.3, rel=1e-15)
+
+    def test_pos_weight_from_counts(self):
+        assert focalx.pos_weight_from_counts(100, 300) == 3.0
+        np.testing.assert_array_equal(focalx.pos_weight_from_counts([1, 4], [3, 2]), [3.0, 0.5])
+
+    def test_alpha_from_counts(self):
+        np.testing.assert_allclose(focalx.alpha_from_counts([10, 100, 1000]), [1.0, 0.1, 0.01])
+        beta = 0.99
+        n = np.array([10.0, 100.0, 1000.0])
+        eff = (1 - beta) / (1 - beta ** n)
+        np.testing.assert_allclose(
+            focalx.alpha_from_counts(n, method="effective_number", beta=beta), eff / eff.max(),
+            rtol=1e-14)
+        np.testing.assert_array_equal(
+            focalx.alpha_from_counts([1, 5], method="effective_number", beta=0.0), [1.0, 1.0])
+
+    @pytest.mark.parametrize("call, exc, match", [
+        (lambda: focalx.prior_bias(0.0), ValueError, "pi"),
+        (lambda: focalx.prior_bias("x"), TypeError, "pi"),
+        (lambda: focalx.pos_weight_from_counts(0, 3), ValueError, "num_pos"),
+        (lambda: focalx.pos_weight_from_counts([1, 2], [1, 2, 3]), ValueError, "num_pos"),
+        (lambda: focalx.alpha_from_counts([1, 0]), ValueError, "counts"),
+        (lambda: focalx.alpha_from_counts([[1, 2]]), ValueError, "counts"),
+        (lambda: focalx.alpha_from_counts([1, 2], method="sqrt"), ValueError, "method"),
+        (lambda: focalx.alpha_from_counts([1, 2], method="effective_number", beta=1.0),
+         ValueError, "beta"),
+    ])
+    def test_bad_input(self, call, exc, match):
+        with pytest.raises(exc, match=match):
+            call()
