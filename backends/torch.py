@@ -5,7 +5,7 @@ value checks (class-index range, targets in [0, 1], ...) run only on CPU
 tensors outside ``torch.compile``; on an accelerator or while compiling they
 are skipped. The gradient w.r.t. the logits is the spec's closed form, computed
 in the forward pass when autograd needs it and saved as the only full-size
-tensor for backward (double backward is not supported and raises).
+tensor for backward (a second derivative, ``create_graph=True``, raises).
 
 float16 / bfloat16 logits are computed in float32 and the loss and gradient are
 returned in the input dtype; float32 and float64 are computed as they are.
@@ -18,7 +18,6 @@ import numbers
 import numpy as np
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from .. import _spec
 
@@ -166,8 +165,13 @@ class _FocalFunction(torch.autograd.Function):
         return out.to(x.dtype)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
+        if torch.is_grad_enabled():
+            # create_graph=True: a second derivative through this loss would silently
+            # miss its curvature, so refuse it.
+            raise RuntimeError(
+                "focalx losses are differentiable once: their backward cannot be "
+                "differentiated twice (create_graph=True is not supported)")
         (grad,) = ctx.saved_tensors
         if grad_out.dim() and ctx.class_axis is not None:  # per-sample softmax loss
             grad_out = grad_out.unsqueeze(ctx.class_axis)

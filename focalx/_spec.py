@@ -489,9 +489,13 @@ def smoothed_distribution(ops, q, label_smoothing: float, num_classes: int):
 
 
 def mean_scale(ops, denom):
-    """1/denom, or 0 where denom == 0 (nothing to average: the mean is 0, not NaN)."""
-    if not hasattr(denom, "shape"):  # a Python (or symbolic) int: the element count
-        return 0.0 if denom == 0 else 1.0 / denom
+    """1/denom, or 0 where denom == 0 (nothing to average: the mean is 0, not NaN).
+
+    denom is an array, or a tuple (count,) holding a Python (or symbolic) int.
+    """
+    if isinstance(denom, tuple):
+        (count,) = denom
+        return 0.0 if count == 0 else 1.0 / count
     safe = ops.where(denom == 0, denom + 1.0, denom)
     return ops.where(denom == 0, denom * 0.0, 1.0 / safe)
 
@@ -585,7 +589,7 @@ def _binary_targets(ops, x, targets, ignore_index, label_smoothing, name="target
     if rng is not None:
         check_unit_interval_values(
             name + (" (other than ignore_index)" if ignore_index is not None else ""), *rng)
-    denom = math.prod(shape) if mask is None else ops.sum(mask)
+    denom = (math.prod(shape),) if mask is None else ops.sum(mask)
     return smooth_binary(y, label_smoothing), mask, denom
 
 
@@ -697,7 +701,7 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
             check_unit_interval_values("targets (class probabilities)", *rng)
         q = smoothed_distribution(ops, q, label_smoothing, C)
         sample_coef = None
-        denom = math.prod(shape) // C
+        denom = (math.prod(shape) // C,)
     else:
         idx = ops.as_index(targets)
         sample_coef = None
@@ -717,7 +721,7 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
         elif sample_coef is not None:
             denom = ops.sum(sample_coef)
         else:
-            denom = math.prod(shape) // C
+            denom = (math.prod(shape) // C,)
     kv = None if k is None else ops.class_view(k, len(shape), axis)
     kv = _mul(kv, alpha)
 

@@ -1,0 +1,560 @@
+"""The PyTorch backend: parity with torch's own losses, gradients, numerics, modules."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from .conftest import import_backend, torch_devices
+
+torch = import_backend("torch")
+F = torch.nn.functional
+
+import focalx  # noqa: E402
+import focalx.torch as ft  # noqa: E402
+from focalx import _numpy as ref  # noqa: E402
+
+RTOL64 = 1e-10
+GAMMAS = [0.0, 0.25, 0.5, 1.0, 2.0, 5.0]
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def _logits(shape, seed=0, scale=3.0, dtype=torch.float64, device="cpu"):
+    return (torch.randn(shape, generator=_gen(seed), dtype=torch.float64) * scale).to(
+        device=device, dtype=dtype)
+
+
+def _assert_close(a, b, rtol=RTOL64, atol=0.0):
+    torch.testing.assert_close(a, b, rtol=rtol, atol=atol, check_dtype=False)
+
+
+def torchvision_formula(x, t, alpha=0.25, gamma=2.0, reduction="none"):
+    """torchvision.ops.sigmoid_focal_loss's definition (alpha < 0 switches alpha off)."""
+    p = torch.sigmoid(x)
+    ce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+    p_t = p * t + (1 - p) * (1 - t)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * t + (1 - alpha) * (1 - t)) * loss
+    return {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
+
+
+def _reference_grad(fn, x, *args, **kw):
+    """(loss, grad) from the float64 NumPy reference, on CPU numpy copies."""
+    conv = [(a.detach().cpu().double() if a.dtype.is_floating_point else a.detach().cpu()).numpy()
+            if isinstance(a, torch.Tensor) else a for a in args]
+    return fn(x.detach().cpu().double().numpy(), *conv, **kw)
+
+
+class TestSigmoidFocalLoss:
+    @pytest.mark.parametrize("gamma", GAMMAS)
+    @pytest.mark.parametrize("alpha", [None, 0.0, 0.25, 0.58, 1.0])
+    @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+    @pytest.mark.parametrize("targets", ["hard", "soft"])
+    def test_equals_torchvision_formula_float64(self, gamma, alpha, reduction, targets):
+        x = _logits((16, 5), seed=1)
+        t = torch.rand((16, 5), generator=_gen(2), dtype=torch.float64)
+        if targets == "hard":
+            t = (t < 0.3).double()
+        got = ft.sigmoid_focal_loss(x, t, gamma=gamma, alpha=alpha, reduction=reduction)
+        want = torchvision_formula(x, t, alpha=-1 if alpha is None else alpha, gamma=gamma,
+                                   reduction=reduction)
+        _assert_close(got, want)
+
+    @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+    @pytest.mark.parametrize("pos_weight", [None, "vector", "scalar"])
+    @pytest.mark.parametrize("weight", [None, "rows"])
+    def test_gamma0_alpha_none_equals_bce_with_logits(self, reduction, pos_weight, weight):
+        x = _logits((8, 4, 3), seed=3)
+        t = torch.rand((8, 4, 3), generator=_gen(4), dtype=torch.float64)
+        pw = {None: None, "vector": torch.tensor([0.5, 2.0, 3.0], dtype=torch.float64),
+              "scalar": torch.tensor(4.0, dtype=torch.float64)}[pos_weight]
+        w = None if weight is None else torch.rand((8, 1, 1), generator=_gen(5),
+                                                   dtype=torch.float64)
+        got = ft.sigmoid_focal_loss(x, t, gamma=0.0, alpha=None, pos_weight=pw, weight=w,
+                                    reduction=reduction)
+        want = F.binary_cross_entropy_with_logits(x, t, weight=w, pos_weight=pw,
+                                                  reduction=reduction)
+        _assert_close(got, want)
+        module = ft.SigmoidFocalLoss(weight=w, pos_weight=pw, reduction=reduction, gamma=0,
+                                     alpha=None)
+        _assert_close(module(x, t), torch.nn.BCEWithLogitsLoss(
+            weight=w, pos_weight=pw, reduction=reduction)(x, t))
+
+    @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0, 2.5])
+    @pytest.mark.parametrize("options", [
+        dict(), dict(alpha=None), dict(alpha=[0.1, 0.5, 0.9]), dict(pos_weight=[2.0, 0.5, 1.0]),
+        dict(weight="elementwise"), dict(label_smoothing=0.1), dict(ignore_index=-1),
+        dict(reduction="none"), dict(reduction="sum", normalizer=3.0),
+        dict(from_logits=False),
+    ], ids=lambda o: ",".join(o) or "default")
+    def test_gradcheck(self, gamma, options):
+        options = dict(options)
+        x = _logits((5, 3), seed=6, scale=2.0)
+        t = torch.rand((5, 3), generator=_gen(7), dtype=torch.float64)
+        if options.get("weight") == "elementwise":
+            options["weight"] = torch.rand((5, 3), generator=_gen(8), dtype=torch.float64)
+        if "ignore_index" in options:
+            t = t.round()
+            t[0, 0] = t[2, 1] = -1
+        if options.get("from_logits") is False:
+            x = torch.sigmoid(x)  # probabilities away from 0 and 1
+        x.requires_grad_(True)
+        assert torch.autograd.gradcheck(
+            lambda v: ft.sigmoid_focal_loss(v, t, gamma=gamma, **options), (x,))
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    @pytest.mark.parametrize("gamma", GAMMAS)
+    def test_finite_gradient_at_extreme_logits(self, dtype, gamma):
+        x = torch.tensor([100.0, -100.0, 1e4, -1e4, 88.0, -89.0, 17.0, 0.0], dtype=dtype)
+        x = x.repeat(2).requires_grad_(True)
+        t = torch.tensor([1.0] * 8 + [0.0] * 8, dtype=dtype)
+        loss = ft.sigmoid_focal_loss(x, t, gamma=gamma, reduction="sum")
+        (g,) = torch.autograd.grad(loss, x)
+        assert torch.isfinite(loss) and torch.isfinite(g).all()
+        _, want = _reference_grad(ref.sigmoid_focal_loss_and_grad, x, t, gamma=gamma,
+                                  reduction="sum")
+        _assert_close(g.double(), torch.from_numpy(want),
+                      rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-30)
+
+    def test_torchvision_formula_is_nan_where_focalx_is_not(self):
+        # anchors.md C1: float32, gamma=0.5, x=[40, -40, 3], t=[1, 0, 1].
+        x = torch.tensor([40.0, -40.0, 3.0], requires_grad=True)
+        t = torch.tensor([1.0, 0.0, 1.0])
+        (g_tv,) = torch.autograd.grad(torchvision_formula(x, t, gamma=0.5).sum(), x)
+        (g,) = torch.autograd.grad(ft.sigmoid_focal_loss(x, t, gamma=0.5, reduction="sum"), x)
+        assert torch.isnan(g_tv).any()
+        assert torch.isfinite(g).all()
+
+    @pytest.mark.parametrize("options", [
+        dict(), dict(alpha=[0.2, 0.7, 0.4]), dict(pos_weight=[3.0, 1.0, 0.5]),
+        dict(label_smoothing=0.2, gamma=0.5), dict(ignore_index=-1, reduction="sum"),
+        dict(weight=[[0.0], [1.0], [2.0], [0.5]], reduction="none"),
+        dict(normalizer=7.0, reduction="sum"), dict(from_logits=False, gamma=1.5),
+    ], ids=lambda o: ",".join(o) or "default")
+    def test_matches_numpy_reference(self, options):
+        x = _logits((4, 3), seed=9)
+        t = (torch.rand((4, 3), generator=_gen(10), dtype=torch.float64) < 0.5).double()
+        if options.get("ignore_index") == -1:
+            t[1, 2] = -1
+        if options.get("from_logits") is False:
+            x = torch.sigmoid(x)
+        x.requires_grad_(True)
+        loss = ft.sigmoid_focal_loss(x, t, **options)
+        (g,) = torch.autograd.grad(loss.sum(), x)
+        want, want_g = _reference_grad(ref.sigmoid_focal_loss_and_grad, x, t, **options)
+        _assert_close(loss, torch.from_numpy(np.asarray(want)), rtol=1e-12)
+        _assert_close(g, torch.from_numpy(want_g), rtol=1e-12, atol=1e-300)
+
+    def test_normalizer_tensor_equals_number(self):
+        x, t = _logits((6, 2), seed=11), (torch.rand(6, 2, generator=_gen(12)) < 0.5).double()
+        num_pos = t.sum()
+        _assert_close(ft.sigmoid_focal_loss(x, t, reduction="sum", normalizer=num_pos),
+                      ft.sigmoid_focal_loss(x, t, reduction="sum") / num_pos)
+
+    def test_ignore_index_leaves_mean_denominator(self):
+        x = _logits((2, 3), seed=13)
+        t = torch.tensor([[1.0, 0.0, -1.0], [-1.0, -1.0, 1.0]], dtype=torch.float64)
+        keep = t != -1
+        per = torchvision_formula(x, torch.where(keep, t, 0.0)) * keep
+        _assert_close(ft.sigmoid_focal_loss(x, t, ignore_index=-1), per.sum() / 3)
+
+    def test_empty_and_all_ignored_mean_is_zero(self):
+        x = torch.zeros((0, 4), requires_grad=True)
+        loss = ft.sigmoid_focal_loss(x, torch.zeros((0, 4)))
+        assert loss.item() == 0.0
+        x = torch.ones((2, 2), requires_grad=True)
+        loss = ft.sigmoid_focal_loss(x, -torch.ones((2, 2)), ignore_index=-1)
+        loss.backward()
+        assert loss.item() == 0.0 and torch.all(x.grad == 0)
+
+
+class TestSoftmaxFocalLoss:
+    @pytest.mark.parametrize("weight", [False, True])
+    @pytest.mark.parametrize("label_smoothing", [0.0, 0.15])
+    @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+    @pytest.mark.parametrize("shape", [(7, 4), (3, 4, 2, 5), (4,)], ids=str)
+    @pytest.mark.parametrize("targets, ignore", [("index", False), ("index", True),
+                                                 ("probs", False)])
+    def test_gamma0_equals_cross_entropy(self, weight, ignore, label_smoothing, reduction,
+                                         shape, targets):
+        x = _logits(shape, seed=14)
+        C = shape[1] if len(shape) > 1 else shape[0]
+        tshape = (shape[:1] + shape[2:]) if len(shape) > 1 else ()
+        y = torch.randint(0, C, tshape, generator=_gen(15))
+        if ignore:
+            y.view(-1)[1::3] = -100  # (a 0-d target stays valid: all-ignored is tested apart)
+        if targets == "probs":
+            y = torch.softmax(_logits(shape, seed=16), dim=1 if len(shape) > 1 else 0)
+        w = torch.rand(C, generator=_gen(17), dtype=torch.float64) + 0.1 if weight else None
+        kw = dict(weight=w, label_smoothing=label_smoothing, reduction=reduction)
+        got = ft.softmax_focal_loss(x, y, gamma=0.0, **kw)
+        want = F.cross_entropy(x, y, **kw)
+        _assert_close(got, want)
+        _assert_close(ft.FocalLoss(gamma=0, **kw)(x, y), torch.nn.CrossEntropyLoss(**kw)(x, y))
+
+    @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+    @pytest.mark.parametrize("options", [
+        dict(), dict(alpha=0.25), dict(alpha=[0.2, 1.0, 0.5, 0.7]),
+        dict(weight=[1.0, 2.0, 0.5, 1.5]), dict(label_smoothing=0.1),
+        dict(ignore_index=1), dict(reduction="none"), dict(reduction="sum", normalizer=2.5),
+        dict(probs=True), dict(probs=True, label_smoothing=0.2), dict(nd=True),
+        dict(from_logits=False), dict(from_logits=False, label_smoothing=0.1),
+    ], ids=lambda o: ",".join(o) or "default")
+    def test_gradcheck(self, gamma, options):
+        options = dict(options)
+        probs, nd = options.pop("probs", False), options.pop("nd", False)
+        shape = (3, 4, 2) if nd else (5, 4)
+        x = _logits(shape, seed=18, scale=2.0)
+        y = torch.randint(0, 4, (shape[0],) + shape[2:], generator=_gen(19))
+        if probs:
+            y = torch.softmax(_logits(shape, seed=20), dim=1)
+        if options.get("from_logits") is False:
+            x = torch.softmax(x, dim=1)
+        x.requires_grad_(True)
+        assert torch.autograd.gradcheck(
+            lambda v: ft.softmax_focal_loss(v, y, gamma=gamma, **options), (x,))
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    @pytest.mark.parametrize("gamma", GAMMAS)
+    @pytest.mark.parametrize("smoothing", [0.0, 0.1])
+    def test_finite_gradient_at_extreme_logits(self, dtype, gamma, smoothing):
+        x = torch.tensor([[100.0, -100.0, 0.0], [1e4, 0.0, -1e4], [40.0, -40.0, 3.0],
+                          [-1e4, 1e4, 0.0]], dtype=dtype, requires_grad=True)
+        y = torch.tensor([0, 0, 1, 1])
+        loss = ft.softmax_focal_loss(x, y, gamma=gamma, label_smoothing=smoothing,
+                                     reduction="sum")
+        (g,) = torch.autograd.grad(loss, x)
+        assert torch.isfinite(loss) and torch.isfinite(g).all()
+        want_l, want = _reference_grad(ref.softmax_focal_loss_and_grad, x, y, gamma=gamma,
+                                       label_smoothing=smoothing, reduction="sum", axis=1)
+        tol = 1e-5 if dtype == torch.float32 else 1e-12
+        _assert_close(loss.double(), torch.tensor(float(want_l), dtype=torch.float64), rtol=tol)
+        _assert_close(g.double(), torch.from_numpy(want), rtol=tol, atol=1e-30)
+
+    @pytest.mark.parametrize("options", [
+        dict(), dict(alpha=[0.2, 1.0, 0.5]), dict(weight=[1.0, 3.0, 0.5], ignore_index=2),
+        dict(label_smoothing=0.3, gamma=0.5), dict(probs=True), dict(from_logits=False),
+    ], ids=lambda o: ",".join(o) or "default")
+    def test_matches_numpy_reference(self, options):
+        options = dict(options)
+        x = _logits((6, 3), seed=21)
+        y = torch.randint(0, 3, (6,), generator=_gen(22))
+        if options.pop("probs", False):
+            y = torch.softmax(_logits((6, 3), seed=23), dim=1)
+        if options.get("from_logits") is False:
+            x = torch.softmax(x, dim=1)
+        x.requires_grad_(True)
+        loss = ft.softmax_focal_loss(x, y, **options)
+        (g,) = torch.autograd.grad(loss, x)
+        want, want_g = _reference_grad(ref.softmax_focal_loss_and_grad, x, y, axis=1, **options)
+        _assert_close(loss, torch.tensor(float(want), dtype=torch.float64), rtol=1e-12)
+        _assert_close(g, torch.from_numpy(want_g), rtol=1e-12, atol=1e-300)
+
+    def test_all_ignored_mean_is_zero_not_nan(self):
+        x = torch.randn(3, 4, requires_grad=True)
+        y = torch.full((3,), -100)
+        assert torch.isnan(F.cross_entropy(x, y))  # torch's own: 0/0
+        loss = ft.softmax_focal_loss(x, y)
+        loss.backward()
+        assert loss.item() == 0.0 and torch.all(x.grad == 0)
+
+    def test_focal_factor_downweights_easy_samples(self):
+        x = torch.tensor([[4.0, 0.0, 0.0], [0.2, 0.0, 0.0]], dtype=torch.float64)
+        y = torch.tensor([0, 0])
+        ce = F.cross_entropy(x, y, reduction="none")
+        fl = ft.softmax_focal_loss(x, y, gamma=2.0, reduction="none")
+        p = torch.softmax(x, 1)[:, 0]
+        _assert_close(fl, (1 - p) ** 2 * ce)
+        assert fl[0] / ce[0] < fl[1] / ce[1]
+
+
+class TestSigmoidFocalLossStar:
+    @pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0])
+    @pytest.mark.parametrize("beta", [0.0, 1.0, -1.5])
+    def test_equals_definition_and_gradcheck(self, gamma, beta):
+        x = _logits((6, 2), seed=24).requires_grad_(True)
+        t = (torch.rand((6, 2), generator=_gen(25)) < 0.5).double()
+        got = ft.sigmoid_focal_loss_star(x, t, gamma=gamma, beta=beta, reduction="none")
+        # fvcore's definition, plus beta: -log sigmoid(gamma * x * (2t-1) + beta) / gamma
+        want = -F.logsigmoid(gamma * x * (2 * t - 1) + beta) / gamma
+        _assert_close(got, want)
+        assert torch.autograd.gradcheck(
+            lambda v: ft.sigmoid_focal_loss_star(v, t, gamma=gamma, beta=beta, alpha=0.25,
+                                                 label_smoothing=0.1), (x,))
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    def test_finite_gradient_at_extreme_logits(self, dtype):
+        x = torch.tensor([100.0, -100.0, 1e4, -1e4], dtype=dtype, requires_grad=True)
+        t = torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=dtype)
+        (g,) = torch.autograd.grad(ft.sigmoid_focal_loss_star(x, t, gamma=0.5), x)
+        assert torch.isfinite(g).all()
+
+
+class TestDtypesAndDevices:
+    @pytest.mark.parametrize("device", torch_devices())
+    @pytest.mark.parametrize("dtype, rtol", [(torch.float32, 2e-6), (torch.float16, 2e-3),
+                                             (torch.bfloat16, 8e-3)])
+    @pytest.mark.parametrize("fn", ["sigmoid", "softmax", "star"])
+    def test_low_precision_error_against_reference(self, device, dtype, rtol, fn):
+        """Losses are computed in float32 and returned in the input dtype.
+
+        The bound is the input dtype's rounding of the result (fp16: 2^-11, bf16:
+        2^-8, so ~2 half-ulps) plus float32 arithmetic, measured against the
+        float64 reference evaluated at the same (rounded) inputs.
+        """
+        x = _logits((64, 5), seed=26, scale=4.0, dtype=dtype, device=device)
+        x.requires_grad_(True)
+        if fn == "softmax":
+            y = torch.randint(0, 5, (64,), generator=_gen(27)).to(device)
+            call, rfn = ft.softmax_focal_loss, ref.softmax_focal_loss_and_grad
+            extra = dict(axis=1)
+        else:
+            y = (torch.rand((64, 5), generator=_gen(27)) < 0.3).to(device=device, dtype=dtype)
+            call = ft.sigmoid_focal_loss if fn == "sigmoid" else ft.sigmoid_focal_loss_star
+            rfn = (ref.sigmoid_focal_loss_and_grad if fn == "sigmoid"
+                   else ref.sigmoid_focal_loss_star_and_grad)
+            extra = {}
+        loss = call(x, y, reduction="sum")
+        (g,) = torch.autograd.grad(loss, x)
+        assert loss.dtype == dtype and g.dtype == dtype and g.device == x.device
+        want, want_g = _reference_grad(rfn, x, y, reduction="sum", **extra)
+        _assert_close(loss.double().cpu(), torch.tensor(float(want), dtype=torch.float64),
+                      rtol=rtol)
+        scale = float(np.abs(want_g).max())
+        _assert_close(g.double().cpu(), torch.from_numpy(want_g), rtol=rtol, atol=rtol * scale)
+
+    @pytest.mark.parametrize("device", torch_devices())
+    def test_autocast_bfloat16(self, device):
+        lin = torch.nn.Linear(6, 3).to(device)
+        inp = torch.randn(8, 6, device=device)
+        y = torch.randint(0, 3, (8,), device=device)
+        with torch.autocast(device_type=device, dtype=torch.bfloat16):
+            logits = lin(inp)
+            assert logits.dtype == torch.bfloat16
+            loss = ft.softmax_focal_loss(logits, y)
+        loss.backward()
+        assert torch.isfinite(lin.weight.grad).all()
+
+
+class TestAutogradAndCompile:
+    def test_saves_one_full_size_tensor(self):
+        x = torch.randn(64, 8, requires_grad=True)
+        t = (torch.rand(64, 8) < 0.2).float()
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda s: saved.append(s) or s,
+                                                      lambda s: s):
+            ft.sigmoid_focal_loss(x, t)
+            ft.softmax_focal_loss(x, t.argmax(1))
+        assert [tuple(s.shape) for s in saved] == [(64, 8), (64, 8)]
+
+    def test_no_grad_saves_nothing_and_matches(self):
+        x, t = torch.randn(5, 3), (torch.rand(5, 3) < 0.5).float()
+        with torch.no_grad():
+            a = ft.sigmoid_focal_loss(x, t)
+        _assert_close(a, ft.sigmoid_focal_loss(x.requires_grad_(True), t).detach(), rtol=0)
+
+    def test_second_derivative_raises_instead_of_dropping_curvature(self):
+        x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+        loss = ft.sigmoid_focal_loss(x, torch.ones(4, 3, dtype=torch.float64)) + (x ** 2).sum()
+        with pytest.raises(RuntimeError, match="twice"):
+            torch.autograd.grad(loss, x, create_graph=True)
+
+    @pytest.mark.parametrize("fn", ["sigmoid", "softmax", "softmax_smoothing", "star"])
+    def test_compile_fullgraph_matches_eager(self, fn):
+        torch._dynamo.reset()
+        calls = {
+            "sigmoid": lambda x, y: ft.sigmoid_focal_loss(x, y, alpha=[0.2, 0.5, 0.7, 0.4],
+                                                          ignore_index=-1),
+            "softmax": lambda x, y: ft.softmax_focal_loss(x, y.argmax(1), gamma=0.5,
+                                                          weight=[1.0, 2.0, 1.0, 3.0]),
+            "softmax_smoothing": lambda x, y: ft.softmax_focal_loss(
+                x, y.argmax(1), label_smoothing=0.1),
+            "star": lambda x, y: ft.sigmoid_focal_loss_star(x, y, beta=1.0),
+        }
+        f = calls[fn]
+        compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+        for n in (6, 9):  # a second batch size
+            x = torch.randn(n, 4, requires_grad=True)
+            y = (torch.rand(n, 4) < 0.4).float()
+            out = compiled(x, y)
+            (g,) = torch.autograd.grad(out, x)
+            (g_eager,) = torch.autograd.grad(f(x, y), x)
+            _assert_close(out, f(x, y), rtol=1e-6)
+            _assert_close(g, g_eager, rtol=1e-6)
+
+
+class TestModules:
+    def test_focal_loss_signature_is_cross_entropy_plus_gamma_alpha(self):
+        ce = inspect.signature(torch.nn.CrossEntropyLoss.__init__).parameters
+        fl = inspect.signature(ft.FocalLoss.__init__).parameters
+        assert list(fl)[:len(ce)] == list(ce)
+        assert all(fl[k].default == ce[k].default for k in ce)
+        assert [k for k in fl if k not in ce] == ["gamma", "alpha"]
+        assert all(fl[k].kind is inspect.Parameter.KEYWORD_ONLY for k in ("gamma", "alpha"))
+
+    def test_sigmoid_focal_loss_signature_is_bce_with_logits_plus_gamma_alpha(self):
+        bce = inspect.signature(torch.nn.BCEWithLogitsLoss.__init__).parameters
+        sfl = inspect.signature(ft.SigmoidFocalLoss.__init__).parameters
+        assert list(sfl)[:len(bce)] == list(bce)
+        assert [k for k in sfl if k not in bce] == ["gamma", "alpha"]
+
+    def test_weight_is_a_buffer_that_follows_the_module(self):
+        m = ft.FocalLoss(weight=torch.tensor([1.0, 2.0, 3.0]), alpha=[0.5, 0.5, 1.0])
+        assert set(m.state_dict()) == {"weight", "alpha"}
+        m = m.double()
+        assert m.weight.dtype == torch.float64
+        x, y = _logits((4, 3), seed=28), torch.tensor([0, 1, 2, 0])
+        _assert_close(m(x, y), ft.softmax_focal_loss(x, y, weight=[1.0, 2.0, 3.0],
+                                                     alpha=[0.5, 0.5, 1.0]))
+
+    def test_legacy_size_average_reduce(self):
+        x, y = _logits((4, 3), seed=29), torch.tensor([0, 1, 2, 0])
+        with pytest.warns(UserWarning):
+            m = ft.FocalLoss(size_average=False, gamma=0)
+        _assert_close(m(x, y), F.cross_entropy(x, y, reduction="sum"))
+
+    def test_training_step_reduces_loss(self):
+        torch.manual_seed(0)
+        x = torch.randn(256, 4)
+        y = (x[:, 0] + 0.5 * x[:, 1] > 1.0).long()  # imbalanced
+        model = torch.nn.Linear(4, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        crit = ft.FocalLoss(gamma=2.0, alpha=[0.25, 0.75])
+        first = None
+        for _ in range(50):
+            opt.zero_grad()
+            loss = crit(model(x), y)
+            loss.backward()
+            opt.step()
+            first = loss.item() if first is None else first
+        assert loss.item() < 0.5 * first
+
+
+class TestDispatch:
+    def test_top_level_dispatches_to_torch(self):
+        x, t = _logits((3, 2), seed=30), torch.ones(3, 2, dtype=torch.float64)
+        out = focalx.sigmoid_focal_loss(x, t)
+        assert isinstance(out, torch.Tensor)
+        _assert_close(out, ft.sigmoid_focal_loss(x, t), rtol=0)
+        y = torch.tensor([0, 1, 1])
+        # torch's class axis (1) is the default through the dispatcher too
+        _assert_close(focalx.softmax_focal_loss(x, y), ft.softmax_focal_loss(x, y), rtol=0)
+
+    def test_numpy_class_weights_are_accepted(self):
+        x, y = _logits((3, 2), seed=31), torch.tensor([0, 1, 1])
+        _assert_close(focalx.softmax_focal_loss(x, y, weight=np.array([1.0, 2.0])),
+                      ft.softmax_focal_loss(x, y, weight=torch.tensor([1.0, 2.0])), rtol=0)
+
+    def test_mixed_frameworks_raise(self):
+        x = _logits((3, 2), seed=32)
+        with pytest.raises(TypeError, match="targets"):
+            focalx.sigmoid_focal_loss(x, np.ones((3, 2)))
+        with pytest.raises(TypeError, match="logits"):
+            focalx.sigmoid_focal_loss(np.ones((3, 2)), torch.ones(3, 2))
+
+
+# ---------------------------------------------------------------------------
+# Bad input: the same errors from the NumPy reference and the torch backend.
+# ---------------------------------------------------------------------------
+
+def _bad_cases():
+    X = np.zeros((4, 3))
+    T = np.ones((4, 3))
+    Y = np.array([0, 1, 2, 1])
+    S, M = "sigmoid", "softmax"
+    return [
+        (S, X, T, dict(gamma=-1.0), ValueError, "gamma"),
+        (S, X, T, dict(gamma="2"), TypeError, "gamma"),
+        (S, X, T, dict(alpha=1.5), ValueError, "alpha"),
+        (S, X, T, dict(alpha=[0.5, 2.0, 0.1]), ValueError, "alpha"),
+        (S, X, T, dict(alpha=[0.5, 0.5]), ValueError, "alpha"),
+        (S, X, T, dict(pos_weight=[1.0, 2.0]), ValueError, "pos_weight"),
+        (S, X, T, dict(pos_weight=[-1.0, 2.0, 1.0]), ValueError, "pos_weight"),
+        (S, X, T, dict(weight=np.ones((5, 3))), ValueError, "weight"),
+        (S, X, T, dict(label_smoothing=1.0), ValueError, "label_smoothing"),
+        (S, X, T, dict(reduction="avg"), ValueError, "reduction"),
+        (S, X, T, dict(normalizer=0.0), ValueError, "normalizer"),
+        (S, X, T, dict(ignore_index=1), ValueError, "ignore_index"),
+        (S, X, T, dict(from_logits="yes"), TypeError, "from_logits"),
+        (S, X, np.ones((4, 4)), {}, ValueError, "targets"),
+        (S, X, np.ones((2, 4, 3)), {}, ValueError, "targets"),
+        (S, X, 2 * T, {}, ValueError, "targets"),
+        (S, X + 2, T, dict(from_logits=False), ValueError, "logits"),
+        (S, np.zeros((4, 3), dtype=np.int64), T, {}, TypeError, "logits"),
+        (M, X, Y, dict(weight=[1.0, 2.0]), ValueError, "weight"),
+        (M, X, Y, dict(alpha=[0.5, 0.5]), ValueError, "alpha"),
+        (M, X, Y, dict(alpha=-0.1), ValueError, "alpha"),
+        (M, X, np.array([0, 1, 3, 1]), {}, ValueError, "targets"),
+        (M, X, np.array([0, 1, -2, 1]), {}, ValueError, "targets"),
+        (M, X, np.array([0, 1, 2]), {}, ValueError, "targets"),
+        (M, X, np.array([0.0, 1.0, 2.0, 1.0]), {}, TypeError, "targets"),
+        (M, X, np.ones((4, 3), dtype=np.int64), {}, TypeError, "targets"),
+        (M, X, Y, dict(axis=2), ValueError, "axis"),
+        (M, X, Y, dict(gamma=float("nan")), ValueError, "gamma"),
+        ("star", X, T, dict(gamma=0.0), ValueError, "gamma"),
+        ("star", X, T, dict(beta=float("inf")), ValueError, "beta"),
+    ]
+
+
+_BAD = _bad_cases()
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("case", range(len(_BAD)))
+def test_bad_input(backend, case):
+    kind, x, t, kw, exc, name = _BAD[case]
+    if backend == "torch":
+        x, t = torch.from_numpy(x), torch.from_numpy(t)
+        kw = {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
+    fn = {"sigmoid": focalx.sigmoid_focal_loss, "softmax": focalx.softmax_focal_loss,
+          "star": focalx.sigmoid_focal_loss_star}[kind]
+    if kind == "softmax":
+        kw = dict(kw)
+        kw.setdefault("axis", 1 if backend == "torch" else -1)
+    with pytest.raises(exc, match=name):
+        fn(x, t, **kw)
+
+
+def test_bad_input_covers_every_parameter():
+    named = {case[-1] for case in _BAD}
+    for fn in (focalx.sigmoid_focal_loss, focalx.softmax_focal_loss,
+               focalx.sigmoid_focal_loss_star):
+        for p in inspect.signature(fn).parameters:
+            if p in ("ignore_index",) and fn is not focalx.sigmoid_focal_loss:
+                continue
+            assert p in named, f"no bad-input case names {fn.__name__}'s {p}"
+
+
+@pytest.mark.parametrize("kw", [dict(gamma=0.5), dict(label_smoothing=0.1), {}])
+def test_compiled_call_matches_eager_and_still_validates_hyperparameters(kw):
+    """Data checks are left out while compiling (no host sync); hyperparameter checks stay."""
+    torch._dynamo.reset()
+    f = torch.compile(lambda x, y: ft.softmax_focal_loss(x, y, **kw), fullgraph=True,
+                      backend="aot_eager")
+    x, y = torch.randn(3, 4), torch.tensor([0, 1, 2])
+    _assert_close(f(x, y), ft.softmax_focal_loss(x, y, **kw), rtol=1e-6)
+    with pytest.raises(Exception, match="gamma"):
+        torch.compile(lambda x, y: ft.softmax_focal_loss(x, y, gamma=-1.0),
+                      backend="aot_eager")(x, y)
+
+
+def test_grid_of_options_runs_on_every_device():
+    for device, (fn, kw) in itertools.product(
+            ["cpu"] + (["cuda"] if torch.cuda.is_available() else []),
+            [(ft.sigmoid_focal_loss, dict(alpha=[0.1, 0.9], pos_weight=[2.0, 1.0])),
+             (ft.softmax_focal_loss, dict(weight=[1.0, 2.0], alpha=[0.5, 1.0]))]):
+        x = torch.randn(3, 2, device=device, requires_grad=True)
+        y = torch.tensor([0, 1, 1], device=device)
+        if fn is ft.sigmoid_focal_loss:
+            y = torch.nn.functional.one_hot(y, 2).float()
+        loss = fn(x, y, **kw)
+        loss.backward()
+        assert math.isfinite(loss.item()) and x.grad.device == x.device
