@@ -1,0 +1,68 @@
+"""Import hygiene and packaging, each checked in a fresh interpreter."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAMEWORKS = ("torch", "jax", "jaxlib", "tensorflow", "keras", "paddle", "flax", "optax")
+
+
+def _python(code: str, cwd=ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_import_focalx_imports_no_framework():
+    code = (
+        "import sys, numpy as np, focalx\n"
+        "focalx.sigmoid_focal_loss(np.zeros(3), np.ones(3))\n"
+        "focalx.softmax_focal_loss(np.zeros((2, 3)), np.array([0, 2]))\n"
+        "import focalx.backends\n"
+        f"print(sorted(m for m in {FRAMEWORKS!r} if m in sys.modules))\n"
+    )
+    out = _python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_focalx_torch_is_a_real_module_and_the_backend_object():
+    pytest.importorskip("torch")
+    out = _python("import focalx.torch as a, focalx.backends.torch as b; "
+                  "assert a.sigmoid_focal_loss is b.sigmoid_focal_loss; print(a.__name__)")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "focalx.torch"
+
+
+def test_backends_cannot_be_imported_as_a_second_copy():
+    out = _python("import backends.torch")
+    assert out.returncode != 0
+    assert "relative import beyond top-level package" in out.stderr
+
+
+def test_wheel_ships_backends_inside_the_package(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    (wheel,) = tmp_path.glob("focalx-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"focalx/__init__.py", "focalx/_spec.py", "focalx/backends/__init__.py",
+            "focalx/backends/torch.py", "focalx/torch.py", "focalx/py.typed"} <= names
+    assert not any(n.startswith(("backends/", "tests/")) for n in names)
+    # The unpacked wheel works on its own, from a directory away from the checkout.
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    env = dict(os.environ, PYTHONPATH=str(site))
+    run = subprocess.run([sys.executable, "-c",
+                          "import focalx, focalx.backends; "
+                          "print(focalx.backends.__file__)"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().startswith(str(site))
