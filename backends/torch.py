@@ -52,7 +52,6 @@ class TorchOps:
     expm1 = staticmethod(torch.expm1)
     log = staticmethod(torch.log)
     log1p = staticmethod(torch.log1p)
-    logaddexp = staticmethod(torch.logaddexp)
     abs = staticmethod(torch.abs)
     where = staticmethod(torch.where)
     full_like = staticmethod(torch.full_like)
@@ -62,6 +61,10 @@ class TorchOps:
     @staticmethod
     def maximum0(a):
         return torch.clamp_min(a, 0.0)
+
+    @staticmethod
+    def minimum0(a):
+        return torch.clamp_max(a, 0.0)
 
     @staticmethod
     def sum(a, axis=None, keepdims=False):
@@ -153,9 +156,9 @@ class _FocalFunction(torch.autograd.Function):
     """loss = run(x); its closed-form gradient is computed in forward and saved."""
 
     @staticmethod
-    def forward(ctx, x, run, class_axis):
+    def forward(ctx, x, run, class_axis, grad_mode):
         compute = torch.float64 if x.dtype == torch.float64 else torch.float32
-        need_grad = ctx.needs_input_grad[0]
+        need_grad = grad_mode and ctx.needs_input_grad[0]
         out, grad = run(x.to(compute), need_grad)
         ctx.class_axis = class_axis
         ctx.x_dtype = x.dtype
@@ -175,7 +178,7 @@ class _FocalFunction(torch.autograd.Function):
         (grad,) = ctx.saved_tensors
         if grad_out.dim() and ctx.class_axis is not None:  # per-sample softmax loss
             grad_out = grad_out.unsqueeze(ctx.class_axis)
-        return grad_out.to(grad.dtype) * grad, None, None
+        return grad_out.to(grad.dtype) * grad, None, None, None
 
 
 def _check_tensors(logits, targets):
@@ -205,7 +208,7 @@ def sigmoid_focal_loss(logits, targets, *, gamma=2.0, alpha=0.25, pos_weight=Non
             ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction,
             normalizer=normalizer, from_logits=from_logits, need_grad=need_grad)
 
-    return _FocalFunction.apply(logits, run, None)
+    return _FocalFunction.apply(logits, run, None, torch.is_grad_enabled())
 
 
 def sigmoid_focal_loss_star(logits, targets, *, gamma=1.0, beta=0.0, alpha=None, weight=None,
@@ -220,7 +223,7 @@ def sigmoid_focal_loss_star(logits, targets, *, gamma=1.0, beta=0.0, alpha=None,
             ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction,
             normalizer=normalizer, need_grad=need_grad)
 
-    return _FocalFunction.apply(logits, run, None)
+    return _FocalFunction.apply(logits, run, None, torch.is_grad_enabled())
 
 
 def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
@@ -242,7 +245,7 @@ def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
             label_smoothing=label_smoothing, reduction=reduction, normalizer=normalizer,
             axis=axis, from_logits=from_logits, need_grad=need_grad)
 
-    return _FocalFunction.apply(logits, run, class_axis)
+    return _FocalFunction.apply(logits, run, class_axis, torch.is_grad_enabled())
 
 
 # ---------------------------------------------------------------------------

@@ -37,7 +37,6 @@ class NumpyOps:
     expm1 = staticmethod(np.expm1)
     log = staticmethod(np.log)
     log1p = staticmethod(np.log1p)
-    logaddexp = staticmethod(np.logaddexp)
     abs = staticmethod(np.abs)
     where = staticmethod(np.where)
     broadcast_to = staticmethod(np.broadcast_to)
@@ -46,6 +45,10 @@ class NumpyOps:
     @staticmethod
     def maximum0(a):
         return np.maximum(a, 0.0)
+
+    @staticmethod
+    def minimum0(a):
+        return np.minimum(a, 0.0)
 
     @staticmethod
     def sum(a, axis=None, keepdims=False):

@@ -37,10 +37,12 @@ FL* (Lin et al., appendix A), per element, with :math:`x_t = x(2y-1)`:
 
 Numerics
 --------
-Everything is computed in log space: :math:`\log p` and :math:`\log(1-p)` come
-from softplus / log-softmax, :math:`\log(1-p_t)` from a ``logaddexp`` of the
-two (never from the difference ``1 - p_t``), and the focal factor is
-:math:`\exp(\gamma \log(1-p_t))`, or repeated multiplication for integer
+:math:`\log p` and :math:`\log(1-p)` come from softplus / log-softmax, and
+:math:`1-p_t` is never formed as the difference ``1 - p_t``: for the sigmoid it
+is :math:`y(1-p) + (1-y)p` with both terms from log-sigmoids (exactly
+:math:`1-p` or :math:`p` for hard targets), for the softmax
+:math:`-\mathrm{expm1}(\log p_c)`. The focal factor is
+:math:`(1-p_t)^\gamma`, by repeated multiplication for integer
 :math:`\gamma \le 4`. The gradient with respect to the logits is closed-form
 and written so that no :math:`(1-p_t)^{\gamma-1}` ever appears on its own:
 the ratios that multiply it are bounded by 1, so it is finite for every finite
@@ -86,7 +88,6 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     ),
 }
 
-_LN2 = math.log(2.0)
 # Integer gammas up to this are applied by repeated multiplication.
 _MAX_INT_GAMMA = 4
 
@@ -103,8 +104,8 @@ class Ops(Protocol):
     def expm1(self, a): ...
     def log(self, a): ...
     def log1p(self, a): ...
-    def logaddexp(self, a, b): ...
     def maximum0(self, a): ...            # max(a, 0)
+    def minimum0(self, a): ...            # min(a, 0)
     def abs(self, a): ...
     def where(self, cond, a, b): ...
     def sum(self, a, axis=None, keepdims=False): ...
@@ -297,17 +298,16 @@ def check_class_index_range(lo: int, hi: int, num_classes: int) -> None:
 # None when need_grad is False.
 # ---------------------------------------------------------------------------
 
-def _focal_factor(ops, log_m, gamma: float):
-    """(1 - p_t) ** gamma from log(1 - p_t); None stands for 1 (gamma == 0)."""
+def _focal_factor(ops, m, gamma: float):
+    """(1 - p_t) ** gamma from an accurately computed m = 1 - p_t; None stands for 1."""
     if gamma == 0:
         return None
     if gamma.is_integer() and gamma <= _MAX_INT_GAMMA:
-        m = ops.exp(log_m)
         out = m
         for _ in range(int(gamma) - 1):
             out = out * m
         return out
-    return ops.exp(gamma * log_m)
+    return m ** gamma
 
 
 def _mul(a, b):
@@ -346,7 +346,7 @@ def alpha_t(y, alpha):
 def _log_sigmoid_pair(ops, x):
     """(log sigmoid(x), log sigmoid(-x)) with one exp and one log1p."""
     l = ops.log1p(ops.exp(-ops.abs(x)))
-    return -(ops.maximum0(-x) + l), -(ops.maximum0(x) + l)
+    return ops.minimum0(x) - l, -(ops.maximum0(x) + l)
 
 
 def sigmoid_focal(ops, x, y, *, coef, alpha, pos_weight, gamma: float,
@@ -356,45 +356,43 @@ def sigmoid_focal(ops, x, y, *, coef, alpha, pos_weight, gamma: float,
     x: logits (or probabilities when from_logits is False); y: smoothed targets
     in [0, 1], broadcast to x's shape; coef: elementwise weight times the
     ignore mask (or None); alpha, pos_weight: arrays broadcastable to x, or None.
+
+    1 - p_t = y(1-p) + (1-y)p is a sum of two non-negative terms, each exp of an
+    accurate log-sigmoid, so it carries no cancellation (for hard targets it is
+    exactly 1-p or p); it underflows to 0 only where the loss and gradient
+    underflow too.
     """
     a = _mul(coef, alpha_t(y, alpha))
+    ny = 1.0 - y
+    py = _mul(pos_weight, y)                          # pos_weight * y
     if from_logits:
         lp, lq = _log_sigmoid_pair(ops, x)           # log p, log(1-p)
-        pos = y if pos_weight is None else pos_weight * y
-        bce = -(pos * lp + (1.0 - y) * lq)
-        # log(1-p_t) = log(y(1-p) + (1-y)p), in log space (log 0 = -inf is fine).
-        log_m = ops.logaddexp(ops.log(y) + lq, ops.log1p(-y) + lp)
-        f = _focal_factor(ops, log_m, gamma)
-        loss = _mul(a, _mul(f, bce))
-        if not need_grad:
-            return loss, None
-        p, q = ops.exp(lp), ops.exp(lq)
-        dbce = (1.0 - y) * p - pos * q
-        if gamma == 0:
-            return loss, _mul(a, dbce)
-        # r = p(1-p)/(1-p_t) <= 1: bounded however far the logit saturates.
-        r = ops.exp(lp + lq - log_m)
-        grad = _mul(a, f * (gamma * (1.0 - 2.0 * y) * r * bce + dbce))
-        return loss, grad
-
-    # Probabilities. log 0 = -inf is used as such: a certain wrong prediction
-    # costs +inf, a certain right one 0; nothing is clipped.
-    p = x
-    one_m_p = 1.0 - p
-    pw = 1.0 if pos_weight is None else pos_weight
-    bce = -(pw * _xmul(ops, y, ops.log(p)) + _xmul(ops, 1.0 - y, ops.log1p(-p)))
-    m = y * one_m_p + (1.0 - y) * p
-    f = _focal_factor(ops, ops.log(m), gamma)
+        p, q = ops.exp(lp), ops.exp(lq)               # p, 1-p
+        bce = -(py * lp + ny * lq)
+    else:
+        # Probabilities. log 0 = -inf is used as such: a certain wrong prediction
+        # costs +inf, a certain right one 0; nothing is clipped.
+        p, q = x, 1.0 - x
+        bce = -(_mul(pos_weight, _xmul(ops, y, ops.log(p))) + _xmul(ops, ny, ops.log1p(-p)))
+    m = y * q + ny * p                                # 1 - p_t
+    f = _focal_factor(ops, m, gamma)
     loss = _mul(a, _mul(f, bce))
     if not need_grad:
         return loss, None
-    dbce = _xdiv(ops, 1.0 - y, one_m_p) - pw * _xdiv(ops, y, p)
+    if from_logits:
+        dbce = ny * p - py * q
+        if gamma == 0:
+            return loss, _mul(a, dbce)
+        # d(1-p_t)/dx = (1-2y) p(1-p); the ratio r = p(1-p)/(1-p_t) <= 1 keeps
+        # (1-p_t)^(gamma-1) from appearing alone (r = 0 where 1-p_t == 0).
+        r = p * q / ops.where(m == 0, m + 1.0, m)
+        return loss, _mul(a, f * ((gamma * (ny - y)) * r * bce + dbce))
+    dbce = _xdiv(ops, ny, q) - _mul(pos_weight, _xdiv(ops, y, p))
     if gamma == 0:
         return loss, _mul(a, dbce)
-    # bce/m -> pw (y=1) or 1 (y=0) where m == 0 (a certain, right prediction).
-    ratio = ops.where(m == 0, y * pw + (1.0 - y), bce / ops.where(m == 0, m + 1.0, m))
-    grad = _mul(a, f * (gamma * _xmul(ops, 1.0 - 2.0 * y, ratio) + dbce))
-    return loss, grad
+    # bce/m -> pos_weight (y=1) or 1 (y=0) where m == 0 (a certain, right prediction).
+    ratio = ops.where(m == 0, py + ny, bce / ops.where(m == 0, m + 1.0, m))
+    return loss, _mul(a, f * (gamma * _xmul(ops, ny - y, ratio) + dbce))
 
 
 def sigmoid_focal_star(ops, x, y, *, coef, alpha, gamma: float, beta: float, need_grad: bool):
@@ -409,15 +407,10 @@ def sigmoid_focal_star(ops, x, y, *, coef, alpha, gamma: float, beta: float, nee
     return loss, _mul(a, -s * ops.exp(lmz))
 
 
-def _log1mexp(ops, a):
-    """log(1 - exp(a)) for a <= 0, accurate on the whole range (-inf at a == 0)."""
-    return ops.where(a > -_LN2, ops.log(-ops.expm1(a)), ops.log1p(-ops.exp(a)))
-
-
-def _u_over_1mp(ops, u):
-    """u / (1 - exp(-u)) for u = -log p >= 0: 1 at u == 0, ~u for large u."""
-    safe = ops.where(u == 0, u + 1.0, u)
-    return ops.where(u == 0, u + 1.0, safe / -ops.expm1(-safe))
+def _u_over_omp(ops, u, omp):
+    """u / (1-p) for u = -log p and omp = 1 - p: 1 where p == 1, ~u for small p."""
+    safe = ops.where(omp == 0, omp + 1.0, omp)
+    return ops.where(omp == 0, omp + 1.0, u / safe)
 
 
 def softmax_focal_dense(ops, x, q, *, k, sample_coef, gamma: float, axis: int,
@@ -427,12 +420,14 @@ def softmax_focal_dense(ops, x, q, *, k, sample_coef, gamma: float, axis: int,
     k: per-class coefficient weight_c*alpha_c broadcast along `axis` (or None);
     sample_coef: per-sample mask/weight with a size-1 class axis (or None).
     Returns the per-sample loss with a size-1 class axis, and the gradient.
+    1 - p_c is -expm1(log p_c): accurate however close p_c is to 1.
     """
     kq = _mul(_mul(k, sample_coef), q)
     if from_logits:
         lp = ops.log_softmax(x, axis)
         u = 0.0 - lp  # (+0.0, not -0.0, where p == 1)
-        f = _focal_factor(ops, _log1mexp(ops, lp), gamma)
+        omp = -ops.expm1(lp)
+        f = _focal_factor(ops, omp, gamma)
         loss = ops.sum(_mul(kq, _mul(f, u)), axis=axis, keepdims=True)
         if not need_grad:
             return loss, None
@@ -440,21 +435,22 @@ def softmax_focal_dense(ops, x, q, *, k, sample_coef, gamma: float, axis: int,
         if gamma == 0:
             g = kq
         else:
-            g = kq * f * (1.0 + gamma * p * _u_over_1mp(ops, u))
+            g = kq * f * (1.0 + gamma * p * _u_over_omp(ops, u, omp))
         # p*G - g written as p*(G - g) - (1-p)*g: exact where one class holds all of q.
-        return loss, p * (ops.sum(g, axis=axis, keepdims=True) - g) + ops.expm1(lp) * g
+        return loss, p * (ops.sum(g, axis=axis, keepdims=True) - g) - omp * g
 
     # Probabilities, used as given (not renormalised).
     p = x
     u = -ops.log(p)
-    f = _focal_factor(ops, ops.log1p(-p), gamma)
+    omp = 1.0 - p
+    f = _focal_factor(ops, omp, gamma)
     loss = ops.sum(_xmul(ops, kq, _mul(f, u)), axis=axis, keepdims=True)
     if not need_grad:
         return loss, None
     # d/dp of (1-p)^g * (-log p) = -(1-p)^g * (g * u/(1-p) + 1/p)
     inner = 1.0 / p
     if gamma != 0:
-        inner = gamma * _u_over_1mp(ops, u) + inner
+        inner = gamma * _u_over_omp(ops, u, omp) + inner
     return loss, -_xmul(ops, kq, _mul(f, inner))
 
 
@@ -469,7 +465,8 @@ def softmax_focal_index(ops, x, index, *, k_y, sample_coef, gamma: float, axis: 
     lp = ops.log_softmax(x, axis)
     lp_y = ops.take(lp, index, axis)
     u = 0.0 - lp_y
-    f = _focal_factor(ops, _log1mexp(ops, lp_y), gamma)
+    omp = -ops.expm1(lp_y)
+    f = _focal_factor(ops, omp, gamma)
     c = _mul(k_y, sample_coef)
     loss = _mul(c, _mul(f, u))
     if not need_grad:
@@ -477,9 +474,9 @@ def softmax_focal_index(ops, x, index, *, k_y, sample_coef, gamma: float, axis: 
     if gamma == 0:
         g = ops.full_like(u, 1.0) if c is None else c
     else:
-        g = _mul(c, f * (1.0 + gamma * ops.exp(lp_y) * _u_over_1mp(ops, u)))
-    # d/dx_j = p_j*g for j != y and -(1-p_y)*g at the target, with 1-p_y = -expm1(log p_y).
-    return loss, ops.scatter(ops.exp(lp) * g, index, ops.expm1(lp_y) * g, axis)
+        g = _mul(c, f * (1.0 + gamma * ops.exp(lp_y) * _u_over_omp(ops, u, omp)))
+    # d/dx_j = p_j*g for j != y and -(1-p_y)*g at the target.
+    return loss, ops.scatter(ops.exp(lp) * g, index, -omp * g, axis)
 
 
 def smoothed_distribution(ops, q, label_smoothing: float, num_classes: int):

@@ -207,9 +207,13 @@ class TestSoftmaxFocalLoss:
         dict(ignore_index=1), dict(reduction="none"), dict(reduction="sum", normalizer=2.5),
         dict(probs=True), dict(probs=True, label_smoothing=0.2), dict(nd=True),
         dict(from_logits=False), dict(from_logits=False, label_smoothing=0.1),
+        dict(from_logits=False, probs=True), dict(weight=[1.0, 2.0, 0.5, 1.5], ignore_index=0),
+        dict(normalizer="tensor", reduction="sum"), dict(nd=True, reduction="none"),
     ], ids=lambda o: ",".join(o) or "default")
     def test_gradcheck(self, gamma, options):
         options = dict(options)
+        if options.get("normalizer") == "tensor":
+            options["normalizer"] = torch.tensor(3.5, dtype=torch.float64)
         probs, nd = options.pop("probs", False), options.pop("nd", False)
         shape = (3, 4, 2) if nd else (5, 4)
         x = _logits(shape, seed=18, scale=2.0)
@@ -356,10 +360,25 @@ class TestAutogradAndCompile:
         assert [tuple(s.shape) for s in saved] == [(64, 8), (64, 8)]
 
     def test_no_grad_saves_nothing_and_matches(self):
-        x, t = torch.randn(5, 3), (torch.rand(5, 3) < 0.5).float()
-        with torch.no_grad():
-            a = ft.sigmoid_focal_loss(x, t)
-        _assert_close(a, ft.sigmoid_focal_loss(x.requires_grad_(True), t).detach(), rtol=0)
+        x, t = torch.randn(5, 3, requires_grad=True), (torch.rand(5, 3) < 0.5).float()
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda s: saved.append(s) or s,
+                                                      lambda s: s):
+            with torch.no_grad():
+                a = ft.sigmoid_focal_loss(x, t)
+        assert saved == [] and a.grad_fn is None
+        _assert_close(a, ft.sigmoid_focal_loss(x, t).detach(), rtol=0)
+
+    def test_inductor_fullgraph_matches_eager(self):
+        torch._dynamo.reset()
+        f = torch.compile(lambda x, y: ft.sigmoid_focal_loss(x, y, gamma=0.5), fullgraph=True)
+        x = torch.randn(32, 5, requires_grad=True)
+        y = (torch.rand(32, 5) < 0.2).float()
+        out = f(x, y)
+        (g,) = torch.autograd.grad(out, x)
+        (g_eager,) = torch.autograd.grad(ft.sigmoid_focal_loss(x, y, gamma=0.5), x)
+        _assert_close(out, ft.sigmoid_focal_loss(x, y, gamma=0.5), rtol=1e-5)
+        _assert_close(g, g_eager, rtol=1e-5, atol=1e-8)
 
     def test_second_derivative_raises_instead_of_dropping_curvature(self):
         x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
