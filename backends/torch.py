@@ -258,6 +258,14 @@ def _legacy_reduction(size_average, reduce, reduction):
     return reduction
 
 
+def _set_alpha(module: nn.Module, alpha) -> None:
+    """A number (or None) is an attribute; a per-class vector is a buffer that follows .to()."""
+    if alpha is None or isinstance(alpha, numbers.Real):
+        module.alpha = _spec.check_alpha_number(alpha)
+    else:
+        module.register_buffer("alpha", torch.as_tensor(alpha))
+
+
 class FocalLoss(nn.Module):
     r"""Softmax focal loss with :class:`torch.nn.CrossEntropyLoss`'s signature plus ``gamma``, ``alpha``.
 
@@ -277,10 +285,7 @@ class FocalLoss(nn.Module):
         self.label_smoothing = _spec.check_label_smoothing(label_smoothing)
         self.gamma = _spec.check_gamma(gamma)
         self.register_buffer("weight", None if weight is None else torch.as_tensor(weight))
-        if alpha is None or isinstance(alpha, numbers.Real):
-            self.alpha = _spec.check_alpha_number(alpha)
-        else:
-            self.register_buffer("alpha", torch.as_tensor(alpha))
+        _set_alpha(self, alpha)
 
     def forward(self, input, target):
         return softmax_focal_loss(
@@ -308,10 +313,7 @@ class SigmoidFocalLoss(nn.Module):
         self.register_buffer("weight", None if weight is None else torch.as_tensor(weight))
         self.register_buffer("pos_weight",
                              None if pos_weight is None else torch.as_tensor(pos_weight))
-        if alpha is None or isinstance(alpha, numbers.Real):
-            self.alpha = _spec.check_alpha_number(alpha)
-        else:
-            self.register_buffer("alpha", torch.as_tensor(alpha))
+        _set_alpha(self, alpha)
 
     def forward(self, input, target):
         return sigmoid_focal_loss(

@@ -598,8 +598,24 @@ def _elementwise_weight(ops, weight, x):
     return w
 
 
-def _check_logits(ops, logits):
-    check_logits_dtype(ops.kind(logits))
+def _check_probabilities(ops, x):
+    rng = ops.concrete_range(x)
+    if rng is not None:
+        check_unit_interval_values("logits (probabilities, from_logits=False)", *rng)
+
+
+def _binary_setup(ops, x, targets, *, alpha, weight, ignore_index, label_smoothing,
+                  normalizer):
+    """What the sigmoid loss and FL* share: alpha, weights, targets, mask, normalizer."""
+    label_smoothing = check_label_smoothing(label_smoothing)
+    ignore_index = check_ignore_index(ignore_index, allow_none=True, binary=True)
+    alpha = _alpha(ops, alpha, x)
+    if alpha is not None and not isinstance(alpha, float):
+        check_broadcasts_to("alpha", ops.shape(alpha), ops.shape(x))
+    coef = _elementwise_weight(ops, weight, x)
+    normalizer = _normalizer(ops, normalizer, x)
+    y, mask, denom = _binary_targets(ops, x, targets, ignore_index, label_smoothing)
+    return alpha, _mul(coef, mask), y, denom, normalizer
 
 
 def run_sigmoid_focal_loss(ops, logits, targets, *, gamma, alpha, pos_weight, weight,
@@ -607,26 +623,17 @@ def run_sigmoid_focal_loss(ops, logits, targets, *, gamma, alpha, pos_weight, we
                            from_logits, need_grad):
     """`sigmoid_focal_loss` on a backend: see :func:`focalx.sigmoid_focal_loss`."""
     gamma = check_gamma(gamma)
-    label_smoothing = check_label_smoothing(label_smoothing)
     reduction = check_reduction(reduction)
     from_logits = check_from_logits(from_logits)
-    ignore_index = check_ignore_index(ignore_index, allow_none=True, binary=True)
     x = logits
-    shape = ops.shape(x)
-    alpha = _alpha(ops, alpha, x)
-    if alpha is not None and not isinstance(alpha, float):
-        check_broadcasts_to("alpha", ops.shape(alpha), shape)
     if pos_weight is not None:
         pos_weight = _param_array(ops, pos_weight, "pos_weight", x, nonneg=True)
-        check_broadcasts_to("pos_weight", ops.shape(pos_weight), shape)
-    coef = _elementwise_weight(ops, weight, x)
-    normalizer = _normalizer(ops, normalizer, x)
+        check_broadcasts_to("pos_weight", ops.shape(pos_weight), ops.shape(x))
+    alpha, coef, y, denom, normalizer = _binary_setup(
+        ops, x, targets, alpha=alpha, weight=weight, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, normalizer=normalizer)
     if not from_logits:
-        rng = ops.concrete_range(x)
-        if rng is not None:
-            check_unit_interval_values("logits (probabilities, from_logits=False)", *rng)
-    y, mask, denom = _binary_targets(ops, x, targets, ignore_index, label_smoothing)
-    coef = _mul(coef, mask)
+        _check_probabilities(ops, x)
     loss, grad = sigmoid_focal(ops, x, y, coef=coef, alpha=alpha, pos_weight=pos_weight,
                                gamma=gamma, from_logits=from_logits, need_grad=need_grad)
     return reduce(ops, loss, grad, reduction=reduction, denom=denom, normalizer=normalizer)
@@ -638,19 +645,12 @@ def run_sigmoid_focal_loss_star(ops, logits, targets, *, gamma, beta, alpha, wei
     """`sigmoid_focal_loss_star` on a backend: see :func:`focalx.sigmoid_focal_loss_star`."""
     gamma = check_gamma(gamma, strictly_positive=True)
     beta = check_beta(beta)
-    label_smoothing = check_label_smoothing(label_smoothing)
     reduction = check_reduction(reduction)
-    ignore_index = check_ignore_index(ignore_index, allow_none=True, binary=True)
-    x = logits
-    alpha = _alpha(ops, alpha, x)
-    if alpha is not None and not isinstance(alpha, float):
-        check_broadcasts_to("alpha", ops.shape(alpha), ops.shape(x))
-    coef = _elementwise_weight(ops, weight, x)
-    normalizer = _normalizer(ops, normalizer, x)
-    y, mask, denom = _binary_targets(ops, x, targets, ignore_index, label_smoothing)
-    coef = _mul(coef, mask)
-    loss, grad = sigmoid_focal_star(ops, x, y, coef=coef, alpha=alpha, gamma=gamma, beta=beta,
-                                    need_grad=need_grad)
+    alpha, coef, y, denom, normalizer = _binary_setup(
+        ops, logits, targets, alpha=alpha, weight=weight, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, normalizer=normalizer)
+    loss, grad = sigmoid_focal_star(ops, logits, y, coef=coef, alpha=alpha, gamma=gamma,
+                                    beta=beta, need_grad=need_grad)
     return reduce(ops, loss, grad, reduction=reduction, denom=denom, normalizer=normalizer)
 
 
@@ -687,9 +687,7 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
         k = _mul(k, w)
     normalizer = _normalizer(ops, normalizer, x)
     if not from_logits:
-        rng = ops.concrete_range(x)
-        if rng is not None:
-            check_unit_interval_values("logits (probabilities, from_logits=False)", *rng)
+        _check_probabilities(ops, x)
 
     if kind == "probs":
         q = ops.as_float(targets, x)
