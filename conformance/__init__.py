@@ -1,0 +1,1 @@
+"""focalx conformance: golden cases from an independent oracle, and the runner."""

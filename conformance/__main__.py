@@ -1,0 +1,8 @@
+"""``python -m focalx.conformance`` = ``focalx check``."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

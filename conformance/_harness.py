@@ -1,0 +1,111 @@
+"""Per-backend plumbing for the conformance runner: arrays in, (loss, grad) out.
+
+A harness imports its framework when created, so the runner creates only the
+one it was asked for (each backend runs in its own process).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import numpy as np
+
+#: backend name -> (module that must be importable, harness class name)
+HARNESSES = {
+    "numpy": ("numpy", "NumpyHarness"),
+    "torch": ("torch", "TorchHarness"),
+}
+
+
+def available(name: str) -> tuple[bool, str]:
+    """(installed?, why not) without importing the framework."""
+    module = HARNESSES[name][0]
+    if importlib.util.find_spec(module) is None:
+        return False, f"{module} is not installed"
+    return True, ""
+
+
+def create(name: str):
+    return globals()[HARNESSES[name][1]]()
+
+
+class UnsupportedCase(Exception):
+    """Raised by an argument adapter for a case the checked function cannot express."""
+
+
+def _as_float64(values, shape):
+    return np.asarray(values, dtype=np.float64).reshape(shape)
+
+
+class NumpyHarness:
+    """The float64 NumPy reference (it computes in float64 whatever it is given)."""
+
+    name = "numpy"
+
+    def __init__(self):
+        from focalx import _numpy
+        self.ref = _numpy
+        self.version = np.__version__
+
+    def devices(self):
+        return ["cpu"]
+
+    def dtypes(self, device):
+        return ["float64"]
+
+    def default_fn(self, variant):
+        return getattr(self.ref, variant + "_and_grad")
+
+    def to_array(self, values, shape, *, index=False, device="cpu", dtype="float64"):
+        return np.asarray(values, dtype=np.int64 if index else np.float64).reshape(shape)
+
+    def evaluate(self, fn, x, y, kwargs, *, own=False):
+        if own:
+            loss, grad = fn(x, y, **kwargs)
+            return np.asarray(loss, np.float64).ravel(), np.asarray(grad, np.float64).ravel()
+        # A user's NumPy function: no autograd, so the gradient is not checked.
+        return np.asarray(fn(x, y, **kwargs), np.float64).ravel(), None
+
+    def call_public(self, variant, x, y, kwargs):
+        import focalx
+        return getattr(focalx, variant)(x, y, **kwargs)
+
+
+class TorchHarness:
+    name = "torch"
+
+    def __init__(self):
+        import torch
+        import focalx.torch as ft
+        self.torch, self.ft = torch, ft
+        self.version = torch.__version__
+
+    def devices(self):
+        return ["cpu"] + (["cuda"] if self.torch.cuda.is_available() else [])
+
+    def dtypes(self, device):
+        return ["float64", "float32", "bfloat16", "float16"]
+
+    def default_fn(self, variant):
+        return getattr(self.ft, variant)
+
+    def to_array(self, values, shape, *, index=False, device="cpu", dtype="float64"):
+        torch = self.torch
+        t = torch.as_tensor(np.asarray(values, dtype=np.int64 if index else np.float64))
+        t = t.reshape(tuple(shape)).to(device)
+        return t if index else t.to(getattr(torch, dtype))
+
+    def evaluate(self, fn, x, y, kwargs, *, own=False):
+        torch = self.torch
+        x = x.detach().requires_grad_(True)
+        loss = fn(x, y, **kwargs)
+        if loss.requires_grad:
+            (grad,) = torch.autograd.grad(loss.sum(), x)
+        else:
+            grad = torch.zeros_like(x)
+        return (loss.detach().double().cpu().numpy().ravel(),
+                grad.double().cpu().numpy().ravel())
+
+    def call_public(self, variant, x, y, kwargs):
+        return getattr(self.ft, variant)(x, y, **kwargs)

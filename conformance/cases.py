@@ -1,0 +1,228 @@
+"""The golden cases: every function and parameter of the spec, as plain data.
+
+Deterministic (Python's ``random.Random`` with fixed seeds, whose sequence is
+stable across Python versions) and framework-free. Values are chosen to be
+exactly representable where that keeps low-precision comparisons clean:
+random logits are multiples of 1/8 in [-16, 16] and hyperparameters are
+dyadic (0.25, 0.375, 2.0, ...), so float32, float16 and bfloat16 hold them
+exactly; the extreme logits that they do not hold (1e-8, 1e4) get golden values
+at the rounded inputs as well (see ``generate.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+GAMMAS = (0.0, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0)
+EXTREME = (0.0, 1e-8, -1e-8, 15.0, -15.0, 17.0, -17.0, 30.0, -30.0, 88.0, -88.0, 89.0, -89.0,
+           100.0, -100.0, 1e4, -1e4)
+SIGMOID, SOFTMAX, STAR = "sigmoid_focal_loss", "softmax_focal_loss", "sigmoid_focal_loss_star"
+
+
+def _flat(nested):
+    if not isinstance(nested, list):
+        return [nested], ()
+    out, shape, level = [], [], nested
+    while isinstance(level, list):
+        shape.append(len(level))
+        level = level[0] if level else None
+
+    def walk(a):
+        if isinstance(a, list):
+            for b in a:
+                walk(b)
+        else:
+            out.append(a)
+    walk(nested)
+    return out, tuple(shape)
+
+
+def _logits(rng, shape, lo=-128, hi=128):
+    n = math.prod(shape)
+    flat = [rng.randint(lo, hi) / 8 for _ in range(n)]
+    return flat, tuple(shape)
+
+
+class _Builder:
+    def __init__(self):
+        self.cases = []
+
+    def add(self, cid, fn, logits, shape, targets, tshape, kwargs, *, index=False,
+            array_kwargs=()):
+        assert not any(c["id"] == cid for c in self.cases), cid
+        self.cases.append({
+            "id": cid, "fn": fn,
+            "logits": [float(v) for v in logits], "shape": list(shape),
+            "targets": [int(v) if index else float(v) for v in targets],
+            "targets_shape": list(tshape), "targets_dtype": "int" if index else "float",
+            "kwargs": kwargs, "array_kwargs": list(array_kwargs),
+        })
+
+
+def _hard(rng, n, p=0.4):
+    return [1.0 if rng.random() < p else 0.0 for _ in range(n)]
+
+
+def _soft(rng, n):
+    return [rng.randint(0, 8) / 8 for _ in range(n)]
+
+
+def build_cases() -> list[dict]:
+    b = _Builder()
+    rng = random.Random(20261123)
+
+    # ---- sigmoid ---------------------------------------------------------------------
+    x, sh = _logits(rng, (4, 3))
+    y = _hard(rng, 12)
+    for gamma in GAMMAS:
+        for aname, alpha in (("none", None), ("0.25", 0.25), ("vector", [0.25, 0.75, 0.5])):
+            b.add(f"sigmoid/gamma={gamma}/alpha={aname}", SIGMOID, x, sh, y, sh,
+                  {"gamma": gamma, "alpha": alpha, "reduction": "none"})
+    ys = _soft(rng, 12)
+    for gamma in (0.0, 0.5, 2.0):
+        b.add(f"sigmoid/soft/gamma={gamma}", SIGMOID, x, sh, ys, sh,
+              {"gamma": gamma, "alpha": 0.25, "reduction": "none"})
+    b.add("sigmoid/pos_weight/vector", SIGMOID, x, sh, ys, sh,
+          {"gamma": 2.0, "pos_weight": [2.0, 0.5, 1.0], "reduction": "sum"})
+    b.add("sigmoid/pos_weight/scalar", SIGMOID, x, sh, y, sh,
+          {"gamma": 0.5, "alpha": None, "pos_weight": 3.0, "reduction": "mean"})
+    b.add("sigmoid/weight/rows", SIGMOID, x, sh, y, sh,
+          {"gamma": 2.0, "weight": [[0.5], [1.5], [0.0], [2.0]], "reduction": "none"})
+    b.add("sigmoid/gamma0/bce", SIGMOID, x, sh, ys, sh,
+          {"gamma": 0.0, "alpha": None, "pos_weight": [2.0, 0.5, 1.0],
+           "weight": [[0.5], [1.5], [1.0], [2.0]], "reduction": "mean"})
+    yi = list(y)
+    yi[1] = yi[5] = yi[6] = -1.0
+    for red in ("none", "sum", "mean"):
+        b.add(f"sigmoid/ignore_index/{red}", SIGMOID, x, sh, yi, sh,
+              {"gamma": 2.0, "ignore_index": -1, "reduction": red})
+    b.add("sigmoid/ignore_index/all", SIGMOID, x[:3], (3,), [-1.0] * 3, (3,),
+          {"gamma": 2.0, "ignore_index": -1, "reduction": "mean"})
+    b.add("sigmoid/label_smoothing", SIGMOID, x, sh, y, sh,
+          {"gamma": 2.0, "label_smoothing": 0.125, "reduction": "none"})
+    b.add("sigmoid/label_smoothing/soft", SIGMOID, x, sh, ys, sh,
+          {"gamma": 0.5, "alpha": 0.375, "label_smoothing": 0.25, "reduction": "mean"})
+    b.add("sigmoid/normalizer/number", SIGMOID, x, sh, y, sh,
+          {"gamma": 2.0, "reduction": "sum", "normalizer": 3.0})
+    b.add("sigmoid/normalizer/array", SIGMOID, x, sh, y, sh,
+          {"gamma": 2.0, "reduction": "mean", "normalizer": 7.5}, array_kwargs=["normalizer"])
+    b.add("sigmoid/normalizer/none", SIGMOID, x, sh, y, sh,
+          {"gamma": 1.0, "reduction": "none", "normalizer": 4.0})
+    xn, shn = _logits(rng, (2, 3, 2, 2))
+    b.add("sigmoid/nd/alpha-last-axis", SIGMOID, xn, shn, _hard(rng, 24), shn,
+          {"gamma": 2.0, "alpha": [0.25, 0.75], "reduction": "mean"})
+    b.add("sigmoid/broadcast-targets", SIGMOID, x, sh, [1.0, 0.0, 1.0], (3,),
+          {"gamma": 2.0, "reduction": "none"})
+    b.add("sigmoid/empty", SIGMOID, [], (0, 3), [], (0, 3), {"gamma": 2.0, "reduction": "mean"})
+    b.add("sigmoid/empty/sum", SIGMOID, [], (0, 3), [], (0, 3), {"gamma": 2.0, "reduction": "sum"})
+    probs = [0.125, 0.5, 0.875, 0.0, 1.0, 2.0 ** -20, 1 - 2.0 ** -20, 0.25]
+    ptarg = [1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.625]
+    for gamma in (0.0, 0.5, 2.0):
+        b.add(f"sigmoid/probabilities/gamma={gamma}", SIGMOID, probs, (8,), ptarg, (8,),
+              {"gamma": gamma, "from_logits": False, "reduction": "none"})
+    b.add("sigmoid/probabilities/certain-wrong", SIGMOID, [0.0, 1.0], (2,), [1.0, 0.0], (2,),
+          {"gamma": 2.0, "from_logits": False, "reduction": "none"})
+    n = len(EXTREME)
+    for gamma in (0.0, 0.25, 0.5, 2.0, 5.0):
+        for t in (0.0, 1.0, 0.375):
+            b.add(f"sigmoid/extreme/gamma={gamma}/y={t}", SIGMOID, list(EXTREME), (n,),
+                  [t] * n, (n,), {"gamma": gamma, "alpha": 0.25, "reduction": "none"})
+
+    # ---- softmax ---------------------------------------------------------------------
+    x, sh = _logits(rng, (5, 4))
+    yi = [rng.randrange(4) for _ in range(5)]
+    for gamma in GAMMAS:
+        for aname, alpha in (("none", None), ("0.25", 0.25),
+                             ("vector", [0.25, 0.75, 0.5, 1.0])):
+            b.add(f"softmax/gamma={gamma}/alpha={aname}", SOFTMAX, x, sh, yi, (5,),
+                  {"gamma": gamma, "alpha": alpha, "axis": 1, "reduction": "none"}, index=True)
+    w = [0.5, 1.5, 2.0, 1.0]
+    for red in ("none", "sum", "mean"):
+        b.add(f"softmax/weight/{red}", SOFTMAX, x, sh, yi, (5,),
+              {"gamma": 2.0, "weight": w, "axis": 1, "reduction": red}, index=True)
+    yig = list(yi)
+    yig[1] = yig[3] = -100
+    for red in ("none", "mean"):
+        b.add(f"softmax/ignore_index/weight/{red}", SOFTMAX, x, sh, yig, (5,),
+              {"gamma": 2.0, "weight": w, "axis": 1, "reduction": red}, index=True)
+    b.add("softmax/ignore_index/custom", SOFTMAX, x, sh, yi, (5,),
+          {"gamma": 0.5, "ignore_index": yi[0], "axis": 1, "reduction": "mean"}, index=True)
+    b.add("softmax/ignore_index/all", SOFTMAX, x[:8], (2, 4), [-100, -100], (2,),
+          {"gamma": 2.0, "axis": 1, "reduction": "mean"}, index=True)
+    b.add("softmax/label_smoothing", SOFTMAX, x, sh, yig, (5,),
+          {"gamma": 2.0, "label_smoothing": 0.125, "weight": w, "axis": 1, "reduction": "mean"},
+          index=True)
+    b.add("softmax/gamma0/cross-entropy", SOFTMAX, x, sh, yig, (5,),
+          {"gamma": 0.0, "label_smoothing": 0.25, "weight": w, "axis": 1, "reduction": "mean"},
+          index=True)
+    q = []
+    for _ in range(5):
+        row = [rng.randint(0, 4) for _ in range(4)]
+        row[rng.randrange(4)] += 1
+        tot = sum(row)
+        scale = 8 if tot <= 8 else 16
+        # dyadic distributions: scale counts to a power-of-two total
+        row = [v * scale // tot for v in row]
+        row[0] += scale - sum(row)
+        q += [v / scale for v in row]
+    b.add("softmax/probs", SOFTMAX, x, sh, q, sh,
+          {"gamma": 2.0, "alpha": [0.25, 0.75, 0.5, 1.0], "axis": 1, "reduction": "mean"})
+    b.add("softmax/probs/smoothing-weight", SOFTMAX, x, sh, q, sh,
+          {"gamma": 0.5, "label_smoothing": 0.25, "weight": w, "axis": 1, "reduction": "sum"})
+    b.add("softmax/normalizer/array", SOFTMAX, x, sh, yi, (5,),
+          {"gamma": 2.0, "axis": 1, "reduction": "sum", "normalizer": 3.0},
+          index=True, array_kwargs=["normalizer"])
+    xn, shn = _logits(rng, (2, 3, 2, 2))
+    yn = [rng.randrange(3) for _ in range(8)]
+    yn[2] = -100
+    b.add("softmax/nd/axis=1", SOFTMAX, xn, shn, yn, (2, 2, 2),
+          {"gamma": 2.0, "weight": [0.5, 1.0, 2.0], "axis": 1, "reduction": "mean"}, index=True)
+    b.add("softmax/nd/axis=-1/none", SOFTMAX, xn, shn, [rng.randrange(2) for _ in range(12)],
+          (2, 3, 2), {"gamma": 1.0, "axis": -1, "reduction": "none"}, index=True)
+    b.add("softmax/1d", SOFTMAX, x[:4], (4,), [2], (), {"gamma": 2.0, "axis": 0,
+                                                          "reduction": "mean"}, index=True)
+    b.add("softmax/empty", SOFTMAX, [], (0, 4), [], (0,), {"gamma": 2.0, "axis": 1,
+                                                            "reduction": "mean"}, index=True)
+    pr = [0.5, 0.25, 0.25, 0.125, 0.375, 0.5, 1.0, 0.0, 0.0, 2.0 ** -20, 1 - 2.0 ** -20, 0.0]
+    for gamma in (0.0, 0.5, 2.0):
+        b.add(f"softmax/probabilities/gamma={gamma}", SOFTMAX, pr, (4, 3), [0, 2, 0, 1], (4,),
+              {"gamma": gamma, "from_logits": False, "axis": 1, "reduction": "none"},
+              index=True)
+    b.add("softmax/probabilities/soft-targets", SOFTMAX, pr[:9], (3, 3),
+          [0.5, 0.5, 0.0, 0.25, 0.25, 0.5, 1.0, 0.0, 0.0], (3, 3),
+          {"gamma": 2.0, "from_logits": False, "axis": 1, "reduction": "mean"})
+    rows = [[0.0, 1e-8, -1e-8], [15.0, -15.0, 0.0], [17.0, -17.0, 0.0], [30.0, -30.0, 0.0],
+            [88.0, -89.0, 0.0], [100.0, -100.0, 0.0], [1e4, 0.0, -1e4], [-1e4, 1e4, 0.0]]
+    flat_rows = [v for r in rows for v in r]
+    for gamma in (0.0, 0.25, 0.5, 2.0, 5.0):
+        for t in (0, 2):
+            b.add(f"softmax/extreme/gamma={gamma}/target={t}", SOFTMAX, flat_rows,
+                  (len(rows), 3), [t] * len(rows), (len(rows),),
+                  {"gamma": gamma, "axis": 1, "reduction": "none"}, index=True)
+        b.add(f"softmax/extreme/gamma={gamma}/smoothing", SOFTMAX, flat_rows, (len(rows), 3),
+              [0] * len(rows), (len(rows),),
+              {"gamma": gamma, "label_smoothing": 0.125, "axis": 1, "reduction": "none"},
+              index=True)
+
+    # ---- FL* -------------------------------------------------------------------------
+    x, sh = _logits(rng, (4, 3))
+    y = _hard(rng, 12)
+    for gamma in (0.5, 1.0, 2.0):
+        for beta in (0.0, 1.0, -0.5):
+            b.add(f"star/gamma={gamma}/beta={beta}", STAR, x, sh, y, sh,
+                  {"gamma": gamma, "beta": beta, "reduction": "none"})
+    yi = list(y)
+    yi[0] = yi[4] = -1.0
+    b.add("star/options", STAR, x, sh, yi, sh,
+          {"gamma": 2.0, "beta": 1.0, "alpha": 0.25, "weight": [[0.5], [1.0], [2.0], [1.5]],
+           "ignore_index": -1, "label_smoothing": 0.125, "reduction": "mean"})
+    b.add("star/normalizer", STAR, x, sh, _soft(rng, 12), sh,
+          {"gamma": 1.0, "beta": 0.0, "reduction": "sum", "normalizer": 2.5})
+    for t in (0.0, 1.0):
+        b.add(f"star/extreme/y={t}", STAR, list(EXTREME), (n,), [t] * n, (n,),
+              {"gamma": 0.5, "beta": 1.0, "reduction": "none"})
+    return b.cases
+
+
+__all__ = ["build_cases", "GAMMAS", "EXTREME"]

@@ -1,0 +1,292 @@
+"""The independent oracle: focalx's definitions evaluated in mpmath at 50 digits.
+
+Written straight from the formulas in the README and ``focalx/_spec.py``'s
+docstring, element by element, with no call into focalx. Gradients are
+mpmath's numerical derivatives (``mp.diff``) of the reduced loss, so they are
+independent of focalx's closed forms too. Only the golden-file generator
+(``conformance/generate.py``) imports this module, and it needs mpmath.
+
+Identities used for accuracy at any logit (each exact, none an approximation):
+log sigmoid(x) = -log1p(exp(-x)); 1 - sigmoid(x) = sigmoid(-x);
+log softmax(x)_c = (x_c - x_max) - log1p(sum_{j != argmax} exp(x_j - x_max));
+1 - p = -expm1(log p).
+"""
+
+from __future__ import annotations
+
+import math
+import mpmath as mp
+
+DPS = 50
+
+
+def _prod(shape):
+    return math.prod(shape) if shape else 1
+
+
+def _index(shape, flat):
+    out = []
+    for n in reversed(shape):
+        out.append(flat % n)
+        flat //= n
+    return tuple(reversed(out))
+
+
+def _flat(shape, idx):
+    f = 0
+    for n, i in zip(shape, idx):
+        f = f * n + i
+    return f
+
+
+def _bcast(values, shape, target_shape):
+    """Element of a (flattened, row-major) array `values` of `shape` at each target index."""
+    if values is None:
+        return None
+    if not isinstance(values, list):
+        return lambda idx: values
+    shape = tuple(shape)
+    off = len(target_shape) - len(shape)
+
+    def get(idx):
+        sub = tuple(0 if n == 1 else i for n, i in zip(shape, idx[off:]))
+        return values[_flat(shape, sub)]
+    return get
+
+
+def _flatten(v):
+    """A number or nested list -> (flat list of mpf, shape); None -> (None, ())."""
+    if v is None:
+        return None, ()
+    if not isinstance(v, list):
+        return mp.mpf(v), ()
+    shape, level = [], v
+    while isinstance(level, list):
+        shape.append(len(level))
+        level = level[0] if level else None
+    flat = []
+
+    def walk(a):
+        if isinstance(a, list):
+            for b in a:
+                walk(b)
+        else:
+            flat.append(mp.mpf(a))
+    walk(v)
+    return flat, tuple(shape)
+
+
+def _param(kw, name, target_shape):
+    flat, shape = _flatten(kw.get(name))
+    return None if flat is None else _bcast(flat, shape, target_shape)
+
+
+def _mpf_list(v):
+    return _flatten(v)[0]
+
+
+# ---- elementwise definitions ---------------------------------------------------------
+
+def _sigmoid_elem(x, y, gamma, alpha, pw, from_logits):
+    """-alpha_t (1-p_t)^gamma [pw y log p + (1-y) log(1-p)]."""
+    if from_logits:
+        logp, logq = -mp.log1p(mp.exp(-x)), -mp.log1p(mp.exp(x))
+        p, q = mp.exp(logp), mp.exp(logq)
+    else:
+        p, q = x, 1 - x
+        logp = mp.log(p) if p > 0 else mp.ninf
+        logq = mp.log(q) if q > 0 else mp.ninf
+    # 0 * log 0 = 0 (the limit), as in any cross-entropy.
+    pos = 0 if y == 0 else pw * y * logp
+    neg = 0 if y == 1 else (1 - y) * logq
+    bce = -(pos + neg)
+    m = y * q + (1 - y) * p  # 1 - p_t
+    a = 1 if alpha is None else y * alpha + (1 - y) * (1 - alpha)
+    return a * (m ** gamma if gamma != 0 else 1) * bce
+
+
+def _star_elem(x, y, gamma, beta, alpha):
+    z = gamma * x * (2 * y - 1) + beta
+    a = 1 if alpha is None else y * alpha + (1 - y) * (1 - alpha)
+    return a * mp.log1p(mp.exp(-z)) / gamma
+
+
+def _log_softmax(xs):
+    top = max(range(len(xs)), key=lambda j: xs[j])
+    rest = mp.fsum(mp.exp(xs[j] - xs[top]) for j in range(len(xs)) if j != top)
+    return [(v - xs[top]) - mp.log1p(rest) for v in xs]
+
+
+def _softmax_sample(xs, q, k, gamma, from_logits):
+    """-sum_c k_c q_c (1-p_c)^gamma log p_c over one sample's classes."""
+    if from_logits:
+        lps = _log_softmax(xs)
+        omps = [-mp.expm1(lp) for lp in lps]
+    else:
+        lps = [mp.log(p) if p > 0 else mp.ninf for p in xs]
+        omps = [1 - p for p in xs]
+    total = mp.mpf(0)
+    for lp, omp, qc, kc in zip(lps, omps, q, k):
+        if qc == 0 or kc == 0:
+            continue
+        total += kc * qc * (omp ** gamma if gamma != 0 else 1) * -lp
+    return total
+
+
+# ---- whole functions ---------------------------------------------------------------
+
+def _reduce(values, reduction, denom, normalizer):
+    """(output list, scale applied to the summed element losses)."""
+    scale = mp.mpf(1)
+    if reduction == "mean":
+        scale = mp.mpf(0) if denom == 0 else 1 / mp.mpf(denom)
+    if normalizer is not None:
+        scale = scale / mp.mpf(normalizer)
+    if reduction == "none":
+        return [v * scale for v in values], scale
+    return [mp.fsum(values) * scale], scale
+
+
+def _diff(f, x, lo=None, hi=None):
+    """d f / d x; one-sided at the ends of a closed domain [lo, hi]."""
+    if lo is not None and x == lo:
+        return mp.diff(f, x, direction=1)
+    if hi is not None and x == hi:
+        return mp.diff(f, x, direction=-1)
+    return mp.diff(f, x)
+
+
+def sigmoid(logits, shape, targets, tshape, kw, *, star=False):
+    """Loss (flattened output) and gradient of the summed output w.r.t. each logit."""
+    with mp.workdps(DPS):
+        shape = tuple(shape)
+        n = _prod(shape)
+        xs = [mp.mpf(v) for v in logits]
+        ty = _bcast([mp.mpf(v) for v in targets], tshape, shape)
+        alpha_at = _param(kw, "alpha", shape)
+        pw_at = _param(kw, "pos_weight", shape)
+        w_at = _param(kw, "weight", shape)
+        ignore = kw.get("ignore_index")
+        e = mp.mpf(kw.get("label_smoothing", 0))
+        gamma = mp.mpf(kw["gamma"])
+        from_logits = kw.get("from_logits", True)
+
+        elem_fns, count = [], 0
+        for i in range(n):
+            idx = _index(shape, i)
+            y = ty(idx)
+            if ignore is not None and y == ignore:
+                elem_fns.append(None)
+                continue
+            count += 1
+            y = y * (1 - e) + e / 2
+            a = None if alpha_at is None else alpha_at(idx)
+            w = 1 if w_at is None else w_at(idx)
+            if star:
+                beta = mp.mpf(kw["beta"])
+                elem_fns.append(lambda v, y=y, a=a, w=w: w * _star_elem(v, y, gamma, beta, a))
+            else:
+                pw = 1 if pw_at is None else pw_at(idx)
+                elem_fns.append(lambda v, y=y, a=a, w=w, pw=pw:
+                                w * _sigmoid_elem(v, y, gamma, a, pw, from_logits))
+        values = [mp.mpf(0) if f is None else f(x) for f, x in zip(elem_fns, xs)]
+        out, scale = _reduce(values, kw.get("reduction", "mean"), count,
+                             kw.get("normalizer"))
+        grads = []
+        for f, x in zip(elem_fns, xs):
+            if f is None:
+                grads.append(mp.mpf(0))
+            elif not mp.isfinite(f(x)):
+                grads.append(None)  # an infinite loss has no gradient to compare
+            elif from_logits:
+                grads.append(scale * _diff(f, x))
+            else:
+                grads.append(scale * _diff(f, x, 0, 1))
+        return out, grads, scale
+
+
+def softmax(logits, shape, targets, tshape, kw):
+    """Loss (flattened output) and gradient of the summed output w.r.t. each logit."""
+    with mp.workdps(DPS):
+        shape = tuple(shape)
+        axis = kw["axis"] % len(shape)
+        C = shape[axis]
+        other = shape[:axis] + shape[axis + 1:]
+        xs = [mp.mpf(v) for v in logits]
+        probs = tuple(tshape) == shape
+        e = mp.mpf(kw.get("label_smoothing", 0))
+        gamma = mp.mpf(kw["gamma"])
+        weight = _mpf_list(kw.get("weight"))
+        alpha = _mpf_list(kw.get("alpha"))
+        ignore = kw["ignore_index"]
+        from_logits = kw.get("from_logits", True)
+        k = [mp.mpf(1)] * C
+        if weight is not None:
+            k = [a * b for a, b in zip(k, weight)]
+        if alpha is not None:
+            k = [a * (alpha[c] if isinstance(alpha, list) else alpha) for c, a in enumerate(k)]
+
+        def flat_at(s_idx, c):
+            return _flat(shape, s_idx[:axis] + (c,) + s_idx[axis:])
+
+        samples, denom = [], mp.mpf(0)
+        for s in range(_prod(other)):
+            s_idx = _index(other, s)
+            cells = [flat_at(s_idx, c) for c in range(C)]
+            if probs:
+                q = [mp.mpf(targets[i]) for i in cells]
+                denom += 1
+            else:
+                y = int(targets[s])
+                if ignore is not None and y == ignore:
+                    samples.append((cells, None))
+                    continue
+                q = [mp.mpf(1 if c == y else 0) for c in range(C)]
+                denom += 1 if weight is None else weight[y]
+            q = [v * (1 - e) + e / C for v in q]
+            samples.append((cells, lambda vals, q=q: _softmax_sample(vals, q, k, gamma,
+                                                                     from_logits)))
+        values = [mp.mpf(0) if f is None else f([xs[i] for i in cells]) for cells, f in samples]
+        out, scale = _reduce(values, kw.get("reduction", "mean"), denom, kw.get("normalizer"))
+        grads = [mp.mpf(0)] * len(xs)
+        for (cells, f), value in zip(samples, values):
+            if f is None:
+                continue
+            for j, cell in enumerate(cells):
+                if not mp.isfinite(value):
+                    grads[cell] = None
+                    continue
+
+                def g(v, j=j, cells=cells, f=f):
+                    vals = [xs[i] for i in cells]
+                    vals[j] = v
+                    return f(vals)
+                lo_hi = (None, None) if from_logits else (0, 1)
+                grads[cell] = scale * _diff(g, xs[cell], *lo_hi)
+        return out, grads, scale
+
+
+# The documented defaults (README's parameter table), applied to what a case leaves out.
+DEFAULTS = {
+    "sigmoid_focal_loss": {"gamma": 2.0, "alpha": 0.25, "reduction": "mean"},
+    "sigmoid_focal_loss_star": {"gamma": 1.0, "beta": 0.0, "alpha": None, "reduction": "mean"},
+    "softmax_focal_loss": {"gamma": 2.0, "alpha": None, "ignore_index": -100,
+                           "reduction": "mean"},
+}
+
+
+def evaluate(case):
+    """(loss list, grad list with None for unchecked entries, scale) for one case."""
+    fn = case["fn"]
+    kwargs = {**DEFAULTS[fn], **case["kwargs"]}
+    args = (case["logits"], case["shape"], case["targets"], case["targets_shape"], kwargs)
+    if fn == "sigmoid_focal_loss":
+        return sigmoid(*args)
+    if fn == "sigmoid_focal_loss_star":
+        return sigmoid(*args, star=True)
+    if fn == "softmax_focal_loss":
+        return softmax(*args)
+    raise ValueError(f"unknown fn {fn!r}")
+
+
+__all__ = ["evaluate", "DPS"]

@@ -1,0 +1,293 @@
+"""Run the golden cases and the bad-input cases on backends, devices and dtypes.
+
+``run_matrix`` starts one subprocess per backend (``python -m focalx.conformance
+--worker NAME``): some frameworks cannot share a process (TensorFlow imported
+before Paddle crashes), and a crash is then that backend's failure, reported as
+such. ``run_backend`` is what a worker does, and what ``check`` reuses for a
+user's own function.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import _harness, tolerances
+from .bad_inputs import bad_inputs
+
+GOLDEN = Path(__file__).with_name("golden.json")
+BACKENDS = tuple(_harness.HARNESSES)
+
+
+def load_golden(path: Path = GOLDEN) -> dict:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _floats(values, dtype="float64"):
+    """Expected values as float64, NaN for unchecked ones, +-inf past the dtype's range."""
+    out = np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
+    big = np.abs(out) > tolerances.MAX[dtype]
+    out[big] = np.copysign(np.inf, out[big])
+    return out
+
+
+def _errors(got, want, rtol, atol):
+    """Elementwise error in units of the tolerance (pass: <= 1). NaN in `want` = unchecked."""
+    checked = ~np.isnan(want)
+    got, want = got[checked], want[checked]
+    out = np.zeros(got.shape)
+    inf = np.isinf(want)
+    out[inf] = np.where(got[inf] == want[inf], 0.0, np.inf)
+    fin = ~inf
+    diff = np.abs(got[fin] - want[fin])
+    bound = rtol * np.abs(want[fin]) + atol
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(diff == 0, 0.0, diff / bound)
+    out[fin] = np.where(np.isnan(ratio), np.inf, ratio)  # NaN from the backend never passes
+    return out
+
+
+def compare(loss, grad, expected, dtype):
+    """(worst error as a multiple of the tolerance, worst relative error, what failed)."""
+    rtol, atol, tiny = tolerances.tolerance(dtype)
+    atol = atol * abs(float(expected["scale"])) + tiny
+    want_loss = _floats(expected["loss"], dtype)
+    problems = []
+    if loss.shape != want_loss.shape:
+        return math.inf, math.inf, [f"loss has {loss.size} values, expected {want_loss.size}"]
+    parts = [("loss", _errors(loss, want_loss, rtol, atol))]
+    if grad is not None:
+        want_grad = _floats(expected["grad"], dtype)
+        if grad.shape != want_grad.shape:
+            return math.inf, math.inf, [f"gradient has {grad.size} values, expected "
+                                        f"{want_grad.size}"]
+        parts.append(("grad", _errors(grad, want_grad, rtol, atol)))
+    worst = 0.0
+    for what, err in parts:
+        if err.size and err.max() > worst:
+            worst = float(err.max())
+        if err.size and err.max() > 1.0:
+            i = int(np.argmax(err))
+            want_all = _floats(expected[what], dtype)
+            checked = ~np.isnan(want_all)
+            got = (loss if what == "loss" else grad)[checked][i]
+            want = want_all[checked][i]
+            problems.append(f"{what}[{i}] = {got!r}, expected {want!r} "
+                            f"({err.max():.3g} x tolerance)")
+    return worst, worst * rtol, problems
+
+
+def select(cases, *, variant=None, pattern=None):
+    out = []
+    for c in cases:
+        if variant is not None and c["fn"] != variant:
+            continue
+        if pattern and not (fnmatch.fnmatch(c["id"], pattern) or pattern in c["id"]):
+            continue
+        out.append(c)
+    return out
+
+
+def run_cases(harness, cases, device, dtype, *, fn=None, adapter=None):
+    """Evaluate cases on one device and dtype; `fn`/`adapter` for a user's function."""
+    results = []
+    for case in cases:
+        expected = case["expected"].get(dtype, case["expected"]["float64"])
+        kwargs = dict(case["kwargs"])
+        for name in case["array_kwargs"]:
+            v = np.asarray(kwargs[name], dtype=np.float64)
+            kwargs[name] = harness.to_array(v.ravel().tolist(), v.shape, device=device,
+                                            dtype="float64")
+        own = fn is None
+        call = harness.default_fn(case["fn"]) if own else fn
+        entry = {"id": case["id"]}
+        try:
+            if adapter is not None:
+                kwargs = adapter(case["fn"], kwargs)
+            x = harness.to_array(case["logits"], case["shape"], device=device, dtype=dtype)
+            y = harness.to_array(case["targets"], case["targets_shape"],
+                                 index=case["targets_dtype"] == "int", device=device,
+                                 dtype=dtype)
+            loss, grad = harness.evaluate(call, x, y, kwargs, own=own)
+        except _harness.UnsupportedCase as exc:
+            entry.update(status="unsupported", detail=str(exc))
+            results.append(entry)
+            continue
+        except Exception as exc:  # noqa: BLE001 - any error is this case's failure
+            entry.update(status="failed", error=math.inf,
+                         detail=f"raised {type(exc).__name__}: {exc}")
+            results.append(entry)
+            continue
+        ratio, rel, problems = compare(loss, grad, expected, dtype)
+        entry.update(status="passed" if not problems else "failed", error=ratio, rel=rel)
+        if problems:
+            entry["detail"] = "; ".join(problems)
+        results.append(entry)
+    return results
+
+
+def run_bad_inputs(harness, device="cpu"):
+    results = []
+    for cid, variant, x, t, kw, exc_type, name in bad_inputs():
+        xs = harness.to_array(x.ravel().tolist(), x.shape, device=device,
+                              dtype="float64") if x.dtype.kind == "f" else \
+            harness.to_array(x.ravel().tolist(), x.shape, index=True, device=device)
+        ts = harness.to_array(t.ravel().tolist(), t.shape, index=t.dtype.kind in "iu",
+                              device=device, dtype="float64")
+        kwargs = {k: (harness.to_array(v.ravel().tolist(), v.shape, device=device,
+                                       dtype="float64") if isinstance(v, np.ndarray) else v)
+                  for k, v in kw.items()}
+        entry = {"id": cid}
+        try:
+            harness.call_public(variant, xs, ts, kwargs)
+        except exc_type as exc:
+            ok = name in str(exc)
+            entry.update(status="passed" if ok else "failed",
+                         detail="" if ok else f"{type(exc).__name__} does not name {name!r}: {exc}")
+        except Exception as exc:  # noqa: BLE001
+            entry.update(status="failed",
+                         detail=f"raised {type(exc).__name__} (expected "
+                                f"{exc_type.__name__}): {exc}")
+        else:
+            entry.update(status="failed", detail=f"no error (expected {exc_type.__name__})")
+        results.append(entry)
+    return results
+
+
+def _summary(results):
+    done = [r for r in results if r["status"] != "unsupported"]
+    failed = [r for r in done if r["status"] == "failed"]
+    worst = max(done, key=lambda r: r.get("error", 0.0), default=None)
+    return {
+        "cases": len(results), "passed": len(done) - len(failed), "failed": len(failed),
+        "unsupported": len(results) - len(done),
+        "worst": None if worst is None else {"id": worst["id"], "error": worst.get("error"),
+                                             "rel": worst.get("rel")},
+    }
+
+
+def run_backend(name, *, devices=None, dtypes=None, pattern=None):
+    """Everything for one backend, in this process: the worker's job."""
+    import focalx
+    t0 = time.perf_counter()
+    harness = _harness.create(name)
+    cases = select(load_golden()["cases"], pattern=pattern)
+    report = {"backend": name, "version": harness.version, "focalx": focalx.__version__,
+              "runs": [], "bad_inputs": None}
+    for device in harness.devices():
+        if devices and device not in devices:
+            continue
+        for dtype in harness.dtypes(device):
+            if dtypes and dtype not in dtypes:
+                continue
+            results = run_cases(harness, cases, device, dtype)
+            report["runs"].append({"device": device, "dtype": dtype, **_summary(results),
+                                   "results": results})
+    bad = run_bad_inputs(harness)
+    report["bad_inputs"] = {"total": len(bad), "passed": sum(r["status"] == "passed"
+                                                            for r in bad),
+                            "results": bad}
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    return report
+
+
+def _worker_command(name, args):
+    cmd = [sys.executable, "-m", "focalx.conformance", "--worker", name]
+    for flag, values in (("--device", args.get("devices")), ("--dtype", args.get("dtypes"))):
+        for v in values or ():
+            cmd += [flag, v]
+    if args.get("pattern"):
+        cmd += ["--case", args["pattern"]]
+    return cmd
+
+
+def run_matrix(*, backends=None, devices=None, dtypes=None, pattern=None, timeout=900):
+    """One subprocess per backend; returns {"backends": [...], "skipped": {...}}."""
+    names = list(backends or BACKENDS)
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown:
+        raise ValueError(f"unknown backend(s) {unknown}; known: {list(BACKENDS)}")
+    out = {"backends": [], "skipped": {}}
+    for name in names:
+        ok, why = _harness.available(name)
+        if not ok:
+            out["skipped"][name] = why
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            report_path = Path(tmp) / "report.json"
+            cmd = _worker_command(name, dict(devices=devices, dtypes=dtypes, pattern=pattern))
+            cmd += ["--worker-out", str(report_path)]
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                                      env=dict(os.environ))
+            except subprocess.TimeoutExpired:
+                out["backends"].append({"backend": name, "crashed": f"timed out after "
+                                                                    f"{timeout} s"})
+                continue
+            if proc.returncode != 0 or not report_path.exists():
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+                out["backends"].append({"backend": name, "crashed":
+                                        f"worker exited with code {proc.returncode}: "
+                                        + " | ".join(tail)})
+                continue
+            out["backends"].append(json.loads(report_path.read_text()))
+    return out
+
+
+def failed(matrix) -> bool:
+    for rep in matrix["backends"]:
+        if "crashed" in rep:
+            return True
+        if any(run["failed"] for run in rep["runs"]):
+            return True
+        bad = rep["bad_inputs"]
+        if bad["passed"] != bad["total"]:
+            return True
+    return False
+
+
+def format_matrix(matrix, *, verbose=False) -> str:
+    lines = ["| backend | device | dtype | cases | passed | failed | worst error (x tol) | "
+             "worst relative error | worst case |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for rep in matrix["backends"]:
+        name = rep["backend"]
+        if "crashed" in rep:
+            lines.append(f"| {name} | - | - | - | - | CRASHED | - | - | {rep['crashed']} |")
+            continue
+        for run in rep["runs"]:
+            w = run["worst"] or {}
+            err = w.get("error")
+            lines.append(
+                f"| {name} {rep['version']} | {run['device']} | {run['dtype']} | {run['cases']} "
+                f"| {run['passed']} | {run['failed']} | "
+                f"{'-' if err is None else format(err, '.3g')} | "
+                f"{'-' if w.get('rel') is None else format(w['rel'], '.2e')} | "
+                f"{w.get('id', '-')} |")
+            for r in run["results"]:
+                if r["status"] == "failed" or (verbose and r["status"] == "unsupported"):
+                    notes.append(f"  {name}/{run['device']}/{run['dtype']} {r['id']}: "
+                                 f"{r['status']}: {r.get('detail', '')}")
+        bad = rep["bad_inputs"]
+        lines.append(f"| {name} | bad inputs | | {bad['total']} | {bad['passed']} | "
+                     f"{bad['total'] - bad['passed']} | | | same error type, naming the argument |")
+        for r in bad["results"]:
+            if r["status"] != "passed":
+                notes.append(f"  {name} bad input {r['id']}: {r['detail']}")
+    for name, why in matrix["skipped"].items():
+        notes.append(f"skipped {name}: {why}")
+    notes.append("tolerance: |got - want| <= rtol*|want| + atol*scale + tiny; " + ", ".join(
+        f"{dt}: rtol {r:.2e}, atol {a:.1e}, tiny {t:.1e}"
+        for dt, (r, a, t) in tolerances.TABLE.items()))
+    return "\n".join(lines + [""] + notes)

@@ -1,0 +1,28 @@
+"""The ``focalx`` command: ``focalx check`` (conformance)."""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: focalx <command> [options]
+
+commands:
+  check    check every installed backend, device and dtype against the golden cases
+"""
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "check":
+        from .conformance.cli import main as check
+        return check(rest)
+    print(f"focalx: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
