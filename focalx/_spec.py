@@ -593,7 +593,7 @@ def _binary_targets(ops, x, targets, ignore_index, label_smoothing, name="target
 def _elementwise_weight(ops, weight, x):
     if weight is None:
         return None
-    w = _param_array(ops, weight, "weight", x)
+    w = _param_array(ops, weight, "weight", x, nonneg=True)
     check_broadcasts_to("weight", ops.shape(w), ops.shape(x))
     return w
 
