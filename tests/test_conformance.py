@@ -137,6 +137,13 @@ def test_check_exits_nonzero_on_a_failure(monkeypatch, capsys):
     assert "FAILED" in capsys.readouterr().out
 
 
+def test_focalx_command_routes_check(capsys):
+    from focalx import _cli
+    assert _cli.main(["check", "--backend", "numpy", "--case", "sigmoid/gamma=2.0/*"]) == 0
+    assert "| numpy" in capsys.readouterr().out
+    assert _cli.main(["frobnicate"]) == 2
+
+
 def test_unknown_backend_and_empty_selection():
     with pytest.raises(ValueError, match="backend"):
         runner.run_matrix(backends=["mxnet"])

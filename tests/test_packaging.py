@@ -54,14 +54,19 @@ def test_wheel_ships_backends_inside_the_package(tmp_path):
     (wheel,) = tmp_path.glob("focalx-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"focalx/__init__.py", "focalx/_spec.py", "focalx/backends/__init__.py",
-            "focalx/backends/torch.py", "focalx/torch.py", "focalx/py.typed"} <= names
-    assert not any(n.startswith(("backends/", "tests/")) for n in names)
+            "focalx/backends/torch.py", "focalx/torch.py", "focalx/py.typed",
+            "focalx/conformance/__init__.py", "focalx/conformance/golden.json",
+            "focalx/conformance/oracle.py", "focalx/_cli.py"} <= names
+    entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert "focalx = focalx._cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert not any(n.startswith(("backends/", "tests/", "conformance/")) for n in names)
     # The unpacked wheel works on its own, from a directory away from the checkout.
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     env = dict(os.environ, PYTHONPATH=str(site))
     run = subprocess.run([sys.executable, "-c",
-                          "import focalx, focalx.backends; "
+                          "import focalx, focalx.backends, focalx.conformance as c; "
+                          "assert len(c.runner.load_golden()['cases']) > 100; "
                           "print(focalx.backends.__file__)"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
