@@ -124,6 +124,10 @@ class TorchOps:
         return keep.to(like.dtype)
 
     @staticmethod
+    def tracing():
+        return torch.compiler.is_compiling()
+
+    @staticmethod
     def concrete_range(a):
         if not _checkable(a):
             return None

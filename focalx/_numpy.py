@@ -112,6 +112,10 @@ class NumpyOps:
         return keep.astype(_F64)
 
     @staticmethod
+    def tracing():
+        return False
+
+    @staticmethod
     def concrete_range(a):
         a = np.asarray(a)
         if a.size == 0:

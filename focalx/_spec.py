@@ -1,6 +1,6 @@
 r"""The focalx specification: every formula, parameter rule and check, in one place.
 
-Nothing here imports a framework. Formulas are written once against a small
+Nothing here imports a framework (NumPy only). Formulas are written once against a small
 *ops* namespace (see :class:`Ops`); the float64 NumPy reference
 (:mod:`focalx._numpy`) and every backend (:mod:`focalx.backends`) bind it to
 their own array library. A backend adds plumbing (dtypes, devices, autograd),
@@ -62,6 +62,8 @@ import math
 import numbers
 from typing import Any, Literal, Optional, Protocol, Sequence
 
+import numpy as np
+
 __all__ = [
     "REDUCTIONS",
     "DEFAULTS",
@@ -93,13 +95,14 @@ _MAX_INT_GAMMA = 4
 
 
 class Ops(Protocol):
-    """What a backend provides to the formulas: elementwise math on its arrays.
+    """What a backend provides to the spec: math on its arrays, and plumbing.
 
-    All functions take and return arrays of one floating dtype (scalars are
+    Math functions take and return arrays of one floating dtype (scalars are
     Python floats). ``where`` must not propagate NaN from the branch it does
     not select. Reductions keep dims when ``keepdims`` is true.
     """
 
+    # math used by the formulas
     def exp(self, a): ...
     def expm1(self, a): ...
     def log(self, a): ...
@@ -108,13 +111,29 @@ class Ops(Protocol):
     def minimum0(self, a): ...            # min(a, 0)
     def abs(self, a): ...
     def where(self, cond, a, b): ...
+    def full_like(self, a, value): ...
     def sum(self, a, axis=None, keepdims=False): ...
     def log_softmax(self, a, axis): ...
     def take(self, a, index, axis): ...   # take_along_axis, index has a size-1 axis
     def scatter(self, a, index, values, axis): ...  # a with values put at index (may reuse a)
     def one_hot(self, index, num_classes, axis, like): ...  # float one-hot, class axis at `axis`
-    def to_float(self, a, like): ...      # cast to the dtype of `like`
-    def full_like(self, a, value): ...
+
+    # plumbing used by the run_* functions
+    def shape(self, a) -> tuple: ...
+    def kind(self, a) -> str: ...         # "floating" | "integer" | "bool" | other
+    def asarray(self, v, name, like): ...  # numbers, sequences, own arrays -> like's dtype/device;
+    #                                       TypeError naming `name` for anything else
+    def as_float(self, a, like): ...      # cast to like's dtype
+    def as_index(self, a): ...            # cast to int64
+    def as_mask(self, keep, like): ...    # bool -> like's dtype
+    def tracing(self) -> bool: ...        # inside a compiler's trace (values are symbolic)
+    def concrete_range(self, a): ...      # (lo, hi), or None where values cannot be read
+    #                                       without a host sync (traced, accelerator) or a is empty
+    def broadcast_to(self, a, shape): ...
+    def expand_dims(self, a, axis): ...
+    def squeeze(self, a, axis): ...
+    def class_view(self, v, ndim, axis): ...  # v reshaped to broadcast along `axis`
+    def gather_classes(self, v, idx): ...  # v[idx] for a class vector v and an index array
 
 
 # ---------------------------------------------------------------------------
@@ -522,25 +541,47 @@ def reduce(ops, loss, grad, *, reduction: str, denom, normalizer):
 
 
 # ---------------------------------------------------------------------------
-# The whole computation of each public function, against a backend's Ops plus
-# these plumbing methods:
-#   shape(a) -> tuple; kind(a) -> "floating" | "integer" | "bool" | other;
-#   asarray(v, name, like) -> array of like's dtype/device (numbers, sequences,
-#       the backend's own arrays; TypeError naming `name` for anything else);
-#   as_float(a, like) / as_index(a) / as_mask(a) (bool -> float of like);
-#   concrete_range(a) -> (lo, hi) or None when values are not inspectable
-#       (traced / compiled / on an accelerator) or a is empty;
-#   broadcast_to(a, shape); expand_dims(a, axis); squeeze(a, axis);
-#   class_view(v, ndim, axis) -> v reshaped to broadcast along `axis`;
-#   gather_classes(v, idx) -> v[idx] for a class vector v and index array idx.
+# The whole computation of each public function, against a backend's Ops.
 # Each returns (out, grad): out in the compute dtype, grad the derivative of
 # out (summed over elements for "none") w.r.t. the logits, or None.
 # ---------------------------------------------------------------------------
 
+def _flat_numbers(v, out):
+    if isinstance(v, (list, tuple)):
+        return all(_flat_numbers(a, out) for a in v)
+    if isinstance(v, numbers.Real) and not isinstance(v, bool):
+        out.append(float(v))
+        return True
+    return False
+
+
+def _host_range(ops, v):
+    """(min, max) of a number, sequence or NumPy array: host data, checkable anywhere.
+
+    Plain Python values are read in plain Python (a compiler traces them as
+    constants); NumPy arrays only outside tracing.
+    """
+    if isinstance(v, (np.ndarray, np.generic)):
+        if ops.tracing() or v.dtype.kind not in "iuf" or v.size == 0:
+            return None
+        return float(v.min()), float(v.max())
+    vals = []
+    if not _flat_numbers(v, vals) or not vals:
+        return None  # ops.asarray names the argument if it is not usable
+    return min(vals), max(vals)
+
+
 def _param_array(ops, v, name, like, *, unit=False, nonneg=False):
-    """A hyperparameter array (alpha, pos_weight, weight) in like's dtype, value-checked."""
+    """A hyperparameter array (alpha, pos_weight, weight) in like's dtype, value-checked.
+
+    Values given as host data (numbers, sequences, NumPy arrays) are checked
+    before they move to the logits' device, so even on an accelerator; values
+    already in a framework's array are checked where that needs no host sync.
+    """
+    rng = _host_range(ops, v)
     arr = ops.asarray(v, name, like)
-    rng = ops.concrete_range(arr)
+    if rng is None:
+        rng = ops.concrete_range(arr)
     if rng is not None:
         if unit:
             check_unit_interval_values(name, *rng)

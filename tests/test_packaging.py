@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -47,9 +48,12 @@ def test_backends_cannot_be_imported_as_a_second_copy():
 
 
 def test_wheel_ships_backends_inside_the_package(tmp_path):
+    src = tmp_path / "src"  # build from a copy: pip builds in-tree and would leave build/ behind
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache"))
     out = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=600)
+         "-w", str(tmp_path), str(src)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     (wheel,) = tmp_path.glob("focalx-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())

@@ -266,3 +266,13 @@ class TestHelpers:
     def test_bad_input(self, call, exc, match):
         with pytest.raises(exc, match=match):
             call()
+
+
+def _protocol_names():
+    from focalx._spec import Ops
+    return {n for n in vars(Ops) if not n.startswith("_")}
+
+
+def test_numpy_ops_implement_exactly_the_protocol():
+    from focalx._numpy import NumpyOps
+    assert {n for n in dir(NumpyOps) if not n.startswith("_")} == _protocol_names()

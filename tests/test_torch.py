@@ -505,3 +505,10 @@ def test_grid_of_options_runs_on_every_device():
         loss = fn(x, y, **kw)
         loss.backward()
         assert math.isfinite(loss.item()) and x.grad.device == x.device
+
+
+def test_torch_ops_implement_exactly_the_protocol():
+    from focalx._spec import Ops
+    from focalx.backends.torch import TorchOps
+    assert {n for n in dir(TorchOps) if not n.startswith("_")} == \
+        {n for n in vars(Ops) if not n.startswith("_")}
