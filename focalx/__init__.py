@@ -83,8 +83,9 @@ def sigmoid_focal_loss(logits, targets, *, gamma=2.0, alpha=0.25, pos_weight=Non
       The loss: shape of ``logits`` for ``"none"``, else 0-d; float64 for NumPy input,
       otherwise the logits' dtype.
 
-    Stability: computed in log space from softplus; the gradient is closed-form and
-    finite for every finite logit and every gamma >= 0 (no NaN at gamma < 1).
+    Stability: log p and log(1-p) from softplus, 1-p_t without cancellation; the
+    gradient is closed-form and finite for every finite logit and every gamma >= 0
+    (no NaN at gamma < 1).
 
     References:
       Lin et al., `Focal Loss for Dense Object Detection <https://arxiv.org/abs/1708.02002>`_, 2017.
@@ -139,7 +140,7 @@ def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
     Returns:
       The loss (per sample for ``"none"``, else 0-d).
 
-    Stability: log-softmax, ``log(1 - p_c)`` from ``log1mexp``; closed-form gradient,
+    Stability: log-softmax, ``1 - p_c`` as ``-expm1(log p_c)``; closed-form gradient,
     finite for every finite logit and gamma >= 0.
     """
     b = _backend_for(logits, targets, alpha=alpha, weight=weight, normalizer=normalizer)
