@@ -165,7 +165,6 @@ class _FocalFunction(torch.autograd.Function):
         need_grad = grad_mode and ctx.needs_input_grad[0]
         out, grad = run(x.to(compute), need_grad)
         ctx.class_axis = class_axis
-        ctx.x_dtype = x.dtype
         if need_grad:
             # The only full-size tensor kept for backward.
             ctx.save_for_backward(grad.to(x.dtype) if x.dtype != compute else grad)
