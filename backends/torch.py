@@ -124,6 +124,13 @@ class TorchOps:
         return keep.to(like.dtype)
 
     @staticmethod
+    def assert_all(cond, message):
+        # Reached where values cannot be read without a host sync (an accelerator, or
+        # inside torch.compile): a device-side assert, raised as RuntimeError when it
+        # is next synchronised.
+        torch._assert_async(cond.all(), message)
+
+    @staticmethod
     def tracing():
         return torch.compiler.is_compiling()
 
@@ -160,15 +167,18 @@ class _FocalFunction(torch.autograd.Function):
     """loss = run(x); its closed-form gradient is computed in forward and saved."""
 
     @staticmethod
-    def forward(ctx, x, run, class_axis, grad_mode):
+    def forward(ctx, x, run, class_axis, grad_mode, out_dtype):
         compute = torch.float64 if x.dtype == torch.float64 else torch.float32
         need_grad = grad_mode and ctx.needs_input_grad[0]
         out, grad = run(x.to(compute), need_grad)
         ctx.class_axis = class_axis
         if need_grad:
-            # The only full-size tensor kept for backward.
-            ctx.save_for_backward(grad.to(x.dtype) if x.dtype != compute else grad)
-        return out.to(x.dtype)
+            # The only full-size tensor kept for backward, in the compute dtype: for
+            # float16/bfloat16 input the 1/N of a mean and the loss scale of a
+            # GradScaler meet in float32, and only the result is rounded.
+            ctx.save_for_backward(grad)
+        ctx.x_dtype = x.dtype
+        return out.to(out_dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -181,7 +191,17 @@ class _FocalFunction(torch.autograd.Function):
         (grad,) = ctx.saved_tensors
         if grad_out.dim() and ctx.class_axis is not None:  # per-sample softmax loss
             grad_out = grad_out.unsqueeze(ctx.class_axis)
-        return grad_out.to(grad.dtype) * grad, None, None, None
+        return (grad_out.to(grad.dtype) * grad).to(ctx.x_dtype), None, None, None, None
+
+
+def _apply(logits, run, class_axis):
+    """Run a loss through the autograd Function. The result has the logits' dtype,
+    except under torch.autocast, where it is float32 like torch's own losses."""
+    out_dtype = logits.dtype
+    if logits.dtype in (torch.float16, torch.bfloat16) and \
+            torch.is_autocast_enabled(logits.device.type):
+        out_dtype = torch.float32
+    return _FocalFunction.apply(logits, run, class_axis, torch.is_grad_enabled(), out_dtype)
 
 
 def _check_tensors(logits, targets):
@@ -211,7 +231,7 @@ def sigmoid_focal_loss(logits, targets, *, gamma=2.0, alpha=0.25, pos_weight=Non
             ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction,
             normalizer=normalizer, from_logits=from_logits, need_grad=need_grad)
 
-    return _FocalFunction.apply(logits, run, None, torch.is_grad_enabled())
+    return _apply(logits, run, None)
 
 
 def sigmoid_focal_loss_star(logits, targets, *, gamma=1.0, beta=0.0, alpha=None, weight=None,
@@ -226,7 +246,7 @@ def sigmoid_focal_loss_star(logits, targets, *, gamma=1.0, beta=0.0, alpha=None,
             ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction,
             normalizer=normalizer, need_grad=need_grad)
 
-    return _FocalFunction.apply(logits, run, None, torch.is_grad_enabled())
+    return _apply(logits, run, None)
 
 
 def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
@@ -248,7 +268,7 @@ def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
             label_smoothing=label_smoothing, reduction=reduction, normalizer=normalizer,
             axis=axis, from_logits=from_logits, need_grad=need_grad)
 
-    return _FocalFunction.apply(logits, run, class_axis, torch.is_grad_enabled())
+    return _apply(logits, run, class_axis)
 
 
 # ---------------------------------------------------------------------------

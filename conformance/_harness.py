@@ -57,15 +57,24 @@ class NumpyHarness:
     def default_fn(self, variant):
         return getattr(self.ref, variant + "_and_grad")
 
+    def result_dtype(self, dtype):
+        return "float64"  # the reference computes and returns float64
+
     def to_array(self, values, shape, *, index=False, device="cpu", dtype="float64"):
-        return np.asarray(values, dtype=np.int64 if index else np.float64).reshape(shape)
+        if index:
+            dtype = "int64"
+        return np.asarray(values, dtype=np.float64 if dtype not in ("int64", "bool")
+                          else dtype).reshape(shape)
 
     def evaluate(self, fn, x, y, kwargs, *, own=False):
+        """(loss values, gradient values or None, loss shape, loss dtype name)."""
         if own:
             loss, grad = fn(x, y, **kwargs)
-            return np.asarray(loss, np.float64).ravel(), np.asarray(grad, np.float64).ravel()
-        # A user's NumPy function: no autograd, so the gradient is not checked.
-        return np.asarray(fn(x, y, **kwargs), np.float64).ravel(), None
+            grad = np.asarray(grad, np.float64).ravel()
+        else:  # a user's NumPy function: no autograd, so the gradient is not checked
+            loss, grad = fn(x, y, **kwargs), None
+        loss = np.asarray(loss)
+        return loss.astype(np.float64).ravel(), grad, loss.shape, loss.dtype.name
 
     def call_public(self, variant, x, y, kwargs):
         import focalx
@@ -90,11 +99,16 @@ class TorchHarness:
     def default_fn(self, variant):
         return getattr(self.ft, variant)
 
+    def result_dtype(self, dtype):
+        return dtype  # the spec: results in the logits' dtype
+
     def to_array(self, values, shape, *, index=False, device="cpu", dtype="float64"):
         torch = self.torch
-        t = torch.as_tensor(np.asarray(values, dtype=np.int64 if index else np.float64))
-        t = t.reshape(tuple(shape)).to(device)
-        return t if index else t.to(getattr(torch, dtype))
+        if index:
+            dtype = "int64"
+        t = torch.as_tensor(np.asarray(values, dtype=np.float64 if dtype not in ("int64", "bool")
+                                       else dtype))
+        return t.reshape(tuple(shape)).to(device=device, dtype=getattr(torch, dtype))
 
     def evaluate(self, fn, x, y, kwargs, *, own=False):
         torch = self.torch
@@ -105,7 +119,8 @@ class TorchHarness:
         else:
             grad = torch.zeros_like(x)
         return (loss.detach().double().cpu().numpy().ravel(),
-                grad.double().cpu().numpy().ravel())
+                grad.double().cpu().numpy().ravel(), tuple(loss.shape),
+                str(loss.dtype).replace("torch.", ""))
 
     def call_public(self, variant, x, y, kwargs):
         return getattr(self.ft, variant)(x, y, **kwargs)

@@ -36,6 +36,8 @@ def bad_inputs():
         ("sigmoid/normalizer=0", S, X, T, dict(normalizer=0.0), ValueError, "normalizer"),
         ("sigmoid/normalizer-shape", S, X, T, dict(normalizer=np.ones(2)), ValueError,
          "normalizer"),
+        ("sigmoid/normalizer-bool", S, X, T, dict(normalizer=np.array(True)), TypeError,
+         "normalizer"),
         ("sigmoid/ignore_index=1", S, X, T, dict(ignore_index=1), ValueError, "ignore_index"),
         ("sigmoid/from_logits-str", S, X, T, dict(from_logits="yes"), TypeError, "from_logits"),
         ("sigmoid/targets-shape", S, X, np.ones((4, 4)), {}, ValueError, "targets"),

@@ -123,6 +123,11 @@ def build_cases() -> list[dict]:
               {"gamma": gamma, "from_logits": False, "reduction": "none"})
     b.add("sigmoid/probabilities/certain-wrong", SIGMOID, [0.0, 1.0], (2,), [1.0, 0.0], (2,),
           {"gamma": 2.0, "from_logits": False, "reduction": "none"})
+    # a certain-wrong probability that is ignored, weighted 0, or given alpha_t = 0
+    b.add("sigmoid/probabilities/masked-infinity", SIGMOID, [0.25, 1.0, 1.0, 0.0, 0.5],
+          (5,), [1.0, -1.0, 0.0, 1.0, 0.0], (5,),
+          {"gamma": 0.5, "alpha": [0.25, 0.25, 1.0, 0.5, 0.5], "ignore_index": -1,
+           "weight": [1.0, 1.0, 1.0, 0.0, 2.0], "from_logits": False, "reduction": "mean"})
     n = len(EXTREME)
     for gamma in (0.0, 0.25, 0.5, 2.0, 5.0):
         for t in (0.0, 1.0, 0.375):

@@ -182,6 +182,11 @@ def sigmoid(logits, shape, targets, tshape, kw, *, star=False):
             y = y * (1 - e) + e / 2
             a = None if alpha_at is None else alpha_at(idx)
             w = 1 if w_at is None else w_at(idx)
+            if w == 0 or (a is not None and (y * a + (1 - y) * (1 - a)) == 0):
+                # a zero coefficient contributes exactly 0, even where the
+                # cross-entropy of a probability input is infinite
+                elem_fns.append(lambda v: mp.mpf(0))
+                continue
             if star:
                 beta = mp.mpf(kw["beta"])
                 elem_fns.append(lambda v, y=y, a=a, w=w: w * _star_elem(v, y, gamma, beta, a))
@@ -190,8 +195,7 @@ def sigmoid(logits, shape, targets, tshape, kw, *, star=False):
                 elem_fns.append(lambda v, y=y, a=a, w=w, pw=pw:
                                 w * _sigmoid_elem(v, y, gamma, a, pw, from_logits))
         values = [mp.mpf(0) if f is None else f(x) for f, x in zip(elem_fns, xs)]
-        out, scale = _reduce(values, kw.get("reduction", "mean"), count,
-                             kw.get("normalizer"))
+        out, scale = _reduce(values, kw["reduction"], count, kw.get("normalizer"))
         grads = []
         for f, x in zip(elem_fns, xs):
             if f is None:

@@ -89,6 +89,17 @@ def compare(loss, grad, expected, dtype):
     return worst, worst * rtol, problems
 
 
+def expected_shape(case):
+    """The loss's shape: the logits' for "none" (without the class axis for softmax), else ()."""
+    if case["kwargs"].get("reduction", "mean") != "none":
+        return ()
+    shape = tuple(case["shape"])
+    if case["fn"] == "softmax_focal_loss":
+        axis = case["kwargs"]["axis"] % len(shape)
+        shape = shape[:axis] + shape[axis + 1:]
+    return shape
+
+
 def select(cases, *, variant=None, pattern=None):
     out = []
     for c in cases:
@@ -120,7 +131,7 @@ def run_cases(harness, cases, device, dtype, *, fn=None, adapter=None):
             y = harness.to_array(case["targets"], case["targets_shape"],
                                  index=case["targets_dtype"] == "int", device=device,
                                  dtype=dtype)
-            loss, grad = harness.evaluate(call, x, y, kwargs, own=own)
+            loss, grad, shape, out_dtype = harness.evaluate(call, x, y, kwargs, own=own)
         except _harness.UnsupportedCase as exc:
             entry.update(status="unsupported", detail=str(exc))
             results.append(entry)
@@ -131,6 +142,13 @@ def run_cases(harness, cases, device, dtype, *, fn=None, adapter=None):
             results.append(entry)
             continue
         ratio, rel, problems = compare(loss, grad, expected, dtype)
+        want_shape, want_dtype = expected_shape(case), harness.result_dtype(dtype)
+        if tuple(shape) != want_shape:
+            problems.insert(0, f"loss has shape {tuple(shape)}, expected {want_shape}")
+            ratio = math.inf
+        if out_dtype != want_dtype:
+            problems.insert(0, f"loss has dtype {out_dtype}, expected {want_dtype}")
+            ratio = math.inf
         entry.update(status="passed" if not problems else "failed", error=ratio, rel=rel)
         if problems:
             entry["detail"] = "; ".join(problems)
@@ -140,15 +158,13 @@ def run_cases(harness, cases, device, dtype, *, fn=None, adapter=None):
 
 def run_bad_inputs(harness, device="cpu"):
     results = []
+    def conv(a):  # keep the kind: float64, int64 or bool
+        dt = {"f": "float64", "b": "bool"}.get(a.dtype.kind, "int64")
+        return harness.to_array(a.ravel().tolist(), a.shape, device=device, dtype=dt)
+
     for cid, variant, x, t, kw, exc_type, name in bad_inputs():
-        xs = harness.to_array(x.ravel().tolist(), x.shape, device=device,
-                              dtype="float64") if x.dtype.kind == "f" else \
-            harness.to_array(x.ravel().tolist(), x.shape, index=True, device=device)
-        ts = harness.to_array(t.ravel().tolist(), t.shape, index=t.dtype.kind in "iu",
-                              device=device, dtype="float64")
-        kwargs = {k: (harness.to_array(v.ravel().tolist(), v.shape, device=device,
-                                       dtype="float64") if isinstance(v, np.ndarray) else v)
-                  for k, v in kw.items()}
+        xs, ts = conv(x), conv(t)
+        kwargs = {k: conv(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
         entry = {"id": cid}
         try:
             harness.call_public(variant, xs, ts, kwargs)
@@ -219,14 +235,15 @@ def run_matrix(*, backends=None, devices=None, dtypes=None, pattern=None, timeou
     unknown = [n for n in names if n not in BACKENDS]
     if unknown:
         raise ValueError(f"unknown backend(s) {unknown}; known: {list(BACKENDS)}")
-    out = {"backends": [], "skipped": {}}
+    out = {"backends": [], "skipped": {}, "missing": {}}
     if backends is None:
         for name in PLANNED:
             out["skipped"][name] = "focalx has no backend for it yet"
     for name in names:
         ok, why = _harness.available(name)
         if not ok:
-            out["skipped"][name] = why
+            # asked for by name: a failure; found missing while checking all: a skip
+            (out["missing"] if backends else out["skipped"])[name] = why
             continue
         with tempfile.TemporaryDirectory() as tmp:
             report_path = Path(tmp) / "report.json"
@@ -249,7 +266,15 @@ def run_matrix(*, backends=None, devices=None, dtypes=None, pattern=None, timeou
     return out
 
 
+def checked_cases(matrix) -> int:
+    return sum(run["cases"] - run["unsupported"] for rep in matrix["backends"]
+               for run in rep.get("runs", ()))
+
+
 def failed(matrix) -> bool:
+    """Any failure, crash or requested-but-missing backend, or nothing checked at all."""
+    if matrix.get("missing") or checked_cases(matrix) == 0:
+        return True
     for rep in matrix["backends"]:
         if "crashed" in rep:
             return True
@@ -290,8 +315,13 @@ def format_matrix(matrix, *, verbose=False) -> str:
         for r in bad["results"]:
             if r["status"] != "passed":
                 notes.append(f"  {name} bad input {r['id']}: {r['detail']}")
+    for name, why in matrix.get("missing", {}).items():
+        notes.append(f"FAILED {name}: asked for, but {why}")
     for name, why in matrix["skipped"].items():
         notes.append(f"skipped {name}: {why}")
+    if checked_cases(matrix) == 0:
+        notes.append("FAILED: no golden case was checked (check --backend, --device, --dtype "
+                     "and --case)")
     notes.append("tolerance: |got - want| <= rtol*|want| + atol*scale + tiny; " + ", ".join(
         f"{dt}: rtol {r:.2e}, atol {a:.1e}, tiny {t:.1e}"
         for dt, (r, a, t) in tolerances.TABLE.items()))

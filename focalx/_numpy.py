@@ -112,6 +112,11 @@ class NumpyOps:
         return keep.astype(_F64)
 
     @staticmethod
+    def assert_all(cond, message):
+        if not np.all(cond):
+            raise ValueError(message)
+
+    @staticmethod
     def tracing():
         return False
 

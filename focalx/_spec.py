@@ -127,6 +127,8 @@ class Ops(Protocol):
     def as_index(self, a): ...            # cast to int64
     def as_mask(self, keep, like): ...    # bool -> like's dtype
     def tracing(self) -> bool: ...        # inside a compiler's trace (values are symbolic)
+    def assert_all(self, cond, message): ...  # all(cond) else fail: a device-side/traced
+    #                                       assert where values cannot be read
     def concrete_range(self, a): ...      # (lo, hi), or None where values cannot be read
     #                                       without a host sync (traced, accelerator) or a is empty
     def broadcast_to(self, a, shape): ...
@@ -145,11 +147,17 @@ def _is_real(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
+def _finite(v) -> bool:
+    """math.isfinite, written with comparisons so that a compiler's symbolic float
+    (torch.compile with dynamic hyperparameters) can be guarded on."""
+    return v == v and v != math.inf and v != -math.inf
+
+
 def check_gamma(gamma, *, strictly_positive: bool = False) -> float:
     if not _is_real(gamma):
         raise TypeError(f"gamma must be a real number, got {type(gamma).__name__}")
     g = float(gamma)
-    if not math.isfinite(g) or g < 0 or (strictly_positive and g == 0):
+    if not _finite(g) or g < 0 or (strictly_positive and g == 0):
         bound = "> 0" if strictly_positive else ">= 0"
         raise ValueError(f"gamma must be finite and {bound}, got {gamma!r}")
     return g
@@ -159,7 +167,7 @@ def check_beta(beta) -> float:
     if not _is_real(beta):
         raise TypeError(f"beta must be a real number, got {type(beta).__name__}")
     b = float(beta)
-    if not math.isfinite(b):
+    if not _finite(b):
         raise ValueError(f"beta must be finite, got {beta!r}")
     return b
 
@@ -210,7 +218,7 @@ def check_normalizer_number(normalizer) -> Optional[float]:
         raise TypeError(
             f"normalizer must be a number or a 0-d array, got {type(normalizer).__name__}")
     n = float(normalizer)
-    if not math.isfinite(n) or n <= 0:
+    if not _finite(n) or n <= 0:
         raise ValueError(f"normalizer must be finite and > 0, got {normalizer!r}")
     return n
 
@@ -321,7 +329,7 @@ def _focal_factor(ops, m, gamma: float):
     """(1 - p_t) ** gamma from an accurately computed m = 1 - p_t; None stands for 1."""
     if gamma == 0:
         return None
-    if gamma.is_integer() and gamma <= _MAX_INT_GAMMA:
+    if gamma == int(gamma) and gamma <= _MAX_INT_GAMMA:
         out = m
         for _ in range(int(gamma) - 1):
             out = out * m
@@ -341,6 +349,11 @@ def _mul(a, b):
 def _xmul(ops, a, b):
     """a * b, with 0 wherever a == 0 (even where b is infinite)."""
     return ops.where(a == 0, ops.full_like(b, 0.0), a * b)
+
+
+def _coef(ops, a, v):
+    """a * v where None stands for 1, with 0 wherever a == 0 (even where v is infinite)."""
+    return v if a is None else _xmul(ops, a, v)
 
 
 def _xdiv(ops, a, b):
@@ -395,23 +408,26 @@ def sigmoid_focal(ops, x, y, *, coef, alpha, pos_weight, gamma: float,
         bce = -(_mul(pos_weight, _xmul(ops, y, ops.log(p))) + _xmul(ops, ny, ops.log1p(-p)))
     m = y * q + ny * p                                # 1 - p_t
     f = _focal_factor(ops, m, gamma)
-    loss = _mul(a, _mul(f, bce))
+    # A zero coefficient (ignored, weight 0, alpha_t 0) gives exactly 0, even where a
+    # probability input makes the cross-entropy infinite.
+    coef = (lambda v: _mul(a, v)) if from_logits else (lambda v: _coef(ops, a, v))
+    loss = coef(_mul(f, bce))
     if not need_grad:
         return loss, None
     if from_logits:
         dbce = ny * p - py * q
         if gamma == 0:
-            return loss, _mul(a, dbce)
+            return loss, coef(dbce)
         # d(1-p_t)/dx = (1-2y) p(1-p); the ratio r = p(1-p)/(1-p_t) <= 1 keeps
         # (1-p_t)^(gamma-1) from appearing alone (r = 0 where 1-p_t == 0).
         r = p * q / ops.where(m == 0, m + 1.0, m)
-        return loss, _mul(a, f * ((gamma * (ny - y)) * r * bce + dbce))
+        return loss, coef(f * ((gamma * (ny - y)) * r * bce + dbce))
     dbce = _xdiv(ops, ny, q) - _mul(pos_weight, _xdiv(ops, y, p))
     if gamma == 0:
-        return loss, _mul(a, dbce)
+        return loss, coef(dbce)
     # bce/m -> pos_weight (y=1) or 1 (y=0) where m == 0 (a certain, right prediction).
     ratio = ops.where(m == 0, py + ny, bce / ops.where(m == 0, m + 1.0, m))
-    return loss, _mul(a, f * (gamma * _xmul(ops, ny - y, ratio) + dbce))
+    return loss, coef(f * (gamma * _xmul(ops, ny - y, ratio) + dbce))
 
 
 def sigmoid_focal_star(ops, x, y, *, coef, alpha, gamma: float, beta: float, need_grad: bool):
@@ -571,6 +587,23 @@ def _host_range(ops, v):
     return min(vals), max(vals)
 
 
+def _check_values(ops, arr, check, cond, message, rng=None):
+    """A value check: precise, with ``check(lo, hi)``, where the values can be read
+    without a host sync; otherwise ``ops.assert_all(cond(arr), message)``, which a
+    backend turns into an asynchronous device-side assert (or a traced one)."""
+    if rng is None:
+        rng = ops.concrete_range(arr)
+    if rng is not None:
+        check(*rng)
+    else:
+        ops.assert_all(cond(arr), message)
+
+
+def _check_unit(ops, arr, name, rng=None):
+    _check_values(ops, arr, lambda lo, hi: check_unit_interval_values(name, lo, hi),
+                  lambda a: (a >= 0) & (a <= 1), f"{name} must lie in [0, 1]", rng)
+
+
 def _param_array(ops, v, name, like, *, unit=False, nonneg=False):
     """A hyperparameter array (alpha, pos_weight, weight) in like's dtype, value-checked.
 
@@ -580,13 +613,11 @@ def _param_array(ops, v, name, like, *, unit=False, nonneg=False):
     """
     rng = _host_range(ops, v)
     arr = ops.asarray(v, name, like)
-    if rng is None:
-        rng = ops.concrete_range(arr)
-    if rng is not None:
-        if unit:
-            check_unit_interval_values(name, *rng)
-        elif nonneg:
-            check_nonnegative_values(name, rng[0])
+    if unit:
+        _check_unit(ops, arr, name, rng)
+    elif nonneg:
+        _check_values(ops, arr, lambda lo, hi: check_nonnegative_values(name, lo),
+                      lambda a: a >= 0, f"{name} must be >= 0", rng)
     return arr
 
 
@@ -601,13 +632,18 @@ def _alpha(ops, alpha, like):
 def _normalizer(ops, normalizer, like):
     if normalizer is None or _is_real(normalizer) or isinstance(normalizer, bool):
         return check_normalizer_number(normalizer)
+    if str(getattr(normalizer, "dtype", "")).endswith("bool"):  # numpy "bool", "torch.bool"
+        raise TypeError("normalizer must be a number or a 0-d real array, got bool dtype")
     arr = ops.asarray(normalizer, "normalizer", like)
     if ops.shape(arr) != ():
         raise ValueError(f"normalizer must be a number or a 0-d array, got shape "
                          f"{_fmt(ops.shape(arr))}")
-    rng = ops.concrete_range(arr)
-    if rng is not None and not (rng[0] > 0 and math.isfinite(rng[0])):
-        raise ValueError(f"normalizer must be finite and > 0, got {rng[0]}")
+
+    def check(lo, hi):
+        if not (lo > 0 and _finite(lo)):
+            raise ValueError(f"normalizer must be finite and > 0, got {lo}")
+    _check_values(ops, arr, check, lambda a: (a > 0) & (a < math.inf),
+                  "normalizer must be finite and > 0")
     return arr
 
 
@@ -623,10 +659,7 @@ def _binary_targets(ops, x, targets, ignore_index, label_smoothing, name="target
         keep = y != float(ignore_index)
         mask = ops.as_mask(keep, x)
         y = ops.where(keep, y, ops.full_like(y, 0.0))
-    rng = ops.concrete_range(y)
-    if rng is not None:
-        check_unit_interval_values(
-            name + (" (other than ignore_index)" if ignore_index is not None else ""), *rng)
+    _check_unit(ops, y, name + (" (other than ignore_index)" if ignore_index is not None else ""))
     denom = (math.prod(shape),) if mask is None else ops.sum(mask)
     return smooth_binary(y, label_smoothing), mask, denom
 
@@ -640,9 +673,7 @@ def _elementwise_weight(ops, weight, x):
 
 
 def _check_probabilities(ops, x):
-    rng = ops.concrete_range(x)
-    if rng is not None:
-        check_unit_interval_values("logits (probabilities, from_logits=False)", *rng)
+    _check_unit(ops, x, "logits (probabilities, from_logits=False)")
 
 
 def _binary_setup(ops, x, targets, *, alpha, weight, ignore_index, label_smoothing,
@@ -732,9 +763,7 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
 
     if kind == "probs":
         q = ops.as_float(targets, x)
-        rng = ops.concrete_range(q)
-        if rng is not None:
-            check_unit_interval_values("targets (class probabilities)", *rng)
+        _check_unit(ops, q, "targets (class probabilities)")
         q = smoothed_distribution(ops, q, label_smoothing, C)
         sample_coef = None
         denom = (math.prod(shape) // C,)
@@ -745,9 +774,9 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
             keep = idx != ignore_index
             sample_coef = ops.as_mask(keep, x)
             idx = ops.where(keep, idx, ops.full_like(idx, 0))
-        rng = ops.concrete_range(idx)
-        if rng is not None:
-            check_class_index_range(int(rng[0]), int(rng[1]), C)
+        _check_values(ops, idx, lambda lo, hi: check_class_index_range(int(lo), int(hi), C),
+                      lambda a: (a >= 0) & (a < C),
+                      f"targets must be class indices in [0, {C - 1}] (or ignore_index)")
         idx = ops.expand_dims(idx, axis)
         if sample_coef is not None:
             sample_coef = ops.expand_dims(sample_coef, axis)

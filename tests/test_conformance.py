@@ -152,6 +152,32 @@ def test_focalx_command_routes_check(capsys):
     assert _cli.main(["frobnicate"]) == 2
 
 
+def test_a_requested_backend_that_is_missing_fails(monkeypatch):
+    monkeypatch.setattr(_harness, "available",
+                        lambda name: (False, "not installed") if name == "torch" else (True, ""))
+    matrix = runner.run_matrix(backends=["numpy", "torch"], pattern="sigmoid/gamma=2.0/*")
+    assert matrix["missing"] == {"torch": "not installed"} and runner.failed(matrix)
+    everything = runner.run_matrix(pattern="sigmoid/gamma=2.0/*")
+    assert "torch" in everything["skipped"] and not runner.failed(everything)
+
+
+def test_checking_nothing_fails():
+    matrix = runner.run_matrix(backends=["numpy"], pattern="no-such-case")
+    assert runner.checked_cases(matrix) == 0 and runner.failed(matrix)
+    assert "no golden case was checked" in runner.format_matrix(matrix)
+
+
+def test_wrong_shape_or_dtype_is_a_failure():
+    pytest.importorskip("torch")
+    import focalx.torch as ft
+    reshaped = check(lambda x, y, **kw: ft.sigmoid_focal_loss(x, y, **kw).reshape(-1),
+                     case="sigmoid/gamma=2.0/alpha=none")
+    assert not reshaped.ok and "shape" in reshaped.failed[0]["detail"]
+    upcast = check(lambda x, y, **kw: ft.sigmoid_focal_loss(x.float(), y.float(), **kw),
+                   case="sigmoid/gamma=2.0/alpha=none", dtype="float16")
+    assert not upcast.ok and "dtype" in upcast.failed[0]["detail"]
+
+
 def test_unknown_backend_and_empty_selection():
     with pytest.raises(ValueError, match="backend"):
         runner.run_matrix(backends=["mxnet"])

@@ -336,7 +336,7 @@ class TestDtypesAndDevices:
         _assert_close(g.double().cpu(), torch.from_numpy(want_g), rtol=rtol, atol=rtol * scale)
 
     @pytest.mark.parametrize("device", torch_devices())
-    def test_autocast_bfloat16(self, device):
+    def test_autocast_returns_float32_like_torch_losses(self, device):
         lin = torch.nn.Linear(6, 3).to(device)
         inp = torch.randn(8, 6, device=device)
         y = torch.randint(0, 3, (8,), device=device)
@@ -344,8 +344,25 @@ class TestDtypesAndDevices:
             logits = lin(inp)
             assert logits.dtype == torch.bfloat16
             loss = ft.softmax_focal_loss(logits, y)
+            assert loss.dtype == F.cross_entropy(logits, y).dtype == torch.float32
         loss.backward()
         assert torch.isfinite(lin.weight.grad).all()
+
+    def test_float16_gradients_survive_loss_scaling(self):
+        """The 1/N of a mean and a GradScaler's scale meet in float32, not in float16."""
+        x32 = torch.randn(256, 256, generator=_gen(40)) * 3
+        t = (torch.rand(256, 256, generator=_gen(41)) < 0.1).float()
+        x16 = x32.half().requires_grad_(True)
+        scale = 1024.0
+        (ft.sigmoid_focal_loss(x16, t.half()).float() * scale).backward()
+        x_ref = x16.detach().float().requires_grad_(True)
+        (ft.sigmoid_focal_loss(x_ref, t) * scale).backward()
+        want = x_ref.grad
+        got = x16.grad.float()
+        representable = want.abs() > 2 ** -14  # float16 normal range
+        assert (got[representable] == 0).float().mean() < 1e-3
+        rel = ((got - want).abs() / want.abs())[representable]
+        assert rel.max() < 2 ** -10
 
 
 class TestAutogradAndCompile:
@@ -385,6 +402,45 @@ class TestAutogradAndCompile:
         loss = ft.sigmoid_focal_loss(x, torch.ones(4, 3, dtype=torch.float64)) + (x ** 2).sum()
         with pytest.raises(RuntimeError, match="twice"):
             torch.autograd.grad(loss, x, create_graph=True)
+
+    @pytest.mark.parametrize("name", ["sigmoid", "softmax", "star"])
+    @pytest.mark.parametrize("dynamic", [None, True])
+    def test_compile_with_changing_float_hyperparameters(self, name, dynamic):
+        calls = {
+            "sigmoid": lambda x, y, g: ft.sigmoid_focal_loss(x, y, gamma=g, alpha=g / 4,
+                                                             label_smoothing=g / 10),
+            "softmax": lambda x, y, g: ft.softmax_focal_loss(x, y.argmax(1), gamma=g,
+                                                             label_smoothing=g / 10),
+            "star": lambda x, y, g: ft.sigmoid_focal_loss_star(x, y, gamma=g, beta=g),
+        }
+        f = calls[name]
+        torch._dynamo.reset()
+        compiled = torch.compile(f, fullgraph=True, dynamic=dynamic, backend="aot_eager")
+        x, y = torch.randn(6, 4), (torch.rand(6, 4) < 0.4).float()
+        for g in (1.0, 2.0, 0.5, 2.5):
+            _assert_close(compiled(x, y, g), f(x, y, g), rtol=1e-6)
+
+    @pytest.mark.parametrize("module", [ft.FocalLoss, ft.SigmoidFocalLoss])
+    def test_compiled_module_follows_its_gamma(self, module):
+        torch._dynamo.reset()
+        m = module(gamma=2.0)
+        compiled = torch.compile(m, fullgraph=True, dynamic=True, backend="aot_eager")
+        x = torch.randn(6, 4)
+        y = torch.randint(0, 4, (6,)) if module is ft.FocalLoss else (torch.rand(6, 4) < 0.4).float()
+        for g in (2.0, 0.5, 3.0):
+            m.gamma = g
+            _assert_close(compiled(x, y), m(x, y), rtol=1e-6)
+
+    @pytest.mark.parametrize("smoothing", [0.0, 0.1])
+    @pytest.mark.parametrize("bad", [7, -1, 255])
+    def test_compiled_out_of_range_index_raises(self, smoothing, bad):
+        torch._dynamo.reset()
+        f = torch.compile(lambda x, y: ft.softmax_focal_loss(x, y, label_smoothing=smoothing),
+                          fullgraph=True, backend="aot_eager")
+        x = torch.randn(4, 3)
+        assert torch.isfinite(f(x, torch.tensor([0, 1, 2, 1])))
+        with pytest.raises(RuntimeError, match="targets"):
+            f(x, torch.tensor([0, 1, bad, 1]))
 
     @pytest.mark.parametrize("fn", ["sigmoid", "softmax", "softmax_smoothing", "star"])
     def test_compile_fullgraph_matches_eager(self, fn):
