@@ -8,4 +8,5 @@ module whose presence in ``sys.modules`` makes it a candidate, the array type
 #: name -> (framework module, (type module, type attribute), adapter module)
 REGISTRY = {
     "torch": ("torch", ("torch", "Tensor"), "focalx.backends.torch"),
+    "jax": ("jax", ("jax", "Array"), "focalx.backends.jax"),
 }

@@ -15,6 +15,7 @@ import numpy as np
 HARNESSES = {
     "numpy": ("numpy", "NumpyHarness"),
     "torch": ("torch", "TorchHarness"),
+    "jax": ("jax", "JaxHarness"),
 }
 
 
@@ -124,3 +125,52 @@ class TorchHarness:
 
     def call_public(self, variant, x, y, kwargs):
         return getattr(self.ft, variant)(x, y, **kwargs)
+
+
+class JaxHarness:
+    """jax with float64 enabled (``jax_enable_x64``; the worker is its own process)."""
+
+    name = "jax"
+
+    def __init__(self):
+        import jax
+        jax.config.update("jax_enable_x64", True)
+        import jax.numpy as jnp
+        import focalx.jax as fj
+        self.jax, self.jnp, self.fj = jax, jnp, fj
+        self.version = jax.__version__
+
+    def devices(self):
+        out = ["cpu"]
+        try:
+            if self.jax.devices("gpu"):
+                out.append("gpu")
+        except RuntimeError:  # no GPU backend
+            pass
+        return out
+
+    def dtypes(self, device):
+        return ["float64", "float32", "bfloat16", "float16"]
+
+    def default_fn(self, variant):
+        return getattr(self.fj, variant)
+
+    def result_dtype(self, dtype):
+        return dtype
+
+    def to_array(self, values, shape, *, index=False, device="cpu", dtype="float64"):
+        if index:
+            dtype = "int64"
+        a = np.asarray(values, dtype=np.float64 if dtype not in ("int64", "bool") else dtype)
+        a = self.jnp.asarray(a.reshape(shape), dtype=getattr(self.jnp, dtype))
+        return self.jax.device_put(a, self.jax.devices(device)[0])
+
+    def evaluate(self, fn, x, y, kwargs, *, own=False):
+        jax = self.jax
+        loss, vjp = jax.vjp(lambda v: fn(v, y, **kwargs), x)
+        (grad,) = vjp(self.jnp.ones_like(loss))
+        return (np.asarray(loss, dtype=np.float64).ravel(),
+                np.asarray(grad, dtype=np.float64).ravel(), tuple(loss.shape), loss.dtype.name)
+
+    def call_public(self, variant, x, y, kwargs):
+        return getattr(self.fj, variant)(x, y, **kwargs)

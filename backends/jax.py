@@ -1,0 +1,275 @@
+"""JAX backend: the spec on jax arrays (public name: ``focalx.jax``).
+
+Works eagerly and under ``jax.jit``, ``jax.grad`` / ``jax.value_and_grad``,
+``jax.vmap``, sharded inputs and ``shard_map``. The gradient w.r.t. the logits
+is the spec's closed form, through ``jax.custom_vjp``: computed in the forward
+pass of a differentiated call and kept as the only full-size residual.
+
+Static and traced arguments:
+
+- ``gamma``, ``beta``, ``label_smoothing``, ``ignore_index``, ``reduction``,
+  ``axis`` and ``from_logits`` are Python values, validated when the function is
+  traced (pass them as constants or ``static_argnames`` under ``jax.jit``);
+- ``alpha``, ``pos_weight``, ``weight`` and ``normalizer`` may be numbers or
+  arrays, and arrays may be traced (a ``psum`` of positives as the normalizer);
+- value checks (targets in [0, 1], class indices in range, alpha in [0, 1], ...)
+  run only on concrete CPU arrays, i.e. outside ``jit``; under ``jit`` there is no
+  Python check on traced values (an out-of-range class index is then not
+  detected). Use ``jax.experimental.checkify`` or check eagerly if you need it.
+
+float16 / bfloat16 logits are computed in float32 and the loss is returned in
+the input dtype; float64 needs ``jax_enable_x64``. The class axis defaults to
+-1 (optax's and Flax's convention).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import _spec
+
+__all__ = ["sigmoid_focal_loss", "softmax_focal_loss", "sigmoid_focal_loss_star"]
+
+
+def _kind(a) -> str:
+    dt = jnp.asarray(a).dtype if not hasattr(a, "dtype") else a.dtype
+    if dt == jnp.bool_:
+        return "bool"
+    if jnp.issubdtype(dt, jnp.floating):
+        return "floating"
+    if jnp.issubdtype(dt, jnp.complexfloating):
+        return "complex"
+    if jnp.issubdtype(dt, jnp.integer):
+        return "integer"
+    return str(dt)
+
+
+def _readable(a) -> bool:
+    """Concrete (not traced), non-empty, and on CPU: values readable without a device sync."""
+    if isinstance(a, jax.core.Tracer) or a.size == 0:
+        return False
+    try:
+        return all(d.platform == "cpu" for d in a.devices())
+    except AttributeError:  # a NumPy array
+        return True
+
+
+class JaxOps:
+    """:class:`focalx._spec.Ops` for jax.numpy."""
+
+    exp = staticmethod(jnp.exp)
+    expm1 = staticmethod(jnp.expm1)
+    log = staticmethod(jnp.log)
+    log1p = staticmethod(jnp.log1p)
+    abs = staticmethod(jnp.abs)
+    where = staticmethod(jnp.where)
+    full_like = staticmethod(jnp.full_like)
+    broadcast_to = staticmethod(jnp.broadcast_to)
+    expand_dims = staticmethod(jnp.expand_dims)
+    kind = staticmethod(_kind)
+
+    @staticmethod
+    def maximum0(a):
+        return jnp.maximum(a, 0.0)
+
+    @staticmethod
+    def minimum0(a):
+        return jnp.minimum(a, 0.0)
+
+    @staticmethod
+    def sum(a, axis=None, keepdims=False):
+        return jnp.sum(a, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def log_softmax(a, axis):
+        return jax.nn.log_softmax(a, axis=axis)
+
+    @staticmethod
+    def take(a, index, axis):
+        return jnp.take_along_axis(a, index, axis=axis)
+
+    @staticmethod
+    def scatter(a, index, values, axis):
+        return jnp.put_along_axis(a, index, values, axis=axis, inplace=False)
+
+    @staticmethod
+    def one_hot(index, num_classes, axis, like):
+        shape = [1] * index.ndim
+        shape[axis] = num_classes
+        return (jnp.arange(num_classes).reshape(shape) == index).astype(like.dtype)
+
+    @staticmethod
+    def shape(a):
+        return tuple(a.shape)
+
+    @staticmethod
+    def asarray(v, name, like):
+        if isinstance(v, (jax.Array, np.ndarray, np.generic, numbers.Number, list, tuple)):
+            a = jnp.asarray(v)
+        else:
+            raise TypeError(f"{name} must be a number, a sequence or a jax array, got "
+                            f"{type(v).__module__}.{type(v).__name__}")
+        if _kind(a) not in ("floating", "integer", "bool"):
+            raise TypeError(f"{name} must be real, got {_kind(a)} dtype")
+        return a.astype(like.dtype)
+
+    @staticmethod
+    def as_float(a, like):
+        return jnp.asarray(a).astype(like.dtype)
+
+    @staticmethod
+    def as_index(a):
+        return jnp.asarray(a).astype(jnp.int32 if not jax.config.jax_enable_x64 else jnp.int64)
+
+    @staticmethod
+    def as_mask(keep, like):
+        return keep.astype(like.dtype)
+
+    @staticmethod
+    def assert_all(cond, message):
+        # Reached only for traced (jit) or non-CPU values: no Python check is possible
+        # there without a host round trip, and the spec promises none (module docstring).
+        return None
+
+    @staticmethod
+    def tracing():
+        return False  # NumPy hyperparameters are constants to jax: always readable
+
+    @staticmethod
+    def concrete_range(a):
+        if not _readable(a):
+            return None
+        return float(jnp.min(a)), float(jnp.max(a))
+
+    @staticmethod
+    def squeeze(a, axis):
+        return jnp.squeeze(a, axis=axis)
+
+    @staticmethod
+    def class_view(v, ndim, axis):
+        shape = [1] * ndim
+        shape[axis] = -1
+        return jnp.reshape(v, shape)
+
+    @staticmethod
+    def gather_classes(v, idx):
+        return jnp.take(v, idx, axis=0)
+
+
+OPS = JaxOps()
+
+
+def _zero_cotangent(a):
+    a = jnp.asarray(a)
+    if jnp.issubdtype(a.dtype, jnp.inexact):
+        return jnp.zeros_like(a)
+    return np.zeros(a.shape, dtype=jax.dtypes.float0)
+
+
+def _apply(run, logits, arrays, class_axis):
+    """loss = run(x, arrays, need_grad) with the spec's gradient w.r.t. x (custom_vjp).
+
+    `arrays` (targets and array-valued hyperparameters) are explicit primal inputs,
+    so that tracers from jit / vmap / shard_map are never closed over; they get
+    zero cotangents (focalx differentiates only with respect to the logits).
+    """
+    x_dtype = logits.dtype
+    compute = jnp.float64 if x_dtype == jnp.float64 else jnp.float32
+
+    @jax.custom_vjp
+    def loss(x, arrs):
+        return run(x.astype(compute), arrs, False)[0].astype(x_dtype)
+
+    def fwd(x, arrs):
+        out, grad = run(x.astype(compute), arrs, True)
+        return out.astype(x_dtype), (grad, arrs)
+
+    def bwd(res, g_out):
+        grad, arrs = res
+        if class_axis is not None and g_out.ndim:  # per-sample softmax loss
+            g_out = jnp.expand_dims(g_out, class_axis)
+        g_x = (g_out.astype(grad.dtype) * grad).astype(x_dtype)
+        return g_x, jax.tree_util.tree_map(_zero_cotangent, arrs)
+
+    loss.defvjp(fwd, bwd)
+    return loss(logits, arrays)
+
+
+def _is_array(v):
+    return isinstance(v, (jax.Array, np.ndarray))
+
+
+def _split(**params):
+    """Array-valued hyperparameters (traced through custom_vjp) vs static Python values."""
+    arrays = {k: v for k, v in params.items() if _is_array(v)}
+    static = {k: v for k, v in params.items() if not _is_array(v)}
+    return arrays, static
+
+
+def _check_arrays(logits, targets):
+    if not isinstance(logits, jax.Array):
+        raise TypeError(f"logits must be a jax array, got "
+                        f"{type(logits).__module__}.{type(logits).__name__}")
+    if not isinstance(targets, (jax.Array, np.ndarray)):
+        raise TypeError(f"targets must be a jax array (the framework of logits), got "
+                        f"{type(targets).__module__}.{type(targets).__name__}")
+    _spec.check_logits_dtype(_kind(logits))
+
+
+def sigmoid_focal_loss(logits, targets, *, gamma=2.0, alpha=0.25, pos_weight=None,
+                       weight=None, ignore_index=None, label_smoothing=0.0, reduction="mean",
+                       normalizer=None, from_logits=True):
+    """Sigmoid focal loss on jax arrays. See :func:`focalx.sigmoid_focal_loss`."""
+    _check_arrays(logits, targets)
+    arrays, static = _split(alpha=alpha, pos_weight=pos_weight, weight=weight,
+                            normalizer=normalizer)
+
+    def run(x, arrs, need_grad):
+        return _spec.run_sigmoid_focal_loss(
+            OPS, x, arrs["targets"], gamma=gamma, ignore_index=ignore_index,
+            label_smoothing=label_smoothing, reduction=reduction, from_logits=from_logits,
+            need_grad=need_grad, **static, **{k: v for k, v in arrs.items() if k != "targets"})
+
+    return _apply(run, logits, dict(arrays, targets=jnp.asarray(targets)), None)
+
+
+def sigmoid_focal_loss_star(logits, targets, *, gamma=1.0, beta=0.0, alpha=None, weight=None,
+                            ignore_index=None, label_smoothing=0.0, reduction="mean",
+                            normalizer=None):
+    """FL* on jax arrays. See :func:`focalx.sigmoid_focal_loss_star`."""
+    _check_arrays(logits, targets)
+    arrays, static = _split(alpha=alpha, weight=weight, normalizer=normalizer)
+
+    def run(x, arrs, need_grad):
+        return _spec.run_sigmoid_focal_loss_star(
+            OPS, x, arrs["targets"], gamma=gamma, beta=beta, ignore_index=ignore_index,
+            label_smoothing=label_smoothing, reduction=reduction, need_grad=need_grad,
+            **static, **{k: v for k, v in arrs.items() if k != "targets"})
+
+    return _apply(run, logits, dict(arrays, targets=jnp.asarray(targets)), None)
+
+
+def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
+                       ignore_index=-100, label_smoothing=0.0, reduction="mean",
+                       normalizer=None, axis=-1, from_logits=True):
+    """Softmax focal loss on jax arrays, class axis -1 by default (as optax).
+
+    See :func:`focalx.softmax_focal_loss`.
+    """
+    _check_arrays(logits, targets)
+    ndim = logits.ndim
+    class_axis = _spec.check_axis(axis, ndim) if ndim else 0
+    arrays, static = _split(alpha=alpha, weight=weight, normalizer=normalizer)
+
+    def run(x, arrs, need_grad):
+        return _spec.run_softmax_focal_loss(
+            OPS, x, arrs["targets"], gamma=gamma, ignore_index=ignore_index,
+            label_smoothing=label_smoothing, reduction=reduction, axis=axis,
+            from_logits=from_logits, need_grad=need_grad, **static,
+            **{k: v for k, v in arrs.items() if k != "targets"})
+
+    return _apply(run, logits, dict(arrays, targets=jnp.asarray(targets)), class_axis)
