@@ -143,7 +143,8 @@ class JaxOps:
     def concrete_range(a):
         if not _readable(a):
             return None
-        return float(jnp.min(a)), float(jnp.max(a))
+        host = np.asarray(a)  # concrete: read directly, also while an outer jit traces
+        return float(host.min()), float(host.max())
 
     @staticmethod
     def squeeze(a, axis):

@@ -16,7 +16,7 @@ import os
 
 import pytest
 
-KNOWN_BACKENDS = ("torch",)
+KNOWN_BACKENDS = ("torch", "jax")
 
 
 def _required() -> list[str]:
@@ -30,7 +30,7 @@ def _required() -> list[str]:
 
 
 # The distribution that provides each backend's framework.
-_DISTRIBUTIONS = {"torch": ("torch",)}
+_DISTRIBUTIONS = {"torch": ("torch",), "jax": ("jax",)}
 
 
 def _available() -> dict[str, str]:
@@ -78,6 +78,13 @@ def import_backend(name: str):
     """Import a framework for a test module: fail if required, skip the module otherwise."""
     required = _required()
     if name in required:
+        return importlib.import_module(name)
+    return pytest.importorskip(name)
+
+
+def import_companion(name: str, backend: str):
+    """A test dependency that comes with a backend (optax, flax for jax): required with it."""
+    if backend in _required():
         return importlib.import_module(name)
     return pytest.importorskip(name)
 

@@ -1,0 +1,236 @@
+"""The JAX backend: transformations, optax parity, numerics, multi-device."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from .conftest import import_backend, import_companion
+
+jax = import_backend("jax")
+jax.config.update("jax_enable_x64", True)  # float64 tests; float32 is requested explicitly
+jnp = jax.numpy
+optax = import_companion("optax", "jax")
+
+import focalx  # noqa: E402
+import focalx.jax as fj  # noqa: E402
+from focalx import _numpy as ref  # noqa: E402
+from focalx.conformance import _harness, runner  # noqa: E402
+
+GAMMAS = [0.0, 0.25, 0.5, 1.0, 2.0, 5.0]
+
+
+def _data(seed=0, shape=(16, 5), dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=shape) * 3).astype(dtype)
+    t = (rng.random(shape) < 0.3).astype(dtype)
+    y = rng.integers(0, shape[-1], size=shape[:-1])
+    return x, t, y
+
+
+def _close(a, b, rtol, atol=0.0):
+    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=rtol,
+                               atol=atol)
+
+
+class TestOptaxParity:
+    @pytest.mark.parametrize("alpha", [None, 0.25, 0.6])
+    @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+    def test_sigmoid_equals_optax_sigmoid_focal_loss(self, alpha, gamma):
+        x, t, _ = _data(1, dtype=np.float64)
+        t = t * 0.8 + 0.1  # soft labels too
+        got = fj.sigmoid_focal_loss(jnp.asarray(x), jnp.asarray(t), alpha=alpha, gamma=gamma,
+                                    reduction="none")
+        want = optax.losses.sigmoid_focal_loss(jnp.asarray(x), jnp.asarray(t), alpha=alpha,
+                                               gamma=gamma)
+        _close(got, want, rtol=1e-12)
+
+    def test_softmax_gamma0_equals_optax_cross_entropy(self):
+        x, _, y = _data(2, dtype=np.float64)
+        got = fj.softmax_focal_loss(jnp.asarray(x), jnp.asarray(y), gamma=0.0, reduction="none")
+        want = optax.losses.softmax_cross_entropy_with_integer_labels(jnp.asarray(x),
+                                                                      jnp.asarray(y))
+        _close(got, want, rtol=1e-12)
+        q = jax.nn.softmax(jnp.asarray(_data(3, dtype=np.float64)[0]), axis=-1)
+        got = fj.softmax_focal_loss(jnp.asarray(x), q, gamma=0.0, reduction="none")
+        _close(got, optax.losses.softmax_cross_entropy(jnp.asarray(x), q), rtol=1e-12)
+
+    def test_gradients_match_optax_where_optax_is_finite(self):
+        x, t, _ = _data(4, dtype=np.float64)
+        g = jax.grad(lambda v: fj.sigmoid_focal_loss(v, jnp.asarray(t), gamma=2.0,
+                                                     reduction="sum"))(jnp.asarray(x))
+        g_optax = jax.grad(lambda v: optax.losses.sigmoid_focal_loss(
+            v, jnp.asarray(t), alpha=0.25, gamma=2.0).sum())(jnp.asarray(x))
+        _close(g, g_optax, rtol=1e-10, atol=1e-300)
+
+
+class TestTransformations:
+    def test_jit_grad_value_and_grad_match_reference(self):
+        x, t, y = _data(5)
+        for fn, targ, rfn, extra in [
+            (fj.sigmoid_focal_loss, t, ref.sigmoid_focal_loss_and_grad, {}),
+            (fj.softmax_focal_loss, y, ref.softmax_focal_loss_and_grad, {}),
+            (fj.sigmoid_focal_loss_star, t, ref.sigmoid_focal_loss_star_and_grad, {}),
+        ]:
+            vg = jax.jit(jax.value_and_grad(lambda v, w: fn(v, w, gamma=0.5, **extra)))
+            loss, g = vg(jnp.asarray(x), jnp.asarray(targ))
+            want, want_g = rfn(x, targ, gamma=0.5)
+            _close(loss, want, rtol=2e-6)
+            _close(g, want_g, rtol=2e-5, atol=1e-9)
+
+    def test_vmap_over_samples_equals_reduction_none(self):
+        x, t, y = _data(6)
+        per = jax.vmap(lambda a, b: fj.softmax_focal_loss(a, b, reduction="sum"))(
+            jnp.asarray(x), jnp.asarray(y))
+        _close(per, fj.softmax_focal_loss(jnp.asarray(x), jnp.asarray(y), reduction="none"),
+               rtol=1e-6)
+        g = jax.vmap(jax.grad(lambda a, b: fj.sigmoid_focal_loss(a, b, reduction="sum")))(
+            jnp.asarray(x), jnp.asarray(t))
+        g_all = jax.grad(lambda a: fj.sigmoid_focal_loss(a, jnp.asarray(t), reduction="sum"))(
+            jnp.asarray(x))
+        _close(g, g_all, rtol=1e-6)
+
+    def test_traced_array_hyperparameters(self):
+        x, t, y = _data(7)
+
+        @jax.jit
+        def f(v, targets, alpha, weight, normalizer):
+            return fj.softmax_focal_loss(v, targets, alpha=alpha, weight=weight,
+                                         normalizer=normalizer, reduction="sum")
+        a = jnp.asarray([0.25, 0.5, 0.75, 1.0, 0.5])
+        w = jnp.asarray([1.0, 2.0, 0.5, 1.0, 1.5])
+        got = f(jnp.asarray(x), jnp.asarray(y), a, w, jnp.asarray(4.0))
+        want = ref.softmax_focal_loss(x, y, alpha=np.asarray(a), weight=np.asarray(w),
+                                      normalizer=4.0, reduction="sum")
+        _close(got, want, rtol=2e-6)
+
+    def test_bad_hyperparameters_fail_at_trace_time_with_the_same_errors(self):
+        x, _, y = _data(8)
+        with pytest.raises(ValueError, match="gamma"):
+            jax.jit(lambda v, w: fj.softmax_focal_loss(v, w, gamma=-1.0))(jnp.asarray(x),
+                                                                          jnp.asarray(y))
+        with pytest.raises(ValueError, match="weight"):
+            jax.jit(lambda v, w: fj.softmax_focal_loss(v, w, weight=jnp.ones(3)))(
+                jnp.asarray(x), jnp.asarray(y))
+        with pytest.raises(ValueError, match="targets"):  # eager: the data check runs
+            fj.softmax_focal_loss(jnp.asarray(x), jnp.asarray(y) + 10)
+
+    @pytest.mark.parametrize("gamma", GAMMAS)
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+    def test_finite_gradient_at_extreme_logits(self, gamma, dtype):
+        x = jnp.asarray(np.array([100.0, -100.0, 1e4, -1e4, 40.0, -40.0], dtype=dtype))
+        t = jnp.asarray(np.array([1.0, 1.0, 0.0, 1.0, 1.0, 0.0], dtype=dtype))
+        for fn in (lambda v: fj.sigmoid_focal_loss(v, t, gamma=gamma),
+                   lambda v: fj.sigmoid_focal_loss_star(v, t, gamma=max(gamma, 0.5)),
+                   lambda v: fj.softmax_focal_loss(v.reshape(2, 3), jnp.asarray([0, 2]),
+                                                   gamma=gamma)):
+            loss, g = jax.jit(jax.value_and_grad(fn))(x)
+            assert np.isfinite(float(loss)) and np.all(np.isfinite(np.asarray(g)))
+
+    def test_low_precision_is_computed_in_float32_and_returned_in_input_dtype(self):
+        x, t, _ = _data(9)
+        for dt in (jnp.bfloat16, jnp.float16):
+            xl = jnp.asarray(x).astype(dt)
+            loss, g = jax.value_and_grad(lambda v: fj.sigmoid_focal_loss(
+                v, jnp.asarray(t).astype(dt)))(xl)
+            assert loss.dtype == dt and g.dtype == dt
+            want = ref.sigmoid_focal_loss(np.asarray(xl.astype(jnp.float32)), t)
+            _close(loss, want, rtol=8e-3)
+
+    def test_every_golden_case_under_jit_float32(self):
+        harness = _harness.create("jax")
+        cases = runner.load_golden()["cases"]
+
+        def jitted(variant):
+            base = getattr(fj, variant)
+            cache = {}
+
+            def call(x, y, **kw):
+                key = repr(sorted(kw.items(), key=lambda kv: kv[0]))
+                arrays = {k: v for k, v in kw.items() if isinstance(v, jax.Array)}
+                static = {k: v for k, v in kw.items() if k not in arrays}
+                if key not in cache:
+                    cache[key] = jax.jit(lambda v, w, arr: base(v, w, **static, **arr))
+                return cache[key](x, y, arrays)
+            return call
+        failures = []
+        for variant in ("sigmoid_focal_loss", "softmax_focal_loss", "sigmoid_focal_loss_star"):
+            results = runner.run_cases(harness, runner.select(cases, variant=variant), "cpu",
+                                       "float32", fn=jitted(variant))
+            failures += [f"{r['id']}: {r.get('detail')}" for r in results
+                         if r["status"] != "passed"]
+        assert not failures, "\n".join(failures)
+
+
+class TestDispatch:
+    def test_top_level_functions_take_jax_arrays(self):
+        x, t, y = _data(10)
+        out = focalx.softmax_focal_loss(jnp.asarray(x), jnp.asarray(y))
+        assert isinstance(out, jax.Array)
+        _close(out, fj.softmax_focal_loss(jnp.asarray(x), jnp.asarray(y)), rtol=0)
+        with pytest.raises(TypeError, match="targets"):
+            focalx.sigmoid_focal_loss(jnp.asarray(x), [[1.0] * 5] * 16)
+
+
+MULTI_DEVICE = textwrap.dedent("""
+    import os
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    import focalx.jax as fj
+    assert len(jax.devices()) == 4, jax.devices()
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(64, 10)).astype(np.float32) * 3)
+    t = jnp.asarray((rng.random((64, 10)) < 0.1).astype(np.float32))
+
+    def single(x, t):  # RetinaNet normalisation: sum over the positives
+        return fj.sigmoid_focal_loss(x, t, reduction="sum", normalizer=jnp.maximum(t.sum(), 1.0))
+    want, want_g = jax.jit(jax.value_and_grad(single))(x, t)
+
+    mesh = Mesh(np.array(jax.devices()), ("batch",))
+    def per_shard(x, t):
+        num_pos = jax.lax.psum(t.sum(), "batch")
+        local = fj.sigmoid_focal_loss(x, t, reduction="sum", normalizer=jnp.maximum(num_pos, 1.0))
+        return jax.lax.psum(local, "batch")
+    sharded = jax.shard_map(per_shard, mesh=mesh, in_specs=(P("batch"), P("batch")),
+                            out_specs=P())
+    xs = jax.device_put(x, NamedSharding(mesh, P("batch")))
+    ts = jax.device_put(t, NamedSharding(mesh, P("batch")))
+    got, got_g = jax.jit(jax.value_and_grad(sharded))(xs, ts)
+    assert len(got_g.sharding.device_set) == 4
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_allclose(got_g, want_g, rtol=1e-5, atol=1e-9)
+
+    # plain jit on sharded inputs (GSPMD partitions the computation)
+    auto, auto_g = jax.jit(jax.value_and_grad(single))(xs, ts)
+    np.testing.assert_allclose(auto, want, rtol=1e-6)
+    np.testing.assert_allclose(auto_g, want_g, rtol=1e-5, atol=1e-9)
+    print("ok", float(got), float(want))
+""")
+
+
+def test_sharded_over_four_devices_matches_one_device():
+    proc = subprocess.run([sys.executable, "-c", MULTI_DEVICE], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("ok")
+
+
+def test_flax_example_trains_both_losses():
+    import_companion("flax", "jax")
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+    try:
+        import jax_flax_imbalanced as example
+    finally:
+        sys.path.pop(0)
+    results = example.main(steps=60, quiet=True)
+    assert set(results) == {"cross-entropy", "focal"}
+    for r in results.values():
+        assert r["last_loss"] < r["first_loss"]
+        assert 0.0 <= r["precision"] <= 1.0 and 0.0 <= r["recall"] <= 1.0
+        assert 0.0 < r["AP"] <= 1.0
