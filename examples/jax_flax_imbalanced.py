@@ -38,7 +38,7 @@ class MLP(nnx.Module):
         self.l1 = nnx.Linear(d, 32, rngs=rngs)
         self.l2 = nnx.Linear(32, 32, rngs=rngs)
         self.out = nnx.Linear(32, 1, rngs=rngs)
-        self.out.bias.value = jnp.full((1,), prior)
+        self.out.bias[...] = jnp.full((1,), prior)
 
     def __call__(self, x):
         return self.out(nnx.relu(self.l2(nnx.relu(self.l1(x)))))[..., 0]
