@@ -210,11 +210,20 @@ MULTI_DEVICE = textwrap.dedent("""
     auto, auto_g = jax.jit(jax.value_and_grad(single))(xs, ts)
     np.testing.assert_allclose(auto, want, rtol=1e-6)
     np.testing.assert_allclose(auto_g, want_g, rtol=1e-5, atol=1e-9)
+
+    # pmap: per-device losses with the global normalizer, summed across devices
+    xp, tp = x.reshape(4, 16, 10), t.reshape(4, 16, 10)
+    def local(x, t):
+        num_pos = jax.lax.psum(t.sum(), "i")
+        return fj.sigmoid_focal_loss(x, t, reduction="sum", normalizer=jnp.maximum(num_pos, 1.0))
+    losses, grads = jax.pmap(jax.value_and_grad(local), axis_name="i")(xp, tp)
+    np.testing.assert_allclose(losses.sum(), want, rtol=1e-6)
+    np.testing.assert_allclose(grads.reshape(64, 10), want_g, rtol=1e-5, atol=1e-9)
     print("ok", float(got), float(want))
 """)
 
 
-def test_sharded_over_four_devices_matches_one_device():
+def test_sharded_shard_map_and_pmap_over_four_devices_match_one_device():
     proc = subprocess.run([sys.executable, "-c", MULTI_DEVICE], capture_output=True, text=True,
                           timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
