@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _spec
+from .._numpy import ArrayModuleOps
 
 __all__ = ["sigmoid_focal_loss", "softmax_focal_loss", "sigmoid_focal_loss_star"]
 
@@ -58,53 +59,19 @@ def _readable(a) -> bool:
         return True
 
 
-class JaxOps:
+class JaxOps(ArrayModuleOps):
     """:class:`focalx._spec.Ops` for jax.numpy."""
 
-    exp = staticmethod(jnp.exp)
-    expm1 = staticmethod(jnp.expm1)
-    log = staticmethod(jnp.log)
-    log1p = staticmethod(jnp.log1p)
-    abs = staticmethod(jnp.abs)
-    where = staticmethod(jnp.where)
-    full_like = staticmethod(jnp.full_like)
-    broadcast_to = staticmethod(jnp.broadcast_to)
-    expand_dims = staticmethod(jnp.expand_dims)
+    xp = jnp
     kind = staticmethod(_kind)
-
-    @staticmethod
-    def maximum0(a):
-        return jnp.maximum(a, 0.0)
-
-    @staticmethod
-    def minimum0(a):
-        return jnp.minimum(a, 0.0)
-
-    @staticmethod
-    def sum(a, axis=None, keepdims=False):
-        return jnp.sum(a, axis=axis, keepdims=keepdims)
 
     @staticmethod
     def log_softmax(a, axis):
         return jax.nn.log_softmax(a, axis=axis)
 
     @staticmethod
-    def take(a, index, axis):
-        return jnp.take_along_axis(a, index, axis=axis)
-
-    @staticmethod
     def scatter(a, index, values, axis):
         return jnp.put_along_axis(a, index, values, axis=axis, inplace=False)
-
-    @staticmethod
-    def one_hot(index, num_classes, axis, like):
-        shape = [1] * index.ndim
-        shape[axis] = num_classes
-        return (jnp.arange(num_classes).reshape(shape) == index).astype(like.dtype)
-
-    @staticmethod
-    def shape(a):
-        return tuple(a.shape)
 
     @staticmethod
     def asarray(v, name, like):
@@ -118,16 +85,8 @@ class JaxOps:
         return a.astype(like.dtype)
 
     @staticmethod
-    def as_float(a, like):
-        return jnp.asarray(a).astype(like.dtype)
-
-    @staticmethod
     def as_index(a):
-        return jnp.asarray(a).astype(jnp.int32 if not jax.config.jax_enable_x64 else jnp.int64)
-
-    @staticmethod
-    def as_mask(keep, like):
-        return keep.astype(like.dtype)
+        return jnp.asarray(a).astype(jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
 
     @staticmethod
     def assert_all(cond, message):
@@ -145,20 +104,6 @@ class JaxOps:
             return None
         host = np.asarray(a)  # concrete: read directly, also while an outer jit traces
         return float(host.min()), float(host.max())
-
-    @staticmethod
-    def squeeze(a, axis):
-        return jnp.squeeze(a, axis=axis)
-
-    @staticmethod
-    def class_view(v, ndim, axis):
-        shape = [1] * ndim
-        shape[axis] = -1
-        return jnp.reshape(v, shape)
-
-    @staticmethod
-    def gather_classes(v, idx):
-        return jnp.take(v, idx, axis=0)
 
 
 OPS = JaxOps()

@@ -30,29 +30,86 @@ def _foreign(v) -> bool:
     return hasattr(v, "shape") and hasattr(v, "dtype")
 
 
-class NumpyOps:
+class ArrayModuleOps:
+    """:class:`focalx._spec.Ops` for a NumPy-like array module ``xp`` (NumPy, jax.numpy).
+
+    A subclass sets ``xp`` and supplies what differs between array libraries:
+    log_softmax, scatter, asarray, kind, as_index, assert_all, tracing,
+    concrete_range.
+    """
+
+    xp = np
+
+    def exp(self, a):
+        return self.xp.exp(a)
+
+    def expm1(self, a):
+        return self.xp.expm1(a)
+
+    def log(self, a):
+        return self.xp.log(a)
+
+    def log1p(self, a):
+        return self.xp.log1p(a)
+
+    def abs(self, a):
+        return self.xp.abs(a)
+
+    def where(self, cond, a, b):
+        return self.xp.where(cond, a, b)
+
+    def full_like(self, a, value):
+        return self.xp.full_like(a, value)
+
+    def broadcast_to(self, a, shape):
+        return self.xp.broadcast_to(a, shape)
+
+    def expand_dims(self, a, axis):
+        return self.xp.expand_dims(a, axis)
+
+    def squeeze(self, a, axis):
+        return self.xp.squeeze(a, axis=axis)
+
+    def maximum0(self, a):
+        return self.xp.maximum(a, 0.0)
+
+    def minimum0(self, a):
+        return self.xp.minimum(a, 0.0)
+
+    def sum(self, a, axis=None, keepdims=False):
+        return self.xp.sum(a, axis=axis, keepdims=keepdims)
+
+    def take(self, a, index, axis):
+        return self.xp.take_along_axis(a, index, axis=axis)
+
+    def one_hot(self, index, num_classes, axis, like):
+        shape = [1] * index.ndim
+        shape[axis] = num_classes
+        return (self.xp.arange(num_classes).reshape(shape) == index).astype(like.dtype)
+
+    def shape(self, a):
+        return tuple(a.shape)
+
+    def as_float(self, a, like):
+        return self.xp.asarray(a).astype(like.dtype)
+
+    def as_mask(self, keep, like):
+        return keep.astype(like.dtype)
+
+    def class_view(self, v, ndim, axis):
+        shape = [1] * ndim
+        shape[axis] = -1
+        return self.xp.reshape(v, shape)
+
+    def gather_classes(self, v, idx):
+        return self.xp.take(v, idx, axis=0)
+
+
+class NumpyOps(ArrayModuleOps):
     """:class:`focalx._spec.Ops` for NumPy, in float64."""
 
-    exp = staticmethod(np.exp)
-    expm1 = staticmethod(np.expm1)
-    log = staticmethod(np.log)
-    log1p = staticmethod(np.log1p)
-    abs = staticmethod(np.abs)
-    where = staticmethod(np.where)
-    broadcast_to = staticmethod(np.broadcast_to)
-    expand_dims = staticmethod(np.expand_dims)
-
-    @staticmethod
-    def maximum0(a):
-        return np.maximum(a, 0.0)
-
-    @staticmethod
-    def minimum0(a):
-        return np.minimum(a, 0.0)
-
-    @staticmethod
-    def sum(a, axis=None, keepdims=False):
-        return np.sum(a, axis=axis, keepdims=keepdims)
+    xp = np
+    kind = staticmethod(_kind)
 
     @staticmethod
     def log_softmax(a, axis):
@@ -64,30 +121,10 @@ class NumpyOps:
         return (a - m) - np.log1p(np.sum(e, axis=axis, keepdims=True))
 
     @staticmethod
-    def take(a, index, axis):
-        return np.take_along_axis(a, index, axis=axis)
-
-    @staticmethod
     def scatter(a, index, values, axis):
         out = np.array(a, copy=True)
         np.put_along_axis(out, index, values, axis)
         return out
-
-    @staticmethod
-    def one_hot(index, num_classes, axis, like):
-        shape = [1] * index.ndim
-        shape[axis] = num_classes
-        return (np.arange(num_classes).reshape(shape) == index).astype(_F64)
-
-    @staticmethod
-    def full_like(a, value):
-        return np.full_like(a, value)
-
-    @staticmethod
-    def shape(a):
-        return tuple(np.shape(a))
-
-    kind = staticmethod(_kind)
 
     @staticmethod
     def asarray(v, name, like):
@@ -100,16 +137,8 @@ class NumpyOps:
         return arr.astype(_F64)
 
     @staticmethod
-    def as_float(a, like):
-        return np.asarray(a).astype(_F64)
-
-    @staticmethod
     def as_index(a):
         return np.asarray(a).astype(np.int64)
-
-    @staticmethod
-    def as_mask(keep, like):
-        return keep.astype(_F64)
 
     @staticmethod
     def assert_all(cond, message):
@@ -126,20 +155,6 @@ class NumpyOps:
         if a.size == 0:
             return None
         return float(np.min(a)), float(np.max(a))
-
-    @staticmethod
-    def squeeze(a, axis):
-        return np.squeeze(a, axis=axis)
-
-    @staticmethod
-    def class_view(v, ndim, axis):
-        shape = [1] * ndim
-        shape[axis] = -1
-        return np.reshape(v, shape)
-
-    @staticmethod
-    def gather_classes(v, idx):
-        return np.asarray(v)[idx]
 
 
 OPS = NumpyOps()

@@ -243,3 +243,10 @@ def test_flax_example_trains_both_losses():
         assert r["last_loss"] < r["first_loss"]
         assert 0.0 <= r["precision"] <= 1.0 and 0.0 <= r["recall"] <= 1.0
         assert 0.0 < r["AP"] <= 1.0
+
+
+def test_jax_ops_implement_exactly_the_protocol():
+    from focalx._spec import Ops
+    from focalx.backends.jax import JaxOps
+    assert {n for n in dir(JaxOps) if not n.startswith("_")} - {"xp"} == \
+        {n for n in vars(Ops) if not n.startswith("_")}
