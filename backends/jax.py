@@ -13,9 +13,16 @@ Static and traced arguments:
 - ``alpha``, ``pos_weight``, ``weight`` and ``normalizer`` may be numbers or
   arrays, and arrays may be traced (a ``psum`` of positives as the normalizer);
 - value checks (targets in [0, 1], class indices in range, alpha in [0, 1], ...)
-  run only on concrete CPU arrays, i.e. outside ``jit``; under ``jit`` there is no
-  Python check on traced values (an out-of-range class index is then not
-  detected). Use ``jax.experimental.checkify`` or check eagerly if you need it.
+  raise ``ValueError`` on concrete CPU arrays. On traced values (under ``jit``,
+  ``vmap``, ``grad``) Python cannot raise, so a failed check makes the loss and
+  its gradient NaN instead (an out-of-range class index or a target of 2.0 gives
+  NaN, not a plausible number).
+
+Gradients: the logits get the spec's closed form. Floating targets and array
+hyperparameters get the autodiff of the spec's formula, so soft targets from a
+teacher or a learned ``alpha`` receive true gradients (under ``jit`` this work is
+removed when unused). Second derivatives (``jax.hessian``) differentiate the
+closed form by autodiff.
 
 float16 / bfloat16 logits are computed in float32 and the loss is returned in
 the input dtype; float64 needs ``jax_enable_x64``. The class axis defaults to
@@ -88,11 +95,14 @@ class JaxOps(ArrayModuleOps):
     def as_index(a):
         return jnp.asarray(a).astype(jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
 
-    @staticmethod
-    def assert_all(cond, message):
-        # Reached only for traced (jit) or non-CPU values: no Python check is possible
-        # there without a host round trip, and the spec promises none (module docstring).
-        return None
+    def __init__(self):
+        self.unchecked = []  # conditions on values that could not be read (see poison)
+
+    def assert_all(self, cond, message):
+        # Reached for traced (jit, vmap, grad) or non-CPU values: Python cannot raise on
+        # them without a host round trip, so the condition is recorded and the result
+        # is made NaN where it fails (see _poison), instead of a plausible wrong number.
+        self.unchecked.append(jnp.all(cond))
 
     @staticmethod
     def tracing():
@@ -106,7 +116,18 @@ class JaxOps(ArrayModuleOps):
         return float(host.min()), float(host.max())
 
 
-OPS = JaxOps()
+def _run(fn, x, arrs, need_grad, **kw):
+    """Run a spec function with a fresh JaxOps; NaN out the result where a value check
+    that could not be done in Python fails."""
+    ops = JaxOps()
+    out, grad = fn(ops, x, arrs["targets"], need_grad=need_grad, **kw,
+                   **{k: v for k, v in arrs.items() if k != "targets"})
+    if ops.unchecked:
+        ok = jnp.all(jnp.stack(ops.unchecked))
+        out = jnp.where(ok, out, jnp.nan)
+        if grad is not None:
+            grad = jnp.where(ok, grad, jnp.nan)
+    return out, grad
 
 
 def _zero_cotangent(a):
@@ -120,8 +141,9 @@ def _apply(run, logits, arrays, class_axis):
     """loss = run(x, arrays, need_grad) with the spec's gradient w.r.t. x (custom_vjp).
 
     `arrays` (targets and array-valued hyperparameters) are explicit primal inputs,
-    so that tracers from jit / vmap / shard_map are never closed over; they get
-    zero cotangents (focalx differentiates only with respect to the logits).
+    so that tracers from jit / vmap / shard_map are never closed over. The logits get
+    the spec's closed-form gradient; floating `arrays` get autodiff of the spec's
+    formula (soft targets from a teacher, learned alpha); integer ones float0 zeros.
     """
     x_dtype = logits.dtype
     compute = jnp.float64 if x_dtype == jnp.float64 else jnp.float32
@@ -132,14 +154,25 @@ def _apply(run, logits, arrays, class_axis):
 
     def fwd(x, arrs):
         out, grad = run(x.astype(compute), arrs, True)
-        return out.astype(x_dtype), (grad, arrs)
+        return out.astype(x_dtype), (grad, x, arrs)
 
     def bwd(res, g_out):
-        grad, arrs = res
+        grad, x, arrs = res
+        g_expanded = g_out
         if class_axis is not None and g_out.ndim:  # per-sample softmax loss
-            g_out = jnp.expand_dims(g_out, class_axis)
-        g_x = (g_out.astype(grad.dtype) * grad).astype(x_dtype)
-        return g_x, jax.tree_util.tree_map(_zero_cotangent, arrs)
+            g_expanded = jnp.expand_dims(g_out, class_axis)
+        g_x = (g_expanded.astype(grad.dtype) * grad).astype(x_dtype)
+        # Targets and array hyperparameters: the spec's formula differentiated by
+        # autodiff (jit removes this when their cotangents are not used).
+        floats = {k: v for k, v in arrs.items() if jnp.issubdtype(jnp.asarray(v).dtype,
+                                                                    jnp.inexact)}
+        cts = jax.tree_util.tree_map(_zero_cotangent, arrs)
+        if floats:
+            _, vjp = jax.vjp(lambda fl: run(x.astype(compute), {**arrs, **fl}, False)[0]
+                             .astype(x_dtype), floats)
+            (ct,) = vjp(g_out)
+            cts.update(ct)
+        return g_x, cts
 
     loss.defvjp(fwd, bwd)
     return loss(logits, arrays)
@@ -175,10 +208,9 @@ def sigmoid_focal_loss(logits, targets, *, gamma=2.0, alpha=0.25, pos_weight=Non
                             normalizer=normalizer)
 
     def run(x, arrs, need_grad):
-        return _spec.run_sigmoid_focal_loss(
-            OPS, x, arrs["targets"], gamma=gamma, ignore_index=ignore_index,
-            label_smoothing=label_smoothing, reduction=reduction, from_logits=from_logits,
-            need_grad=need_grad, **static, **{k: v for k, v in arrs.items() if k != "targets"})
+        return _run(_spec.run_sigmoid_focal_loss, x, arrs, need_grad, gamma=gamma,
+                    ignore_index=ignore_index, label_smoothing=label_smoothing,
+                    reduction=reduction, from_logits=from_logits, **static)
 
     return _apply(run, logits, dict(arrays, targets=jnp.asarray(targets)), None)
 
@@ -191,10 +223,9 @@ def sigmoid_focal_loss_star(logits, targets, *, gamma=1.0, beta=0.0, alpha=None,
     arrays, static = _split(alpha=alpha, weight=weight, normalizer=normalizer)
 
     def run(x, arrs, need_grad):
-        return _spec.run_sigmoid_focal_loss_star(
-            OPS, x, arrs["targets"], gamma=gamma, beta=beta, ignore_index=ignore_index,
-            label_smoothing=label_smoothing, reduction=reduction, need_grad=need_grad,
-            **static, **{k: v for k, v in arrs.items() if k != "targets"})
+        return _run(_spec.run_sigmoid_focal_loss_star, x, arrs, need_grad, gamma=gamma,
+                    beta=beta, ignore_index=ignore_index, label_smoothing=label_smoothing,
+                    reduction=reduction, **static)
 
     return _apply(run, logits, dict(arrays, targets=jnp.asarray(targets)), None)
 
@@ -212,10 +243,8 @@ def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
     arrays, static = _split(alpha=alpha, weight=weight, normalizer=normalizer)
 
     def run(x, arrs, need_grad):
-        return _spec.run_softmax_focal_loss(
-            OPS, x, arrs["targets"], gamma=gamma, ignore_index=ignore_index,
-            label_smoothing=label_smoothing, reduction=reduction, axis=axis,
-            from_logits=from_logits, need_grad=need_grad, **static,
-            **{k: v for k, v in arrs.items() if k != "targets"})
+        return _run(_spec.run_softmax_focal_loss, x, arrs, need_grad, gamma=gamma,
+                    ignore_index=ignore_index, label_smoothing=label_smoothing,
+                    reduction=reduction, axis=axis, from_logits=from_logits, **static)
 
     return _apply(run, logits, dict(arrays, targets=jnp.asarray(targets)), class_axis)

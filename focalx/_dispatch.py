@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import numbers
 import sys
-from functools import lru_cache
 
 import numpy as np
 
@@ -18,24 +17,37 @@ from .backends import REGISTRY
 _NUMPY = "numpy"
 
 
-@lru_cache(maxsize=None)
-def _framework_of_type(cls: type):
+_CACHE: dict = {}
+
+
+def _framework_of_instance(x):
     for name, (module, (type_module, type_attr), _adapter) in REGISTRY.items():
         if module not in sys.modules or type_module not in sys.modules:
             continue
         obj = sys.modules[type_module]
         for part in type_attr.split("."):
             obj = getattr(obj, part, None)
-        if isinstance(obj, type) and issubclass(cls, obj):
+        # isinstance, not issubclass: jax's tracers are jax.Arrays by __instancecheck__
+        if isinstance(obj, type) and isinstance(x, obj):
             return name
-    if issubclass(cls, (np.ndarray, np.generic, numbers.Number, list, tuple)):
+    if isinstance(x, (np.ndarray, np.generic, numbers.Number, list, tuple)):
         return _NUMPY
     return None
 
 
 def framework_of(x) -> str | None:
-    """The backend name for an array (``"numpy"`` for NumPy and Python values), or None."""
-    return _framework_of_type(type(x))
+    """The backend name for an array (``"numpy"`` for NumPy and Python values), or None.
+
+    Cached by type; a type is looked up once its framework has been imported.
+    """
+    cls = type(x)
+    try:
+        return _CACHE[cls]
+    except KeyError:
+        name = _framework_of_instance(x)
+        if name is not None:
+            _CACHE[cls] = name
+        return name
 
 
 def backend_for(logits, targets, **arrays):

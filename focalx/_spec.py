@@ -334,7 +334,10 @@ def _focal_factor(ops, m, gamma: float):
         for _ in range(int(gamma) - 1):
             out = out * m
         return out
-    return m ** gamma
+    # m ** gamma, with 0 at m == 0 through a where whose other branch never sees 0:
+    # an autodiff of this closed form (jax.hessian) stays finite at saturation.
+    zero = m == 0
+    return ops.where(zero, m * 0.0, ops.where(zero, m + 1.0, m) ** gamma)
 
 
 def _mul(a, b):

@@ -250,3 +250,73 @@ def test_jax_ops_implement_exactly_the_protocol():
     from focalx.backends.jax import JaxOps
     assert {n for n in dir(JaxOps) if not n.startswith("_")} - {"xp"} == \
         {n for n in vars(Ops) if not n.startswith("_")}
+
+
+class TestDifferentiationBeyondLogits:
+    def test_top_level_functions_work_under_jit_grad_and_vmap(self):
+        x, t, y = _data(20)
+        xj, tj, yj = jnp.asarray(x), jnp.asarray(t), jnp.asarray(y)
+        _close(jax.jit(lambda a, b: focalx.softmax_focal_loss(a, b))(xj, yj),
+               fj.softmax_focal_loss(xj, yj), rtol=1e-6)
+        _close(jax.grad(lambda a: focalx.sigmoid_focal_loss(a, tj))(xj),
+               jax.grad(lambda a: fj.sigmoid_focal_loss(a, tj))(xj), rtol=1e-6)
+        _close(jax.vmap(lambda a, b: focalx.sigmoid_focal_loss_star(a, b))(xj, tj),
+               jax.vmap(lambda a, b: fj.sigmoid_focal_loss_star(a, b))(xj, tj), rtol=1e-6)
+
+    def test_soft_target_gradients_equal_optax(self):
+        x, _, _ = _data(21, dtype=np.float64)
+        t = np.random.default_rng(22).random(x.shape)
+        g = jax.grad(lambda s: fj.sigmoid_focal_loss(jnp.asarray(x), s, alpha=0.25,
+                                                     reduction="sum"))(jnp.asarray(t))
+        g_optax = jax.grad(lambda s: optax.losses.sigmoid_focal_loss(
+            jnp.asarray(x), s, alpha=0.25).sum())(jnp.asarray(t))
+        _close(g, g_optax, rtol=1e-10, atol=1e-12)
+        q = jax.nn.softmax(jnp.asarray(t), axis=-1)
+        g = jax.grad(lambda s: fj.softmax_focal_loss(jnp.asarray(x), s, gamma=0.0,
+                                                     reduction="sum"))(q)
+        g_optax = jax.grad(lambda s: optax.losses.softmax_cross_entropy(
+            jnp.asarray(x), s).sum())(q)
+        _close(g, g_optax, rtol=1e-10, atol=1e-12)
+
+    def test_alpha_and_normalizer_gradients_match_central_differences(self):
+        x, _, y = _data(23, dtype=np.float64)
+        xj, yj = jnp.asarray(x), jnp.asarray(y)
+
+        def f(alpha, norm):
+            return fj.softmax_focal_loss(xj, yj, alpha=alpha, normalizer=norm, reduction="sum")
+        a0, n0 = jnp.asarray([0.3, 0.5, 0.7, 0.9, 0.2]), jnp.asarray(3.0)
+        ga, gn = jax.grad(f, argnums=(0, 1))(a0, n0)
+        eps = 1e-6
+        num_a = [(f(a0.at[i].add(eps), n0) - f(a0.at[i].add(-eps), n0)) / (2 * eps)
+                 for i in range(5)]
+        _close(ga, num_a, rtol=1e-6)
+        _close(gn, (f(a0, n0 + eps) - f(a0, n0 - eps)) / (2 * eps), rtol=1e-6)
+
+    def test_hessian_is_finite_at_saturation_and_right_elsewhere(self):
+        f = lambda v: fj.sigmoid_focal_loss(v, jnp.asarray([1.0, 0.0, 1.0]), gamma=0.5,  # noqa: E731
+                                            reduction="sum")
+        assert np.all(np.isfinite(np.asarray(jax.hessian(f)(jnp.asarray([120.0, -3.0, 2.0],
+                                                                          jnp.float32)))))
+        x = jnp.asarray([0.7, -1.3, 2.1])
+        h = jax.hessian(f)(x)
+        eps = 1e-5
+        num = [(jax.grad(f)(x.at[i].add(eps)) - jax.grad(f)(x.at[i].add(-eps))) / (2 * eps)
+               for i in range(3)]
+        _close(h, np.stack(num), rtol=1e-6, atol=1e-9)
+        g = lambda v: fj.softmax_focal_loss(v, jnp.asarray([0]), gamma=0.5,  # noqa: E731
+                                            reduction="sum")
+        assert np.all(np.isfinite(np.asarray(jax.hessian(g)(jnp.asarray([[20.0, 0.0, 0.0]],
+                                                                          jnp.float32)))))
+
+    def test_failed_value_checks_under_jit_and_vmap_give_nan_not_a_number(self):
+        x, t, y = _data(24)
+        f = jax.jit(lambda a, b: fj.softmax_focal_loss(a, b))
+        assert np.isfinite(float(f(jnp.asarray(x), jnp.asarray(y))))
+        for bad in (-1, 5, 255):
+            assert np.isnan(float(f(jnp.asarray(x), jnp.asarray(y).at[3].set(bad))))
+        bad_t = jax.jit(lambda a, b: fj.sigmoid_focal_loss(a, b))(jnp.asarray(x),
+                                                                  jnp.asarray(t) * 2)
+        assert np.isnan(float(bad_t))
+        per = jax.vmap(lambda a, b: fj.softmax_focal_loss(a, b))(jnp.asarray(x),
+                                                               jnp.asarray(y).at[2].set(-1))
+        assert np.isnan(per[2]) and np.all(np.isfinite(np.delete(np.asarray(per), 2)))
