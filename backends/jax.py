@@ -20,8 +20,8 @@ Static and traced arguments:
 
 Gradients: the logits get the spec's closed form. Floating targets and array
 hyperparameters get the autodiff of the spec's formula, so soft targets from a
-teacher or a learned ``alpha`` receive true gradients (under ``jit`` this work is
-removed when unused). Second derivatives (``jax.hessian``) differentiate the
+teacher or a learned ``alpha`` receive true gradients; it is computed only for
+the inputs being differentiated (``custom_vjp`` with symbolic zeros). Second derivatives (``jax.hessian``) differentiate the
 closed form by autodiff.
 
 float16 / bfloat16 logits are computed in float32 and the loss is returned in
@@ -36,6 +36,7 @@ import numbers
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 from .. import _spec
 from .._numpy import ArrayModuleOps
@@ -130,51 +131,56 @@ def _run(fn, x, arrs, need_grad, **kw):
     return out, grad
 
 
-def _zero_cotangent(a):
-    a = jnp.asarray(a)
-    if jnp.issubdtype(a.dtype, jnp.inexact):
-        return jnp.zeros_like(a)
-    return np.zeros(a.shape, dtype=jax.dtypes.float0)
-
-
 def _apply(run, logits, arrays, class_axis):
     """loss = run(x, arrays, need_grad) with the spec's gradient w.r.t. x (custom_vjp).
 
     `arrays` (targets and array-valued hyperparameters) are explicit primal inputs,
     so that tracers from jit / vmap / shard_map are never closed over. The logits get
-    the spec's closed-form gradient; floating `arrays` get autodiff of the spec's
-    formula (soft targets from a teacher, learned alpha); integer ones float0 zeros.
+    the spec's closed-form gradient when they are differentiated; `arrays` being
+    differentiated (soft targets from a teacher, a learned alpha) get the autodiff of
+    the spec's formula. Nothing is computed for inputs that are not differentiated.
     """
     x_dtype = logits.dtype
     compute = jnp.float64 if x_dtype == jnp.float64 else jnp.float32
+
+    perturbed = {"arrays": ()}
 
     @jax.custom_vjp
     def loss(x, arrs):
         return run(x.astype(compute), arrs, False)[0].astype(x_dtype)
 
-    def fwd(x, arrs):
-        out, grad = run(x.astype(compute), arrs, True)
+    def fwd(x_p, arrs_p):
+        # symbolic_zeros: each input says whether it is being differentiated
+        x = x_p.value
+        arrs = {k: p.value for k, p in arrs_p.items()}
+        # residuals must be arrays: which inputs are differentiated is kept here
+        perturbed["arrays"] = tuple(k for k, p in arrs_p.items() if p.perturbed)
+        out, grad = run(x.astype(compute), arrs, x_p.perturbed)
         return out.astype(x_dtype), (grad, x, arrs)
 
     def bwd(res, g_out):
         grad, x, arrs = res
-        g_expanded = g_out
-        if class_axis is not None and g_out.ndim:  # per-sample softmax loss
-            g_expanded = jnp.expand_dims(g_out, class_axis)
-        g_x = (g_expanded.astype(grad.dtype) * grad).astype(x_dtype)
-        # Targets and array hyperparameters: the spec's formula differentiated by
-        # autodiff (jit removes this when their cotangents are not used).
-        floats = {k: v for k, v in arrs.items() if jnp.issubdtype(jnp.asarray(v).dtype,
-                                                                    jnp.inexact)}
-        cts = jax.tree_util.tree_map(_zero_cotangent, arrs)
-        if floats:
+        wanted = perturbed["arrays"]
+        cts = {k: None for k in arrs}
+        if isinstance(g_out, SymbolicZero):
+            return None, cts
+        g_x = None
+        if grad is not None:
+            g_expanded = g_out
+            if class_axis is not None and g_out.ndim:  # per-sample softmax loss
+                g_expanded = jnp.expand_dims(g_out, class_axis)
+            g_x = (g_expanded.astype(grad.dtype) * grad).astype(x_dtype)
+        if wanted:
+            # Targets and array hyperparameters being differentiated: the spec's formula
+            # by autodiff (rarely needed: soft targets from a teacher, a learned alpha).
+            floats = {k: arrs[k] for k in wanted}
             _, vjp = jax.vjp(lambda fl: run(x.astype(compute), {**arrs, **fl}, False)[0]
                              .astype(x_dtype), floats)
             (ct,) = vjp(g_out)
             cts.update(ct)
         return g_x, cts
 
-    loss.defvjp(fwd, bwd)
+    loss.defvjp(fwd, bwd, symbolic_zeros=True)
     return loss(logits, arrays)
 
 
