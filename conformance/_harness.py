@@ -35,10 +35,6 @@ class UnsupportedCase(Exception):
     """Raised by an argument adapter for a case the checked function cannot express."""
 
 
-def _as_float64(values, shape):
-    return np.asarray(values, dtype=np.float64).reshape(shape)
-
-
 class NumpyHarness:
     """The float64 NumPy reference (it computes in float64 whatever it is given)."""
 
