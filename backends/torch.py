@@ -1,14 +1,15 @@
 """PyTorch backend: the spec on torch tensors (public name: ``focalx.torch``).
 
-CPU and CUDA run the same code. There is no ``.item()`` and no host sync:
-value checks (class-index range, targets in [0, 1], ...) run only on CPU
-tensors outside ``torch.compile``; on an accelerator or while compiling they
-are skipped. The gradient w.r.t. the logits is the spec's closed form, computed
+CPU and CUDA run the same code. Value checks (class-index range, targets in
+[0, 1], ...) raise ValueError on CPU tensors outside ``torch.compile``; on an
+accelerator or while compiling, where reading values would need a host sync,
+they become device-side asserts (``torch._assert_async``, RuntimeError). The gradient w.r.t. the logits is the spec's closed form, computed
 in the forward pass when autograd needs it and saved as the only full-size
 tensor for backward (a second derivative, ``create_graph=True``, raises).
 
 float16 / bfloat16 logits are computed in float32 and the loss and gradient are
-returned in the input dtype; float32 and float64 are computed as they are.
+returned in the input dtype (the loss in float32 under ``torch.autocast``);
+float32 and float64 are computed as they are.
 """
 
 from __future__ import annotations

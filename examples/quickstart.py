@@ -7,7 +7,6 @@ Shows, on numbers computed right here:
 4. FocalLoss is a drop-in for nn.CrossEntropyLoss in a training loop.
 """
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 

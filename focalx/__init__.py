@@ -20,7 +20,6 @@ if (not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "backends"))
     __path__.append(_root)  # type: ignore[name-defined]  # noqa: F821
 del _root
 
-from . import _spec  # noqa: E402
 from ._dispatch import backend_for as _backend_for  # noqa: E402
 from ._helpers import alpha_from_counts, pos_weight_from_counts, prior_bias  # noqa: E402
 

@@ -9,7 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pytest
+from .conftest import import_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ("torch", "jax", "jaxlib", "tensorflow", "keras", "paddle", "flax", "optax")
@@ -34,7 +34,7 @@ def test_import_focalx_imports_no_framework():
 
 
 def test_focalx_torch_is_a_real_module_and_the_backend_object():
-    pytest.importorskip("torch")
+    import_backend("torch")
     out = _python("import focalx.torch as a, focalx.backends.torch as b; "
                   "assert a.sigmoid_focal_loss is b.sigmoid_focal_loss; print(a.__name__)")
     assert out.returncode == 0, out.stderr
