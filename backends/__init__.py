@@ -1,12 +1,16 @@
 """focalx backends, installed as ``focalx.backends`` (see pyproject's package-dir).
 
 This module imports no framework. :data:`REGISTRY` names, for each backend, the
-module whose presence in ``sys.modules`` makes it a candidate, the array type
-(module, attribute path) that selects it, and the adapter module to load.
+module whose presence in ``sys.modules`` makes it a candidate, the array types
+(module, attribute path) that select it, and the adapter module to load.
 """
 
-#: name -> (framework module, (type module, type attribute), adapter module)
+#: name -> (framework module, ((type module, type attribute), ...), adapter module)
 REGISTRY = {
-    "torch": ("torch", ("torch", "Tensor"), "focalx.backends.torch"),
-    "jax": ("jax", ("jax", "Array"), "focalx.backends.jax"),
+    "torch": ("torch", (("torch", "Tensor"),), "focalx.backends.torch"),
+    "jax": ("jax", (("jax", "Array"),), "focalx.backends.jax"),
+    # tf.Tensor covers eager and graph (tf.function) tensors; variables are not Tensors
+    "tensorflow": ("tensorflow", (("tensorflow", "Tensor"), ("tensorflow", "Variable")),
+                   "focalx.backends.tensorflow"),
+    "paddle": ("paddle", (("paddle", "Tensor"),), "focalx.backends.paddle"),
 }

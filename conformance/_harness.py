@@ -16,6 +16,8 @@ HARNESSES = {
     "numpy": ("numpy", "NumpyHarness"),
     "torch": ("torch", "TorchHarness"),
     "jax": ("jax", "JaxHarness"),
+    "tensorflow": ("tensorflow", "TensorflowHarness"),
+    "paddle": ("paddle", "PaddleHarness"),
 }
 
 
@@ -170,3 +172,9 @@ class JaxHarness:
 
     def call_public(self, variant, x, y, kwargs):
         return getattr(self.fj, variant)(x, y, **kwargs)
+
+
+# ---- tensorflow ----------------------------------------------------------
+
+
+# ---- paddle --------------------------------------------------------------

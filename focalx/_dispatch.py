@@ -21,15 +21,18 @@ _CACHE: dict = {}
 
 
 def _framework_of_instance(x):
-    for name, (module, (type_module, type_attr), _adapter) in REGISTRY.items():
-        if module not in sys.modules or type_module not in sys.modules:
+    for name, (module, types, _adapter) in REGISTRY.items():
+        if module not in sys.modules:
             continue
-        obj = sys.modules[type_module]
-        for part in type_attr.split("."):
-            obj = getattr(obj, part, None)
-        # isinstance, not issubclass: jax's tracers are jax.Arrays by __instancecheck__
-        if isinstance(obj, type) and isinstance(x, obj):
-            return name
+        for type_module, type_attr in types:
+            if type_module not in sys.modules:
+                continue
+            obj = sys.modules[type_module]
+            for part in type_attr.split("."):
+                obj = getattr(obj, part, None)
+            # isinstance, not issubclass: jax's tracers are jax.Arrays by __instancecheck__
+            if isinstance(obj, type) and isinstance(x, obj):
+                return name
     if isinstance(x, (np.ndarray, np.generic, numbers.Number, list, tuple)):
         return _NUMPY
     return None
@@ -59,7 +62,8 @@ def backend_for(logits, targets, **arrays):
     """
     fw = framework_of(logits)
     if fw is None:
-        known = ", ".join(["numpy.ndarray"] + [f"{m}.{a}" for _, (m, a), _ in REGISTRY.values()])
+        known = ", ".join(["numpy.ndarray"] + [f"{m}.{a}" for _, types, _ in REGISTRY.values()
+                                               for m, a in types])
         raise TypeError(f"logits of type {type(logits).__module__}.{type(logits).__name__} is "
                         f"not a supported array ({known})")
     named = {"targets": targets, **{k: v for k, v in arrays.items() if v is not None}}

@@ -16,7 +16,7 @@ import os
 
 import pytest
 
-KNOWN_BACKENDS = ("torch", "jax")
+KNOWN_BACKENDS = ("torch", "jax", "tensorflow", "paddle")
 
 
 def _required() -> list[str]:
@@ -30,7 +30,9 @@ def _required() -> list[str]:
 
 
 # The distribution that provides each backend's framework.
-_DISTRIBUTIONS = {"torch": ("torch",), "jax": ("jax",)}
+_DISTRIBUTIONS = {"torch": ("torch",), "jax": ("jax",),
+                  "tensorflow": ("tensorflow-cpu", "tensorflow"),
+                  "paddle": ("paddlepaddle", "paddlepaddle-gpu")}
 
 
 def _available() -> dict[str, str]:
@@ -65,6 +67,11 @@ def pytest_configure(config):
             + "; ".join(f"{n}: {avail[n]}" for n in missing))
     config._focalx_backends = avail
     config._focalx_required = required
+    if not avail["paddle"].startswith("unavailable") and \
+            not avail["tensorflow"].startswith("unavailable"):
+        # Both test modules run in this one process, and importing tensorflow before
+        # paddle crashes the process (paddle 3.3 / tf 2.21); paddle first is safe.
+        import paddle  # noqa: F401
 
 
 def pytest_report_header(config):
