@@ -56,7 +56,6 @@ class TorchOps:
     abs = staticmethod(torch.abs)
     where = staticmethod(torch.where)
     full_like = staticmethod(torch.full_like)
-    broadcast_to = staticmethod(torch.broadcast_to)
     kind = staticmethod(_kind)
 
     @staticmethod
@@ -95,6 +94,14 @@ class TorchOps:
     @staticmethod
     def shape(a):
         return tuple(a.shape)
+
+    @staticmethod
+    def count(a):
+        return torch.tensor(a.numel(), dtype=a.dtype, device=a.device)
+
+    @staticmethod
+    def broadcast_like(a, like):
+        return a.expand_as(like)
 
     @staticmethod
     def asarray(v, name, like):

@@ -61,8 +61,11 @@ class ArrayModuleOps:
     def full_like(self, a, value):
         return self.xp.full_like(a, value)
 
-    def broadcast_to(self, a, shape):
-        return self.xp.broadcast_to(a, shape)
+    def broadcast_like(self, a, like):
+        return self.xp.broadcast_to(a, like.shape)
+
+    def count(self, a):
+        return self.xp.asarray(a.size, dtype=a.dtype)
 
     def expand_dims(self, a, axis):
         return self.xp.expand_dims(a, axis)

@@ -119,7 +119,10 @@ class Ops(Protocol):
     def one_hot(self, index, num_classes, axis, like): ...  # float one-hot, class axis at `axis`
 
     # plumbing used by the run_* functions
-    def shape(self, a) -> tuple: ...
+    def shape(self, a) -> tuple: ...      # static shape; None for a size unknown until run
+    #                                       time (TensorFlow graphs with a None batch size)
+    def count(self, a): ...               # a's number of elements, a 0-d array of a's dtype
+    #                                       (used only where shape(a) has a None)
     def kind(self, a) -> str: ...         # "floating" | "integer" | "bool" | other
     def asarray(self, v, name, like): ...  # numbers, sequences, own arrays -> like's dtype/device;
     #                                       TypeError naming `name` for anything else
@@ -131,7 +134,7 @@ class Ops(Protocol):
     #                                       assert where values cannot be read
     def concrete_range(self, a): ...      # (lo, hi), or None where values cannot be read
     #                                       without a host sync (traced, accelerator) or a is empty
-    def broadcast_to(self, a, shape): ...
+    def broadcast_like(self, a, like): ...  # a broadcast to like's (run-time) shape
     def expand_dims(self, a, axis): ...
     def squeeze(self, a, axis): ...
     def class_view(self, v, ndim, axis): ...  # v reshaped to broadcast along `axis`
@@ -240,12 +243,22 @@ def _fmt(shape) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
+def _same_dim(s, t) -> bool:
+    """Equal sizes; a None (a size unknown until run time) matches any size, and the
+    framework checks it when the graph runs."""
+    return s is None or t is None or s == t
+
+
+def _same_shape(a: tuple, b: tuple) -> bool:
+    return len(a) == len(b) and all(_same_dim(s, t) for s, t in zip(a, b))
+
+
 def check_broadcasts_to(name: str, shape: Sequence[int], target: Sequence[int],
                         target_name: str = "logits") -> None:
     """`shape` must broadcast to `target` without enlarging it."""
     shape, target = tuple(shape), tuple(target)
     ok = len(shape) <= len(target) and all(
-        s == t or s == 1 for s, t in zip(shape[::-1], target[::-1]))
+        _same_dim(s, t) or s == 1 for s, t in zip(shape[::-1], target[::-1]))
     if not ok:
         raise ValueError(
             f"{name} of shape {_fmt(shape)} does not broadcast to {target_name} of shape "
@@ -257,7 +270,7 @@ def check_class_vector(name: str, shape: Sequence[int], num_classes: int, *,
     shape = tuple(shape)
     if shape == () and allow_scalar:
         return
-    if shape != (num_classes,):
+    if not _same_shape(shape, (num_classes,)):
         expect = "a scalar or " if allow_scalar else ""
         raise ValueError(
             f"{name} must be {expect}a 1-D array of length C={num_classes} (the class axis), "
@@ -292,14 +305,14 @@ def softmax_target_kind(logits_shape, targets_shape, targets_kind: str, axis: in
     logits' shape without the class axis: indices (must be integer).
     """
     logits_shape, targets_shape = tuple(logits_shape), tuple(targets_shape)
-    if targets_shape == logits_shape:
+    if _same_shape(targets_shape, logits_shape):
         if targets_kind != "floating":
             raise TypeError(
                 "targets with the logits' shape are class probabilities and must have a "
                 f"floating dtype, got {targets_kind} dtype")
         return "probs"
     expected = logits_shape[:axis] + logits_shape[axis + 1:]
-    if targets_shape != expected:
+    if not _same_shape(targets_shape, expected):
         raise ValueError(
             f"targets of shape {_fmt(targets_shape)} match neither class indices "
             f"{_fmt(expected)} nor class probabilities {_fmt(logits_shape)} for logits of "
@@ -635,7 +648,7 @@ def _alpha(ops, alpha, like):
 def _normalizer(ops, normalizer, like):
     if normalizer is None or _is_real(normalizer) or isinstance(normalizer, bool):
         return check_normalizer_number(normalizer)
-    if str(getattr(normalizer, "dtype", "")).endswith("bool"):  # numpy "bool", "torch.bool"
+    if "bool" in str(getattr(normalizer, "dtype", "")):  # bool, torch.bool, <dtype: 'bool'>
         raise TypeError("normalizer must be a number or a 0-d real array, got bool dtype")
     arr = ops.asarray(normalizer, "normalizer", like)
     if ops.shape(arr) != ():
@@ -656,15 +669,24 @@ def _binary_targets(ops, x, targets, ignore_index, label_smoothing, name="target
     if ops.kind(targets) not in ("floating", "integer", "bool"):
         raise TypeError(f"{name} must be a real or bool array, got {ops.kind(targets)} dtype")
     check_broadcasts_to(name, ops.shape(targets), shape)
-    y = ops.broadcast_to(ops.as_float(targets, x), shape)
+    y = ops.broadcast_like(ops.as_float(targets, x), x)
     mask = None
     if ignore_index is not None:
         keep = y != float(ignore_index)
         mask = ops.as_mask(keep, x)
         y = ops.where(keep, y, ops.full_like(y, 0.0))
     _check_unit(ops, y, name + (" (other than ignore_index)" if ignore_index is not None else ""))
-    denom = (math.prod(shape),) if mask is None else ops.sum(mask)
+    denom = _count(ops, x) if mask is None else ops.sum(mask)
     return smooth_binary(y, label_smoothing), mask, denom
+
+
+def _count(ops, x, per: int = 1):
+    """The number of elements of x (divided by `per`) as the mean's denominator: a
+    tuple (n,) when the shape is static, else a 0-d array computed when run."""
+    shape = ops.shape(x)
+    if None in shape:
+        return ops.count(x) / float(per)
+    return (math.prod(shape) // per,)
 
 
 def _elementwise_weight(ops, weight, x):
@@ -744,6 +766,9 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
         raise ValueError("logits must have a class axis (at least 1 dimension), got a 0-d array")
     axis = check_axis(axis, len(shape))
     C = shape[axis]
+    if C is None:
+        raise ValueError(f"logits must have a static size on the class axis {axis}, got "
+                         f"shape {_fmt(shape)}")
     if C == 0:
         raise ValueError(f"logits must have at least one class on axis {axis}, got shape "
                          f"{_fmt(shape)}")
@@ -769,7 +794,7 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
         _check_unit(ops, q, "targets (class probabilities)")
         q = smoothed_distribution(ops, q, label_smoothing, C)
         sample_coef = None
-        denom = (math.prod(shape) // C,)
+        denom = _count(ops, x, C)
     else:
         idx = ops.as_index(targets)
         sample_coef = None
@@ -789,7 +814,7 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
         elif sample_coef is not None:
             denom = ops.sum(sample_coef)
         else:
-            denom = (math.prod(shape) // C,)
+            denom = _count(ops, x, C)
     kv = None if k is None else ops.class_view(k, len(shape), axis)
     kv = _mul(kv, alpha)
 
