@@ -177,4 +177,49 @@ class JaxHarness:
 # ---- tensorflow ----------------------------------------------------------
 
 
+class TensorflowHarness:
+    name = "tensorflow"
+
+    def __init__(self):
+        import tensorflow as tf
+        import focalx.tensorflow as ftf
+        self.tf, self.ftf = tf, ftf
+        self.version = tf.__version__
+
+    def devices(self):
+        return ["cpu"] + (["gpu"] if self.tf.config.list_logical_devices("GPU") else [])
+
+    def dtypes(self, device):
+        return ["float64", "float32", "bfloat16", "float16"]
+
+    def default_fn(self, variant):
+        return getattr(self.ftf, variant)
+
+    def result_dtype(self, dtype):
+        return dtype
+
+    def to_array(self, values, shape, *, index=False, device="cpu", dtype="float64"):
+        tf = self.tf
+        if index:
+            dtype = "int64"
+        a = np.asarray(values, dtype=np.float64 if dtype not in ("int64", "bool") else dtype)
+        with tf.device(device.upper() + ":0"):
+            return tf.cast(tf.constant(a.reshape(shape)), getattr(tf, dtype))
+
+    def evaluate(self, fn, x, y, kwargs, *, own=False):
+        tf = self.tf
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = fn(x, y, **kwargs)
+        grad = tape.gradient(loss, x)
+        if grad is None:
+            grad = tf.zeros_like(x)
+        return (np.asarray(tf.cast(loss, tf.float64)).ravel(),
+                np.asarray(tf.cast(grad, tf.float64)).ravel(), tuple(loss.shape),
+                loss.dtype.name)
+
+    def call_public(self, variant, x, y, kwargs):
+        return getattr(self.ftf, variant)(x, y, **kwargs)
+
+
 # ---- paddle --------------------------------------------------------------

@@ -1,0 +1,317 @@
+"""TensorFlow backend: the spec on tf tensors (public name: ``focalx.tensorflow``).
+
+Works eagerly, inside ``tf.function`` (also with ``jit_compile=True``, XLA) and
+under ``tf.distribute`` strategies, with no host round trip inside a graph. The
+gradient w.r.t. the logits is the spec's closed form, through
+``tf.custom_gradient``: computed in the forward pass and multiplied by the
+incoming gradient in the backward pass. Eagerly it is computed only while a
+``GradientTape`` records; in a graph it is pruned when nothing asks for it.
+
+Static and run-time arguments:
+
+- ``gamma``, ``beta``, ``label_smoothing``, ``ignore_index``, ``reduction``,
+  ``axis`` and ``from_logits`` are Python values, checked when the function is
+  traced;
+- ``alpha``, ``pos_weight``, ``weight`` and ``normalizer`` may be numbers,
+  NumPy arrays or tensors (a replica-summed count of positives as the
+  normalizer);
+- sizes unknown until run time (a ``None`` batch size in a ``tf.function``
+  signature, as Keras' ``fit`` produces) are fine except on the class axis;
+  shapes that are known are checked at trace time, unknown ones by TensorFlow
+  when the graph runs;
+- value checks (targets in [0, 1], class indices in range, ...) raise
+  ``ValueError`` eagerly on CPU. In a graph Python cannot read the values, so
+  a failed check raises ``InvalidArgumentError`` (naming the argument) when the
+  graph runs, and under XLA, which drops assertions, it makes the loss and its
+  gradient NaN instead: never a plausible wrong number.
+
+Gradients flow to the logits only: targets and array hyperparameters get no
+gradient (``tape.gradient`` returns None for them), and a second derivative
+through the loss raises, because the closed form is not itself differentiated.
+
+float16 / bfloat16 logits are computed in float32 and the loss is returned in
+the input dtype. The class axis of ``softmax_focal_loss`` defaults to -1 (Keras'
+convention). Keras loss classes are in :mod:`focalx.keras`.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.eager import record as _record
+
+from .. import _spec
+
+__all__ = ["sigmoid_focal_loss", "softmax_focal_loss", "sigmoid_focal_loss_star"]
+
+_TENSORS = (tf.Tensor, tf.Variable)
+
+
+def _kind(a) -> str:
+    dt = a.dtype
+    if dt == tf.bool:
+        return "bool"
+    if dt.is_floating:
+        return "floating"
+    if dt.is_complex:
+        return "complex"
+    if dt.is_integer:
+        return "integer"
+    return dt.name
+
+
+def _readable(a) -> bool:
+    """Eager, non-empty and on the CPU: values readable without a device sync."""
+    return tf.executing_eagerly() and "CPU" in (a.device or "CPU") and \
+        int(tf.size(a)) > 0
+
+
+def _name(v) -> str:
+    return f"{type(v).__module__}.{type(v).__name__}"
+
+
+class TensorflowOps:
+    """:class:`focalx._spec.Ops` for TensorFlow (one instance per call)."""
+
+    exp = staticmethod(tf.math.exp)
+    expm1 = staticmethod(tf.math.expm1)
+    log = staticmethod(tf.math.log)
+    log1p = staticmethod(tf.math.log1p)
+    abs = staticmethod(tf.math.abs)
+    where = staticmethod(tf.where)
+    expand_dims = staticmethod(tf.expand_dims)
+    kind = staticmethod(_kind)
+
+    def __init__(self):
+        self.unchecked = []  # (condition, message) for values Python could not read
+
+    @staticmethod
+    def maximum0(a):
+        return tf.maximum(a, tf.zeros((), a.dtype))
+
+    @staticmethod
+    def minimum0(a):
+        return tf.minimum(a, tf.zeros((), a.dtype))
+
+    @staticmethod
+    def full_like(a, value):
+        return tf.fill(tf.shape(a), tf.constant(value, a.dtype))
+
+    @staticmethod
+    def sum(a, axis=None, keepdims=False):
+        return tf.reduce_sum(a, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def log_softmax(a, axis):
+        return tf.nn.log_softmax(a, axis=axis)
+
+    @staticmethod
+    def _class_mask(index, num_classes, axis):
+        """index == class number along `axis` (index has a size-1 class axis)."""
+        shape = [1] * index.shape.rank
+        shape[axis] = num_classes
+        return tf.equal(tf.reshape(tf.range(num_classes, dtype=index.dtype), shape), index)
+
+    @staticmethod
+    def take(a, index, axis):
+        mask = TensorflowOps._class_mask(index, a.shape[axis], axis)
+        return tf.reduce_sum(tf.where(mask, a, tf.zeros((), a.dtype)), axis=axis,
+                             keepdims=True)
+
+    @staticmethod
+    def scatter(a, index, values, axis):
+        mask = TensorflowOps._class_mask(index, a.shape[axis], axis)
+        return tf.where(mask, values, a)
+
+    @staticmethod
+    def one_hot(index, num_classes, axis, like):
+        return tf.cast(TensorflowOps._class_mask(index, num_classes, axis), like.dtype)
+
+    @staticmethod
+    def shape(a):
+        if a.shape.rank is None:
+            raise ValueError("focalx needs tensors of known rank, got a tensor of unknown "
+                             "rank")
+        return tuple(a.shape.as_list())
+
+    @staticmethod
+    def count(a):
+        return tf.cast(tf.size(a), a.dtype)
+
+    @staticmethod
+    def asarray(v, name, like):
+        if isinstance(v, _TENSORS):
+            t = tf.convert_to_tensor(v)
+        elif isinstance(v, (np.ndarray, np.generic, numbers.Number, list, tuple)):
+            a = np.asarray(v)
+            if a.dtype.kind not in "biuf":
+                raise TypeError(f"{name} must be real, got {a.dtype} dtype")
+            t = tf.constant(a)
+        else:
+            raise TypeError(f"{name} must be a number, a sequence or a tf tensor, got "
+                            f"{_name(v)}")
+        if _kind(t) not in ("floating", "integer", "bool"):
+            raise TypeError(f"{name} must be real, got {_kind(t)} dtype")
+        return tf.cast(t, like.dtype)
+
+    @staticmethod
+    def as_float(a, like):
+        return tf.cast(a, like.dtype)
+
+    @staticmethod
+    def as_index(a):
+        return tf.cast(a, tf.int64)
+
+    @staticmethod
+    def as_mask(keep, like):
+        return tf.cast(keep, like.dtype)
+
+    def assert_all(self, cond, message):
+        # A graph (tf.function, XLA) or a device whose values cannot be read without a
+        # sync: checked when the graph runs (see _run).
+        self.unchecked.append((tf.reduce_all(cond), message))
+
+    @staticmethod
+    def tracing():
+        return not tf.executing_eagerly()
+
+    @staticmethod
+    def concrete_range(a):
+        if not _readable(a):
+            return None
+        return float(tf.reduce_min(a)), float(tf.reduce_max(a))
+
+    @staticmethod
+    def broadcast_like(a, like):
+        return tf.broadcast_to(a, tf.shape(like))
+
+    @staticmethod
+    def squeeze(a, axis):
+        return tf.squeeze(a, axis=axis)
+
+    @staticmethod
+    def class_view(v, ndim, axis):
+        shape = [1] * ndim
+        shape[axis] = -1
+        return tf.reshape(v, shape)
+
+    @staticmethod
+    def gather_classes(v, idx):
+        return tf.gather(v, idx)
+
+
+def _run(fn, x, targets, need_grad, **kw):
+    """Run a spec function; value checks Python could not do become graph assertions,
+    and (for XLA, which drops assertions) NaN in the result where they fail."""
+    ops = TensorflowOps()
+    out, grad = fn(ops, x, targets, need_grad=need_grad, **kw)
+    if ops.unchecked:
+        conds = [c for c, _ in ops.unchecked]
+        asserts = [tf.debugging.Assert(c, [m]) for c, m in ops.unchecked]
+        with tf.control_dependencies(asserts):
+            ok = tf.reduce_all(tf.stack(conds))
+        nan = tf.constant(float("nan"), out.dtype)
+        out = tf.where(ok, out, nan)
+        if grad is not None:
+            grad = tf.where(ok, grad, nan)
+    return out, grad
+
+
+def _apply(run, logits, class_axis):
+    """loss = run(x, need_grad) with the spec's closed-form gradient w.r.t. x."""
+    x = tf.convert_to_tensor(logits)
+    x_dtype = x.dtype
+    compute = tf.float64 if x_dtype == tf.float64 else tf.float32
+    if tf.executing_eagerly() and not _record.could_possibly_record():
+        out, _ = run(tf.cast(x, compute), False)  # eager, no tape: no gradient needed
+        return tf.cast(out, x_dtype)
+
+    @tf.custom_gradient
+    def loss(x):
+        out, grad = run(tf.cast(x, compute), True)
+
+        def backward(g_out, variables=None):
+            if tf.executing_eagerly() and _record.could_possibly_record():
+                raise NotImplementedError(
+                    "focalx losses are differentiable once: their gradient cannot be "
+                    "differentiated again (a GradientTape recording the backward pass)")
+            if class_axis is not None and g_out.shape.rank:  # per-sample softmax loss
+                g_out = tf.expand_dims(g_out, class_axis)
+            g_x = tf.cast(tf.cast(g_out, grad.dtype) * grad, x_dtype)
+            if variables is not None:  # variables read inside: no gradient for them
+                return g_x, [None] * len(variables)
+            return g_x
+
+        return tf.cast(out, x_dtype), backward
+
+    return loss(x)
+
+
+def _check_tensors(logits, targets):
+    if not isinstance(logits, _TENSORS):
+        raise TypeError(f"logits must be a tf.Tensor, got {_name(logits)}")
+    if not isinstance(targets, _TENSORS + (np.ndarray,)):
+        raise TypeError(f"targets must be a tf.Tensor (the framework of logits), got "
+                        f"{_name(targets)}")
+    _spec.check_logits_dtype(_kind(logits))
+    return tf.convert_to_tensor(targets)
+
+
+def _read(v):
+    """Variables are read outside the custom gradient (they get no gradient from it)."""
+    return tf.convert_to_tensor(v) if isinstance(v, tf.Variable) else v
+
+
+def sigmoid_focal_loss(logits, targets, *, gamma=2.0, alpha=0.25, pos_weight=None,
+                       weight=None, ignore_index=None, label_smoothing=0.0, reduction="mean",
+                       normalizer=None, from_logits=True):
+    """Sigmoid focal loss on tf tensors. See :func:`focalx.sigmoid_focal_loss`."""
+    targets = _check_tensors(logits, targets)
+    alpha, pos_weight, weight, normalizer = map(_read, (alpha, pos_weight, weight, normalizer))
+
+    def run(x, need_grad):
+        return _run(_spec.run_sigmoid_focal_loss, x, targets, need_grad, gamma=gamma,
+                    alpha=alpha, pos_weight=pos_weight, weight=weight,
+                    ignore_index=ignore_index, label_smoothing=label_smoothing,
+                    reduction=reduction, normalizer=normalizer, from_logits=from_logits)
+
+    return _apply(run, logits, None)
+
+
+def sigmoid_focal_loss_star(logits, targets, *, gamma=1.0, beta=0.0, alpha=None, weight=None,
+                            ignore_index=None, label_smoothing=0.0, reduction="mean",
+                            normalizer=None):
+    """FL* on tf tensors. See :func:`focalx.sigmoid_focal_loss_star`."""
+    targets = _check_tensors(logits, targets)
+    alpha, weight, normalizer = map(_read, (alpha, weight, normalizer))
+
+    def run(x, need_grad):
+        return _run(_spec.run_sigmoid_focal_loss_star, x, targets, need_grad, gamma=gamma,
+                    beta=beta, alpha=alpha, weight=weight, ignore_index=ignore_index,
+                    label_smoothing=label_smoothing, reduction=reduction,
+                    normalizer=normalizer)
+
+    return _apply(run, logits, None)
+
+
+def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
+                       ignore_index=-100, label_smoothing=0.0, reduction="mean",
+                       normalizer=None, axis=-1, from_logits=True):
+    """Softmax focal loss on tf tensors, class axis -1 by default (as Keras).
+
+    See :func:`focalx.softmax_focal_loss`.
+    """
+    targets = _check_tensors(logits, targets)
+    ndim = len(TensorflowOps.shape(logits))
+    class_axis = _spec.check_axis(axis, ndim) if ndim else 0
+    alpha, weight, normalizer = map(_read, (alpha, weight, normalizer))
+
+    def run(x, need_grad):
+        return _run(_spec.run_softmax_focal_loss, x, targets, need_grad, gamma=gamma,
+                    alpha=alpha, weight=weight, ignore_index=ignore_index,
+                    label_smoothing=label_smoothing, reduction=reduction,
+                    normalizer=normalizer, axis=axis, from_logits=from_logits)
+
+    return _apply(run, logits, class_axis)

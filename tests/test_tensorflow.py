@@ -1,0 +1,330 @@
+"""The TensorFlow backend: tf.function / XLA, tf.nn parity, numerics, tf.distribute."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from .conftest import import_backend
+
+tf = import_backend("tensorflow")
+
+import focalx  # noqa: E402
+import focalx.tensorflow as ftf  # noqa: E402
+from focalx import _numpy as ref  # noqa: E402
+from focalx import _spec  # noqa: E402
+from focalx.conformance import _harness, runner  # noqa: E402
+
+GAMMAS = [0.0, 0.25, 0.5, 1.0, 2.0, 5.0]
+
+
+def _data(seed=0, shape=(16, 5), dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=shape) * 3).astype(dtype)
+    t = (rng.random(shape) < 0.3).astype(dtype)
+    y = rng.integers(0, shape[-1], size=shape[:-1])
+    return x, t, y
+
+
+def _close(a, b, rtol, atol=0.0):
+    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=rtol,
+                               atol=atol)
+
+
+def _loss_and_grad(fn, x, *args, **kw):
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = fn(x, *args, **kw)
+    return loss, tape.gradient(loss, x)
+
+
+class TestTfNnParity:
+    def test_sigmoid_gamma0_equals_sigmoid_cross_entropy_with_logits(self):
+        x, t, _ = _data(1, dtype=np.float64)
+        t = t * 0.8 + 0.1
+        got = ftf.sigmoid_focal_loss(tf.constant(x), tf.constant(t), gamma=0.0, alpha=None,
+                                     reduction="none")
+        want = tf.nn.sigmoid_cross_entropy_with_logits(labels=t, logits=x)
+        _close(got, want, rtol=1e-12)
+
+    def test_pos_weight_equals_weighted_cross_entropy_with_logits(self):
+        x, t, _ = _data(2, dtype=np.float64)
+        got = ftf.sigmoid_focal_loss(tf.constant(x), tf.constant(t), gamma=0.0, alpha=None,
+                                     pos_weight=3.0, reduction="none")
+        want = tf.nn.weighted_cross_entropy_with_logits(labels=t, logits=x, pos_weight=3.0)
+        _close(got, want, rtol=1e-12)
+
+    def test_softmax_gamma0_equals_sparse_and_dense_softmax_cross_entropy(self):
+        x, _, y = _data(3, dtype=np.float64)
+        got = ftf.softmax_focal_loss(tf.constant(x), tf.constant(y), gamma=0.0, reduction="none")
+        want = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=x)
+        _close(got, want, rtol=1e-12)
+        q = tf.nn.softmax(_data(4, dtype=np.float64)[0], axis=-1)
+        got = ftf.softmax_focal_loss(tf.constant(x), q, gamma=0.0, reduction="none")
+        want = tf.nn.softmax_cross_entropy_with_logits(labels=q, logits=x)
+        _close(got, want, rtol=1e-12)
+
+    def test_gradients_equal_tf_nn_at_gamma0(self):
+        x, _, y = _data(5, dtype=np.float64)
+        _, got = _loss_and_grad(ftf.softmax_focal_loss, x, tf.constant(y), gamma=0.0,
+                                reduction="sum")
+        _, want = _loss_and_grad(lambda v: tf.reduce_sum(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=v)), x)
+        _close(got, want, rtol=1e-12, atol=1e-15)
+
+
+def _reference(variant, x, y, **kw):
+    return getattr(ref, variant + "_and_grad")(x, y, **kw)
+
+
+CALLS = [
+    ("sigmoid_focal_loss", dict(gamma=0.5, pos_weight=2.0, label_smoothing=0.1)),
+    ("sigmoid_focal_loss", dict(gamma=2.0, alpha=0.25, ignore_index=-1, reduction="sum")),
+    ("sigmoid_focal_loss_star", dict(gamma=2.0, beta=1.0, alpha=0.25)),
+    ("softmax_focal_loss", dict(gamma=2.0, ignore_index=1, weight=[1.0, 2.0, 0.5, 1.0, 1.5])),
+    ("softmax_focal_loss", dict(gamma=0.25, label_smoothing=0.1, alpha=[.1, .2, .3, .2, .2])),
+]
+
+
+class TestGraphs:
+    @pytest.mark.parametrize("jit", [False, True], ids=["tf.function", "xla"])
+    @pytest.mark.parametrize("variant,kw", CALLS, ids=[f"{v}-{i}" for i, (v, _) in
+                                                         enumerate(CALLS)])
+    def test_tf_function_with_unknown_batch_size_matches_reference(self, variant, kw, jit):
+        x, t, y = _data(6)
+        if variant == "sigmoid_focal_loss" and kw.get("ignore_index") == -1:
+            t[0, :2] = -1
+        targets = y if variant == "softmax_focal_loss" else t
+        fn = getattr(ftf, variant)
+        spec = tf.TensorSpec([None, None] if variant != "softmax_focal_loss" else [None, 5],
+                             tf.float32)
+        tspec = tf.TensorSpec([None], tf.int64) if variant == "softmax_focal_loss" else spec
+
+        @tf.function(jit_compile=jit, input_signature=[spec, tspec])
+        def step(x, targets):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = fn(x, targets, **kw)
+            return loss, tape.gradient(loss, x)
+
+        loss, grad = step(tf.constant(x), tf.constant(targets))
+        want, want_g = _reference(variant, x, targets, **kw)
+        _close(loss, want, rtol=2e-6, atol=1e-7)
+        _close(grad, want_g, rtol=2e-5, atol=1e-7)
+
+    def test_every_golden_case_in_a_tf_function_float32(self):
+        harness = _harness.create("tensorflow")
+        cases = runner.load_golden()["cases"]
+
+        def in_graph(variant):
+            base = getattr(ftf, variant)
+            return lambda x, y, **kw: tf.function(lambda a, b: base(a, b, **kw))(x, y)
+        failures = []
+        for variant in ("sigmoid_focal_loss", "softmax_focal_loss", "sigmoid_focal_loss_star"):
+            results = runner.run_cases(harness, runner.select(cases, variant=variant), "cpu",
+                                       "float32", fn=in_graph(variant))
+            failures += [f"{r['id']}: {r.get('detail')}" for r in results
+                         if r["status"] != "passed"]
+        assert not failures, "\n".join(failures)
+
+    def test_bad_hyperparameters_fail_at_trace_time_with_the_same_errors(self):
+        x, t, y = _data(7)
+        for fn, args, kw, err, match in [
+            (ftf.sigmoid_focal_loss, (x, t), dict(gamma=-1.0), ValueError, "gamma"),
+            (ftf.sigmoid_focal_loss, (x, t[:, :2]), {}, ValueError, "targets"),
+            (ftf.softmax_focal_loss, (x, y), dict(weight=[1.0, 2.0]), ValueError, "weight"),
+            (ftf.softmax_focal_loss, (x, y), dict(reduction="avg"), ValueError, "reduction"),
+            (ftf.softmax_focal_loss, (x, y.astype(np.float32)), {}, TypeError, "integer"),
+        ]:
+            graph = tf.function(lambda a, b: fn(a, b, **kw))
+            with pytest.raises(err, match=match):
+                graph(tf.constant(args[0]), tf.constant(args[1]))
+            with pytest.raises(err, match=match):
+                fn(tf.constant(args[0]), tf.constant(args[1]), **kw)
+
+    def test_unknown_class_axis_size_is_a_clear_error(self):
+        graph = tf.function(lambda a, b: ftf.softmax_focal_loss(a, b),
+                            input_signature=[tf.TensorSpec([None, None]),
+                                             tf.TensorSpec([None], tf.int64)])
+        with pytest.raises(ValueError, match="static size on the class axis"):
+            graph.get_concrete_function()
+
+
+class TestValueChecks:
+    def test_eager_cpu_raises_value_error(self):
+        x, t, y = _data(8)
+        with pytest.raises(ValueError, match="targets"):
+            ftf.softmax_focal_loss(tf.constant(x), tf.constant(y + 5))
+        with pytest.raises(ValueError, match="targets"):
+            ftf.sigmoid_focal_loss(tf.constant(x), tf.constant(t * 2))
+
+    def test_graph_raises_when_run_naming_the_argument(self):
+        x, _, y = _data(9)
+        graph = tf.function(lambda a, b: ftf.softmax_focal_loss(a, b))
+        with pytest.raises(tf.errors.InvalidArgumentError, match="targets must be class indices"):
+            graph(tf.constant(x), tf.constant(y + 5))
+        _close(graph(tf.constant(x), tf.constant(y)),
+               ref.softmax_focal_loss(x, y), rtol=2e-6)
+
+    def test_xla_gives_nan_not_a_plausible_number(self):
+        x, t, y = _data(10)
+
+        @tf.function(jit_compile=True)
+        def step(a, b, c):
+            with tf.GradientTape() as tape:
+                tape.watch(a)
+                loss = ftf.softmax_focal_loss(a, b) + ftf.sigmoid_focal_loss(a, c)
+            return loss, tape.gradient(loss, a)
+        loss, grad = step(tf.constant(x), tf.constant(y), tf.constant(t))
+        assert np.isfinite(loss.numpy()) and np.isfinite(grad.numpy()).all()
+        for bad_y, bad_t in [(y + 5, t), (y, t * 2)]:
+            loss, grad = step(tf.constant(x), tf.constant(bad_y), tf.constant(bad_t))
+            assert np.isnan(loss.numpy()) and np.isnan(grad.numpy()).all()
+
+
+class TestNumerics:
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+    @pytest.mark.parametrize("gamma", GAMMAS)
+    def test_finite_gradient_at_extreme_logits(self, gamma, dtype):
+        x = np.array([[-1e4, -100, -40, 0, 40, 100, 1e4]], dtype)
+        t = np.array([[0, 1, 0, 1, 1, 0, 1]], dtype)
+        for fn, y in [(ftf.sigmoid_focal_loss, tf.constant(t)),
+                      (ftf.softmax_focal_loss, tf.constant([3]))]:
+            loss, grad = _loss_and_grad(fn, x, y, gamma=gamma)
+            assert np.isfinite(loss.numpy()) and np.isfinite(grad.numpy()).all()
+            want, want_g = _reference(fn.__name__, x, y.numpy(), gamma=gamma)
+            _close(loss, want, rtol=1e-5)
+            _close(grad, want_g, rtol=1e-5, atol=1e-30)
+
+    @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+    def test_low_precision_is_computed_in_float32_and_returned_in_input_dtype(self, dtype):
+        x, t, _ = _data(11)
+        xl = tf.cast(tf.constant(x), dtype)
+        loss, grad = _loss_and_grad(ftf.sigmoid_focal_loss, xl, tf.cast(t, dtype))
+        assert loss.dtype.name == dtype and grad.dtype.name == dtype
+        want = ref.sigmoid_focal_loss(tf.cast(xl, tf.float32).numpy(), t)
+        _close(tf.cast(loss, tf.float64), want, rtol=8e-3)
+
+    def test_no_gradient_is_computed_without_a_tape(self, monkeypatch):
+        seen = []
+        real = _spec.run_sigmoid_focal_loss
+
+        def spy(*args, need_grad, **kw):
+            seen.append(need_grad)
+            return real(*args, need_grad=need_grad, **kw)
+        monkeypatch.setattr(_spec, "run_sigmoid_focal_loss", spy)
+        x, t, _ = _data(12)
+        ftf.sigmoid_focal_loss(tf.constant(x), tf.constant(t))
+        _loss_and_grad(ftf.sigmoid_focal_loss, x, tf.constant(t))
+        assert seen == [False, True]
+
+    def test_targets_get_no_gradient_and_second_derivatives_raise(self):
+        x, t, _ = _data(13)
+        xv, tv = tf.constant(x), tf.constant(t * 0.5 + 0.25)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([xv, tv])
+            loss = ftf.sigmoid_focal_loss(xv, tv)
+        assert tape.gradient(loss, tv) is None
+        with tf.GradientTape() as outer:
+            outer.watch(xv)
+            with tf.GradientTape() as inner:
+                inner.watch(xv)
+                loss = ftf.sigmoid_focal_loss(xv, tv)
+            with pytest.raises(NotImplementedError, match="differentiable once"):
+                inner.gradient(loss, xv)
+
+    def test_variables_as_logits_and_hyperparameters(self):
+        x, t, y = _data(14)
+        v = tf.Variable(x)
+        w = tf.Variable([1.0, 2.0, 0.5, 1.0, 1.5])
+        with tf.GradientTape() as tape:
+            loss = ftf.softmax_focal_loss(v, tf.constant(y), weight=w)
+        grad = tape.gradient(loss, v)
+        want, want_g = ref.softmax_focal_loss_and_grad(x, y, weight=w.numpy())
+        _close(loss, want, rtol=2e-6)
+        _close(grad, want_g, rtol=2e-5, atol=1e-8)
+
+
+class TestDispatch:
+    def test_top_level_functions_take_tf_tensors_and_variables(self):
+        x, t, y = _data(15)
+        out = focalx.softmax_focal_loss(tf.constant(x), tf.constant(y))
+        assert isinstance(out, tf.Tensor)
+        _close(out, ftf.softmax_focal_loss(tf.constant(x), tf.constant(y)), rtol=0)
+        out = focalx.sigmoid_focal_loss(tf.Variable(x), tf.constant(t))
+        _close(out, ref.sigmoid_focal_loss(x, t), rtol=2e-6)
+        with pytest.raises(TypeError, match="targets"):
+            focalx.sigmoid_focal_loss(tf.constant(x), [[1.0] * 5] * 16)
+        graph = tf.function(lambda a, b: focalx.softmax_focal_loss(a, b))
+        _close(graph(tf.constant(x), tf.constant(y)), ref.softmax_focal_loss(x, y), rtol=2e-6)
+
+    def test_focalx_tensorflow_is_the_backend_module(self):
+        import focalx.backends.tensorflow as b
+        assert ftf.sigmoid_focal_loss is b.sigmoid_focal_loss
+        assert ftf.__name__ == "focalx.tensorflow"
+
+
+def test_tensorflow_ops_implement_exactly_the_protocol():
+    from focalx._spec import Ops
+    from focalx.backends.tensorflow import TensorflowOps
+    assert {n for n in dir(TensorflowOps) if not n.startswith("_")} - {"unchecked"} == \
+        {n for n in vars(Ops) if not n.startswith("_")}
+
+
+MIRRORED = textwrap.dedent("""
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import focalx.tensorflow as ftf
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 10)).astype(np.float32) * 3
+    t = (rng.random((64, 10)) < 0.1).astype(np.float32)
+
+    def single(x, t):  # RetinaNet normalisation: the sum over the positives
+        x = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = ftf.sigmoid_focal_loss(x, t, reduction="sum",
+                                          normalizer=tf.maximum(tf.reduce_sum(t), 1.0))
+        return loss, tape.gradient(loss, x)
+    want, want_g = single(x, t)
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert strategy.num_replicas_in_sync == 2
+    ds = tf.data.Dataset.from_tensor_slices((x, t)).batch(64)
+    dist = strategy.experimental_distribute_dataset(ds)
+
+    @tf.function
+    def step(batch):
+        def replica(xb, tb):
+            ctx = tf.distribute.get_replica_context()
+            num_pos = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(tb))
+            with tf.GradientTape() as tape:
+                tape.watch(xb)
+                loss = ftf.sigmoid_focal_loss(xb, tb, reduction="sum",
+                                              normalizer=tf.maximum(num_pos, 1.0))
+            return loss, tape.gradient(loss, xb)
+        losses, grads = strategy.run(replica, args=batch)
+        total = strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+        return total, strategy.experimental_local_results(grads)
+    got, grads = step(next(iter(dist)))
+    assert len(grads) == 2 and grads[0].shape == (32, 10)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(np.concatenate([g.numpy() for g in grads]), want_g.numpy(),
+                               rtol=1e-5, atol=1e-9)
+    print("ok", float(got), float(want))
+""")
+
+
+def test_mirrored_strategy_over_two_devices_matches_one_device():
+    proc = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("ok")
