@@ -1,0 +1,256 @@
+"""Keras 3 losses on focalx (public name: ``focalx.keras``).
+
+Three :class:`keras.losses.Loss` subclasses, usable in ``model.compile(loss=...)``
+and ``model.fit`` and saved with a model (``.keras`` files reload them once
+``focalx.keras`` is imported; they are registered as ``focalx>ClassName``):
+
+- :class:`BinaryFocalLoss`: the sigmoid focal loss, per sample the mean over
+  ``axis`` (as ``keras.losses.BinaryFocalCrossentropy``);
+- :class:`CategoricalFocalLoss`: the softmax focal loss against one-hot or
+  probability targets (as ``keras.losses.CategoricalFocalCrossentropy``);
+- :class:`SparseCategoricalFocalLoss`: the softmax focal loss against integer
+  class indices, with ``ignore_index`` (Keras has no sparse focal loss).
+
+Each computes the per-sample loss with the focalx function of whatever array
+type Keras hands it (:func:`focalx.sigmoid_focal_loss`,
+:func:`focalx.softmax_focal_loss`), so the same class gives the same numbers
+under ``KERAS_BACKEND=tensorflow``, ``jax`` and ``torch``. Keras then applies
+``sample_weight``, masks and the ``reduction`` as it does for its own losses.
+
+Unlike Keras' focal losses, nothing is clipped: Keras caps every element's
+cross-entropy at -log(1e-7) = 16.118 on the JAX and torch backends (and for the
+categorical loss on every backend), so its loss stops growing beyond logits of
+about +-16; focalx keeps the exact value. ``from_logits`` defaults to False, as
+in Keras; ``from_logits=True`` with a linear output layer is the accurate
+choice (probabilities of exactly 0 or 1 give an infinite loss for a wrong
+certain prediction).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import keras
+from keras import ops
+
+from .. import _spec
+from .. import sigmoid_focal_loss as _sigmoid_focal_loss
+from .. import softmax_focal_loss as _softmax_focal_loss
+
+__all__ = ["BinaryFocalLoss", "CategoricalFocalLoss", "SparseCategoricalFocalLoss"]
+
+
+def _alpha_config(alpha):
+    """alpha as a JSON-serialisable value: None, a float or a list of floats."""
+    if alpha is None or (isinstance(alpha, numbers.Real) and not isinstance(alpha, bool)):
+        return _spec.check_alpha_number(alpha)
+    try:
+        values = [float(v) for v in ops.convert_to_numpy(alpha).reshape(-1)]
+    except Exception as exc:  # noqa: BLE001 - reported as the argument's error
+        raise TypeError(f"alpha must be None, a number or a sequence of numbers, got "
+                        f"{type(alpha).__name__}") from exc
+    for v in values:
+        _spec.check_alpha_number(v)
+    return values
+
+
+def _vector_config(v, name):
+    if v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool)):
+        if v is not None and not v >= 0:
+            raise ValueError(f"{name} must be >= 0, got {v!r}")
+        return None if v is None else float(v)
+    try:
+        values = [float(a) for a in ops.convert_to_numpy(v).reshape(-1)]
+    except Exception as exc:  # noqa: BLE001
+        raise TypeError(f"{name} must be None, a number or a sequence of numbers, got "
+                        f"{type(v).__name__}") from exc
+    if not all(a >= 0 for a in values):
+        raise ValueError(f"{name} must be >= 0, got {values}")
+    return values
+
+
+def _check_axis_arg(axis):
+    if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
+        raise TypeError(f"axis must be an int, got {type(axis).__name__}")
+    return int(axis)
+
+
+def _same_rank(y_true, y_pred):
+    """Keras' convention: a trailing size-1 axis on one side only is dropped or added."""
+    t, p = len(y_true.shape), len(y_pred.shape)
+    if t == p + 1 and y_true.shape[-1] == 1:
+        return ops.squeeze(y_true, axis=-1)
+    if p == t + 1 and y_pred.shape[-1] == 1:
+        return ops.expand_dims(y_true, axis=-1)
+    return y_true
+
+
+class _FocalLoss(keras.losses.Loss):
+    def __init__(self, *, gamma, alpha, from_logits, label_smoothing, axis, reduction, name,
+                 dtype):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.gamma = _spec.check_gamma(gamma)
+        self.alpha = _alpha_config(alpha)
+        self.from_logits = _spec.check_from_logits(from_logits)
+        self.label_smoothing = _spec.check_label_smoothing(label_smoothing)
+        self.axis = _check_axis_arg(axis)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(gamma=self.gamma, alpha=self.alpha, from_logits=self.from_logits,
+                      label_smoothing=self.label_smoothing, axis=self.axis, dtype=self.dtype)
+        return config
+
+    def _alpha_array(self, like):
+        if isinstance(self.alpha, list):
+            return ops.convert_to_tensor(self.alpha, dtype=like.dtype)
+        return self.alpha
+
+
+@keras.saving.register_keras_serializable(package="focalx")
+class BinaryFocalLoss(_FocalLoss):
+    r"""Sigmoid focal loss (binary and multi-label) as a Keras loss.
+
+    Per element :math:`\alpha_t (1-p_t)^\gamma \mathrm{BCE}` (see
+    :func:`focalx.sigmoid_focal_loss`), then per sample the mean over ``axis``.
+    With ``alpha`` a number and logits within +-15 it equals
+    ``keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=alpha,
+    gamma=gamma, from_logits=True)`` on the TensorFlow backend; ``alpha=None``
+    turns the balancing off (Keras' ``apply_class_balancing=False``).
+
+    Args:
+        gamma: focusing exponent, >= 0.
+        alpha: None, a number in [0, 1], or a per-class list on the last axis.
+        pos_weight: None, a number or a per-class list: weight of the positive term.
+        from_logits: whether ``y_pred`` holds logits (True) or probabilities.
+        label_smoothing: y -> y(1 - e) + e/2.
+        axis: the axis averaged to give the per-sample loss.
+        reduction, name, dtype: as for every ``keras.losses.Loss``.
+
+    Shapes: ``y_pred`` (N, ..., K); ``y_true`` the same shape, or without a
+    trailing axis of size 1; targets in [0, 1].
+    """
+
+    def __init__(self, *, gamma=2.0, alpha=0.25, pos_weight=None, from_logits=False,
+                 label_smoothing=0.0, axis=-1, reduction="sum_over_batch_size",
+                 name="binary_focal_loss", dtype=None):
+        super().__init__(gamma=gamma, alpha=alpha, from_logits=from_logits,
+                         label_smoothing=label_smoothing, axis=axis, reduction=reduction,
+                         name=name, dtype=dtype)
+        self.pos_weight = _vector_config(pos_weight, "pos_weight")
+
+    def call(self, y_true, y_pred):
+        y_true = _same_rank(y_true, y_pred)
+        pos_weight = self.pos_weight
+        if isinstance(pos_weight, list):
+            pos_weight = ops.convert_to_tensor(pos_weight, dtype=y_pred.dtype)
+        loss = _sigmoid_focal_loss(
+            y_pred, ops.cast(y_true, y_pred.dtype), gamma=self.gamma,
+            alpha=self._alpha_array(y_pred), pos_weight=pos_weight,
+            label_smoothing=self.label_smoothing, from_logits=self.from_logits,
+            reduction="none")
+        return ops.mean(loss, axis=self.axis)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(pos_weight=self.pos_weight)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="focalx")
+class CategoricalFocalLoss(_FocalLoss):
+    r"""Softmax focal loss against one-hot or probability targets, as a Keras loss.
+
+    Per sample :math:`-\sum_c w_c \alpha_c q_c (1-p_c)^\gamma \log p_c` over
+    ``axis`` (see :func:`focalx.softmax_focal_loss`). ``alpha`` is None (the
+    default), a number multiplying every class (as Keras' ``alpha``), or a
+    per-class list. ``from_logits=False`` takes the probabilities as given: no
+    renormalising and no clipping (Keras does both).
+
+    Args:
+        gamma: focusing exponent, >= 0.
+        alpha: None, a number in [0, 1], or a per-class list.
+        weight: None or a per-class list of weights >= 0.
+        from_logits: whether ``y_pred`` holds logits (True) or probabilities.
+        label_smoothing: q -> q(1 - e) + e/C.
+        axis: the class axis.
+        reduction, name, dtype: as for every ``keras.losses.Loss``.
+
+    Shapes: ``y_pred`` and ``y_true`` (N, ..., C), ``y_true`` rows summing to 1.
+    """
+
+    def __init__(self, *, gamma=2.0, alpha=None, weight=None, from_logits=False,
+                 label_smoothing=0.0, axis=-1, reduction="sum_over_batch_size",
+                 name="categorical_focal_loss", dtype=None):
+        super().__init__(gamma=gamma, alpha=alpha, from_logits=from_logits,
+                         label_smoothing=label_smoothing, axis=axis, reduction=reduction,
+                         name=name, dtype=dtype)
+        if isinstance(weight, numbers.Number):
+            raise TypeError("weight must be None or a per-class sequence of numbers, got "
+                            f"{type(weight).__name__}")
+        self.weight = _vector_config(weight, "weight")
+
+    def _weight_array(self, like):
+        if self.weight is None:
+            return None
+        return ops.convert_to_tensor(self.weight, dtype=like.dtype)
+
+    def call(self, y_true, y_pred):
+        return _softmax_focal_loss(
+            y_pred, ops.cast(y_true, y_pred.dtype), gamma=self.gamma,
+            alpha=self._alpha_array(y_pred), weight=self._weight_array(y_pred),
+            ignore_index=None, label_smoothing=self.label_smoothing,
+            from_logits=self.from_logits, axis=self.axis, reduction="none")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(weight=self.weight)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="focalx")
+class SparseCategoricalFocalLoss(CategoricalFocalLoss):
+    r"""Softmax focal loss against integer class indices, as a Keras loss.
+
+    The sparse form Keras lacks. With ``gamma=0`` it equals
+    ``keras.losses.SparseCategoricalCrossentropy`` (``ignore_index`` playing the
+    part of its ``ignore_class``: ignored samples add 0 and, for the
+    ``"sum_over_batch_size"`` reduction, leave the denominator). See
+    :class:`CategoricalFocalLoss` for the arguments; ``weight`` is per class, as
+    in cross-entropy.
+
+    Shapes: ``y_pred`` (N, ..., C); ``y_true`` (N, ...) or (N, ..., 1) holding
+    class indices (Keras hands them over as floats; they are cast to integers).
+    """
+
+    def __init__(self, *, gamma=2.0, alpha=None, weight=None, ignore_index=None,
+                 from_logits=False, label_smoothing=0.0, axis=-1,
+                 reduction="sum_over_batch_size", name="sparse_categorical_focal_loss",
+                 dtype=None):
+        super().__init__(gamma=gamma, alpha=alpha, weight=weight, from_logits=from_logits,
+                         label_smoothing=label_smoothing, axis=axis, reduction=reduction,
+                         name=name, dtype=dtype)
+        self.ignore_index = _spec.check_ignore_index(ignore_index, allow_none=True,
+                                                     binary=False)
+
+    def call(self, y_true, y_pred):
+        if len(y_true.shape) == len(y_pred.shape) and y_true.shape[self.axis] == 1:
+            y_true = ops.squeeze(y_true, axis=self.axis)
+        if "int" not in str(y_true.dtype):
+            y_true = ops.cast(y_true, "int64" if keras.backend.backend() != "jax" else "int32")
+        loss = _softmax_focal_loss(
+            y_pred, y_true, gamma=self.gamma, alpha=self._alpha_array(y_pred),
+            weight=self._weight_array(y_pred), ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing, from_logits=self.from_logits,
+            axis=self.axis, reduction="none")
+        if self.ignore_index is not None:
+            # Keras' own sparse cross-entropy marks ignored samples with a Keras mask,
+            # which its reductions use (the mean over the others); so does this loss.
+            from keras.src.backend import set_keras_mask
+            set_keras_mask(loss, ops.not_equal(y_true, self.ignore_index))
+        return loss
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(ignore_index=self.ignore_index)
+        return config
