@@ -223,3 +223,56 @@ class TensorflowHarness:
 
 
 # ---- paddle --------------------------------------------------------------
+
+class PaddleHarness:
+    """Paddle in dygraph mode; float16/bfloat16 compute in float32 (no CPU kernels)."""
+
+    name = "paddle"
+
+    def __init__(self):
+        import paddle
+        import focalx.paddle as fpd
+        self.paddle, self.fpd = paddle, fpd
+        self.version = paddle.__version__
+
+    def devices(self):
+        paddle = self.paddle
+        gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+        return ["cpu"] + (["gpu"] if gpu else [])
+
+    def dtypes(self, device):
+        return ["float64", "float32", "bfloat16", "float16"]
+
+    def default_fn(self, variant):
+        return getattr(self.fpd, variant)
+
+    def result_dtype(self, dtype):
+        return dtype
+
+    def to_array(self, values, shape, *, index=False, device="cpu", dtype="float64"):
+        paddle = self.paddle
+        if index:
+            dtype = "int64"
+        a = np.asarray(values, dtype=np.float64 if dtype not in ("int64", "bool") else dtype)
+        place = paddle.CPUPlace() if device == "cpu" else paddle.CUDAPlace(0)
+        if dtype in ("float32", "float16"):  # NumPy rounds (Paddle's float16 cast does not
+            a = a.astype(dtype)               # round values far below float16's range)
+        t = paddle.to_tensor(a.reshape(tuple(shape)), place=place)
+        # bfloat16 has no NumPy dtype: cast from float64 in paddle
+        return t.astype("bfloat16") if dtype == "bfloat16" else t
+
+    def evaluate(self, fn, x, y, kwargs, *, own=False):
+        paddle = self.paddle
+        x = x.detach()
+        x.stop_gradient = False
+        loss = fn(x, y, **kwargs)
+        if loss.stop_gradient:
+            grad = paddle.zeros_like(x)
+        else:
+            (grad,) = paddle.grad(loss, x, grad_outputs=paddle.ones_like(loss))
+        return (loss.detach().astype("float64").cpu().numpy().ravel(),
+                grad.astype("float64").cpu().numpy().ravel(), tuple(loss.shape),
+                str(loss.dtype).replace("paddle.", ""))
+
+    def call_public(self, variant, x, y, kwargs):
+        return getattr(self.fpd, variant)(x, y, **kwargs)
