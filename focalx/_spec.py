@@ -338,6 +338,12 @@ def check_class_index_range(lo: int, hi: int, num_classes: int) -> None:
 # None when need_grad is False.
 # ---------------------------------------------------------------------------
 
+def _is0(a):
+    """a == 0 for an array known to be >= 0, as ``a <= 0``: exact in every framework
+    (Paddle's float ``==`` is true within 1e-15)."""
+    return a <= 0
+
+
 def _focal_factor(ops, m, gamma: float):
     """(1 - p_t) ** gamma from an accurately computed m = 1 - p_t; None stands for 1."""
     if gamma == 0:
@@ -349,7 +355,7 @@ def _focal_factor(ops, m, gamma: float):
         return out
     # m ** gamma, with 0 at m == 0 through a where whose other branch never sees 0:
     # an autodiff of this closed form (jax.hessian) stays finite at saturation.
-    zero = m == 0
+    zero = _is0(m)
     return ops.where(zero, m * 0.0, ops.where(zero, m + 1.0, m) ** gamma)
 
 
@@ -362,9 +368,10 @@ def _mul(a, b):
     return a * b
 
 
-def _xmul(ops, a, b):
-    """a * b, with 0 wherever a == 0 (even where b is infinite)."""
-    return ops.where(a == 0, ops.full_like(b, 0.0), a * b)
+def _xmul(ops, a, b, signed=False):
+    """a * b, with 0 wherever a == 0 (even where b is infinite); a >= 0 unless `signed`."""
+    zero = ((a <= 0) & (a >= 0)) if signed else _is0(a)
+    return ops.where(zero, ops.full_like(b, 0.0), a * b)
 
 
 def _coef(ops, a, v):
@@ -373,9 +380,10 @@ def _coef(ops, a, v):
 
 
 def _xdiv(ops, a, b):
-    """a / b, with 0 wherever a == 0 (even where b == 0)."""
-    safe = ops.where(a == 0, ops.full_like(b, 1.0), b)
-    return ops.where(a == 0, ops.full_like(b, 0.0), a / safe)
+    """a / b for a >= 0, with 0 wherever a == 0 (even where b == 0)."""
+    zero = _is0(a)
+    safe = ops.where(zero, ops.full_like(b, 1.0), b)
+    return ops.where(zero, ops.full_like(b, 0.0), a / safe)
 
 
 def smooth_binary(y, label_smoothing: float):
@@ -436,14 +444,15 @@ def sigmoid_focal(ops, x, y, *, coef, alpha, pos_weight, gamma: float,
             return loss, coef(dbce)
         # d(1-p_t)/dx = (1-2y) p(1-p); the ratio r = p(1-p)/(1-p_t) <= 1 keeps
         # (1-p_t)^(gamma-1) from appearing alone (r = 0 where 1-p_t == 0).
-        r = p * q / ops.where(m == 0, m + 1.0, m)
+        r = p * q / ops.where(_is0(m), m + 1.0, m)
         return loss, coef(f * ((gamma * (ny - y)) * r * bce + dbce))
     dbce = _xdiv(ops, ny, q) - _mul(pos_weight, _xdiv(ops, y, p))
     if gamma == 0:
         return loss, coef(dbce)
     # bce/m -> pos_weight (y=1) or 1 (y=0) where m == 0 (a certain, right prediction).
-    ratio = ops.where(m == 0, py + ny, bce / ops.where(m == 0, m + 1.0, m))
-    return loss, coef(f * (gamma * _xmul(ops, ny - y, ratio) + dbce))
+    zero = _is0(m)
+    ratio = ops.where(zero, py + ny, bce / ops.where(zero, m + 1.0, m))
+    return loss, coef(f * (gamma * _xmul(ops, ny - y, ratio, signed=True) + dbce))
 
 
 def sigmoid_focal_star(ops, x, y, *, coef, alpha, gamma: float, beta: float, need_grad: bool):
@@ -460,8 +469,9 @@ def sigmoid_focal_star(ops, x, y, *, coef, alpha, gamma: float, beta: float, nee
 
 def _u_over_omp(ops, u, omp):
     """u / (1-p) for u = -log p and omp = 1 - p: 1 where p == 1, ~u for small p."""
-    safe = ops.where(omp == 0, omp + 1.0, omp)
-    return ops.where(omp == 0, omp + 1.0, u / safe)
+    zero = _is0(omp)
+    safe = ops.where(zero, omp + 1.0, omp)
+    return ops.where(zero, omp + 1.0, u / safe)
 
 
 def softmax_focal_dense(ops, x, q, *, k, sample_coef, gamma: float, axis: int,
@@ -544,8 +554,9 @@ def mean_scale(ops, denom):
     if isinstance(denom, tuple):
         (count,) = denom
         return 0.0 if count == 0 else 1.0 / count
-    safe = ops.where(denom == 0, denom + 1.0, denom)
-    return ops.where(denom == 0, denom * 0.0, 1.0 / safe)
+    zero = _is0(denom)
+    safe = ops.where(zero, denom + 1.0, denom)
+    return ops.where(zero, denom * 0.0, 1.0 / safe)
 
 
 def reduce(ops, loss, grad, *, reduction: str, denom, normalizer):

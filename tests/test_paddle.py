@@ -270,19 +270,23 @@ class TestSigmoidFocalLossParity:
 
 def test_paddle_float_equality_is_approximate():
     # Pinned: Paddle 3.3's == on floating tensors is |a - b| < 1e-15 (both float32 and
-    # float64), so the spec's `a == 0` tests see values below 1e-15 as zero. The focal
-    # factor of a 1 - p_t below 1e-15 (gamma < 1), and the results that carry it, are
-    # then 0 instead of < 1e-15 * bce. Exact tests need a spec change (see docs_paddle.md).
+    # float64), which is why the spec tests zeros as `a <= 0` (exact) and never `a == 0`.
     v = paddle.to_tensor(np.array([1e-16, 4e-18, 2e-15]))
     assert (v == 0).numpy().tolist() == [True, True, False]
     assert (v <= 0).numpy().tolist() == [False, False, False]
 
 
-@pytest.mark.xfail(strict=True, reason="spec's == 0 tests are approximate on Paddle")
-def test_tiny_one_minus_pt_keeps_its_focal_factor():
-    x, t = np.array([[40.0]]), np.array([[1.0]])
-    loss = fpd.sigmoid_focal_loss(_t(x), _t(t), gamma=0.5, reduction="sum")
-    _close(loss, ref.sigmoid_focal_loss(x, t, gamma=0.5, reduction="sum"), rtol=1e-10)
+@pytest.mark.parametrize("gamma", [0.25, 0.5])
+def test_tiny_one_minus_pt_keeps_its_focal_factor(gamma):
+    # 1 - p_t = 4e-18 at x = 40: a focal factor tested with Paddle's == would be 0
+    x, t = np.array([[40.0, -40.0, 38.0]]), np.array([[1.0, 0.0, 1.0]])
+    xt = _t(x, grad=True)
+    loss = fpd.sigmoid_focal_loss(xt, _t(t), gamma=gamma, reduction="sum")
+    loss.backward()
+    want, want_g = ref.sigmoid_focal_loss_and_grad(x, t, gamma=gamma, reduction="sum")
+    assert float(loss) > 0
+    _close(loss, want, rtol=1e-10)
+    _close(xt.grad, want_g, rtol=1e-10)
 
 
 class TestGradients:
