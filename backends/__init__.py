@@ -12,5 +12,7 @@ REGISTRY = {
     # tf.Tensor covers eager and graph (tf.function) tensors; variables are not Tensors
     "tensorflow": ("tensorflow", (("tensorflow", "Tensor"), ("tensorflow", "Variable")),
                    "focalx.backends.tensorflow"),
-    "paddle": ("paddle", (("paddle", "Tensor"),), "focalx.backends.paddle"),
+    # pir.Value: a symbolic tensor under paddle.jit.to_static(full_graph=True)
+    "paddle": ("paddle", (("paddle", "Tensor"), ("paddle", "pir.Value")),
+               "focalx.backends.paddle"),
 }

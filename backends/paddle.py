@@ -35,7 +35,15 @@ import numpy as np
 import paddle
 from paddle.autograd import PyLayer
 
+import sys
+
 from .. import _spec
+
+# focalx's dispatch (focalx._dispatch) is plain Python that behaves the same
+# in dygraph and static mode; to_static(full_graph=True)'s AST translator would
+# rewrite them (and break them), so it is told to leave them alone. focalx itself
+# calls this when paddle is already imported at `import focalx` (see __init__).
+paddle.jit.ignore_module([sys.modules["focalx._dispatch"]])
 
 __all__ = [
     "sigmoid_focal_loss",

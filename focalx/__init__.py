@@ -9,6 +9,7 @@ exposes a backend directly, with its nn.Module drop-ins.
 from __future__ import annotations
 
 import os as _os
+import sys as _sys
 
 # In a source checkout, focalx.backends lives in ../backends (a wheel maps it
 # inside the package through setuptools' package-dir). Let the package find it
@@ -169,3 +170,9 @@ def sigmoid_focal_loss_star(logits, targets, *, gamma=1.0, beta=0.0, alpha=None,
         logits, targets, gamma=gamma, beta=beta, alpha=alpha, weight=weight,
         ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction,
         normalizer=normalizer)
+
+
+if "paddle" in _sys.modules:
+    # Paddle is already imported (focalx never imports it): load the adapter now, which
+    # keeps paddle.jit.to_static from translating this module's dispatch code.
+    from .backends import paddle as _paddle_adapter  # noqa: F401,E402

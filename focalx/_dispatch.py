@@ -44,13 +44,12 @@ def framework_of(x) -> str | None:
     Cached by type; a type is looked up once its framework has been imported.
     """
     cls = type(x)
-    try:
-        return _CACHE[cls]
-    except KeyError:
+    name = _CACHE.get(cls)  # (no try/except: Paddle's to_static rewrites this code)
+    if name is None:
         name = _framework_of_instance(x)
         if name is not None:
             _CACHE[cls] = name
-        return name
+    return name
 
 
 def backend_for(logits, targets, **arrays):
