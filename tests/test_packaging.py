@@ -84,3 +84,13 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert len(commands) == 2, commands
     test_command = next(c for c in commands if "pytest" in c)
     assert test_command in ci.splitlines()
+
+
+def test_ci_installs_and_requires_every_backend():
+    from .conftest import KNOWN_BACKENDS
+    ci = (ROOT / ".ci" / "run").read_text()
+    (line,) = [line for line in ci.splitlines() if "FOCALX_REQUIRE_BACKENDS=" in line]
+    required = line.split("FOCALX_REQUIRE_BACKENDS=")[1].split()[0].split(",")
+    assert sorted(required) == sorted(KNOWN_BACKENDS)
+    extras = line.split('-e ".[')[1].split("]")[0].split(",")
+    assert set(KNOWN_BACKENDS) <= set(extras)
