@@ -1,4 +1,4 @@
-"""The ``focalx`` command: ``focalx check`` (conformance)."""
+"""The ``focalx`` command: ``focalx check`` (conformance) and ``focalx bench`` (timings)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ USAGE = """usage: focalx <command> [options]
 
 commands:
   check    check every installed backend, device and dtype against the golden cases
+  bench    time focalx against each installed peer and the cross-entropy floor, per backend
 """
 
 
@@ -20,6 +21,9 @@ def main(argv=None) -> int:
     if command == "check":
         from .conformance.cli import main as check
         return check(rest)
+    if command == "bench":
+        from ._bench import main as bench
+        return bench(rest)
     print(f"focalx: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

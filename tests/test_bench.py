@@ -1,0 +1,198 @@
+"""``focalx bench``: it runs, its output has the promised shape, and it fails loudly.
+
+No timing is asserted (CI machines are shared): only that every sample is a
+positive finite number. The one real run uses ``--quick`` (tiny sizes) on the
+installed torch / jax backends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from focalx import _bench, _cli
+
+from .conftest import import_backend
+
+FRAMEWORKS = ("torch", "jax", "tensorflow", "paddle", "optax", "keras", "jaxlib")
+
+
+def _quick_backends():
+    names = []
+    for name in ("torch", "jax"):
+        try:
+            import_backend(name)  # fails the test if required, skips it otherwise
+        except pytest.skip.Exception:
+            continue
+        names.append(name)
+    return names
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    names = _quick_backends()
+    if not names:
+        pytest.skip("neither torch nor jax is installed")
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "focalx._cli", "bench", "--quick", "--repeats", "2",
+         "--backend", ",".join(names), "--json", str(out)],
+        capture_output=True, text=True, timeout=300)
+    return names, proc, json.loads(out.read_text()) if out.exists() else None
+
+
+def test_import_bench_imports_no_framework():
+    code = ("import sys, focalx, focalx._cli, focalx._bench; "
+            f"print([m for m in {FRAMEWORKS!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_quick_run_exit_code_and_json(quick_run):
+    names, proc, result = quick_run
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert result is not None
+    assert [r["backend"] for r in result["backends"]] == names
+    cfg = result["config"]
+    assert cfg["quick"] and cfg["sizes"] == [_bench.QUICK_SIZE] and cfg["repeats"] == 2
+    assert {"cpu", "cores", "python"} <= set(result["machine"])
+    for rep in result["backends"]:
+        assert "error" not in rep and "crashed" not in rep, rep
+        assert rep["info"]
+        groups = rep["groups"]
+        assert {g["workload"] for g in groups} == {"sigmoid", "softmax"}
+        for g in groups:
+            assert g["elements"] == math.prod(g["shape"])
+            roles = [c["role"] for c in g["contenders"]]
+            assert roles.count("focalx") == 1 and "floor" in roles
+            for c in g["contenders"]:
+                if "skipped" in c:
+                    assert c["role"] != "focalx"
+                    continue
+                assert "error" not in c, c
+                for phase in ("fwd", "fwd+bwd"):
+                    samples = c["samples_s"][phase]
+                    assert len(samples) == cfg["repeats"]
+                    assert all(math.isfinite(s) and s > 0 for s in samples)
+                    assert min(samples) <= c["median_s"][phase] <= max(samples)
+                mem = c["memory"]
+                peak = mem.get("peak_extra_bytes")
+                assert peak is None or (isinstance(peak, int) and peak >= 0), mem
+                if rep["backend"] == "torch":
+                    assert mem["saved_new_bytes"] >= 0 and mem["saved_bytes"] >= \
+                        mem["saved_new_bytes"]
+            if rep["backend"] == "torch":
+                focal = next(c for c in g["contenders"] if c["role"] == "focalx")
+                # focalx saves exactly its closed-form gradient: one full-size array
+                assert focal["memory"]["saved_new_bytes"] == g["elements"] * 4
+
+
+def test_quick_run_markdown(quick_run):
+    names, proc, result = quick_run
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("focalx bench, ")
+    table = [ln for ln in lines if ln.startswith("|")]
+    header = table[0]
+    assert "fwd+bwd ms" in header and "x focalx" in header and "peak extra" in header
+    assert set(table[1]) <= set("|-: ")
+    width = header.count("|")
+    assert all(row.count("|") == width for row in table)
+    rows = [[cell.strip() for cell in row.strip("|").split("|")] for row in table[2:]]
+    n = sum(len(g["contenders"]) for r in result["backends"] for g in r["groups"])
+    assert len(rows) == n
+    for row in rows:
+        assert row[0] in names
+        if row[5] == "focalx":
+            assert row[8] == row[9] == "1.00"
+    assert "peak extra:" in proc.stdout and "raw numbers written to" in proc.stdout
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--size", "abc"], "--size"),
+    (["--size", "0"], "--size"),
+    (["--backend", "nosuch"], "--backend"),
+    (["--repeats", "0"], "--repeats"),
+    (["--warmup", "-1"], "--warmup"),
+    (["--dtype", "int8"], "--dtype"),
+    (["--device", "tpu"], "--device"),
+    (["--frobnicate"], "--frobnicate"),
+    (["--json", "/nonexistent-dir/bench.json"], "--json"),
+])
+def test_bad_arguments_exit_2(argv, flag, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _cli.main(["bench", *argv])
+    assert exc.value.code == 2
+    assert flag in capsys.readouterr().err
+
+
+def test_unknown_command_still_exits_2(capsys):
+    assert _cli.main(["nosuch"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, n", [("4M", 4 << 20), ("16m", 16 << 20), ("64K", 65536),
+                                     ("65536", 65536), ("0.5K", 512), ("1G", 1 << 30)])
+def test_parse_size(text, n):
+    assert _bench.parse_size(text) == n
+
+
+def _fake_worker(monkeypatch, code):
+    """Make every worker subprocess run `code` (with `out` the report path) instead."""
+    def command(name, cfg, out, memory):
+        return [sys.executable, "-c", f"out = {str(out)!r}\n{code}"]
+    monkeypatch.setattr(_bench, "_worker_command", command)
+    monkeypatch.setattr(_bench, "available", lambda name: (True, ""))
+
+
+def test_crashing_worker_exits_1(monkeypatch, capsys):
+    _fake_worker(monkeypatch, "import os; os._exit(3)")
+    assert _bench.main(["--quick", "--backend", "torch"]) == 1
+    out = capsys.readouterr().out
+    assert "| torch | - |" in out and "ERROR torch: worker exited with code 3" in out
+
+
+def test_backend_error_exits_1_and_others_still_run(monkeypatch, capsys):
+    # torch's worker reports a broken focalx module; jax's reports one measured group
+    ok = {"backend": "jax", "info": {}, "groups": [{
+        "workload": "sigmoid", "mode": "jit", "size": 4096, "dtype": "float32",
+        "shape": [4, 1024], "elements": 4096, "contenders": [
+            {"name": "focalx", "role": "focalx", "median_s": {"fwd": 1e-4, "fwd+bwd": 2e-4},
+             "samples_s": {"fwd": [1e-4], "fwd+bwd": [2e-4]}},
+            {"name": "optax sigmoid_focal_loss", "role": "peer", "skipped": "not installed"},
+            {"name": "bce", "role": "floor", "median_s": {"fwd": 5e-5, "fwd+bwd": 1e-4},
+             "samples_s": {"fwd": [5e-5], "fwd+bwd": [1e-4]}}]}]}
+    bad = {"backend": "torch", "error": "cannot import focalx.torch: ImportError: boom"}
+    code = ("import json\n"
+            f"rep = {bad!r} if 'torch' in out_name else {ok!r}\n"
+            "open(out, 'w').write(json.dumps(rep))")
+
+    def command(name, cfg, out, memory):
+        return [sys.executable, "-c",
+                f"out = {str(out)!r}; out_name = {name!r}\n{code}"]
+    monkeypatch.setattr(_bench, "_worker_command", command)
+    monkeypatch.setattr(_bench, "available", lambda name: (True, ""))
+    assert _bench.main(["--quick", "--backend", "torch,jax", "--no-memory"]) == 1
+    out = capsys.readouterr().out
+    assert "ERROR torch: cannot import focalx.torch" in out
+    assert "| jax | jit | sigmoid | float32 | 4K (4x1024) | focalx | 0.1 | 0.2 | 1.00 | 1.00 |" \
+        in out
+    assert "| optax sigmoid_focal_loss | skipped |" in out
+    assert "skipped jax jit sigmoid optax sigmoid_focal_loss: not installed" in out
+
+
+def test_missing_focalx_module_is_the_backends_error(monkeypatch):
+    monkeypatch.setitem(_bench.FOCALX_MODULES, "torch", "focalx._no_such_backend")
+    rep = _bench.run_worker("torch", {})
+    assert rep["error"].startswith("cannot import focalx._no_such_backend")
+    assert "groups" not in rep
+
+
+def test_backend_asked_for_but_not_installed_exits_1(monkeypatch, capsys):
+    monkeypatch.setattr(_bench, "available", lambda name: (False, f"{name} is not installed"))
+    assert _bench.main(["--quick", "--backend", "paddle"]) == 1
+    assert "ERROR paddle: asked for, but paddle is not installed" in capsys.readouterr().out
