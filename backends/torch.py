@@ -15,6 +15,9 @@ float32 and float64 are computed as they are.
 from __future__ import annotations
 
 import numbers
+import os
+import types
+import warnings
 
 import numpy as np
 import torch
@@ -171,6 +174,168 @@ class TorchOps:
 OPS = TorchOps()
 
 
+# ---------------------------------------------------------------------------
+# The fused path: large eager calls run the spec through torch.compile
+# ---------------------------------------------------------------------------
+
+class _RecordingOps(TorchOps):
+    """TorchOps for the compiled kernel: value checks are returned as one flag."""
+
+    def __init__(self):
+        self.unchecked = []
+
+    @staticmethod
+    def concrete_range(a):
+        return None
+
+    def assert_all(self, cond, message):
+        self.unchecked.append(cond.all())
+
+    @staticmethod
+    def expm1(a):
+        # Inductor's CPU expm1 is exp(x) - 1 (torch 2.13: relative error 1 for |x| < 1e-8,
+        # measured), which would destroy 1 - p = -expm1(log p). Kahan's form from exp and
+        # log is exact to a few ulps: the rounding of u = exp(x) cancels in (u - 1) / log(u).
+        u = torch.exp(a)
+        um1 = u - 1.0
+        lu = torch.log(u)
+        ratio = um1 * a / torch.where(um1 == 0, 1.0, lu)
+        # |x| > 1: u - 1 itself is within 2 ulps (and exp may overflow or be subnormal)
+        return torch.where(um1 == 0, a, torch.where(torch.abs(a) > 1.0, um1, ratio))
+
+    @staticmethod
+    def log_softmax(a, axis):
+        # As the NumPy reference: log-sum-exp = max + log1p(sum of exp(a - max) over all
+        # but one maximal entry), so the log-probability of a dominant class keeps its
+        # relative precision. (The compiler's own log_softmax takes the log of the whole
+        # sum: 1e-11 relative error in float64 on the golden "extreme" cases.)
+        m, arg = torch.max(a, dim=axis, keepdim=True)
+        shape = [1] * a.dim()
+        shape[axis] = a.shape[axis]
+        classes = torch.arange(a.shape[axis], device=a.device).view(shape)
+        shifted = a - m
+        rest = torch.where(classes == arg, 0.0, torch.exp(shifted)).sum(dim=axis, keepdim=True)
+        return shifted - torch.log1p(rest)
+
+    # Class indices are clamped before they index: an out-of-range index inside a
+    # compiled CPU kernel aborts the process, and a failed check is reported anyway.
+    @staticmethod
+    def take(a, index, axis):
+        return torch.gather(a, axis, index.clamp(0, a.shape[axis] - 1))
+
+    @staticmethod
+    def scatter(a, index, values, axis):
+        # a select against the class number, which the compiler fuses into the loop that
+        # produces `a` (an in-place scatter would be a separate pass)
+        shape = [1] * a.dim()
+        shape[axis] = a.shape[axis]
+        classes = torch.arange(a.shape[axis], device=a.device).view(shape)
+        return torch.where(classes == index, values, a)
+
+    @staticmethod
+    def one_hot(index, num_classes, axis, like):
+        return TorchOps.one_hot(index.clamp(0, num_classes - 1), num_classes, axis, like)
+
+    @staticmethod
+    def gather_classes(v, idx):
+        return v[idx.clamp(0, v.shape[0] - 1)]
+
+    @staticmethod
+    def sum(a, axis=None, keepdims=False):
+        if axis is None and a.dtype == torch.float32:
+            # A fused float32 reduction accumulates in a few long sequential chains (3e-6
+            # relative error on a 1M-element mean, measured, where torch.sum gives 3e-8);
+            # accumulating in float64 inside the kernel costs nothing measurable.
+            return torch.sum(a, dtype=torch.float64).to(a.dtype)
+        return TorchOps.sum(a, axis=axis, keepdims=keepdims)
+
+
+def _fused_kernel(spec_name, x, targets, tensors, static, need_grad):
+    ops = _RecordingOps()
+    out, grad = getattr(_spec, spec_name)(ops, x, targets, need_grad=need_grad, **tensors,
+                                          **static)
+    ok = torch.stack(ops.unchecked).all() if ops.unchecked else None
+    return out, grad, ok
+
+
+#: FOCALX_TORCH_COMPILE=0 turns the fused path off; FOCALX_TORCH_COMPILE_MIN_NUMEL sets the
+#: smallest logits (in elements) that take it. "compile" is torch.compile (tests replace it).
+_FUSED = {"enabled": os.environ.get("FOCALX_TORCH_COMPILE", "1") != "0",
+          "min_numel": int(os.environ.get("FOCALX_TORCH_COMPILE_MIN_NUMEL", 2 ** 18)),
+          "compile": None, "calls": 0}
+_KERNELS: dict = {}  # (function, static arguments) -> compiled kernel
+_MAX_KERNELS = 64
+
+
+def _kernel_for(spec_name, static):
+    """The compiled kernel for one function and one set of static arguments.
+
+    Each gets a copy of _fused_kernel's code object, so that each has its own compile
+    cache (torch.compile caches per code object, up to a small recompile limit): the
+    kernels of different losses and hyperparameters do not crowd each other out.
+    """
+    key = (spec_name, repr(sorted(static.items())))
+    kernel = _KERNELS.get(key)
+    if kernel is None:
+        fn = types.FunctionType(_fused_kernel.__code__.replace(), _fused_kernel.__globals__,
+                                "_fused_kernel")
+        # fx_graph_cache off: with it, torch 2.13 handed the gamma=0.25 kernel's code to
+        # a gamma=0.5 call for some elements (a wrong loss, reproduced in the tests)
+        kernel = (_FUSED["compile"] or torch.compile)(
+            fn, fullgraph=True, options={"fx_graph_cache": False})
+        if len(_KERNELS) >= _MAX_KERNELS:
+            _KERNELS.pop(next(iter(_KERNELS)))
+        _KERNELS[key] = kernel
+    return kernel
+
+
+def _fusable(x) -> bool:
+    return (_FUSED["enabled"] and x.numel() >= _FUSED["min_numel"]
+            and x.device.type in ("cpu", "cuda") and not torch.compiler.is_compiling()
+            and not torch.jit.is_scripting())
+
+
+def _disable_fused(exc):
+    _FUSED["enabled"] = False
+    warnings.warn(f"focalx: torch.compile is unavailable here ({type(exc).__name__}: {exc}); "
+                  "focalx.torch falls back to eager kernels (set FOCALX_TORCH_COMPILE=0 to "
+                  "silence this)", RuntimeWarning, stacklevel=4)
+
+
+def _call(spec_name, x, targets, need_grad, params):
+    """The spec's `spec_name` on x: through one compiled (fused) kernel for large eager
+    calls, else op by op. Both compute the same formulas; the eager run also raises
+    the precise ValueError when the kernel reports a failed value check."""
+    spec_fn = getattr(_spec, spec_name)
+    if _fusable(x):
+        tensors = {k: v for k, v in params.items() if isinstance(v, torch.Tensor)}
+        static = {k: v for k, v in params.items() if k not in tensors}
+        try:
+            out, grad, ok = _kernel_for(spec_name, static)(spec_name, x, targets, tensors,
+                                                          static, need_grad)
+        except Exception as exc:  # noqa: BLE001
+            # Bad arguments make the eager run raise the spec's own error; if it does not,
+            # compiling failed: for this call only when one kernel has been recompiled
+            # too often (many shapes or dtypes), else for good (no C++ compiler, ...).
+            result = spec_fn(OPS, x, targets, need_grad=need_grad, **params)
+            if type(exc).__name__ != "FailOnRecompileLimitHit":
+                _disable_fused(exc)
+            return result
+        else:
+            if ok is None:
+                _FUSED["calls"] += 1
+                return out, grad
+            if x.device.type != "cpu":  # no host sync: a device-side assert
+                torch._assert_async(ok, "focalx: a value check failed (targets or a "
+                                        "hyperparameter out of range)")
+                _FUSED["calls"] += 1
+                return out, grad
+            if bool(ok):
+                _FUSED["calls"] += 1
+                return out, grad
+    return spec_fn(OPS, x, targets, need_grad=need_grad, **params)
+
+
 class _FocalFunction(torch.autograd.Function):
     """loss = run(x); its closed-form gradient is computed in forward and saved."""
 
@@ -234,10 +399,10 @@ def sigmoid_focal_loss(logits, targets, *, gamma=2.0, alpha=0.25, pos_weight=Non
     _check_tensors(logits, targets)
 
     def run(x, need_grad):
-        return _spec.run_sigmoid_focal_loss(
-            OPS, x, targets, gamma=gamma, alpha=alpha, pos_weight=pos_weight, weight=weight,
+        return _call("run_sigmoid_focal_loss", x, targets, need_grad, dict(
+            gamma=gamma, alpha=alpha, pos_weight=pos_weight, weight=weight,
             ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction,
-            normalizer=normalizer, from_logits=from_logits, need_grad=need_grad)
+            normalizer=normalizer, from_logits=from_logits))
 
     return _apply(logits, run, None)
 
@@ -249,10 +414,9 @@ def sigmoid_focal_loss_star(logits, targets, *, gamma=1.0, beta=0.0, alpha=None,
     _check_tensors(logits, targets)
 
     def run(x, need_grad):
-        return _spec.run_sigmoid_focal_loss_star(
-            OPS, x, targets, gamma=gamma, beta=beta, alpha=alpha, weight=weight,
-            ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction,
-            normalizer=normalizer, need_grad=need_grad)
+        return _call("run_sigmoid_focal_loss_star", x, targets, need_grad, dict(
+            gamma=gamma, beta=beta, alpha=alpha, weight=weight, ignore_index=ignore_index,
+            label_smoothing=label_smoothing, reduction=reduction, normalizer=normalizer))
 
     return _apply(logits, run, None)
 
@@ -271,10 +435,10 @@ def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
     class_axis = _spec.check_axis(axis, ndim) if ndim else 0
 
     def run(x, need_grad):
-        return _spec.run_softmax_focal_loss(
-            OPS, x, targets, gamma=gamma, alpha=alpha, weight=weight, ignore_index=ignore_index,
+        return _call("run_softmax_focal_loss", x, targets, need_grad, dict(
+            gamma=gamma, alpha=alpha, weight=weight, ignore_index=ignore_index,
             label_smoothing=label_smoothing, reduction=reduction, normalizer=normalizer,
-            axis=axis, from_logits=from_logits, need_grad=need_grad)
+            axis=axis, from_logits=from_logits))
 
     return _apply(logits, run, class_axis)
 

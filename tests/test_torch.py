@@ -568,3 +568,114 @@ def test_torch_ops_implement_exactly_the_protocol():
     from focalx.backends.torch import TorchOps
     assert {n for n in dir(TorchOps) if not n.startswith("_")} == \
         {n for n in vars(Ops) if not n.startswith("_")}
+
+
+class TestFusedKernel:
+    """Large eager calls run the spec as one torch.compile'd kernel (backends/torch.py)."""
+
+    @pytest.fixture(autouse=True)
+    def _fused(self, monkeypatch):
+        from focalx.backends import torch as bt
+        monkeypatch.setitem(bt._FUSED, "enabled", True)
+        self.bt = bt
+
+    def _big(self, seed=0, shape=(256, 1024)):  # 2**18 elements: the threshold
+        x = _logits(shape, seed=seed, dtype=torch.float32)
+        t = (torch.rand(shape, generator=_gen(seed + 1)) < 0.1).float()
+        y = torch.randint(0, shape[1], shape[:1], generator=_gen(seed + 2))
+        return x, t, y
+
+    def _loss_and_grad(self, fn, x, *args, **kw):
+        before = self.bt._FUSED["calls"]
+        x = x.detach().requires_grad_(True)
+        loss = fn(x, *args, **kw)
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+        assert self.bt._FUSED["calls"] == before + 1, "the fused kernel was not used"
+        return loss, grad
+
+    @pytest.mark.parametrize("fn,kw", [
+        (ft.sigmoid_focal_loss, dict(gamma=0.5, alpha=0.25)),
+        (ft.softmax_focal_loss, dict(gamma=2.0, ignore_index=3)),
+        (ft.sigmoid_focal_loss_star, dict(gamma=2.0, beta=1.0)),
+    ])
+    def test_matches_the_reference_loss_and_gradient(self, fn, kw):
+        x, t, y = self._big(1)
+        if fn is ft.softmax_focal_loss:
+            t = y
+            y[:10] = 3
+        loss, grad = self._loss_and_grad(fn, x, t, **kw)
+        want, want_g = _reference_grad(getattr(ref, fn.__name__ + "_and_grad"), x, t, **kw,
+                                       **({"axis": 1} if fn is ft.softmax_focal_loss else {}))
+        _assert_close(loss, torch.tensor(want), rtol=2e-6)
+        _assert_close(grad, torch.from_numpy(want_g), rtol=2e-5, atol=1e-12)
+
+    def test_bad_values_raise_the_same_value_error(self):
+        x, t, y = self._big(2)
+        with pytest.raises(ValueError, match=r"targets must lie in \[0, 1\], got values in "
+                                             r"\[0.0, 2.0\]"):
+            ft.sigmoid_focal_loss(x, t * 2)
+        for bad in (y + 1024, y - 5):  # an out-of-range gather must not abort the process
+            with pytest.raises(ValueError, match="targets must be class indices"):
+                ft.softmax_focal_loss(x, bad)
+        with pytest.raises(ValueError, match="gamma"):
+            ft.sigmoid_focal_loss(x, t, gamma=-1.0)
+        assert self.bt._FUSED["enabled"], "a user error must not switch the fused path off"
+
+    def test_every_extreme_golden_case_in_float32_and_float64(self, monkeypatch):
+        from focalx.conformance import _harness, runner
+        monkeypatch.setitem(self.bt._FUSED, "min_numel", 0)
+        harness = _harness.create("torch")
+        cases = [c for c in runner.load_golden()["cases"]
+                 if "extreme/gamma=0.25" in c["id"] or "extreme/gamma=2.0" in c["id"]]
+        assert len(cases) == 12
+        before = self.bt._FUSED["calls"]
+        failures = []
+        for dtype in ("float32", "float64"):
+            for r in runner.run_cases(harness, cases, "cpu", dtype):
+                if r["status"] != "passed":
+                    failures.append(f"{dtype} {r['id']}: {r.get('detail')}")
+        assert not failures, "\n".join(failures)
+        assert self.bt._FUSED["calls"] >= before + 24
+
+    def test_one_golden_case_of_every_family_in_float32(self, monkeypatch):
+        from focalx.conformance import _harness, runner
+        monkeypatch.setitem(self.bt._FUSED, "min_numel", 0)
+        harness = _harness.create("torch")
+        families = {}
+        for c in runner.load_golden()["cases"]:
+            families.setdefault("/".join(c["id"].split("/")[:2]), c)
+        assert len(families) >= 40
+        before = self.bt._FUSED["calls"]
+        results = runner.run_cases(harness, list(families.values()), "cpu", "float32")
+        failures = [f"{r['id']}: {r.get('detail')}" for r in results if r["status"] != "passed"]
+        assert not failures, "\n".join(failures)
+        assert self.bt._FUSED["calls"] >= before + len(families) - 3  # empty ones may not
+
+    def test_half_precision_input_is_computed_in_float32(self):
+        x, t, _ = self._big(3)
+        loss, grad = self._loss_and_grad(ft.sigmoid_focal_loss, x.half(), t.half())
+        assert loss.dtype == torch.float16 and grad.dtype == torch.float16
+        want = ref.sigmoid_focal_loss(x.half().double().numpy(), t.numpy())
+        _assert_close(loss.double(), torch.tensor(want), rtol=2e-3)
+
+    def test_a_compiler_failure_falls_back_with_one_warning(self, monkeypatch):
+        def broken_compile(fn, **kwargs):
+            def kernel(*args):
+                raise RuntimeError("no C++ compiler")
+            return kernel
+        monkeypatch.setitem(self.bt._FUSED, "compile", broken_compile)
+        monkeypatch.setattr(self.bt, "_KERNELS", {})
+        x, t, _ = self._big(4)
+        with pytest.warns(RuntimeWarning, match="falls back to eager"):
+            loss = ft.sigmoid_focal_loss(x, t)
+        _assert_close(loss, torch.tensor(ref.sigmoid_focal_loss(x.numpy(), t.numpy())),
+                      rtol=2e-6)
+        assert not self.bt._FUSED["enabled"]
+
+    def test_small_inputs_and_the_off_switch_stay_eager(self, monkeypatch):
+        x, t, _ = self._big(5, shape=(4, 8))
+        before = self.bt._FUSED["calls"]
+        ft.sigmoid_focal_loss(x, t)
+        monkeypatch.setitem(self.bt._FUSED, "enabled", False)
+        ft.sigmoid_focal_loss(*self._big(6)[:2])
+        assert self.bt._FUSED["calls"] == before
