@@ -328,3 +328,106 @@ def test_mirrored_strategy_over_two_devices_matches_one_device():
                           timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith("ok")
+
+
+class TestCompiledPath:
+    """The XLA-compiled computation (see EAGER_XLA_MIN_SIZE): same numbers, same errors."""
+
+    @staticmethod
+    def _large(seed=20):
+        n = 256  # 256 x 256 logits: above EAGER_XLA_MIN_SIZE
+        return _data(seed, shape=(n, 256))
+
+    @staticmethod
+    def _no_op_by_op(monkeypatch):
+        import focalx.backends.tensorflow as b
+
+        def fail(*args, **kw):
+            raise AssertionError("the op-by-op path ran")
+        monkeypatch.setattr(b, "_run", fail)
+
+    def test_large_eager_inputs_take_the_compiled_path_with_reference_numbers(
+            self, monkeypatch):
+        import focalx.backends.tensorflow as b
+        x, t, y = self._large()
+        assert x.size >= b.EAGER_XLA_MIN_SIZE
+        self._no_op_by_op(monkeypatch)
+        for variant, targets, kw in [
+            ("sigmoid_focal_loss", t, dict(gamma=2.0, alpha=0.25)),
+            ("sigmoid_focal_loss", t, dict(gamma=0.5, pos_weight=tf.constant(2.0),
+                                           label_smoothing=0.1, reduction="sum")),
+            ("sigmoid_focal_loss_star", t, dict(gamma=2.0, beta=1.0)),
+            ("softmax_focal_loss", y, dict(gamma=2.0, alpha=[0.5] * 256)),
+        ]:
+            fn = getattr(ftf, variant)
+            loss, grad = _loss_and_grad(fn, x, tf.constant(targets), **kw)
+            kw = {k: (v.numpy() if isinstance(v, tf.Tensor) else v) for k, v in kw.items()}
+            want, want_g = _reference(variant, x, targets, **kw)
+            _close(loss, want, rtol=2e-5)
+            _close(grad, want_g, rtol=2e-5, atol=1e-6 * np.abs(want_g).max())
+            _close(fn(tf.constant(x), tf.constant(targets), **kw), want, rtol=2e-5)
+
+    def test_compiled_and_op_by_op_paths_agree(self, monkeypatch):
+        import focalx.backends.tensorflow as b
+        x, t, _ = self._large(21)
+        compiled = _loss_and_grad(ftf.sigmoid_focal_loss, x, tf.constant(t), reduction="none")
+        monkeypatch.setattr(b, "USE_XLA", False)
+        plain = _loss_and_grad(ftf.sigmoid_focal_loss, x, tf.constant(t), reduction="none")
+        for got, want in zip(compiled, plain):
+            _close(got, want, rtol=1e-5, atol=1e-30)
+
+    def test_bad_values_through_the_compiled_path_raise_the_same_value_error(self):
+        x, t, y = self._large(22)
+        want = "targets must be class indices"
+        with pytest.raises(ValueError, match=want):
+            ftf.softmax_focal_loss(tf.constant(x), tf.constant(y + 256))
+        with pytest.raises(ValueError, match=r"targets must lie in \[0, 1\]"):
+            _loss_and_grad(ftf.sigmoid_focal_loss, x, tf.constant(t * 2))
+        with pytest.raises(ValueError, match="normalizer must be finite and > 0"):
+            ftf.sigmoid_focal_loss(tf.constant(x), tf.constant(t), normalizer=tf.constant(0.0))
+        # and a good call with the same configuration still works afterwards
+        _close(ftf.softmax_focal_loss(tf.constant(x), tf.constant(y)),
+               ref.softmax_focal_loss(x, y), rtol=2e-5)
+
+    def test_small_eager_inputs_and_numpy_hyperparameters_take_the_op_by_op_path(
+            self, monkeypatch):
+        import focalx.backends.tensorflow as b
+        monkeypatch.setattr(b, "_cache", type(b._cache)())
+        x, t, _ = _data(23)
+        ftf.sigmoid_focal_loss(tf.constant(x), tf.constant(t))
+        xl, tl, _ = self._large(23)
+        got = ftf.sigmoid_focal_loss(tf.constant(xl), tf.constant(tl),
+                                     alpha=np.full(256, 0.25, np.float32))
+        assert len(b._cache) == 0
+        _close(got, ref.sigmoid_focal_loss(xl, tl), rtol=2e-5)
+
+    def test_the_cache_is_bounded(self, monkeypatch):
+        import focalx.backends.tensorflow as b
+        monkeypatch.setattr(b, "_cache", type(b._cache)())
+        monkeypatch.setattr(b, "CACHE_SIZE", 3)
+        x, t, _ = _data(24)
+        for gamma in (0.5, 1.0, 1.5, 2.0, 2.5):  # graphs always take the compiled path
+            tf.function(lambda a, c: ftf.sigmoid_focal_loss(a, c, gamma=gamma)) \
+                .get_concrete_function(tf.constant(x), tf.constant(t))
+        assert len(b._cache) == 3
+        assert [k[2][0] for k in b._cache] == [("gamma", (float, g)) for g in (1.5, 2.0, 2.5)]
+
+    def test_gradient_asked_for_outside_the_graph_or_by_tf_gradients(self):
+        x, t, y = _data(25)
+        want, want_g = _reference("sigmoid_focal_loss", x, t)
+        graph = tf.function(lambda a, c: ftf.sigmoid_focal_loss(a, c))
+        xv = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(xv)
+            loss = graph(xv, tf.constant(t))
+        _close(loss, want, rtol=2e-6)
+        _close(tape.gradient(loss, xv), want_g, rtol=2e-5, atol=1e-9)
+
+        @tf.function
+        def symbolic(a, c):
+            loss = ftf.softmax_focal_loss(a, c)
+            return loss, tf.gradients(loss, a)[0]
+        loss, grad = symbolic(xv, tf.constant(y))
+        want, want_g = _reference("softmax_focal_loss", x, y)
+        _close(loss, want, rtol=2e-6)
+        _close(grad, want_g, rtol=2e-5, atol=1e-9)
