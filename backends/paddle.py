@@ -29,20 +29,20 @@ The class axis of the softmax loss defaults to -1, as in
 
 from __future__ import annotations
 
+import math
 import numbers
+import sys
 
 import numpy as np
 import paddle
 from paddle.autograd import PyLayer
 
-import sys
-
 from .. import _spec
 
-# focalx's dispatch (focalx._dispatch) is plain Python that behaves the same
-# in dygraph and static mode; to_static(full_graph=True)'s AST translator would
-# rewrite them (and break them), so it is told to leave them alone. focalx itself
-# calls this when paddle is already imported at `import focalx` (see __init__).
+# focalx's dispatch (focalx._dispatch) is plain Python that behaves the same in
+# dygraph and static mode; to_static(full_graph=True)'s AST translator would rewrite
+# it (and break it), so the translator is told to leave that module alone. focalx
+# loads this adapter at `import focalx` when paddle is already imported (__init__).
 paddle.jit.ignore_module([sys.modules["focalx._dispatch"]])
 
 __all__ = [
@@ -235,7 +235,17 @@ class PaddleOps:
 @_not_translated
 def _run(fn, x, arrays, static, need_grad):
     """Run a spec function with a fresh PaddleOps; in a static program, NaN out the
-    result where a value check that could not be done in Python fails."""
+    result where a value check that could not be done in Python fails.
+
+    A large elementwise loss in dygraph mode runs in row blocks (:func:`_run_blocks`).
+    """
+    if not _static():
+        blocks = _row_blocks(fn, x, arrays, static)
+        if blocks is not None:
+            try:
+                return _run_blocks(fn, x, arrays, static, need_grad, blocks)
+            except Exception:  # noqa: BLE001 - rerun whole: the spec raises its own error
+                pass
     ops = PaddleOps()
     out, grad = fn(ops, x, arrays["targets"], need_grad=need_grad, **static,
                    **{k: v for k, v in arrays.items() if k != "targets"})
@@ -244,6 +254,101 @@ def _run(fn, x, arrays, static, need_grad):
         out = paddle.where(ok, out, paddle.full_like(out, float("nan")))
         if grad is not None:
             grad = paddle.where(ok, grad, paddle.full_like(grad, float("nan")))
+    return out, grad
+
+
+# ---------------------------------------------------------------------------
+# Row blocks. Paddle's CPU kernels are single-threaded and every fresh tensor of
+# more than a few MiB is new memory from the system (page faults, about as costly as
+# the kernel itself), while freed small tensors are reused. So a large elementwise
+# loss (sigmoid, FL*) in dygraph mode runs the spec on row blocks of about
+# _BLOCK_ELEMS elements, and only the reduction runs on the whole: the blocks'
+# elementwise losses are concatenated and reduced by the spec's own `reduce`, with
+# the whole array's denominator and normalizer, so the result is the same number.
+# Blocks start at multiples of _BLOCK_ALIGN elements, so every element takes the same
+# (vector or scalar) path through a kernel as in the whole array.
+# ---------------------------------------------------------------------------
+
+_BLOCK_ELEMS = 1 << 18      # 1 MiB of float32 per block
+_BLOCK_MIN = 1 << 20        # run whole below this many elements
+_BLOCK_ALIGN = 64
+_BLOCKWISE = (_spec.run_sigmoid_focal_loss, _spec.run_sigmoid_focal_loss_star)
+
+
+def _row_blocks(fn, x, arrays, static):
+    """[(start, stop), ...] rows of x to run fn on block by block, or None to run whole.
+
+    Blocks are used only on the CPU and where they give the whole's numbers and
+    errors: an elementwise loss, no ignore_index (the mean's denominator is then the element
+    count), hyperparameters that are numbers or paddle tensors (a tensor with x's
+    leading size is sliced with it, one without that axis or of size 1 there is
+    broadcast whole), and a valid reduction. Anything a block's run raises makes
+    :func:`_run` run the whole instead, which raises the spec's error.
+    """
+    if fn not in _BLOCKWISE or static.get("ignore_index") is not None:
+        return None
+    if not x.place.is_cpu_place():
+        return None  # a GPU kernel is not slowed by fresh memory, and blocks add launches
+    if static.get("reduction") not in _spec.REDUCTIONS:
+        return None
+    for v in static.values():
+        if not (v is None or isinstance(v, (bool, numbers.Real, str))):
+            return None  # NumPy arrays, sequences: shaped like x, or the spec's error
+    shape = tuple(x.shape)
+    n = int(np.prod(shape)) if shape else 0
+    if n < _BLOCK_MIN or shape[0] < 2:
+        return None
+    for a in arrays.values():
+        ash = tuple(a.shape)
+        if len(ash) == len(shape) and ash[0] not in (1, shape[0]):
+            return None
+        if len(ash) > len(shape):
+            return None
+    row = n // shape[0]
+    step = _BLOCK_ALIGN // math.gcd(row, _BLOCK_ALIGN)  # rows per aligned unit
+    rows = max(step, (_BLOCK_ELEMS // row) // step * step)
+    if rows >= shape[0]:
+        return None
+    return [(i, min(i + rows, shape[0])) for i in range(0, shape[0], rows)]
+
+
+class _Blocks(list):
+    """Per-block gradients (the row blocks of the whole gradient, in order): multiplying
+    by a scalar (the spec's reduce) is blockwise, and :class:`_FocalLayer` keeps the
+    blocks for backward, where they meet the incoming gradient and are concatenated."""
+
+    def __init__(self, grads, bounds):
+        super().__init__(grads)
+        self.bounds = bounds  # [(start, stop), ...] rows of each block
+
+    def __mul__(self, s):
+        return _Blocks((g * s for g in self), self.bounds)
+
+
+def _run_blocks(fn, x, arrays, static, need_grad, blocks):
+    """fn on row blocks of x, then the spec's reduction on the whole (see above)."""
+    ops = PaddleOps()
+    lead = x.shape[0]
+
+    def part(a, i, j):
+        if len(a.shape) == len(x.shape) and a.shape[0] == lead:
+            return a[i:j]
+        return a
+
+    per_block = dict(static, reduction="none", normalizer=None)
+    losses, grads = [], _Blocks((), blocks)
+    for i, j in blocks:
+        sub = {k: part(v, i, j) for k, v in arrays.items() if k != "normalizer"}
+        out, grad = fn(ops, x[i:j], sub.pop("targets"), need_grad=need_grad,
+                       **per_block, **sub)
+        losses.append(out)
+        grads.append(grad)
+    normalizer = arrays.get("normalizer", static.get("normalizer"))
+    normalizer = _spec._normalizer(ops, normalizer, x)
+    loss = paddle.concat(losses, axis=0)
+    out, grad = _spec.reduce(ops, loss, grads if need_grad else None,
+                             reduction=static["reduction"], denom=_spec._count(ops, x),
+                             normalizer=normalizer)
     return out, grad
 
 
@@ -285,8 +390,12 @@ class _FocalLayer(PyLayer):
                          static, True)
         # The only full-size tensor kept for backward, in the compute dtype: for
         # float16/bfloat16 input the 1/N of a mean and a loss scale meet in float32,
-        # and only the result is rounded.
-        ctx.save_for_backward(grad)
+        # and only the result is rounded. Row blocks (_run_blocks) are kept as blocks.
+        ctx.blocks = grad.bounds if isinstance(grad, _Blocks) else None
+        if ctx.blocks:
+            ctx.save_for_backward(*grad)
+        else:
+            ctx.save_for_backward(grad)
         ctx.class_axis = class_axis
         ctx.x_dtype = x.dtype
         ctx.n_tensors = len(tensors)
@@ -294,6 +403,13 @@ class _FocalLayer(PyLayer):
 
     @staticmethod
     def backward(ctx, grad_out):
+        if ctx.blocks:  # elementwise loss: the same products, block by block
+            whole = len(grad_out.shape) == 0  # else "none": grad_out has the logits' shape
+            grad_x = paddle.concat(
+                [_cast((grad_out if whole else grad_out[i:j]).astype(g.dtype) * g,
+                       ctx.x_dtype)
+                 for (i, j), g in zip(ctx.blocks, ctx.saved_tensor())], axis=0)
+            return (grad_x,) + (None,) * ctx.n_tensors
         (grad,) = ctx.saved_tensor()
         if len(grad_out.shape) and ctx.class_axis is not None:  # per-sample softmax loss
             grad_out = paddle.unsqueeze(grad_out, ctx.class_axis)

@@ -569,6 +569,217 @@ class TestBadInputs:
 
 
 # ---------------------------------------------------------------------------
+# Row blocks (large elementwise losses on the CPU in dygraph mode): the same numbers,
+# bit for bit, and the same errors as the whole
+# ---------------------------------------------------------------------------
+
+class _BlockSpy:
+    """Counts the runs that went through _run_blocks and returned."""
+
+    def __init__(self, monkeypatch):
+        self.done = 0
+        run_blocks = backend._run_blocks
+
+        def spy(*args, **kwargs):
+            out = run_blocks(*args, **kwargs)
+            self.done += 1
+            return out
+        monkeypatch.setattr(backend, "_run_blocks", spy)
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of a few rows on small inputs (block starts stay 64-element aligned)."""
+    monkeypatch.setattr(backend, "_BLOCK_MIN", 1)
+    monkeypatch.setattr(backend, "_BLOCK_ELEMS", 500)
+    return _BlockSpy(monkeypatch)
+
+
+BLOCK_SHAPE = (67, 96)  # row 96 -> blocks of 4 rows (384 elements), the last of 3
+
+
+def _blocked_and_whole(monkeypatch, spy, call, n_blocked=1):
+    """call() with blocks, then with blocks off: numpy results of both."""
+    got = [np.asarray(a.numpy()) for a in call()]
+    assert spy.done == n_blocked
+    monkeypatch.setattr(backend, "_BLOCK_MIN", 1 << 62)
+    want = [np.asarray(a.numpy()) for a in call()]
+    assert spy.done == n_blocked
+    return got, want
+
+
+def _assert_same_bits(got, want):
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        np.testing.assert_array_equal(g.reshape(-1).view(np.uint8),
+                                      w.reshape(-1).view(np.uint8))
+
+
+def _loss_and_grad(fn, xn, tn, dtype="float32", grad_out=None, **kw):
+    def call():
+        x = _t(xn, dtype, grad=True)
+        loss = fn(x, _t(tn).astype(dtype) if tn.dtype.kind == "f" else _t(tn), **kw)
+        go = paddle.ones_like(loss) if grad_out is None else _t(grad_out, loss.dtype)
+        (g,) = paddle.grad(loss, x, grad_outputs=go)
+        return loss, g
+    return call
+
+
+class TestRowBlocks:
+    @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+    @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+    def test_sigmoid_same_bits(self, small_blocks, monkeypatch, reduction, dtype):
+        rng = _rng(70)
+        xn = rng.normal(size=BLOCK_SHAPE) * 3
+        tn = (rng.random(BLOCK_SHAPE) < 0.1).astype(np.float64)
+        go = rng.random(BLOCK_SHAPE) if reduction == "none" else None
+        got, want = _blocked_and_whole(monkeypatch, small_blocks, _loss_and_grad(
+            fpd.sigmoid_focal_loss, xn, tn, dtype, go, reduction=reduction))
+        _assert_same_bits(got, want)
+
+    @pytest.mark.parametrize("kw", [
+        dict(gamma=0.0), dict(gamma=0.5, alpha=None), dict(gamma=5.0, label_smoothing=0.1),
+        dict(normalizer=3.7), dict(normalizer="tensor"), dict(alpha="full"),
+        dict(alpha="row"), dict(alpha="per-column"), dict(pos_weight="per-column"),
+        dict(weight="full", reduction="sum"), dict(from_logits=False, gamma=1.5),
+        dict(targets="soft"), dict(targets="per-column"), dict(targets="int"),
+    ], ids=itertools.count())
+    def test_sigmoid_options_same_bits(self, small_blocks, monkeypatch, kw):
+        rng = _rng(71)
+        n, c = BLOCK_SHAPE
+        kw = dict(kw)
+        xn = rng.normal(size=BLOCK_SHAPE) * 3
+        tn = (rng.random(BLOCK_SHAPE) < 0.1).astype(np.float64)
+        kind = kw.pop("targets", None)
+        if kind == "soft":
+            tn = rng.random(BLOCK_SHAPE)
+        elif kind == "per-column":
+            tn = (rng.random(c) < 0.5).astype(np.float64)
+        elif kind == "int":
+            tn = tn.astype(np.int64)
+        if kw.get("from_logits") is False:
+            xn = rng.random(BLOCK_SHAPE)
+        shapes = {"full": BLOCK_SHAPE, "row": (n, 1), "per-column": (c,)}
+        for name in ("alpha", "pos_weight", "weight"):
+            if isinstance(kw.get(name), str):
+                kw[name] = _t(rng.random(shapes[kw[name]]), "float32")
+        if kw.get("normalizer") == "tensor":
+            kw["normalizer"] = _t(np.float32(2.5))
+        got, want = _blocked_and_whole(monkeypatch, small_blocks, _loss_and_grad(
+            fpd.sigmoid_focal_loss, xn, tn, **kw))
+        _assert_same_bits(got, want)
+
+    @pytest.mark.parametrize("reduction", ["mean", "none"])
+    def test_star_same_bits(self, small_blocks, monkeypatch, reduction):
+        rng = _rng(72)
+        xn = rng.normal(size=BLOCK_SHAPE) * 3
+        tn = (rng.random(BLOCK_SHAPE) < 0.3).astype(np.float64)
+        got, want = _blocked_and_whole(monkeypatch, small_blocks, _loss_and_grad(
+            fpd.sigmoid_focal_loss_star, xn, tn, gamma=2.0, beta=1.0, alpha=0.25,
+            reduction=reduction))
+        _assert_same_bits(got, want)
+
+    def test_forward_only_and_layer_same_bits(self, small_blocks, monkeypatch):
+        rng = _rng(73)
+        xn = rng.normal(size=(4,) + BLOCK_SHAPE)  # 3-d: blocks of the leading axis
+        tn = (rng.random(xn.shape) < 0.1).astype(np.float32)
+        layer = fpd.SigmoidFocalLoss(reduction="sum")
+
+        def call():
+            with paddle.no_grad():
+                a = fpd.sigmoid_focal_loss(_t(xn, "float32", grad=True), _t(tn))
+            return a, layer(_t(xn, "float32"), _t(tn))
+        got, want = _blocked_and_whole(monkeypatch, small_blocks, call, n_blocked=2)
+        _assert_same_bits(got, want)
+
+    def test_matches_the_reference(self, small_blocks):
+        rng = _rng(74)
+        xn = rng.normal(size=BLOCK_SHAPE) * 3
+        tn = (rng.random(BLOCK_SHAPE) < 0.1).astype(np.float64)
+        loss, g = _value_and_grad(fpd.sigmoid_focal_loss, xn, _t(tn))
+        assert small_blocks.done == 1
+        want, want_g = ref.sigmoid_focal_loss_and_grad(xn, tn)
+        _close(loss, want)
+        _close(g, want_g)
+
+    def test_blocks_cover_the_rows_at_aligned_starts(self, monkeypatch):
+        monkeypatch.setattr(backend, "_BLOCK_MIN", 1)
+        monkeypatch.setattr(backend, "_BLOCK_ELEMS", 1000)
+        for shape in [(1000, 37), (67, 96), (5000,), (301, 3, 5)]:
+            x = paddle.zeros(shape)
+            blocks = backend._row_blocks(_spec.run_sigmoid_focal_loss, x, {"targets": x},
+                                         dict(reduction="mean", ignore_index=None))
+            assert blocks is not None and len(blocks) > 1, shape
+            row = int(np.prod(shape[1:]))
+            assert blocks[0][0] == 0 and blocks[-1][1] == shape[0]
+            for (_, j), (i, _) in zip(blocks, blocks[1:]):
+                assert j == i and (i * row) % backend._BLOCK_ALIGN == 0
+
+    def test_default_sizes_block_large_inputs_only(self):
+        fn = _spec.run_sigmoid_focal_loss
+        static = dict(reduction="mean", ignore_index=None)
+        big, small = paddle.zeros([4096, 1024]), paddle.zeros([64, 1024])
+        blocks = backend._row_blocks(fn, big, {"targets": big}, static)
+        assert blocks is not None and len(blocks) == 16
+        assert backend._row_blocks(fn, small, {"targets": small}, static) is None
+
+    @pytest.mark.parametrize("why", ["ignore_index", "numpy alpha", "softmax",
+                                     "bad reduction", "targets too large", "one row"])
+    def test_runs_whole(self, why, monkeypatch):
+        monkeypatch.setattr(backend, "_BLOCK_MIN", 1)
+        monkeypatch.setattr(backend, "_BLOCK_ELEMS", 500)
+        x = paddle.zeros(list(BLOCK_SHAPE))
+        fn, arrays = _spec.run_sigmoid_focal_loss, {"targets": x}
+        static = dict(reduction="mean", ignore_index=None)
+        if why == "ignore_index":
+            static["ignore_index"] = -1
+        elif why == "numpy alpha":
+            static["alpha"] = np.full(BLOCK_SHAPE, 0.5)
+        elif why == "softmax":
+            fn = _spec.run_softmax_focal_loss
+        elif why == "bad reduction":
+            static["reduction"] = "avg"
+        elif why == "targets too large":
+            arrays["targets"] = paddle.zeros([2] + list(BLOCK_SHAPE))
+        else:
+            x = paddle.zeros([1, 8192])
+        assert backend._row_blocks(fn, x, arrays, static) is None
+
+    @pytest.mark.parametrize("bad, exc, match", [
+        ("target 1.5 in the last block", ValueError, r"targets must lie in \[0, 1\], got "
+                                                     r"values in \[0.0, 1.5\]"),
+        ("targets of a wrong shape", ValueError, "targets of shape"),
+        ("alpha 2 in the first block", ValueError, "alpha must lie in"),
+        ("negative weight", ValueError, "weight must be >= 0"),
+        ("normalizer 0", ValueError, "normalizer must be finite and > 0"),
+        ("targets requiring a gradient", ValueError, "targets requires a gradient"),
+    ])
+    def test_errors_are_the_whole_arrays(self, small_blocks, bad, exc, match):
+        rng = _rng(75)
+        xn = rng.normal(size=BLOCK_SHAPE)
+        tn = (rng.random(BLOCK_SHAPE) < 0.1).astype(np.float32)
+        kw = {}
+        if "1.5" in bad:
+            tn[-1, -1] = 1.5
+        elif "wrong shape" in bad:
+            tn = tn[:, :-1]
+        elif "alpha" in bad:
+            a = np.full(BLOCK_SHAPE, 0.25, np.float32)
+            a[0, 0] = 2.0
+            kw["alpha"] = _t(a)
+        elif "weight" in bad:
+            w = np.ones(BLOCK_SHAPE, np.float32)
+            w[-1, 0] = -1.0
+            kw["weight"] = _t(w)
+        elif "normalizer" in bad:
+            kw["normalizer"] = _t(np.float32(0.0))
+        t = _t(tn, grad="gradient" in bad)
+        with pytest.raises(exc, match=match):
+            fpd.sigmoid_focal_loss(_t(xn, "float32", grad=True), t, **kw)
+        assert small_blocks.done == 0
+
+
+# ---------------------------------------------------------------------------
 # Layers, dispatch, packaging, examples
 # ---------------------------------------------------------------------------
 
