@@ -118,7 +118,9 @@ class TestGraphs:
         _close(loss, want, rtol=2e-6, atol=1e-7)
         _close(grad, want_g, rtol=2e-5, atol=1e-7)
 
-    def test_every_golden_case_in_a_tf_function_float32(self):
+    @pytest.mark.parametrize("dtype", ["float32", "float64"])
+    def test_every_golden_case_in_a_tf_function(self, dtype):
+        """Graphs take the compiled (XLA) path: its numerics against every golden case."""
         harness = _harness.create("tensorflow")
         cases = runner.load_golden()["cases"]
 
@@ -128,7 +130,7 @@ class TestGraphs:
         failures = []
         for variant in ("sigmoid_focal_loss", "softmax_focal_loss", "sigmoid_focal_loss_star"):
             results = runner.run_cases(harness, runner.select(cases, variant=variant), "cpu",
-                                       "float32", fn=in_graph(variant))
+                                       dtype, fn=in_graph(variant))
             failures += [f"{r['id']}: {r.get('detail')}" for r in results
                          if r["status"] != "passed"]
         assert not failures, "\n".join(failures)
