@@ -209,13 +209,13 @@ class _RecordingOps(TorchOps):
         # but one maximal entry), so the log-probability of a dominant class keeps its
         # relative precision. (The compiler's own log_softmax takes the log of the whole
         # sum: 1e-11 relative error in float64 on the golden "extreme" cases.)
-        m, arg = torch.max(a, dim=axis, keepdim=True)
-        shape = [1] * a.dim()
-        shape[axis] = a.shape[axis]
-        classes = torch.arange(a.shape[axis], device=a.device).view(shape)
+        # Ties: k maximal entries add k - 1 to the rest (exp(0) = 1 each).
+        m = torch.amax(a, dim=axis, keepdim=True)
         shifted = a - m
-        rest = torch.where(classes == arg, 0.0, torch.exp(shifted)).sum(dim=axis, keepdim=True)
-        return shifted - torch.log1p(rest)
+        top = shifted == 0
+        rest = torch.where(top, 0.0, torch.exp(shifted)).sum(dim=axis, keepdim=True)
+        ties = top.sum(dim=axis, keepdim=True) - 1
+        return shifted - torch.log1p(rest + ties)
 
     # Class indices are clamped before they index: an out-of-range index inside a
     # compiled CPU kernel aborts the process, and a failed check is reported anyway.

@@ -679,3 +679,20 @@ class TestFusedKernel:
         monkeypatch.setitem(self.bt._FUSED, "enabled", False)
         ft.sigmoid_focal_loss(*self._big(6)[:2])
         assert self.bt._FUSED["calls"] == before
+
+    def test_kernel_log_softmax_and_expm1_are_exact_where_the_compiler_is_not(self):
+        from focalx._numpy import NumpyOps
+        ops = self.bt._RecordingOps
+        x = torch.tensor([[30., 0., -17., 15.], [1e4, -1e4, 0., 88.], [3., 3., 1., 3.],
+                          [0., 0., 0., 0.]], dtype=torch.float64)
+        lsm = torch.compile(lambda a: ops.log_softmax(a, 1), fullgraph=True)
+        np.testing.assert_allclose(lsm(x).numpy(), NumpyOps.log_softmax(x.numpy(), 1),
+                                   rtol=1e-15, atol=0)
+        v = torch.cat([-torch.logspace(-30, 2, 200, dtype=torch.float64),
+                       torch.logspace(-30, 1.9, 200, dtype=torch.float64)])  # e^80 < f32 max
+        em1 = torch.compile(lambda a: ops.expm1(a), fullgraph=True)
+        for dtype, ulps in ((torch.float64, 2), (torch.float32, 2)):
+            got = em1(v.to(dtype)).double()
+            want = torch.expm1(v.to(dtype).double())
+            rel = ((got - want).abs() / want.abs()).max().item()
+            assert rel <= ulps * torch.finfo(dtype).eps, (dtype, rel)
