@@ -253,6 +253,8 @@ def _run(fn, x, targets, need_grad, **kw):
 EAGER_XLA_MIN_SIZE = 1 << 16
 #: Compiled configurations kept (least recently used ones are dropped).
 CACHE_SIZE = 64
+#: Eagerly, the shapes compiled per configuration; further shapes run op by op.
+EAGER_MAX_SHAPES = 8
 #: False turns the compiled path off (every call takes the op-by-op path).
 USE_XLA = True
 
@@ -260,6 +262,7 @@ _NOT_STATIC = object()
 _TENSOR_PARAMS = ("alpha", "pos_weight", "weight", "normalizer")
 _cache: "collections.OrderedDict" = collections.OrderedDict()
 _cache_lock = threading.Lock()
+_eager_shapes: dict = {}  # configuration -> shapes compiled for it in eager calls
 
 
 def _static_key(v):
@@ -337,6 +340,13 @@ def _compiled(fn, x, targets, kw, need_grad):
     (None, None) where the call cannot be compiled (a NumPy array hyperparameter, ...)."""
     static, names, tensors, key = {}, [], [], []
     for name, v in kw.items():
+        if isinstance(v, np.generic) or (isinstance(v, np.ndarray) and v.ndim == 0):
+            v = v.item()
+        if name == "normalizer" and isinstance(v, numbers.Real) and \
+                not isinstance(v, bool) and v > 0 and v != float("inf"):
+            # a run-time input, not part of the key: a normalizer that changes every
+            # step (the number of positives) must not compile a function every step
+            v = tf.constant(float(v), x.dtype)
         if name in _TENSOR_PARAMS and isinstance(v, tf.Tensor):
             names.append(name)
             tensors.append(v)
@@ -348,10 +358,20 @@ def _compiled(fn, x, targets, kw, need_grad):
         static[name] = v
         key.append((name, k))
     specs = [_spec_of(t) for t in [x, targets] + tensors]
-    key = (fn, need_grad, tuple(key),
-           tuple((tuple(s.shape.as_list()) if s.shape.rank is not None else None, s.dtype)
-                 for s in specs))
+    shapes = tuple((tuple(s.shape.as_list()) if s.shape.rank is not None else None, s.dtype)
+                   for s in specs)
+    config = (fn, need_grad, tuple(key))
+    key = (config, shapes)
     with _cache_lock:
+        if tf.executing_eagerly():
+            # Eagerly every new shape compiles anew: a configuration seen with many
+            # shapes (a varying batch size) runs op by op from then on.
+            if len(_eager_shapes) > 4 * CACHE_SIZE:
+                _eager_shapes.clear()
+            seen = _eager_shapes.setdefault(config, set())
+            if shapes not in seen and len(seen) >= EAGER_MAX_SHAPES:
+                return None, None
+            seen.add(shapes)
         entry = _cache.get(key)
         if entry is not None:
             _cache.move_to_end(key)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import threading
 import types
 import warnings
 
@@ -263,8 +264,10 @@ def _fused_kernel(spec_name, x, targets, tensors, static, need_grad):
 _FUSED = {"enabled": os.environ.get("FOCALX_TORCH_COMPILE", "1") != "0",
           "min_numel": int(os.environ.get("FOCALX_TORCH_COMPILE_MIN_NUMEL", 2 ** 18)),
           "compile": None, "calls": 0}
-_KERNELS: dict = {}  # (function, static arguments) -> compiled kernel
+_KERNELS: dict = {}  # (function, static arguments) -> compiled kernel, or _EAGER
 _MAX_KERNELS = 64
+_EAGER = "eager"  # a configuration the compiler cannot take: it runs op by op
+_KERNELS_LOCK = threading.Lock()
 
 
 def _kernel_for(spec_name, static):
@@ -275,18 +278,19 @@ def _kernel_for(spec_name, static):
     kernels of different losses and hyperparameters do not crowd each other out.
     """
     key = (spec_name, repr(sorted(static.items())))
-    kernel = _KERNELS.get(key)
-    if kernel is None:
-        fn = types.FunctionType(_fused_kernel.__code__.replace(), _fused_kernel.__globals__,
-                                "_fused_kernel")
-        # fx_graph_cache off: with it, torch 2.13 handed the gamma=0.25 kernel's code to
-        # a gamma=0.5 call for some elements (a wrong loss, reproduced in the tests)
-        kernel = (_FUSED["compile"] or torch.compile)(
-            fn, fullgraph=True, options={"fx_graph_cache": False})
-        if len(_KERNELS) >= _MAX_KERNELS:
-            _KERNELS.pop(next(iter(_KERNELS)))
-        _KERNELS[key] = kernel
-    return kernel
+    with _KERNELS_LOCK:
+        kernel = _KERNELS.get(key)
+        if kernel is None:
+            fn = types.FunctionType(_fused_kernel.__code__.replace(),
+                                    _fused_kernel.__globals__, "_fused_kernel")
+            # fx_graph_cache off: with it, torch 2.13 handed the gamma=0.25 kernel's code
+            # to a gamma=0.5 call for some elements (a wrong loss, reproduced in the tests)
+            kernel = (_FUSED["compile"] or torch.compile)(
+                fn, fullgraph=True, options={"fx_graph_cache": False})
+            if len(_KERNELS) >= _MAX_KERNELS:
+                _KERNELS.pop(next(iter(_KERNELS)))
+            _KERNELS[key] = kernel
+    return key, kernel
 
 
 def _fusable(x) -> bool:
@@ -295,11 +299,25 @@ def _fusable(x) -> bool:
             and not torch.jit.is_scripting())
 
 
+def _compiler_failed(exc) -> bool:
+    """The compiler itself failed (no C++ compiler, a broken toolchain), as opposed to
+    a configuration it cannot trace or one recompiled too often."""
+    names = {c.__name__ for c in type(exc).__mro__}
+    return bool(names & {"BackendCompilerFailed", "InductorError", "CppCompileError"})
+
+
 def _disable_fused(exc):
     _FUSED["enabled"] = False
-    warnings.warn(f"focalx: torch.compile is unavailable here ({type(exc).__name__}: {exc}); "
+    warnings.warn(f"focalx: torch.compile cannot compile here ({type(exc).__name__}: {exc}); "
                   "focalx.torch falls back to eager kernels (set FOCALX_TORCH_COMPILE=0 to "
-                  "silence this)", RuntimeWarning, stacklevel=4)
+                  "silence this)", RuntimeWarning, stacklevel=5)
+
+
+def _host_value(v):
+    """NumPy scalars and 0-d arrays as Python numbers (the compiler traces those)."""
+    if isinstance(v, np.generic) or (isinstance(v, np.ndarray) and v.ndim == 0):
+        return v.item()
+    return v
 
 
 def _call(spec_name, x, targets, need_grad, params):
@@ -308,20 +326,29 @@ def _call(spec_name, x, targets, need_grad, params):
     the precise ValueError when the kernel reports a failed value check."""
     spec_fn = getattr(_spec, spec_name)
     if _fusable(x):
-        tensors = {k: v for k, v in params.items() if isinstance(v, torch.Tensor)}
-        static = {k: v for k, v in params.items() if k not in tensors}
-        try:
-            out, grad, ok = _kernel_for(spec_name, static)(spec_name, x, targets, tensors,
-                                                          static, need_grad)
-        except Exception as exc:  # noqa: BLE001
-            # Bad arguments make the eager run raise the spec's own error; if it does not,
-            # compiling failed: for this call only when one kernel has been recompiled
-            # too often (many shapes or dtypes), else for good (no C++ compiler, ...).
-            result = spec_fn(OPS, x, targets, need_grad=need_grad, **params)
-            if type(exc).__name__ != "FailOnRecompileLimitHit":
-                _disable_fused(exc)
-            return result
-        else:
+        args = {k: _host_value(v) for k, v in params.items()}
+        norm = args.get("normalizer")
+        if isinstance(norm, numbers.Real) and not isinstance(norm, bool) and norm > 0:
+            # a run-time input, not a compile-time constant: a normalizer that changes
+            # every step (the number of positives) must not compile a kernel every step
+            args["normalizer"] = torch.tensor(float(norm), dtype=x.dtype, device=x.device)
+        tensors = {k: v for k, v in args.items() if isinstance(v, torch.Tensor)}
+        static = {k: v for k, v in args.items() if k not in tensors}
+        key, kernel = _kernel_for(spec_name, static)
+        if kernel is not _EAGER:
+            try:
+                out, grad, ok = kernel(spec_name, x, targets, tensors, static, need_grad)
+            except Exception as exc:  # noqa: BLE001
+                # Bad arguments: the eager run raises the spec's own error. Otherwise the
+                # compiler failed: for good (no C++ compiler, ...), or for this
+                # configuration only (one it cannot trace, or recompiled too often).
+                result = spec_fn(OPS, x, targets, need_grad=need_grad, **params)
+                if _compiler_failed(exc):
+                    _disable_fused(exc)
+                elif type(exc).__name__ != "FailOnRecompileLimitHit":
+                    with _KERNELS_LOCK:
+                        _KERNELS[key] = _EAGER
+                return result
             if ok is None:
                 _FUSED["calls"] += 1
                 return out, grad

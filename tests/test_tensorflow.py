@@ -412,7 +412,32 @@ class TestCompiledPath:
             tf.function(lambda a, c: ftf.sigmoid_focal_loss(a, c, gamma=gamma)) \
                 .get_concrete_function(tf.constant(x), tf.constant(t))
         assert len(b._cache) == 3
-        assert [k[2][0] for k in b._cache] == [("gamma", (float, g)) for g in (1.5, 2.0, 2.5)]
+        assert [k[0][2][0] for k in b._cache] == [("gamma", (float, g))
+                                                  for g in (1.5, 2.0, 2.5)]
+
+    def test_a_per_step_normalizer_and_numpy_scalars_reuse_one_compiled_function(
+            self, monkeypatch):
+        import focalx.backends.tensorflow as b
+        monkeypatch.setattr(b, "_cache", type(b._cache)())
+        x, t, _ = self._large(26)
+        self._no_op_by_op(monkeypatch)
+        for norm in (np.float64(5.0), 6, 7.5, np.array(9.0)):
+            got = ftf.sigmoid_focal_loss(tf.constant(x), tf.constant(t), reduction="sum",
+                                         gamma=np.float64(2.0), normalizer=norm)
+            _close(got, ref.sigmoid_focal_loss(x, t, reduction="sum", normalizer=float(norm)),
+                   rtol=2e-5)
+        assert len(b._cache) == 1
+
+    def test_eager_calls_with_many_shapes_stop_compiling(self, monkeypatch):
+        import focalx.backends.tensorflow as b
+        monkeypatch.setattr(b, "_cache", type(b._cache)())
+        monkeypatch.setattr(b, "_eager_shapes", {})
+        monkeypatch.setattr(b, "EAGER_MAX_SHAPES", 2)
+        x, t, _ = _data(27, shape=(300, 256))  # every row count above EAGER_XLA_MIN_SIZE
+        for rows in (300, 299, 298, 297):
+            got = ftf.sigmoid_focal_loss(tf.constant(x[:rows]), tf.constant(t[:rows]))
+            _close(got, ref.sigmoid_focal_loss(x[:rows], t[:rows]), rtol=2e-5)
+        assert len(b._cache) == 2
 
     def test_gradient_asked_for_outside_the_graph_or_by_tf_gradients(self):
         x, t, y = _data(25)

@@ -659,14 +659,17 @@ class TestFusedKernel:
         _assert_close(loss.double(), torch.tensor(want), rtol=2e-3)
 
     def test_a_compiler_failure_falls_back_with_one_warning(self, monkeypatch):
+        class BackendCompilerFailed(RuntimeError):  # what torch raises without a compiler
+            pass
+
         def broken_compile(fn, **kwargs):
             def kernel(*args):
-                raise RuntimeError("no C++ compiler")
+                raise BackendCompilerFailed("no C++ compiler")
             return kernel
         monkeypatch.setitem(self.bt._FUSED, "compile", broken_compile)
         monkeypatch.setattr(self.bt, "_KERNELS", {})
         x, t, _ = self._big(4)
-        with pytest.warns(RuntimeWarning, match="falls back to eager"):
+        with pytest.warns(RuntimeWarning, match="cannot compile here"):
             loss = ft.sigmoid_focal_loss(x, t)
         _assert_close(loss, torch.tensor(ref.sigmoid_focal_loss(x.numpy(), t.numpy())),
                       rtol=2e-6)
@@ -696,3 +699,32 @@ class TestFusedKernel:
             want = torch.expm1(v.to(dtype).double())
             rel = ((got - want).abs() / want.abs()).max().item()
             assert rel <= ulps * torch.finfo(dtype).eps, (dtype, rel)
+
+    def test_numpy_scalars_and_per_step_normalizers_use_one_kernel(self, monkeypatch):
+        monkeypatch.setattr(self.bt, "_KERNELS", {})
+        x, t, _ = self._big(7)
+        before = self.bt._FUSED["calls"]
+        for i, norm in enumerate([np.float64(5.0), 6, 7.5, np.array(9.0)]):
+            loss = ft.sigmoid_focal_loss(x, t, gamma=np.float64(2.0), reduction="sum",
+                                         normalizer=norm)
+            want = ref.sigmoid_focal_loss(x.numpy(), t.numpy(), gamma=2.0, reduction="sum",
+                                          normalizer=float(norm))
+            _assert_close(loss, torch.tensor(want), rtol=2e-6)
+        assert self.bt._FUSED["calls"] == before + 4 and self.bt._FUSED["enabled"]
+        assert len(self.bt._KERNELS) == 1
+        with pytest.raises(ValueError, match="normalizer must be finite and > 0, got -1"):
+            ft.sigmoid_focal_loss(x, t, normalizer=-1)
+
+    def test_a_configuration_the_compiler_cannot_trace_runs_eagerly(self, monkeypatch):
+        def untraceable(fn, **kwargs):
+            def kernel(*args):
+                raise NotImplementedError("Unsupported: something dynamo cannot trace")
+            return kernel
+        monkeypatch.setitem(self.bt._FUSED, "compile", untraceable)
+        monkeypatch.setattr(self.bt, "_KERNELS", {})
+        x, t, _ = self._big(8)
+        for _ in range(2):
+            _assert_close(ft.sigmoid_focal_loss(x, t),
+                          torch.tensor(ref.sigmoid_focal_loss(x.numpy(), t.numpy())), rtol=2e-6)
+        assert self.bt._FUSED["enabled"]
+        assert list(self.bt._KERNELS.values()) == [self.bt._EAGER]
