@@ -98,7 +98,7 @@ class PaddleOps:
     """:class:`focalx._spec.Ops` for paddle.
 
     In dygraph mode value checks read the tensor (``concrete_range``); in a static
-    program ``assert_all`` records the condition and :func:`_run` makes the result
+    program ``assert_values`` records the condition and :func:`_run` makes the result
     NaN where one fails.
     """
 
@@ -196,10 +196,10 @@ class PaddleOps:
     def as_mask(keep, like):
         return keep.astype(like.dtype)
 
-    def assert_all(self, cond, message):
+    def assert_values(self, a, cond, message):
         # Reached only in a static program, where values are symbolic: recorded, and
         # the result is made NaN where it fails (see _run).
-        self.unchecked.append(paddle.all(cond))
+        self.unchecked.append(paddle.all(cond(a)))
 
     @staticmethod
     def tracing():

@@ -184,10 +184,10 @@ class TensorflowOps:
     def as_mask(keep, like):
         return tf.cast(keep, like.dtype)
 
-    def assert_all(self, cond, message):
+    def assert_values(self, a, cond, message):
         # A graph (tf.function, XLA) or a device whose values cannot be read without a
         # sync: checked when the graph runs (see _run).
-        self.unchecked.append((tf.reduce_all(cond), message))
+        self.unchecked.append((tf.reduce_all(cond(a)), message))
 
     @staticmethod
     def tracing():

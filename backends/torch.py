@@ -136,11 +136,11 @@ class TorchOps:
         return keep.to(like.dtype)
 
     @staticmethod
-    def assert_all(cond, message):
+    def assert_values(a, cond, message):
         # Reached where values cannot be read without a host sync (an accelerator, or
         # inside torch.compile): a device-side assert, raised as RuntimeError when it
         # is next synchronised.
-        torch._assert_async(cond.all(), message)
+        torch._assert_async(cond(a).all(), message)
 
     @staticmethod
     def tracing():
@@ -189,8 +189,8 @@ class _RecordingOps(TorchOps):
     def concrete_range(a):
         return None
 
-    def assert_all(self, cond, message):
-        self.unchecked.append(cond.all())
+    def assert_values(self, a, cond, message):
+        self.unchecked.append(cond(a).all())
 
     @staticmethod
     def expm1(a):

@@ -34,7 +34,7 @@ class ArrayModuleOps:
     """:class:`focalx._spec.Ops` for a NumPy-like array module ``xp`` (NumPy, jax.numpy).
 
     A subclass sets ``xp`` and supplies what differs between array libraries:
-    log_softmax, scatter, asarray, kind, as_index, assert_all, tracing,
+    log_softmax, scatter, asarray, kind, as_index, assert_values, tracing,
     concrete_range.
     """
 
@@ -144,8 +144,8 @@ class NumpyOps(ArrayModuleOps):
         return np.asarray(a).astype(np.int64)
 
     @staticmethod
-    def assert_all(cond, message):
-        if not np.all(cond):
+    def assert_values(a, cond, message):
+        if not np.all(cond(a)):
             raise ValueError(message)
 
     @staticmethod

@@ -130,8 +130,10 @@ class Ops(Protocol):
     def as_index(self, a): ...            # cast to int64
     def as_mask(self, keep, like): ...    # bool -> like's dtype
     def tracing(self) -> bool: ...        # inside a compiler's trace (values are symbolic)
-    def assert_all(self, cond, message): ...  # all(cond) else fail: a device-side/traced
-    #                                       assert where values cannot be read
+    def assert_values(self, a, cond, message): ...  # all(cond(a)) else fail: a device-side
+    #                                       or traced assert where values cannot be read;
+    #                                       cond is an interval test (true on [lo, hi],
+    #                                       false on NaN), so a backend may test a's min/max
     def concrete_range(self, a): ...      # (lo, hi), or None where values cannot be read
     #                                       without a host sync (traced, accelerator) or a is empty
     def broadcast_like(self, a, like): ...  # a broadcast to like's (run-time) shape
@@ -616,14 +618,15 @@ def _host_range(ops, v):
 
 def _check_values(ops, arr, check, cond, message, rng=None):
     """A value check: precise, with ``check(lo, hi)``, where the values can be read
-    without a host sync; otherwise ``ops.assert_all(cond(arr), message)``, which a
-    backend turns into an asynchronous device-side assert (or a traced one)."""
+    without a host sync; otherwise ``ops.assert_values(arr, cond, message)``, which a
+    backend turns into an asynchronous device-side assert (or a traced one). Every
+    ``cond`` is an interval test: true exactly on a range, false on NaN."""
     if rng is None:
         rng = ops.concrete_range(arr)
     if rng is not None:
         check(*rng)
     else:
-        ops.assert_all(cond(arr), message)
+        ops.assert_values(arr, cond, message)
 
 
 def _check_unit(ops, arr, name, rng=None):

@@ -320,3 +320,19 @@ class TestDifferentiationBeyondLogits:
         per = jax.vmap(lambda a, b: fj.softmax_focal_loss(a, b))(jnp.asarray(x),
                                                                jnp.asarray(y).at[2].set(-1))
         assert np.isnan(per[2]) and np.all(np.isfinite(np.delete(np.asarray(per), 2)))
+
+    def test_failed_value_checks_under_jit_make_the_whole_gradient_nan(self):
+        # The gradient comes from its own pass (see _apply), which skips the checks:
+        # the loss pass's verdict must still reach it. NaN targets fail the checks too.
+        x, t, y = _data(25)
+        x, t, y = jnp.asarray(x), jnp.asarray(t), jnp.asarray(y)
+        sig = jax.jit(jax.value_and_grad(lambda a, b, al: fj.sigmoid_focal_loss(a, b, alpha=al)))
+        loss, g = sig(x, t, jnp.asarray(0.25))
+        assert np.isfinite(float(loss)) and np.all(np.isfinite(np.asarray(g)))
+        for bad_t, bad_alpha in ((t.at[3, 1].set(2.0), 0.25), (t.at[0, 0].set(-0.5), 0.25),
+                                 (t.at[5, 4].set(np.nan), 0.25), (t, 1.5)):
+            loss, g = sig(x, bad_t, jnp.asarray(bad_alpha))
+            assert np.isnan(float(loss)) and np.all(np.isnan(np.asarray(g)))
+        soft = jax.jit(jax.value_and_grad(lambda a, b: fj.softmax_focal_loss(a, b, axis=1)))
+        loss, g = soft(x, y.at[2].set(7))
+        assert np.isnan(float(loss)) and np.all(np.isnan(np.asarray(g)))
