@@ -31,7 +31,10 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import paddle
@@ -266,13 +269,39 @@ def _run(fn, x, arrays, static, need_grad):
 # elementwise losses are concatenated and reduced by the spec's own `reduce`, with
 # the whole array's denominator and normalizer, so the result is the same number.
 # Blocks start at multiples of _BLOCK_ALIGN elements, so every element takes the same
-# (vector or scalar) path through a kernel as in the whole array.
+# (vector or scalar) path through a kernel as in the whole array. Paddle releases the
+# GIL inside its kernels, so the blocks run on THREADS threads at once: the CPU's
+# other cores, which Paddle's own kernels leave idle.
 # ---------------------------------------------------------------------------
 
 _BLOCK_ELEMS = 1 << 18      # 1 MiB of float32 per block
 _BLOCK_MIN = 1 << 20        # run whole below this many elements
 _BLOCK_ALIGN = 64
 _BLOCKWISE = (_spec.run_sigmoid_focal_loss, _spec.run_sigmoid_focal_loss_star)
+#: Threads that run row blocks (1: one after another, in the calling thread).
+THREADS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+              else (os.cpu_count() or 1))
+_pool = None                # (pid, threads, executor): a fork gets a new one
+_pool_lock = threading.Lock()
+
+
+def _executor():
+    """The block threads' executor, or None for THREADS <= 1."""
+    global _pool
+    if THREADS <= 1:
+        return None
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid() or _pool[1] != THREADS:
+            # (after a fork the parent's threads do not exist in the child)
+            _pool = (os.getpid(), THREADS,
+                     ThreadPoolExecutor(THREADS, thread_name_prefix="focalx-paddle"))
+        return _pool[2]
+
+
+def _map(f, items):
+    """[f(item) ...], on the block threads where there are several."""
+    pool = _executor()
+    return list(pool.map(f, items)) if pool is not None else [f(a) for a in items]
 
 
 def _row_blocks(fn, x, arrays, static):
@@ -322,7 +351,7 @@ class _Blocks(list):
         self.bounds = bounds  # [(start, stop), ...] rows of each block
 
     def __mul__(self, s):
-        return _Blocks((g * s for g in self), self.bounds)
+        return _Blocks(_map(lambda g: g * s, self), self.bounds)
 
 
 def _run_blocks(fn, x, arrays, static, need_grad, blocks):
@@ -336,13 +365,17 @@ def _run_blocks(fn, x, arrays, static, need_grad, blocks):
         return a
 
     per_block = dict(static, reduction="none", normalizer=None)
-    losses, grads = [], _Blocks((), blocks)
-    for i, j in blocks:
-        sub = {k: part(v, i, j) for k, v in arrays.items() if k != "normalizer"}
-        out, grad = fn(ops, x[i:j], sub.pop("targets"), need_grad=need_grad,
-                       **per_block, **sub)
-        losses.append(out)
-        grads.append(grad)
+
+    def run(bounds):
+        i, j = bounds
+        with paddle.no_grad():  # (the grad mode of a worker thread is its own)
+            sub = {k: part(v, i, j) for k, v in arrays.items() if k != "normalizer"}
+            return fn(ops, x[i:j], sub.pop("targets"), need_grad=need_grad,
+                      **per_block, **sub)
+
+    results = _map(run, blocks)
+    losses = [out for out, _ in results]
+    grads = _Blocks((g for _, g in results), blocks)
     normalizer = arrays.get("normalizer", static.get("normalizer"))
     normalizer = _spec._normalizer(ops, normalizer, x)
     loss = paddle.concat(losses, axis=0)
@@ -405,10 +438,12 @@ class _FocalLayer(PyLayer):
     def backward(ctx, grad_out):
         if ctx.blocks:  # elementwise loss: the same products, block by block
             whole = len(grad_out.shape) == 0  # else "none": grad_out has the logits' shape
-            grad_x = paddle.concat(
-                [_cast((grad_out if whole else grad_out[i:j]).astype(g.dtype) * g,
-                       ctx.x_dtype)
-                 for (i, j), g in zip(ctx.blocks, ctx.saved_tensor())], axis=0)
+
+            def part(block):
+                (i, j), g = block
+                return _cast((grad_out if whole else grad_out[i:j]).astype(g.dtype) * g,
+                             ctx.x_dtype)
+            grad_x = paddle.concat(_map(part, zip(ctx.blocks, ctx.saved_tensor())), axis=0)
             return (grad_x,) + (None,) * ctx.n_tensors
         (grad,) = ctx.saved_tensor()
         if len(grad_out.shape) and ctx.class_axis is not None:  # per-sample softmax loss

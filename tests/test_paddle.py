@@ -9,6 +9,7 @@ import math
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -777,6 +778,50 @@ class TestRowBlocks:
         with pytest.raises(exc, match=match):
             fpd.sigmoid_focal_loss(_t(xn, "float32", grad=True), t, **kw)
         assert small_blocks.done == 0
+
+    def test_blocks_run_on_the_block_threads_with_one_threads_bits(self, small_blocks,
+                                                                   monkeypatch):
+        rng = _rng(76)
+        xn = rng.normal(size=BLOCK_SHAPE) * 3
+        tn = (rng.random(BLOCK_SHAPE) < 0.1).astype(np.float64)
+        names = set()
+        exp = backend.PaddleOps.exp
+
+        def spy(a):
+            names.add(threading.current_thread().name.split("_")[0])
+            return exp(a)
+        monkeypatch.setattr(backend.PaddleOps, "exp", staticmethod(spy))
+        call = _loss_and_grad(fpd.sigmoid_focal_loss, xn, tn, alpha=0.3)
+        monkeypatch.setattr(backend, "THREADS", 3)
+        threaded = [a.numpy() for a in call()]
+        assert names == {"focalx-paddle"}, names
+        names.clear()
+        monkeypatch.setattr(backend, "THREADS", 1)
+        serial = [a.numpy() for a in call()]
+        assert names == {threading.current_thread().name.split("_")[0]}
+        assert small_blocks.done == 2
+        _assert_same_bits(threaded, serial)
+
+    def test_a_forked_child_runs_blocks_on_threads_of_its_own(self):
+        # A fork (a DataLoader worker) copies the executor but not its threads: the child
+        # must not wait on them forever.
+        code = textwrap.dedent("""
+            import os, sys
+            import paddle, focalx.paddle as fpd
+            from focalx.backends import paddle as backend
+            backend._BLOCK_MIN, backend._BLOCK_ELEMS, backend.THREADS = 1, 500, 2
+            x = paddle.to_tensor([[0.5] * 96] * 67)
+            first = float(fpd.sigmoid_focal_loss(x, paddle.zeros_like(x)))
+            pid = os.fork()
+            if pid == 0:
+                again = float(fpd.sigmoid_focal_loss(x, paddle.zeros_like(x)))
+                os._exit(0 if again == first else 3)
+            _, status = os.waitpid(pid, 0)
+            sys.exit(os.waitstatus_to_exitcode(status))
+        """)
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
 
 
 # ---------------------------------------------------------------------------
