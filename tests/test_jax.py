@@ -69,6 +69,28 @@ class TestOptaxParity:
         _close(g, g_optax, rtol=1e-10, atol=1e-300)
 
 
+class TestOps:
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+    def test_take_of_a_log_softmax_equals_the_full_arrays_element_bit_for_bit(self, dtype):
+        from focalx.backends.jax import JaxOps
+        rng = np.random.default_rng(40)
+        x = (rng.normal(size=(64, 7, 9)) * rng.choice([1.0, 30.0, 3e3], size=(64, 1, 1)))
+        x[0, :, 0] = 200.0  # ties for the largest
+        x = jnp.asarray(x.astype(dtype))
+        for axis in (-1, 1, 0):
+            ops = JaxOps()
+            lp = ops.log_softmax(x, axis)
+            idx = jnp.asarray(rng.integers(0, x.shape[axis], size=np.shape(
+                np.take(np.asarray(x), [0], axis=axis))))
+            got = jax.jit(lambda v, i: ops.take(JaxOps.log_softmax(ops, v, axis), i, axis))(
+                x, idx)  # traced: the gather from the logits
+            want = np.take_along_axis(np.asarray(lp), np.asarray(idx), axis=axis)
+            np.testing.assert_array_equal(np.asarray(got), want)
+            np.testing.assert_array_equal(np.asarray(ops.take(lp, idx, axis)), want)
+            np.testing.assert_allclose(np.asarray(lp), jax.nn.log_softmax(x, axis=axis),
+                                       rtol=0, atol=0)
+
+
 class TestTransformations:
     def test_jit_grad_value_and_grad_match_reference(self):
         x, t, y = _data(5)
