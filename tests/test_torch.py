@@ -386,6 +386,26 @@ class TestAutogradAndCompile:
         assert saved == [] and a.grad_fn is None
         _assert_close(a, ft.sigmoid_focal_loss(x, t).detach(), rtol=0)
 
+    @pytest.mark.parametrize("rows", [64, 1 << 12])  # op by op, and the fused kernel
+    def test_backward_twice_with_retain_graph_gives_the_same_gradient(self, rows):
+        # backward scales the saved gradient in place only when it is used once
+        x = torch.randn(rows, 80, requires_grad=True)
+        t = (torch.rand(rows, 80) < 0.2).float()
+        for loss_fn in (lambda: ft.sigmoid_focal_loss(x, t),
+                        lambda: ft.softmax_focal_loss(x, t.argmax(1), reduction="sum"),
+                        lambda: ft.softmax_focal_loss(x, t.argmax(1), reduction="none")):
+            loss = loss_fn()
+            go = torch.rand_like(loss) + 0.5
+            (first,) = torch.autograd.grad(loss, x, go, retain_graph=True)
+            (second,) = torch.autograd.grad(loss, x, go)
+            torch.testing.assert_close(second, first, rtol=0, atol=0)
+            (fresh,) = torch.autograd.grad(loss_fn(), x, go)
+            torch.testing.assert_close(fresh, first, rtol=0, atol=0)
+            x.grad = None
+            loss_fn().backward(go)  # the in-place path, through .backward
+            torch.testing.assert_close(x.grad, first, rtol=0, atol=0)
+            x.grad = None
+
     def test_inductor_fullgraph_matches_eager(self):
         torch._dynamo.reset()
         f = torch.compile(lambda x, y: ft.sigmoid_focal_loss(x, y, gamma=0.5), fullgraph=True)
