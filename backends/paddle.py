@@ -444,11 +444,19 @@ class _FocalLayer(PyLayer):
         if ctx.blocks:  # elementwise loss: the same products, block by block
             whole = len(grad_out.shape) == 0  # else "none": grad_out has the logits' shape
 
+            saved = ctx.saved_tensor()
+            shape = [ctx.blocks[-1][1]] + list(saved[0].shape[1:])
+            grad_x = paddle.empty(shape, dtype=ctx.x_dtype)
+
             def part(block):
+                # each thread writes its rows of the result (a slice is a view), so the
+                # result's fresh memory is touched in parallel, not by one concat
                 (i, j), g = block
-                return _cast((grad_out if whole else grad_out[i:j]).astype(g.dtype) * g,
-                             ctx.x_dtype)
-            grad_x = paddle.concat(_map(part, zip(ctx.blocks, ctx.saved_tensor())), axis=0)
+                with paddle.no_grad():
+                    paddle.assign(_cast((grad_out if whole else grad_out[i:j])
+                                        .astype(g.dtype) * g, ctx.x_dtype),
+                                  output=grad_x[i:j])
+            _map(part, zip(ctx.blocks, saved))
             return (grad_x,) + (None,) * ctx.n_tensors
         (grad,) = ctx.saved_tensor()
         if len(grad_out.shape) and ctx.class_axis is not None:  # per-sample softmax loss
