@@ -296,8 +296,8 @@ class _Compiled:
         self.messages = None
         self.need_grad = need_grad
         # (Unlike the JAX backend, the sigmoid gradient is not computed in a pass of its
-        # own: with TensorFlow's XLA that was slower, 24 against 22 ms at 4M elements
-        # under jit_compile and 27 against 13 ms in a plain tf.function, measured.)
+        # own: with TensorFlow's XLA that was slower at 4M elements, 24 against 22-23.5 ms
+        # under jit_compile and 27 against 20-22 ms in a plain tf.function, measured.)
 
         def body(x, targets, *tensors):
             ops = TensorflowOps()
