@@ -234,6 +234,9 @@ def _apply(run, logits, arrays, class_axis, split):
             _, vjp = jax.vjp(lambda fl: run(x.astype(compute), {**arrs, **fl}, False)[0]
                              .astype(x_dtype), floats)
             (ct,) = vjp(g_out)
+            if ok is not None:
+                # (the loss's own where(ok, ., nan) passes these a zero cotangent)
+                ct = jax.tree_util.tree_map(lambda c: jnp.where(ok, c, jnp.nan), ct)
             cts.update(ct)
         return g_x, cts
 

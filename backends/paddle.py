@@ -346,7 +346,8 @@ def _row_blocks(fn, x, arrays, static):
 class _Blocks(list):
     """Per-block gradients (the row blocks of the whole gradient, in order): multiplying
     by a scalar (the spec's reduce) is blockwise, and :class:`_FocalLayer` keeps the
-    blocks for backward, where they meet the incoming gradient and are concatenated."""
+    blocks for backward, where they meet the incoming gradient and are written into
+    their rows of the result."""
 
     def __init__(self, grads, bounds):
         super().__init__(grads)
@@ -446,17 +447,24 @@ class _FocalLayer(PyLayer):
 
             saved = ctx.saved_tensor()
             shape = [ctx.blocks[-1][1]] + list(saved[0].shape[1:])
-            grad_x = paddle.empty(shape, dtype=ctx.x_dtype)
+            grad_x = paddle.empty(shape, dtype=ctx.x_dtype, device=saved[0].place)
+            # each thread writes its rows of the result, so the result's fresh memory
+            # is touched in parallel rather than by one serial concatenation; that
+            # needs slices to be views (Paddle's default, FLAGS_use_stride_kernel)
+            shared = getattr(grad_x[0:1], "_is_shared_buffer_with", None)
+            views = shared is not None and shared(grad_x)
 
             def part(block):
-                # each thread writes its rows of the result (a slice is a view), so the
-                # result's fresh memory is touched in parallel, not by one concat
                 (i, j), g = block
                 with paddle.no_grad():
-                    paddle.assign(_cast((grad_out if whole else grad_out[i:j])
-                                        .astype(g.dtype) * g, ctx.x_dtype),
-                                  output=grad_x[i:j])
-            _map(part, zip(ctx.blocks, saved))
+                    prod = _cast((grad_out if whole else grad_out[i:j]).astype(g.dtype) * g,
+                                 ctx.x_dtype)
+                    if not views:
+                        return prod
+                    paddle.assign(prod, output=grad_x[i:j])
+            parts = _map(part, zip(ctx.blocks, saved))
+            if not views:
+                grad_x = paddle.concat(parts, axis=0)
             return (grad_x,) + (None,) * ctx.n_tensors
         (grad,) = ctx.saved_tensor()
         if len(grad_out.shape) and ctx.class_axis is not None:  # per-sample softmax loss

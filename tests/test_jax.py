@@ -358,3 +358,11 @@ class TestDifferentiationBeyondLogits:
         soft = jax.jit(jax.value_and_grad(lambda a, b: fj.softmax_focal_loss(a, b, axis=1)))
         loss, g = soft(x, y.at[2].set(7))
         assert np.isnan(float(loss)) and np.all(np.isnan(np.asarray(g)))
+        # differentiated targets and alpha too (soft targets from a teacher, a learned alpha)
+        every = jax.jit(jax.grad(lambda a, b, al: fj.sigmoid_focal_loss(a, b * 0.8 + 0.1,
+                                                                        alpha=al),
+                                 argnums=(0, 1, 2)))
+        assert all(np.all(np.isfinite(np.asarray(v))) for v in every(x, t, jnp.asarray(0.25)))
+        for bad_t, bad_alpha in ((t.at[3, 1].set(2.0), 0.25), (t, 1.5)):
+            grads = every(x, bad_t, jnp.asarray(bad_alpha))
+            assert all(np.all(np.isnan(np.asarray(v))) for v in grads)

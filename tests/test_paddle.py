@@ -789,6 +789,24 @@ class TestRowBlocks:
             fpd.sigmoid_focal_loss(_t(xn, "float32", grad=True), t, **kw)
         assert small_blocks.done == 0
 
+    @pytest.mark.parametrize("reduction", ["mean", "none"])
+    def test_same_bits_when_slices_are_copies(self, small_blocks, monkeypatch, reduction):
+        # backward writes blocks into slices of the result; with Paddle's stride kernels
+        # off a slice is a copy, and the blocks must be concatenated instead
+        rng = _rng(77)
+        xn = rng.normal(size=BLOCK_SHAPE) * 3
+        tn = (rng.random(BLOCK_SHAPE) < 0.1).astype(np.float64)
+        go = rng.random(BLOCK_SHAPE) if reduction == "none" else None
+        flag = "FLAGS_use_stride_kernel"
+        old = paddle.get_flags(flag)[flag]
+        paddle.set_flags({flag: False})
+        try:
+            got, want = _blocked_and_whole(monkeypatch, small_blocks, _loss_and_grad(
+                fpd.sigmoid_focal_loss, xn, tn, "float32", go, reduction=reduction))
+        finally:
+            paddle.set_flags({flag: old})
+        _assert_same_bits(got, want)
+
     def test_blocks_run_on_the_block_threads_with_one_threads_bits(self, small_blocks,
                                                                    monkeypatch):
         rng = _rng(76)

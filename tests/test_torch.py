@@ -406,6 +406,27 @@ class TestAutogradAndCompile:
             torch.testing.assert_close(x.grad, first, rtol=0, atol=0)
             x.grad = None
 
+    def test_batched_backward_and_hooked_saved_tensors_are_not_overwritten(self):
+        x = torch.randn(8, 5, requires_grad=True)
+        t = (torch.rand(8, 5) < 0.3).float()
+        for reduction in ("none", "sum"):
+            loss = ft.sigmoid_focal_loss(x, t, reduction=reduction)
+            gos = torch.stack([torch.ones_like(loss), 2 * torch.ones_like(loss)])
+            (g,) = torch.autograd.grad(loss, x, gos, is_grads_batched=True)
+            torch.testing.assert_close(g[1], 2 * g[0])
+        jac = torch.autograd.functional.jacobian(
+            lambda a: ft.sigmoid_focal_loss(a, t, reduction="none"), x.detach(), vectorize=True)
+        want = torch.autograd.functional.jacobian(
+            lambda a: ft.sigmoid_focal_loss(a, t, reduction="none"), x.detach())
+        torch.testing.assert_close(jac, want)
+        kept = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda s: kept.append(s) or s,
+                                                      lambda s: s):
+            loss = ft.sigmoid_focal_loss(x, t)
+        before = kept[-1].clone()
+        torch.autograd.grad(loss, x, torch.tensor(3.0))
+        torch.testing.assert_close(kept[-1], before, rtol=0, atol=0)
+
     def test_inductor_fullgraph_matches_eager(self):
         torch._dynamo.reset()
         f = torch.compile(lambda x, y: ft.sigmoid_focal_loss(x, y, gamma=0.5), fullgraph=True)
