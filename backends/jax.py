@@ -164,10 +164,10 @@ def _run(fn, x, arrs, need_grad, checks=True, **kw):
 def _apply(run, logits, arrays, class_axis, split):
     """loss = run(x, arrays, False)[0] with the spec's gradient w.r.t. x (custom_vjp).
 
-    run(x, arrays, need_grad, lead=False, checks=True) -> (loss, grad, ok) runs the spec
-    (see _run); lead=True says that x and the targets carry an extra leading axis of
-    size 1 (a non-negative class axis moves by one). split: compute the gradient in
-    its own pass (see fwd) rather than in the loss's.
+    run(x, arrays, need_grad, checks=True) -> (loss, grad, ok) runs the spec (see _run).
+    split: compute the gradient in its own pass (see fwd) rather than in the loss's; run
+    must then take x and the targets with an extra leading axis of size 1 (as an
+    elementwise loss does).
 
     `arrays` (targets and array-valued hyperparameters) are explicit primal inputs,
     so that tracers from jit / vmap / shard_map are never closed over. The logits get
@@ -207,7 +207,7 @@ def _apply(run, logits, arrays, class_axis, split):
             # pass is faster there.)
             xg, ag = jax.lax.optimization_barrier((xc, arrs))
             ag = dict(ag, targets=ag["targets"][None])
-            _, grad, _ = run(xg[None], ag, True, lead=True, checks=False)
+            _, grad, _ = run(xg[None], ag, True, checks=False)
             grad = grad[0]
         return out.astype(x_dtype), (grad, ok, x, arrs)
 
@@ -273,7 +273,7 @@ def sigmoid_focal_loss(logits, targets, *, gamma=2.0, alpha=0.25, pos_weight=Non
     arrays, static = _split(alpha=alpha, pos_weight=pos_weight, weight=weight,
                             normalizer=normalizer)
 
-    def run(x, arrs, need_grad, lead=False, checks=True):
+    def run(x, arrs, need_grad, checks=True):
         return _run(_spec.run_sigmoid_focal_loss, x, arrs, need_grad, checks, gamma=gamma,
                     ignore_index=ignore_index, label_smoothing=label_smoothing,
                     reduction=reduction, from_logits=from_logits, **static)
@@ -288,7 +288,7 @@ def sigmoid_focal_loss_star(logits, targets, *, gamma=1.0, beta=0.0, alpha=None,
     _check_arrays(logits, targets)
     arrays, static = _split(alpha=alpha, weight=weight, normalizer=normalizer)
 
-    def run(x, arrs, need_grad, lead=False, checks=True):
+    def run(x, arrs, need_grad, checks=True):
         return _run(_spec.run_sigmoid_focal_loss_star, x, arrs, need_grad, checks, gamma=gamma,
                     beta=beta, ignore_index=ignore_index, label_smoothing=label_smoothing,
                     reduction=reduction, **static)
@@ -308,11 +308,10 @@ def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
     class_axis = _spec.check_axis(axis, ndim) if ndim else 0
     arrays, static = _split(alpha=alpha, weight=weight, normalizer=normalizer)
 
-    def run(x, arrs, need_grad, lead=False, checks=True):
-        ax = axis + 1 if lead and isinstance(axis, int) and axis >= 0 else axis
+    def run(x, arrs, need_grad, checks=True):
         return _run(_spec.run_softmax_focal_loss, x, arrs, need_grad, checks, gamma=gamma,
                     ignore_index=ignore_index, label_smoothing=label_smoothing,
-                    reduction=reduction, axis=ax, from_logits=from_logits, **static)
+                    reduction=reduction, axis=axis, from_logits=from_logits, **static)
 
     return _apply(run, logits, dict(arrays, targets=jnp.asarray(targets)), class_axis,
                   split=False)

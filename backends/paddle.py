@@ -270,8 +270,9 @@ def _run(fn, x, arrays, static, need_grad):
 # blocks' losses concatenated: the same numbers bit for bit. For a sum or mean it gets
 # each block's sum (a 16 MiB concatenation cost 9 ms at 4M elements): the same number
 # up to the order of the summation, a float rounding. The gradient is the whole's,
-# bit for bit, in every reduction. Blocks start at multiples of _BLOCK_ALIGN elements, so every element takes the same
-# (vector or scalar) path through a kernel as in the whole array. Paddle releases the
+# bit for bit, in every reduction. Blocks start at multiples of _BLOCK_ALIGN elements,
+# so every element takes the same (vector or scalar) path through a kernel as in the
+# whole array. Paddle releases the
 # GIL inside its kernels, so the blocks run on THREADS threads at once: the CPU's
 # other cores, which Paddle's own kernels leave idle.
 # ---------------------------------------------------------------------------
@@ -376,9 +377,9 @@ def _run_blocks(fn, x, arrays, static, need_grad, blocks):
             out, grad = fn(ops, x[i:j], sub.pop("targets"), need_grad=need_grad,
                            **per_block, **sub)
             # a sum or mean needs only the block's sum: no full-size concatenation
-            return (out if whole else paddle.sum(out).reshape([1])), grad
+            return (out if elementwise else paddle.sum(out).reshape([1])), grad
 
-    whole = static["reduction"] == "none"
+    elementwise = static["reduction"] == "none"
     results = _map(run, blocks)
     losses = [out for out, _ in results]
     grads = _Blocks((g for _, g in results), blocks)
