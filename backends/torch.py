@@ -405,6 +405,8 @@ class _FocalFunction(torch.autograd.Function):
 
 
 def _no_saved_tensor_hooks() -> bool:
+    if torch.compiler.is_compiling():
+        return False  # (backward is traced, never in place; and dynamo cannot trace this)
     try:
         return torch._C._autograd._top_saved_tensors_default_hooks(False) is None
     except (AttributeError, RuntimeError, TypeError):  # a private API: when in doubt, no
