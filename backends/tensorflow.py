@@ -16,7 +16,10 @@ elementwise ops into a few loops: always inside a graph (in a user's
 is inlined), and eagerly for logits of at least ``EAGER_XLA_MIN_SIZE`` elements
 (smaller eager calls run op by op: a compilation per shape would not pay). The
 formulas are the same; XLA may round a fused expression or order a sum
-differently (float rounding). Configurations are keyed by the Python
+differently (float rounding). The sigmoid losses use the spec's lean evaluation
+(one exp, one log and one division per element), and inside XLA the sigmoid
+gradient is computed from its own copy of the terms, sharing only the exp with
+the loss: XLA on CPU writes out every intermediate that two loops share. Configurations are keyed by the Python
 hyperparameters and the shapes and dtypes of the tensor arguments; the
 ``CACHE_SIZE`` most recently used are kept. A hyperparameter given as a NumPy
 array takes the op-by-op path. ``USE_XLA = False`` turns the compiled path off.
@@ -37,7 +40,10 @@ Static and run-time arguments:
   ``ValueError`` eagerly on CPU. In a graph Python cannot read the values, so
   a failed check raises ``InvalidArgumentError`` (naming the argument) when the
   graph runs, and under XLA, which drops assertions, it makes the loss and its
-  gradient NaN instead: never a plausible wrong number.
+  whole gradient NaN instead: never a plausible wrong number. (Under XLA a
+  summed loss that is NaN for another reason, a NaN logit, also makes the whole
+  gradient NaN: checks on arrays of the loss's shape are folded into its sum,
+  see ``TensorflowOps.checked_sum``.)
 
 Gradients flow to the logits only: targets and array hyperparameters get no
 gradient (``tape.gradient`` returns None for them), and a second derivative
@@ -57,6 +63,11 @@ import threading
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.eager import record as _record
+
+try:  # XLA's optimization barrier (tf2xla's Python wrapper; not in TensorFlow's public API)
+    from tensorflow.compiler.tf2xla.python.xla import optimization_barrier as _barrier
+except ImportError:  # pragma: no cover - an older or stripped TensorFlow: no fork
+    _barrier = None
 
 from .. import _spec
 
@@ -100,8 +111,21 @@ class TensorflowOps:
     expand_dims = staticmethod(tf.expand_dims)
     kind = staticmethod(_kind)
 
-    def __init__(self):
+    #: The spec's lean sigmoid evaluation (one exp, one log, one division per element):
+    #: XLA on CPU runs it faster than exp, log1p and two more exps (measured in
+    #: _Compiled), and op by op it is fewer kernels.
+    lean_sigmoid = True
+
+    def __init__(self, compiled=False):
         self.unchecked = []  # (condition, message) for values Python could not read
+        # Inside the compiled function: value checks on arrays of the summed loss's
+        # shape, which checked_sum folds into the loss (see there); `folded` holds the
+        # indices in `unchecked` of those it folded.
+        self.foldable = [] if compiled else None
+        self.folded = set()
+        # Inside the compiled function the sigmoid gradient gets its own copy of the
+        # terms, behind an optimization barrier (see _fork).
+        self.fork = _fork if compiled and _barrier is not None else None
 
     @staticmethod
     def maximum0(a):
@@ -187,7 +211,33 @@ class TensorflowOps:
     def assert_values(self, a, cond, message):
         # A graph (tf.function, XLA) or a device whose values cannot be read without a
         # sync: checked when the graph runs (see _run).
+        if self.foldable is not None and a.shape.rank:
+            self.foldable.append((a, cond, len(self.unchecked)))
         self.unchecked.append((tf.reduce_all(cond(a)), message))
+
+    def checked_sum(self, loss):
+        """sum(loss), NaN where a value check on an array of loss's shape fails.
+
+        XLA on CPU writes out the input of every reduction: a check reduced on its own
+        writes a full-size boolean array and reduces it (about 2.5 ms of a 11 ms forward
+        and backward at 4M elements, measured). Folded into the loss, the check is a
+        select in the loss's own loop, and the loss's sum is NaN where it fails (the
+        loss is >= 0 everywhere, so nothing else makes the sum NaN but a NaN element).
+        Only arrays with the loss's static shape (unknown sizes in the same places) are
+        folded: the spec broadcasts them to the logits, so they match the loss at run
+        time too. The caller then reads a NaN sum as a failed check (see _Compiled).
+        """
+        if self.foldable and loss.shape.rank:
+            shape = loss.shape.as_list()
+            conds = [(cond(a), i) for a, cond, i in self.foldable
+                     if a.shape.as_list() == shape and i not in self.folded]
+            if conds:
+                ok = conds[0][0]
+                for c, _ in conds[1:]:
+                    ok = ok & c
+                loss = tf.where(ok, loss, tf.constant(float("nan"), loss.dtype))
+                self.folded.update(i for _, i in conds)
+        return tf.reduce_sum(loss)
 
     @staticmethod
     def tracing():
@@ -216,6 +266,23 @@ class TensorflowOps:
     @staticmethod
     def gather_classes(v, idx):
         return tf.gather(v, idx)
+
+
+def _fork(values):
+    """The tensors among `values` through one XLA optimization barrier (other entries,
+    None or Python numbers, as they are): XLA cannot merge what is computed from the
+    copies with what is computed from the originals."""
+    idx = [i for i, v in enumerate(values) if isinstance(v, tf.Tensor)]
+    if not idx:
+        return values
+    copies = _barrier(*(values[i] for i in idx))
+    out = list(values)
+    for i, c in zip(idx, copies):
+        # stop_gradient: the barrier has no registered gradient, and a tape recording a
+        # call of the compiled function differentiates its whole graph (the copies feed
+        # the closed-form gradient only, which is never differentiated).
+        out[i] = tf.stop_gradient(c)
+    return tuple(out)
 
 
 def _run(fn, x, targets, need_grad, **kw):
@@ -294,19 +361,27 @@ class _Compiled:
 
     def __init__(self, fn, need_grad, static, names, specs):
         self.messages = None
+        self.folded = 0  # value checks folded into the loss's sum (see checked_sum)
         self.need_grad = need_grad
         # (Unlike the JAX backend, the sigmoid gradient is not computed in a pass of its
         # own: with TensorFlow's XLA that was slower at 4M elements, 24 against 22-23.5 ms
         # under jit_compile and 27 against 20-22 ms in a plain tf.function, measured.)
 
         def body(x, targets, *tensors):
-            ops = TensorflowOps()
+            ops = TensorflowOps(compiled=True)
             out, grad = fn(ops, x, targets, need_grad=need_grad, **static,
                            **dict(zip(names, tensors)))
             self.messages = [m for _, m in ops.unchecked]
+            self.folded = len(ops.folded)
             if ops.unchecked:
                 conds = tf.stack([c for c, _ in ops.unchecked])
-                ok = tf.reduce_all(conds)
+                # Checks folded into the loss's sum (see checked_sum) failed where it is
+                # NaN: their own reductions are left to the graph's assertions (XLA
+                # drops those, and with them the reductions, in a user's XLA function).
+                rest = [c for i, (c, _) in enumerate(ops.unchecked) if i not in ops.folded]
+                if ops.folded:
+                    rest.append(tf.logical_not(tf.math.is_nan(out)))
+                ok = tf.reduce_all(tf.stack(rest))
                 out = tf.where(ok, out, tf.constant(float("nan"), out.dtype))
             else:
                 conds = tf.zeros([0], tf.bool)

@@ -142,6 +142,23 @@ class Ops(Protocol):
     def class_view(self, v, ndim, axis): ...  # v reshaped to broadcast along `axis`
     def gather_classes(self, v, idx): ...  # v[idx] for a class vector v and an index array
 
+    # Optional (see OPTIONAL_OPS; read with getattr, absent means the default):
+    # lean_sigmoid: bool    False: log-sigmoids from one exp and one log1p, and p, 1-p as
+    #                       their exps. True: the lean evaluation (one exp, one log, one
+    #                       division; see _sigmoid_parts), for compilers where it is faster.
+    # fork(values) -> values: the same values, which a compiler must not merge with the
+    #                       originals (an optimization barrier). The lean sigmoid loss then
+    #                       computes its gradient from forked copies, sharing only the exp
+    #                       with the loss (for XLA on CPU, which writes out every shared
+    #                       intermediate). None or absent: no fork.
+    # checked_sum(loss):    the sum of the per-element loss, as sum(loss); a backend may
+    #                       fold value checks it still holds into it (NaN where one fails)
+    #                       instead of reducing each check on its own.
+
+
+#: What a backend may add to :class:`Ops` (the spec reads each with a default).
+OPTIONAL_OPS = ("lean_sigmoid", "fork", "checked_sum")
+
 
 # ---------------------------------------------------------------------------
 # Validation of hyperparameters (framework-neutral: numbers, shapes, dtypes
@@ -407,6 +424,25 @@ def _log_sigmoid_pair(ops, x):
     return ops.minimum0(x) - l, -(ops.maximum0(x) + l)
 
 
+def _sigmoid_parts(ops, x, e):
+    """(log p, log(1-p), p, 1-p) for p = sigmoid(x), from e = exp(-|x|) with one log and
+    one division (the lean evaluation, see :class:`Ops`).
+
+    With u = 1 + e rounded, log1p(e) = log(u) + (e - (u - 1))/u: e - (u - 1) is exactly
+    the rounding error of 1 + e (u - 1 is exact for e in [0, 1]), and the correction
+    restores the digits that log(u) lost, so small e keep full relative accuracy.
+    p and 1-p are 1/u and e/u (which one depends on the sign of x): no exp of a
+    log-sigmoid, whose absolute error exp would turn into relative error.
+    """
+    u = 1.0 + e
+    inv = 1.0 / u
+    l = ops.log(u) + (e - (u - 1.0)) * inv            # log1p(e)
+    small = e * inv
+    pos = x >= 0
+    return (ops.minimum0(x) - l, -(ops.maximum0(x) + l), ops.where(pos, inv, small),
+            ops.where(pos, small, inv))
+
+
 def sigmoid_focal(ops, x, y, *, coef, alpha, pos_weight, gamma: float,
                   from_logits: bool, need_grad: bool):
     """Elementwise sigmoid focal loss and its derivative w.r.t. `x`.
@@ -415,46 +451,62 @@ def sigmoid_focal(ops, x, y, *, coef, alpha, pos_weight, gamma: float,
     in [0, 1], broadcast to x's shape; coef: elementwise weight times the
     ignore mask (or None); alpha, pos_weight: arrays broadcastable to x, or None.
 
-    1 - p_t = y(1-p) + (1-y)p is a sum of two non-negative terms, each exp of an
-    accurate log-sigmoid, so it carries no cancellation (for hard targets it is
-    exactly 1-p or p); it underflows to 0 only where the loss and gradient
-    underflow too.
+    1 - p_t = y(1-p) + (1-y)p is a sum of two non-negative terms, each accurate
+    (from log-sigmoids, or from 1/(1+e) and e/(1+e) in the lean evaluation), so it
+    carries no cancellation (for hard targets it is exactly 1-p or p); it
+    underflows to 0 only where the loss and gradient underflow too.
     """
-    a = _mul(coef, alpha_t(y, alpha))
-    ny = 1.0 - y
-    py = _mul(pos_weight, y)                          # pos_weight * y
-    if from_logits:
-        lp, lq = _log_sigmoid_pair(ops, x)           # log p, log(1-p)
-        p, q = ops.exp(lp), ops.exp(lq)               # p, 1-p
-        bce = -(py * lp + ny * lq)
-    else:
-        # Probabilities. log 0 = -inf is used as such: a certain wrong prediction
-        # costs +inf, a certain right one 0; nothing is clipped.
-        p, q = x, 1.0 - x
-        bce = -(_mul(pos_weight, _xmul(ops, y, ops.log(p))) + _xmul(ops, ny, ops.log1p(-p)))
-    m = y * q + ny * p                                # 1 - p_t
-    f = _focal_factor(ops, m, gamma)
-    # A zero coefficient (ignored, weight 0, alpha_t 0) gives exactly 0, even where a
-    # probability input makes the cross-entropy infinite.
-    coef = (lambda v: _mul(a, v)) if from_logits else (lambda v: _coef(ops, a, v))
-    loss = coef(_mul(f, bce))
+    lean = from_logits and getattr(ops, "lean_sigmoid", False)
+    e = ops.exp(-ops.abs(x)) if lean else None
+
+    def terms(x, y, e, coef, alpha, pos_weight):
+        a = _mul(coef, alpha_t(y, alpha))
+        ny = 1.0 - y
+        py = _mul(pos_weight, y)                      # pos_weight * y
+        if from_logits:
+            if lean:
+                lp, lq, p, q = _sigmoid_parts(ops, x, e)
+            else:
+                lp, lq = _log_sigmoid_pair(ops, x)   # log p, log(1-p)
+                p, q = ops.exp(lp), ops.exp(lq)       # p, 1-p
+            bce = -(py * lp + ny * lq)
+        else:
+            # Probabilities. log 0 = -inf is used as such: a certain wrong prediction
+            # costs +inf, a certain right one 0; nothing is clipped.
+            p, q = x, 1.0 - x
+            bce = -(_mul(pos_weight, _xmul(ops, y, ops.log(p))) +
+                    _xmul(ops, ny, ops.log1p(-p)))
+        m = y * q + ny * p                            # 1 - p_t
+        f = _focal_factor(ops, m, gamma)
+        # A zero coefficient (ignored, weight 0, alpha_t 0) gives exactly 0, even where a
+        # probability input makes the cross-entropy infinite.
+        scale = (lambda v: _mul(a, v)) if from_logits else (lambda v: _coef(ops, a, v))
+        return scale, y, ny, py, p, q, bce, m, f
+
+    args = (x, y, e, coef, alpha, pos_weight)
+    scale, y, ny, py, p, q, bce, m, f = terms(*args)
+    loss = scale(_mul(f, bce))
     if not need_grad:
         return loss, None
+    fork = getattr(ops, "fork", None)
+    if lean and fork is not None:
+        # The gradient from its own copy of the terms: only e, the one exp, is shared.
+        scale, y, ny, py, p, q, bce, m, f = terms(*fork(args))
     if from_logits:
         dbce = ny * p - py * q
         if gamma == 0:
-            return loss, coef(dbce)
+            return loss, scale(dbce)
         # d(1-p_t)/dx = (1-2y) p(1-p); the ratio r = p(1-p)/(1-p_t) <= 1 keeps
         # (1-p_t)^(gamma-1) from appearing alone (r = 0 where 1-p_t == 0).
         r = p * q / ops.where(_is0(m), m + 1.0, m)
-        return loss, coef(f * ((gamma * (ny - y)) * r * bce + dbce))
+        return loss, scale(f * ((gamma * (ny - y)) * r * bce + dbce))
     dbce = _xdiv(ops, ny, q) - _mul(pos_weight, _xdiv(ops, y, p))
     if gamma == 0:
-        return loss, coef(dbce)
+        return loss, scale(dbce)
     # bce/m -> pos_weight (y=1) or 1 (y=0) where m == 0 (a certain, right prediction).
     zero = _is0(m)
     ratio = ops.where(zero, py + ny, bce / ops.where(zero, m + 1.0, m))
-    return loss, coef(f * (gamma * _xmul(ops, ny - y, ratio, signed=True) + dbce))
+    return loss, scale(f * (gamma * _xmul(ops, ny - y, ratio, signed=True) + dbce))
 
 
 def sigmoid_focal_star(ops, x, y, *, coef, alpha, gamma: float, beta: float, need_grad: bool):
@@ -462,11 +514,15 @@ def sigmoid_focal_star(ops, x, y, *, coef, alpha, gamma: float, beta: float, nee
     a = _mul(coef, alpha_t(y, alpha))
     s = 2.0 * y - 1.0
     z = gamma * x * s + beta
-    lz, lmz = _log_sigmoid_pair(ops, z)  # log sigmoid(z), log sigmoid(-z)
+    if getattr(ops, "lean_sigmoid", False):
+        lz, _, _, smz = _sigmoid_parts(ops, z, ops.exp(-ops.abs(z)))
+    else:
+        lz, lmz = _log_sigmoid_pair(ops, z)  # log sigmoid(z), log sigmoid(-z)
+        smz = None if not need_grad else ops.exp(lmz)
     loss = _mul(a, -lz / gamma)
     if not need_grad:
         return loss, None
-    return loss, _mul(a, -s * ops.exp(lmz))
+    return loss, _mul(a, -s * smz)  # smz = sigmoid(-z)
 
 
 def _u_over_omp(ops, u, omp):
@@ -577,7 +633,7 @@ def reduce(ops, loss, grad, *, reduction: str, denom, normalizer):
     if reduction == "none":
         out = loss
     else:
-        out = ops.sum(loss)
+        out = getattr(ops, "checked_sum", ops.sum)(loss)
     if scale is not None:
         out = out * scale
         if grad is not None:

@@ -275,8 +275,13 @@ class TestDispatch:
 def test_tensorflow_ops_implement_exactly_the_protocol():
     from focalx._spec import Ops
     from focalx.backends.tensorflow import TensorflowOps
-    assert {n for n in dir(TensorflowOps) if not n.startswith("_")} - {"unchecked"} == \
-        {n for n in vars(Ops) if not n.startswith("_")}
+    from focalx._spec import OPTIONAL_OPS
+    have = {n for n in dir(TensorflowOps) if not n.startswith("_")} - {"unchecked"}
+    assert have - set(OPTIONAL_OPS) == {n for n in vars(Ops) if not n.startswith("_")}
+    # the optional ones it adds (fork is set per instance, inside the compiled function)
+    assert have & set(OPTIONAL_OPS) == {"lean_sigmoid", "checked_sum"}
+    assert TensorflowOps(compiled=True).fork is not None
+    assert TensorflowOps().fork is None
 
 
 MIRRORED = textwrap.dedent("""
@@ -390,6 +395,73 @@ class TestCompiledPath:
         # and a good call with the same configuration still works afterwards
         _close(ftf.softmax_focal_loss(tf.constant(x), tf.constant(y)),
                ref.softmax_focal_loss(x, y), rtol=2e-5)
+
+    def test_checks_folded_into_the_loss_sum_still_make_loss_and_whole_gradient_nan(
+            self, monkeypatch):
+        # Checks on arrays of the summed loss's shape are folded into the sum under XLA
+        # (checked_sum); a failed one must still poison the whole gradient, with static
+        # and with unknown batch sizes, and a plain graph must still raise.
+        import focalx.backends.tensorflow as b
+        monkeypatch.setattr(b, "_cache", type(b._cache)())
+        self._no_op_by_op(monkeypatch)
+        x, t, y = _data(28, shape=(6, 5), dtype=np.float64)
+        probs = 1 / (1 + np.exp(-x))
+        cases = [  # (fn, logits, good targets, bad logits, bad targets, kw)
+            (ftf.sigmoid_focal_loss, x, t, x, t * 2, {}),
+            (ftf.sigmoid_focal_loss, probs, t, probs + 1, t, dict(from_logits=False)),
+            (ftf.softmax_focal_loss, x, y, x, y + 5, {}),
+        ]
+        for fn, logits, good, bad_logits, bad, kw in cases:
+            for signature in (None, [tf.TensorSpec([None, 5], tf.float64),
+                                     tf.TensorSpec([None] + list(good.shape[1:]),
+                                                   tf.as_dtype(good.dtype))]):
+                @tf.function(jit_compile=True, input_signature=signature)
+                def step(a, c, fn=fn, kw=kw):
+                    with tf.GradientTape() as tape:
+                        tape.watch(a)
+                        loss = fn(a, c, **kw)
+                    return loss, tape.gradient(loss, a)
+                loss, grad = step(tf.constant(logits), tf.constant(good))
+                variant = fn.__name__
+                want, want_g = _reference(variant, logits, good, **kw)
+                _close(loss, want, rtol=1e-12)
+                _close(grad, want_g, rtol=1e-12, atol=1e-15)
+                loss, grad = step(tf.constant(bad_logits), tf.constant(bad))
+                assert np.isnan(loss.numpy()) and np.isnan(grad.numpy()).all(), (fn, kw)
+        # the bad elementwise weight
+        @tf.function(jit_compile=True)
+        def weighted(a, c, w):
+            with tf.GradientTape() as tape:
+                tape.watch(a)
+                loss = ftf.sigmoid_focal_loss(a, c, weight=w)
+            return loss, tape.gradient(loss, a)
+        loss, grad = weighted(tf.constant(x), tf.constant(t), tf.constant(-np.ones_like(t)))
+        assert np.isnan(loss.numpy()) and np.isnan(grad.numpy()).all()
+        checked = [e for e in b._cache.values() if e.messages]
+        assert checked and all(e.folded for e in checked)
+        # outside XLA the folded checks still raise, naming the argument
+        graph = tf.function(lambda a, c: ftf.sigmoid_focal_loss(a, c))
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"targets must lie in"):
+            graph(tf.constant(x), tf.constant(t * 2))
+
+    def test_nan_logits(self):
+        # Under XLA a NaN loss reads as a failed check: the whole gradient is NaN. Eagerly
+        # the op-by-op result is given: NaN where the logit is NaN, finite elsewhere.
+        x, t, _ = self._large(29)
+        x[3, 4] = np.nan
+
+        @tf.function(jit_compile=True)
+        def step(a, c):
+            with tf.GradientTape() as tape:
+                tape.watch(a)
+                loss = ftf.sigmoid_focal_loss(a, c)
+            return loss, tape.gradient(loss, a)
+        loss, grad = step(tf.constant(x), tf.constant(t))
+        assert np.isnan(loss.numpy()) and np.isnan(grad.numpy()).all()
+        loss, grad = _loss_and_grad(ftf.sigmoid_focal_loss, x, tf.constant(t))
+        grad = grad.numpy()
+        assert np.isnan(loss.numpy()) and np.isnan(grad[3, 4])
+        assert np.isfinite(np.delete(grad.ravel(), 3 * 256 + 4)).all()
 
     def test_small_eager_inputs_and_numpy_hyperparameters_take_the_op_by_op_path(
             self, monkeypatch):
