@@ -56,8 +56,13 @@ QUICK_SIZE = 4096
 CLASSES = 1000
 GAMMA, ALPHA = 2.0, 0.25
 POSITIVES, LOGIT_STD, SEED = 0.1, 2.0, 0
-#: a timing sample repeats a call until it lasts at least this long (tiny sizes)
-MIN_SAMPLE_S = 2e-3
+#: a timing sample repeats a call until it lasts at least this long (--sample-ms). At
+#: 4M elements a call takes 2-8 ms here, and whether its fresh 16 MiB output page-faults
+#: depends on the allocator's history: single-call samples were bimodal (2.8 or 7-8 ms for
+#: the same call, measured), so a sample averages over ~0.1 s of calls, as the research
+#: baseline (perf.md) did.
+SAMPLE_S = 0.1
+QUICK_SAMPLE_S = 2e-3
 MMAP_THRESHOLD = str(1 << 16)
 _BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
 
@@ -117,6 +122,16 @@ def _count_type(minimum):
     return parse
 
 
+def _positive_ms(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def parser(prog="focalx bench"):
     ap = argparse.ArgumentParser(
         prog=prog,
@@ -139,6 +154,9 @@ def parser(prog="focalx bench"):
                     help="cpu (default) or cuda (the GPU of each framework)")
     ap.add_argument("--repeats", type=_count_type(1),
                     help="timed samples per contender (default 10; --quick: 3)")
+    ap.add_argument("--sample-ms", type=_positive_ms, metavar="MS",
+                    help="each timing sample repeats a call for at least this long "
+                         f"(default {SAMPLE_S * 1e3:g}; --quick: {QUICK_SAMPLE_S * 1e3:g})")
     ap.add_argument("--warmup", type=_count_type(0),
                     help="untimed calls per contender first, at least 1 (default 2; --quick: 1)")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -176,6 +194,8 @@ def config_from_args(args) -> dict:
         "device": args.device,
         "repeats": args.repeats or (3 if quick else 10),
         "warmup": args.warmup if args.warmup is not None else (1 if quick else 2),
+        "sample_s": (args.sample_ms / 1e3 if args.sample_ms is not None else
+                     QUICK_SAMPLE_S if quick else SAMPLE_S),
         "compile": args.compile if args.compile is not None else not quick,
         "memory": args.memory,
         "quick": quick,
@@ -223,6 +243,7 @@ class Contender:
         self.skip = skip                            # reason it is not measured
         self.error = None
         self.samples = {"fwd": [], "fwd+bwd": []}
+        self.faults = {"fwd": [], "fwd+bwd": []}  # minor page faults per call, per sample
         self.number = {"fwd": 1, "fwd+bwd": 1}
         self.first_call_s = {}
         self.memory = {}
@@ -238,7 +259,7 @@ def _error_text(exc: BaseException) -> str:
     return text if len(text) <= 500 else text[:150] + " ... " + text[-345:]
 
 
-def warm_up(cont: Contender, warmup: int):
+def warm_up(cont: Contender, warmup: int, sample_s: float = QUICK_SAMPLE_S):
     for phase, fn in cont.phases():
         if cont.error:
             return
@@ -251,9 +272,18 @@ def warm_up(cont: Contender, warmup: int):
                 t0 = time.perf_counter()
                 fn()
                 last = time.perf_counter() - t0
-            cont.number[phase] = max(1, min(1000, math.ceil(MIN_SAMPLE_S / max(last, 1e-9))))
+            cont.number[phase] = max(1, min(1000, math.ceil(sample_s / max(last, 1e-9))))
         except Exception as exc:  # noqa: BLE001 - recorded as this contender's error
             cont.error = f"{phase}: {_error_text(exc)}"
+
+
+def _minor_faults():
+    """This process's minor page faults so far (None where getrusage is missing)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Linux/macOS
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def time_interleaved(contenders, repeats: int):
@@ -267,10 +297,13 @@ def time_interleaved(contenders, repeats: int):
                     break
                 k = cont.number[phase]
                 try:
+                    f0 = _minor_faults()
                     t0 = time.perf_counter()
                     for _ in range(k):
                         fn()
                     cont.samples[phase].append((time.perf_counter() - t0) / k)
+                    if f0 is not None:
+                        cont.faults[phase].append((_minor_faults() - f0) / k)
                 except Exception as exc:  # noqa: BLE001
                     cont.error = f"{phase}: {_error_text(exc)}"
 
@@ -779,6 +812,7 @@ def _contender_report(c: Contender) -> dict:
     out["first_call_s"] = dict(c.first_call_s)
     out["samples_s"] = {k: list(v) for k, v in c.samples.items()}
     out["median_s"] = {k: _median(v) for k, v in c.samples.items()}
+    out["minor_faults_per_call"] = {k: list(v) for k, v in c.faults.items()}
     if c.memory:
         out["memory"] = dict(c.memory)
     return out
@@ -816,7 +850,7 @@ def run_worker(name: str, cfg: dict, memory: bool = False) -> dict:
         else:
             for c in conts:
                 if not c.skip:
-                    warm_up(c, max(1, cfg["warmup"]))
+                    warm_up(c, max(1, cfg["warmup"]), cfg.get("sample_s", SAMPLE_S))
             time_interleaved(conts, cfg["repeats"])
         group["contenders"] = [_contender_report(c) for c in conts]
     report["groups"] = groups
@@ -1002,7 +1036,8 @@ def format_table(result: dict) -> str:
             + ", ".join(f"{k} {v}" for k, v in vers.items())
             + (f"; {', '.join(extra)}" if extra else ""),
             f"device {cfg['device']}, {cfg['repeats']} interleaved repeats after "
-            f"{cfg['warmup']} warm-up call(s); times are medians"
+            f"{cfg['warmup']} warm-up call(s), each repeat calling for at least "
+            f"{cfg.get('sample_s', QUICK_SAMPLE_S) * 1e3:g} ms; times are medians"
             + (" (quick mode: tiny sizes, not a measurement)" if cfg["quick"] else ""),
             ""]
     lines = ["| backend | mode | workload | dtype | elements | contender | fwd ms | "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import subprocess
 import sys
 
@@ -80,6 +81,8 @@ def test_quick_run_exit_code_and_json(quick_run):
                     assert len(samples) == cfg["repeats"]
                     assert all(math.isfinite(s) and s > 0 for s in samples)
                     assert min(samples) <= c["median_s"][phase] <= max(samples)
+                    faults = c["minor_faults_per_call"][phase]
+                    assert len(faults) == cfg["repeats"] and min(faults) >= 0
                 mem = c["memory"]
                 peak = mem.get("peak_extra_bytes")
                 assert peak is None or (isinstance(peak, int) and peak >= 0), mem
@@ -118,6 +121,9 @@ def test_quick_run_markdown(quick_run):
     (["--backend", "nosuch"], "--backend"),
     (["--repeats", "0"], "--repeats"),
     (["--warmup", "-1"], "--warmup"),
+    (["--sample-ms", "0"], "--sample-ms"),
+    (["--sample-ms", "nan"], "--sample-ms"),
+    (["--sample-ms", "fast"], "--sample-ms"),
     (["--dtype", "int8"], "--dtype"),
     (["--device", "tpu"], "--device"),
     (["--frobnicate"], "--frobnicate"),
@@ -128,6 +134,28 @@ def test_bad_arguments_exit_2(argv, flag, capsys):
         _cli.main(["bench", *argv])
     assert exc.value.code == 2
     assert flag in capsys.readouterr().err
+
+
+def test_a_sample_lasts_100_ms_by_default_and_2_ms_in_quick_mode():
+    def cfg(*argv):
+        return _bench.config_from_args(_bench.parser().parse_args(list(argv)))
+    assert cfg()["sample_s"] == 0.1
+    assert cfg("--quick")["sample_s"] == 2e-3
+    assert cfg("--sample-ms", "25")["sample_s"] == 0.025
+    assert cfg("--quick", "--sample-ms", "25")["sample_s"] == 0.025
+
+
+def test_a_sample_repeats_calls_to_last_the_sample_time():
+    calls = []
+    c = _bench.Contender("x", "focalx", fwd=lambda: (calls.append(1), time.sleep(0.002)),
+                         fwdbwd=lambda: time.sleep(0.002))
+    _bench.warm_up(c, 1, 0.2)
+    # ~100 calls of >= 2 ms fill 0.2 s (>= 3 even if a busy machine slows calls 30x)
+    assert 3 <= c.number["fwd"] <= 100 and 3 <= c.number["fwd+bwd"] <= 100
+    calls.clear()
+    _bench.time_interleaved([c], 2)
+    assert len(calls) == 2 * c.number["fwd"]
+    assert all(s >= 0.002 for s in c.samples["fwd"])
 
 
 def test_unknown_command_still_exits_2(capsys):
