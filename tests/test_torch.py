@@ -692,6 +692,24 @@ class TestFusedKernel:
         assert not failures, "\n".join(failures)
         assert self.bt._FUSED["calls"] >= before + len(families) - 3  # empty ones may not
 
+    def test_softmax_with_tied_maximal_logits_and_a_scaled_upstream_gradient(
+            self, monkeypatch):
+        # The kernel's log-softmax counts tied maxima itself (as float): ties of 2 and of
+        # every class, next to rows with one dominant class; and a backward seeded with
+        # 3 (not 1) scales the saved gradient instead of returning it as it is.
+        monkeypatch.setitem(self.bt._FUSED, "min_numel", 0)
+        rows = [[3.0, 3.0, 0.0, -1.0], [5.0, 5.0, 5.0, 5.0], [0.0, 0.0, -1e4, -1e4],
+                [40.0, 0.0, 0.0, 0.0], [1.0, 2.0, 2.0, 2.0]]
+        x = torch.tensor(rows, dtype=torch.float64)
+        y = torch.tensor([0, 3, 1, 0, 0])
+        want, want_g = ref.softmax_focal_loss_and_grad(x.numpy(), y.numpy(), gamma=2.0)
+        loss, grad = self._loss_and_grad(ft.softmax_focal_loss, x, y, gamma=2.0)
+        _assert_close(loss, torch.tensor(want), rtol=1e-13)
+        _assert_close(grad, torch.tensor(want_g), rtol=1e-13, atol=1e-16)
+        xg = x.clone().requires_grad_(True)
+        (ft.softmax_focal_loss(xg, y, gamma=2.0) * 3.0).backward()
+        _assert_close(xg.grad, 3.0 * torch.tensor(want_g), rtol=1e-13, atol=1e-16)
+
     def test_half_precision_input_is_computed_in_float32(self):
         x, t, _ = self._big(3)
         loss, grad = self._loss_and_grad(ft.sigmoid_focal_loss, x.half(), t.half())
