@@ -53,6 +53,11 @@ def _checkable(a: torch.Tensor) -> bool:
 class TorchOps:
     """:class:`focalx._spec.Ops` for torch."""
 
+    #: The spec's lean sigmoid evaluation (one exp, one log, one division per element):
+    #: the fused kernel's sigmoid loss fwd+bwd at 4M elements 8.7 -> 5.3 ms, and under a
+    #: user's torch.compile at 16M 60 -> 21 ms (measured with focalx bench).
+    lean_sigmoid = True
+
     exp = staticmethod(torch.exp)
     expm1 = staticmethod(torch.expm1)
     log = staticmethod(torch.log)
