@@ -267,6 +267,26 @@ def test_flax_example_trains_both_losses():
         assert 0.0 < r["AP"] <= 1.0
 
 
+def test_value_and_grad_keeps_no_full_size_temporary():
+    # XLA on CPU writes out what two fusions share: the sigmoid loss's gradient pass
+    # shares nothing with the loss pass (optimization barrier, own clamping constant),
+    # and the softmax loss keeps only its exp; the gradient itself is the output.
+    # (Compiled buffer sizes, not timings: a merged constant or a shared intermediate
+    # shows up as a full-size temporary. Not yet so: a non-integer gamma, label
+    # smoothing or ignore_index, whose constants XLA still merges across the passes.)
+    x = jnp.zeros((512, 256), jnp.float32)
+    t = jnp.zeros((512, 256), jnp.float32)
+    y = jnp.zeros((512,), jnp.int32)
+    for fn, targets, allowed in [
+        (lambda a, b: fj.sigmoid_focal_loss(a, b), t, 0),
+        (lambda a, b: fj.sigmoid_focal_loss(a, b, gamma=3.0, alpha=None, pos_weight=2.0,
+                                            reduction="sum"), t, 0),
+        (lambda a, b: fj.softmax_focal_loss(a, b), y, 1),
+    ]:
+        mem = jax.jit(jax.value_and_grad(fn)).lower(x, targets).compile().memory_analysis()
+        assert mem.temp_size_in_bytes < (allowed + 0.5) * x.nbytes, mem
+
+
 def test_jax_ops_implement_exactly_the_protocol():
     from focalx._spec import Ops
     from focalx.backends.jax import JaxOps
