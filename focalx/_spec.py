@@ -39,8 +39,10 @@ Numerics
 --------
 :math:`\log p` and :math:`\log(1-p)` come from softplus / log-softmax, and
 :math:`1-p_t` is never formed as the difference ``1 - p_t``: for the sigmoid it
-is :math:`y(1-p) + (1-y)p` with both terms from log-sigmoids (exactly
-:math:`1-p` or :math:`p` for hard targets), for the softmax
+is :math:`y(1-p) + (1-y)p` with both terms accurate (exactly :math:`1-p` or
+:math:`p` for hard targets): exps of log-sigmoids, or in the lean evaluation
+(:func:`_sigmoid_parts`, for backends whose compilers run it faster)
+:math:`1/(1+e)` and :math:`e/(1+e)` with :math:`e = \exp(-|x|)`; for the softmax
 :math:`-\mathrm{expm1}(\log p_c)`. The focal factor is
 :math:`(1-p_t)^\gamma`, by repeated multiplication for integer
 :math:`\gamma \le 4`. The gradient with respect to the logits is closed-form
