@@ -40,10 +40,10 @@ Static and run-time arguments:
   ``ValueError`` eagerly on CPU. In a graph Python cannot read the values, so
   a failed check raises ``InvalidArgumentError`` (naming the argument) when the
   graph runs, and under XLA, which drops assertions, it makes the loss and its
-  whole gradient NaN instead: never a plausible wrong number. (Under XLA a
-  summed loss that is NaN for another reason, a NaN logit, also makes the whole
-  gradient NaN: checks on arrays of the loss's shape are folded into its sum,
-  see ``TensorflowOps.checked_sum``.)
+  whole gradient NaN instead: never a plausible wrong number. (In every graph a
+  summed loss that is NaN for another reason, from a NaN or infinite logit, also
+  makes the whole gradient NaN: checks on arrays of the loss's shape are folded
+  into its sum, see ``TensorflowOps.checked_sum``.)
 
 Gradients flow to the logits only: targets and array hyperparameters get no
 gradient (``tape.gradient`` returns None for them), and a second derivative
@@ -107,7 +107,6 @@ class TensorflowOps:
     log = staticmethod(tf.math.log)
     log1p = staticmethod(tf.math.log1p)
     abs = staticmethod(tf.math.abs)
-    where = staticmethod(tf.where)
     expand_dims = staticmethod(tf.expand_dims)
     kind = staticmethod(_kind)
 
@@ -116,13 +115,16 @@ class TensorflowOps:
     #: _Compiled), and op by op it is fewer kernels.
     lean_sigmoid = True
 
-    def __init__(self, compiled=False):
+    def __init__(self, compiled=False, logits=None):
         self.unchecked = []  # (condition, message) for values Python could not read
-        # Inside the compiled function: value checks on arrays of the summed loss's
-        # shape, which checked_sum folds into the loss (see there); `folded` holds the
-        # indices in `unchecked` of those it folded.
+        # Inside the compiled function: value checks that checked_sum may fold into the
+        # loss's sum (see there); `folded` holds the indices in `unchecked` of those it
+        # folded; `x_shaped` the tensors that have the logits' run-time shape by
+        # construction (the logits, and what broadcast_like and where make of them).
         self.foldable = [] if compiled else None
         self.folded = set()
+        self.logits = logits
+        self.x_shaped = [] if logits is None else [logits]
         # Inside the compiled function the sigmoid gradient gets its own copy of the
         # terms, behind an optimization barrier (see _fork).
         self.fork = _fork if compiled and _barrier is not None else None
@@ -215,22 +217,37 @@ class TensorflowOps:
             self.foldable.append((a, cond, len(self.unchecked)))
         self.unchecked.append((tf.reduce_all(cond(a)), message))
 
+    def where(self, cond, a, b):
+        out = tf.where(cond, a, b)
+        if self.x_shaped and any(self._is_x_shaped(v) for v in (cond, a, b)):
+            self.x_shaped.append(out)
+        return out
+
+    def _is_x_shaped(self, a):
+        return any(a is v for v in self.x_shaped)
+
+    def _foldable(self, a, loss):
+        """Whether `a` has `loss`'s run-time shape: equal static shapes, or (sizes
+        unknown until run time) `a` made from the logits and `loss` elementwise over them
+        (a class vector of unknown length must not meet a per-sample loss)."""
+        if a.shape.is_fully_defined() and loss.shape.is_fully_defined():
+            return a.shape == loss.shape
+        return self._is_x_shaped(a) and loss.shape.as_list() == self.logits.shape.as_list()
+
     def checked_sum(self, loss):
         """sum(loss), NaN where a value check on an array of loss's shape fails.
 
         XLA on CPU writes out the input of every reduction: a check reduced on its own
         writes a full-size boolean array and reduces it (about 2.5 ms of a 11 ms forward
         and backward at 4M elements, measured). Folded into the loss, the check is a
-        select in the loss's own loop, and the loss's sum is NaN where it fails (the
-        loss is >= 0 everywhere, so nothing else makes the sum NaN but a NaN element).
-        Only arrays with the loss's static shape (unknown sizes in the same places) are
-        folded: the spec broadcasts them to the logits, so they match the loss at run
-        time too. The caller then reads a NaN sum as a failed check (see _Compiled).
+        select in the loss's own loop, and the loss's sum is NaN where it fails. Only
+        arrays known to have the loss's run-time shape are folded (see _foldable). The
+        caller reads a NaN sum as a failed check (see _Compiled): so does a loss made
+        NaN by a NaN or infinite logit.
         """
         if self.foldable and loss.shape.rank:
-            shape = loss.shape.as_list()
             conds = [(cond(a), i) for a, cond, i in self.foldable
-                     if a.shape.as_list() == shape and i not in self.folded]
+                     if i not in self.folded and self._foldable(a, loss)]
             if conds:
                 ok = conds[0][0]
                 for c, _ in conds[1:]:
@@ -249,9 +266,11 @@ class TensorflowOps:
             return None
         return float(tf.reduce_min(a)), float(tf.reduce_max(a))
 
-    @staticmethod
-    def broadcast_like(a, like):
-        return tf.broadcast_to(a, tf.shape(like))
+    def broadcast_like(self, a, like):
+        out = tf.broadcast_to(a, tf.shape(like))
+        if self._is_x_shaped(like):
+            self.x_shaped.append(out)
+        return out
 
     @staticmethod
     def squeeze(a, axis):
@@ -363,12 +382,13 @@ class _Compiled:
         self.messages = None
         self.folded = 0  # value checks folded into the loss's sum (see checked_sum)
         self.need_grad = need_grad
-        # (Unlike the JAX backend, the sigmoid gradient is not computed in a pass of its
-        # own: with TensorFlow's XLA that was slower at 4M elements, 24 against 22-23.5 ms
-        # under jit_compile and 27 against 20-22 ms in a plain tf.function, measured.)
+        # (The sigmoid gradient recomputes its terms from forked copies of the loss's
+        # exp and inputs (TensorflowOps.fork); recomputing the exp too, as the JAX
+        # backend does, was slower: 0.81x keras under XLA at 4M elements against about
+        # 1.0x, measured before value checks were folded into the sum.)
 
         def body(x, targets, *tensors):
-            ops = TensorflowOps(compiled=True)
+            ops = TensorflowOps(compiled=True, logits=x)
             out, grad = fn(ops, x, targets, need_grad=need_grad, **static,
                            **dict(zip(names, tensors)))
             self.messages = [m for _, m in ops.unchecked]

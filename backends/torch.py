@@ -220,10 +220,10 @@ class _RecordingOps(TorchOps):
         shifted = a - m
         top = shifted == 0
         rest = torch.where(top, 0.0, torch.exp(shifted)).sum(dim=axis, keepdim=True)
-        # (counted in the float dtype, exact below 2**24 ties: an integer count made the
-        # kernel widen every mask lane to int64, 5-16% of the softmax loss's fwd+bwd
+        # (counted in the logits' dtype, exact below 2**24 ties: an integer count made
+        # the kernel widen every mask lane to int64, 5-16% of the softmax loss's fwd+bwd
         # kernel at 4M elements, measured)
-        ties = torch.where(top, 1.0, 0.0).sum(dim=axis, keepdim=True) - 1.0
+        ties = top.to(a.dtype).sum(dim=axis, keepdim=True) - 1.0
         return shifted - torch.log1p(rest + ties)
 
     # Class indices are clamped before they index: an out-of-range index inside a

@@ -155,8 +155,9 @@ def parser(prog="focalx bench"):
     ap.add_argument("--repeats", type=_count_type(1),
                     help="timed samples per contender (default 10; --quick: 3)")
     ap.add_argument("--sample-ms", type=_positive_ms, metavar="MS",
-                    help="each timing sample repeats a call for at least this long "
-                         f"(default {SAMPLE_S * 1e3:g}; --quick: {QUICK_SAMPLE_S * 1e3:g})")
+                    help="each timing sample repeats a call for at least this long, up to "
+                         f"1000 calls (default {SAMPLE_S * 1e3:g}; --quick: "
+                         f"{QUICK_SAMPLE_S * 1e3:g})")
     ap.add_argument("--warmup", type=_count_type(0),
                     help="untimed calls per contender first, at least 1 (default 2; --quick: 1)")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -259,7 +260,7 @@ def _error_text(exc: BaseException) -> str:
     return text if len(text) <= 500 else text[:150] + " ... " + text[-345:]
 
 
-def warm_up(cont: Contender, warmup: int, sample_s: float = QUICK_SAMPLE_S):
+def warm_up(cont: Contender, warmup: int, sample_s: float = SAMPLE_S):
     for phase, fn in cont.phases():
         if cont.error:
             return
@@ -1037,7 +1038,7 @@ def format_table(result: dict) -> str:
             + (f"; {', '.join(extra)}" if extra else ""),
             f"device {cfg['device']}, {cfg['repeats']} interleaved repeats after "
             f"{cfg['warmup']} warm-up call(s), each repeat calling for at least "
-            f"{cfg.get('sample_s', QUICK_SAMPLE_S) * 1e3:g} ms; times are medians"
+            f"{cfg.get('sample_s', SAMPLE_S) * 1e3:g} ms; times are medians"
             + (" (quick mode: tiny sizes, not a measurement)" if cfg["quick"] else ""),
             ""]
     lines = ["| backend | mode | workload | dtype | elements | contender | fwd ms | "

@@ -437,16 +437,38 @@ class TestCompiledPath:
             return loss, tape.gradient(loss, a)
         loss, grad = weighted(tf.constant(x), tf.constant(t), tf.constant(-np.ones_like(t)))
         assert np.isnan(loss.numpy()) and np.isnan(grad.numpy()).all()
-        checked = [e for e in b._cache.values() if e.messages]
-        assert checked and all(e.folded for e in checked)
+        # folded: every sigmoid check on the targets or the logits, and the softmax's
+        # index check where sizes are static (an unknown batch size leaves the per-sample
+        # check unfolded: only what is made from the logits is known to match the loss)
+        checked = [(k, e) for k, e in b._cache.items() if e.messages]
+        assert len(checked) == 7
+        for (config, shapes), e in checked:
+            static = all(s is not None and None not in s for s, _ in shapes)
+            assert bool(e.folded) == (config[0] is _spec.run_sigmoid_focal_loss or static), \
+                (config, shapes)
         # outside XLA the folded checks still raise, naming the argument
         graph = tf.function(lambda a, c: ftf.sigmoid_focal_loss(a, c))
         with pytest.raises(tf.errors.InvalidArgumentError, match=r"targets must lie in"):
             graph(tf.constant(x), tf.constant(t * 2))
 
+    def test_class_vectors_of_unknown_length_are_not_folded_into_a_per_sample_loss(self):
+        # a [None] alpha and a [None] per-sample loss have equal static shapes, but not
+        # equal run-time shapes (C against N): folding broadcast one into the other
+        sig = [tf.TensorSpec([None, 5], tf.float32), tf.TensorSpec([None], tf.int64),
+               tf.TensorSpec([None], tf.float32)]
+        graph = tf.function(lambda a, c, al: ftf.softmax_focal_loss(a, c, alpha=al,
+                                                                     reduction="sum"),
+                            input_signature=sig)
+        for n in (1, 2, 3):
+            x, _, y = _data(30 + n, shape=(n, 5))
+            alpha = np.array([0.1, 0.2, 0.3, 0.2, 0.2], np.float32)
+            want = ref.softmax_focal_loss(x, y, alpha=alpha, reduction="sum")
+            _close(graph(tf.constant(x), tf.constant(y), tf.constant(alpha)), want, rtol=2e-6)
+
     def test_nan_logits(self):
-        # Under XLA a NaN loss reads as a failed check: the whole gradient is NaN. Eagerly
-        # the op-by-op result is given: NaN where the logit is NaN, finite elsewhere.
+        # In a graph (every graph takes the compiled path) a NaN loss reads as a failed
+        # check: the whole gradient is NaN. Eagerly on the CPU the checks are read in
+        # Python, and the gradient is NaN only where the logit is.
         x, t, _ = self._large(29)
         x[3, 4] = np.nan
 

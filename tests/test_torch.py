@@ -711,6 +711,18 @@ class TestFusedKernel:
         xg = x.clone().requires_grad_(True)
         (ft.softmax_focal_loss(xg, y, gamma=2.0) * 3.0).backward()
         _assert_close(xg.grad, 3.0 * torch.tensor(want_g), rtol=1e-13, atol=1e-16)
+        # the count is in the logits' dtype, whatever torch's default dtype is: 1001 tied
+        # classes in float32 under a bfloat16 default (where 1001 rounds to 1000)
+        x32 = torch.zeros((2, 1001), dtype=torch.float32)
+        want32 = ref.softmax_focal_loss(x32.double().numpy(), np.array([0, 5]), gamma=2.0)
+        old = torch.get_default_dtype()
+        torch.set_default_dtype(torch.bfloat16)
+        try:
+            got = ft.softmax_focal_loss(x32, torch.tensor([0, 5]), gamma=2.0)
+        finally:
+            torch.set_default_dtype(old)
+        assert got.dtype == torch.float32
+        _assert_close(got.double(), torch.tensor(want32), rtol=1e-6)
 
     def test_half_precision_input_is_computed_in_float32(self):
         x, t, _ = self._big(3)
