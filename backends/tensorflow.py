@@ -19,10 +19,11 @@ formulas are the same; XLA may round a fused expression or order a sum
 differently (float rounding). The sigmoid losses use the spec's lean evaluation
 (one exp, one log and one division per element), and inside XLA the sigmoid
 gradient is computed from its own copy of the terms, sharing only the exp with
-the loss: XLA on CPU writes out every intermediate that two loops share. Configurations are keyed by the Python
-hyperparameters and the shapes and dtypes of the tensor arguments; the
-``CACHE_SIZE`` most recently used are kept. A hyperparameter given as a NumPy
-array takes the op-by-op path. ``USE_XLA = False`` turns the compiled path off.
+the loss: XLA on CPU writes out every intermediate that two loops share.
+Configurations are keyed by the Python hyperparameters and the shapes and dtypes
+of the tensor arguments; the ``CACHE_SIZE`` most recently used are kept. A
+hyperparameter given as a NumPy array takes the op-by-op path. ``USE_XLA = False``
+turns the compiled path off.
 
 Static and run-time arguments:
 
@@ -111,8 +112,8 @@ class TensorflowOps:
     kind = staticmethod(_kind)
 
     #: The spec's lean sigmoid evaluation (one exp, one log, one division per element):
-    #: XLA on CPU runs it faster than exp, log1p and two more exps (measured in
-    #: _Compiled), and op by op it is fewer kernels.
+    #: under XLA on CPU the sigmoid loss's fwd+bwd at 4M elements went from 0.69x to
+    #: 0.95x keras' with it alone (measured; the fork and the folded checks did the rest).
     lean_sigmoid = True
 
     def __init__(self, compiled=False, logits=None):
