@@ -55,7 +55,7 @@ class TorchOps:
 
     #: The spec's lean sigmoid evaluation (one exp, one log, one division per element):
     #: the fused kernel's sigmoid loss fwd+bwd at 4M elements 8.7 -> 5.3 ms, and under a
-    #: user's torch.compile at 16M 60 -> 21 ms (measured with focalx bench).
+    #: user's torch.compile at 16M 58-62 -> 22 and 42 ms (focalx bench, two runs each).
     lean_sigmoid = True
 
     exp = staticmethod(torch.exp)
