@@ -189,6 +189,7 @@ class _RecordingOps(TorchOps):
 
     def __init__(self):
         self.unchecked = []
+        self.softmaxes = []  # (log_softmax's output, exp(a - max), the sum of that)
 
     @staticmethod
     def concrete_range(a):
@@ -209,8 +210,7 @@ class _RecordingOps(TorchOps):
         # |x| > 1: u - 1 itself is within 2 ulps (and exp may overflow or be subnormal)
         return torch.where(um1 == 0, a, torch.where(torch.abs(a) > 1.0, um1, ratio))
 
-    @staticmethod
-    def log_softmax(a, axis):
+    def log_softmax(self, a, axis):
         # As the NumPy reference: log-sum-exp = max + log1p(sum of exp(a - max) over all
         # but one maximal entry), so the log-probability of a dominant class keeps its
         # relative precision. (The compiler's own log_softmax takes the log of the whole
@@ -219,12 +219,26 @@ class _RecordingOps(TorchOps):
         m = torch.amax(a, dim=axis, keepdim=True)
         shifted = a - m
         top = shifted == 0
-        rest = torch.where(top, 0.0, torch.exp(shifted)).sum(dim=axis, keepdim=True)
+        e = torch.exp(shifted)
+        rest = torch.where(top, 0.0, e).sum(dim=axis, keepdim=True)
         # (counted in the logits' dtype, exact below 2**24 ties: an integer count made
         # the kernel widen every mask lane to int64, 5-16% of the softmax loss's fwd+bwd
         # kernel at 4M elements, measured)
         ties = top.to(a.dtype).sum(dim=axis, keepdim=True) - 1.0
-        return shifted - torch.log1p(rest + ties)
+        out = shifted - torch.log1p(rest + ties)
+        self.softmaxes.append((out, e, (rest + ties) + 1.0))
+        return out
+
+    def exp(self, a):
+        # The softmax as exp(a - max) / sum, from the log-softmax's own exp, rather than
+        # a second exp of the log-softmax: the kernel keeps exp(a - max) from its row
+        # reductions and turns it into the gradient in place, one exp per element (the
+        # softmax loss's fwd+bwd kernel at 4M elements, 1000 classes: 3.5-4.2 -> 3.0-3.2
+        # ms, medians of two in-process A/B runs), and p keeps its relative precision.
+        for out, e, s in self.softmaxes:
+            if out is a:
+                return e * (1.0 / s)
+        return torch.exp(a)
 
     # Class indices are clamped before they index: an out-of-range index inside a
     # compiled CPU kernel aborts the process, and a failed check is reported anyway.

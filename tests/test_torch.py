@@ -758,7 +758,7 @@ class TestFusedKernel:
 
     def test_kernel_log_softmax_and_expm1_are_exact_where_the_compiler_is_not(self):
         from focalx._numpy import NumpyOps
-        ops = self.bt._RecordingOps
+        ops = self.bt._RecordingOps()
         x = torch.tensor([[30., 0., -17., 15.], [1e4, -1e4, 0., 88.], [3., 3., 1., 3.],
                           [0., 0., 0., 0.]], dtype=torch.float64)
         lsm = torch.compile(lambda a: ops.log_softmax(a, 1), fullgraph=True)
@@ -772,6 +772,21 @@ class TestFusedKernel:
             want = torch.expm1(v.to(dtype).double())
             rel = ((got - want).abs() / want.abs()).max().item()
             assert rel <= ulps * torch.finfo(dtype).eps, (dtype, rel)
+
+    def test_kernel_softmax_keeps_relative_precision_down_to_small_probabilities(self):
+        # exp of the kernel's log-softmax is the log-softmax's own exp over the sum, so
+        # p down to 1e-35 keeps float32's relative precision: exp of log p would turn the
+        # rounding of log p (near -80) into ~8 ulps of p. (Logits are multiples of 1/8,
+        # so x - max is exact and the float64 softmax is the answer to within 1 ulp.)
+        def softmax(a):
+            ops = self.bt._RecordingOps()
+            return ops.exp(ops.log_softmax(a, 1))
+        x = torch.tensor([[0.0, -77.875, -40.125, -3.25, -78.625, -62.875, -0.5],
+                          [7.0, 7.0, -71.25, -59.875, 0.375, -33.25, -72.875]])
+        got = torch.compile(softmax, fullgraph=True)(x).double()
+        want = torch.softmax(x.double(), 1)
+        rel = ((got - want).abs() / want).max().item()
+        assert rel <= 3 * torch.finfo(torch.float32).eps, rel
 
     def test_numpy_scalars_and_per_step_normalizers_use_one_kernel(self, monkeypatch):
         monkeypatch.setattr(self.bt, "_KERNELS", {})
