@@ -823,6 +823,53 @@ def run_sigmoid_focal_loss_star(ops, logits, targets, *, gamma, beta, alpha, wei
     return reduce(ops, loss, grad, reduction=reduction, denom=denom, normalizer=normalizer)
 
 
+def _class_indices(ops, x, targets, ignore_index, axis):
+    """Class-index targets as the backend's index type, ignored samples replaced by class
+    0, and the mask of the samples kept (None without ignore_index)."""
+    idx = ops.as_index(targets)
+    sample_coef = None
+    if ignore_index is not None:
+        keep = idx != ignore_index
+        sample_coef = ops.as_mask(keep, x)
+        idx = ops.where(keep, idx, ops.full_like(idx, 0))
+    return idx, sample_coef
+
+
+def _index_denominator(ops, x, C, w_y, sample_coef):
+    """The mean's denominator for class-index targets: the sum of weight[target] over
+    the samples kept, their number without weights, the number of samples without
+    ignore_index either."""
+    if w_y is not None:
+        return ops.sum(_mul(w_y, sample_coef))
+    if sample_coef is not None:
+        return ops.sum(sample_coef)
+    return _count(ops, x, C)
+
+
+def softmax_mean_denominator(ops, logits, targets, *, weight, ignore_index, axis):
+    """The denominator of :func:`run_softmax_focal_loss`'s mean for these arguments.
+
+    For a backend that runs the loss on blocks of samples ("none" on each) and divides
+    the sum of their losses by the whole's denominator. Call it after the blocks ran:
+    it does not validate its arguments, run_softmax_focal_loss did that on each block.
+    """
+    ignore_index = check_ignore_index(ignore_index, allow_none=True, binary=False)
+    x = logits
+    shape = ops.shape(x)
+    axis = check_axis(axis, len(shape))
+    C = shape[axis]
+    if softmax_target_kind(shape, ops.shape(targets), ops.kind(targets), axis) == "probs":
+        return _count(ops, x, C)
+    idx, sample_coef = _class_indices(ops, x, targets, ignore_index, axis)
+    idx = ops.expand_dims(idx, axis)
+    if sample_coef is not None:
+        sample_coef = ops.expand_dims(sample_coef, axis)
+    w_y = None
+    if weight is not None:
+        w_y = ops.gather_classes(ops.asarray(weight, "weight", x), idx)
+    return _index_denominator(ops, x, C, w_y, sample_coef)
+
+
 def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore_index,
                            label_smoothing, reduction, normalizer, axis, from_logits,
                            need_grad):
@@ -868,12 +915,7 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
         sample_coef = None
         denom = _count(ops, x, C)
     else:
-        idx = ops.as_index(targets)
-        sample_coef = None
-        if ignore_index is not None:
-            keep = idx != ignore_index
-            sample_coef = ops.as_mask(keep, x)
-            idx = ops.where(keep, idx, ops.full_like(idx, 0))
+        idx, sample_coef = _class_indices(ops, x, targets, ignore_index, axis)
         _check_values(ops, idx, lambda lo, hi: check_class_index_range(int(lo), int(hi), C),
                       lambda a: (a >= 0) & (a < C),
                       f"targets must be class indices in [0, {C - 1}] (or ignore_index)")
@@ -881,12 +923,7 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
         if sample_coef is not None:
             sample_coef = ops.expand_dims(sample_coef, axis)
         w_y = None if w is None else ops.gather_classes(w, idx)
-        if w_y is not None:
-            denom = ops.sum(_mul(w_y, sample_coef))
-        elif sample_coef is not None:
-            denom = ops.sum(sample_coef)
-        else:
-            denom = _count(ops, x, C)
+        denom = _index_denominator(ops, x, C, w_y, sample_coef)
     kv = None if k is None else ops.class_view(k, len(shape), axis)
     kv = _mul(kv, alpha)
 

@@ -381,6 +381,7 @@ class TestGradients:
 # to_static
 # ---------------------------------------------------------------------------
 
+@pytest.mark.filterwarnings("error:In static graph mode")  # no in-place op in a program
 class TestToStatic:
     @pytest.mark.parametrize("full_graph", [False, True])
     @pytest.mark.parametrize("fn, kw", [
@@ -593,6 +594,7 @@ def small_blocks(monkeypatch):
     """Blocks of a few rows on small inputs (block starts stay 64-element aligned)."""
     monkeypatch.setattr(backend, "_BLOCK_MIN", 1)
     monkeypatch.setattr(backend, "_BLOCK_ELEMS", 500)
+    monkeypatch.setattr(backend, "_SOFTMAX_BLOCK_ELEMS", 500)
     return _BlockSpy(monkeypatch)
 
 
@@ -726,6 +728,27 @@ class TestRowBlocks:
             for (_, j), (i, _) in zip(blocks, blocks[1:]):
                 assert j == i and (i * row) % backend._BLOCK_ALIGN == 0
 
+    def test_softmax_blocks_start_at_multiples_of_64_samples(self, monkeypatch):
+        # (a per-sample array has one element a row: its blocks must be aligned too)
+        monkeypatch.setattr(backend, "_BLOCK_MIN", 1)
+        monkeypatch.setattr(backend, "_SOFTMAX_BLOCK_ELEMS", 1000)
+        fn = _spec.run_softmax_focal_loss
+        for shape, axis, want in [((1000, 37), -1, 64), ((300, 7), 1, 128), ((301, 3, 5), 1, 64)]:
+            x = paddle.zeros(shape)
+            y = paddle.zeros([shape[0]] + list(shape[2:]), dtype="int64")
+            blocks = backend._row_blocks(fn, x, {"targets": y},
+                                         dict(reduction="mean", ignore_index=-100, axis=axis))
+            assert blocks is not None and blocks[0] == (0, want), (shape, blocks)
+            assert blocks[-1][1] == shape[0]
+            for (_, j), (i, _) in zip(blocks, blocks[1:]):
+                assert j == i and i % 64 == 0
+        big = paddle.zeros([4194, 1000])
+        monkeypatch.undo()
+        monkeypatch.setattr(backend, "_BLOCK_MIN", 1 << 20)
+        blocks = backend._row_blocks(fn, big, {"targets": paddle.zeros([4194], dtype="int64")},
+                                     dict(reduction="mean", ignore_index=-100, axis=-1))
+        assert [j - i for i, j in blocks] == [1024] * 4 + [98]
+
     def test_default_sizes_block_large_inputs_only(self):
         fn = _spec.run_sigmoid_focal_loss
         static = dict(reduction="mean", ignore_index=None)
@@ -734,8 +757,9 @@ class TestRowBlocks:
         assert blocks is not None and len(blocks) == 16
         assert backend._row_blocks(fn, small, {"targets": small}, static) is None
 
-    @pytest.mark.parametrize("why", ["ignore_index", "numpy alpha", "softmax",
-                                     "bad reduction", "targets too large", "one row"])
+    @pytest.mark.parametrize("why", ["ignore_index", "numpy alpha", "softmax classes leading",
+                                     "softmax targets too long", "bad reduction",
+                                     "targets too large", "one row"])
     def test_runs_whole(self, why, monkeypatch):
         monkeypatch.setattr(backend, "_BLOCK_MIN", 1)
         monkeypatch.setattr(backend, "_BLOCK_ELEMS", 500)
@@ -746,8 +770,14 @@ class TestRowBlocks:
             static["ignore_index"] = -1
         elif why == "numpy alpha":
             static["alpha"] = np.full(BLOCK_SHAPE, 0.5)
-        elif why == "softmax":
+        elif why.startswith("softmax"):
             fn = _spec.run_softmax_focal_loss
+            static.update(axis=-1, ignore_index=-100)
+            arrays["targets"] = paddle.zeros([BLOCK_SHAPE[0]], dtype="int64")
+            if why.endswith("leading"):
+                static["axis"] = 0
+            else:
+                arrays["targets"] = paddle.zeros([BLOCK_SHAPE[0] + 1], dtype="int64")
         elif why == "bad reduction":
             static["reduction"] = "avg"
         elif why == "targets too large":
@@ -789,6 +819,99 @@ class TestRowBlocks:
             fpd.sigmoid_focal_loss(_t(xn, "float32", grad=True), t, **kw)
         assert small_blocks.done == 0
 
+    @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+    @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+    def test_softmax_same_bits(self, small_blocks, monkeypatch, reduction, dtype):
+        # the default ignore_index (-100) on some samples, in the first and last blocks
+        rng = _rng(78)
+        xn = rng.normal(size=BLOCK_SHAPE) * 3
+        yn = rng.integers(0, BLOCK_SHAPE[1], BLOCK_SHAPE[0])
+        yn[[0, 5, 66]] = -100
+        go = rng.random(BLOCK_SHAPE[0]) if reduction == "none" else None
+        got, want = _blocked_and_whole(monkeypatch, small_blocks, _loss_and_grad(
+            fpd.softmax_focal_loss, xn, yn, dtype, go, reduction=reduction))
+        _assert_same_bits(got, want)
+
+    @pytest.mark.parametrize("kw", [
+        dict(gamma=0.0), dict(gamma=0.5, alpha=0.25), dict(alpha="vector"),
+        dict(weight="vector"), dict(weight="vector", ignore_index=2, alpha="vector"),
+        dict(weight="vector", reduction="sum"), dict(label_smoothing=0.2, gamma=1.5),
+        dict(normalizer=3.7), dict(normalizer="tensor", reduction="sum"),
+        dict(ignore_index=None), dict(targets="probs"), dict(targets="probs", weight="vector"),
+        dict(from_logits=False, targets="probs"), dict(shape="3-d", axis=1),
+        dict(shape="3-d", axis=-1, reduction="none"), dict(shape="3-d", axis=1, reduction="none"),
+    ], ids=itertools.count())
+    def test_softmax_options_same_bits(self, small_blocks, monkeypatch, kw):
+        rng = _rng(79)
+        kw = dict(kw)
+        shape = (67, 5, 24) if kw.pop("shape", None) else BLOCK_SHAPE
+        axis = kw.get("axis", -1) % len(shape)
+        C = shape[axis]
+        xn = rng.normal(size=shape) * 3
+        tshape = shape[:axis] + shape[axis + 1:]
+        yn = rng.integers(0, C, tshape)
+        yn.reshape(-1)[:: 7] = kw.get("ignore_index", -100) or 0
+        if kw.pop("targets", None) == "probs":
+            yn = rng.random(shape)
+            yn /= yn.sum(axis=axis, keepdims=True)
+        if kw.get("from_logits") is False:
+            xn = np.exp(xn) / np.exp(xn).sum(axis=axis, keepdims=True)
+        for name in ("alpha", "weight"):
+            if kw.get(name) == "vector":
+                kw[name] = _t(rng.random(C), "float32")
+        if kw.get("normalizer") == "tensor":
+            kw["normalizer"] = _t(np.float32(2.5))
+        go = rng.random(tshape) if kw.get("reduction") == "none" else None
+        got, want = _blocked_and_whole(monkeypatch, small_blocks, _loss_and_grad(
+            fpd.softmax_focal_loss, xn, yn, "float32", go, **kw))
+        _assert_same_bits(got, want)
+
+    def test_softmax_matches_the_reference(self, small_blocks):
+        rng = _rng(80)
+        xn = rng.normal(size=BLOCK_SHAPE) * 3
+        yn = rng.integers(0, BLOCK_SHAPE[1], BLOCK_SHAPE[0])
+        yn[[1, 40]] = 7  # ignored
+        w = rng.random(BLOCK_SHAPE[1])
+        loss, g = _value_and_grad(fpd.softmax_focal_loss, xn, _t(yn), weight=_t(w),
+                                  ignore_index=7)
+        assert small_blocks.done == 1
+        want, want_g = ref.softmax_focal_loss_and_grad(xn, yn, weight=w, ignore_index=7,
+                                                       axis=-1)
+        _close(loss, want)
+        _close(g, want_g)
+
+    @pytest.mark.parametrize("bad, match", [
+        ("class 96 in the last block", r"targets must be class indices in \[0, 95\]"),
+        ("class -3 in the first block", r"targets must be class indices in \[0, 95\]"),
+        ("float targets", "class-index targets .* must have an integer dtype"),
+        ("negative weight", "weight must be >= 0"),
+        ("probabilities above 1", r"targets \(class probabilities\) must lie in \[0, 1\]"),
+    ])
+    def test_softmax_errors_are_the_whole_arrays(self, small_blocks, bad, match):
+        rng = _rng(81)
+        xn = rng.normal(size=BLOCK_SHAPE)
+        yn = rng.integers(0, BLOCK_SHAPE[1], BLOCK_SHAPE[0])
+        kw = {}
+        t = None
+        if "96" in bad:
+            yn[-1] = 96
+        elif "-3" in bad:
+            yn[0] = -3
+        elif "float" in bad:
+            t = _t(yn.astype(np.float32))
+        elif "weight" in bad:
+            w = np.ones(BLOCK_SHAPE[1], np.float32)
+            w[3] = -1.0
+            kw["weight"] = _t(w)
+        else:
+            p = rng.random(BLOCK_SHAPE)
+            p[-1, -1] = 1.5
+            t = _t(p.astype(np.float32))
+        with pytest.raises(ValueError if "float" not in bad else TypeError, match=match):
+            fpd.softmax_focal_loss(_t(xn, "float32", grad=True), _t(yn) if t is None else t,
+                                   **kw)
+        assert small_blocks.done == 0
+
     @pytest.mark.parametrize("reduction", ["mean", "none"])
     def test_same_bits_when_slices_are_copies(self, small_blocks, monkeypatch, reduction):
         # backward writes blocks into slices of the result; with Paddle's stride kernels
@@ -815,10 +938,10 @@ class TestRowBlocks:
         names = set()
         exp = backend.PaddleOps.exp
 
-        def spy(a):
+        def spy(self, a):
             names.add(threading.current_thread().name.split("_")[0])
-            return exp(a)
-        monkeypatch.setattr(backend.PaddleOps, "exp", staticmethod(spy))
+            return exp(self, a)
+        monkeypatch.setattr(backend.PaddleOps, "exp", spy)
         call = _loss_and_grad(fpd.sigmoid_focal_loss, xn, tn, alpha=0.3)
         monkeypatch.setattr(backend, "THREADS", 3)
         threaded = [a.numpy() for a in call()]
