@@ -399,17 +399,14 @@ def _row_blocks(fn, x, arrays, static):
 
 
 class _Blocks(list):
-    """Per-block gradients (the row blocks of the whole gradient, in order): multiplying
-    by a scalar (the spec's reduce) is blockwise, and :class:`_FocalLayer` keeps the
-    blocks for backward, where they meet the incoming gradient and are written into
-    their rows of the result."""
+    """Per-block gradients (the row blocks of the whole gradient, in order, each scaled
+    as the spec's reduce scales the whole's): :class:`_FocalLayer` keeps the blocks for
+    backward, where they meet the incoming gradient and are written into their rows of
+    the result."""
 
     def __init__(self, grads, bounds):
         super().__init__(grads)
         self.bounds = bounds  # [(start, stop), ...] rows of each block
-
-    def __mul__(self, s):
-        return _Blocks(_map(lambda g: g * s, self), self.bounds)
 
 
 def _run_blocks(fn, x, arrays, static, need_grad, blocks):
@@ -417,6 +414,20 @@ def _run_blocks(fn, x, arrays, static, need_grad, blocks):
     ops = PaddleOps()
     lead = x.shape[0]
     softmax = fn is _SOFTMAX
+    reduction = static["reduction"]
+    # The whole's denominator and scale come first, so that each block's gradient is
+    # scaled by its thread while it is in the cache. They are computed from arguments
+    # that the blocks validate: whatever is wrong raises there, or here (then _run runs
+    # the whole, which raises the spec's error).
+    normalizer = _spec._normalizer(ops, arrays.get("normalizer", static.get("normalizer")), x)
+    if softmax:
+        denom = _spec.softmax_mean_denominator(
+            ops, x, arrays["targets"], weight=arrays.get("weight", static.get("weight")),
+            ignore_index=static.get("ignore_index"), axis=static.get("axis"))
+    else:
+        denom = _spec._count(ops, x)
+    scale = _spec.reduction_scale(ops, reduction=reduction, denom=denom,
+                                  normalizer=normalizer)
 
     def part(name, a, i, j):
         if softmax:  # the targets are per sample, the rest class vectors
@@ -434,26 +445,16 @@ def _run_blocks(fn, x, arrays, static, need_grad, blocks):
             # (an Ops of its own: it keeps the block's softmax parts while it runs)
             out, grad = fn(PaddleOps(), x[i:j], sub.pop("targets"), need_grad=need_grad,
                            **per_block, **sub)
+            if grad is not None and scale is not None:
+                grad = grad * scale  # reduce's product, as on the whole
             # a sum or mean needs only the block's sum: no full-size concatenation
-            return (out if elementwise else paddle.sum(out).reshape([1])), grad
+            return (out if reduction == "none" else paddle.sum(out).reshape([1])), grad
 
-    elementwise = static["reduction"] == "none"
     results = _map(run, blocks)
-    losses = [out for out, _ in results]
-    grads = _Blocks((g for _, g in results), blocks)
-    normalizer = arrays.get("normalizer", static.get("normalizer"))
-    normalizer = _spec._normalizer(ops, normalizer, x)
-    loss = paddle.concat(losses, axis=0)
-    if softmax:
-        denom = _spec.softmax_mean_denominator(
-            ops, x, arrays["targets"], weight=arrays.get("weight", static.get("weight")),
-            ignore_index=static.get("ignore_index"), axis=static.get("axis"))
-    else:
-        denom = _spec._count(ops, x)
-    out, grad = _spec.reduce(ops, loss, grads if need_grad else None,
-                             reduction=static["reduction"], denom=denom,
-                             normalizer=normalizer)
-    return out, grad
+    loss = paddle.concat([out for out, _ in results], axis=0)
+    out, _ = _spec.reduce(ops, loss, None, reduction=reduction, denom=denom,
+                          normalizer=normalizer)
+    return out, (_Blocks((g for _, g in results), blocks) if need_grad else None)
 
 
 def _compute_dtype(dtype):
@@ -518,6 +519,10 @@ class _FocalLayer(PyLayer):
             # needs slices to be views (Paddle's default, FLAGS_use_stride_kernel)
             shared = getattr(grad_x[0:1], "_is_shared_buffer_with", None)
             views = shared is not None and shared(grad_x)
+            # A loss's backward() seeds a gradient of exactly 1 (read here without a
+            # device sync: blocks run on the CPU only); 1 * g is g, so the product is
+            # skipped (a pass over the gradient, ~1 ms at 4M elements).
+            unit = whole and float(grad_out) == 1.0
 
             def part(block):
                 (i, j), g = block
@@ -525,7 +530,7 @@ class _FocalLayer(PyLayer):
                     go = grad_out if whole else grad_out[i:j]
                     if not whole and ctx.class_axis is not None:  # per-sample softmax loss
                         go = paddle.unsqueeze(go, ctx.class_axis)
-                    prod = _cast(go.astype(g.dtype) * g, ctx.x_dtype)
+                    prod = _cast(g if unit else go.astype(g.dtype) * g, ctx.x_dtype)
                     if not views:
                         return prod
                     paddle.assign(prod, output=grad_x[i:j])

@@ -619,6 +619,17 @@ def mean_scale(ops, denom):
     return ops.where(zero, denom * 0.0, 1.0 / safe)
 
 
+def reduction_scale(ops, *, reduction: str, denom, normalizer):
+    """The factor :func:`reduce` applies to the loss's sum (or, for "none", to the loss)
+    and to the gradient: 1/denom for a mean, times 1/normalizer; None where it is 1."""
+    scale = None
+    if reduction == "mean":
+        scale = mean_scale(ops, denom)
+    if normalizer is not None:
+        scale = (1.0 / normalizer) if scale is None else scale / normalizer
+    return scale
+
+
 def reduce(ops, loss, grad, *, reduction: str, denom, normalizer):
     """Apply the reduction and the normalizer to a loss and its gradient.
 
@@ -627,11 +638,7 @@ def reduce(ops, loss, grad, *, reduction: str, denom, normalizer):
     weight[target] over non-ignored samples), giving 0 when denom is 0. A
     normalizer then divides the result (and the gradient) in every reduction.
     """
-    scale = None
-    if reduction == "mean":
-        scale = mean_scale(ops, denom)
-    if normalizer is not None:
-        scale = (1.0 / normalizer) if scale is None else scale / normalizer
+    scale = reduction_scale(ops, reduction=reduction, denom=denom, normalizer=normalizer)
     if reduction == "none":
         out = loss
     else:
