@@ -119,9 +119,11 @@ class PaddleOps:
     full_like = staticmethod(paddle.full_like)
     kind = staticmethod(_kind)
 
-    def __init__(self):
+    def __init__(self, need_grad=True):
         self.unchecked = []
-        self.softmaxes = []  # (log_softmax's output, exp(a - max), the sum of that)
+        # (log_softmax's output, exp(a - max), the sum of that), kept for the softmax
+        # of a gradient only: a loss alone would keep one more full-size array alive
+        self.softmaxes = [] if need_grad else None
 
     @staticmethod
     def maximum0(a):
@@ -135,12 +137,13 @@ class PaddleOps:
     def sum(a, axis=None, keepdims=False):
         nd = len(a.shape)
         if axis is not None and nd >= 2 and axis in (-1, nd - 1) and \
-                a.dtype in (paddle.float32, paddle.float64) and a.shape[-1] is not None \
-                and int(a.shape[-1]) > 0:
-            # Along the last axis, as a product with a vector of ones: one pass of the
-            # BLAS, where paddle.sum's CPU kernel took 0.81 ms for 1024 x 1000 float32
-            # (0.08 ms this way), and more accurately (largest relative error over 4194
-            # rows of 1000 positive numbers: 4e-7 against paddle.sum's 1.1e-6; measured).
+                a.dtype in (paddle.float32, paddle.float64) and not _static() and \
+                a.place.is_cpu_place() and int(a.shape[-1]) > 0:
+            # Along the last axis on the CPU, as a product with a vector of ones: one
+            # pass of the BLAS, where paddle.sum's CPU kernel took 0.81 ms for 1024 x 1000
+            # float32 (0.08 ms this way), and more accurately (largest relative error over
+            # 4194 rows of 1000 positive numbers: 4e-7 against paddle.sum's 1.1e-6;
+            # measured). Not on a GPU, whose float32 products may round inputs to TF32.
             ones = paddle.ones([int(a.shape[-1])] + ([1] if keepdims else []), dtype=a.dtype)
             return paddle.matmul(a, ones)
         return paddle.sum(a, axis=axis, keepdim=keepdims)
@@ -152,14 +155,15 @@ class PaddleOps:
         e = paddle.exp(s)
         total = self.sum(e, axis=axis, keepdims=True)
         out = s - paddle.log(total)
-        self.softmaxes.append((out, e, total))
+        if self.softmaxes is not None:
+            self.softmaxes.append((out, e, total))
         return out
 
     def exp(self, a):
         # The softmax as exp(a - max) / sum, from the log-softmax's own exp, rather than
         # a second exp of the log-softmax: a product instead of an exp (0.35 against
         # 0.86 ms for 1024 x 1000 float32, measured), and p keeps its relative precision.
-        for out, e, total in self.softmaxes:
+        for out, e, total in self.softmaxes or ():
             if out is a:
                 return e * (1.0 / total)
         return paddle.exp(a)
@@ -272,7 +276,7 @@ def _run(fn, x, arrays, static, need_grad):
     """Run a spec function with a fresh PaddleOps; in a static program, NaN out the
     result where a value check that could not be done in Python fails.
 
-    A large elementwise loss in dygraph mode runs in row blocks (:func:`_run_blocks`).
+    A large loss in dygraph mode on the CPU runs in row blocks (:func:`_run_blocks`).
     """
     if not _static():
         blocks = _row_blocks(fn, x, arrays, static)
@@ -281,7 +285,7 @@ def _run(fn, x, arrays, static, need_grad):
                 return _run_blocks(fn, x, arrays, static, need_grad, blocks)
             except Exception:  # noqa: BLE001 - rerun whole: the spec raises its own error
                 pass
-    ops = PaddleOps()
+    ops = PaddleOps(need_grad)
     out, grad = fn(ops, x, arrays["targets"], need_grad=need_grad, **static,
                    **{k: v for k, v in arrays.items() if k != "targets"})
     if ops.unchecked:
@@ -420,12 +424,14 @@ def _run_blocks(fn, x, arrays, static, need_grad, blocks):
     # that the blocks validate: whatever is wrong raises there, or here (then _run runs
     # the whole, which raises the spec's error).
     normalizer = _spec._normalizer(ops, arrays.get("normalizer", static.get("normalizer")), x)
-    if softmax:
-        denom = _spec.softmax_mean_denominator(
-            ops, x, arrays["targets"], weight=arrays.get("weight", static.get("weight")),
-            ignore_index=static.get("ignore_index"), axis=static.get("axis"))
-    else:
-        denom = _spec._count(ops, x)
+    denom = None  # (a sum or "none" has none)
+    if reduction == "mean":
+        if softmax:
+            denom = _spec.softmax_mean_denominator(
+                ops, x, arrays["targets"], weight=arrays.get("weight", static.get("weight")),
+                ignore_index=static.get("ignore_index"), axis=static.get("axis"))
+        else:
+            denom = _spec._count(ops, x)
     scale = _spec.reduction_scale(ops, reduction=reduction, denom=denom,
                                   normalizer=normalizer)
 
@@ -443,8 +449,8 @@ def _run_blocks(fn, x, arrays, static, need_grad, blocks):
         with paddle.no_grad():  # (the grad mode of a worker thread is its own)
             sub = {k: part(k, v, i, j) for k, v in arrays.items() if k != "normalizer"}
             # (an Ops of its own: it keeps the block's softmax parts while it runs)
-            out, grad = fn(PaddleOps(), x[i:j], sub.pop("targets"), need_grad=need_grad,
-                           **per_block, **sub)
+            out, grad = fn(PaddleOps(need_grad), x[i:j], sub.pop("targets"),
+                           need_grad=need_grad, **per_block, **sub)
             if grad is not None and scale is not None:
                 grad = grad * scale  # reduce's product, as on the whole
             # a sum or mean needs only the block's sum: no full-size concatenation

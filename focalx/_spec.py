@@ -857,8 +857,9 @@ def softmax_mean_denominator(ops, logits, targets, *, weight, ignore_index, axis
     """The denominator of :func:`run_softmax_focal_loss`'s mean for these arguments.
 
     For a backend that runs the loss on blocks of samples ("none" on each) and divides
-    the sum of their losses by the whole's denominator. Call it after the blocks ran:
-    it does not validate its arguments, run_softmax_focal_loss did that on each block.
+    the sum of their losses by the whole's denominator. It checks what it uses (the
+    class indices are checked before they index the weights), and raises the same
+    errors as run_softmax_focal_loss, though perhaps not the one that would come first.
     """
     ignore_index = check_ignore_index(ignore_index, allow_none=True, binary=False)
     x = logits
@@ -868,13 +869,21 @@ def softmax_mean_denominator(ops, logits, targets, *, weight, ignore_index, axis
     if softmax_target_kind(shape, ops.shape(targets), ops.kind(targets), axis) == "probs":
         return _count(ops, x, C)
     idx, sample_coef = _class_indices(ops, x, targets, ignore_index, axis)
-    idx = ops.expand_dims(idx, axis)
-    if sample_coef is not None:
-        sample_coef = ops.expand_dims(sample_coef, axis)
     w_y = None
     if weight is not None:
-        w_y = ops.gather_classes(ops.asarray(weight, "weight", x), idx)
+        _check_class_indices(ops, idx, C)
+        w = _param_array(ops, weight, "weight", x, nonneg=True)
+        check_class_vector("weight", ops.shape(w), C, allow_scalar=False)
+        w_y = ops.gather_classes(w, ops.expand_dims(idx, axis))
+    if sample_coef is not None:
+        sample_coef = ops.expand_dims(sample_coef, axis)
     return _index_denominator(ops, x, C, w_y, sample_coef)
+
+
+def _check_class_indices(ops, idx, C):
+    _check_values(ops, idx, lambda lo, hi: check_class_index_range(int(lo), int(hi), C),
+                  lambda a: (a >= 0) & (a < C),
+                  f"targets must be class indices in [0, {C - 1}] (or ignore_index)")
 
 
 def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore_index,
@@ -923,9 +932,7 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
         denom = _count(ops, x, C)
     else:
         idx, sample_coef = _class_indices(ops, x, targets, ignore_index, axis)
-        _check_values(ops, idx, lambda lo, hi: check_class_index_range(int(lo), int(hi), C),
-                      lambda a: (a >= 0) & (a < C),
-                      f"targets must be class indices in [0, {C - 1}] (or ignore_index)")
+        _check_class_indices(ops, idx, C)
         idx = ops.expand_dims(idx, axis)
         if sample_coef is not None:
             sample_coef = ops.expand_dims(sample_coef, axis)

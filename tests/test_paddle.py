@@ -914,6 +914,60 @@ class TestRowBlocks:
                                    **kw)
         assert small_blocks.done == 0
 
+    @pytest.mark.parametrize("target", [10 ** 9, -10 ** 9, 1000])
+    def test_softmax_far_out_of_range_class_with_weights_raises(self, target):
+        # The mean's denominator, computed before the blocks run, gathers weight[target]:
+        # an index far out of range must raise the spec's error, not read out of bounds
+        # (it crashed the process). A subprocess, so that a crash fails only this test.
+        code = textwrap.dedent(f"""
+            import numpy as np, paddle, focalx.paddle as fpd
+            from focalx.backends import paddle as backend
+            x = paddle.zeros([2048, 1000])
+            x.stop_gradient = False
+            y = np.zeros(2048, "int64")
+            y[1500] = {target}
+            assert backend._row_blocks(backend._SOFTMAX, x, {{"targets": paddle.to_tensor(y)}},
+                                       dict(reduction="mean", ignore_index=-100, axis=-1))
+            try:
+                fpd.softmax_focal_loss(x, paddle.to_tensor(y), weight=paddle.ones([1000]))
+            except ValueError as e:
+                print("ValueError:", e)
+        """)
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert "ValueError: targets must be class indices in [0, 999]" in res.stdout
+
+    def test_softmax_from_the_log_softmax_keeps_relative_precision(self):
+        # p = exp(x - max) / sum: p down to 1e-35 keeps float32's relative precision
+        # (exp of the log-softmax measured 7.7 ulps here); logits are multiples of 1/8,
+        # so x - max is exact
+        x = _t(np.array([[0.0, -77.875, -40.125, -3.25, -78.625, -62.875, -0.5],
+                         [7.0, 7.0, -71.25, -59.875, 0.375, -33.25, -72.875]]), "float32")
+        ops = backend.PaddleOps(need_grad=True)
+        got = ops.exp(ops.log_softmax(x, -1)).numpy().astype(np.float64)
+        xd = x.numpy().astype(np.float64)
+        want = np.exp(xd - xd.max(1, keepdims=True))
+        want /= want.sum(1, keepdims=True)
+        assert np.abs(got / want - 1).max() <= 3 * np.finfo(np.float32).eps
+
+    def test_last_axis_sums_as_products_match_paddle_sum(self):
+        rng = _rng(82)
+        a = rng.normal(size=(5, 3, 40)) * 10
+        a[0, 0, 3], a[1, 1, 0], a[2, 2, 5], a[2, 2, 6] = np.inf, np.nan, np.inf, -np.inf
+        for dtype in ("float32", "float64"):
+            t = _t(a, dtype)
+            exact = t.numpy().astype(np.float64)
+            bound = 4 * np.finfo(dtype).eps * np.abs(exact).sum(-1)
+            exact = exact.sum(-1)
+            for keep in (True, False):
+                got = backend.PaddleOps.sum(t, axis=-1, keepdims=keep).numpy()
+                assert got.shape == paddle.sum(t, axis=-1, keepdim=keep).shape
+                got = got.reshape(exact.shape).astype(np.float64)
+                same = (got == exact) | (np.isnan(got) & np.isnan(exact))
+                assert (same | (np.abs(got - exact) <= bound)).all(), (got, exact)
+        assert backend.PaddleOps.sum(_t(np.zeros((0, 4))), axis=-1).shape == [0]
+
     @pytest.mark.parametrize("reduction", ["mean", "none"])
     def test_same_bits_when_slices_are_copies(self, small_blocks, monkeypatch, reduction):
         # backward writes blocks into slices of the result; with Paddle's stride kernels
