@@ -138,12 +138,13 @@ class PaddleOps:
         nd = len(a.shape)
         if axis is not None and nd >= 2 and axis in (-1, nd - 1) and \
                 a.dtype in (paddle.float32, paddle.float64) and not _static() and \
-                a.place.is_cpu_place() and int(a.shape[-1]) > 0:
+                not _in_sot() and a.place.is_cpu_place() and int(a.shape[-1]) > 0:
             # Along the last axis on the CPU, as a product with a vector of ones: one
             # pass of the BLAS, where paddle.sum's CPU kernel took 0.81 ms for 1024 x 1000
             # float32 (0.08 ms this way), and more accurately (largest relative error over
             # 4194 rows of 1000 positive numbers: 4e-7 against paddle.sum's 1.1e-6;
-            # measured). Not on a GPU, whose float32 products may round inputs to TF32.
+            # measured). Not on a GPU, whose float32 products may round inputs to TF32,
+            # nor in a program, which may run on one.
             ones = paddle.ones([int(a.shape[-1])] + ([1] if keepdims else []), dtype=a.dtype)
             return paddle.matmul(a, ones)
         return paddle.sum(a, axis=axis, keepdim=keepdims)

@@ -932,7 +932,13 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
         denom = _count(ops, x, C)
     else:
         idx, sample_coef = _class_indices(ops, x, targets, ignore_index, axis)
-        _check_class_indices(ops, idx, C)
+        # (inline, not _check_class_indices: under Paddle's to_static (SOT) the check's
+        # host read breaks the graph, and where it breaks decides how much of the loss
+        # becomes a static program, whose float constants are float32 (measured: 2e-8
+        # relative in a float64 loss when the check was one call deeper))
+        _check_values(ops, idx, lambda lo, hi: check_class_index_range(int(lo), int(hi), C),
+                      lambda a: (a >= 0) & (a < C),
+                      f"targets must be class indices in [0, {C - 1}] (or ignore_index)")
         idx = ops.expand_dims(idx, axis)
         if sample_coef is not None:
             sample_coef = ops.expand_dims(sample_coef, axis)
