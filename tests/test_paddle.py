@@ -593,6 +593,7 @@ class _BlockSpy:
 def small_blocks(monkeypatch):
     """Blocks of a few rows on small inputs (block starts stay 64-element aligned)."""
     monkeypatch.setattr(backend, "_BLOCK_MIN", 1)
+    monkeypatch.setattr(backend, "_SOFTMAX_BLOCK_MIN", 1)
     monkeypatch.setattr(backend, "_BLOCK_ELEMS", 500)
     monkeypatch.setattr(backend, "_SOFTMAX_BLOCK_ELEMS", 500)
     return _BlockSpy(monkeypatch)
@@ -606,6 +607,7 @@ def _blocked_and_whole(monkeypatch, spy, call, n_blocked=1):
     got = [np.asarray(a.numpy()) for a in call()]
     assert spy.done == n_blocked
     monkeypatch.setattr(backend, "_BLOCK_MIN", 1 << 62)
+    monkeypatch.setattr(backend, "_SOFTMAX_BLOCK_MIN", 1 << 62)
     want = [np.asarray(a.numpy()) for a in call()]
     assert spy.done == n_blocked
     return got, want
@@ -730,7 +732,7 @@ class TestRowBlocks:
 
     def test_softmax_blocks_start_at_multiples_of_64_samples(self, monkeypatch):
         # (a per-sample array has one element a row: its blocks must be aligned too)
-        monkeypatch.setattr(backend, "_BLOCK_MIN", 1)
+        monkeypatch.setattr(backend, "_SOFTMAX_BLOCK_MIN", 1)
         monkeypatch.setattr(backend, "_SOFTMAX_BLOCK_ELEMS", 1000)
         fn = _spec.run_softmax_focal_loss
         for shape, axis, want in [((1000, 37), -1, 64), ((300, 7), 1, 128), ((301, 3, 5), 1, 64)]:
@@ -744,7 +746,6 @@ class TestRowBlocks:
                 assert j == i and i % 64 == 0
         big = paddle.zeros([4194, 1000])
         monkeypatch.undo()
-        monkeypatch.setattr(backend, "_BLOCK_MIN", 1 << 20)
         blocks = backend._row_blocks(fn, big, {"targets": paddle.zeros([4194], dtype="int64")},
                                      dict(reduction="mean", ignore_index=-100, axis=-1))
         assert [j - i for i, j in blocks] == [1024] * 4 + [98]
@@ -756,13 +757,24 @@ class TestRowBlocks:
         blocks = backend._row_blocks(fn, big, {"targets": big}, static)
         assert blocks is not None and len(blocks) == 16
         assert backend._row_blocks(fn, small, {"targets": small}, static) is None
+        # a medium size: one block per thread
+        mid = paddle.zeros([200, 1024])
+        for threads in (2, 3):
+            backend.THREADS, before = threads, backend.THREADS
+            try:
+                blocks = backend._row_blocks(fn, mid, {"targets": mid}, static)
+            finally:
+                backend.THREADS = before
+            assert blocks is not None and len(blocks) == threads, blocks
 
     @pytest.mark.parametrize("why", ["ignore_index", "numpy alpha", "softmax classes leading",
                                      "softmax targets too long", "bad reduction",
                                      "targets too large", "one row"])
     def test_runs_whole(self, why, monkeypatch):
         monkeypatch.setattr(backend, "_BLOCK_MIN", 1)
+        monkeypatch.setattr(backend, "_SOFTMAX_BLOCK_MIN", 1)
         monkeypatch.setattr(backend, "_BLOCK_ELEMS", 500)
+        monkeypatch.setattr(backend, "_SOFTMAX_BLOCK_ELEMS", 500)
         x = paddle.zeros(list(BLOCK_SHAPE))
         fn, arrays = _spec.run_sigmoid_focal_loss, {"targets": x}
         static = dict(reduction="mean", ignore_index=None)
