@@ -9,11 +9,12 @@ tensor; backward is one multiplication. A second derivative through it
 supported (and, unlike the torch backend, not detected).
 
 Value checks (targets in [0, 1], class indices in range, alpha in [0, 1], ...)
-raise ``ValueError`` in dygraph mode, where tensor values are read directly (on
-a GPU that read is a host synchronisation, as Paddle's own ``cross_entropy``
-label check). In a static graph (``to_static(full_graph=True)``) values are
-symbolic, so a failed check makes the loss and its gradient NaN instead of a
-plausible wrong number, as :mod:`focalx.backends.jax` does under ``jit``.
+raise ``ValueError`` in dygraph mode on the CPU, where tensor values are read
+directly. On a GPU, where that read would be a host synchronisation (Paddle's
+own ``cross_entropy`` makes one for its label check), and in a static graph
+(``to_static(full_graph=True)``), where values are symbolic, a failed check
+makes the loss and its gradient NaN instead of a plausible wrong number, as
+:mod:`focalx.backends.jax` does under ``jit``.
 
 float16 / bfloat16 logits are computed in float32 (Paddle 3.3 has no CPU
 float16 kernels for ``abs``, ``log_softmax``, ``maximum``, nor bfloat16 ones
@@ -81,6 +82,22 @@ def _not_translated(fn):
     return paddle.jit.not_to_static(fn)
 
 
+def _on_host(a) -> bool:
+    """Whether a's values can be read without a device synchronisation."""
+    return a.place.is_cpu_place()
+
+
+def _in_range(index, size):
+    """Class indices as they index: clamped to [0, size) where their values were not read
+    (a static program, a GPU tensor), so that an index out of range never reaches a
+    gather (Paddle's CPU gather raises IndexError, a GPU one may read out of bounds);
+    its failed value check makes the result NaN anyway (see _run)."""
+    n = -1 if size is None else int(size)  # (-1: unknown in a static program)
+    if n > 0 and (_static() or not _on_host(index)):
+        return paddle.clip(index, 0, n - 1)
+    return index
+
+
 def _is_tensor(v) -> bool:
     return isinstance(v, paddle.Tensor) or (bool(_Value) and isinstance(v, _Value))
 
@@ -138,7 +155,7 @@ class PaddleOps:
         nd = len(a.shape)
         if axis is not None and nd >= 2 and axis in (-1, nd - 1) and \
                 a.dtype in (paddle.float32, paddle.float64) and not _static() and \
-                not _in_sot() and a.place.is_cpu_place() and int(a.shape[-1]) > 0:
+                not _in_sot() and _on_host(a) and int(a.shape[-1]) > 0:
             # Along the last axis on the CPU, as a product with a vector of ones: one
             # pass of the BLAS, where paddle.sum's CPU kernel took 0.81 ms for 1024 x 1000
             # float32 (0.08 ms this way), and more accurately (largest relative error over
@@ -171,11 +188,16 @@ class PaddleOps:
 
     @staticmethod
     def take(a, index, axis):
+        if not _in_sot():
+            index = _in_range(index, a.shape[axis])
         return paddle.take_along_axis(a, index, axis=axis)
 
     @staticmethod
     def scatter(a, index, values, axis):
-        if _static() or _in_sot():
+        if _in_sot():
+            return paddle.put_along_axis(a, index, values, axis)
+        index = _in_range(index, a.shape[axis])
+        if _static():
             return paddle.put_along_axis(a, index, values, axis)
         # in place: `a` is a fresh temporary of the spec's (a copy of 1024 x 1000
         # float32 took 0.12 ms, the in-place write 0.016 ms; measured)
@@ -237,8 +259,9 @@ class PaddleOps:
         return keep.astype(like.dtype)
 
     def assert_values(self, a, cond, message):
-        # Reached only in a static program, where values are symbolic: recorded, and
-        # the result is made NaN where it fails (see _run).
+        # Reached in a static program, where values are symbolic, and for tensors off
+        # the CPU, whose values a read would synchronise: recorded, and the result is
+        # made NaN where it fails (see _run).
         self.unchecked.append(paddle.all(cond(a)))
 
     @staticmethod
@@ -249,6 +272,8 @@ class PaddleOps:
     def concrete_range(a):
         if _static() or int(np.prod(a.shape)) == 0:
             return None
+        if not _in_sot() and not _on_host(a):
+            return None  # a read would be a host sync: a NaN result instead (_run)
         if a.dtype == paddle.bool:
             a = a.astype(paddle.int32)
         return float(paddle.min(a).item()), float(paddle.max(a).item())
@@ -269,13 +294,15 @@ class PaddleOps:
 
     @staticmethod
     def gather_classes(v, idx):
-        return v[idx]
+        if _in_sot():  # (SOT reads the values: see concrete_range)
+            return v[idx]
+        return v[_in_range(idx, v.shape[0])]
 
 
 @_not_translated
 def _run(fn, x, arrays, static, need_grad):
-    """Run a spec function with a fresh PaddleOps; in a static program, NaN out the
-    result where a value check that could not be done in Python fails.
+    """Run a spec function with a fresh PaddleOps; NaN out the result where a value
+    check that could not be done in Python (a static program, a GPU tensor) fails.
 
     A large loss in dygraph mode on the CPU runs in row blocks (:func:`_run_blocks`).
     """
@@ -371,6 +398,7 @@ def _row_blocks(fn, x, arrays, static):
     softmax = fn is _SOFTMAX
     if not softmax and (fn not in _BLOCKWISE or static.get("ignore_index") is not None):
         return None
+    # (x.place inline: read through a helper, it broke to_static's SOT translation)
     if not x.place.is_cpu_place():
         return None  # a GPU kernel is not slowed by fresh memory, and blocks add launches
     if static.get("reduction") not in _spec.REDUCTIONS:

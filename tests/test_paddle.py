@@ -569,6 +569,39 @@ class TestBadInputs:
         with pytest.raises(TypeError, match="logits"):
             fpd.softmax_focal_loss(_t(np.zeros((2, 3), np.int64)), _t(np.array([0, 1])))
 
+    @pytest.mark.parametrize("bad", ["class 10", "class -1", "target 1.5", "alpha tensor 2"])
+    def test_off_the_cpu_a_failed_check_is_nan_without_reading_values(self, monkeypatch, bad):
+        # On a GPU a value check reads no value (that read is a host sync): the loss and
+        # its gradient are NaN instead. Simulated on the CPU, with reads made to fail.
+        x, y = _case(30)
+        t = (_rng(31).random(x.shape) < 0.3).astype(np.float64)
+        if bad.startswith("class"):
+            y_bad = y.copy()
+            y_bad[3] = 10 if bad == "class 10" else -1
+            good = lambda: _value_and_grad(fpd.softmax_focal_loss, x, _t(y))
+            call = lambda: _value_and_grad(fpd.softmax_focal_loss, x, _t(y_bad))
+        else:
+            t_bad = t.copy()
+            if bad == "target 1.5":
+                t_bad[2, 1] = 1.5
+            alpha = 2.0 if "alpha" in bad else 0.25
+            good = lambda: _value_and_grad(fpd.sigmoid_focal_loss, x, _t(t), alpha=_t(0.25))
+            call = lambda: _value_and_grad(fpd.sigmoid_focal_loss, x, _t(t_bad),
+                                           alpha=_t(alpha))
+        with pytest.raises(ValueError):  # on the CPU: read, and raised
+            call()
+        want = [_np(a) for a in good()]
+
+        def no_read(*args, **kwargs):
+            raise AssertionError("a tensor value was read")
+        monkeypatch.setattr(backend, "_on_host", lambda a: False)
+        monkeypatch.setattr(paddle.Tensor, "item", no_read)
+        loss, g = call()
+        assert np.isnan(_np(loss)).all() and np.isnan(_np(g)).all()
+        got = [_np(a) for a in good()]  # valid arguments: the same numbers
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)
+
 
 # ---------------------------------------------------------------------------
 # Row blocks (large elementwise losses on the CPU in dygraph mode): the same numbers,
