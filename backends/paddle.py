@@ -123,9 +123,9 @@ def _static() -> bool:
 class PaddleOps:
     """:class:`focalx._spec.Ops` for paddle.
 
-    In dygraph mode value checks read the tensor (``concrete_range``); in a static
-    program ``assert_values`` records the condition and :func:`_run` makes the result
-    NaN where one fails.
+    In dygraph mode on the CPU value checks read the tensor (``concrete_range``); in a
+    static program, and for tensors off the CPU, ``assert_values`` records the condition
+    and :func:`_run` makes the result NaN where one fails.
     """
 
     expm1 = staticmethod(paddle.expm1)

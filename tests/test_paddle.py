@@ -422,6 +422,20 @@ class TestToStatic:
         _close(s_loss, _np(loss), rtol=STATIC_RTOL)
         _close(s_g, _np(g), rtol=STATIC_RTOL, atol=1e-15)
 
+    def test_out_of_range_class_under_full_graph_is_nan(self):
+        # values are symbolic: the index is clamped before it indexes (it raised
+        # IndexError in Paddle's gather), and the failed check makes everything NaN
+        x, y = _case(24)
+        y[2] = C + 3
+        w = _t(_rng(25).random(C) + 0.1)
+        def call(v, t, ww):
+            return fpd.softmax_focal_loss(v, t, weight=ww)
+        static = paddle.jit.to_static(call, full_graph=True)
+        xt = _t(x, grad=True)
+        loss = static(xt, _t(y), w)
+        (g,) = paddle.grad(loss, xt)
+        assert np.isnan(_np(loss)).all() and np.isnan(_np(g)).all()
+
     def test_layer_in_a_static_training_step(self):
         paddle.seed(0)
         model = paddle.nn.Linear(3, C)
@@ -765,6 +779,7 @@ class TestRowBlocks:
 
     def test_softmax_blocks_start_at_multiples_of_64_samples(self, monkeypatch):
         # (a per-sample array has one element a row: its blocks must be aligned too)
+        monkeypatch.setattr(backend, "THREADS", 2)  # (more threads: smaller blocks)
         monkeypatch.setattr(backend, "_SOFTMAX_BLOCK_MIN", 1)
         monkeypatch.setattr(backend, "_SOFTMAX_BLOCK_ELEMS", 1000)
         fn = _spec.run_softmax_focal_loss
@@ -779,6 +794,7 @@ class TestRowBlocks:
                 assert j == i and i % 64 == 0
         big = paddle.zeros([4194, 1000])
         monkeypatch.undo()
+        monkeypatch.setattr(backend, "THREADS", 2)
         blocks = backend._row_blocks(fn, big, {"targets": paddle.zeros([4194], dtype="int64")},
                                      dict(reduction="mean", ignore_index=-100, axis=-1))
         assert [j - i for i, j in blocks] == [1024] * 4 + [98]

@@ -622,7 +622,7 @@ class TestFusedKernel:
         monkeypatch.setitem(bt._FUSED, "enabled", True)
         self.bt = bt
 
-    def _big(self, seed=0, shape=(256, 1024)):  # 2**18 elements: the threshold
+    def _big(self, seed=0, shape=(256, 1024)):  # 2**18 elements: above the threshold
         x = _logits(shape, seed=seed, dtype=torch.float32)
         t = (torch.rand(shape, generator=_gen(seed + 1)) < 0.1).float()
         y = torch.randint(0, shape[1], shape[:1], generator=_gen(seed + 2))
