@@ -344,9 +344,9 @@ def _run(fn, x, arrays, static, need_grad):
 # ---------------------------------------------------------------------------
 
 _BLOCK_ELEMS = 1 << 18      # 1 MiB of float32 per block
-#: The softmax loss takes about twice the Paddle ops per element, each with ~10 us of
-#: dispatch: at 4194 x 1000 its fwd+bwd over blocks of 256 / 512 / 1024 / 2048 rows took
-#: 19 / 16 / 15 / 18 ms (the whole array at once: 76 ms; measured, 2 threads).
+#: Blocks of the softmax loss: at 4194 x 1000, its loss and gradient over blocks of 256 /
+#: 512 / 1024 / 2048 rows took 19 / 16 / 15 / 18 ms (the whole array at once: 76 ms;
+#: measured, 2 threads).
 _SOFTMAX_BLOCK_ELEMS = 1 << 20
 #: Run whole below this many elements. In blocks, the sigmoid loss's fwd+bwd went from
 #: 9.2 / 38 / 58 ms to 6.6 / 20 / 20 ms at 256K / 655K / 1M elements, and was unchanged at
