@@ -84,17 +84,16 @@ class JaxOps(ArrayModuleOps):
         self.log_softmaxes.append((out, a, m, ls, axis, e, s))
         return out
 
-    def exp(self, a):
-        # The softmax as exp(a - max) / sum, from the log-softmax's own exp, rather than
-        # a second exp of the log-softmax: one exp per element, and p keeps its relative
-        # precision (exp of log p turns log p's absolute error into relative error).
-        # The softmax loss's value_and_grad at 4M elements, against optax's integer-label
-        # cross-entropy in the same process: 3.8-4.9 ms against 2.3-3.4 ms before,
-        # 2.8 ms against 2.7-2.8 ms this way (measured, three and two runs).
+    def softmax_parts(self, lp):
+        # The spec's softmax from the log-softmax's own exp and sum (_spec._softmax), one
+        # exp per element. The softmax loss's value_and_grad at 4M elements, against
+        # optax's integer-label cross-entropy in the same process: 3.8-4.9 ms against
+        # 2.3-3.4 ms with exp of the log-softmax, 2.8 ms against 2.7-2.8 ms this way
+        # (measured, three and two runs).
         for out, _, _, _, _, e, s in self.log_softmaxes:
-            if out is a:
-                return e * (1.0 / s)
-        return jnp.exp(a)
+            if out is lp:
+                return e, s
+        return None
 
     def take(self, a, index, axis):
         # A log-softmax's value at the target, from the logits there: the same

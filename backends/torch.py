@@ -229,16 +229,16 @@ class _RecordingOps(TorchOps):
         self.softmaxes.append((out, e, (rest + ties) + 1.0))
         return out
 
-    def exp(self, a):
-        # The softmax as exp(a - max) / sum, from the log-softmax's own exp, rather than
-        # a second exp of the log-softmax: the kernel keeps exp(a - max) from its row
-        # reductions and turns it into the gradient in place, one exp per element (the
-        # softmax loss's fwd+bwd kernel at 4M elements, 1000 classes: 3.5-4.2 -> 3.0-3.2
-        # ms, medians of two in-process A/B runs), and p keeps its relative precision.
-        for out, e, s in self.softmaxes:
-            if out is a:
-                return e * (1.0 / s)
-        return torch.exp(a)
+    def softmax_parts(self, lp):
+        # The spec's softmax from the log-softmax's own exp and sum (_spec._softmax): the
+        # kernel keeps exp(a - max) from its row reductions and turns it into the
+        # gradient in place, one exp per element (the softmax loss's fwd+bwd kernel at 4M
+        # elements, 1000 classes: 3.5-4.2 -> 3.0-3.2 ms, medians of two in-process A/B
+        # runs, against exp of the log-softmax).
+        for out, e, total in self.softmaxes:
+            if out is lp:
+                return e, total
+        return None
 
     # Class indices are clamped before they index: an out-of-range index inside a
     # compiled CPU kernel aborts the process, and a failed check is reported anyway.

@@ -1006,7 +1006,7 @@ class TestRowBlocks:
         x = _t(np.array([[0.0, -77.875, -40.125, -3.25, -78.625, -62.875, -0.5],
                          [7.0, 7.0, -71.25, -59.875, 0.375, -33.25, -72.875]]), "float32")
         ops = backend.PaddleOps(need_grad=True)
-        got = ops.exp(ops.log_softmax(x, -1)).numpy().astype(np.float64)
+        got = _spec._softmax(ops, ops.log_softmax(x, -1)).numpy().astype(np.float64)
         xd = x.numpy().astype(np.float64)
         want = np.exp(xd - xd.max(1, keepdims=True))
         want /= want.sum(1, keepdims=True)
@@ -1055,10 +1055,10 @@ class TestRowBlocks:
         names = set()
         exp = backend.PaddleOps.exp
 
-        def spy(self, a):
+        def spy(a):
             names.add(threading.current_thread().name.split("_")[0])
-            return exp(self, a)
-        monkeypatch.setattr(backend.PaddleOps, "exp", spy)
+            return exp(a)
+        monkeypatch.setattr(backend.PaddleOps, "exp", staticmethod(spy))
         call = _loss_and_grad(fpd.sigmoid_focal_loss, xn, tn, alpha=0.3)
         monkeypatch.setattr(backend, "THREADS", 3)
         threaded = [a.numpy() for a in call()]
@@ -1160,7 +1160,7 @@ def test_paddle_ops_implement_exactly_the_protocol():
     wanted = {n for n in vars(_spec.Ops) if not n.startswith("_")}
     have = {n for n in dir(backend.PaddleOps) if not n.startswith("_")} - {"unchecked"}
     assert wanted <= have
-    assert have - wanted == set()
+    assert have - wanted == {"softmax_parts"} <= set(_spec.OPTIONAL_OPS)
 
 
 def test_focalx_paddle_is_a_real_module_and_the_backend_object():

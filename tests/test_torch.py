@@ -774,13 +774,16 @@ class TestFusedKernel:
             assert rel <= ulps * torch.finfo(dtype).eps, (dtype, rel)
 
     def test_kernel_softmax_keeps_relative_precision_down_to_small_probabilities(self):
-        # exp of the kernel's log-softmax is the log-softmax's own exp over the sum, so
-        # p down to 1e-35 keeps float32's relative precision: exp of log p would turn the
+        # the spec's softmax from the kernel's log-softmax is that log-softmax's own exp
+        # over its sum, so p down to 1e-35 keeps float32's relative precision (the
+        # kernel's Ops give softmax_parts): exp of log p would turn the
         # rounding of log p (near -80) into ~8 ulps of p. (Logits are multiples of 1/8,
         # so x - max is exact and the float64 softmax is the answer to within 1 ulp.)
+        from focalx import _spec
+
         def softmax(a):
             ops = self.bt._RecordingOps()
-            return ops.exp(ops.log_softmax(a, 1))
+            return _spec._softmax(ops, ops.log_softmax(a, 1))
         x = torch.tensor([[0.0, -77.875, -40.125, -3.25, -78.625, -62.875, -0.5],
                           [7.0, 7.0, -71.25, -59.875, 0.375, -33.25, -72.875]])
         got = torch.compile(softmax, fullgraph=True)(x).double()
