@@ -409,16 +409,23 @@ class TestToStatic:
         _close(s_loss, _np(loss), rtol=rtol)
         _close(s_g, _np(g), rtol=rtol, atol=1e-15)
 
-    def test_tensor_weight_under_full_graph(self):
-        x, y = _case(20)
-        w = _t(_rng(21).random(C) + 0.1)
-        loss, g = _value_and_grad(fpd.softmax_focal_loss, x, _t(y), weight=w)
+    @staticmethod
+    def _weighted_full_graph(x, y, w):
+        """The softmax loss with a tensor weight under to_static(full_graph=True), and
+        its gradient."""
         def call(v, t, ww):
             return fpd.softmax_focal_loss(v, t, weight=ww)
         static = paddle.jit.to_static(call, full_graph=True)
         xt = _t(x, grad=True)
-        s_loss = static(xt, _t(y), w)
-        (s_g,) = paddle.grad(s_loss, xt)
+        loss = static(xt, _t(y), w)
+        (g,) = paddle.grad(loss, xt)
+        return loss, g
+
+    def test_tensor_weight_under_full_graph(self):
+        x, y = _case(20)
+        w = _t(_rng(21).random(C) + 0.1)
+        loss, g = _value_and_grad(fpd.softmax_focal_loss, x, _t(y), weight=w)
+        s_loss, s_g = self._weighted_full_graph(x, y, w)
         _close(s_loss, _np(loss), rtol=STATIC_RTOL)
         _close(s_g, _np(g), rtol=STATIC_RTOL, atol=1e-15)
 
@@ -427,13 +434,7 @@ class TestToStatic:
         # IndexError in Paddle's gather), and the failed check makes everything NaN
         x, y = _case(24)
         y[2] = C + 3
-        w = _t(_rng(25).random(C) + 0.1)
-        def call(v, t, ww):
-            return fpd.softmax_focal_loss(v, t, weight=ww)
-        static = paddle.jit.to_static(call, full_graph=True)
-        xt = _t(x, grad=True)
-        loss = static(xt, _t(y), w)
-        (g,) = paddle.grad(loss, xt)
+        loss, g = self._weighted_full_graph(x, y, _t(_rng(25).random(C) + 0.1))
         assert np.isnan(_np(loss)).all() and np.isnan(_np(g)).all()
 
     def test_layer_in_a_static_training_step(self):
