@@ -41,7 +41,10 @@ Static and run-time arguments:
   ``ValueError`` eagerly on CPU. In a graph Python cannot read the values, so
   a failed check raises ``InvalidArgumentError`` (naming the argument) when the
   graph runs, and under XLA, which drops assertions, it makes the loss and its
-  whole gradient NaN instead: never a plausible wrong number. (In every graph a
+  whole gradient NaN instead: never a plausible wrong number. On a GPU, eagerly
+  or in a graph, reading a value or asserting on it would wait for the device,
+  so there a failed check gives NaN too (as TensorFlow's sparse softmax
+  cross-entropy does on a GPU). (In every graph a
   summed loss that is NaN for another reason, from a NaN or infinite logit, also
   makes the whole gradient NaN: checks on arrays of the loss's shape are folded
   into its sum, see ``TensorflowOps.checked_sum``.)
@@ -90,10 +93,28 @@ def _kind(a) -> str:
     return dt.name
 
 
+_GPUS = []  # [whether TensorFlow sees a GPU], filled at the first call
+
+
+def _on_host(a) -> bool:
+    """Whether `a` is computed on the CPU, where a value check may read a value (eagerly)
+    or become an assertion (in a graph) without waiting for an accelerator.
+
+    Its device where it has one (eager tensors, a graph under a device scope or a
+    distribution strategy's replica); else (a graph that places nothing itself) whether
+    TensorFlow sees no GPU, since the placer then puts the computation on the GPU.
+    """
+    dev = a.device or ""
+    if dev:
+        return "CPU" in dev
+    if not _GPUS:
+        _GPUS.append(bool(tf.config.list_logical_devices("GPU")))
+    return not _GPUS[0]
+
+
 def _readable(a) -> bool:
     """Eager, non-empty and on the CPU: values readable without a device sync."""
-    return tf.executing_eagerly() and "CPU" in (a.device or "CPU") and \
-        int(tf.size(a)) > 0
+    return tf.executing_eagerly() and _on_host(a) and int(tf.size(a)) > 0
 
 
 def _name(v) -> str:
@@ -314,8 +335,14 @@ def _run(fn, x, targets, need_grad, **kw):
     ok = None
     if ops.unchecked:
         conds = [c for c, _ in ops.unchecked]
-        asserts = [tf.debugging.Assert(c, [m]) for c, m in ops.unchecked]
-        with tf.control_dependencies(asserts):
+        if _on_host(x):
+            asserts = [tf.debugging.Assert(c, [m]) for c, m in ops.unchecked]
+            with tf.control_dependencies(asserts):
+                ok = tf.reduce_all(tf.stack(conds))
+        else:
+            # On a GPU an assertion (a CPU kernel) waits for the device to compute its
+            # condition, eagerly and in a graph alike: a failed check gives NaN instead,
+            # as tf.nn.sparse_softmax_cross_entropy_with_logits does on a GPU.
             ok = tf.reduce_all(tf.stack(conds))
         out = tf.where(ok, out, tf.constant(float("nan"), out.dtype))
     return out, grad, ok
@@ -420,6 +447,10 @@ class _Compiled:
         ok, conds = res[-2], res[-1]
         if not self.messages:
             return out, grad, None
+        if not _on_host(x):
+            # On a GPU: neither read ok nor assert it (either waits for the device); out
+            # is NaN where a check failed, and the caller makes the gradient NaN too.
+            return out, grad, ok
         if tf.executing_eagerly():
             # The op-by-op path then raises the precise error (or gives its result).
             return (out, grad, None) if bool(ok) else None

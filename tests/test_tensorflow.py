@@ -190,6 +190,90 @@ class TestValueChecks:
             assert np.isnan(loss.numpy()) and np.isnan(grad.numpy()).all()
 
 
+class TestOnAGpu:
+    """On a GPU (simulated: focalx.backends.tensorflow._on_host says no) a value check
+    neither reads a value nor asserts on one, eagerly or in a graph (either would wait
+    for the device): a failed check gives NaN, and good inputs the reference numbers."""
+
+    @staticmethod
+    def _gpu(monkeypatch):
+        import focalx.backends.tensorflow as b
+        monkeypatch.setattr(b, "_on_host", lambda a: False)
+
+    @staticmethod
+    def _no_reads(monkeypatch):
+        from tensorflow.python.framework import ops as tf_ops
+
+        def read(self):
+            raise AssertionError("a tensor's value was read")
+        monkeypatch.setattr(tf_ops._EagerTensorBase, "_numpy", read)
+
+    @pytest.mark.parametrize("n", [16, 256])  # op by op; compiled (above EAGER_XLA_MIN_SIZE)
+    def test_eager_calls_read_no_value_and_give_nan_for_bad_values(self, monkeypatch, n):
+        import focalx.backends.tensorflow as b
+        x, t, y = _data(40, shape=(n, 256))
+        assert (x.size >= b.EAGER_XLA_MIN_SIZE) == (n == 256)
+        self._gpu(monkeypatch)
+        cases = [(ftf.softmax_focal_loss, y, y + 256, "softmax_focal_loss"),
+                 (ftf.sigmoid_focal_loss, t, t * 2, "sigmoid_focal_loss")]
+        results = []
+        with monkeypatch.context() as m:
+            self._no_reads(m)
+            for fn, good, bad, _ in cases:
+                results.append((_loss_and_grad(fn, x, tf.constant(good)),
+                                _loss_and_grad(fn, x, tf.constant(bad))))
+        for (fn, good, _, variant), (got, got_bad) in zip(cases, results):
+            want, want_g = _reference(variant, x, good)
+            _close(got[0], want, rtol=2e-5)
+            _close(got[1], want_g, rtol=2e-5, atol=1e-6 * np.abs(want_g).max())
+            assert np.isnan(got_bad[0].numpy()) and np.isnan(got_bad[1].numpy()).all()
+
+    @pytest.mark.parametrize("jit", [False, True])
+    def test_graphs_have_no_assertions_and_give_nan_for_bad_values(self, monkeypatch, jit):
+        x, t, y = _data(41, shape=(32, 8))
+
+        def step(a, b, c):
+            with tf.GradientTape() as tape:
+                tape.watch(a)
+                loss = ftf.softmax_focal_loss(a, b) + ftf.sigmoid_focal_loss(a, c)
+            return loss, tape.gradient(loss, a)
+
+        def asserts():
+            graph = tf.function(step, jit_compile=jit).get_concrete_function(
+                tf.constant(x), tf.constant(y), tf.constant(t)).graph
+            ops = list(graph.get_operations())
+            for f in graph._functions.values():  # the compiled path's function bodies
+                ops += f.graph.get_operations() if hasattr(f, "graph") else []
+            return [op.type for op in ops if op.type == "Assert"]
+
+        assert asserts(), "the test cannot tell: no assertion on the CPU either"
+        self._gpu(monkeypatch)
+        assert asserts() == []
+        graph = tf.function(step, jit_compile=jit)
+        loss, grad = graph(tf.constant(x), tf.constant(y), tf.constant(t))
+        want = ref.softmax_focal_loss(x, y) + ref.sigmoid_focal_loss(x, t)
+        _close(loss, want, rtol=2e-5)
+        for bad_y, bad_t in [(y + 8, t), (y, t * 2)]:
+            loss, grad = graph(tf.constant(x), tf.constant(bad_y), tf.constant(bad_t))
+            assert np.isnan(loss.numpy()) and np.isnan(grad.numpy()).all()
+
+    def test_graph_placement_follows_the_visible_devices(self):
+        import focalx.backends.tensorflow as b
+        seen = []
+
+        @tf.function
+        def f(a):
+            seen.append(b._on_host(a))
+            with tf.device("/CPU:0"):
+                seen.append(b._on_host(a * 2))
+            return a
+
+        f(tf.constant(1.0))
+        gpus = bool(tf.config.list_logical_devices("GPU"))
+        assert seen == [not gpus, True]
+        assert b._on_host(tf.constant(1.0)) == (not gpus)
+
+
 class TestNumerics:
     @pytest.mark.parametrize("dtype", [np.float32, np.float64])
     @pytest.mark.parametrize("gamma", GAMMAS)
