@@ -295,6 +295,58 @@ def test_jax_ops_implement_exactly_the_protocol():
     assert have & set(OPTIONAL_OPS) == {"softmax_parts"}
 
 
+class TestOnAGpu:
+    """On a GPU (simulated: focalx.backends.jax._readable says no, as for a GPU array) no
+    call reads an array's value, eagerly or under jit (a read would wait for the
+    device): a failed check gives NaN, and good inputs the reference numbers."""
+
+    CALLS = [
+        ("sigmoid_focal_loss", "t", dict(gamma=0.5, label_smoothing=0.1)),
+        ("sigmoid_focal_loss", "t", dict(alpha="vec", pos_weight="vec", reduction="sum",
+                                         normalizer="num")),
+        ("sigmoid_focal_loss_star", "t", dict(gamma=2.0, beta=1.0)),
+        ("softmax_focal_loss", "y", dict(gamma=2.0, weight="vec", ignore_index=1)),
+        ("softmax_focal_loss", "y", dict(gamma=1.5, alpha="vec", label_smoothing=0.1)),
+    ]
+
+    @staticmethod
+    def _guarded(monkeypatch):
+        from jax._src import array as jax_array
+
+        import focalx.backends.jax as b
+        monkeypatch.setattr(b, "_readable", lambda a: False)
+
+        def read(self):
+            raise AssertionError("an array's value was read")
+        monkeypatch.setattr(jax_array.ArrayImpl, "_value", property(read))
+
+    @pytest.mark.parametrize("jit", [False, True])
+    @pytest.mark.parametrize("variant,kind,kw", CALLS)
+    def test_no_value_is_read_and_bad_values_give_nan(self, monkeypatch, variant, kind, kw,
+                                                        jit):
+        x, t, y = _data(60, shape=(12, 5))
+        good = t if kind == "t" else y
+        bad = t * 2 if kind == "t" else y + 5
+        arrays = {k: (np.linspace(0.2, 0.8, 5, dtype=np.float32) if v == "vec" else
+                      np.float32(4.0)) for k, v in kw.items() if v in ("vec", "num")}
+        static = {k: v for k, v in kw.items() if k not in arrays}
+        fn = getattr(fj, variant)
+
+        def loss(a, b, arrs):
+            return fn(a, b, **static, **arrs)
+        f = jax.value_and_grad(loss)
+        f = jax.jit(f) if jit else f
+        args = [(jnp.asarray(x), jnp.asarray(v), {k: jnp.asarray(a) for k, a in arrays.items()})
+                for v in (good, bad)]
+        with monkeypatch.context() as m:
+            self._guarded(m)
+            got = [jax.block_until_ready(f(*a)) for a in args]
+        want, want_g = getattr(ref, variant + "_and_grad")(x, good, **static, **arrays)
+        _close(got[0][0], want, rtol=2e-5)
+        _close(got[0][1], want_g, rtol=2e-5, atol=1e-6 * np.abs(want_g).max())
+        assert np.isnan(float(got[1][0])) and np.all(np.isnan(np.asarray(got[1][1])))
+
+
 class TestDifferentiationBeyondLogits:
     def test_top_level_functions_work_under_jit_grad_and_vmap(self):
         x, t, y = _data(20)

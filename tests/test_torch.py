@@ -604,6 +604,69 @@ def test_grid_of_options_runs_on_every_device():
         assert math.isfinite(loss.item()) and x.grad.device == x.device
 
 
+class TestOffTheHost:
+    """Tensors whose values cannot be read without a device sync: no call reads one, and
+    nothing is made on the CPU and mixed in. The meta device (shapes only: reading a
+    value or meeting a CPU tensor raises) stands in for a GPU here; on CUDA, torch's
+    sync debug mode makes any host sync an error."""
+
+    CALLS = [
+        (ft.sigmoid_focal_loss, "t", dict(gamma=0.5, label_smoothing=0.1, ignore_index=-1)),
+        (ft.sigmoid_focal_loss, "t", dict(alpha="vec", pos_weight="vec", reduction="sum",
+                                          normalizer="num")),
+        (ft.sigmoid_focal_loss, "t", dict(from_logits=False)),
+        (ft.sigmoid_focal_loss_star, "t", dict(gamma=2.0, beta=1.0)),
+        (ft.softmax_focal_loss, "y", dict(weight="vec", alpha="vec", label_smoothing=0.1)),
+        (ft.softmax_focal_loss, "y", dict(gamma=1.5, ignore_index=1, reduction="none")),
+        (ft.softmax_focal_loss, "t", dict(gamma=2.0)),  # probability targets
+    ]
+
+    @staticmethod
+    def _args(device, kind, kw, shape=(64, 5)):
+        x = torch.randn(shape, device=device)
+        if kw.get("from_logits") is False:  # probabilities
+            x = torch.rand(shape, device=device) * 0.98 + 0.01
+        x.requires_grad_(True)
+        if kind == "y":
+            targets = torch.randint(0, shape[1], shape[:1], device=device)
+        else:
+            targets = torch.rand(shape, device=device)
+        params = {k: (torch.linspace(0.2, 0.8, shape[1], device=device) if v == "vec" else
+                      torch.tensor(4.0, device=device) if v == "num" else v)
+                  for k, v in kw.items()}
+        return x, targets, params
+
+    def test_the_meta_device_stands_in_for_a_gpu(self):
+        with pytest.raises(Exception):
+            torch.zeros(2, device="meta").sum().item()
+        with pytest.raises(Exception):
+            torch.zeros(2, device="meta") + torch.zeros(2)
+
+    @pytest.mark.parametrize("fn,kind,kw", CALLS)
+    def test_runs_on_the_meta_device_without_reading_a_value(self, fn, kind, kw):
+        x, targets, params = self._args("meta", kind, kw)
+        loss = fn(x, targets, **params)
+        loss.sum().backward()
+        assert loss.device.type == "meta" and x.grad.device.type == "meta"
+        assert x.grad.shape == x.shape
+
+    @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+    @pytest.mark.parametrize("fn,kind,kw", CALLS)
+    @pytest.mark.parametrize("shape", [(64, 5), (4096, 32)])  # op by op; the fused kernel
+    def test_cuda_calls_make_no_host_sync(self, fn, kind, kw, shape):
+        x, targets, params = self._args("cuda", kind, kw, shape)
+        fn(x, targets, **params).sum().backward()  # compiles the kernel outside the check
+        x.grad = None
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            loss = fn(x, targets, **params)
+            loss.sum().backward()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        assert torch.isfinite(loss).all() and torch.isfinite(x.grad).all()
+
+
 def test_torch_ops_implement_exactly_the_protocol():
     from focalx._spec import Ops
     from focalx.backends.torch import TorchOps
