@@ -610,8 +610,11 @@ class TestBadInputs:
         def no_read(*args, **kwargs):
             raise AssertionError("a tensor value was read")
         monkeypatch.setattr(backend, "_on_host", lambda a: False)
-        monkeypatch.setattr(paddle.Tensor, "item", no_read)
-        loss, g = call()
+        with monkeypatch.context() as m:
+            for read in ("item", "numpy", "tolist", "__float__", "__int__", "__bool__",
+                         "__array__"):
+                m.setattr(paddle.Tensor, read, no_read)
+            loss, g = call()
         assert np.isnan(_np(loss)).all() and np.isnan(_np(g)).all()
         got = [_np(a) for a in good()]  # valid arguments: the same numbers
         for a, b in zip(got, want, strict=True):
