@@ -224,3 +224,30 @@ def test_backend_asked_for_but_not_installed_exits_1(monkeypatch, capsys):
     monkeypatch.setattr(_bench, "available", lambda name: (False, f"{name} is not installed"))
     assert _bench.main(["--quick", "--backend", "paddle"]) == 1
     assert "ERROR paddle: asked for, but paddle is not installed" in capsys.readouterr().out
+
+
+def test_a_device_without_a_peak_counter_is_n_a_not_a_failure(monkeypatch):
+    # JAX on a GPU has no resettable peak counter: the memory worker reports n/a for it,
+    # and that alone must not fail the run (it did: every focalx row was an error).
+    names = _quick_backends()
+    if not names:
+        pytest.skip("neither torch nor jax is installed")
+    name = names[0]
+    build = _bench.GROUP_BUILDERS[name]
+
+    def no_peak(cfg, fx):
+        groups, info, _ = build(cfg, fx)
+        return groups, info, None
+    monkeypatch.setitem(_bench.GROUP_BUILDERS, name, no_peak)
+    cfg = _bench.config_from_args(_bench.parser().parse_args(
+        ["--quick", "--backend", name, "--workload", "sigmoid", "--no-compile",
+         "--repeats", "1"]))
+    memory = _bench.run_worker(name, cfg, memory=True)
+    focal = [c for g in memory["groups"] for c in g["contenders"] if c["role"] == "focalx"]
+    assert focal and all(c["memory"].get("peak_extra_bytes") is None and
+                         "peak_note" in c["memory"] for c in focal)
+    timing = _bench.run_worker(name, cfg)
+    _bench._merge_memory(timing, memory)
+    result = {"config": cfg, "backends": [timing], "skipped": {}, "missing": {}}
+    assert not _bench.failed(result)
+    assert "| n/a |" in _bench.format_table(result)
