@@ -101,11 +101,6 @@ class _FocalLoss(keras.losses.Loss):
                       label_smoothing=self.label_smoothing, axis=self.axis, dtype=self.dtype)
         return config
 
-    def _alpha_array(self, like):
-        if isinstance(self.alpha, list):
-            return ops.convert_to_tensor(self.alpha, dtype=like.dtype)
-        return self.alpha
-
 
 @keras.saving.register_keras_serializable(package="focalx")
 class BinaryFocalLoss(_FocalLoss):
@@ -141,12 +136,9 @@ class BinaryFocalLoss(_FocalLoss):
 
     def call(self, y_true, y_pred):
         y_true = _same_rank(y_true, y_pred)
-        pos_weight = self.pos_weight
-        if isinstance(pos_weight, list):
-            pos_weight = ops.convert_to_tensor(pos_weight, dtype=y_pred.dtype)
         loss = _sigmoid_focal_loss(
             y_pred, ops.cast(y_true, y_pred.dtype), gamma=self.gamma,
-            alpha=self._alpha_array(y_pred), pos_weight=pos_weight,
+            alpha=self.alpha, pos_weight=self.pos_weight,
             label_smoothing=self.label_smoothing, from_logits=self.from_logits,
             reduction="none")
         return ops.mean(loss, axis=self.axis)
@@ -190,15 +182,11 @@ class CategoricalFocalLoss(_FocalLoss):
                             f"{type(weight).__name__}")
         self.weight = _vector_config(weight, "weight")
 
-    def _weight_array(self, like):
-        if self.weight is None:
-            return None
-        return ops.convert_to_tensor(self.weight, dtype=like.dtype)
 
     def call(self, y_true, y_pred):
         return _softmax_focal_loss(
             y_pred, ops.cast(y_true, y_pred.dtype), gamma=self.gamma,
-            alpha=self._alpha_array(y_pred), weight=self._weight_array(y_pred),
+            alpha=self.alpha, weight=self.weight,
             ignore_index=None, label_smoothing=self.label_smoothing,
             from_logits=self.from_logits, axis=self.axis, reduction="none")
 
@@ -239,8 +227,8 @@ class SparseCategoricalFocalLoss(CategoricalFocalLoss):
         if "int" not in str(y_true.dtype):
             y_true = ops.cast(y_true, "int64" if keras.backend.backend() != "jax" else "int32")
         loss = _softmax_focal_loss(
-            y_pred, y_true, gamma=self.gamma, alpha=self._alpha_array(y_pred),
-            weight=self._weight_array(y_pred), ignore_index=self.ignore_index,
+            y_pred, y_true, gamma=self.gamma, alpha=self.alpha,
+            weight=self.weight, ignore_index=self.ignore_index,
             label_smoothing=self.label_smoothing, from_logits=self.from_logits,
             axis=self.axis, reduction="none")
         if self.ignore_index is not None:

@@ -14,6 +14,7 @@ float32 and float64 are computed as they are.
 
 from __future__ import annotations
 
+import collections
 import numbers
 import os
 import threading
@@ -44,6 +45,37 @@ def _kind(a: torch.Tensor) -> str:
     if a.dtype.is_complex:
         return "complex"
     return "integer"
+
+
+#: Host values (numbers, class vectors) kept on an accelerator: at most this many, each
+#: of at most _DEVICE_COPY_NUMEL elements.
+_DEVICE_COPIES_MAX = 64
+_DEVICE_COPY_NUMEL = 1 << 16
+_DEVICE_COPIES: "collections.OrderedDict" = collections.OrderedDict()
+_DEVICE_COPIES_LOCK = threading.Lock()
+
+
+def _to_device(t, like):
+    """t on like's device in like's dtype. A CPU tensor copied to an accelerator is a
+    blocking copy, which waits for the device's queued work: small host values (a
+    pos_weight number, a class vector given as a list, a module's CPU buffer) are copied
+    once and reused, keyed by their contents (read on the host, so no wait)."""
+    if like.device.type == "cpu" or t.device.type != "cpu" or \
+            t.numel() > _DEVICE_COPY_NUMEL or torch.compiler.is_compiling():
+        return t.to(device=like.device, dtype=like.dtype)
+    key = (t.dtype, tuple(t.shape), t.detach().flatten().view(torch.uint8).numpy().tobytes(),
+           like.dtype, like.device)
+    with _DEVICE_COPIES_LOCK:
+        hit = _DEVICE_COPIES.get(key)
+        if hit is not None:
+            _DEVICE_COPIES.move_to_end(key)
+            return hit
+    out = t.to(device=like.device, dtype=like.dtype)
+    with _DEVICE_COPIES_LOCK:
+        _DEVICE_COPIES[key] = out
+        while len(_DEVICE_COPIES) > _DEVICE_COPIES_MAX:
+            _DEVICE_COPIES.popitem(last=False)
+    return out
 
 
 def _checkable(a: torch.Tensor) -> bool:
@@ -126,7 +158,7 @@ class TorchOps:
                             f"{type(v).__module__}.{type(v).__name__}")
         if _kind(t) not in ("floating", "integer", "bool"):
             raise TypeError(f"{name} must be real, got {_kind(t)} dtype")
-        return t.to(device=like.device, dtype=like.dtype)
+        return _to_device(t, like)
 
     @staticmethod
     def as_float(a, like):
@@ -347,6 +379,26 @@ def _host_value(v):
     return v
 
 
+#: Hyperparameters that may be arrays, and their value checks (see _device_params).
+_ARRAY_PARAMS = {"alpha": dict(unit=True), "pos_weight": dict(nonneg=True),
+                 "weight": dict(nonneg=True)}
+
+
+def _device_params(args, x):
+    """For a kernel off the CPU: hyperparameters given as host data (sequences, NumPy
+    arrays, CPU tensors; numbers for pos_weight and weight) checked here, as the spec
+    does, and moved to x's device once per value (_to_device), to be passed to the
+    kernel as tensors: the kernel then neither bakes them in nor copies them per call."""
+    out = dict(args)
+    for name, rule in _ARRAY_PARAMS.items():
+        v = out.get(name)
+        if v is None or (isinstance(v, torch.Tensor) and v.device == x.device) or \
+                (name == "alpha" and (_spec._is_real(v) or isinstance(v, bool))):
+            continue
+        out[name] = _spec._param_array(OPS, v, name, x, **rule)
+    return out
+
+
 def _call(spec_name, x, targets, need_grad, params):
     """The spec's `spec_name` on x: through one compiled (fused) kernel for large eager
     calls, else op by op. Both compute the same formulas; the eager run also raises
@@ -354,11 +406,15 @@ def _call(spec_name, x, targets, need_grad, params):
     spec_fn = getattr(_spec, spec_name)
     if _fusable(x):
         args = {k: _host_value(v) for k, v in params.items()}
+        if x.device.type != "cpu":
+            args = _device_params(args, x)
         norm = args.get("normalizer")
         if isinstance(norm, numbers.Real) and not isinstance(norm, bool) and norm > 0:
             # a run-time input, not a compile-time constant: a normalizer that changes
-            # every step (the number of positives) must not compile a kernel every step
-            args["normalizer"] = torch.tensor(float(norm), dtype=x.dtype, device=x.device)
+            # every step (the number of positives) must not compile a kernel every step.
+            # (torch.full: a fill on the device; torch.tensor would copy from the host,
+            # which off the CPU waits for the device.)
+            args["normalizer"] = torch.full((), float(norm), dtype=x.dtype, device=x.device)
         tensors = {k: v for k, v in args.items() if isinstance(v, torch.Tensor)}
         static = {k: v for k, v in args.items() if k not in tensors}
         key, kernel = _kernel_for(spec_name, static)

@@ -252,6 +252,12 @@ OTHER_BACKEND = textwrap.dedent("""
         "categorical": float(fk.CategoricalFocalLoss(from_logits=True, alpha=0.5)(
             np.eye(x.shape[1], dtype=np.float32)[y], x)),
         "sparse": float(fk.SparseCategoricalFocalLoss(from_logits=True, ignore_index=1)(y, x)),
+        "sparse_vectors": float(fk.SparseCategoricalFocalLoss(
+            from_logits=True, alpha=[.1, .2, .3, .1, .1, .1, .1], weight=[1, 2, 1, 1, 3, 1, 1])(
+            y, x)),
+        "binary_vectors": float(fk.BinaryFocalLoss(
+            from_logits=True, alpha=[.1, .2, .3, .4, .5, .6, .7],
+            pos_weight=[1, 2, 3, 1, 1, 2, 1])(t, x)),
         "keras_binary": float(keras.losses.BinaryFocalCrossentropy(
             apply_class_balancing=True, from_logits=True)(t, x, sample_weight=sw)),
     }
@@ -274,7 +280,17 @@ def test_same_numbers_under_other_keras_backends(backend):
         "categorical": float(fk.CategoricalFocalLoss(from_logits=True, alpha=0.5)(
             np.eye(7, dtype=np.float32)[y], x)),
         "sparse": float(fk.SparseCategoricalFocalLoss(from_logits=True, ignore_index=1)(y, x)),
+        # class vectors given as lists (passed to focalx as they are)
+        "sparse_vectors": float(fk.SparseCategoricalFocalLoss(
+            from_logits=True, alpha=[.1, .2, .3, .1, .1, .1, .1], weight=[1, 2, 1, 1, 3, 1, 1])(
+            y, x)),
+        "binary_vectors": float(fk.BinaryFocalLoss(
+            from_logits=True, alpha=[.1, .2, .3, .4, .5, .6, .7],
+            pos_weight=[1, 2, 3, 1, 1, 2, 1])(t, x)),
     }
+    want = ref.sigmoid_focal_loss(x, t, alpha=[.1, .2, .3, .4, .5, .6, .7],
+                                  pos_weight=[1, 2, 3, 1, 1, 2, 1], reduction="none").mean(-1)
+    assert here["binary_vectors"] == pytest.approx(float(want.mean()), rel=1e-5)
     for k, v in here.items():
         assert other[k] == pytest.approx(v, rel=1e-5), k
     keras_here = float(keras.losses.BinaryFocalCrossentropy(

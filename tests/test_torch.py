@@ -619,6 +619,10 @@ class TestOffTheHost:
         (ft.softmax_focal_loss, "y", dict(weight="vec", alpha="vec", label_smoothing=0.1)),
         (ft.softmax_focal_loss, "y", dict(gamma=1.5, ignore_index=1, reduction="none")),
         (ft.softmax_focal_loss, "t", dict(gamma=2.0)),  # probability targets
+        # host data: numbers, lists, NumPy arrays (copied to the device once, then reused)
+        (ft.sigmoid_focal_loss, "t", dict(alpha="list", pos_weight=2.0, weight=0.5,
+                                          normalizer=4.0)),
+        (ft.softmax_focal_loss, "y", dict(alpha="numpy", weight="list", normalizer=3.0)),
     ]
 
     @staticmethod
@@ -631,10 +635,49 @@ class TestOffTheHost:
             targets = torch.randint(0, shape[1], shape[:1], device=device)
         else:
             targets = torch.rand(shape, device=device)
+        host = np.linspace(0.2, 0.8, shape[1])
         params = {k: (torch.linspace(0.2, 0.8, shape[1], device=device) if v == "vec" else
-                      torch.tensor(4.0, device=device) if v == "num" else v)
+                      torch.tensor(4.0, device=device) if v == "num" else
+                      host.tolist() if v == "list" else host if v == "numpy" else v)
                   for k, v in kw.items()}
         return x, targets, params
+
+    def test_host_values_are_copied_to_the_device_once(self, monkeypatch):
+        from focalx.backends import torch as b
+        monkeypatch.setattr(b, "_DEVICE_COPIES", type(b._DEVICE_COPIES)())
+        meta = torch.empty(3, device="meta")
+        first = b._to_device(torch.tensor([0.1, 0.2, 0.3]), meta)
+        assert b._to_device(torch.tensor([0.1, 0.2, 0.3]), meta) is first
+        assert first.device.type == "meta" and first.dtype == meta.dtype
+        assert b._to_device(torch.tensor([0.1, 0.2, 0.4]), meta) is not first
+        assert b._to_device(torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64), meta) \
+            is not first
+        # through the losses: each host value once, however many calls
+        fn, kind, kw = self.CALLS[-2]
+        for _ in range(3):
+            x, targets, params = self._args("meta", kind, kw)
+            fn(x, targets, **params).backward()
+        assert len(b._DEVICE_COPIES) == 3 + 3  # above; alpha, pos_weight, weight
+        # on the CPU nothing is kept
+        cpu = torch.empty(3)
+        b._to_device(torch.tensor([0.5, 0.6]), cpu)
+        assert len(b._DEVICE_COPIES) == 6
+
+    def test_kernel_arguments_off_the_cpu_are_device_tensors_checked_on_the_host(self):
+        from focalx.backends import torch as b
+        x = torch.empty(8, 4, device="meta")
+        out = b._device_params(dict(alpha=[0.1, 0.2, 0.3, 0.4], pos_weight=np.float64(2.0),
+                                    weight=0.5, normalizer=4.0, gamma=2.0), x)
+        for name in ("alpha", "pos_weight", "weight"):
+            assert out[name].device.type == "meta" and out[name].dtype == x.dtype
+        assert out["normalizer"] == 4.0 and out["gamma"] == 2.0
+        assert b._device_params(dict(alpha=0.25), x)["alpha"] == 0.25  # a number: a constant
+        with pytest.raises(ValueError, match="alpha"):
+            b._device_params(dict(alpha=[0.1, 1.5, 0.3, 0.4]), x)
+        with pytest.raises(ValueError, match="pos_weight"):
+            b._device_params(dict(pos_weight=[-1.0]), x)
+        with pytest.raises(TypeError, match="weight"):
+            b._device_params(dict(weight="heavy"), x)
 
     def test_the_meta_device_stands_in_for_a_gpu(self):
         with pytest.raises(Exception):
