@@ -115,6 +115,32 @@ def _kind(a) -> str:
     return str(dt).replace("paddle.", "")
 
 
+#: Host values (numbers, class vectors) kept on a GPU: at most this many, each of at most
+#: _DEVICE_COPY_NUMEL elements.
+_DEVICE_COPIES_MAX = 64
+_DEVICE_COPY_NUMEL = 1 << 16
+_DEVICE_COPIES: dict = {}
+_DEVICE_COPIES_LOCK = threading.Lock()
+
+
+def _device_copy(arr, like):
+    """Host data as a tensor on like's device in like's dtype, copied once and reused
+    (keyed by its contents): a copy from the host to a GPU blocks, so a pos_weight number
+    or a class vector given as a list would otherwise wait for the device at every call."""
+    key = (arr.dtype.str, arr.shape, arr.tobytes(), str(like.place), str(like.dtype))
+    with _DEVICE_COPIES_LOCK:
+        hit = _DEVICE_COPIES.pop(key, None)
+        if hit is not None:
+            _DEVICE_COPIES[key] = hit  # most recently used last
+            return hit
+    out = paddle.to_tensor(arr.astype(np.float64), place=like.place).astype(like.dtype)
+    with _DEVICE_COPIES_LOCK:
+        _DEVICE_COPIES[key] = out
+        while len(_DEVICE_COPIES) > _DEVICE_COPIES_MAX:
+            _DEVICE_COPIES.pop(next(iter(_DEVICE_COPIES)))
+    return out
+
+
 def _static() -> bool:
     """True while a static program is being built (to_static full graph): values are symbolic."""
     return not paddle.in_dynamic_mode()
@@ -238,6 +264,8 @@ class PaddleOps:
                 raise TypeError(f"{name} must be real, got {arr.dtype} dtype")
             if _static():
                 t = paddle.to_tensor(arr.astype(np.float64))
+            elif not _in_sot() and not _on_host(like) and arr.size <= _DEVICE_COPY_NUMEL:
+                return _device_copy(arr, like)
             else:
                 t = paddle.to_tensor(arr.astype(np.float64), place=like.place)
         else:

@@ -621,6 +621,37 @@ class TestBadInputs:
             np.testing.assert_array_equal(a, b)
 
 
+def test_off_the_cpu_host_values_are_copied_to_the_device_once(monkeypatch):
+    # A copy from the host to a GPU blocks: numbers and class vectors given as host data
+    # are copied once and reused. Simulated on the CPU (_on_host says no).
+    monkeypatch.setattr(backend, "_on_host", lambda a: False)
+    monkeypatch.setattr(backend, "_DEVICE_COPIES", {})
+    x, y = _case(32)
+    t = (_rng(33).random(x.shape) < 0.3).astype(np.float64)
+    tt, yt = _t(t), _t(y)
+    alpha = np.linspace(0.2, 0.8, x.shape[1]).tolist()
+    copies = []
+    to_tensor = paddle.to_tensor
+
+    def spy(data, *args, **kwargs):
+        if np.shape(data) != x.shape:  # (not the logits, made by _value_and_grad)
+            copies.append(np.shape(data))
+        return to_tensor(data, *args, **kwargs)
+    monkeypatch.setattr(paddle, "to_tensor", spy)
+    results = []
+    for _ in range(3):
+        results.append(_value_and_grad(fpd.sigmoid_focal_loss, x, tt, alpha=alpha,
+                                       pos_weight=2.0, weight=0.5))
+        results.append(_value_and_grad(fpd.softmax_focal_loss, x, yt, weight=alpha[::-1]))
+    assert sorted(copies) == [(), (), (x.shape[1],), (x.shape[1],)]  # once each
+    assert len(backend._DEVICE_COPIES) == 4
+    monkeypatch.setattr(paddle, "to_tensor", to_tensor)
+    want = ref.sigmoid_focal_loss_and_grad(x, t, alpha=alpha, pos_weight=2.0, weight=0.5)
+    for got in results[0::2]:
+        np.testing.assert_allclose(_np(got[0]), want[0], rtol=1e-12)
+        np.testing.assert_allclose(_np(got[1]), want[1], rtol=1e-10, atol=1e-300)
+
+
 # ---------------------------------------------------------------------------
 # Row blocks (large elementwise losses on the CPU in dygraph mode): the same numbers,
 # bit for bit, and the same errors as the whole
