@@ -182,7 +182,6 @@ class CategoricalFocalLoss(_FocalLoss):
                             f"{type(weight).__name__}")
         self.weight = _vector_config(weight, "weight")
 
-
     def call(self, y_true, y_pred):
         return _softmax_focal_loss(
             y_pred, ops.cast(y_true, y_pred.dtype), gamma=self.gamma,

@@ -44,10 +44,10 @@ Static and run-time arguments:
   whole gradient NaN instead: never a plausible wrong number. On a GPU, eagerly
   or in a graph, reading a value or asserting on it would wait for the device,
   so there a failed check gives NaN too (as TensorFlow's sparse softmax
-  cross-entropy does on a GPU). (In every graph a
-  summed loss that is NaN for another reason, from a NaN or infinite logit, also
-  makes the whole gradient NaN: checks on arrays of the loss's shape are folded
-  into its sum, see ``TensorflowOps.checked_sum``.)
+  cross-entropy does on a GPU). (In every graph, and eagerly on a GPU for
+  calls that take the compiled path, a summed loss that is NaN for another reason,
+  from a NaN or infinite logit, also makes the whole gradient NaN: checks on arrays
+  of the loss's shape are folded into its sum, see ``TensorflowOps.checked_sum``.)
 
 Gradients flow to the logits only: targets and array hyperparameters get no
 gradient (``tape.gradient`` returns None for them), and a second derivative

@@ -14,7 +14,6 @@ float32 and float64 are computed as they are.
 
 from __future__ import annotations
 
-import collections
 import numbers
 import os
 import threading
@@ -47,35 +46,45 @@ def _kind(a: torch.Tensor) -> str:
     return "integer"
 
 
-#: Host values (numbers, class vectors) kept on an accelerator: at most this many, each
-#: of at most _DEVICE_COPY_NUMEL elements.
+#: Host vectors kept on an accelerator: at most this many, each of at most
+#: _DEVICE_COPY_NUMEL elements. Entries are never evicted (a kernel queued on another
+#: stream, or a captured CUDA graph, may still read one); beyond the limit, copies are
+#: made per call.
 _DEVICE_COPIES_MAX = 64
 _DEVICE_COPY_NUMEL = 1 << 16
-_DEVICE_COPIES: "collections.OrderedDict" = collections.OrderedDict()
+_DEVICE_COPIES: dict = {}
 _DEVICE_COPIES_LOCK = threading.Lock()
 
 
 def _to_device(t, like):
     """t on like's device in like's dtype. A CPU tensor copied to an accelerator is a
-    blocking copy, which waits for the device's queued work: small host values (a
-    pos_weight number, a class vector given as a list, a module's CPU buffer) are copied
-    once and reused, keyed by their contents (read on the host, so no wait)."""
-    if like.device.type == "cpu" or t.device.type != "cpu" or \
-            t.numel() > _DEVICE_COPY_NUMEL or torch.compiler.is_compiling():
+    blocking copy, which waits for the device's queued work. So off the CPU a single
+    value (a pos_weight number, a CPU normalizer) becomes a fill on the device, and a
+    small host vector (a class vector given as a list, a module's CPU buffer) is copied
+    once and reused, keyed by its contents (read on the host: no wait)."""
+    if like.device.type == "cpu" or t.device.type != "cpu" or torch.compiler.is_compiling():
         return t.to(device=like.device, dtype=like.dtype)
-    key = (t.dtype, tuple(t.shape), t.detach().flatten().view(torch.uint8).numpy().tobytes(),
+    if t.numel() == 1:
+        return torch.full(tuple(t.shape), t.item(), dtype=like.dtype, device=like.device)
+    if t.numel() > _DEVICE_COPY_NUMEL:
+        return t.to(device=like.device, dtype=like.dtype)
+    key = (t.dtype, tuple(t.shape),
+           t.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes(),
            like.dtype, like.device)
     with _DEVICE_COPIES_LOCK:
         hit = _DEVICE_COPIES.get(key)
-        if hit is not None:
-            _DEVICE_COPIES.move_to_end(key)
-            return hit
+        room = len(_DEVICE_COPIES) < _DEVICE_COPIES_MAX
+    if hit is not None:
+        return hit
     out = t.to(device=like.device, dtype=like.dtype)
-    with _DEVICE_COPIES_LOCK:
-        _DEVICE_COPIES[key] = out
-        while len(_DEVICE_COPIES) > _DEVICE_COPIES_MAX:
-            _DEVICE_COPIES.popitem(last=False)
+    if room:
+        with _DEVICE_COPIES_LOCK:
+            out = _DEVICE_COPIES.setdefault(key, out)
     return out
+
+
+def _off_host(x) -> bool:
+    return x.device.type != "cpu"
 
 
 def _checkable(a: torch.Tensor) -> bool:
@@ -387,8 +396,9 @@ _ARRAY_PARAMS = {"alpha": dict(unit=True), "pos_weight": dict(nonneg=True),
 def _device_params(args, x):
     """For a kernel off the CPU: hyperparameters given as host data (sequences, NumPy
     arrays, CPU tensors; numbers for pos_weight and weight) checked here, as the spec
-    does, and moved to x's device once per value (_to_device), to be passed to the
-    kernel as tensors: the kernel then neither bakes them in nor copies them per call."""
+    does, and moved to x's device without a per-call copy (_to_device), to be passed to
+    the kernel as tensors: the kernel then neither bakes them in nor copies them per
+    call. A CPU tensor normalizer likewise. Raises the spec's TypeError / ValueError."""
     out = dict(args)
     for name, rule in _ARRAY_PARAMS.items():
         v = out.get(name)
@@ -396,6 +406,9 @@ def _device_params(args, x):
                 (name == "alpha" and (_spec._is_real(v) or isinstance(v, bool))):
             continue
         out[name] = _spec._param_array(OPS, v, name, x, **rule)
+    norm = out.get("normalizer")
+    if isinstance(norm, torch.Tensor) and norm.device != x.device:
+        out["normalizer"] = OPS.asarray(norm, "normalizer", x)
     return out
 
 
@@ -406,8 +419,12 @@ def _call(spec_name, x, targets, need_grad, params):
     spec_fn = getattr(_spec, spec_name)
     if _fusable(x):
         args = {k: _host_value(v) for k, v in params.items()}
-        if x.device.type != "cpu":
-            args = _device_params(args, x)
+        if _off_host(x):
+            try:
+                args = _device_params(args, x)
+            except (TypeError, ValueError):
+                # a bad argument: the spec raises its own first error
+                return spec_fn(OPS, x, targets, need_grad=need_grad, **params)
         norm = args.get("normalizer")
         if isinstance(norm, numbers.Real) and not isinstance(norm, bool) and norm > 0:
             # a run-time input, not a compile-time constant: a normalizer that changes

@@ -1093,6 +1093,10 @@ def format_table(result: dict) -> str:
                                      f"{name} {g['mode']} {g['workload']} "
                                      f"{format_size(g['size'])} {c['name']} "
                                      f"({key.split('_')[0]} memory): {mem[key]}")
+                note = f"{name}: peak memory n/a: {mem['peak_note']}" \
+                    if "peak_note" in mem else None
+                if note and note not in notes:
+                    notes.append(note)
     for name, why in result.get("missing", {}).items():
         notes.append(f"ERROR {name}: asked for, but {why}")
     for name, why in result.get("skipped", {}).items():

@@ -5,6 +5,11 @@ cannot be imported into a failure of the whole run instead of skipped tests;
 CI sets it to every backend it installs. Backends not required are tested when
 importable and reported as skipped otherwise. The header of every run lists
 which backends ran.
+
+JAX, TensorFlow and Paddle tests run on the CPU even where a GPU is present: the
+tests of value checks expect the CPU's behaviour (a ValueError); what those checks
+do off the CPU (NaN, no value read) is tested by simulation in each backend's
+tests. PyTorch tests that take a device run on CUDA too when it is present.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import os
 import pytest
 
 KNOWN_BACKENDS = ("torch", "jax", "tensorflow", "paddle")
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")  # (see the module docstring)
 
 
 def _required() -> list[str]:

@@ -18,6 +18,7 @@ import pytest
 from .conftest import import_backend
 
 paddle = import_backend("paddle")
+paddle.set_device("cpu")  # (see conftest: value checks on the CPU; a GPU is simulated)
 F = paddle.nn.functional
 
 import focalx  # noqa: E402

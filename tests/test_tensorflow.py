@@ -18,9 +18,20 @@ import focalx  # noqa: E402
 import focalx.tensorflow as ftf  # noqa: E402
 from focalx import _numpy as ref  # noqa: E402
 from focalx import _spec  # noqa: E402
+from focalx.backends import tensorflow as _tf_backend  # noqa: E402
 from focalx.conformance import _harness, runner  # noqa: E402
 
 GAMMAS = [0.0, 0.25, 0.5, 1.0, 2.0, 5.0]
+_ON_HOST = _tf_backend._on_host  # the real placement rule (see the fixture below)
+
+
+@pytest.fixture(autouse=True)
+def _value_checks_as_on_the_cpu(monkeypatch):
+    """Every tensor counts as on the CPU (as it is in CI), so that the tests of value
+    checks get the CPU's behaviour on a machine where TensorFlow sees a GPU too: there
+    a graph that places nothing would otherwise count as on the GPU. TestOnAGpu
+    simulates the GPU; the real placement rule is tested with _ON_HOST."""
+    monkeypatch.setattr(_tf_backend, "_on_host", lambda a: True)
 
 
 def _data(seed=0, shape=(16, 5), dtype=np.float32):
@@ -258,20 +269,21 @@ class TestOnAGpu:
             assert np.isnan(loss.numpy()) and np.isnan(grad.numpy()).all()
 
     def test_graph_placement_follows_the_visible_devices(self):
-        import focalx.backends.tensorflow as b
         seen = []
 
         @tf.function
         def f(a):
-            seen.append(b._on_host(a))
+            seen.append(_ON_HOST(a))
             with tf.device("/CPU:0"):
-                seen.append(b._on_host(a * 2))
+                seen.append(_ON_HOST(a * 2))
             return a
 
         f(tf.constant(1.0))
         gpus = bool(tf.config.list_logical_devices("GPU"))
         assert seen == [not gpus, True]
-        assert b._on_host(tf.constant(1.0)) == (not gpus)
+        assert _ON_HOST(tf.constant(1.0)) == (not gpus)
+        with tf.device("/CPU:0"):
+            assert _ON_HOST(tf.constant(1.0))
 
 
 class TestNumerics:

@@ -644,7 +644,7 @@ class TestOffTheHost:
 
     def test_host_values_are_copied_to_the_device_once(self, monkeypatch):
         from focalx.backends import torch as b
-        monkeypatch.setattr(b, "_DEVICE_COPIES", type(b._DEVICE_COPIES)())
+        monkeypatch.setattr(b, "_DEVICE_COPIES", {})
         meta = torch.empty(3, device="meta")
         first = b._to_device(torch.tensor([0.1, 0.2, 0.3]), meta)
         assert b._to_device(torch.tensor([0.1, 0.2, 0.3]), meta) is first
@@ -652,16 +652,41 @@ class TestOffTheHost:
         assert b._to_device(torch.tensor([0.1, 0.2, 0.4]), meta) is not first
         assert b._to_device(torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64), meta) \
             is not first
-        # through the losses: each host value once, however many calls
-        fn, kind, kw = self.CALLS[-2]
+        assert len(b._DEVICE_COPIES) == 3
+        # strided and expanded vectors (a column of a table, a broadcast number)
+        for v in (torch.arange(10.0)[::2], torch.tensor(0.25).expand(5),
+                  torch.arange(12.0).reshape(3, 4)[:, 1]):
+            assert b._to_device(v, meta).shape == v.shape
+        assert len(b._DEVICE_COPIES) == 6
+        # a single value is a fill on the device: nothing to keep
+        one = b._to_device(torch.tensor(2.0), meta)
+        assert one.shape == () and one.device.type == "meta" and len(b._DEVICE_COPIES) == 6
+        # through the losses: each host vector once, however many calls
+        fn, kind, kw = self.CALLS[-2]  # alpha a list; pos_weight, weight, normalizer numbers
         for _ in range(3):
             x, targets, params = self._args("meta", kind, kw)
             fn(x, targets, **params).backward()
-        assert len(b._DEVICE_COPIES) == 3 + 3  # above; alpha, pos_weight, weight
+        assert len(b._DEVICE_COPIES) == 7
+        x = torch.randn(4, 5, device="meta", requires_grad=True)
+        ft.softmax_focal_loss(x, torch.zeros(4, dtype=torch.long, device="meta"),
+                              weight=np.arange(10.0)[::2]).backward()
+        assert len(b._DEVICE_COPIES) == 8
         # on the CPU nothing is kept
-        cpu = torch.empty(3)
-        b._to_device(torch.tensor([0.5, 0.6]), cpu)
-        assert len(b._DEVICE_COPIES) == 6
+        b._to_device(torch.tensor([0.5, 0.6]), torch.empty(3))
+        assert len(b._DEVICE_COPIES) == 8
+
+    def test_the_kept_copies_are_bounded_and_never_dropped(self, monkeypatch):
+        # (a kernel queued on another stream, or a captured CUDA graph, may read one)
+        from focalx.backends import torch as b
+        monkeypatch.setattr(b, "_DEVICE_COPIES", {})
+        monkeypatch.setattr(b, "_DEVICE_COPIES_MAX", 4)
+        meta = torch.empty(3, device="meta")
+        kept = [b._to_device(torch.tensor([0.0, float(i)]), meta) for i in range(4)]
+        more = b._to_device(torch.tensor([0.0, 9.0]), meta)
+        assert more.device.type == "meta" and len(b._DEVICE_COPIES) == 4
+        assert b._to_device(torch.tensor([0.0, 9.0]), meta) is not more
+        assert all(b._to_device(torch.tensor([0.0, float(i)]), meta) is k
+                   for i, k in enumerate(kept))
 
     def test_kernel_arguments_off_the_cpu_are_device_tensors_checked_on_the_host(self):
         from focalx.backends import torch as b
@@ -741,6 +766,39 @@ class TestFusedKernel:
         (grad,) = torch.autograd.grad(loss.sum(), x)
         assert self.bt._FUSED["calls"] == before + 1, "the fused kernel was not used"
         return loss, grad
+
+    @pytest.mark.parametrize("fn,kw", [
+        (ft.sigmoid_focal_loss, dict(alpha=np.linspace(0.1, 0.9, 1024).tolist(),
+                                     pos_weight=2.0, weight=0.5, normalizer=300.0)),
+        (ft.softmax_focal_loss, dict(alpha=np.linspace(0.1, 0.9, 1024), weight=[2.0] * 1024,
+                                     label_smoothing=0.1)),
+        (ft.sigmoid_focal_loss_star, dict(alpha=[0.3] * 1024, weight=torch.tensor(0.5))),
+    ])
+    def test_host_hyperparameters_as_device_tensors_give_the_same_numbers(
+            self, monkeypatch, fn, kw):
+        # Off the CPU the kernel takes host-data hyperparameters as tensors on the device
+        # (_device_params): the same numbers as the reference, run here on the CPU.
+        monkeypatch.setattr(self.bt, "_off_host", lambda x: True)
+        converted = []
+        device_params = self.bt._device_params
+
+        def spy(args, x):
+            out = device_params(args, x)
+            converted.append(sorted(k for k, v in out.items() if isinstance(v, torch.Tensor)))
+            return out
+        monkeypatch.setattr(self.bt, "_device_params", spy)
+        x, t, y = self._big(5)
+        t = y if fn is ft.softmax_focal_loss else t
+        loss, grad = self._loss_and_grad(fn, x, t, **kw)
+        assert converted == [sorted(k for k in kw if k in ("alpha", "pos_weight", "weight"))]
+        ref_kw = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
+        want, want_g = _reference_grad(getattr(ref, fn.__name__ + "_and_grad"), x, t, **ref_kw,
+                                       **({"axis": 1} if fn is ft.softmax_focal_loss else {}))
+        _assert_close(loss, torch.tensor(want), rtol=2e-6)
+        _assert_close(grad, torch.from_numpy(want_g), rtol=2e-5, atol=1e-12)
+        # a bad argument raises the spec's first error, as on the CPU
+        with pytest.raises(ValueError, match="gamma"):
+            fn(x, t, **dict(kw, gamma=-1.0, alpha=[2.0] * 1024))
 
     @pytest.mark.parametrize("fn,kw", [
         (ft.sigmoid_focal_loss, dict(gamma=0.5, alpha=0.25)),
