@@ -116,7 +116,8 @@ def _kind(a) -> str:
 
 
 #: Host values (numbers, class vectors) kept on a GPU: at most this many, each of at most
-#: _DEVICE_COPY_NUMEL elements.
+#: _DEVICE_COPY_NUMEL elements. Entries are never dropped (work queued on the device may
+#: still read one); beyond the limit, copies are made per call.
 _DEVICE_COPIES_MAX = 64
 _DEVICE_COPY_NUMEL = 1 << 16
 _DEVICE_COPIES: dict = {}
@@ -129,15 +130,14 @@ def _device_copy(arr, like):
     or a class vector given as a list would otherwise wait for the device at every call."""
     key = (arr.dtype.str, arr.shape, arr.tobytes(), str(like.place), str(like.dtype))
     with _DEVICE_COPIES_LOCK:
-        hit = _DEVICE_COPIES.pop(key, None)
-        if hit is not None:
-            _DEVICE_COPIES[key] = hit  # most recently used last
-            return hit
+        hit = _DEVICE_COPIES.get(key)
+        room = len(_DEVICE_COPIES) < _DEVICE_COPIES_MAX
+    if hit is not None:
+        return hit
     out = paddle.to_tensor(arr.astype(np.float64), place=like.place).astype(like.dtype)
-    with _DEVICE_COPIES_LOCK:
-        _DEVICE_COPIES[key] = out
-        while len(_DEVICE_COPIES) > _DEVICE_COPIES_MAX:
-            _DEVICE_COPIES.pop(next(iter(_DEVICE_COPIES)))
+    if room:
+        with _DEVICE_COPIES_LOCK:
+            out = _DEVICE_COPIES.setdefault(key, out)
     return out
 
 

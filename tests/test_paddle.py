@@ -646,6 +646,13 @@ def test_off_the_cpu_host_values_are_copied_to_the_device_once(monkeypatch):
         results.append(_value_and_grad(fpd.softmax_focal_loss, x, yt, weight=alpha[::-1]))
     assert sorted(copies) == [(), (), (x.shape[1],), (x.shape[1],)]  # once each
     assert len(backend._DEVICE_COPIES) == 4
+    # bounded, and a kept copy is never dropped (work queued on the device may read it)
+    kept = dict(backend._DEVICE_COPIES)
+    monkeypatch.setattr(backend, "_DEVICE_COPIES_MAX", 5)
+    for i in range(3):
+        _value_and_grad(fpd.sigmoid_focal_loss, x, tt, pos_weight=3.0 + i)
+    assert len(backend._DEVICE_COPIES) == 5
+    assert all(backend._DEVICE_COPIES[k] is v for k, v in kept.items())
     monkeypatch.setattr(paddle, "to_tensor", to_tensor)
     want = ref.sigmoid_focal_loss_and_grad(x, t, alpha=alpha, pos_weight=2.0, weight=0.5)
     for got in results[0::2]:
