@@ -240,6 +240,22 @@ class TestModelFit:
             assert 0.0 <= r["balanced_accuracy"] <= 1.0
 
 
+# The same focalx losses, evaluated here and under another Keras backend (a dict
+# expression over fk, np, x, t, y, sw); class vectors are given as lists (passed to
+# focalx as they are).
+FOCALX_LOSSES = textwrap.dedent("""{
+    "binary": float(fk.BinaryFocalLoss(from_logits=True)(t, x, sample_weight=sw)),
+    "categorical": float(fk.CategoricalFocalLoss(from_logits=True, alpha=0.5)(
+        np.eye(x.shape[1], dtype=np.float32)[y], x)),
+    "sparse": float(fk.SparseCategoricalFocalLoss(from_logits=True, ignore_index=1)(y, x)),
+    "sparse_vectors": float(fk.SparseCategoricalFocalLoss(
+        from_logits=True, alpha=[.1, .2, .3, .1, .1, .1, .1], weight=[1, 2, 1, 1, 3, 1, 1])(
+        y, x)),
+    "binary_vectors": float(fk.BinaryFocalLoss(
+        from_logits=True, alpha=[.1, .2, .3, .4, .5, .6, .7],
+        pos_weight=[1, 2, 3, 1, 1, 2, 1])(t, x)),
+}""")
+
 OTHER_BACKEND = textwrap.dedent("""
     import json, sys, numpy as np, keras
     import focalx.keras as fk
@@ -247,20 +263,9 @@ OTHER_BACKEND = textwrap.dedent("""
     data = json.loads(sys.argv[2])
     x = np.asarray(data["x"], np.float32); t = np.asarray(data["t"], np.float32)
     y = np.asarray(data["y"]); sw = np.asarray(data["sw"], np.float32)
-    out = {
-        "binary": float(fk.BinaryFocalLoss(from_logits=True)(t, x, sample_weight=sw)),
-        "categorical": float(fk.CategoricalFocalLoss(from_logits=True, alpha=0.5)(
-            np.eye(x.shape[1], dtype=np.float32)[y], x)),
-        "sparse": float(fk.SparseCategoricalFocalLoss(from_logits=True, ignore_index=1)(y, x)),
-        "sparse_vectors": float(fk.SparseCategoricalFocalLoss(
-            from_logits=True, alpha=[.1, .2, .3, .1, .1, .1, .1], weight=[1, 2, 1, 1, 3, 1, 1])(
-            y, x)),
-        "binary_vectors": float(fk.BinaryFocalLoss(
-            from_logits=True, alpha=[.1, .2, .3, .4, .5, .6, .7],
-            pos_weight=[1, 2, 3, 1, 1, 2, 1])(t, x)),
-        "keras_binary": float(keras.losses.BinaryFocalCrossentropy(
-            apply_class_balancing=True, from_logits=True)(t, x, sample_weight=sw)),
-    }
+""") + "out = " + FOCALX_LOSSES + textwrap.dedent("""
+    out["keras_binary"] = float(keras.losses.BinaryFocalCrossentropy(
+        apply_class_balancing=True, from_logits=True)(t, x, sample_weight=sw))
     print(json.dumps(out))
 """)
 
@@ -275,19 +280,8 @@ def test_same_numbers_under_other_keras_backends(backend):
                           env=dict(os.environ, KERAS_BACKEND=backend))
     assert proc.returncode == 0, proc.stderr[-3000:]
     other = json.loads(proc.stdout.strip().splitlines()[-1])
-    here = {
-        "binary": float(fk.BinaryFocalLoss(from_logits=True)(t, x, sample_weight=sw)),
-        "categorical": float(fk.CategoricalFocalLoss(from_logits=True, alpha=0.5)(
-            np.eye(7, dtype=np.float32)[y], x)),
-        "sparse": float(fk.SparseCategoricalFocalLoss(from_logits=True, ignore_index=1)(y, x)),
-        # class vectors given as lists (passed to focalx as they are)
-        "sparse_vectors": float(fk.SparseCategoricalFocalLoss(
-            from_logits=True, alpha=[.1, .2, .3, .1, .1, .1, .1], weight=[1, 2, 1, 1, 3, 1, 1])(
-            y, x)),
-        "binary_vectors": float(fk.BinaryFocalLoss(
-            from_logits=True, alpha=[.1, .2, .3, .4, .5, .6, .7],
-            pos_weight=[1, 2, 3, 1, 1, 2, 1])(t, x)),
-    }
+    here = eval(FOCALX_LOSSES, dict(fk=fk, np=np, x=x, t=t, y=y, sw=sw))  # noqa: S307
+    assert set(here) == {"binary", "categorical", "sparse", "sparse_vectors", "binary_vectors"}
     want = ref.sigmoid_focal_loss(x, t, alpha=[.1, .2, .3, .4, .5, .6, .7],
                                   pos_weight=[1, 2, 3, 1, 1, 2, 1], reduction="none").mean(-1)
     assert here["binary_vectors"] == pytest.approx(float(want.mean()), rel=1e-5)
