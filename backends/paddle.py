@@ -42,6 +42,8 @@ import paddle
 from paddle.autograd import PyLayer
 
 from .. import _spec
+from . import _kept as kept
+from ._kept import KeptCopies
 
 # focalx's dispatch (focalx._dispatch) is plain Python that behaves the same in
 # dygraph and static mode; to_static(full_graph=True)'s AST translator would rewrite
@@ -115,30 +117,17 @@ def _kind(a) -> str:
     return str(dt).replace("paddle.", "")
 
 
-#: Host values (numbers, class vectors) kept on a GPU: at most this many, each of at most
-#: _DEVICE_COPY_NUMEL elements. Entries are never dropped (work queued on the device may
-#: still read one); beyond the limit, copies are made per call.
-_DEVICE_COPIES_MAX = 64
-_DEVICE_COPY_NUMEL = 1 << 16
-_DEVICE_COPIES: dict = {}
-_DEVICE_COPIES_LOCK = threading.Lock()
+#: Small host values copied to a GPU (see _device_copy).
+_KEPT = KeptCopies()
 
 
 def _device_copy(arr, like):
     """Host data as a tensor on like's device in like's dtype, copied once and reused
-    (keyed by its contents): a copy from the host to a GPU blocks, so a pos_weight number
-    or a class vector given as a list would otherwise wait for the device at every call."""
+    (see focalx.backends._kept): a pos_weight number or a class vector given as a list
+    would otherwise wait for the device at every call."""
     key = (arr.dtype.str, arr.shape, arr.tobytes(), str(like.place), str(like.dtype))
-    with _DEVICE_COPIES_LOCK:
-        hit = _DEVICE_COPIES.get(key)
-        room = len(_DEVICE_COPIES) < _DEVICE_COPIES_MAX
-    if hit is not None:
-        return hit
-    out = paddle.to_tensor(arr.astype(np.float64), place=like.place).astype(like.dtype)
-    if room:
-        with _DEVICE_COPIES_LOCK:
-            out = _DEVICE_COPIES.setdefault(key, out)
-    return out
+    return _KEPT.get(key, lambda: paddle.to_tensor(arr.astype(np.float64),
+                                                   place=like.place).astype(like.dtype))
 
 
 def _static() -> bool:
@@ -264,7 +253,7 @@ class PaddleOps:
                 raise TypeError(f"{name} must be real, got {arr.dtype} dtype")
             if _static():
                 t = paddle.to_tensor(arr.astype(np.float64))
-            elif not _in_sot() and not _on_host(like) and arr.size <= _DEVICE_COPY_NUMEL:
+            elif not _in_sot() and not _on_host(like) and arr.size <= kept.MAX_NUMEL:
                 return _device_copy(arr, like)
             else:
                 t = paddle.to_tensor(arr.astype(np.float64), place=like.place)

@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 from .. import _spec
+from . import _kept as kept
+from ._kept import KeptCopies
 
 __all__ = [
     "sigmoid_focal_loss",
@@ -46,14 +48,8 @@ def _kind(a: torch.Tensor) -> str:
     return "integer"
 
 
-#: Host vectors kept on an accelerator: at most this many, each of at most
-#: _DEVICE_COPY_NUMEL elements. Entries are never evicted (a kernel queued on another
-#: stream, or a captured CUDA graph, may still read one); beyond the limit, copies are
-#: made per call.
-_DEVICE_COPIES_MAX = 64
-_DEVICE_COPY_NUMEL = 1 << 16
-_DEVICE_COPIES: dict = {}
-_DEVICE_COPIES_LOCK = threading.Lock()
+#: Small host vectors copied to an accelerator (see _to_device).
+_KEPT = KeptCopies()
 
 
 def _to_device(t, like):
@@ -66,21 +62,12 @@ def _to_device(t, like):
         return t.to(device=like.device, dtype=like.dtype)
     if t.numel() == 1:
         return torch.full(tuple(t.shape), t.item(), dtype=like.dtype, device=like.device)
-    if t.numel() > _DEVICE_COPY_NUMEL:
+    if t.numel() > kept.MAX_NUMEL:
         return t.to(device=like.device, dtype=like.dtype)
     key = (t.dtype, tuple(t.shape),
            t.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes(),
            like.dtype, like.device)
-    with _DEVICE_COPIES_LOCK:
-        hit = _DEVICE_COPIES.get(key)
-        room = len(_DEVICE_COPIES) < _DEVICE_COPIES_MAX
-    if hit is not None:
-        return hit
-    out = t.to(device=like.device, dtype=like.dtype)
-    if room:
-        with _DEVICE_COPIES_LOCK:
-            out = _DEVICE_COPIES.setdefault(key, out)
-    return out
+    return _KEPT.get(key, lambda: t.to(device=like.device, dtype=like.dtype))
 
 
 def _off_host(x) -> bool:
@@ -388,11 +375,6 @@ def _host_value(v):
     return v
 
 
-#: Hyperparameters that may be arrays, and their value checks (see _device_params).
-_ARRAY_PARAMS = {"alpha": dict(unit=True), "pos_weight": dict(nonneg=True),
-                 "weight": dict(nonneg=True)}
-
-
 def _device_params(args, x):
     """For a kernel off the CPU: hyperparameters given as host data (sequences, NumPy
     arrays, CPU tensors; numbers for pos_weight and weight) checked here, as the spec
@@ -400,12 +382,12 @@ def _device_params(args, x):
     the kernel as tensors: the kernel then neither bakes them in nor copies them per
     call. A CPU tensor normalizer likewise. Raises the spec's TypeError / ValueError."""
     out = dict(args)
-    for name, rule in _ARRAY_PARAMS.items():
+    for name in _spec.ARRAY_PARAMS:
         v = out.get(name)
         if v is None or (isinstance(v, torch.Tensor) and v.device == x.device) or \
                 (name == "alpha" and (_spec._is_real(v) or isinstance(v, bool))):
             continue
-        out[name] = _spec._param_array(OPS, v, name, x, **rule)
+        out[name] = _spec._param_array(OPS, v, name, x)
     norm = out.get("normalizer")
     if isinstance(norm, torch.Tensor) and norm.device != x.device:
         out["normalizer"] = OPS.asarray(norm, "normalizer", x)

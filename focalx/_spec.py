@@ -718,8 +718,13 @@ def _check_unit(ops, arr, name, rng=None):
                   lambda a: (a >= 0) & (a <= 1), f"{name} must lie in [0, 1]", rng)
 
 
-def _param_array(ops, v, name, like, *, unit=False, nonneg=False):
-    """A hyperparameter array (alpha, pos_weight, weight) in like's dtype, value-checked.
+#: The hyperparameters that may be arrays, and the values they take (see _param_array).
+ARRAY_PARAMS = {"alpha": "unit", "pos_weight": "nonneg", "weight": "nonneg"}
+
+
+def _param_array(ops, v, name, like):
+    """A hyperparameter array (alpha, pos_weight, weight) in like's dtype, value-checked
+    (alpha in [0, 1], the others >= 0: ARRAY_PARAMS).
 
     Values given as host data (numbers, sequences, NumPy arrays) are checked
     before they move to the logits' device, so even on an accelerator; values
@@ -727,9 +732,9 @@ def _param_array(ops, v, name, like, *, unit=False, nonneg=False):
     """
     rng = _host_range(ops, v)
     arr = ops.asarray(v, name, like)
-    if unit:
+    if ARRAY_PARAMS[name] == "unit":
         _check_unit(ops, arr, name, rng)
-    elif nonneg:
+    else:
         _check_values(ops, arr, lambda lo, hi: check_nonnegative_values(name, lo),
                       lambda a: a >= 0, f"{name} must be >= 0", rng)
     return arr
@@ -740,7 +745,7 @@ def _alpha(ops, alpha, like):
         return None
     if _is_real(alpha) or isinstance(alpha, bool):
         return check_alpha_number(alpha)
-    return _param_array(ops, alpha, "alpha", like, unit=True)
+    return _param_array(ops, alpha, "alpha", like)
 
 
 def _normalizer(ops, normalizer, like):
@@ -790,7 +795,7 @@ def _count(ops, x, per: int = 1):
 def _elementwise_weight(ops, weight, x):
     if weight is None:
         return None
-    w = _param_array(ops, weight, "weight", x, nonneg=True)
+    w = _param_array(ops, weight, "weight", x)
     check_broadcasts_to("weight", ops.shape(w), ops.shape(x))
     return w
 
@@ -822,7 +827,7 @@ def run_sigmoid_focal_loss(ops, logits, targets, *, gamma, alpha, pos_weight, we
     from_logits = check_from_logits(from_logits)
     x = logits
     if pos_weight is not None:
-        pos_weight = _param_array(ops, pos_weight, "pos_weight", x, nonneg=True)
+        pos_weight = _param_array(ops, pos_weight, "pos_weight", x)
         check_broadcasts_to("pos_weight", ops.shape(pos_weight), ops.shape(x))
     alpha, coef, y, denom, normalizer = _binary_setup(
         ops, x, targets, alpha=alpha, weight=weight, ignore_index=ignore_index,
@@ -891,7 +896,7 @@ def softmax_mean_denominator(ops, logits, targets, *, weight, ignore_index, axis
     w_y = None
     if weight is not None:
         _check_class_indices(ops, idx, C)
-        w = _param_array(ops, weight, "weight", x, nonneg=True)
+        w = _param_array(ops, weight, "weight", x)
         check_class_vector("weight", ops.shape(w), C, allow_scalar=False)
         w_y = ops.gather_classes(w, ops.expand_dims(idx, axis))
     if sample_coef is not None:
@@ -936,7 +941,7 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
             k, alpha = alpha, None
     w = None
     if weight is not None:
-        w = _param_array(ops, weight, "weight", x, nonneg=True)
+        w = _param_array(ops, weight, "weight", x)
         check_class_vector("weight", ops.shape(w), C, allow_scalar=False)
         k = _mul(k, w)
     normalizer = _normalizer(ops, normalizer, x)

@@ -26,6 +26,7 @@ import focalx.paddle as fpd  # noqa: E402
 from focalx import _numpy as ref  # noqa: E402
 from focalx import _spec  # noqa: E402
 from focalx.backends import paddle as backend  # noqa: E402
+from focalx.backends._kept import KeptCopies  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RTOL64 = 1e-10
@@ -626,7 +627,7 @@ def test_off_the_cpu_host_values_are_copied_to_the_device_once(monkeypatch):
     # A copy from the host to a GPU blocks: numbers and class vectors given as host data
     # are copied once and reused. Simulated on the CPU (_on_host says no).
     monkeypatch.setattr(backend, "_on_host", lambda a: False)
-    monkeypatch.setattr(backend, "_DEVICE_COPIES", {})
+    monkeypatch.setattr(backend, "_KEPT", KeptCopies())
     x, y = _case(32)
     t = (_rng(33).random(x.shape) < 0.3).astype(np.float64)
     tt, yt = _t(t), _t(y)
@@ -645,14 +646,14 @@ def test_off_the_cpu_host_values_are_copied_to_the_device_once(monkeypatch):
                                        pos_weight=2.0, weight=0.5))
         results.append(_value_and_grad(fpd.softmax_focal_loss, x, yt, weight=alpha[::-1]))
     assert sorted(copies) == [(), (), (x.shape[1],), (x.shape[1],)]  # once each
-    assert len(backend._DEVICE_COPIES) == 4
+    assert len(backend._KEPT) == 4
     # bounded, and a kept copy is never dropped (work queued on the device may read it)
-    kept = dict(backend._DEVICE_COPIES)
-    monkeypatch.setattr(backend, "_DEVICE_COPIES_MAX", 5)
+    kept = dict(backend._KEPT._copies)
+    monkeypatch.setattr(backend._KEPT, "limit", 5)
     for i in range(3):
         _value_and_grad(fpd.sigmoid_focal_loss, x, tt, pos_weight=3.0 + i)
-    assert len(backend._DEVICE_COPIES) == 5
-    assert all(backend._DEVICE_COPIES[k] is v for k, v in kept.items())
+    assert len(backend._KEPT) == 5
+    assert all(backend._KEPT._copies[k] is v for k, v in kept.items())
     monkeypatch.setattr(paddle, "to_tensor", to_tensor)
     want = ref.sigmoid_focal_loss_and_grad(x, t, alpha=alpha, pos_weight=2.0, weight=0.5)
     for got in results[0::2]:

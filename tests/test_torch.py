@@ -644,7 +644,8 @@ class TestOffTheHost:
 
     def test_host_values_are_copied_to_the_device_once(self, monkeypatch):
         from focalx.backends import torch as b
-        monkeypatch.setattr(b, "_DEVICE_COPIES", {})
+        from focalx.backends._kept import KeptCopies
+        monkeypatch.setattr(b, "_KEPT", KeptCopies())
         meta = torch.empty(3, device="meta")
         first = b._to_device(torch.tensor([0.1, 0.2, 0.3]), meta)
         assert b._to_device(torch.tensor([0.1, 0.2, 0.3]), meta) is first
@@ -652,38 +653,38 @@ class TestOffTheHost:
         assert b._to_device(torch.tensor([0.1, 0.2, 0.4]), meta) is not first
         assert b._to_device(torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64), meta) \
             is not first
-        assert len(b._DEVICE_COPIES) == 3
+        assert len(b._KEPT) == 3
         # strided and expanded vectors (a column of a table, a broadcast number)
         for v in (torch.arange(10.0)[::2], torch.tensor(0.25).expand(5),
                   torch.arange(12.0).reshape(3, 4)[:, 1]):
             assert b._to_device(v, meta).shape == v.shape
-        assert len(b._DEVICE_COPIES) == 6
+        assert len(b._KEPT) == 6
         # a single value is a fill on the device: nothing to keep
         one = b._to_device(torch.tensor(2.0), meta)
-        assert one.shape == () and one.device.type == "meta" and len(b._DEVICE_COPIES) == 6
+        assert one.shape == () and one.device.type == "meta" and len(b._KEPT) == 6
         # through the losses: each host vector once, however many calls
         fn, kind, kw = self.CALLS[-2]  # alpha a list; pos_weight, weight, normalizer numbers
         for _ in range(3):
             x, targets, params = self._args("meta", kind, kw)
             fn(x, targets, **params).backward()
-        assert len(b._DEVICE_COPIES) == 7
+        assert len(b._KEPT) == 7
         x = torch.randn(4, 5, device="meta", requires_grad=True)
         ft.softmax_focal_loss(x, torch.zeros(4, dtype=torch.long, device="meta"),
                               weight=np.arange(10.0)[::2]).backward()
-        assert len(b._DEVICE_COPIES) == 8
+        assert len(b._KEPT) == 8
         # on the CPU nothing is kept
         b._to_device(torch.tensor([0.5, 0.6]), torch.empty(3))
-        assert len(b._DEVICE_COPIES) == 8
+        assert len(b._KEPT) == 8
 
     def test_the_kept_copies_are_bounded_and_never_dropped(self, monkeypatch):
         # (a kernel queued on another stream, or a captured CUDA graph, may read one)
         from focalx.backends import torch as b
-        monkeypatch.setattr(b, "_DEVICE_COPIES", {})
-        monkeypatch.setattr(b, "_DEVICE_COPIES_MAX", 4)
+        from focalx.backends._kept import KeptCopies
+        monkeypatch.setattr(b, "_KEPT", KeptCopies(limit=4))
         meta = torch.empty(3, device="meta")
         kept = [b._to_device(torch.tensor([0.0, float(i)]), meta) for i in range(4)]
         more = b._to_device(torch.tensor([0.0, 9.0]), meta)
-        assert more.device.type == "meta" and len(b._DEVICE_COPIES) == 4
+        assert more.device.type == "meta" and len(b._KEPT) == 4
         assert b._to_device(torch.tensor([0.0, 9.0]), meta) is not more
         assert all(b._to_device(torch.tensor([0.0, float(i)]), meta) is k
                    for i, k in enumerate(kept))
