@@ -67,11 +67,29 @@ def _readable(a) -> bool:
         return True
 
 
+@jax.custom_jvp
+def _ratio(a, b):
+    return a / b
+
+
+@_ratio.defjvp
+def _ratio_jvp(primals, tangents):
+    # The quotient rule as (a' - (a/b) b') / b: autodiff's a'/b - a b'/b**2 is 0/0 where
+    # b**2 underflows (the sigmoid gradient's p(1-p)/(1-p_t) at saturated logits), which
+    # made jax.hessian NaN there.
+    a, b = primals
+    ta, tb = tangents
+    r = a / b
+    return r, (ta - r * tb) / b
+
+
 class JaxOps(ArrayModuleOps):
     """:class:`focalx._spec.Ops` for jax.numpy."""
 
     xp = jnp
     kind = staticmethod(_kind)
+    #: second derivatives (jax.hessian) differentiate the spec's closed-form gradient
+    ratio = staticmethod(_ratio)
 
     def log_softmax(self, a, axis):
         # jax.nn.log_softmax's formula, with its parts kept for take() below.
@@ -126,8 +144,10 @@ class JaxOps(ArrayModuleOps):
 
     @staticmethod
     def asarray(v, name, like):
-        if isinstance(v, (jax.Array, np.ndarray, np.generic, numbers.Number, list, tuple)):
-            a = jnp.asarray(v)
+        if isinstance(v, jax.Array):
+            a = v
+        elif isinstance(v, (np.ndarray, np.generic, numbers.Number, list, tuple)):
+            a = jnp.asarray(_spec.host_array(v, name))
         else:
             raise TypeError(f"{name} must be a number, a sequence or a jax array, got "
                             f"{type(v).__module__}.{type(v).__name__}")
@@ -280,6 +300,7 @@ def _split(**params):
 
 
 def _check_arrays(logits, targets):
+    """Checks the logits and returns the targets as a jax array."""
     if not isinstance(logits, jax.Array):
         raise TypeError(f"logits must be a jax array, got "
                         f"{type(logits).__module__}.{type(logits).__name__}")
@@ -287,13 +308,35 @@ def _check_arrays(logits, targets):
         raise TypeError(f"targets must be a jax array (the framework of logits), got "
                         f"{type(targets).__module__}.{type(targets).__name__}")
     _spec.check_logits_dtype(_kind(logits))
+    if isinstance(targets, np.ndarray) and targets.dtype.kind in "iu" and targets.size:
+        # Without jax_enable_x64, jnp.asarray makes int64 int32 by dropping the high bits
+        # (2**32 + 1 becomes 1, a valid class): values that do not fit are refused here.
+        to = np.dtype(jnp.asarray(targets[:0]).dtype)
+        if to.itemsize < targets.dtype.itemsize:
+            lo, hi = targets.min(), targets.max()
+            if lo < np.iinfo(to).min or hi > np.iinfo(to).max:
+                raise ValueError(
+                    f"targets has values in [{lo}, {hi}], outside {to}, JAX's integer type "
+                    "without jax_enable_x64 (they would be truncated): enable x64 or pass "
+                    "valid targets")
+    return jnp.asarray(targets)
+
+
+def _index_ignore(ignore_index):
+    """ignore_index for class indices: one that no index of JAX's integer type can equal
+    (beyond int32 without jax_enable_x64; targets that would equal it are refused by
+    _check_arrays) matches nothing, which is None."""
+    ii = _spec.check_ignore_index(ignore_index, allow_none=True, binary=False)
+    if ii is not None and not jax.config.jax_enable_x64 and not -2 ** 31 <= ii < 2 ** 31:
+        return None
+    return ii
 
 
 def sigmoid_focal_loss(logits, targets, *, gamma=2.0, alpha=0.25, pos_weight=None,
                        weight=None, ignore_index=None, label_smoothing=0.0, reduction="mean",
                        normalizer=None, from_logits=True):
     """Sigmoid focal loss on jax arrays. See :func:`focalx.sigmoid_focal_loss`."""
-    _check_arrays(logits, targets)
+    targets = _check_arrays(logits, targets)
     arrays, static = _split(alpha=alpha, pos_weight=pos_weight, weight=weight,
                             normalizer=normalizer)
 
@@ -302,14 +345,14 @@ def sigmoid_focal_loss(logits, targets, *, gamma=2.0, alpha=0.25, pos_weight=Non
                     ignore_index=ignore_index, label_smoothing=label_smoothing,
                     reduction=reduction, from_logits=from_logits, **static)
 
-    return _apply(run, logits, dict(arrays, targets=jnp.asarray(targets)), None, split=True)
+    return _apply(run, logits, dict(arrays, targets=targets), None, split=True)
 
 
 def sigmoid_focal_loss_star(logits, targets, *, gamma=1.0, beta=0.0, alpha=None, weight=None,
                             ignore_index=None, label_smoothing=0.0, reduction="mean",
                             normalizer=None):
     """FL* on jax arrays. See :func:`focalx.sigmoid_focal_loss_star`."""
-    _check_arrays(logits, targets)
+    targets = _check_arrays(logits, targets)
     arrays, static = _split(alpha=alpha, weight=weight, normalizer=normalizer)
 
     def run(x, arrs, need_grad, checks=True):
@@ -317,7 +360,7 @@ def sigmoid_focal_loss_star(logits, targets, *, gamma=1.0, beta=0.0, alpha=None,
                     beta=beta, ignore_index=ignore_index, label_smoothing=label_smoothing,
                     reduction=reduction, **static)
 
-    return _apply(run, logits, dict(arrays, targets=jnp.asarray(targets)), None, split=True)
+    return _apply(run, logits, dict(arrays, targets=targets), None, split=True)
 
 
 def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
@@ -327,7 +370,8 @@ def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
 
     See :func:`focalx.softmax_focal_loss`.
     """
-    _check_arrays(logits, targets)
+    targets = _check_arrays(logits, targets)
+    ignore_index = _index_ignore(ignore_index)
     ndim = logits.ndim
     class_axis = _spec.check_axis(axis, ndim) if ndim else 0
     arrays, static = _split(alpha=alpha, weight=weight, normalizer=normalizer)
@@ -337,5 +381,4 @@ def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
                     ignore_index=ignore_index, label_smoothing=label_smoothing,
                     reduction=reduction, axis=axis, from_logits=from_logits, **static)
 
-    return _apply(run, logits, dict(arrays, targets=jnp.asarray(targets)), class_axis,
-                  split=False)
+    return _apply(run, logits, dict(arrays, targets=targets), class_axis, split=False)

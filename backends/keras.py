@@ -40,33 +40,22 @@ from .. import softmax_focal_loss as _softmax_focal_loss
 __all__ = ["BinaryFocalLoss", "CategoricalFocalLoss", "SparseCategoricalFocalLoss"]
 
 
-def _alpha_config(alpha):
+def _alpha_config(alpha, class_vector):
     """alpha as a JSON-serialisable value: None, a float or a list of floats."""
     if alpha is None or (isinstance(alpha, numbers.Real) and not isinstance(alpha, bool)):
         return _spec.check_alpha_number(alpha)
-    try:
-        values = [float(v) for v in ops.convert_to_numpy(alpha).reshape(-1)]
-    except Exception as exc:  # noqa: BLE001 - reported as the argument's error
-        raise TypeError(f"alpha must be None, a number or a sequence of numbers, got "
-                        f"{type(alpha).__name__}") from exc
-    for v in values:
-        _spec.check_alpha_number(v)
-    return values
+    return _vector_config(alpha, "alpha", class_vector)
 
 
-def _vector_config(v, name):
-    if v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool)):
-        if v is not None and not v >= 0:
-            raise ValueError(f"{name} must be >= 0, got {v!r}")
-        return None if v is None else float(v)
-    try:
-        values = [float(a) for a in ops.convert_to_numpy(v).reshape(-1)]
-    except Exception as exc:  # noqa: BLE001
-        raise TypeError(f"{name} must be None, a number or a sequence of numbers, got "
-                        f"{type(v).__name__}") from exc
-    if not all(a >= 0 for a in values):
-        raise ValueError(f"{name} must be >= 0, got {values}")
-    return values
+def _vector_config(v, name, class_vector, allow_scalar=True):
+    """A hyperparameter array as a JSON-serialisable list of floats (or a float), checked
+    now as a call would check it."""
+    if v is None:
+        return None
+    if not isinstance(v, (numbers.Number, list, tuple)) and hasattr(v, "shape"):
+        v = ops.convert_to_numpy(v)  # a tensor of any Keras backend
+    arr = _spec.check_param(name, v, class_vector=class_vector, allow_scalar=allow_scalar)
+    return float(arr) if arr.ndim == 0 else [float(a) for a in arr.reshape(-1)]
 
 
 def _check_axis_arg(axis):
@@ -86,11 +75,14 @@ def _same_rank(y_true, y_pred):
 
 
 class _FocalLoss(keras.losses.Loss):
+    #: the softmax losses' alpha and weight are per class
+    _class_vectors = False
+
     def __init__(self, *, gamma, alpha, from_logits, label_smoothing, axis, reduction, name,
                  dtype):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.gamma = _spec.check_gamma(gamma)
-        self.alpha = _alpha_config(alpha)
+        self.alpha = _alpha_config(alpha, self._class_vectors)
         self.from_logits = _spec.check_from_logits(from_logits)
         self.label_smoothing = _spec.check_label_smoothing(label_smoothing)
         self.axis = _check_axis_arg(axis)
@@ -132,7 +124,7 @@ class BinaryFocalLoss(_FocalLoss):
         super().__init__(gamma=gamma, alpha=alpha, from_logits=from_logits,
                          label_smoothing=label_smoothing, axis=axis, reduction=reduction,
                          name=name, dtype=dtype)
-        self.pos_weight = _vector_config(pos_weight, "pos_weight")
+        self.pos_weight = _vector_config(pos_weight, "pos_weight", False)
 
     def call(self, y_true, y_pred):
         y_true = _same_rank(y_true, y_pred)
@@ -171,6 +163,8 @@ class CategoricalFocalLoss(_FocalLoss):
     Shapes: ``y_pred`` and ``y_true`` (N, ..., C), ``y_true`` rows summing to 1.
     """
 
+    _class_vectors = True
+
     def __init__(self, *, gamma=2.0, alpha=None, weight=None, from_logits=False,
                  label_smoothing=0.0, axis=-1, reduction="sum_over_batch_size",
                  name="categorical_focal_loss", dtype=None):
@@ -180,7 +174,7 @@ class CategoricalFocalLoss(_FocalLoss):
         if isinstance(weight, numbers.Number):
             raise TypeError("weight must be None or a per-class sequence of numbers, got "
                             f"{type(weight).__name__}")
-        self.weight = _vector_config(weight, "weight")
+        self.weight = _vector_config(weight, "weight", True, allow_scalar=False)
 
     def call(self, y_true, y_pred):
         return _softmax_focal_loss(

@@ -135,6 +135,12 @@ def _static() -> bool:
     return not paddle.in_dynamic_mode()
 
 
+#: The smallest float32 / float64 x whose exp is not 0: below it the exact exp rounds to 0
+#: (log of half the smallest subnormal; NumPy's exp turns 0 there too). See PaddleOps.exp.
+_EXP_ZERO_BELOW_F32 = -103.97207641601562
+_EXP_ZERO_BELOW_F64 = -745.1332191019411
+
+
 class PaddleOps:
     """:class:`focalx._spec.Ops` for paddle.
 
@@ -143,7 +149,6 @@ class PaddleOps:
     and :func:`_run` makes the result NaN where one fails.
     """
 
-    exp = staticmethod(paddle.exp)
     expm1 = staticmethod(paddle.expm1)
     log = staticmethod(paddle.log)
     log1p = staticmethod(paddle.log1p)
@@ -159,12 +164,50 @@ class PaddleOps:
         self.softmaxes = [] if need_grad else None
 
     @staticmethod
+    def exp(a):
+        """paddle.exp, with 0 where the exact result rounds to 0 (x < _EXP_ZERO_BELOW).
+
+        Paddle 3.3.1's CPU exp, in whole SIMD vectors (8 float32 / 4 float64 elements),
+        gives 2**-128 / 2**-1024 instead of 0 for every x below -88.72 / -709.78 (-inf
+        included); multiplied by a huge logit that is a wrong gradient. (Results between
+        that bound and the zero threshold, subnormal, keep an error of at most that.)
+        On the CPU in dygraph mode the where runs only if an input is below the bound:
+        a min() is cheaper than the where.
+        """
+        e = paddle.exp(a)
+        if a.dtype == paddle.float32:
+            low = _EXP_ZERO_BELOW_F32
+        elif a.dtype == paddle.float64:
+            low = _EXP_ZERO_BELOW_F64
+        else:
+            return e
+        if not _static() and not _in_sot() and _on_host(a):
+            # (a NaN minimum is not >= low: then the where below runs)
+            if int(np.prod(a.shape)) == 0 or float(paddle.min(a)) >= low:
+                return e
+        # (full: a Python float in a static program is a float32 constant)
+        return paddle.where(a < paddle.full([], low, dtype=a.dtype),
+                            paddle.zeros([], dtype=a.dtype), e)
+
+    @staticmethod
+    def pow(a, exponent):
+        """a ** exponent for a Python float exponent (the spec's focal factor).
+
+        Not ``a ** exponent`` (nor paddle.pow with a number): Paddle rounds a number
+        exponent to float32, also for float64 tensors. A 0-d tensor exponent of a's
+        dtype is exact, under to_static too (and its kernel is the faster one).
+        """
+        return paddle.pow(a, paddle.full([], exponent, dtype=a.dtype))
+
+    @staticmethod
     def maximum0(a):
-        return paddle.clip(a, min=0.0)
+        # (an explicit max: paddle.clip's default upper bound is the dtype's largest
+        # finite value, which would turn +inf into 3.4e38)
+        return paddle.clip(a, min=0.0, max=math.inf)
 
     @staticmethod
     def minimum0(a):
-        return paddle.clip(a, max=0.0)
+        return paddle.clip(a, min=-math.inf, max=0.0)
 
     @staticmethod
     def sum(a, axis=None, keepdims=False):
@@ -186,7 +229,7 @@ class PaddleOps:
         # Not paddle.nn.functional.log_softmax: its CPU kernel clips x - max(x) at -64,
         # so a logit 20000 below the largest gets a log-probability of -64.
         s = a - paddle.max(a, axis=axis, keepdim=True)
-        e = paddle.exp(s)
+        e = self.exp(s)
         total = self.sum(e, axis=axis, keepdims=True)
         out = s - paddle.log(total)
         if self.softmaxes is not None:
@@ -242,15 +285,9 @@ class PaddleOps:
     @staticmethod
     def asarray(v, name, like):
         if _is_tensor(v):
-            if not v.stop_gradient:
-                raise ValueError(f"{name} requires a gradient (stop_gradient=False), but focalx "
-                                 "differentiates only with respect to logits; pass "
-                                 f"{name}.detach()")
             t = v
         elif isinstance(v, (np.ndarray, np.generic, numbers.Number, list, tuple)):
-            arr = np.asarray(v)
-            if arr.dtype.kind not in "biuf":
-                raise TypeError(f"{name} must be real, got {arr.dtype} dtype")
+            arr = _spec.host_array(v, name)
             if _static():
                 t = paddle.to_tensor(arr.astype(np.float64))
             elif not _in_sot() and not _on_host(like) and arr.size <= kept.MAX_NUMEL:
@@ -336,10 +373,20 @@ def _run(fn, x, arrays, static, need_grad):
                    **{k: v for k, v in arrays.items() if k != "targets"})
     if ops.unchecked:
         ok = paddle.all(paddle.stack(ops.unchecked))
-        out = paddle.where(ok, out, paddle.full_like(out, float("nan")))
+        out = paddle.where(ok, out, _nan_like(out))
         if grad is not None:
-            grad = paddle.where(ok, grad, paddle.full_like(grad, float("nan")))
+            grad = paddle.where(ok, grad, _nan_like(grad))
     return out, grad
+
+
+def _nan_like(a):
+    """NaN of a's shape and dtype. In a static program it is computed, inf - inf, not a
+    NaN constant: Paddle 3.3.1's paddle.jit.save writes a NaN constant that
+    paddle.jit.load cannot read back (RuntimeError "key 'D' not found")."""
+    if not _static():
+        return paddle.full_like(a, float("nan"))
+    inf = paddle.full_like(a, float("inf"))
+    return inf - inf
 
 
 # ---------------------------------------------------------------------------
@@ -458,8 +505,8 @@ def _row_blocks(fn, x, arrays, static):
 
 
 class _Blocks(list):
-    """Per-block gradients (the row blocks of the whole gradient, in order, each scaled
-    as the spec's reduce scales the whole's): :class:`_FocalLayer` keeps the blocks for
+    """Per-block gradients (the row blocks of the whole gradient, in order, each with the
+    whole's reduction scale): :class:`_FocalLayer` keeps the blocks for
     backward, where they meet the incoming gradient and are written into their rows of
     the result."""
 
@@ -474,8 +521,8 @@ def _run_blocks(fn, x, arrays, static, need_grad, blocks):
     lead = x.shape[0]
     softmax = fn is _SOFTMAX
     reduction = static["reduction"]
-    # The whole's denominator and scale come first, so that each block's gradient is
-    # scaled by its thread while it is in the cache. They are computed from arguments
+    # The whole's denominator and scale come first: each block's elements take them, as
+    # the whole's do (see _spec.reduction_scale). They are computed from arguments
     # that the blocks validate: whatever is wrong raises there, or here (then _run runs
     # the whole, which raises the spec's error).
     normalizer = _spec._normalizer(ops, arrays.get("normalizer", static.get("normalizer")), x)
@@ -488,7 +535,7 @@ def _run_blocks(fn, x, arrays, static, need_grad, blocks):
         else:
             denom = _spec._count(ops, x)
     scale = _spec.reduction_scale(ops, reduction=reduction, denom=denom,
-                                  normalizer=normalizer)
+                                  normalizer=normalizer, divide=softmax)
 
     def part(name, a, i, j):
         if softmax:  # the targets are per sample, the rest class vectors
@@ -497,7 +544,8 @@ def _run_blocks(fn, x, arrays, static, need_grad, blocks):
             return a[i:j]
         return a
 
-    per_block = dict(static, reduction="none", normalizer=None)
+    # each block's elements take the whole's scale, as in the whole's run
+    per_block = dict(static, reduction="none", normalizer=None, scale=scale)
 
     def run(bounds):
         i, j = bounds
@@ -506,15 +554,12 @@ def _run_blocks(fn, x, arrays, static, need_grad, blocks):
             # (an Ops of its own: it keeps the block's softmax parts while it runs)
             out, grad = fn(PaddleOps(need_grad), x[i:j], sub.pop("targets"),
                            need_grad=need_grad, **per_block, **sub)
-            if grad is not None and scale is not None:
-                grad = grad * scale  # reduce's product, as on the whole
             # a sum or mean needs only the block's sum: no full-size concatenation
             return (out if reduction == "none" else paddle.sum(out).reshape([1])), grad
 
     results = _map(run, blocks)
     loss = paddle.concat([out for out, _ in results], axis=0)
-    out, _ = _spec.reduce(ops, loss, None, reduction=reduction, denom=denom,
-                          normalizer=normalizer)
+    out = _spec.reduce(ops, loss, reduction=reduction)
     return out, (_Blocks((g for _, g in results), blocks) if need_grad else None)
 
 
@@ -541,11 +586,13 @@ def _cast(a, dtype):
 
 
 class _FocalLayer(PyLayer):
-    """loss = fn(x, ...); its closed-form gradient is computed in forward and saved.
+    """loss = fn(x, ...); the logits' closed-form gradient is computed in forward and
+    saved.
 
     The targets and tensor hyperparameters are explicit inputs (after ``x``), not
     closed over: a static program (to_static) counts every outside value a PyLayer
-    uses as an input, and backward returns one gradient (None) for each.
+    uses as an input, and backward returns one gradient (None) for each (their own
+    gradients, where they need one, come from _other_grads).
     """
 
     @staticmethod
@@ -606,20 +653,47 @@ class _FocalLayer(PyLayer):
         return (grad_x,) + (None,) * ctx.n_tensors
 
 
+def _wants_grad(t) -> bool:
+    """A floating tensor that needs a gradient. (Not in a static program: there the flag
+    says nothing of what the user wants, an InputSpec's stop_gradient defaulting to
+    False, labels included; the targets get no gradient, as in Paddle's own losses.)"""
+    return not t.stop_gradient and t.dtype in _FLOATS and not _static()
+
+
+def _other_grads(fn, x, arrays, static):
+    """A term of value 0 whose gradient w.r.t. the targets and hyperparameter tensors
+    that need one is the autodiff of the spec's formula (as the JAX backend
+    differentiates it): the formula run again op by op on the detached logits. (Not
+    computed in the PyLayer's backward: Paddle crashes on a paddle.grad there.)"""
+    s, _ = fn(PaddleOps(False), x.detach(), arrays["targets"], need_grad=False, **static,
+              **{k: v for k, v in arrays.items() if k != "targets"})
+    zero = s - s.detach()
+    return paddle.where(paddle.isfinite(s), zero, paddle.zeros_like(zero))
+
+
 def _apply(fn, logits, targets, params, class_axis=None):
     """fn(x, targets, **params) through the PyLayer when the logits need a gradient.
 
     Tensor-valued params (alpha, weight, ... given as paddle tensors) travel as
-    PyLayer inputs; the rest (numbers, NumPy arrays, flags) as Python values.
+    PyLayer inputs; the rest (numbers, NumPy arrays, flags) as Python values. Floating
+    ones that need a gradient get it from _other_grads.
     """
     arrays = {"targets": targets, **{k: v for k, v in params.items() if _is_tensor(v)}}
     static = {k: v for k, v in params.items() if not _is_tensor(v)}
-    if logits.stop_gradient or not paddle.is_grad_enabled():
-        out, _ = _run(fn, logits.astype(_compute_dtype(logits.dtype)), arrays, static, False)
-        return _cast(out, logits.dtype)
-    names = tuple(arrays)
-    return _FocalLayer.apply(logits, fn, static, class_axis, names,
-                             *(arrays[k] for k in names))
+    grad_mode = paddle.is_grad_enabled()
+    others = grad_mode and any(_wants_grad(v) for v in arrays.values())
+    x = logits.astype(_compute_dtype(logits.dtype))
+    if others:
+        extra = _other_grads(fn, x, arrays, static)
+        arrays = {k: v.detach() if _wants_grad(v) else v for k, v in arrays.items()}
+    if logits.stop_gradient or not grad_mode:
+        out, _ = _run(fn, x, arrays, static, False)
+        out = _cast(out, logits.dtype)
+    else:
+        names = tuple(arrays)
+        out = _FocalLayer.apply(logits, fn, static, class_axis, names,
+                                *(arrays[k] for k in names))
+    return _cast(out + extra.astype(out.dtype), out.dtype) if others else out
 
 
 def _check_tensors(logits, targets):
@@ -630,9 +704,6 @@ def _check_tensors(logits, targets):
         raise TypeError(f"targets must be a paddle.Tensor (the framework of logits), got "
                         f"{type(targets).__module__}.{type(targets).__name__}")
     _spec.check_logits_dtype(_kind(logits))
-    if not targets.stop_gradient:
-        raise ValueError("targets requires a gradient (stop_gradient=False), but focalx "
-                         "differentiates only with respect to logits; pass targets.detach()")
     if not _static() and str(targets.place) != str(logits.place):
         raise ValueError(f"targets is on {targets.place} but logits is on {logits.place}")
 
@@ -735,25 +806,29 @@ def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
 # nn.Layer drop-ins
 # ---------------------------------------------------------------------------
 
-def _buffer(layer, name, value):
-    """An optional tensor hyperparameter as a non-persistable buffer (it follows .to())."""
+def _buffer(layer, name, value, *, class_vector=False, allow_scalar=True):
+    """An optional tensor hyperparameter as a non-persistable buffer (it follows .to()),
+    checked now as a call would check it (as Paddle's own losses check their arguments
+    at construction)."""
     if value is None:
         setattr(layer, name, None)
         return
     if not _is_tensor(value):
-        arr = np.asarray(value)
-        if arr.dtype.kind not in "biuf":
-            raise TypeError(f"{name} must be a number, a sequence or a paddle tensor, got "
-                            f"{type(value).__module__}.{type(value).__name__}")
+        arr = _spec.check_param(name, value, class_vector=class_vector,
+                                allow_scalar=allow_scalar)
         value = paddle.to_tensor(arr.astype(np.float64 if arr.dtype.kind == "f" else arr.dtype))
+    elif paddle.in_dynamic_mode():
+        host = value.astype("float64") if value.dtype in _FLOATS else value
+        _spec.check_param(name, host.numpy(), class_vector=class_vector,
+                          allow_scalar=allow_scalar)
     layer.register_buffer(name, value, persistable=False)
 
 
-def _set_alpha(layer, alpha):
-    if alpha is None or isinstance(alpha, numbers.Real):
+def _set_alpha(layer, alpha, *, class_vector=False):
+    if alpha is None or (isinstance(alpha, numbers.Real) and not isinstance(alpha, bool)):
         layer.alpha = _spec.check_alpha_number(alpha)
     else:
-        _buffer(layer, "alpha", alpha)
+        _buffer(layer, "alpha", alpha, class_vector=class_vector)
 
 
 def _check_flag(name, value):
@@ -814,8 +889,8 @@ class FocalLoss(paddle.nn.Layer):
         self.label_smoothing = _spec.check_label_smoothing(label_smoothing)
         self.gamma = _spec.check_gamma(gamma)
         self.name = name
-        _buffer(self, "weight", weight)
-        _set_alpha(self, alpha)
+        _buffer(self, "weight", weight, class_vector=True, allow_scalar=False)
+        _set_alpha(self, alpha, class_vector=True)
 
     def _label(self, input, label):
         ndim = len(input.shape)

@@ -49,9 +49,12 @@ Static and run-time arguments:
   from a NaN or infinite logit, also makes the whole gradient NaN: checks on arrays
   of the loss's shape are folded into its sum, see ``TensorflowOps.checked_sum``.)
 
-Gradients flow to the logits only: targets and array hyperparameters get no
-gradient (``tape.gradient`` returns None for them), and a second derivative
-through the loss raises, because the closed form is not itself differentiated.
+Gradients: the logits get the spec's closed form. Floating targets and
+hyperparameter tensors that a ``GradientTape`` watches (soft targets from a
+teacher, a learned ``alpha``) get the autodiff of the spec's formula, computed in
+the backward pass only for them; in a graph differentiated without a tape
+(``tf.gradients``) they get none. A second derivative through the loss raises,
+because the closed form is not itself differentiated.
 
 float16 / bfloat16 logits are computed in float32 and the loss is returned in
 the input dtype. The class axis of ``softmax_focal_loss`` defaults to -1 (Keras'
@@ -209,10 +212,7 @@ class TensorflowOps:
         if isinstance(v, _TENSORS):
             t = tf.convert_to_tensor(v)
         elif isinstance(v, (np.ndarray, np.generic, numbers.Number, list, tuple)):
-            a = np.asarray(v)
-            if a.dtype.kind not in "biuf":
-                raise TypeError(f"{name} must be real, got {a.dtype} dtype")
-            t = tf.constant(a)
+            t = tf.constant(_spec.host_array(v, name))
         else:
             raise TypeError(f"{name} must be a number, a sequence or a tf tensor, got "
                             f"{_name(v)}")
@@ -528,7 +528,11 @@ def _compute(fn, x, targets, need_grad, kw):
 
 
 def _apply(fn, logits, targets, kw, class_axis):
-    """loss = fn(x, targets, **kw) with the spec's closed-form gradient w.r.t. x."""
+    """loss = fn(x, targets, **kw) with the spec's closed-form gradient w.r.t. x.
+
+    Floating targets and hyperparameter tensors that a GradientTape watches get the
+    autodiff of the spec's formula (see _other_grads); in a graph differentiated
+    without a tape (tf.gradients) they get none."""
     x = tf.convert_to_tensor(logits)
     x_dtype = x.dtype
     compute = tf.float64 if x_dtype == tf.float64 else tf.float32
@@ -542,19 +546,30 @@ def _apply(fn, logits, targets, kw, class_axis):
     # for. Op by op, graph pruning does that by itself; a compiled call cannot be
     # pruned in part, so it is split here.
     split = not recording and not tf.executing_eagerly()
+    others = {}
+    if recording:
+        candidates = {"targets": targets, **{k: kw[k] for k in _TENSOR_PARAMS
+                                             if isinstance(kw.get(k), tf.Tensor)}}
+        others = {k: v for k, v in candidates.items()
+                  if v.dtype.is_floating and _record.should_record_backprop([v])}
+    names = tuple(others)
 
     @tf.custom_gradient
-    def loss(x):
+    def loss(x, *values):
         xc = tf.cast(x, compute)
-        out, grad, ok = _compute(fn, xc, targets, not split, kw)
+        given = dict(zip(names, values))
+        t = given.pop("targets", targets)
+        kw_in = {**kw, **given}
+        out, grad, ok = _compute(fn, xc, t, not split, kw_in)
 
         def backward(g_out, variables=None):
             if tf.executing_eagerly() and _record.could_possibly_record():
                 raise NotImplementedError(
                     "focalx losses are differentiable once: their gradient cannot be "
                     "differentiated again (a GradientTape recording the backward pass)")
+            g_values = _other_grads(fn, xc, t, kw_in, names, values, g_out)
             g, g_ok = (grad, ok) if grad is not None else \
-                _compute(fn, xc, targets, True, kw)[1:]
+                _compute(fn, xc, t, True, kw_in)[1:]
             if g_ok is not None:
                 # A failed value check makes the whole gradient NaN: applied to the
                 # incoming gradient, so it costs no pass over the full-size one.
@@ -563,12 +578,25 @@ def _apply(fn, logits, targets, kw, class_axis):
                 g_out = tf.expand_dims(g_out, class_axis)
             g_x = tf.cast(tf.cast(g_out, g.dtype) * g, x_dtype)
             if variables is not None:  # variables read inside: no gradient for them
-                return g_x, [None] * len(variables)
-            return g_x
+                return (g_x, *g_values), [None] * len(variables)
+            return (g_x, *g_values)
 
         return tf.cast(out, x_dtype), backward
 
-    return loss(x)
+    return loss(x, *others.values())
+
+
+def _other_grads(fn, xc, targets, kw, names, values, g_out):
+    """The gradients of the targets and hyperparameter tensors in `values` (named by
+    `names`): the spec's formula run again op by op under a GradientTape (as the JAX
+    backend differentiates it)."""
+    if not names:
+        return []
+    with tf.GradientTape() as tape:
+        tape.watch(values)
+        given = dict(zip(names, values))
+        out = _run(fn, xc, given.pop("targets", targets), False, **{**kw, **given})[0]
+    return tape.gradient(out, list(values), output_gradients=tf.cast(g_out, out.dtype))
 
 
 def _check_tensors(logits, targets):

@@ -23,6 +23,7 @@ import warnings
 import numpy as np
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import is_fake as _is_fake
 
 from .. import _spec
 from . import _kept as kept
@@ -48,6 +49,19 @@ def _kind(a: torch.Tensor) -> str:
     return "integer"
 
 
+def _symbolic(*tensors) -> bool:
+    """Whether this code runs symbolically, so that tensor values cannot be read: traced
+    by dynamo (torch.compile, strict torch.export), where
+    torch.compiler.is_dynamo_compiling() is the constant True (it returns False when
+    run), or under make_fx (non-strict torch.export, AOTAutograd) on fake tensors.
+
+    Not torch.compiler.is_compiling(): that reads one process-wide flag, set while any
+    thread compiles, so that another thread's eager call would skip its value checks
+    and its fused kernel.
+    """
+    return torch.compiler.is_dynamo_compiling() or any(_is_fake(t) for t in tensors)
+
+
 #: Small host vectors copied to an accelerator (see _to_device).
 _KEPT = KeptCopies()
 
@@ -58,7 +72,8 @@ def _to_device(t, like):
     value (a pos_weight number, a CPU normalizer) becomes a fill on the device, and a
     small host vector (a class vector given as a list, a module's CPU buffer) is copied
     once and reused, keyed by its contents (read on the host: no wait)."""
-    if like.device.type == "cpu" or t.device.type != "cpu" or torch.compiler.is_compiling():
+    if like.device.type == "cpu" or t.device.type != "cpu" or t.requires_grad or \
+            _symbolic(t, like):
         return t.to(device=like.device, dtype=like.dtype)
     if t.numel() == 1:
         return torch.full(tuple(t.shape), t.item(), dtype=like.dtype, device=like.device)
@@ -75,7 +90,7 @@ def _off_host(x) -> bool:
 
 
 def _checkable(a: torch.Tensor) -> bool:
-    return a.device.type == "cpu" and not torch.compiler.is_compiling() and a.numel() > 0
+    return a.device.type == "cpu" and not _symbolic(a) and a.numel() > 0
 
 
 class TorchOps:
@@ -143,12 +158,9 @@ class TorchOps:
     @staticmethod
     def asarray(v, name, like):
         if isinstance(v, torch.Tensor):
-            if v.requires_grad:
-                raise ValueError(f"{name} requires grad, but focalx differentiates only with "
-                                 "respect to logits; pass a detached tensor")
             t = v
         elif isinstance(v, (np.ndarray, np.generic, numbers.Number, list, tuple)):
-            t = torch.as_tensor(np.asarray(v))
+            t = torch.as_tensor(_spec.host_array(v, name))
         else:
             raise TypeError(f"{name} must be a number, a sequence or a torch tensor, got "
                             f"{type(v).__module__}.{type(v).__name__}")
@@ -177,7 +189,9 @@ class TorchOps:
 
     @staticmethod
     def tracing():
-        return torch.compiler.is_compiling()
+        # (the spec asks this before reading NumPy hyperparameters, which dynamo traces
+        # as tensors; under make_fx they are still plain host arrays)
+        return torch.compiler.is_dynamo_compiling()
 
     @staticmethod
     def concrete_range(a):
@@ -350,7 +364,7 @@ def _kernel_for(spec_name, static):
 
 def _fusable(x) -> bool:
     return (_FUSED["enabled"] and x.numel() >= _FUSED["min_numel"]
-            and x.device.type in ("cpu", "cuda") and not torch.compiler.is_compiling()
+            and x.device.type in ("cpu", "cuda") and not _symbolic(x)
             and not torch.jit.is_scripting())
 
 
@@ -445,15 +459,32 @@ def _call(spec_name, x, targets, need_grad, params):
     return spec_fn(OPS, x, targets, need_grad=need_grad, **params)
 
 
+#: forward's arguments before the tensors that may take a gradient besides the logits
+_N_FIXED = 7
+
+
+def _compute_dtype(x):
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
 class _FocalFunction(torch.autograd.Function):
-    """loss = run(x); its closed-form gradient is computed in forward and saved."""
+    """The loss of spec function `spec_name`; the logits' closed-form gradient is computed
+    in forward and saved. Floating targets and hyperparameter tensors that require a
+    gradient come after the fixed arguments (`names` says which is which): theirs is the
+    autodiff of the spec's formula, computed in backward (see _other_grads)."""
 
     @staticmethod
-    def forward(ctx, x, run, class_axis, grad_mode, out_dtype):
-        compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    def forward(ctx, x, spec_name, targets, params, class_axis, grad_mode, out_dtype, names,
+                *others):
         need_grad = grad_mode and ctx.needs_input_grad[0]
-        out, grad = run(x.to(compute), need_grad)
+        out, grad = _call(spec_name, x.to(_compute_dtype(x)), targets, need_grad, params)
         ctx.class_axis = class_axis
+        ctx.x_dtype = x.dtype
+        ctx.others = None
+        if grad_mode and any(ctx.needs_input_grad[_N_FIXED + 1:]):
+            ctx.others = (spec_name, targets, params, names)
+            ctx.x = x  # (kept for backward only where one of `others` takes a gradient)
+        ctx.own_grad = False
         if need_grad:
             # The only full-size tensor kept for backward, in the compute dtype: for
             # float16/bfloat16 input the 1/N of a mean and the loss scale of a
@@ -461,8 +492,7 @@ class _FocalFunction(torch.autograd.Function):
             ctx.save_for_backward(grad)
             # saved-tensor hooks (save_on_cpu, a user's pack hook) may keep the saved
             # gradient where backward must not overwrite it
-            ctx.own_grad = _no_saved_tensor_hooks()
-        ctx.x_dtype = x.dtype
+            ctx.own_grad = _no_saved_tensor_hooks(grad)
         return out.to(out_dtype)
 
     @staticmethod
@@ -473,6 +503,11 @@ class _FocalFunction(torch.autograd.Function):
             raise RuntimeError(
                 "focalx losses are differentiable once: their backward cannot be "
                 "differentiated twice (create_graph=True is not supported)")
+        n_others = len(ctx.needs_input_grad) - _N_FIXED - 1
+        others = _other_grads(ctx, grad_out) if ctx.others else (None,) * n_others
+        fixed = (None,) * _N_FIXED
+        if not ctx.needs_input_grad[0]:
+            return (None,) + fixed + tuple(others)
         (grad,) = ctx.saved_tensors
         if grad_out.dim() and ctx.class_axis is not None:  # per-sample softmax loss
             grad_out = grad_out.unsqueeze(ctx.class_axis)
@@ -486,13 +521,32 @@ class _FocalFunction(torch.autograd.Function):
             # is skipped (0.5 ms of a 5 ms fwd+bwd at 4M elements, torch.profiler).
             if grad_out.numel() == 1 and grad_out.device.type == "cpu" and \
                     grad_out.item() == 1.0:
-                return grad, None, None, None, None
-            return grad.mul_(grad_out), None, None, None, None
-        return (grad_out * grad).to(ctx.x_dtype), None, None, None, None
+                return (grad,) + fixed + tuple(others)
+            return (grad.mul_(grad_out),) + fixed + tuple(others)
+        return ((grad_out * grad).to(ctx.x_dtype),) + fixed + tuple(others)
 
 
-def _no_saved_tensor_hooks() -> bool:
-    if torch.compiler.is_compiling():
+def _other_grads(ctx, grad_out):
+    """The gradients of the targets and hyperparameter tensors among forward's `others`:
+    the spec's formula run again op by op, differentiated by autograd (as the JAX backend
+    does), for those that need one."""
+    spec_name, targets, params, names = ctx.others
+    wanted = ctx.needs_input_grad[_N_FIXED + 1:]
+    with torch.enable_grad():
+        copies = {k: (targets if k == "targets" else params[k]).detach().requires_grad_(w)
+                  for k, w in zip(names, wanted)}
+        kw = {k: copies.get(k, v) for k, v in params.items()}
+        out, _ = getattr(_spec, spec_name)(OPS, ctx.x.detach().to(_compute_dtype(ctx.x)),
+                                           copies.get("targets", targets), need_grad=False,
+                                           **kw)
+        inputs = [copies[k] for k, w in zip(names, wanted) if w]
+        grads = iter(torch.autograd.grad(out, inputs, grad_out.to(out.dtype),
+                                         allow_unused=True))
+    return [next(grads) if w else None for w in wanted]
+
+
+def _no_saved_tensor_hooks(grad) -> bool:
+    if _symbolic(grad):
         return False  # (backward is traced, never in place; and dynamo cannot trace this)
     try:
         return torch._C._autograd._top_saved_tensors_default_hooks(False) is None
@@ -511,7 +565,7 @@ def _reusable(grad, grad_out) -> bool:
             return False
     except (AttributeError, RuntimeError, TypeError):
         return False
-    if torch.compiler.is_compiling() or grad._base is not None or \
+    if _symbolic(grad, grad_out) or grad._base is not None or \
             not grad.is_contiguous() or grad_out.dim() > grad.dim() or \
             any(o not in (1, g) for o, g in zip(grad_out.shape[::-1], grad.shape[::-1])):
         return False
@@ -521,14 +575,21 @@ def _reusable(grad, grad_out) -> bool:
         return False
 
 
-def _apply(logits, run, class_axis):
-    """Run a loss through the autograd Function. The result has the logits' dtype,
-    except under torch.autocast, where it is float32 like torch's own losses."""
+def _apply(logits, spec_name, targets, params, class_axis):
+    """Run spec function `spec_name` through the autograd Function. The result has the
+    logits' dtype, except under torch.autocast, where it is float32 like torch's own
+    losses. Targets and hyperparameter tensors that require a gradient get one."""
     out_dtype = logits.dtype
     if logits.dtype in (torch.float16, torch.bfloat16) and \
             torch.is_autocast_enabled(logits.device.type):
         out_dtype = torch.float32
-    return _FocalFunction.apply(logits, run, class_axis, torch.is_grad_enabled(), out_dtype)
+    grad_mode = torch.is_grad_enabled()
+    others = {}
+    if grad_mode:
+        others = {k: v for k, v in (("targets", targets), *params.items())
+                  if isinstance(v, torch.Tensor) and v.requires_grad}
+    return _FocalFunction.apply(logits, spec_name, targets, params, class_axis, grad_mode,
+                                out_dtype, tuple(others), *others.values())
 
 
 def _check_tensors(logits, targets):
@@ -539,9 +600,6 @@ def _check_tensors(logits, targets):
         raise TypeError(f"targets must be a torch.Tensor (the framework of logits), got "
                         f"{type(targets).__module__}.{type(targets).__name__}")
     _spec.check_logits_dtype(_kind(logits))
-    if targets.requires_grad:
-        raise ValueError("targets requires grad, but focalx differentiates only with respect "
-                         "to logits; pass targets.detach()")
     if targets.device != logits.device:
         raise ValueError(f"targets is on {targets.device} but logits is on {logits.device}")
 
@@ -551,14 +609,10 @@ def sigmoid_focal_loss(logits, targets, *, gamma=2.0, alpha=0.25, pos_weight=Non
                        normalizer=None, from_logits=True):
     """Sigmoid focal loss on torch tensors. See :func:`focalx.sigmoid_focal_loss`."""
     _check_tensors(logits, targets)
-
-    def run(x, need_grad):
-        return _call("run_sigmoid_focal_loss", x, targets, need_grad, dict(
-            gamma=gamma, alpha=alpha, pos_weight=pos_weight, weight=weight,
-            ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction,
-            normalizer=normalizer, from_logits=from_logits))
-
-    return _apply(logits, run, None)
+    return _apply(logits, "run_sigmoid_focal_loss", targets, dict(
+        gamma=gamma, alpha=alpha, pos_weight=pos_weight, weight=weight,
+        ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction,
+        normalizer=normalizer, from_logits=from_logits), None)
 
 
 def sigmoid_focal_loss_star(logits, targets, *, gamma=1.0, beta=0.0, alpha=None, weight=None,
@@ -566,13 +620,9 @@ def sigmoid_focal_loss_star(logits, targets, *, gamma=1.0, beta=0.0, alpha=None,
                             normalizer=None):
     """FL* on torch tensors. See :func:`focalx.sigmoid_focal_loss_star`."""
     _check_tensors(logits, targets)
-
-    def run(x, need_grad):
-        return _call("run_sigmoid_focal_loss_star", x, targets, need_grad, dict(
-            gamma=gamma, beta=beta, alpha=alpha, weight=weight, ignore_index=ignore_index,
-            label_smoothing=label_smoothing, reduction=reduction, normalizer=normalizer))
-
-    return _apply(logits, run, None)
+    return _apply(logits, "run_sigmoid_focal_loss_star", targets, dict(
+        gamma=gamma, beta=beta, alpha=alpha, weight=weight, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, reduction=reduction, normalizer=normalizer), None)
 
 
 def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
@@ -587,14 +637,10 @@ def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
     if ndim == 1 and axis == 1:  # F.cross_entropy's unbatched (C,) input
         axis = 0
     class_axis = _spec.check_axis(axis, ndim) if ndim else 0
-
-    def run(x, need_grad):
-        return _call("run_softmax_focal_loss", x, targets, need_grad, dict(
-            gamma=gamma, alpha=alpha, weight=weight, ignore_index=ignore_index,
-            label_smoothing=label_smoothing, reduction=reduction, normalizer=normalizer,
-            axis=axis, from_logits=from_logits))
-
-    return _apply(logits, run, class_axis)
+    return _apply(logits, "run_softmax_focal_loss", targets, dict(
+        gamma=gamma, alpha=alpha, weight=weight, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, reduction=reduction, normalizer=normalizer,
+        axis=axis, from_logits=from_logits), class_axis)
 
 
 # ---------------------------------------------------------------------------
@@ -607,12 +653,28 @@ def _legacy_reduction(size_average, reduce, reduction):
     return reduction
 
 
-def _set_alpha(module: nn.Module, alpha) -> None:
+def _param_buffer(name, value, *, class_vector=False, allow_scalar=True):
+    """A hyperparameter array for a module, checked now as a call would check it (torch's
+    own losses check what they can at construction), as a tensor (a buffer follows .to())."""
+    if value is None:
+        return None
+    if not isinstance(value, torch.Tensor):
+        _spec.check_param(name, value, class_vector=class_vector, allow_scalar=allow_scalar)
+        return torch.as_tensor(value)
+    if value.device.type != "meta":  # (a meta tensor has no values to check)
+        host = value.detach().cpu()
+        _spec.check_param(name, (host.double() if host.is_floating_point() else host).numpy(),
+                          class_vector=class_vector, allow_scalar=allow_scalar)
+    return value
+
+
+def _set_alpha(module: nn.Module, alpha, *, class_vector=False) -> None:
     """A number (or None) is an attribute; a per-class vector is a buffer that follows .to()."""
-    if alpha is None or isinstance(alpha, numbers.Real):
+    if alpha is None or (isinstance(alpha, numbers.Real) and not isinstance(alpha, bool)):
         module.alpha = _spec.check_alpha_number(alpha)
     else:
-        module.register_buffer("alpha", torch.as_tensor(alpha))
+        module.register_buffer("alpha", _param_buffer("alpha", alpha,
+                                                      class_vector=class_vector))
 
 
 class FocalLoss(nn.Module):
@@ -633,8 +695,9 @@ class FocalLoss(nn.Module):
         self.ignore_index = _spec.check_ignore_index(ignore_index, allow_none=True, binary=False)
         self.label_smoothing = _spec.check_label_smoothing(label_smoothing)
         self.gamma = _spec.check_gamma(gamma)
-        self.register_buffer("weight", None if weight is None else torch.as_tensor(weight))
-        _set_alpha(self, alpha)
+        self.register_buffer("weight", _param_buffer("weight", weight, class_vector=True,
+                                                     allow_scalar=False))
+        _set_alpha(self, alpha, class_vector=True)
 
     def forward(self, input, target):
         return softmax_focal_loss(
@@ -659,9 +722,8 @@ class SigmoidFocalLoss(nn.Module):
         self.reduction = _spec.check_reduction(
             _legacy_reduction(size_average, reduce, reduction))
         self.gamma = _spec.check_gamma(gamma)
-        self.register_buffer("weight", None if weight is None else torch.as_tensor(weight))
-        self.register_buffer("pos_weight",
-                             None if pos_weight is None else torch.as_tensor(pos_weight))
+        self.register_buffer("weight", _param_buffer("weight", weight))
+        self.register_buffer("pos_weight", _param_buffer("pos_weight", pos_weight))
         _set_alpha(self, alpha)
 
     def forward(self, input, target):

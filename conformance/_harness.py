@@ -37,6 +37,17 @@ class UnsupportedCase(Exception):
     """Raised by an argument adapter for a case the checked function cannot express."""
 
 
+class NotRun(Exception):
+    """A mode that did not take its own path for this call (the fuzzer counts it apart):
+    e.g. torch's fused kernel declining an empty tensor."""
+
+
+# Execution modes (the fuzzer's): each harness's ``modes`` names the ways its framework
+# runs a loss, and ``call(mode, variant, x, y, kwargs, cotangent)`` runs one call that
+# way and returns (loss values, gradient of sum(cotangent * loss) w.r.t. the logits,
+# loss shape, loss dtype name), the values as flat float64 NumPy arrays.
+
+
 class NumpyHarness:
     """The float64 NumPy reference (it computes in float64 whatever it is given)."""
 
@@ -62,7 +73,7 @@ class NumpyHarness:
     def to_array(self, values, shape, *, index=False, device="cpu", dtype="float64"):
         if index:
             dtype = "int64"
-        return np.asarray(values, dtype=np.float64 if dtype not in ("int64", "bool")
+        return np.asarray(values, dtype=np.float64 if dtype not in ("int64", "int32", "bool")
                           else dtype).reshape(shape)
 
     def evaluate(self, fn, x, y, kwargs, *, own=False):
@@ -78,6 +89,16 @@ class NumpyHarness:
     def call_public(self, variant, x, y, kwargs):
         import focalx
         return getattr(focalx, variant)(x, y, **kwargs)
+
+    #: "oracle": the reference itself, checked against the mpmath oracle
+    modes = ("oracle",)
+
+    def values(self, a):
+        return np.asarray(a, dtype=np.float64).ravel()
+
+    def call(self, mode, variant, x, y, kwargs, cotangent):
+        loss, grad = getattr(self.ref, variant + "_and_grad")(x, y, **kwargs)
+        return (loss.ravel(), cotangent * grad.ravel(), loss.shape, "float64")
 
 
 class TorchHarness:
@@ -105,7 +126,7 @@ class TorchHarness:
         torch = self.torch
         if index:
             dtype = "int64"
-        t = torch.as_tensor(np.asarray(values, dtype=np.float64 if dtype not in ("int64", "bool")
+        t = torch.as_tensor(np.asarray(values, dtype=np.float64 if dtype not in ("int64", "int32", "bool")
                                        else dtype))
         return t.reshape(tuple(shape)).to(device=device, dtype=getattr(torch, dtype))
 
@@ -124,11 +145,47 @@ class TorchHarness:
     def call_public(self, variant, x, y, kwargs):
         return getattr(self.ft, variant)(x, y, **kwargs)
 
+    #: op by op; the fused kernel (focalx's own torch.compile); a user's torch.compile
+    modes = ("eager", "fused", "compile")
+
+    def values(self, a):
+        return a.detach().double().cpu().numpy().ravel()
+
+    def call(self, mode, variant, x, y, kwargs, cotangent):
+        torch = self.torch
+        from focalx.backends import torch as bt
+        fn = getattr(self.ft, variant)
+
+        def loss_of(a, b):
+            return fn(a, b, **kwargs)
+        if mode == "compile":
+            torch._dynamo.reset()  # (a fresh compilation: no recompile limit is reached)
+            loss_of = torch.compile(loss_of, fullgraph=True)
+        saved = dict(bt._FUSED)
+        bt._FUSED.update(enabled=mode == "fused", min_numel=1)
+        try:
+            before = bt._FUSED["calls"]
+            x = x.detach().requires_grad_(True)
+            loss = loss_of(x, y)
+            if loss.requires_grad:
+                (grad,) = torch.autograd.grad(loss, x, torch.full_like(loss, cotangent))
+            else:
+                grad = torch.zeros_like(x)
+            if mode == "fused" and bt._FUSED["calls"] == before:
+                raise NotRun("the fused kernel did not run")
+        finally:
+            bt._FUSED.clear()
+            bt._FUSED.update(saved)
+        return (self.values(loss), self.values(grad), tuple(loss.shape),
+                str(loss.dtype).replace("torch.", ""))
+
 
 class JaxHarness:
     """jax with float64 enabled (``jax_enable_x64``; the worker is its own process)."""
 
     name = "jax"
+    #: XLA's CPU runtime reads subnormal numbers as 0 (and flushes subnormal results)
+    flushes_subnormals = True
 
     def __init__(self):
         import jax
@@ -159,7 +216,7 @@ class JaxHarness:
     def to_array(self, values, shape, *, index=False, device="cpu", dtype="float64"):
         if index:
             dtype = "int64"
-        a = np.asarray(values, dtype=np.float64 if dtype not in ("int64", "bool") else dtype)
+        a = np.asarray(values, dtype=np.float64 if dtype not in ("int64", "int32", "bool") else dtype)
         a = self.jnp.asarray(a.reshape(shape), dtype=getattr(self.jnp, dtype))
         return self.jax.device_put(a, self.jax.devices(device)[0])
 
@@ -173,12 +230,33 @@ class JaxHarness:
     def call_public(self, variant, x, y, kwargs):
         return getattr(self.fj, variant)(x, y, **kwargs)
 
+    modes = ("eager", "jit")
+
+    def values(self, a):
+        return np.asarray(a, dtype=np.float64).ravel()
+
+    def call(self, mode, variant, x, y, kwargs, cotangent):
+        jax, jnp = self.jax, self.jnp
+        fn = getattr(self.fj, variant)
+        arrays = {k: v for k, v in kwargs.items() if isinstance(v, jax.Array)}
+        static = {k: v for k, v in kwargs.items() if k not in arrays}
+
+        def loss_of(a, b, arrs):
+            return fn(a, b, **static, **arrs)
+        if mode == "jit":
+            loss_of = jax.jit(loss_of)
+        loss, vjp = jax.vjp(lambda a: loss_of(a, y, arrays), x)
+        (grad,) = vjp(jnp.full(loss.shape, cotangent, loss.dtype))
+        return self.values(loss), self.values(grad), tuple(loss.shape), loss.dtype.name
+
 
 # ---- tensorflow ----------------------------------------------------------
 
 
 class TensorflowHarness:
     name = "tensorflow"
+    #: TensorFlow's CPU kernels (and XLA) read subnormal numbers as 0
+    flushes_subnormals = True
 
     def __init__(self):
         import tensorflow as tf
@@ -202,7 +280,7 @@ class TensorflowHarness:
         tf = self.tf
         if index:
             dtype = "int64"
-        a = np.asarray(values, dtype=np.float64 if dtype not in ("int64", "bool") else dtype)
+        a = np.asarray(values, dtype=np.float64 if dtype not in ("int64", "int32", "bool") else dtype)
         with tf.device(device.upper() + ":0"):
             return tf.cast(tf.constant(a.reshape(shape)), getattr(tf, dtype))
 
@@ -220,6 +298,34 @@ class TensorflowHarness:
 
     def call_public(self, variant, x, y, kwargs):
         return getattr(self.ftf, variant)(x, y, **kwargs)
+
+    #: op by op; eager through the cached XLA function; in a tf.function; under XLA
+    modes = ("eager", "eager_xla", "function", "xla")
+
+    def values(self, a):
+        return np.asarray(self.tf.cast(a, self.tf.float64)).ravel()
+
+    def call(self, mode, variant, x, y, kwargs, cotangent):
+        tf = self.tf
+        from focalx.backends import tensorflow as btf
+        fn = getattr(self.ftf, variant)
+
+        def step(a, b):
+            with tf.GradientTape() as tape:
+                tape.watch(a)
+                loss = fn(a, b, **kwargs)
+            grad = tape.gradient(loss, a, output_gradients=tf.fill(tf.shape(loss),
+                                                                   tf.cast(cotangent, loss.dtype)))
+            return loss, tf.zeros_like(a) if grad is None else grad
+        if mode in ("function", "xla"):
+            step = tf.function(step, autograph=False, jit_compile=mode == "xla")
+        saved = btf.EAGER_XLA_MIN_SIZE
+        btf.EAGER_XLA_MIN_SIZE = 0 if mode == "eager_xla" else 1 << 62
+        try:
+            loss, grad = step(x, y)
+        finally:
+            btf.EAGER_XLA_MIN_SIZE = saved
+        return self.values(loss), self.values(grad), tuple(loss.shape), loss.dtype.name
 
 
 # ---- paddle --------------------------------------------------------------
@@ -253,7 +359,7 @@ class PaddleHarness:
         paddle = self.paddle
         if index:
             dtype = "int64"
-        a = np.asarray(values, dtype=np.float64 if dtype not in ("int64", "bool") else dtype)
+        a = np.asarray(values, dtype=np.float64 if dtype not in ("int64", "int32", "bool") else dtype)
         place = paddle.CPUPlace() if device == "cpu" else paddle.CUDAPlace(0)
         if dtype in ("float32", "float16"):  # NumPy rounds (Paddle's float16 cast does not
             a = a.astype(dtype)               # round values far below float16's range)
@@ -276,3 +382,48 @@ class PaddleHarness:
 
     def call_public(self, variant, x, y, kwargs):
         return getattr(self.fpd, variant)(x, y, **kwargs)
+
+    #: dygraph; dygraph in row blocks (on the block threads); to_static's default
+    #: translator (SOT); to_static(full_graph=True)
+    modes = ("dygraph", "blocks", "to_static", "full_graph")
+
+    def values(self, a):
+        return a.detach().astype("float64").cpu().numpy().ravel()
+
+    def call(self, mode, variant, x, y, kwargs, cotangent):
+        paddle = self.paddle
+        from focalx.backends import paddle as bp
+        fn = getattr(self.fpd, variant)
+
+        def loss_of(a, b):
+            return fn(a, b, **kwargs)
+        if mode in ("to_static", "full_graph"):
+            loss_of = paddle.jit.to_static(loss_of, full_graph=mode == "full_graph")
+        names = ("_BLOCK_MIN", "_SOFTMAX_BLOCK_MIN", "_BLOCK_ELEMS", "_SOFTMAX_BLOCK_ELEMS",
+                 "_BLOCK_ALIGN", "_run_blocks")
+        saved = {n: getattr(bp, n) for n in names}
+        ran = []
+        if mode == "blocks":  # blocks of one row, whatever the size
+            for n in names[:-1]:
+                setattr(bp, n, 1)
+
+            def counted(*args, **kw):
+                out = saved["_run_blocks"](*args, **kw)
+                ran.append(True)
+                return out
+            bp._run_blocks = counted
+        try:
+            x = x.detach()
+            x.stop_gradient = False
+            loss = loss_of(x, y)
+            if loss.stop_gradient:
+                grad = paddle.zeros_like(x)
+            else:
+                (grad,) = paddle.grad(loss, x, grad_outputs=paddle.full_like(loss, cotangent))
+            if mode == "blocks" and not ran:
+                raise NotRun("the call does not run in row blocks")
+        finally:
+            for n, v in saved.items():
+                setattr(bp, n, v)
+        return (self.values(loss), self.values(grad), tuple(loss.shape),
+                str(loss.dtype).replace("paddle.", ""))

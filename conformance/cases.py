@@ -18,6 +18,7 @@ GAMMAS = (0.0, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0)
 EXTREME = (0.0, 1e-8, -1e-8, 15.0, -15.0, 17.0, -17.0, 30.0, -30.0, 88.0, -88.0, 89.0, -89.0,
            100.0, -100.0, 1e4, -1e4)
 SIGMOID, SOFTMAX, STAR = "sigmoid_focal_loss", "softmax_focal_loss", "sigmoid_focal_loss_star"
+NOT_FLOAT16 = ("float64", "float32", "bfloat16")  # (float16 holds nothing above 65504)
 
 
 def _flat(nested):
@@ -49,15 +50,20 @@ class _Builder:
         self.cases = []
 
     def add(self, cid, fn, logits, shape, targets, tshape, kwargs, *, index=False,
-            array_kwargs=()):
+            array_kwargs=(), dtypes=None):
+        """dtypes: the dtypes the case runs in, where not all (a logit that a smaller
+        dtype cannot hold)."""
         assert not any(c["id"] == cid for c in self.cases), cid
-        self.cases.append({
+        case = {
             "id": cid, "fn": fn,
             "logits": [float(v) for v in logits], "shape": list(shape),
             "targets": [int(v) if index else float(v) for v in targets],
             "targets_shape": list(tshape), "targets_dtype": "int" if index else "float",
             "kwargs": kwargs, "array_kwargs": list(array_kwargs),
-        })
+        }
+        if dtypes is not None:
+            case["dtypes"] = list(dtypes)
+        self.cases.append(case)
 
 
 def _hard(rng, n, p=0.4):
@@ -133,6 +139,26 @@ def build_cases() -> list[dict]:
         for t in (0.0, 1.0, 0.375):
             b.add(f"sigmoid/extreme/gamma={gamma}/y={t}", SIGMOID, list(EXTREME), (n,),
                   [t] * n, (n,), {"gamma": gamma, "alpha": 0.25, "reduction": "none"})
+    # Probabilities below the smallest normal number of float32 (1.2e-38) and float64
+    # (2.2e-308): JAX and TensorFlow read them as 0 (see generate.py), and a zero
+    # pos_weight must cancel the 1/p of the gradient however large it is
+    tiny = [1e-40, 1e-310, 2.0 ** -1074, 1e-300, 0.5]
+    b.add("sigmoid/probabilities/subnormal", SIGMOID, tiny, (5,), [1.0] * 5, (5,),
+          {"gamma": 2.0, "from_logits": False, "reduction": "none"})
+    b.add("sigmoid/probabilities/subnormal/pos_weight=0", SIGMOID, tiny, (5,),
+          [1.0, 1.0, 1.0, 0.0, 1.0], (5,),
+          {"gamma": 2.0, "from_logits": False, "pos_weight": [0.0, 0.0, 0.0, 1.0, 0.0],
+           "reduction": "sum"})
+    # Logits near each dtype's largest finite number: no intermediate may overflow
+    # where the result does not (the scale of a mean or a normalizer enters first)
+    huge = [1e37, -1e37, 3e38, -3e38, 1e30, -1e30]
+    for red in ("none", "mean"):
+        b.add(f"sigmoid/huge/{red}", SIGMOID, huge, (6,), [0.125, 0.125, 0.0, 1.0, 1.0, 0.0],
+              (6,), {"gamma": 2.0, "pos_weight": 2.0, "reduction": red, "normalizer": 7.0},
+              dtypes=NOT_FLOAT16)
+    b.add("sigmoid/huge/float64", SIGMOID, [1e300, -1e300, 1.7e308, -1.7e308], (4,),
+          [0.125, 1.0, 0.0, 0.5], (4,), {"gamma": 0.5, "reduction": "mean"},
+          dtypes=["float64"])
 
     # ---- softmax ---------------------------------------------------------------------
     x, sh = _logits(rng, (5, 4))
@@ -194,6 +220,9 @@ def build_cases() -> list[dict]:
         b.add(f"softmax/probabilities/gamma={gamma}", SOFTMAX, pr, (4, 3), [0, 2, 0, 1], (4,),
               {"gamma": gamma, "from_logits": False, "axis": 1, "reduction": "none"},
               index=True)
+    b.add("softmax/probabilities/tiny", SOFTMAX, [1e-40, 0.5, 0.5, 1e-310, 0.25, 0.75], (2, 3),
+          [0, 0], (2,), {"gamma": 2.0, "from_logits": False, "axis": 1, "reduction": "sum",
+                         "normalizer": 1000.0}, index=True)
     b.add("softmax/probabilities/soft-targets", SOFTMAX, pr[:9], (3, 3),
           [0.5, 0.5, 0.0, 0.25, 0.25, 0.5, 1.0, 0.0, 0.0], (3, 3),
           {"gamma": 2.0, "from_logits": False, "axis": 1, "reduction": "mean"})
@@ -227,6 +256,9 @@ def build_cases() -> list[dict]:
     for t in (0.0, 1.0):
         b.add(f"star/extreme/y={t}", STAR, list(EXTREME), (n,), [t] * n, (n,),
               {"gamma": 0.5, "beta": 1.0, "reduction": "none"})
+    b.add("star/huge", STAR, [3e38, -3e38, 1e37, -1e37], (4,), [0.0, 1.0, 1.0, 0.0], (4,),
+          {"gamma": 4.0, "beta": 1.0, "alpha": 0.25, "reduction": "mean", "normalizer": 7.0},
+          dtypes=NOT_FLOAT16)
     return b.cases
 
 

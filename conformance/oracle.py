@@ -95,9 +95,9 @@ def _sigmoid_elem(x, y, gamma, alpha, pw, from_logits):
     else:
         p, q = x, 1 - x
         logp = mp.log(p) if p > 0 else mp.ninf
-        logq = mp.log(q) if q > 0 else mp.ninf
-    # 0 * log 0 = 0 (the limit), as in any cross-entropy.
-    pos = 0 if y == 0 else pw * y * logp
+        logq = mp.log1p(-p) if q > 0 else mp.ninf  # (1 - p rounds at 50 digits)
+    # 0 * log 0 = 0 (the limit), as in any cross-entropy; a zero pos_weight too.
+    pos = 0 if y == 0 or pw == 0 else pw * y * logp
     neg = 0 if y == 1 else (1 - y) * logq
     bce = -(pos + neg)
     m = y * q + (1 - y) * p  # 1 - p_t
@@ -117,8 +117,9 @@ def _log_softmax(xs):
     return [(v - xs[top]) - mp.log1p(rest) for v in xs]
 
 
-def _softmax_sample(xs, q, k, gamma, from_logits):
-    """-sum_c k_c q_c (1-p_c)^gamma log p_c over one sample's classes."""
+def _softmax_sample(xs, q, k, gamma, from_logits, only=None):
+    """-sum_c k_c q_c (1-p_c)^gamma log p_c over one sample's classes (or class `only`'s
+    term)."""
     if from_logits:
         lps = _log_softmax(xs)
         omps = [-mp.expm1(lp) for lp in lps]
@@ -126,8 +127,8 @@ def _softmax_sample(xs, q, k, gamma, from_logits):
         lps = [mp.log(p) if p > 0 else mp.ninf for p in xs]
         omps = [1 - p for p in xs]
     total = mp.mpf(0)
-    for lp, omp, qc, kc in zip(lps, omps, q, k):
-        if qc == 0 or kc == 0:
+    for c, (lp, omp, qc, kc) in enumerate(zip(lps, omps, q, k)):
+        if qc == 0 or kc == 0 or (only is not None and c != only):
             continue
         total += kc * qc * (omp ** gamma if gamma != 0 else 1) * -lp
     return total
@@ -148,11 +149,18 @@ def _reduce(values, reduction, denom, normalizer):
 
 
 def _diff(f, x, lo=None, hi=None):
-    """d f / d x; one-sided at the ends of a closed domain [lo, hi]."""
-    if lo is not None and x == lo:
-        return mp.diff(f, x, direction=1)
-    if hi is not None and x == hi:
-        return mp.diff(f, x, direction=-1)
+    """d f / d x; one-sided at the ends of a closed domain [lo, hi]. The step is relative
+    to x for an x within 1e-30 of lo (a fixed step would cross it) and for |x| > 1e30
+    (a fixed step would be lost in x's 50 digits)."""
+    if (lo is not None and x == lo) or (hi is not None and x == hi):
+        # One-sided, where a focal factor (1-p)^gamma makes the function as rough as
+        # h^gamma: steps of 1e-300 at 400 digits keep that error below 1e-70.
+        with mp.workdps(400):
+            return +mp.diff(f, x, direction=1 if x == lo else -1, h=mp.mpf(10) ** -300)
+    if lo is not None and x - lo < mp.mpf("1e-30"):
+        return mp.diff(f, x, h=(x - lo) * mp.mpf("1e-15"))
+    if abs(x) > mp.mpf("1e30"):
+        return mp.diff(f, x, h=abs(x) * mp.mpf("1e-15"))
     return mp.diff(f, x)
 
 
@@ -248,8 +256,8 @@ def softmax(logits, shape, targets, tshape, kw):
                 q = [mp.mpf(1 if c == y else 0) for c in range(C)]
                 denom += 1 if weight is None else weight[y]
             q = [v * (1 - e) + e / C for v in q]
-            samples.append((cells, lambda vals, q=q: _softmax_sample(vals, q, k, gamma,
-                                                                     from_logits)))
+            samples.append((cells, lambda vals, only=None, q=q: _softmax_sample(
+                vals, q, k, gamma, from_logits, only)))
         values = [mp.mpf(0) if f is None else f([xs[i] for i in cells]) for cells, f in samples]
         out, scale = _reduce(values, kw.get("reduction", "mean"), denom, kw.get("normalizer"))
         grads = [mp.mpf(0)] * len(xs)
@@ -264,7 +272,9 @@ def softmax(logits, shape, targets, tshape, kw):
                 def g(v, j=j, cells=cells, f=f):
                     vals = [xs[i] for i in cells]
                     vals[j] = v
-                    return f(vals)
+                    # probabilities: only class j's own term moves (and the others' sum
+                    # could swamp its change at 50 digits)
+                    return f(vals, None if from_logits else j)
                 lo_hi = (None, None) if from_logits else (0, 1)
                 grads[cell] = scale * _diff(g, xs[cell], *lo_hi)
         return out, grads, scale

@@ -2,6 +2,10 @@
 
 A framework is considered only when the user has already imported it (it is in
 ``sys.modules``), as einops and array-api-compat do. Results are cached by type.
+
+Traceable by torch.compile(fullgraph=True) (dynamo): an adapter is loaded by an
+``import`` statement, which dynamo runs while it traces (it refuses
+``importlib.import_module``), so the first call may come inside a compiled function.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ _NUMPY = "numpy"
 
 
 _CACHE: dict = {}
+_ADAPTERS: dict = {}  # backend name -> its adapter module, once loaded
 
 
 def _framework_of_instance(x):
@@ -75,4 +80,23 @@ def backend_for(logits, targets, **arrays):
     if fw == _NUMPY:
         from . import _numpy
         return _numpy
-    return importlib.import_module(REGISTRY[fw][2])
+    adapter = _ADAPTERS.get(fw)
+    if adapter is None:
+        adapter = _load_adapter(fw)
+        _ADAPTERS[fw] = adapter
+    return adapter
+
+
+def _load_adapter(fw):
+    # import statements, not importlib.import_module (see the module docstring)
+    if fw == "torch":
+        from .backends import torch as adapter
+    elif fw == "jax":
+        from .backends import jax as adapter
+    elif fw == "tensorflow":
+        from .backends import tensorflow as adapter
+    elif fw == "paddle":
+        from .backends import paddle as adapter
+    else:  # a backend added to REGISTRY without a line here
+        adapter = importlib.import_module(REGISTRY[fw][2])
+    return adapter

@@ -134,10 +134,7 @@ class NumpyOps(ArrayModuleOps):
         if _foreign(v):
             raise TypeError(f"{name} must be a number, a sequence or a numpy array, got "
                             f"{type(v).__module__}.{type(v).__name__}")
-        arr = np.asarray(v)
-        if _kind(arr) not in ("floating", "integer", "bool"):
-            raise TypeError(f"{name} must be real, got {_kind(arr)} dtype")
-        return arr.astype(_F64)
+        return _spec.host_array(v, name).astype(_F64)
 
     @staticmethod
     def as_index(a):

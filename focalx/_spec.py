@@ -156,6 +156,11 @@ class Ops(Protocol):
     # checked_sum(loss):    the sum of the per-element loss, as sum(loss); a backend may
     #                       fold value checks it still holds into it (NaN where one fails)
     #                       instead of reducing each check on its own.
+    # pow(a, gamma):        a ** gamma for a Python float gamma (the focal factor); absent:
+    #                       the array's own ``**``.
+    # ratio(a, b):          a / b (see _ratio): for a backend that differentiates the
+    #                       closed-form gradient again, a division whose derivative stays
+    #                       finite where b**2 underflows; absent: a / b.
     # softmax_parts(lp) -> (e, total) or None: for lp an output of this Ops' log_softmax,
     #                       the exp(x - max) and its sum along the class axis that it
     #                       computed on the way; the softmax is then e / total (see
@@ -163,7 +168,7 @@ class Ops(Protocol):
 
 
 #: What a backend may add to :class:`Ops` (the spec reads each with a default).
-OPTIONAL_OPS = ("lean_sigmoid", "fork", "checked_sum", "softmax_parts")
+OPTIONAL_OPS = ("lean_sigmoid", "fork", "checked_sum", "softmax_parts", "pow", "ratio")
 
 
 # ---------------------------------------------------------------------------
@@ -181,10 +186,28 @@ def _finite(v) -> bool:
     return v == v and v != math.inf and v != -math.inf
 
 
+_FLOAT_MAX = 1.7976931348623157e308
+
+
+def _short(v, limit: int = 60) -> str:
+    """repr(v), cut to `limit` characters, for error messages."""
+    r = repr(v)
+    return r if len(r) <= limit else r[:limit - 3] + "..."
+
+
+def _to_float(name: str, v) -> float:
+    """float(v) for a real number v, with a ValueError naming `name` where an integer or
+    fraction is too large for a float (float() would raise a bare OverflowError)."""
+    if isinstance(v, numbers.Rational) and abs(v) > _FLOAT_MAX:
+        raise ValueError(f"{name} must be finite, got a number too large for a float: "
+                         f"{_short(v)}")
+    return float(v)
+
+
 def check_gamma(gamma, *, strictly_positive: bool = False) -> float:
     if not _is_real(gamma):
         raise TypeError(f"gamma must be a real number, got {type(gamma).__name__}")
-    g = float(gamma)
+    g = _to_float("gamma", gamma)
     if not _finite(g) or g < 0 or (strictly_positive and g == 0):
         bound = "> 0" if strictly_positive else ">= 0"
         raise ValueError(f"gamma must be finite and {bound}, got {gamma!r}")
@@ -194,7 +217,7 @@ def check_gamma(gamma, *, strictly_positive: bool = False) -> float:
 def check_beta(beta) -> float:
     if not _is_real(beta):
         raise TypeError(f"beta must be a real number, got {type(beta).__name__}")
-    b = float(beta)
+    b = _to_float("beta", beta)
     if not _finite(b):
         raise ValueError(f"beta must be finite, got {beta!r}")
     return b
@@ -204,7 +227,7 @@ def check_label_smoothing(label_smoothing) -> float:
     if not _is_real(label_smoothing):
         raise TypeError(
             f"label_smoothing must be a real number, got {type(label_smoothing).__name__}")
-    e = float(label_smoothing)
+    e = _to_float("label_smoothing", label_smoothing)
     if not (0.0 <= e < 1.0):
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
     return e
@@ -232,10 +255,18 @@ def check_ignore_index(ignore_index, *, allow_none: bool, binary: bool):
         raise TypeError(
             f"ignore_index must be an int{' or None' if allow_none else ''}, "
             f"got {type(ignore_index).__name__}")
+    if not _INT64_MIN <= ignore_index <= _INT64_MAX:
+        # class indices are int64 (a larger value could never match one, and would
+        # overflow the comparison in some frameworks)
+        raise ValueError(f"ignore_index must fit in int64 (class indices are int64), got "
+                         f"{_short(ignore_index)}")
     if binary and ignore_index in (0, 1):
         raise ValueError(
             f"ignore_index must not be a valid binary target (0 or 1), got {ignore_index!r}")
     return int(ignore_index)
+
+
+_INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 
 
 def check_normalizer_number(normalizer) -> Optional[float]:
@@ -245,7 +276,7 @@ def check_normalizer_number(normalizer) -> Optional[float]:
     if isinstance(normalizer, bool) or not _is_real(normalizer):
         raise TypeError(
             f"normalizer must be a number or a 0-d array, got {type(normalizer).__name__}")
-    n = float(normalizer)
+    n = _to_float("normalizer", normalizer)
     if not _finite(n) or n <= 0:
         raise ValueError(f"normalizer must be finite and > 0, got {normalizer!r}")
     return n
@@ -307,9 +338,9 @@ def check_unit_interval_values(name: str, lo: float, hi: float) -> None:
         raise ValueError(f"{name} must lie in [0, 1], got values in [{lo}, {hi}]")
 
 
-def check_nonnegative_values(name: str, lo: float) -> None:
-    if not lo >= 0.0:
-        raise ValueError(f"{name} must be >= 0, got a minimum of {lo}")
+def check_nonnegative_values(name: str, lo: float, hi: float) -> None:
+    if not (lo >= 0.0 and hi < math.inf):  # also rejects NaN
+        raise ValueError(f"{name} must be finite and >= 0, got values in [{lo}, {hi}]")
 
 
 def check_alpha_number(alpha) -> Optional[float]:
@@ -317,7 +348,7 @@ def check_alpha_number(alpha) -> Optional[float]:
         return None
     if isinstance(alpha, bool) or not _is_real(alpha):
         raise TypeError(f"alpha must be None, a number or an array, got {type(alpha).__name__}")
-    a = float(alpha)
+    a = _to_float("alpha", alpha)
     if not 0.0 <= a <= 1.0:
         raise ValueError(f"alpha must be None or in [0, 1], got {alpha!r}")
     return a
@@ -381,7 +412,10 @@ def _focal_factor(ops, m, gamma: float):
     # m ** gamma, with 0 at m == 0 through a where whose other branch never sees 0:
     # an autodiff of this closed form (jax.hessian) stays finite at saturation.
     zero = _is0(m)
-    return ops.where(zero, m * 0.0, ops.where(zero, m + 1.0, m) ** gamma)
+    base = ops.where(zero, m + 1.0, m)
+    # (called as a method, not read into a variable: see _softmax)
+    return ops.where(zero, m * 0.0, ops.pow(base, gamma) if hasattr(ops, "pow") else
+                     base ** gamma)
 
 
 def _mul(a, b):
@@ -394,7 +428,10 @@ def _mul(a, b):
 
 
 def _xmul(ops, a, b, signed=False):
-    """a * b, with 0 wherever a == 0 (even where b is infinite); a >= 0 unless `signed`."""
+    """a * b, with 0 wherever a == 0 (even where b is infinite); a >= 0 unless `signed`.
+    `a` may be a Python number."""
+    if isinstance(a, (int, float)):
+        return ops.full_like(b, 0.0) if a == 0 else a * b
     zero = ((a <= 0) & (a >= 0)) if signed else _is0(a)
     return ops.where(zero, ops.full_like(b, 0.0), a * b)
 
@@ -411,124 +448,162 @@ def _xdiv(ops, a, b):
     return ops.where(zero, ops.full_like(b, 0.0), a / safe)
 
 
+def _ratio(ops, a, b):
+    """a / b for b > 0. A backend that differentiates the closed-form gradient again
+    (JAX: ``jax.hessian``) binds ``Ops.ratio`` to a division whose derivative is
+    (a' - (a/b) b') / b: autodiff's a'/b - a b'/b**2 is 0/0 where b**2 underflows."""
+    # (called as a method, not read into a variable: see _softmax)
+    return ops.ratio(a, b) if hasattr(ops, "ratio") else a / b
+
+
 def smooth_binary(y, label_smoothing: float):
+    """(y, 1 - y) after label smoothing, y -> y(1-e) + e/2: each side computed from its
+    own (1 - y of a smoothed y close to 1 would keep only the digits y has left)."""
+    ny = 1.0 - y  # (exact for y in [1/2, 1]; for smaller y, accurate relative to 1 - y)
     if label_smoothing == 0:
-        return y
-    return y * (1.0 - label_smoothing) + 0.5 * label_smoothing
+        return y, ny
+    keep, half = 1.0 - label_smoothing, 0.5 * label_smoothing
+    return y * keep + half, ny * keep + half
 
 
-def alpha_t(y, alpha):
-    """alpha_t = y*alpha + (1-y)*(1-alpha); None stands for 1."""
+def alpha_t(y, ny, alpha, scale=None):
+    """alpha_t = y*alpha + (1-y)*(1-alpha), times `scale`; None stands for 1. ny is 1-y.
+
+    A sum of two non-negative products: y*(2*alpha - 1) + (1 - alpha) would cancel where
+    alpha_t is small (2% of error in float32 for alpha 6e-8 and y = 1 - 5e-6). The scale
+    (see reduction_scale) joins alpha's own factors."""
     if alpha is None:
-        return None
-    return y * (2.0 * alpha - 1.0) + (1.0 - alpha)
+        return scale
+    return y * _mul(alpha, scale) + ny * _mul(1.0 - alpha, scale)
 
 
-def _log_sigmoid_pair(ops, x):
-    """(log sigmoid(x), log sigmoid(-x)) with one exp and one log1p."""
-    l = ops.log1p(ops.exp(-ops.abs(x)))
-    return ops.minimum0(x) - l, -(ops.maximum0(x) + l)
-
-
-def _sigmoid_parts(ops, x, e):
-    """(log p, log(1-p), p, 1-p) for p = sigmoid(x), from e = exp(-|x|) with one log and
-    one division (the lean evaluation, see :class:`Ops`).
-
-    With u = 1 + e rounded, log1p(e) = log(u) + (e - (u - 1))/u: e - (u - 1) is exactly
-    the rounding error of 1 + e (u - 1 is exact for e in [0, 1]), and the correction
-    restores the digits that log(u) lost, so small e keep full relative accuracy.
-    p and 1-p are 1/u and e/u (which one depends on the sign of x): no exp of a
-    log-sigmoid, whose absolute error exp would turn into relative error.
-    """
+def _log1p_lean(ops, e):
+    """log1p(e) for e in [0, 1] with one log and one division: with u = 1 + e rounded,
+    log1p(e) = log(u) + (e - (u - 1))/u. e - (u - 1) is exactly the rounding error of
+    1 + e (u - 1 is exact for e in [0, 1]), and the correction restores the digits that
+    log(u) lost, so small e keep full relative accuracy. Returns (log1p(e), 1/u)."""
     u = 1.0 + e
     inv = 1.0 / u
-    l = ops.log(u) + (e - (u - 1.0)) * inv            # log1p(e)
-    small = e * inv
-    pos = x >= 0
-    return (ops.minimum0(x) - l, -(ops.maximum0(x) + l), ops.where(pos, inv, small),
-            ops.where(pos, small, inv))
+    return ops.log(u) + (e - (u - 1.0)) * inv, inv
 
 
-def sigmoid_focal(ops, x, y, *, coef, alpha, pos_weight, gamma: float,
+def _sigmoid_terms(ops, x, e, lean):
+    """(l, p, 1-p) for p = sigmoid(x), with l = log1p(exp(-|x|)), from e = exp(-|x|).
+    Then log p = min(x, 0) - l, log(1-p) = -max(x, 0) - l.
+
+    Lean (see :class:`Ops`): p and 1-p are 1/(1+e) and e/(1+e), which one depending on
+    the sign of x. Otherwise: exps of the log-sigmoids (whose absolute error exp turns
+    into relative error: less accurate, but faster where the compiler shares them)."""
+    if lean:
+        l, inv = _log1p_lean(ops, e)
+        small = e * inv
+        pos = x >= 0
+        return l, ops.where(pos, inv, small), ops.where(pos, small, inv)
+    l = ops.log1p(e)
+    return l, ops.exp(ops.minimum0(x) - l), ops.exp(-(ops.maximum0(x) + l))
+
+
+def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float,
                   from_logits: bool, need_grad: bool):
     """Elementwise sigmoid focal loss and its derivative w.r.t. `x`.
 
-    x: logits (or probabilities when from_logits is False); y: smoothed targets
-    in [0, 1], broadcast to x's shape; coef: elementwise weight times the
-    ignore mask (or None); alpha, pos_weight: arrays broadcastable to x, or None.
+    x: logits (or probabilities when from_logits is False); y, ny: smoothed targets
+    in [0, 1] and 1 - y (see smooth_binary), broadcast to x's shape; coef: elementwise weight times the
+    ignore mask (or None); alpha, pos_weight: arrays broadcastable to x, or None;
+    scale: the reduction's scale (see reduction_scale), or None.
 
     1 - p_t = y(1-p) + (1-y)p is a sum of two non-negative terms, each accurate
-    (from log-sigmoids, or from 1/(1+e) and e/(1+e) in the lean evaluation), so it
-    carries no cancellation (for hard targets it is exactly 1-p or p); it
+    (exactly 1-p or p for hard targets), so it carries no cancellation; it
     underflows to 0 only where the loss and gradient underflow too.
+
+    Every coefficient (weight, mask, alpha_t, the reduction's scale, the focal factor)
+    enters before the terms that can be large (log p, 1/p), so an intermediate
+    overflows only where the result does: with c their product, the loss is
+    -(c w_+ y log p + c (1-y) log(1-p)). (At an infinite logit a certain right
+    prediction is 0 * inf: NaN, where a certain wrong one is +inf. The loss has no
+    select on the way to its sum: XLA on CPU then writes every shared term out, ten
+    times slower for JAX.)
     """
     lean = from_logits and getattr(ops, "lean_sigmoid", False)
-    e = ops.exp(-ops.abs(x)) if lean else None
+    e = ops.exp(-ops.abs(x)) if from_logits else None
 
-    def terms(x, y, e, coef, alpha, pos_weight):
-        a = _mul(coef, alpha_t(y, alpha))
-        ny = 1.0 - y
-        py = _mul(pos_weight, y)                      # pos_weight * y
+    def terms(x, y, ny, e, coef, alpha, pos_weight, scale):
+        a = _mul(coef, alpha_t(y, ny, alpha, scale))
+        py = _mul(pos_weight, y)
         if from_logits:
-            if lean:
-                lp, lq, p, q = _sigmoid_parts(ops, x, e)
-            else:
-                lp, lq = _log_sigmoid_pair(ops, x)   # log p, log(1-p)
-                p, q = ops.exp(lp), ops.exp(lq)       # p, 1-p
-            bce = -(py * lp + ny * lq)
+            l, p, q = _sigmoid_terms(ops, x, e, lean)
         else:
             # Probabilities. log 0 = -inf is used as such: a certain wrong prediction
             # costs +inf, a certain right one 0; nothing is clipped.
             p, q = x, 1.0 - x
-            bce = -(_mul(pos_weight, _xmul(ops, y, ops.log(p))) +
-                    _xmul(ops, ny, ops.log1p(-p)))
         m = y * q + ny * p                            # 1 - p_t
-        f = _focal_factor(ops, m, gamma)
-        # A zero coefficient (ignored, weight 0, alpha_t 0) gives exactly 0, even where a
-        # probability input makes the cross-entropy infinite.
-        scale = (lambda v: _mul(a, v)) if from_logits else (lambda v: _coef(ops, a, v))
-        return scale, y, ny, py, p, q, bce, m, f
+        c = _mul(a, _focal_factor(ops, m, gamma))
+        cp, cn = _mul(c, py), _mul(c, ny)
+        if from_logits:
+            # log p = min(x, 0) - l, log(1-p) = -max(x, 0) - l
+            loss = (cn * ops.maximum0(x) - cp * ops.minimum0(x)) + (cp + cn) * l
+        else:
+            # A zero coefficient gives exactly 0, even where log p or log(1-p) is -inf;
+            # the factors one at a time, so that a product of tiny ones (a subnormal
+            # target) underflowing to 0 does not turn an infinite term into 0.
+            loss = -(_xmul(ops, pos_weight, _coef(ops, c, _xmul(ops, y, ops.log(p)))) if
+                     pos_weight is not None else _coef(ops, c, _xmul(ops, y, ops.log(p)))) \
+                - _coef(ops, c, _xmul(ops, ny, ops.log1p(-p)))
+        return y, ny, p, q, m, cp, cn, loss
 
-    args = (x, y, e, coef, alpha, pos_weight)
-    scale, y, ny, py, p, q, bce, m, f = terms(*args)
-    loss = scale(_mul(f, bce))
+    args = (x, y, ny, e, coef, alpha, pos_weight, scale)
+    y, ny, p, q, m, cp, cn, loss = terms(*args)
     if not need_grad:
         return loss, None
     fork = getattr(ops, "fork", None)
     if lean and fork is not None:
         # The gradient from its own copy of the terms: only e, the one exp, is shared.
-        scale, y, ny, py, p, q, bce, m, f = terms(*fork(args))
-    if from_logits:
-        dbce = ny * p - py * q
-        if gamma == 0:
-            return loss, scale(dbce)
-        # d(1-p_t)/dx = (1-2y) p(1-p); the ratio r = p(1-p)/(1-p_t) <= 1 keeps
-        # (1-p_t)^(gamma-1) from appearing alone (r = 0 where 1-p_t == 0).
-        r = p * q / ops.where(_is0(m), m + 1.0, m)
-        return loss, scale(f * ((gamma * (ny - y)) * r * bce + dbce))
-    dbce = _xdiv(ops, ny, q) - _mul(pos_weight, _xdiv(ops, y, p))
-    if gamma == 0:
-        return loss, scale(dbce)
-    # bce/m -> pos_weight (y=1) or 1 (y=0) where m == 0 (a certain, right prediction).
+        y, ny, p, q, m, cp, cn, loss = terms(*fork(args))
     zero = _is0(m)
-    ratio = ops.where(zero, py + ny, bce / ops.where(zero, m + 1.0, m))
-    return loss, scale(f * (gamma * _xmul(ops, ny - y, ratio, signed=True) + dbce))
+    if from_logits:
+        grad = cn * p - cp * q                        # c * dBCE/dx
+        if gamma == 0:
+            return loss, grad
+        # d(1-p_t)/dx = (1-2y) p(1-p), so the focal factor adds gamma (1-2y) r loss with
+        # r = p(1-p)/(1-p_t) <= 1: (1-p_t)^(gamma-1) never appears alone. r = 0 where
+        # 1-p_t == 0 (p(1-p) is 0 there). (Where the loss is infinite, the gradient may
+        # be NaN: no select guards r * loss, since XLA on CPU writes out what a select
+        # shares, four full-size arrays here.)
+        r = _ratio(ops, p * q, ops.where(zero, m + 1.0, m))
+        return loss, (gamma * (ny - y)) * r * loss + grad
+    grad = _xdiv(ops, cn, q) - _xdiv(ops, cp, p)      # the coefficient first: 1/p may overflow
+    if gamma == 0:
+        return loss, grad
+    # loss / (1-p_t), 0 where 1-p_t == 0 (the focal factor, and with it the loss, is 0)
+    ratio = ops.where(zero, m * 0.0, loss / ops.where(zero, m + 1.0, m))
+    return loss, gamma * _xmul(ops, ny - y, ratio, signed=True) + grad
 
 
-def sigmoid_focal_star(ops, x, y, *, coef, alpha, gamma: float, beta: float, need_grad: bool):
-    """Elementwise FL* = softplus(-(gamma*x*(2y-1) + beta)) / gamma and its derivative."""
-    a = _mul(coef, alpha_t(y, alpha))
-    s = 2.0 * y - 1.0
-    z = gamma * x * s + beta
+def sigmoid_focal_star(ops, x, y, ny, *, coef, alpha, scale, gamma: float, beta: float,
+                       need_grad: bool):
+    """Elementwise FL* = softplus(-(gamma*x*(2y-1) + beta)) / gamma and its derivative.
+
+    Written with w = z/gamma = x(2y-1) + beta/gamma: FL* = max(-w, 0) +
+    log1p(exp(-|z|))/gamma, where z = gamma*w itself may overflow but the loss does not."""
+    a = _mul(coef, alpha_t(y, ny, alpha, scale))
+    s = y - ny  # 2y - 1
+    w = x * s + beta / gamma
+    z = gamma * w
+    e = ops.exp(-ops.abs(z))
     if getattr(ops, "lean_sigmoid", False):
-        lz, _, _, smz = _sigmoid_parts(ops, z, ops.exp(-ops.abs(z)))
+        l, inv = _log1p_lean(ops, e)
+        small = e * inv
     else:
-        lz, lmz = _log_sigmoid_pair(ops, z)  # log sigmoid(z), log sigmoid(-z)
-        smz = None if not need_grad else ops.exp(lmz)
-    loss = _mul(a, -lz / gamma)
+        l = ops.log1p(e)
+        small = inv = None
+    loss = _mul(a, ops.maximum0(-w) + l * (1.0 / gamma))
     if not need_grad:
         return loss, None
-    return loss, _mul(a, -s * smz)  # smz = sigmoid(-z)
+    if inv is None:
+        inv = 1.0 / (1.0 + e)
+        small = e * inv
+    smz = ops.where(z >= 0, small, inv)  # sigmoid(-z)
+    return loss, _mul(a, -s * smz)
 
 
 def _u_over_omp(ops, u, omp):
@@ -557,10 +632,10 @@ def softmax_focal_dense(ops, x, q, *, k, sample_coef, gamma: float, axis: int,
                         from_logits: bool, need_grad: bool):
     """Per-sample softmax focal loss against a target distribution `q` (x's shape).
 
-    k: per-class coefficient weight_c*alpha_c broadcast along `axis` (or None);
-    sample_coef: per-sample mask/weight with a size-1 class axis (or None).
-    Returns the per-sample loss with a size-1 class axis, and the gradient.
-    1 - p_c is -expm1(log p_c): accurate however close p_c is to 1.
+    k: per-class coefficient weight_c*alpha_c times the reduction's scale, broadcast
+    along `axis` (or None); sample_coef: per-sample mask/weight with a size-1 class
+    axis (or None). Returns the per-sample loss with a size-1 class axis, and the
+    gradient. 1 - p_c is -expm1(log p_c): accurate however close p_c is to 1.
     """
     kq = _mul(_mul(k, sample_coef), q)
     if from_logits:
@@ -584,14 +659,18 @@ def softmax_focal_dense(ops, x, q, *, k, sample_coef, gamma: float, axis: int,
     u = -ops.log(p)
     omp = 1.0 - p
     f = _focal_factor(ops, omp, gamma)
-    loss = ops.sum(_xmul(ops, kq, _mul(f, u)), axis=axis, keepdims=True)
+    # (the factors one at a time: see sigmoid_focal)
+    loss = ops.sum(_xmul(ops, q, _coef(ops, _mul(k, sample_coef), _mul(f, u))), axis=axis,
+                   keepdims=True)
     if not need_grad:
         return loss, None
-    # d/dp of (1-p)^g * (-log p) = -(1-p)^g * (g * u/(1-p) + 1/p)
-    inner = 1.0 / p
-    if gamma != 0:
-        inner = gamma * _u_over_omp(ops, u, omp) + inner
-    return loss, -_xmul(ops, kq, _mul(f, inner))
+    # d/dp of (1-p)^g * (-log p) = -(1-p)^g * (g * u/(1-p) + 1/p), the coefficient
+    # entering before the division (1/p alone may overflow where the result does not)
+    kf = _mul(kq, f)
+    grad = -_xdiv(ops, kf, p)
+    if gamma == 0:
+        return loss, grad
+    return loss, grad - _xmul(ops, kf, gamma * _u_over_omp(ops, u, omp))
 
 
 def softmax_focal_index(ops, x, index, *, k_y, sample_coef, gamma: float, axis: int,
@@ -600,7 +679,8 @@ def softmax_focal_index(ops, x, index, *, k_y, sample_coef, gamma: float, axis: 
 
     index: class indices with a size-1 class axis (ignored samples already
     replaced by a valid class and masked through sample_coef); k_y: the per-class
-    coefficient gathered at the target (size-1 class axis) or None.
+    coefficient gathered at the target times the reduction's scale (size-1 class
+    axis, or a number) or None.
     """
     lp = ops.log_softmax(x, axis)
     lp_y = ops.take(lp, index, axis)
@@ -638,65 +718,110 @@ def mean_scale(ops, denom):
     return ops.where(zero, denom * 0.0, 1.0 / safe)
 
 
-def reduction_scale(ops, *, reduction: str, denom, normalizer):
-    """The factor :func:`reduce` applies to the loss's sum (or, for "none", to the loss)
-    and to the gradient: 1/denom for a mean, times 1/normalizer; None where it is 1."""
-    scale = None
-    if reduction == "mean":
-        scale = mean_scale(ops, denom)
-    if normalizer is not None:
-        scale = (1.0 / normalizer) if scale is None else scale / normalizer
+class Divide:
+    """A reduction scale that divides by `div`, then multiplies by `mult`: the
+    softmax loss's mean over class-index targets, whose denominator is a sum of class
+    weights. Every sample's coefficient w[target]/denominator is at most 1, where
+    1/denominator alone overflows for tiny weights."""
+
+    __slots__ = ("div", "mult")
+
+    def __init__(self, div, mult):
+        self.div, self.mult = div, mult
+
+
+def reduction_scale(ops, *, reduction: str, denom, normalizer, divide: bool = False):
+    """The factor that the reduction applies to every element's loss and gradient:
+    1/denom for a mean, times 1/normalizer; None where it is 1. With `divide` (the
+    softmax loss's class-index targets) a mean over a run-time denominator is a
+    :class:`Divide`.
+
+    The formulas take it with their coefficients (before any large intermediate, so a
+    mean or a normalized loss overflows only where its result does; see _fold); a
+    backend that runs a loss on blocks of a whole passes the whole's as ``scale`` to the
+    run_* functions."""
+    inv_norm = None if normalizer is None else 1.0 / normalizer
+    if reduction == "mean" and divide and not isinstance(denom, tuple):
+        # a zero denominator: nothing to average, the mean is 0 (mult is 0 there)
+        zero = _is0(denom)
+        mult = ops.where(zero, denom * 0.0, denom * 0.0 + 1.0)
+        return Divide(ops.where(zero, denom + 1.0, denom), _mul(mult, inv_norm))
+    scale = mean_scale(ops, denom) if reduction == "mean" else None
+    if inv_norm is not None:
+        scale = inv_norm if scale is None else scale * inv_norm
     return scale
 
 
-def reduce(ops, loss, grad, *, reduction: str, denom, normalizer):
-    """Apply the reduction and the normalizer to a loss and its gradient.
+def _fold(v, scale):
+    """A coefficient `v` (None stands for 1) times the reduction's scale."""
+    if isinstance(scale, Divide):
+        return _mul(v / scale.div, scale.mult)  # (v is not None: see Divide)
+    return _mul(v, scale)
 
-    "none" keeps `loss`; "sum" adds it up; "mean" divides the sum by `denom`
-    (the count of non-ignored elements, or for class-index targets the sum of
-    weight[target] over non-ignored samples), giving 0 when denom is 0. A
-    normalizer then divides the result (and the gradient) in every reduction.
-    """
-    scale = reduction_scale(ops, reduction=reduction, denom=denom, normalizer=normalizer)
+
+def reduce(ops, loss, *, reduction: str):
+    """The reduction of a loss whose elements already carry its scale (see
+    reduction_scale): "none" keeps `loss`; "sum" and "mean" add it up."""
     if reduction == "none":
-        out = loss
-    else:
-        out = getattr(ops, "checked_sum", ops.sum)(loss)
-    if scale is not None:
-        out = out * scale
-        if grad is not None:
-            grad = grad * scale
-    return out, grad
+        return loss
+    return getattr(ops, "checked_sum", ops.sum)(loss)
 
 
 # ---------------------------------------------------------------------------
 # The whole computation of each public function, against a backend's Ops.
-# Each returns (out, grad): out in the compute dtype, grad the derivative of
-# out (summed over elements for "none") w.r.t. the logits, or None.
 # ---------------------------------------------------------------------------
 
-def _flat_numbers(v, out):
+def host_array(v, name: str) -> np.ndarray:
+    """Host data (a number, a nested sequence of numbers, a NumPy array) as a NumPy array
+    of real numbers (sequences and numbers as float64). Anything else raises a TypeError
+    or ValueError naming `name`: strings, ragged sequences, numbers too large for a
+    float. Each backend's ``Ops.asarray`` converts host data through this."""
+    if isinstance(v, (list, tuple)) or (_is_real(v) and not isinstance(v, np.generic)):
+        # (Python values are checked in Python: a compiler tracing this (torch.compile)
+        # treats them as constants, and cannot trace a NumPy array's dtype)
+        if not _flat_numbers(v, [], name):
+            raise TypeError(f"{name} must hold real numbers, got {_short(v)}")
+        try:
+            return np.asarray(v, dtype=np.float64)
+        except (ValueError, TypeError):
+            raise ValueError(f"{name} must be a number or a rectangular (nested) sequence "
+                             f"of numbers, got {_short(v)}") from None
+    arr = np.asarray(v)
+    if arr.dtype == object:  # objects that are not numbers
+        raise TypeError(f"{name} must hold real numbers, got {_short(v)}")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got {arr.dtype} values: {_short(v)}")
+    return arr
+
+
+def _flat_numbers(v, out, name):
     if isinstance(v, (list, tuple)):
-        return all(_flat_numbers(a, out) for a in v)
+        return all(_flat_numbers(a, out, name) for a in v)
     if isinstance(v, numbers.Real) and not isinstance(v, bool):
-        out.append(float(v))
+        out.append(_to_float(name, v))
         return True
     return False
 
 
-def _host_range(ops, v):
+def _host_range(ops, v, name):
     """(min, max) of a number, sequence or NumPy array: host data, checkable anywhere.
+    Both are NaN where a value is NaN (Python's min and max would skip it).
 
     Plain Python values are read in plain Python (a compiler traces them as
     constants); NumPy arrays only outside tracing.
     """
     if isinstance(v, (np.ndarray, np.generic)):
-        if ops.tracing() or v.dtype.kind not in "iuf" or v.size == 0:
+        if ops.tracing() or v.size == 0:
+            return None
+        v = host_array(v, name)
+        if v.dtype.kind not in "iuf":
             return None
         return float(v.min()), float(v.max())
     vals = []
-    if not _flat_numbers(v, vals) or not vals:
+    if not _flat_numbers(v, vals, name) or not vals:
         return None  # ops.asarray names the argument if it is not usable
+    if any(a != a for a in vals):
+        return math.nan, math.nan
     return min(vals), max(vals)
 
 
@@ -718,7 +843,8 @@ def _check_unit(ops, arr, name, rng=None):
                   lambda a: (a >= 0) & (a <= 1), f"{name} must lie in [0, 1]", rng)
 
 
-#: The hyperparameters that may be arrays, and the values they take (see _param_array).
+#: The hyperparameters that may be arrays, and the values they take (see _param_array):
+#: "unit" in [0, 1], "nonneg" finite and >= 0.
 ARRAY_PARAMS = {"alpha": "unit", "pos_weight": "nonneg", "weight": "nonneg"}
 
 
@@ -730,13 +856,35 @@ def _param_array(ops, v, name, like):
     before they move to the logits' device, so even on an accelerator; values
     already in a framework's array are checked where that needs no host sync.
     """
-    rng = _host_range(ops, v)
+    rng = _host_range(ops, v, name)
     arr = ops.asarray(v, name, like)
     if ARRAY_PARAMS[name] == "unit":
         _check_unit(ops, arr, name, rng)
     else:
-        _check_values(ops, arr, lambda lo, hi: check_nonnegative_values(name, lo),
-                      lambda a: a >= 0, f"{name} must be >= 0", rng)
+        _check_values(ops, arr, lambda lo, hi: check_nonnegative_values(name, lo, hi),
+                      lambda a: (a >= 0) & (a < math.inf), f"{name} must be finite and >= 0",
+                      rng)
+    return arr
+
+
+def check_param(name: str, value, *, class_vector: bool = False, allow_scalar: bool = True):
+    """A hyperparameter array (alpha, pos_weight, weight) given ahead of any call, to a
+    module's, layer's or loss class's constructor, checked as a call would check its
+    values: alpha in [0, 1], the others finite and >= 0 (ARRAY_PARAMS); a class vector
+    (the softmax loss's alpha and weight) 1-D, or a number where `allow_scalar`. `value`
+    is host data, or a framework array the caller has read into NumPy. Returns it as a
+    NumPy array."""
+    arr = host_array(value, name)
+    if class_vector and (arr.ndim > 1 or (arr.ndim == 0 and not allow_scalar)):
+        expect = "a number or " if allow_scalar else ""
+        raise ValueError(f"{name} must be {expect}a 1-D array of per-class values, got "
+                         f"shape {_fmt(arr.shape)}")
+    if arr.size and arr.dtype.kind in "iuf":
+        lo, hi = float(np.min(arr)), float(np.max(arr))  # (NaN if any value is NaN)
+        if ARRAY_PARAMS[name] == "unit":
+            check_unit_interval_values(name, lo, hi)
+        else:
+            check_nonnegative_values(name, lo, hi)
     return arr
 
 
@@ -767,7 +915,8 @@ def _normalizer(ops, normalizer, like):
 
 
 def _binary_targets(ops, x, targets, ignore_index, label_smoothing, name="targets"):
-    """Targets as floats broadcast to x, the ignore mask (or None) and the mean's denominator."""
+    """(Targets as floats broadcast to x, and 1 minus them: see smooth_binary), the
+    ignore mask (or None) and the mean's denominator."""
     shape = ops.shape(x)
     if ops.kind(targets) not in ("floating", "integer", "bool"):
         raise TypeError(f"{name} must be a real or bool array, got {ops.kind(targets)} dtype")
@@ -814,14 +963,28 @@ def _binary_setup(ops, x, targets, *, alpha, weight, ignore_index, label_smoothi
         check_broadcasts_to("alpha", ops.shape(alpha), ops.shape(x))
     coef = _elementwise_weight(ops, weight, x)
     normalizer = _normalizer(ops, normalizer, x)
-    y, mask, denom = _binary_targets(ops, x, targets, ignore_index, label_smoothing)
-    return alpha, _mul(coef, mask), y, denom, normalizer
+    (y, ny), mask, denom = _binary_targets(ops, x, targets, ignore_index, label_smoothing)
+    return alpha, _mul(coef, mask), y, ny, denom, normalizer
+
+
+def _scale(ops, scale, *, reduction, denom, normalizer, divide=False):
+    """The reduction's scale (see reduction_scale), unless a backend running blocks of a
+    whole gave the whole's."""
+    if scale is not None:
+        return scale
+    return reduction_scale(ops, reduction=reduction, denom=denom, normalizer=normalizer,
+                           divide=divide)
 
 
 def run_sigmoid_focal_loss(ops, logits, targets, *, gamma, alpha, pos_weight, weight,
                            ignore_index, label_smoothing, reduction, normalizer,
-                           from_logits, need_grad):
-    """`sigmoid_focal_loss` on a backend: see :func:`focalx.sigmoid_focal_loss`."""
+                           from_logits, need_grad, scale=None):
+    """`sigmoid_focal_loss` on a backend: see :func:`focalx.sigmoid_focal_loss`.
+
+    Each run_* function returns (out, grad): out in the compute dtype, grad the
+    derivative of out (summed over its elements for "none") w.r.t. the logits, or None.
+    ``scale`` is for a backend that runs the loss on blocks of a whole (reduction "none"
+    or "sum" on each): the whole's reduction scale, used instead of the block's own."""
     gamma = check_gamma(gamma)
     reduction = check_reduction(reduction)
     from_logits = check_from_logits(from_logits)
@@ -829,29 +992,33 @@ def run_sigmoid_focal_loss(ops, logits, targets, *, gamma, alpha, pos_weight, we
     if pos_weight is not None:
         pos_weight = _param_array(ops, pos_weight, "pos_weight", x)
         check_broadcasts_to("pos_weight", ops.shape(pos_weight), ops.shape(x))
-    alpha, coef, y, denom, normalizer = _binary_setup(
+    alpha, coef, y, ny, denom, normalizer = _binary_setup(
         ops, x, targets, alpha=alpha, weight=weight, ignore_index=ignore_index,
         label_smoothing=label_smoothing, normalizer=normalizer)
     if not from_logits:
         _check_probabilities(ops, x)
-    loss, grad = sigmoid_focal(ops, x, y, coef=coef, alpha=alpha, pos_weight=pos_weight,
-                               gamma=gamma, from_logits=from_logits, need_grad=need_grad)
-    return reduce(ops, loss, grad, reduction=reduction, denom=denom, normalizer=normalizer)
+    scale = _scale(ops, scale, reduction=reduction, denom=denom, normalizer=normalizer)
+    loss, grad = sigmoid_focal(ops, x, y, ny, coef=coef, alpha=alpha, pos_weight=pos_weight,
+                               scale=scale, gamma=gamma, from_logits=from_logits,
+                               need_grad=need_grad)
+    return reduce(ops, loss, reduction=reduction), grad
 
 
 def run_sigmoid_focal_loss_star(ops, logits, targets, *, gamma, beta, alpha, weight,
                                 ignore_index, label_smoothing, reduction, normalizer,
-                                need_grad):
-    """`sigmoid_focal_loss_star` on a backend: see :func:`focalx.sigmoid_focal_loss_star`."""
+                                need_grad, scale=None):
+    """`sigmoid_focal_loss_star` on a backend: see :func:`focalx.sigmoid_focal_loss_star`
+    (and :func:`run_sigmoid_focal_loss` for `scale`)."""
     gamma = check_gamma(gamma, strictly_positive=True)
     beta = check_beta(beta)
     reduction = check_reduction(reduction)
-    alpha, coef, y, denom, normalizer = _binary_setup(
+    alpha, coef, y, ny, denom, normalizer = _binary_setup(
         ops, logits, targets, alpha=alpha, weight=weight, ignore_index=ignore_index,
         label_smoothing=label_smoothing, normalizer=normalizer)
-    loss, grad = sigmoid_focal_star(ops, logits, y, coef=coef, alpha=alpha, gamma=gamma,
-                                    beta=beta, need_grad=need_grad)
-    return reduce(ops, loss, grad, reduction=reduction, denom=denom, normalizer=normalizer)
+    scale = _scale(ops, scale, reduction=reduction, denom=denom, normalizer=normalizer)
+    loss, grad = sigmoid_focal_star(ops, logits, y, ny, coef=coef, alpha=alpha, scale=scale,
+                                    gamma=gamma, beta=beta, need_grad=need_grad)
+    return reduce(ops, loss, reduction=reduction), grad
 
 
 def _class_indices(ops, x, targets, ignore_index, axis):
@@ -912,8 +1079,9 @@ def _check_class_indices(ops, idx, C):
 
 def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore_index,
                            label_smoothing, reduction, normalizer, axis, from_logits,
-                           need_grad):
-    """`softmax_focal_loss` on a backend: see :func:`focalx.softmax_focal_loss`."""
+                           need_grad, scale=None):
+    """`softmax_focal_loss` on a backend: see :func:`focalx.softmax_focal_loss` (and
+    :func:`run_sigmoid_focal_loss` for `scale`)."""
     gamma = check_gamma(gamma)
     label_smoothing = check_label_smoothing(label_smoothing)
     reduction = check_reduction(reduction)
@@ -968,19 +1136,25 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
             sample_coef = ops.expand_dims(sample_coef, axis)
         w_y = None if w is None else ops.gather_classes(w, idx)
         denom = _index_denominator(ops, x, C, w_y, sample_coef)
-    kv = None if k is None else ops.class_view(k, len(shape), axis)
-    kv = _mul(kv, alpha)
-
+    # the reduction's scale joins a per-sample or per-class coefficient
+    scale = _scale(ops, scale, reduction=reduction, denom=denom, normalizer=normalizer,
+                   divide=kind == "index")
     if kind == "index" and label_smoothing == 0 and from_logits:
         k_y = None if k is None else ops.gather_classes(k, idx)
-        k_y = _mul(k_y, alpha)
-        loss, grad = softmax_focal_index(ops, x, idx, k_y=k_y, sample_coef=sample_coef,
+        c = _fold(_mul(_mul(k_y, alpha), sample_coef), scale)
+        loss, grad = softmax_focal_index(ops, x, idx, k_y=c, sample_coef=None,
                                          gamma=gamma, axis=axis, need_grad=need_grad)
     else:
+        kv = None if k is None else ops.class_view(k, len(shape), axis)
+        kv = _mul(kv, alpha)
+        if sample_coef is not None:
+            sample_coef = _fold(sample_coef, scale)
+        else:
+            kv = _fold(kv, scale)
         if kind == "index":
             q = smoothed_distribution(ops, ops.one_hot(idx, C, axis, x), label_smoothing, C)
         loss, grad = softmax_focal_dense(ops, x, q, k=kv, sample_coef=sample_coef, gamma=gamma,
                                          axis=axis, from_logits=from_logits,
                                          need_grad=need_grad)
     loss = ops.squeeze(loss, axis)
-    return reduce(ops, loss, grad, reduction=reduction, denom=denom, normalizer=normalizer)
+    return reduce(ops, loss, reduction=reduction), grad

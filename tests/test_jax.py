@@ -292,7 +292,7 @@ def test_jax_ops_implement_exactly_the_protocol():
     from focalx.backends.jax import JaxOps
     have = {n for n in dir(JaxOps) if not n.startswith("_")} - {"xp"}
     assert have - set(OPTIONAL_OPS) == {n for n in vars(Ops) if not n.startswith("_")}
-    assert have & set(OPTIONAL_OPS) == {"softmax_parts"}
+    assert have & set(OPTIONAL_OPS) == {"softmax_parts", "ratio"}
 
 
 class TestOnAGpu:

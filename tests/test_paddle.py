@@ -293,6 +293,97 @@ def test_tiny_one_minus_pt_keeps_its_focal_factor(gamma):
     _close(xt.grad, want_g, rtol=1e-10)
 
 
+class TestPaddleNumericDefects:
+    """Paddle 3.3.1 CPU defects that PaddleOps works around. Each test pins the defect (a
+    Paddle that fixes it fails here: the workaround may then go) and checks the workaround."""
+
+    def test_a_number_exponent_is_rounded_to_float32(self):
+        m = np.array([1e-300, 1e-30, 1e-5, 0.3, 0.7, 1 - 2.0 ** -52])
+        want = m ** 0.9
+        for raw in (_t(m) ** 0.9, paddle.pow(_t(m), 0.9)):
+            assert np.abs(raw.numpy() / want - 1).max() > 1e-5  # pinned: float32(0.9)
+        for call in (backend.PaddleOps.pow, paddle.jit.to_static(backend.PaddleOps.pow,
+                                                                 full_graph=True)):
+            got = call(_t(m), 0.9).numpy()
+            assert got.dtype == np.float64
+            assert np.abs(got / want - 1).max() <= 2 * np.finfo(np.float64).eps
+
+    @pytest.mark.parametrize("gamma", [0.9, 1 / 3, 2.7])
+    def test_float64_losses_with_gammas_float32_cannot_hold(self, gamma):
+        # (GAMMAS are all float32-exact: with the defect these were 1e-7 off)
+        x, y = _case(41, shape=(64, 10))
+        yb = (_rng(42).random(x.shape) < 0.3).astype(np.float64)
+        for fn, rf, t in ((fpd.softmax_focal_loss, ref.softmax_focal_loss_and_grad, y),
+                          (fpd.sigmoid_focal_loss, ref.sigmoid_focal_loss_and_grad, yb)):
+            loss, g = _value_and_grad(fn, x, _t(t), gamma=gamma, reduction="none")
+            want, want_g = rf(x, t, gamma=gamma, reduction="none")
+            _close(loss, want, rtol=1e-12)
+            _close(g, want_g, rtol=1e-11)
+
+    @pytest.mark.parametrize("dtype, huge, width", [("float32", -1e37, 8),
+                                                    ("float64", -1.7e308, 4)])
+    def test_exp_of_a_full_vector_does_not_underflow(self, dtype, huge, width):
+        x = np.array([-np.inf, huge, -1e6, -800.0, -750.0, -104.0, 0.0, np.nan] * 2)
+        raw = paddle.exp(_t(x, dtype)).numpy()
+        want = np.exp(x.astype(dtype))
+        # pinned: a full SIMD vector clamps its input (2**-128, 2**-1024); a length's
+        # remainder (the scalar tail) is right
+        clamp = {"float32": 2.0 ** -128, "float64": 2.0 ** -1024}[dtype]
+        np.testing.assert_allclose(raw[:2], clamp, rtol=1e-2)
+        assert (raw[want == 0] > 0).all()
+        tail = x[-(width - 1):]  # shorter than a vector: all of it is the scalar tail
+        np.testing.assert_array_equal(paddle.exp(_t(tail, dtype)).numpy(),
+                                      np.exp(tail.astype(dtype)))
+        exp = paddle.jit.not_to_static(backend.PaddleOps.exp)  # (as the spec calls it)
+
+        def program(a):
+            return exp(a)
+        for call in (backend.PaddleOps.exp, paddle.jit.to_static(program, full_graph=True)):
+            got = call(_t(x, dtype)).numpy()
+            np.testing.assert_array_equal(got, want)
+
+    @pytest.mark.parametrize("dtype", ["float32", "float64"])
+    def test_exp_is_zero_exactly_where_numpys_is(self, dtype):
+        low = {"float32": backend._EXP_ZERO_BELOW_F32,
+               "float64": backend._EXP_ZERO_BELOW_F64}[dtype]
+        f = np.dtype(dtype).type
+        x = np.concatenate([np.linspace(low - 3, low + 3, 100001),
+                            [low, np.nextafter(f(low), f(-np.inf))]]).astype(dtype)
+        assert f(low) == low
+        got = backend.PaddleOps.exp(_t(x)).numpy()
+        assert ((got == 0) == (np.exp(x) == 0)).all()
+        assert (np.exp(x[x >= low]) > 0).all() and (np.exp(x[x < low]) == 0).all()
+
+    def test_clip_turns_infinities_into_the_largest_finite(self):
+        x = _t(np.array([np.inf, -np.inf, np.nan, 1.0, -1.0]))
+        assert paddle.clip(x, min=0.0).numpy()[0] == np.finfo(np.float64).max  # pinned
+        np.testing.assert_array_equal(backend.PaddleOps.maximum0(x).numpy(),
+                                      [np.inf, 0.0, np.nan, 1.0, 0.0])
+        np.testing.assert_array_equal(backend.PaddleOps.minimum0(x).numpy(),
+                                      [0.0, -np.inf, np.nan, 0.0, -1.0])
+
+    @pytest.mark.parametrize("dtype, big", [("float32", 1e37), ("float64", 1.7e308)])
+    def test_gradients_at_huge_and_infinite_logits(self, dtype, big):
+        # 16 elements: full SIMD vectors (before: the gradient 0.484 for 0.461 in float32,
+        # 1.21 in float64, inf at infinite logits)
+        x = np.array([big, -big, np.inf, -np.inf, 90.0, -90.0, 1.0, -1.0] * 2)
+        y = np.full(x.shape, 0.125)
+        for fn, rf, kw in ((fpd.sigmoid_focal_loss, ref.sigmoid_focal_loss_and_grad,
+                            dict(gamma=2.0)),
+                           (fpd.sigmoid_focal_loss, ref.sigmoid_focal_loss_and_grad,
+                            dict(gamma=0.5, alpha=None)),
+                           (fpd.sigmoid_focal_loss_star, ref.sigmoid_focal_loss_star_and_grad,
+                            dict(gamma=2.0))):
+            def call(v, t):
+                return fn(v, t, reduction="none", **kw)
+            want, want_g = rf(x, y, reduction="none", **kw)
+            eps = np.finfo(dtype).eps
+            for f in (call, paddle.jit.to_static(call, full_graph=True)):
+                loss, g = _value_and_grad(f, x.astype(dtype), _t(y, dtype))
+                _close(loss, np.asarray(want).astype(dtype), rtol=8 * eps)
+                _close(g, np.asarray(want_g).astype(dtype), rtol=8 * eps)
+
+
 class TestGradients:
     @pytest.mark.parametrize("gamma", GAMMAS)
     @pytest.mark.parametrize("options", [
@@ -557,11 +648,7 @@ class TestBadInputs:
         (lambda x, y: fpd.softmax_focal_loss(x, y + 10), ValueError, "targets"),
         (lambda x, y: fpd.softmax_focal_loss(x, y, axis=3), ValueError, "axis"),
         (lambda x, y: fpd.softmax_focal_loss(x, y, gamma=-1), ValueError, "gamma"),
-        (lambda x, y: fpd.softmax_focal_loss(x, y, weight=_t([1.0] * C, grad=True)),
-         ValueError, "weight"),
         (lambda x, y: fpd.sigmoid_focal_loss(x, _t(np.full((7, C), 1.5))), ValueError,
-         "targets"),
-        (lambda x, y: fpd.sigmoid_focal_loss(x, _t(np.ones((7, C)), grad=True)), ValueError,
          "targets"),
         (lambda x, y: fpd.sigmoid_focal_loss_star(x, _t(np.ones((7, C))), gamma=0),
          ValueError, "gamma"),
@@ -896,9 +983,8 @@ class TestRowBlocks:
                                                      r"values in \[0.0, 1.5\]"),
         ("targets of a wrong shape", ValueError, "targets of shape"),
         ("alpha 2 in the first block", ValueError, "alpha must lie in"),
-        ("negative weight", ValueError, "weight must be >= 0"),
+        ("negative weight", ValueError, "weight must be finite and >= 0"),
         ("normalizer 0", ValueError, "normalizer must be finite and > 0"),
-        ("targets requiring a gradient", ValueError, "targets requires a gradient"),
     ])
     def test_errors_are_the_whole_arrays(self, small_blocks, bad, exc, match):
         rng = _rng(75)
@@ -919,7 +1005,7 @@ class TestRowBlocks:
             kw["weight"] = _t(w)
         elif "normalizer" in bad:
             kw["normalizer"] = _t(np.float32(0.0))
-        t = _t(tn, grad="gradient" in bad)
+        t = _t(tn)
         with pytest.raises(exc, match=match):
             fpd.sigmoid_focal_loss(_t(xn, "float32", grad=True), t, **kw)
         assert small_blocks.done == 0
@@ -991,7 +1077,7 @@ class TestRowBlocks:
         ("class 96 in the last block", r"targets must be class indices in \[0, 95\]"),
         ("class -3 in the first block", r"targets must be class indices in \[0, 95\]"),
         ("float targets", "class-index targets .* must have an integer dtype"),
-        ("negative weight", "weight must be >= 0"),
+        ("negative weight", "weight must be finite and >= 0"),
         ("probabilities above 1", r"targets \(class probabilities\) must lie in \[0, 1\]"),
     ])
     def test_softmax_errors_are_the_whole_arrays(self, small_blocks, bad, match):
@@ -1204,7 +1290,7 @@ def test_paddle_ops_implement_exactly_the_protocol():
     wanted = {n for n in vars(_spec.Ops) if not n.startswith("_")}
     have = {n for n in dir(backend.PaddleOps) if not n.startswith("_")} - {"unchecked"}
     assert wanted <= have
-    assert have - wanted == {"softmax_parts"} <= set(_spec.OPTIONAL_OPS)
+    assert have - wanted == {"softmax_parts", "pow"} <= set(_spec.OPTIONAL_OPS)
 
 
 def test_focalx_paddle_is_a_real_module_and_the_backend_object():

@@ -322,13 +322,9 @@ class TestNumerics:
         _loss_and_grad(ftf.sigmoid_focal_loss, x, tf.constant(t))
         assert seen == [False, True]
 
-    def test_targets_get_no_gradient_and_second_derivatives_raise(self):
+    def test_second_derivatives_raise(self):
         x, t, _ = _data(13)
         xv, tv = tf.constant(x), tf.constant(t * 0.5 + 0.25)
-        with tf.GradientTape(persistent=True) as tape:
-            tape.watch([xv, tv])
-            loss = ftf.sigmoid_focal_loss(xv, tv)
-        assert tape.gradient(loss, tv) is None
         with tf.GradientTape() as outer:
             outer.watch(xv)
             with tf.GradientTape() as inner:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import inspect
 import itertools
 import math
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -569,12 +573,68 @@ class TestDispatch:
         _assert_close(focalx.softmax_focal_loss(x, y, weight=np.array([1.0, 2.0])),
                       ft.softmax_focal_loss(x, y, weight=torch.tensor([1.0, 2.0])), rtol=0)
 
+    def test_compiled_fullgraph_matches_the_backend(self):
+        torch._dynamo.reset()
+        x, y, t = torch.randn(6, 4), (torch.rand(6, 4) < 0.4).float(), torch.tensor([0, 1, 3, 2, 0, 1])
+        def top(a, b, c):
+            return focalx.sigmoid_focal_loss(a, b) + focalx.softmax_focal_loss(a, c)
+        def direct(a, b, c):
+            return ft.sigmoid_focal_loss(a, b) + ft.softmax_focal_loss(a, c)
+        got = torch.compile(top, fullgraph=True, backend="aot_eager")(x, y, t)
+        want = torch.compile(direct, fullgraph=True, backend="aot_eager")(x, y, t)
+        assert torch.equal(got, want)
+
+    @pytest.mark.parametrize("imports, first_call", [
+        ("import torch, focalx", "compiled"), ("import focalx, torch", "compiled"),
+        ("import focalx, torch", "eager"), ("import focalx.torch as _ft, torch, focalx", "compiled")])
+    def test_compiled_fullgraph_in_a_fresh_process(self, imports, first_call):
+        # The first dispatch may come inside the compiled function, before the adapter
+        # is loaded; no other framework is imported.
+        code = imports + "\nimport sys\n" + (
+            "x, y = torch.randn(6, 4), (torch.rand(6, 4) < 0.4).float()\n"
+            + ("focalx.sigmoid_focal_loss(x, y)\n" if first_call == "eager" else "")
+            + "f = torch.compile(lambda a, b: focalx.sigmoid_focal_loss(a, b), fullgraph=True,"
+              " backend='aot_eager')\n"
+              "import focalx.torch as ft\n"
+              "assert torch.equal(f(x, y), ft.sigmoid_focal_loss(x, y))\n"
+              "print(sorted(m for m in ('jax', 'tensorflow', 'keras', 'paddle')"
+              " if m in sys.modules))\n")
+        out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert out.stdout.strip().splitlines()[-1] == "[]"
+
     def test_mixed_frameworks_raise(self):
         x = _logits((3, 2), seed=32)
         with pytest.raises(TypeError, match="targets"):
             focalx.sigmoid_focal_loss(x, np.ones((3, 2)))
         with pytest.raises(TypeError, match="logits"):
             focalx.sigmoid_focal_loss(np.ones((3, 2)), torch.ones(3, 2))
+
+
+def test_eager_calls_while_another_thread_compiles():
+    """torch.compiler.is_compiling() is process-wide (torch 2.13): True in every thread
+    while any thread compiles. An eager call meanwhile still reads its values (the
+    precise ValueError) and still takes the fused kernel."""
+    import focalx.backends.torch as bt
+    entered, release = threading.Event(), threading.Event()
+
+    def backend(gm, example_inputs):  # called while the compilation holds the flag
+        entered.set()
+        release.wait(120)
+        return gm.forward
+
+    compiler = threading.Thread(
+        target=lambda: torch.compile(lambda a: a * 3 + 1, backend=backend)(torch.ones(2)))
+    compiler.start()
+    try:
+        assert entered.wait(120)
+        with pytest.raises(ValueError, match="targets"):
+            ft.softmax_focal_loss(torch.randn(4, 3), torch.tensor([0, 1, 2, 3]))
+        assert bt._fusable(torch.empty(bt._FUSED["min_numel"])) == bt._FUSED["enabled"]
+    finally:
+        release.set()
+        compiler.join(120)
 
 
 @pytest.mark.parametrize("kw", [dict(gamma=0.5), dict(label_smoothing=0.1), {}])
