@@ -42,7 +42,7 @@ __all__ = ["BinaryFocalLoss", "CategoricalFocalLoss", "SparseCategoricalFocalLos
 
 def _alpha_config(alpha, class_vector):
     """alpha as a JSON-serialisable value: None, a float or a list of floats."""
-    if alpha is None or (isinstance(alpha, numbers.Real) and not isinstance(alpha, bool)):
+    if alpha is None or isinstance(alpha, numbers.Real):  # (a bool: check_alpha_number refuses it)
         return _spec.check_alpha_number(alpha)
     return _vector_config(alpha, "alpha", class_vector)
 

@@ -689,6 +689,12 @@ def _apply(fn, logits, targets, params, class_axis=None):
     if logits.stop_gradient or not grad_mode:
         out, _ = _run(fn, x, arrays, static, False)
         out = _cast(out, logits.dtype)
+    elif 0 in tuple(logits.shape):
+        # Empty logits, whose gradient is empty: not through the PyLayer (in a static
+        # program its 0-size output is left uninitialized, and the gradient then fails),
+        # but tied to them by a zero, so that autograd reaches them.
+        out, _ = _run(fn, x, arrays, static, False)
+        out = _cast(out, logits.dtype) + paddle.sum(logits) * 0.0
     else:
         names = tuple(arrays)
         out = _FocalLayer.apply(logits, fn, static, class_axis, names,
@@ -825,7 +831,7 @@ def _buffer(layer, name, value, *, class_vector=False, allow_scalar=True):
 
 
 def _set_alpha(layer, alpha, *, class_vector=False):
-    if alpha is None or (isinstance(alpha, numbers.Real) and not isinstance(alpha, bool)):
+    if alpha is None or isinstance(alpha, numbers.Real):  # (a bool: check_alpha_number refuses it)
         layer.alpha = _spec.check_alpha_number(alpha)
     else:
         _buffer(layer, "alpha", alpha, class_vector=class_vector)

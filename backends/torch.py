@@ -159,6 +159,8 @@ class TorchOps:
     def asarray(v, name, like):
         if isinstance(v, torch.Tensor):
             t = v
+        elif isinstance(v, np.ndarray) and torch.compiler.is_dynamo_compiling():
+            t = torch.as_tensor(v)  # (dynamo traces a NumPy array as a tensor: no dtype to read)
         elif isinstance(v, (np.ndarray, np.generic, numbers.Number, list, tuple)):
             t = torch.as_tensor(_spec.host_array(v, name))
         else:
@@ -670,7 +672,7 @@ def _param_buffer(name, value, *, class_vector=False, allow_scalar=True):
 
 def _set_alpha(module: nn.Module, alpha, *, class_vector=False) -> None:
     """A number (or None) is an attribute; a per-class vector is a buffer that follows .to()."""
-    if alpha is None or (isinstance(alpha, numbers.Real) and not isinstance(alpha, bool)):
+    if alpha is None or isinstance(alpha, numbers.Real):  # (a bool: check_alpha_number refuses it)
         module.alpha = _spec.check_alpha_number(alpha)
     else:
         module.register_buffer("alpha", _param_buffer("alpha", alpha,

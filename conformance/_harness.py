@@ -42,6 +42,11 @@ class NotRun(Exception):
     e.g. torch's fused kernel declining an empty tensor."""
 
 
+# Gradients: ``grads(variant, x, y, kwargs, wrt)`` gives the gradient of the summed loss
+# w.r.t. the logits and w.r.t. each name in `wrt` ("targets" or an array kwarg), as
+# float64 NumPy arrays: every backend differentiates floating targets and hyperparameter
+# arrays (the autodiff of the spec's formula).
+#
 # Execution modes (the fuzzer's): each harness's ``modes`` names the ways its framework
 # runs a loss, and ``call(mode, variant, x, y, kwargs, cotangent)`` runs one call that
 # way and returns (loss values, gradient of sum(cotangent * loss) w.r.t. the logits,
@@ -148,6 +153,23 @@ class TorchHarness:
     #: op by op; the fused kernel (focalx's own torch.compile); a user's torch.compile
     modes = ("eager", "fused", "compile")
 
+    def construct(self, kind, kwargs):
+        cls = self.ft.FocalLoss if kind == "softmax module" else self.ft.SigmoidFocalLoss
+        return cls(**kwargs)
+
+    def grads(self, variant, x, y, kwargs, wrt):
+        torch = self.torch
+        ins = {"logits": x, "targets": y, **kwargs}
+        ins = {k: v.detach().requires_grad_() if k in ("logits",) + tuple(wrt) else v
+               for k, v in ins.items()}
+        loss = getattr(self.ft, variant)(ins["logits"], ins["targets"],
+                                         **{k: v for k, v in ins.items()
+                                            if k not in ("logits", "targets")})
+        names = ("logits",) + tuple(wrt)
+        got = torch.autograd.grad(loss.sum(), [ins[n] for n in names], allow_unused=True)
+        return {n: (np.zeros(ins[n].shape) if g is None else self.values(g).reshape(g.shape))
+                for n, g in zip(names, got)}
+
     def values(self, a):
         return a.detach().double().cpu().numpy().ravel()
 
@@ -232,6 +254,18 @@ class JaxHarness:
 
     modes = ("eager", "jit")
 
+    def grads(self, variant, x, y, kwargs, wrt):
+        jax = self.jax
+        fn = getattr(self.fj, variant)
+        names = ("logits",) + tuple(wrt)
+        fixed = {"logits": x, "targets": y, **kwargs}
+
+        def total(*moving):
+            a = {**fixed, **dict(zip(names, moving))}
+            return fn(a.pop("logits"), a.pop("targets"), **a).sum()
+        got = jax.grad(total, argnums=tuple(range(len(names))))(*(fixed[n] for n in names))
+        return {n: np.asarray(g, np.float64) for n, g in zip(names, got)}
+
     def values(self, a):
         return np.asarray(a, dtype=np.float64).ravel()
 
@@ -301,6 +335,24 @@ class TensorflowHarness:
 
     #: op by op; eager through the cached XLA function; in a tf.function; under XLA
     modes = ("eager", "eager_xla", "function", "xla")
+
+    def grads(self, variant, x, y, kwargs, wrt):
+        tf = self.tf
+        ins = {"logits": x, "targets": y, **kwargs}
+        names = ("logits",) + tuple(wrt)
+        with tf.GradientTape() as tape:
+            tape.watch([ins[n] for n in names])
+            loss = tf.reduce_sum(getattr(self.ftf, variant)(
+                ins["logits"], ins["targets"],
+                **{k: v for k, v in ins.items() if k not in ("logits", "targets")}))
+        got = tape.gradient(loss, [ins[n] for n in names])
+        return {n: (np.zeros(ins[n].shape) if g is None else np.asarray(self.values(g)).reshape(
+            ins[n].shape)) for n, g in zip(names, got)}
+
+    def construct(self, kind, kwargs):
+        import focalx.keras as fk
+        cls = fk.CategoricalFocalLoss if kind == "softmax module" else fk.BinaryFocalLoss
+        return cls(**kwargs)
 
     def values(self, a):
         return np.asarray(self.tf.cast(a, self.tf.float64)).ravel()
@@ -386,6 +438,24 @@ class PaddleHarness:
     #: dygraph; dygraph in row blocks (on the block threads); to_static's default
     #: translator (SOT); to_static(full_graph=True)
     modes = ("dygraph", "blocks", "to_static", "full_graph")
+
+    def construct(self, kind, kwargs):
+        cls = self.fpd.FocalLoss if kind == "softmax module" else self.fpd.SigmoidFocalLoss
+        return cls(**kwargs)
+
+    def grads(self, variant, x, y, kwargs, wrt):
+        paddle = self.paddle
+        ins = {"logits": x, "targets": y, **kwargs}
+        names = ("logits",) + tuple(wrt)
+        for n in names:
+            ins[n] = ins[n].detach()
+            ins[n].stop_gradient = False
+        loss = getattr(self.fpd, variant)(
+            ins["logits"], ins["targets"],
+            **{k: v for k, v in ins.items() if k not in ("logits", "targets")})
+        got = paddle.grad(paddle.sum(loss), [ins[n] for n in names], allow_unused=True)
+        return {n: (np.zeros(ins[n].shape) if g is None else
+                    self.values(g).reshape(ins[n].shape)) for n, g in zip(names, got)}
 
     def values(self, a):
         return a.detach().astype("float64").cpu().numpy().ravel()

@@ -2,8 +2,14 @@
 
 Each entry: (id, function, logits, targets, kwargs, exception type, argument name).
 Arrays are NumPy; a harness converts logits, targets and array-valued kwargs to its
-framework. The class axis is left to each backend's default (axis 1 of a 2-D input
-is its last axis in every convention).
+framework (lists stay lists: host data). The class axis is left to each backend's
+default (axis 1 of a 2-D input is its last axis in every convention).
+
+A "function" of ``SOFTMAX_MODULE`` or ``SIGMOID_MODULE`` is the backend's loss class
+(torch's nn.Module, Paddle's Layer, the Keras loss for TensorFlow), constructed with the
+kwargs: a bad array must be refused there, before any call (as torch's and Paddle's own
+losses check what they can at construction). Backends without loss classes (NumPy,
+JAX) report these as not applicable.
 """
 
 from __future__ import annotations
@@ -11,13 +17,15 @@ from __future__ import annotations
 import numpy as np
 
 S, M, STAR = "sigmoid_focal_loss", "softmax_focal_loss", "sigmoid_focal_loss_star"
+SOFTMAX_MODULE, SIGMOID_MODULE = "softmax module", "sigmoid module"
+MODULES = (SOFTMAX_MODULE, SIGMOID_MODULE)
 
 
 def bad_inputs():
     X = np.zeros((4, 3))
     T = np.ones((4, 3))
     Y = np.array([0, 1, 2, 1])
-    nan = float("nan")
+    nan, inf, huge = float("nan"), float("inf"), 10 ** 400
     return [
         ("sigmoid/gamma<0", S, X, T, dict(gamma=-1.0), ValueError, "gamma"),
         ("sigmoid/gamma-str", S, X, T, dict(gamma="2"), TypeError, "gamma"),
@@ -80,4 +88,50 @@ def bad_inputs():
         ("star/reduction", STAR, X, T, dict(reduction=None), ValueError, "reduction"),
         ("star/normalizer-str", STAR, X, T, dict(normalizer="n"), TypeError, "normalizer"),
         ("star/beta-inf", STAR, X, T, dict(beta=float("inf")), ValueError, "beta"),
+        # numbers too large for a float, integers beyond int64, arrays that are not numbers
+        ("sigmoid/gamma-huge-int", S, X, T, dict(gamma=huge), ValueError, "gamma"),
+        ("star/beta-huge-int", STAR, X, T, dict(beta=huge), ValueError, "beta"),
+        ("sigmoid/alpha-huge-int", S, X, T, dict(alpha=huge), ValueError, "alpha"),
+        ("sigmoid/label_smoothing-huge-int", S, X, T, dict(label_smoothing=huge), ValueError,
+         "label_smoothing"),
+        ("sigmoid/normalizer-huge-int", S, X, T, dict(normalizer=huge), ValueError,
+         "normalizer"),
+        ("sigmoid/weight-list-huge-int", S, X, T, dict(weight=[huge, 1, 1]), ValueError,
+         "weight"),
+        ("softmax/ignore_index-beyond-int64", M, X, Y, dict(ignore_index=10 ** 30), ValueError,
+         "ignore_index"),
+        ("softmax/ignore_index=2**63", M, X, Y, dict(ignore_index=2 ** 63), ValueError,
+         "ignore_index"),
+        ("sigmoid/alpha-strings", S, X, T, dict(alpha=["a", "b", "c"]), TypeError, "alpha"),
+        ("sigmoid/alpha-ragged", S, X, T, dict(alpha=[[0.1], [0.1, 0.2]]), ValueError, "alpha"),
+        ("softmax/index-beyond-int32", M, X, np.array([2 ** 32 + 1, 1, 2, 1]), {}, ValueError,
+         "targets"),
+        # NaN anywhere in a list (Python's min and max skip one that is not first)
+        ("sigmoid/alpha-nan-in-list", S, X, T, dict(alpha=[0.1, nan, 0.2]), ValueError,
+         "alpha"),
+        ("sigmoid/pos_weight-nan-in-list", S, X, T, dict(pos_weight=[1.0, nan, 1.0]),
+         ValueError, "pos_weight"),
+        ("softmax/weight-nan-in-list", M, X, Y, dict(weight=[1.0, nan, 1.0]), ValueError,
+         "weight"),
+        # infinite weights: they would pass ">= 0", then give NaN
+        ("sigmoid/pos_weight-inf", S, X, T, dict(pos_weight=inf), ValueError, "pos_weight"),
+        ("softmax/weight-inf", M, X, Y, dict(weight=[1.0, inf, 1.0]), ValueError, "weight"),
+        ("sigmoid/weight-inf-array", S, X, T, dict(weight=np.array([1.0, inf, 1.0])),
+         ValueError, "weight"),
+        # loss classes refuse bad arrays at construction
+        ("module/softmax/alpha>1", SOFTMAX_MODULE, X, Y, dict(alpha=[1.5] * 3), ValueError,
+         "alpha"),
+        ("module/softmax/weight-strings", SOFTMAX_MODULE, X, Y, dict(weight="abc"), TypeError,
+         "weight"),
+        ("module/softmax/weight-2d", SOFTMAX_MODULE, X, Y, dict(weight=[[1.0, 2.0, 1.0]]),
+         ValueError, "weight"),
+        ("module/softmax/weight-nan", SOFTMAX_MODULE, X, Y, dict(weight=[1.0, nan, 1.0]),
+         ValueError, "weight"),
+        ("module/softmax/gamma<0", SOFTMAX_MODULE, X, Y, dict(gamma=-1.0), ValueError, "gamma"),
+        ("module/sigmoid/pos_weight<0", SIGMOID_MODULE, X, T, dict(pos_weight=[-1.0, 1.0, 1.0]),
+         ValueError, "pos_weight"),
+        ("module/sigmoid/alpha-nan", SIGMOID_MODULE, X, T, dict(alpha=[0.5, nan, 0.5]),
+         ValueError, "alpha"),
+        ("module/sigmoid/pos_weight-inf", SIGMOID_MODULE, X, T,
+         dict(pos_weight=[1.0, inf, 1.0]), ValueError, "pos_weight"),
     ]

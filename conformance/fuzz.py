@@ -60,6 +60,10 @@ MODE_WEIGHTS = {
 #: Modes where every new configuration compiles (seconds each): their draws come from a
 #: few configurations, so that compiled kernels are reused.
 FEW_CONFIGS = ("fused",)
+#: Modes that take their path only for some calls (see _harness.NotRun): what they need.
+#: "rows": a leading axis of at least 2 (not the class axis), hyperparameter arrays as
+#: tensors, no ignore_index for an elementwise loss (Paddle's row blocks); "nonempty".
+NEEDS = {"fused": ("nonempty",), "blocks": ("nonempty", "rows")}
 
 
 class Mismatch(AssertionError):
@@ -92,6 +96,7 @@ def strategy(backend: str, mode: str):
 
     few = mode in FEW_CONFIGS
     oracle = mode == "oracle"
+    needs = NEEDS.get(mode, ())
 
     @st.composite
     def calls(draw):
@@ -101,13 +106,20 @@ def strategy(backend: str, mode: str):
         from_logits = True if fn == STAR else draw(st.sampled_from([True, True, True, False]))
         # shape
         max_size = 12 if oracle else 48
-        ndim = draw(st.integers(1 if softmax else 0, 4 if not oracle else 2))
-        shape = list(draw(st.lists(st.integers(0, 5), min_size=ndim, max_size=ndim)))
+        rows = "rows" in needs
+        ndim = draw(st.integers(2 if rows else (1 if softmax else 0), 4 if not oracle else 2))
+        low = 1 if "nonempty" in needs else 0
+        shape = list(draw(st.lists(st.integers(low, 5), min_size=ndim, max_size=ndim)))
+        if rows:
+            shape[0] = max(shape[0], 2)
         while math.prod(shape) > max_size:
-            shape[shape.index(max(shape))] -= 1
+            i = shape.index(max(shape))
+            shape[i] -= 1
         axis = None
         if softmax:
-            axis = draw(st.integers(-ndim, ndim - 1))
+            axis = draw(st.integers(1 - ndim if rows else -ndim, ndim - 1))
+            if axis == 0 and rows:
+                axis = 1
             if shape[axis] == 0:
                 shape[axis] = 1  # (a class axis of size 0 is refused)
         n = math.prod(shape)
@@ -160,7 +172,7 @@ def strategy(backend: str, mode: str):
                     value = _unit(st, dtype)
                 else:
                     value = st.sampled_from([0.0, 1.0])
-                if kind != "soft" or draw(st.booleans()):
+                if (kind != "soft" or draw(st.booleans())) and "rows" not in needs:
                     ignore = draw(st.sampled_from([None, -1, 255, 2]))
                     if ignore is not None:
                         kw["ignore_index"] = ignore
@@ -189,7 +201,7 @@ def strategy(backend: str, mode: str):
             kw["alpha"] = None
         elif a_kind == "number":
             kw["alpha"] = draw(st.sampled_from([0.25, 0.5]) if few else
-                               st.one_of(st.sampled_from([0.0, 1.0, 0.25]), st.floats(0, 1, allow_subnormal=False)))
+                               st.one_of(st.sampled_from([0.0, 1.0, 0.25]), _unit(st)))
         elif a_kind == "array":
             arrays["alpha"] = _param(draw, st, shape, cls_shape, softmax, (0.0, 1.0))
         if fn == SIGMOID and draw(st.booleans()):
@@ -215,8 +227,9 @@ def strategy(backend: str, mode: str):
             kw["from_logits"] = from_logits
         for name, spec in arrays.items():
             # numbers and lists are host data; arrays may be NumPy or the framework's
-            forms = ["tensor"] if few else (["list", "numpy", "tensor"] if spec["shape"] and
-                                             0 not in spec["shape"] else ["numpy", "tensor"])
+            forms = ["tensor"] if few or "rows" in needs else (
+                ["list", "numpy", "tensor"] if spec["shape"] and 0 not in spec["shape"]
+                else ["numpy", "tensor"])
             spec["form"] = draw(st.sampled_from(forms))
         return {"fn": fn, "dtype": dtype, "shape": shape, "logits": logits,
                 "targets": targets, "targets_shape": tshape, "targets_dtype": tdtype,
@@ -226,10 +239,10 @@ def strategy(backend: str, mode: str):
     return calls()
 
 
-def _unit(st, dtype):
-    """Values in [0, 1]: soft targets. (Not below 1e-30, where a product with another
-    small coefficient leaves the normal range and its precision: see the module
-    docstring.)"""
+def _unit(st, dtype=None):
+    """Values in [0, 1]: soft targets, alpha. (Not below 1e-30: smaller ones leave
+    float32's normal range, and a product with another small coefficient leaves float64's
+    and its precision; see the module docstring.)"""
     return st.one_of(st.just(0.0), st.floats(1e-30, 1), st.sampled_from([1.0, 1e-30, 1 - 1e-7]))
 
 
@@ -242,8 +255,7 @@ def _param(draw, st, shape, cls_shape, softmax, bounds, vector=False):
         options = [[], list(cls_shape), list(shape)]
         pshape = draw(st.sampled_from([o for o in options if math.prod(o) <= 48]))
     lo, hi = bounds
-    values = draw(st.lists(st.one_of(st.floats(lo, hi, allow_subnormal=False),
-                                     st.sampled_from([lo, hi])),
+    values = draw(st.lists(st.one_of(st.floats(max(lo, 1e-30), hi), st.sampled_from([lo, hi])),
                            min_size=math.prod(pshape), max_size=math.prod(pshape)))
     return {"values": values, "shape": pshape}
 
@@ -324,14 +336,19 @@ def _overflow(dtype):
             "bfloat16": 3.3961775292304e38}[dtype]
 
 
-def _check(got, want, rtol, atol, dtype, what, skip=None):
-    """Problems of `got` against `want` (float64 arrays) elementwise."""
+def _check(got, want, rtol, atol, dtype, what, skip=None, loose=None):
+    """Problems of `got` against `want` (float64 arrays) elementwise. `skip`: values not
+    compared; `loose`: values where any non-number will do if `want` is not finite."""
     problems = []
     if got.shape != want.shape:
         return [f"{what} has {got.size} values, expected {want.size}"]
     limit = _overflow(dtype)
     for i, (g, w) in enumerate(zip(got, want)):
         if skip is not None and skip[i]:
+            continue
+        if loose is not None and loose[i] and not math.isfinite(w):
+            if math.isfinite(g):
+                problems.append(f"{what}[{i}] = {g!r}, expected NaN or an infinity")
             continue
         if math.isnan(w):
             if not math.isnan(g):
@@ -393,13 +410,26 @@ def check_call(harness, mode, call):
     loss_skip = grad_skip = None
     if unchecked is not None:
         loss_skip, grad_skip = unchecked
-    problems += _check(loss, want, rtol, atol, dtype, "loss", loss_skip)
-    # the gradient where the loss is finite (see the module docstring)
-    bad = ~np.isfinite(np.asarray(elements, np.float64))
+    # where a logit is not finite, any non-number will do where the reference gives one;
+    # and an ignored or zero-weighted element's loss may be 0 or NaN
+    x_bad = ~np.isfinite(np.asarray(call["logits"], np.float64)).reshape(call["shape"])
+    axis = call["kwargs"]["axis"] % len(call["shape"]) if fn == SOFTMAX else None
+    per_loss = x_bad.any(axis=axis) if fn == SOFTMAX else x_bad
+    free = per_loss & _dont_care(call)
+    none = call["kwargs"]["reduction"] == "none"
+    loose = per_loss.ravel() if none else np.array([per_loss.any()])
+    free = free.ravel() if none else np.array([free.any()])
+    loss_skip = free if loss_skip is None else (loss_skip | free)
+    problems += _check(loss, want, rtol, atol, dtype, "loss", loss_skip, loose)
+    # the gradient where the loss is finite in the compute dtype and the logits are
+    # finite (see the module docstring)
+    limit = _overflow(tolerances.COMPUTE[dtype])
+    bad = ~(np.abs(np.asarray(elements, np.float64)) * scale < limit)
     if fn == SOFTMAX:
-        bad = np.broadcast_to(np.expand_dims(bad, call["kwargs"]["axis"] % len(call["shape"])),
-                              call["shape"])
-    bad = np.broadcast_to(bad, call["shape"]).ravel()
+        bad = np.broadcast_to(np.expand_dims(bad, axis), call["shape"])
+    bad = np.broadcast_to(bad, call["shape"]).ravel() | (
+        np.broadcast_to(np.expand_dims(per_loss, axis), call["shape"]) if fn == SOFTMAX
+        else x_bad).ravel()
     if np.isnan(want).any() and call["kwargs"]["reduction"] != "none":
         bad = np.ones_like(bad)
     if grad_skip is not None:
@@ -409,6 +439,28 @@ def check_call(harness, mode, call):
                        "grad", bad)
     if problems:
         raise Mismatch(_report(harness, mode, call, problems))
+
+
+def _dont_care(call):
+    """The loss elements (samples for the softmax loss) that add nothing: ignored, or
+    weighted 0. With a non-finite logit their loss is 0 or NaN (0 times infinity), as a
+    compiler simplifies it or not."""
+    shape = tuple(call["shape"])
+    t = np.asarray(call["targets"], np.float64).reshape(call["targets_shape"])
+    ignore = call["kwargs"].get("ignore_index", -100 if call["fn"] == SOFTMAX else None)
+    if call["fn"] == SOFTMAX:
+        out_shape = shape[:call["kwargs"]["axis"] % len(shape)] + \
+            shape[call["kwargs"]["axis"] % len(shape) + 1:]
+        if t.shape == shape or ignore is None:
+            return np.zeros(out_shape, bool)
+        return t == ignore
+    out = np.zeros(shape, bool)
+    if ignore is not None:
+        out = out | np.broadcast_to(t == ignore, shape)
+    w = call["arrays"].get("weight")
+    if w is not None:
+        out = out | np.broadcast_to(np.asarray(w["values"]).reshape(w["shape"]) == 0, shape)
+    return out
 
 
 def _oracle(call):

@@ -118,10 +118,12 @@ class NumpyOps(ArrayModuleOps):
     def log_softmax(a, axis):
         # lse = m + log1p(sum of exp(a - m) over all but one maximal entry): no
         # rounding of log(1 + tiny) for a dominant class.
+        # (+ (m - m): NaN for a sample with an infinite largest logit, as every backend's
+        # log-softmax gives, where zeroing the largest entry's exp would hide it)
         m = np.max(a, axis=axis, keepdims=True)
         e = np.exp(a - m)
         np.put_along_axis(e, np.argmax(a, axis=axis, keepdims=True), 0.0, axis=axis)
-        return (a - m) - np.log1p(np.sum(e, axis=axis, keepdims=True))
+        return (a - m) - np.log1p(np.sum(e, axis=axis, keepdims=True)) + (m - m)
 
     @staticmethod
     def scatter(a, index, values, axis):

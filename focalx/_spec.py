@@ -448,6 +448,17 @@ def _xdiv(ops, a, b):
     return ops.where(zero, ops.full_like(b, 0.0), a / safe)
 
 
+def _cdiv(ops, c, v, p):
+    """c * v / p for c, v >= 0 (c None stands for 1; 0 wherever c * v is): as c * (v / p),
+    whose product stays accurate where c * v would be subnormal (a tiny soft target
+    under a small focal factor over a subnormal probability), and as (c * v) / p where
+    v / p alone overflows."""
+    vp = _xdiv(ops, v, p)
+    if c is None:
+        return vp
+    return ops.where(vp < math.inf, _coef(ops, c, vp), _xdiv(ops, _xmul(ops, c, v), p))
+
+
 def _ratio(ops, a, b):
     """a / b for b > 0. A backend that differentiates the closed-form gradient again
     (JAX: ``jax.hessian``) binds ``Ops.ratio`` to a division whose derivative is
@@ -546,19 +557,18 @@ def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float
             # A zero coefficient gives exactly 0, even where log p or log(1-p) is -inf;
             # the factors one at a time, so that a product of tiny ones (a subnormal
             # target) underflowing to 0 does not turn an infinite term into 0.
-            loss = -(_xmul(ops, pos_weight, _coef(ops, c, _xmul(ops, y, ops.log(p)))) if
-                     pos_weight is not None else _coef(ops, c, _xmul(ops, y, ops.log(p)))) \
-                - _coef(ops, c, _xmul(ops, ny, ops.log1p(-p)))
-        return y, ny, p, q, m, cp, cn, loss
+            loss = -(_coef(ops, pos_weight, _coef(ops, c, _xmul(ops, y, ops.log(p)))) +
+                     _coef(ops, c, _xmul(ops, ny, ops.log1p(-p))))
+        return y, ny, py, p, q, m, c, cp, cn, loss
 
     args = (x, y, ny, e, coef, alpha, pos_weight, scale)
-    y, ny, p, q, m, cp, cn, loss = terms(*args)
+    y, ny, py, p, q, m, c, cp, cn, loss = terms(*args)
     if not need_grad:
         return loss, None
     fork = getattr(ops, "fork", None)
     if lean and fork is not None:
         # The gradient from its own copy of the terms: only e, the one exp, is shared.
-        y, ny, p, q, m, cp, cn, loss = terms(*fork(args))
+        y, ny, py, p, q, m, c, cp, cn, loss = terms(*fork(args))
     zero = _is0(m)
     if from_logits:
         grad = cn * p - cp * q                        # c * dBCE/dx
@@ -571,7 +581,7 @@ def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float
         # shares, four full-size arrays here.)
         r = _ratio(ops, p * q, ops.where(zero, m + 1.0, m))
         return loss, (gamma * (ny - y)) * r * loss + grad
-    grad = _xdiv(ops, cn, q) - _xdiv(ops, cp, p)      # the coefficient first: 1/p may overflow
+    grad = _xdiv(ops, cn, q) - _cdiv(ops, c, py, p)   # (1/p alone may overflow: see _cdiv)
     if gamma == 0:
         return loss, grad
     # loss / (1-p_t), 0 where 1-p_t == 0 (the focal factor, and with it the loss, is 0)
@@ -664,10 +674,10 @@ def softmax_focal_dense(ops, x, q, *, k, sample_coef, gamma: float, axis: int,
                    keepdims=True)
     if not need_grad:
         return loss, None
-    # d/dp of (1-p)^g * (-log p) = -(1-p)^g * (g * u/(1-p) + 1/p), the coefficient
-    # entering before the division (1/p alone may overflow where the result does not)
+    # d/dp of (1-p)^g * (-log p) = -(1-p)^g * (g * u/(1-p) + 1/p); 1/p alone may
+    # overflow where the result does not (see _cdiv)
     kf = _mul(kq, f)
-    grad = -_xdiv(ops, kf, p)
+    grad = -_cdiv(ops, _mul(_mul(k, sample_coef), f), q, p)
     if gamma == 0:
         return loss, grad
     return loss, grad - _xmul(ops, kf, gamma * _u_over_omp(ops, u, omp))
@@ -899,7 +909,9 @@ def _alpha(ops, alpha, like):
 def _normalizer(ops, normalizer, like):
     if normalizer is None or _is_real(normalizer) or isinstance(normalizer, bool):
         return check_normalizer_number(normalizer)
-    if "bool" in str(getattr(normalizer, "dtype", "")):  # bool, torch.bool, <dtype: 'bool'>
+    # (a NumPy array's dtype is not read while a compiler traces: torch.compile cannot)
+    if not (isinstance(normalizer, np.ndarray) and ops.tracing()) and \
+            "bool" in str(getattr(normalizer, "dtype", "")):  # bool, torch.bool, tf's bool
         raise TypeError("normalizer must be a number or a 0-d real array, got bool dtype")
     arr = ops.asarray(normalizer, "normalizer", like)
     if ops.shape(arr) != ():

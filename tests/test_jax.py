@@ -403,6 +403,31 @@ class TestDifferentiationBeyondLogits:
         assert np.all(np.isfinite(np.asarray(jax.hessian(g)(jnp.asarray([[20.0, 0.0, 0.0]],
                                                                           jnp.float32)))))
 
+    @pytest.mark.parametrize("dtype", ["float32", "float64"])
+    @pytest.mark.parametrize("fn, ys, gammas", [
+        ("sigmoid_focal_loss", [0.0, 1.0, 0.3, 1e-30, 1 - 1e-7], [0.0, 0.25, 0.5, 1.0, 2.0, 5.0]),
+        ("sigmoid_focal_loss_star", [0.0, 1.0, 0.3], [0.25, 1.0, 2.0]),
+    ])
+    def test_hessian_is_finite_at_every_logit(self, dtype, fn, ys, gammas):
+        """The closed-form gradient differentiated again stays finite at saturation (it
+        was NaN for hard targets from |x| of 44 (float32) or 360 (float64): 0/0 where
+        (1-p_t)**2 underflows), and equals finite differences of the gradient elsewhere."""
+        xs = np.concatenate([-np.logspace(-3, 4, 30), np.logspace(-3, 4, 30)])
+        for gamma in gammas:
+            for yv in ys:
+                def f(a, yv=yv, gamma=gamma):
+                    return getattr(fj, fn)(a, jnp.full(a.shape, yv, dtype), gamma=gamma,
+                                           reduction="sum")
+                h = jax.vmap(lambda a, f=f: jax.hessian(f)(a[None])[0, 0])(jnp.asarray(xs, dtype))
+                assert np.all(np.isfinite(np.asarray(h))), (fn, gamma, yv)
+                if dtype == "float64":
+                    x = jnp.asarray([0.7, -1.3, 2.1, 9.0, -25.0])
+                    g = jax.grad(f)
+                    eps = 1e-6
+                    num = (g(x + eps) - g(x - eps)) / (2 * eps)
+                    hd = jax.vmap(lambda a, f=f: jax.hessian(f)(a[None])[0, 0])(x)
+                    _close(hd, num, rtol=1e-5, atol=1e-9)
+
     def test_failed_value_checks_under_jit_and_vmap_give_nan_not_a_number(self):
         x, t, y = _data(24)
         f = jax.jit(lambda a, b: fj.softmax_focal_loss(a, b))
@@ -439,3 +464,29 @@ class TestDifferentiationBeyondLogits:
         for bad_t, bad_alpha in ((t.at[3, 1].set(2.0), 0.25), (t, 1.5)):
             grads = every(x, bad_t, jnp.asarray(bad_alpha))
             assert all(np.all(np.isnan(np.asarray(v))) for v in grads)
+
+
+def test_int64_numpy_targets_without_x64_are_refused_not_truncated(tmp_path):
+    """Without jax_enable_x64, jnp.asarray makes int64 int32 by dropping the high bits
+    (2**32 + 1 becomes 1, a valid class): such targets raise, as in NumPy and torch; an
+    ignore_index beyond int32 matches nothing. (A fresh process: this one enables x64.)"""
+    script = tmp_path / "no_x64.py"
+    script.write_text(textwrap.dedent("""
+        import numpy as np, jax, jax.numpy as jnp, focalx.jax as fj
+        assert not jax.config.jax_enable_x64
+        x = jnp.zeros((2, 3))
+        for fn, t in ((fj.softmax_focal_loss, np.array([2 ** 32 + 1, 2], np.int64)),
+                      (fj.sigmoid_focal_loss, np.full((2, 3), 2 ** 32 + 1, np.int64))):
+            try:
+                fn(x, t)
+            except ValueError as e:
+                assert "targets" in str(e), e
+            else:
+                raise AssertionError("no error")
+        ok = fj.softmax_focal_loss(x, np.array([1, 2], np.int64), ignore_index=2 ** 40)
+        assert abs(float(ok) - float(fj.softmax_focal_loss(x, np.array([1, 2])))) < 1e-7
+        print("ok")
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "JAX_ENABLE_X64": "0"})
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]

@@ -1,0 +1,114 @@
+"""Properties every backend shares, one test each, run on every installed backend (through
+the conformance harnesses, which import one framework each)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from focalx import _numpy as ref
+from focalx.conformance import _harness, runner
+
+from .conftest import import_backend
+
+BACKENDS = [name for name in runner.BACKENDS if name != "numpy" and _harness.available(name)[0]]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def harness(request):
+    import_backend(request.param)
+    return _harness.create(request.param)
+
+
+def _numeric(f, v, h=1e-6):
+    """Central differences of a scalar function of an array, in float64."""
+    v = np.asarray(v, np.float64)
+    out = np.zeros_like(v)
+    for i in np.ndindex(v.shape):
+        up, down = v.copy(), v.copy()
+        up[i] += h
+        down[i] -= h
+        out[i] = (f(up) - f(down)) / (2 * h)
+    return out
+
+
+CASES = [  # (variant, logits shape, targets kind, kwargs, differentiated)
+    ("sigmoid_focal_loss", (3, 4), "soft", dict(gamma=1.5, reduction="mean"), ("targets",)),
+    ("sigmoid_focal_loss", (3, 4), "soft",
+     dict(gamma=0.5, alpha=[0.2, 0.4, 0.6, 0.8], pos_weight=[1.0, 2.0, 0.5, 1.0],
+          weight=[[1.0], [0.5], [2.0]], label_smoothing=0.1, reduction="sum"),
+     ("targets", "alpha", "pos_weight", "weight")),
+    ("sigmoid_focal_loss", (5,), "soft", dict(gamma=2.0, reduction="sum", normalizer=3.0,
+                                              from_logits=False), ("targets", "normalizer")),
+    ("softmax_focal_loss", (3, 4), "probs", dict(gamma=2.0, axis=-1, reduction="mean"),
+     ("targets",)),
+    ("softmax_focal_loss", (3, 4), "index", dict(gamma=0.5, axis=-1, weight=[1.0, 2.0, 0.5, 1.0],
+                                                 alpha=[0.3, 0.5, 0.7, 0.9], reduction="mean"),
+     ("weight", "alpha")),
+    ("sigmoid_focal_loss_star", (2, 3), "soft", dict(gamma=2.0, beta=0.5, reduction="mean"),
+     ("targets",)),
+]
+
+
+@pytest.mark.parametrize("variant, shape, kind, kwargs, wrt", CASES,
+                         ids=[f"{c[0]}-{'+'.join(c[4])}" for c in CASES])
+def test_targets_and_hyperparameter_arrays_get_the_gradient_of_the_definition(
+        harness, variant, shape, kind, kwargs, wrt):
+    """One rule in every backend: floating targets and hyperparameter arrays are
+    differentiable (distillation, learned soft labels, a learned alpha), with the
+    derivative of the spec's formula; here against central differences of the float64
+    reference."""
+    rng = np.random.default_rng(len(wrt) + len(shape))
+    x = rng.normal(size=shape) * 2
+    if kwargs.get("from_logits") is False:
+        x = rng.uniform(0.05, 0.95, size=shape)
+    if kind == "soft":
+        y = rng.uniform(0.05, 0.95, size=shape)
+    elif kind == "probs":
+        y = rng.dirichlet(np.ones(shape[-1]), size=shape[0])
+    else:
+        y = rng.integers(0, shape[-1], shape[:-1])
+    arrays = {k: np.asarray(v, np.float64) for k, v in kwargs.items()
+              if isinstance(v, list) or k in wrt}
+    static = {k: v for k, v in kwargs.items() if k not in arrays}
+
+    def conv(a, index=False):
+        a = np.asarray(a)
+        return harness.to_array(a.ravel().tolist(), a.shape, index=index, dtype="float64")
+    got = harness.grads(variant, conv(x), conv(y, index=kind == "index"),
+                        {**static, **{k: conv(v) for k, v in arrays.items()}}, wrt)
+
+    def loss(**over):
+        kw = {**static, **arrays, **{k: v for k, v in over.items() if k != "targets"}}
+        return float(np.sum(getattr(ref, variant)(x, over.get("targets", y), **kw)))
+    _, want_x = getattr(ref, variant + "_and_grad")(x, y, **static, **arrays)
+    np.testing.assert_allclose(got["logits"], want_x, rtol=1e-10, atol=1e-12)
+    for name in wrt:
+        base = y if name == "targets" else arrays[name]
+        want = _numeric(lambda v, name=name: loss(**{name: v}), base)
+        np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-8, err_msg=name)
+
+
+@pytest.mark.parametrize("variant, x, y, kw, want", [
+    # a certain wrong prediction at an infinite logit is +inf, the sigmoid loss elementwise
+    ("sigmoid_focal_loss", [-np.inf, np.inf, 1.0], [1.0, 0.3, 1.0], {}, [np.inf, np.inf, None]),
+    # a -inf logit is a probability of 0; +inf makes its sample NaN
+    ("softmax_focal_loss", [[0.0, -np.inf], [0.0, -np.inf], [0.0, np.inf]], [0, 1, 0],
+     dict(axis=-1), [None, np.inf, np.nan]),
+    ("sigmoid_focal_loss", [np.nan, 1.0], [1.0, 0.0], {}, [np.nan, None]),
+])
+def test_infinite_and_nan_logits_give_what_the_reference_gives(harness, variant, x, y, kw, want):
+    x, y = np.asarray(x, np.float64), np.asarray(y)
+    out = harness.call_public(variant, harness.to_array(x.ravel().tolist(), x.shape),
+                              harness.to_array(y.ravel().tolist(), y.shape,
+                                               index=y.dtype.kind == "i"),
+                              dict(kw, reduction="none"))
+    got = np.asarray(harness.values(out))
+    expected = getattr(ref, variant)(x, y, reduction="none", **kw)
+    for g, w, e in zip(got, want, expected.ravel()):
+        if w is None:
+            assert np.isfinite(g) and np.isclose(g, e, rtol=1e-12)
+        elif np.isnan(w):
+            assert np.isnan(g) and np.isnan(e)
+        else:
+            assert g == w == e
