@@ -299,6 +299,16 @@ def _split(**params):
     return arrays, static
 
 
+def _check_static(**params):
+    """A traced value where a Python one is needed names the fix (static_argnames)."""
+    for name, v in params.items():
+        if isinstance(v, jax.core.Tracer):
+            raise TypeError(
+                f"{name} is a traced value ({type(v).__name__}), but it must be a Python "
+                f"value: the computation depends on it. Under jax.jit, pass it as a static "
+                f"argument (static_argnames=('{name}',)) or close over it as a constant")
+
+
 def _check_arrays(logits, targets):
     """Checks the logits and returns the targets as a jax array."""
     if not isinstance(logits, jax.Array):
@@ -337,6 +347,8 @@ def sigmoid_focal_loss(logits, targets, *, gamma=2.0, alpha=0.25, pos_weight=Non
                        normalizer=None, from_logits=True):
     """Sigmoid focal loss on jax arrays. See :func:`focalx.sigmoid_focal_loss`."""
     targets = _check_arrays(logits, targets)
+    _check_static(gamma=gamma, label_smoothing=label_smoothing, ignore_index=ignore_index,
+                  reduction=reduction, from_logits=from_logits)
     arrays, static = _split(alpha=alpha, pos_weight=pos_weight, weight=weight,
                             normalizer=normalizer)
 
@@ -353,6 +365,8 @@ def sigmoid_focal_loss_star(logits, targets, *, gamma=1.0, beta=0.0, alpha=None,
                             normalizer=None):
     """FL* on jax arrays. See :func:`focalx.sigmoid_focal_loss_star`."""
     targets = _check_arrays(logits, targets)
+    _check_static(gamma=gamma, beta=beta, label_smoothing=label_smoothing,
+                  ignore_index=ignore_index, reduction=reduction)
     arrays, static = _split(alpha=alpha, weight=weight, normalizer=normalizer)
 
     def run(x, arrs, need_grad, checks=True):
@@ -371,6 +385,8 @@ def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
     See :func:`focalx.softmax_focal_loss`.
     """
     targets = _check_arrays(logits, targets)
+    _check_static(gamma=gamma, label_smoothing=label_smoothing, ignore_index=ignore_index,
+                  reduction=reduction, axis=axis, from_logits=from_logits)
     ignore_index = _index_ignore(ignore_index)
     ndim = logits.ndim
     class_axis = _spec.check_axis(axis, ndim) if ndim else 0

@@ -694,7 +694,7 @@ def _apply(fn, logits, targets, params, class_axis=None):
         # program its 0-size output is left uninitialized, and the gradient then fails),
         # but tied to them by a zero, so that autograd reaches them.
         out, _ = _run(fn, x, arrays, static, False)
-        out = _cast(out, logits.dtype) + paddle.sum(logits) * 0.0
+        out = _cast(out + paddle.sum(x) * 0.0, logits.dtype)  # (x: float16 has no CPU add)
     else:
         names = tuple(arrays)
         out = _FocalLayer.apply(logits, fn, static, class_axis, names,
@@ -917,11 +917,17 @@ class FocalLoss(paddle.nn.Layer):
         return label
 
     def forward(self, input, label):
-        return softmax_focal_loss(
-            input, self._label(input, label), gamma=self.gamma, alpha=self.alpha,
-            weight=self.weight, ignore_index=self.ignore_index,
-            label_smoothing=self.label_smoothing, reduction=self.reduction, axis=self.axis,
-            from_logits=self.use_softmax)
+        try:
+            return softmax_focal_loss(
+                input, self._label(input, label), gamma=self.gamma, alpha=self.alpha,
+                weight=self.weight, ignore_index=self.ignore_index,
+                label_smoothing=self.label_smoothing, reduction=self.reduction,
+                axis=self.axis, from_logits=self.use_softmax)
+        except (TypeError, ValueError) as exc:
+            # in the words of this layer's signature (input, label, use_softmax)
+            text = str(exc).replace("from_logits=False", "use_softmax=False").replace(
+                "logits", "input").replace("targets", "label")
+            raise type(exc)(text) from None
 
     def extra_repr(self):
         return f"gamma={self.gamma}, alpha={self.alpha}, reduction={self.reduction!r}"

@@ -18,14 +18,16 @@ def parser(prog="focalx check"):
     ap.add_argument("--backend", action="append", type=_names(runner.BACKENDS, "backend"),
                     help="only these backends, comma-separated or repeated (default: all "
                          "installed)")
-    ap.add_argument("--device", action="append", help="only this device, e.g. cpu, cuda")
+    ap.add_argument("--device", action="append", type=_names(None, "device"),
+                    help="only these devices, e.g. cpu, cuda (comma-separated or repeated)")
     ap.add_argument("--dtype", action="append",
-                    choices=["float64", "float32", "float16", "bfloat16"],
-                    help="only this dtype (repeatable)")
+                    type=_names(("float64", "float32", "float16", "bfloat16"), "dtype"),
+                    help="only these dtypes (comma-separated or repeated)")
     ap.add_argument("--case", help="only cases whose id contains this text or matches this "
                                    "glob, e.g. 'softmax/*' or extreme")
     ap.add_argument("--json", type=Path, metavar="PATH", help="write the full report here")
-    ap.add_argument("-v", "--verbose", action="store_true", help="list unsupported cases too")
+    ap.add_argument("-v", "--verbose", action="store_true",
+                    help="list every case with its result and error")
     ap.add_argument("--fuzz", type=int, metavar="N",
                     help="instead of the golden cases, N random calls per backend (spread over "
                          "its execution modes) against the float64 reference; a failure "
@@ -43,7 +45,7 @@ def _names(known, what):
     def parse(text):
         names = [n.strip() for n in text.split(",") if n.strip()]
         for n in names:
-            if n not in known:
+            if known is not None and n not in known:
                 raise argparse.ArgumentTypeError(
                     f"unknown {what} {n!r}; choose from {', '.join(known)}")
         return names
@@ -56,7 +58,7 @@ def _flat(lists):
 
 def main(argv=None, prog="focalx check") -> int:
     args = parser(prog).parse_args(argv)
-    args.backend = _flat(args.backend)
+    args.backend, args.device, args.dtype = map(_flat, (args.backend, args.device, args.dtype))
     modes = None if not args.mode else [m for ms in args.mode for m in ms.split(",") if m]
     if args.fuzz is not None:
         return _fuzz(args, modes)
@@ -67,7 +69,8 @@ def main(argv=None, prog="focalx check") -> int:
         return 0
     t0 = time.perf_counter()
     matrix = runner.run_matrix(backends=args.backend, devices=args.device, dtypes=args.dtype,
-                               pattern=args.case)
+                               pattern=args.case, on_progress=_Progress(),
+                               on_done=_check_done)
     matrix["seconds"] = round(time.perf_counter() - t0, 2)
     print(runner.format_matrix(matrix, verbose=args.verbose))
     ran = [r for r in matrix["backends"] if "runs" in r]
@@ -97,7 +100,8 @@ def _fuzz(args, modes) -> int:
     t0 = time.perf_counter()
     extra = ["--fuzz", str(args.fuzz)] + (["--seed", str(args.seed)] if args.seed is not None
                                           else []) + sum((["--mode", m] for m in modes or ()), [])
-    matrix = runner.run_matrix(backends=args.backend, extra=extra, timeout=None)
+    matrix = runner.run_matrix(backends=args.backend, extra=extra, timeout=None,
+                               on_progress=_Progress(), on_done=_fuzz_done)
     print(fuzz.format_report(matrix["backends"]))
     for name, why in {**matrix["missing"], **matrix["skipped"]}.items():
         print(f"{'FAILED' if name in matrix['missing'] else 'skipped'} {name}: {why}")
@@ -108,3 +112,53 @@ def _fuzz(args, modes) -> int:
     print(f"{len(matrix['backends'])} backend(s), {total} examples checked, in "
           f"{time.perf_counter() - t0:.0f} s; {'FAILED' if bad else 'all passed'}")
     return 1 if bad else 0
+
+
+class _Progress:
+    """A live bar on a terminal (stderr), nothing elsewhere: each backend's worker
+    reports its steps (see runner.progress)."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty()
+        self.t0 = {}
+
+    def __call__(self, name, done, total, what):
+        self.t0.setdefault(name, time.perf_counter())
+        if not self.live or not total:
+            return
+        width = 20
+        fill = width * done // total
+        self.stream.write(f"\r{name}: [{'#' * fill}{'.' * (width - fill)}] {done}/{total} "
+                          f"{what or ''}\x1b[K")
+        self.stream.flush()
+
+
+def _clear_line():
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
+
+
+def _check_done(rep):
+    """One line per backend as it finishes (the table comes at the end)."""
+    _clear_line()
+    name = rep["backend"]
+    if "crashed" in rep:
+        print(f"{name}: CRASHED: {rep['crashed']}", flush=True)
+        return
+    runs, bad = rep["runs"], rep["bad_inputs"]
+    n = sum(r["cases"] - r["unsupported"] for r in runs)
+    failed = sum(r["failed"] for r in runs) + bad["total"] - bad["passed"]
+    print(f"{name} {rep['version']}: {n} case evaluations over {len(runs)} device/dtype runs, "
+          f"{bad['total']} bad inputs, {failed} failed, {rep['seconds']} s", flush=True)
+
+
+def _fuzz_done(rep):
+    _clear_line()
+    if "crashed" in rep:
+        print(f"{rep['backend']}: CRASHED: {rep['crashed']}", flush=True)
+        return
+    print(f"{rep['backend']}: " + ", ".join(
+        f"{r['mode']} {r['examples']} {'FAILED' if r['failure'] else 'ok'}"
+        for r in rep["runs"]), flush=True)

@@ -43,7 +43,7 @@ import time
 import numpy as np
 
 from . import tolerances
-from .runner import flushed_values
+from .runner import flushed_values, progress
 
 SIGMOID, SOFTMAX, STAR = "sigmoid_focal_loss", "softmax_focal_loss", "sigmoid_focal_loss_star"
 FUNCTIONS = (SIGMOID, SOFTMAX, STAR)
@@ -104,6 +104,7 @@ def strategy(backend: str, mode: str):
         dtype = "float64" if oracle else draw(st.sampled_from(DTYPES))
         softmax = fn == SOFTMAX
         from_logits = True if fn == STAR else draw(st.sampled_from([True, True, True, False]))
+        small = _smallest(dtype, from_logits)
         # shape
         max_size = 12 if oracle else 48
         rows = "rows" in needs
@@ -155,7 +156,7 @@ def strategy(backend: str, mode: str):
                 tdtype = draw(st.sampled_from(["int64", "int64", "int32"]))
             else:
                 tshape = list(shape)
-                targets = draw(st.lists(_unit(st, dtype), min_size=n, max_size=n))
+                targets = draw(st.lists(_unit(st, small), min_size=n, max_size=n))
                 tdtype = dtype
         else:
             tshape = list(shape)
@@ -169,7 +170,7 @@ def strategy(backend: str, mode: str):
                 tdtype = "bool"
             else:
                 if kind == "soft":
-                    value = _unit(st, dtype)
+                    value = _unit(st, small)
                 else:
                     value = st.sampled_from([0.0, 1.0])
                 if (kind != "soft" or draw(st.booleans())) and "rows" not in needs:
@@ -201,16 +202,17 @@ def strategy(backend: str, mode: str):
             kw["alpha"] = None
         elif a_kind == "number":
             kw["alpha"] = draw(st.sampled_from([0.25, 0.5]) if few else
-                               st.one_of(st.sampled_from([0.0, 1.0, 0.25]), _unit(st)))
+                               st.one_of(st.sampled_from([0.0, 1.0, 0.25]), _unit(st, small)))
         elif a_kind == "array":
-            arrays["alpha"] = _param(draw, st, shape, cls_shape, softmax, (0.0, 1.0))
+            arrays["alpha"] = _param(draw, st, shape, cls_shape, softmax, (0.0, 1.0), small)
         if fn == SIGMOID and draw(st.booleans()):
             if draw(st.booleans()):
                 kw["pos_weight"] = draw(st.sampled_from([0.0, 0.5, 2.0, 100.0]))
             else:
-                arrays["pos_weight"] = _param(draw, st, shape, cls_shape, False, (0.0, 10.0))
+                arrays["pos_weight"] = _param(draw, st, shape, cls_shape, False, (0.0, 10.0),
+                                              small)
         if draw(st.booleans()):
-            arrays["weight"] = _param(draw, st, shape, cls_shape, softmax, (0.0, 4.0),
+            arrays["weight"] = _param(draw, st, shape, cls_shape, softmax, (0.0, 4.0), small,
                                       vector=softmax)
         if not few and draw(st.booleans()):
             # (a smoothing below 1e-6 makes targets that products underflow: see _unit)
@@ -239,14 +241,22 @@ def strategy(backend: str, mode: str):
     return calls()
 
 
-def _unit(st, dtype=None):
-    """Values in [0, 1]: soft targets, alpha. (Not below 1e-30: smaller ones leave
-    float32's normal range, and a product with another small coefficient leaves float64's
-    and its precision; see the module docstring.)"""
-    return st.one_of(st.just(0.0), st.floats(1e-30, 1), st.sampled_from([1.0, 1e-30, 1 - 1e-7]))
+def _unit(st, small):
+    """Values in [0, 1]: soft targets, alpha; none in (0, small) (see _smallest)."""
+    return st.one_of(st.just(0.0), st.floats(small, 1), st.sampled_from([1.0, small, 1 - 1e-7]))
 
 
-def _param(draw, st, shape, cls_shape, softmax, bounds, vector=False):
+def _smallest(dtype, from_logits):
+    """The smallest positive soft target or hyperparameter a call draws. Below 1e-30 a
+    product with another small coefficient leaves float64's normal range and its
+    precision. With probability inputs, in float32 and below, a product of several small
+    coefficients (alpha, weight, pos_weight, the focal factor y**gamma, the mean's scale)
+    can underflow to 0 and cancel the infinite cross-entropy of a probability of 0: not
+    below 1e-3 there (see the README's "Reliability")."""
+    return 1e-30 if from_logits or dtype == "float64" else 1e-3
+
+
+def _param(draw, st, shape, cls_shape, softmax, bounds, small, vector=False):
     """A hyperparameter array: per class (softmax: (C,), or 0-d unless `vector`), or a
     shape broadcastable to the logits (sigmoid)."""
     if softmax:
@@ -255,7 +265,7 @@ def _param(draw, st, shape, cls_shape, softmax, bounds, vector=False):
         options = [[], list(cls_shape), list(shape)]
         pshape = draw(st.sampled_from([o for o in options if math.prod(o) <= 48]))
     lo, hi = bounds
-    values = draw(st.lists(st.one_of(st.floats(max(lo, 1e-30), hi), st.sampled_from([lo, hi])),
+    values = draw(st.lists(st.one_of(st.floats(max(lo, small), hi), st.sampled_from([lo, hi])),
                            min_size=math.prod(pshape), max_size=math.prod(pshape)))
     return {"values": values, "shape": pshape}
 
@@ -434,6 +444,10 @@ def check_call(harness, mode, call):
         bad = np.ones_like(bad)
     if grad_skip is not None:
         bad = bad | grad_skip
+    # (the gradient is computed before the upstream gradient multiplies it: one beyond the
+    # compute dtype's range there is infinite, even where the product would fit)
+    with np.errstate(invalid="ignore"):
+        bad = bad | (np.abs(want_grad / call["cotangent"]) >= limit)
     # (a NaN gradient where the loss is finite is a defect, also in the reference)
     problems += _check(grad, want_grad, rtol, atol * abs(call["cotangent"]), dtype,
                        "grad", bad)
@@ -605,7 +619,10 @@ def run_backend(name: str, examples: int, *, seed=None, modes=None) -> dict:
     from . import _harness
     harness = _harness.create(name)
     chosen = [m for m in harness.modes if modes is None or m in modes]
-    runs = [run_mode(harness, m, n, seed=seed) for m, n in split(examples, chosen).items()]
+    runs = []
+    for i, (m, n) in enumerate(split(examples, chosen).items()):
+        progress(i, len(chosen), m)
+        runs.append(run_mode(harness, m, n, seed=seed))
     return {"backend": name, "version": harness.version, "runs": runs}
 
 

@@ -258,24 +258,32 @@ def _summary(results):
     }
 
 
+def progress(done: int, total: int, what: str = "") -> None:
+    """A worker's progress, as a line its parent reads (see run_matrix)."""
+    print(f"{PROGRESS} {done} {total} {what}", flush=True)
+
+
+PROGRESS = "focalx-progress"
+
+
 def run_backend(name, *, devices=None, dtypes=None, pattern=None):
     """Everything for one backend, in this process: the worker's job."""
     import focalx
     t0 = time.perf_counter()
     harness = _harness.create(name)
     cases = select(load_golden()["cases"], pattern=pattern)
+    available = harness.devices()
     report = {"backend": name, "version": harness.version, "focalx": focalx.__version__,
               "flushes_subnormals": getattr(harness, "flushes_subnormals", False),
-              "runs": [], "bad_inputs": None}
-    for device in harness.devices():
-        if devices and device not in devices:
-            continue
-        for dtype in harness.dtypes(device):
-            if dtypes and dtype not in dtypes:
-                continue
-            results = run_cases(harness, cases, device, dtype)
-            report["runs"].append({"device": device, "dtype": dtype, **_summary(results),
-                                   "results": results})
+              "devices": available, "runs": [], "bad_inputs": None}
+    plan = [(device, dtype) for device in available if not devices or device in devices
+            for dtype in harness.dtypes(device) if not dtypes or dtype in dtypes]
+    for i, (device, dtype) in enumerate(plan):
+        progress(i, len(plan) + 1, f"{device}/{dtype}")
+        results = run_cases(harness, cases, device, dtype)
+        report["runs"].append({"device": device, "dtype": dtype, **_summary(results),
+                               "results": results})
+    progress(len(plan), len(plan) + 1, "bad inputs")
     bad = run_bad_inputs(harness)
     applicable = [r for r in bad if r["status"] != "not applicable"]
     report["bad_inputs"] = {"total": len(applicable),
@@ -286,7 +294,9 @@ def run_backend(name, *, devices=None, dtypes=None, pattern=None):
 
 
 def _worker_command(name, args):
-    cmd = [sys.executable, "-m", "focalx.conformance", "--worker", name] + \
+    # -P: not the current directory first on sys.path, where a folder named focalx (the
+    # parent of a clone) would be imported instead of the installed package
+    cmd = [sys.executable, "-P", "-m", "focalx.conformance", "--worker", name] + \
         list(args.get("extra") or ())
     for flag, values in (("--device", args.get("devices")), ("--dtype", args.get("dtypes"))):
         for v in values or ():
@@ -297,14 +307,17 @@ def _worker_command(name, args):
 
 
 def run_matrix(*, backends=None, devices=None, dtypes=None, pattern=None, timeout=900,
-               extra=()):
+               extra=(), on_progress=None, on_done=None):
     """One subprocess per backend; returns {"backends": [...], "skipped": {...}}.
-    `extra`: more command-line arguments for each worker (``--fuzz``)."""
+    `extra`: more command-line arguments for each worker (``--fuzz``); `on_progress(name,
+    done, total, what)` is called as a worker reports its progress, and `on_done(entry)`
+    with each backend's report (or crash) as it finishes."""
     names = list(backends or BACKENDS)
     unknown = [n for n in names if n not in BACKENDS]
     if unknown:
         raise ValueError(f"unknown backend(s) {unknown}; known: {list(BACKENDS)}")
-    out = {"backends": [], "skipped": {}, "missing": {}}
+    out = {"backends": _Reported(on_done), "skipped": {}, "missing": {},
+           "devices": list(devices or ())}
     if backends is None:
         for name in PLANNED:
             out["skipped"][name] = "focalx has no backend for it yet"
@@ -320,8 +333,8 @@ def run_matrix(*, backends=None, devices=None, dtypes=None, pattern=None, timeou
                                              extra=extra))
             cmd += ["--worker-out", str(report_path)]
             try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                                      env=dict(os.environ))
+                proc = _run_worker(cmd, timeout, lambda *a, n=name: on_progress and
+                                   on_progress(n, *a))
             except subprocess.TimeoutExpired:
                 out["backends"].append({"backend": name, "crashed": f"timed out after "
                                                                     f"{timeout} s"})
@@ -336,14 +349,70 @@ def run_matrix(*, backends=None, devices=None, dtypes=None, pattern=None, timeou
     return out
 
 
+def _run_worker(cmd, timeout, report):
+    """Run a worker, passing its progress lines to report(done, total, what) as they come;
+    returns the finished process, its other output in .stdout and .stderr."""
+    import threading
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ))
+    err = []
+    reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    lines, killed = [], []
+    timer = threading.Timer(timeout, lambda: (killed.append(True), proc.kill())) \
+        if timeout else None
+    if timer:
+        timer.start()
+    try:
+        for line in proc.stdout:
+            if line.startswith(PROGRESS):
+                _, done, total, *what = line.split(" ", 3)
+                report(int(done), int(total), what[0].strip() if what else "")
+            else:
+                lines.append(line)
+        proc.wait()
+    finally:
+        if timer:
+            timer.cancel()
+    reader.join()
+    if killed:
+        raise subprocess.TimeoutExpired(cmd, timeout)
+    proc.stdout, proc.stderr = "".join(lines), "".join(err)
+    return proc
+
+
+class _Reported(list):
+    """A list that tells `on_done` of each entry appended."""
+
+    def __init__(self, on_done):
+        super().__init__()
+        self.on_done = on_done
+
+    def append(self, entry):
+        super().append(entry)
+        if self.on_done:
+            self.on_done(entry)
+
+
 def checked_cases(matrix) -> int:
     return sum(run["cases"] - run["unsupported"] for rep in matrix["backends"]
                for run in rep.get("runs", ()))
 
 
+def absent_devices(matrix) -> dict:
+    """{device asked for: [(backend, its devices)]} for each device no backend run has."""
+    out = {}
+    for dev in matrix.get("devices", ()):
+        reps = [r for r in matrix["backends"] if "devices" in r]
+        if reps and not any(dev in r["devices"] for r in reps):
+            out[dev] = [(r["backend"], r["devices"]) for r in reps]
+    return out
+
+
 def failed(matrix) -> bool:
-    """Any failure, crash or requested-but-missing backend, or nothing checked at all."""
-    if matrix.get("missing") or checked_cases(matrix) == 0:
+    """Any failure, crash or requested-but-missing backend or device, or nothing checked
+    at all."""
+    if matrix.get("missing") or checked_cases(matrix) == 0 or absent_devices(matrix):
         return True
     for rep in matrix["backends"]:
         if "crashed" in rep:
@@ -376,9 +445,12 @@ def format_matrix(matrix, *, verbose=False) -> str:
                 f"{'-' if w.get('rel') is None else format(w['rel'], '.2e')} | "
                 f"{w.get('id', '-')} |")
             for r in run["results"]:
-                if r["status"] == "failed" or (verbose and r["status"] == "unsupported"):
+                if r["status"] == "failed" or verbose:
+                    err = r.get("error")
                     notes.append(f"  {name}/{run['device']}/{run['dtype']} {r['id']}: "
-                                 f"{r['status']}: {r.get('detail', '')}")
+                                 f"{r['status']}"
+                                 + ("" if err is None else f" ({err:.3g} x tolerance)")
+                                 + (f": {r['detail']}" if r.get("detail") else ""))
         flushed = sum(run.get("flushed", 0) for run in rep["runs"])
         if flushed:
             notes.append(f"  {name}: its CPU runtime flushes subnormal inputs to 0 (or takes "
@@ -396,7 +468,13 @@ def format_matrix(matrix, *, verbose=False) -> str:
         notes.append(f"FAILED {name}: asked for, but {why}")
     for name, why in matrix["skipped"].items():
         notes.append(f"skipped {name}: {why}")
-    if checked_cases(matrix) == 0:
+    absent = absent_devices(matrix)
+    for dev, seen in absent.items():
+        notes.append(f"FAILED: --device {dev}: no backend here has it (" + "; ".join(
+            f"{name} sees {', '.join(devs)}" for name, devs in seen) + ")" +
+            (": no CUDA device (or no CUDA build of the framework)" if dev in ("cuda", "gpu")
+             else ""))
+    if checked_cases(matrix) == 0 and not absent:
         notes.append("FAILED: no golden case was checked (check --backend, --device, --dtype "
                      "and --case)")
     notes.append("tolerance: |got - want| <= rtol*|want| + atol*scale + tiny; " + ", ".join(

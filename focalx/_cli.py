@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-USAGE = """usage: focalx <command> [options]
+USAGE = """usage: focalx <command> [options]   (focalx --version: the version)
 
 commands:
   check    check every installed backend, device and dtype against the golden cases
@@ -17,6 +17,10 @@ def main(argv=None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
+    if argv[0] in ("--version", "-V", "version"):
+        from . import __version__
+        print(f"focalx {__version__}")
+        return 0
     command, rest = argv[0], argv[1:]
     if command == "check":
         from .conformance.cli import main as check

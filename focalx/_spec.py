@@ -369,10 +369,17 @@ def softmax_target_kind(logits_shape, targets_shape, targets_kind: str, axis: in
         return "probs"
     expected = logits_shape[:axis] + logits_shape[axis + 1:]
     if not _same_shape(targets_shape, expected):
+        other = [a for a in range(len(logits_shape)) if a != axis and _same_shape(
+            targets_shape, logits_shape[:a] + logits_shape[a + 1:])]
+        hint = ""
+        if other:  # the classes are on another axis: say which argument moves them
+            a = other[-1]
+            hint = (f"; for classes on axis {a}, pass axis="
+                    f"{a - len(logits_shape) if a == len(logits_shape) - 1 else a}")
         raise ValueError(
             f"targets of shape {_fmt(targets_shape)} match neither class indices "
             f"{_fmt(expected)} nor class probabilities {_fmt(logits_shape)} for logits of "
-            f"shape {_fmt(logits_shape)} with class axis {axis}")
+            f"shape {_fmt(logits_shape)} with class axis {axis}{hint}")
     if targets_kind != "integer":
         raise TypeError(
             f"class-index targets (shape {_fmt(targets_shape)}) must have an integer dtype, "
