@@ -635,10 +635,10 @@ class _FocalLayer(PyLayer):
             def part(block):
                 (i, j), g = block
                 with paddle.no_grad():
-                    go = grad_out if whole else grad_out[i:j]
+                    go = (grad_out if whole else grad_out[i:j]).astype(g.dtype)
                     if not whole and ctx.class_axis is not None:  # per-sample softmax loss
                         go = paddle.unsqueeze(go, ctx.class_axis)
-                    prod = _cast(g if unit else go.astype(g.dtype) * g, ctx.x_dtype)
+                    prod = _cast(g if unit else go * g, ctx.x_dtype)
                     if not views:
                         return prod
                     paddle.assign(prod, output=grad_x[i:j])
@@ -647,9 +647,11 @@ class _FocalLayer(PyLayer):
                 grad_x = paddle.concat(parts, axis=0)
             return (grad_x,) + (None,) * ctx.n_tensors
         (grad,) = ctx.saved_tensor()
+        # (in the compute dtype first: a static program has no CPU float16 unsqueeze)
+        grad_out = grad_out.astype(grad.dtype)
         if len(grad_out.shape) and ctx.class_axis is not None:  # per-sample softmax loss
             grad_out = paddle.unsqueeze(grad_out, ctx.class_axis)
-        grad_x = _cast(grad_out.astype(grad.dtype) * grad, ctx.x_dtype)
+        grad_x = _cast(grad_out * grad, ctx.x_dtype)
         return (grad_x,) + (None,) * ctx.n_tensors
 
 

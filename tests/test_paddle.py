@@ -384,6 +384,24 @@ class TestPaddleNumericDefects:
                 _close(g, np.asarray(want_g).astype(dtype), rtol=8 * eps)
 
 
+def test_float16_per_sample_softmax_loss_under_full_graph():
+    """A static program has no CPU float16 unsqueeze (pinned: it fails to build); the
+    per-sample loss's incoming gradient is unsqueezed in the compute dtype."""
+    def expand(a):
+        return paddle.unsqueeze(a, 1) * 2
+    with pytest.raises(Exception):
+        paddle.jit.to_static(expand, full_graph=True)(_t(np.ones(3), "float16"))
+
+    def call(v, t):
+        return fpd.softmax_focal_loss(v, t, reduction="none")
+    x, y = _case(91, shape=(3, C))
+    loss, g = _value_and_grad(paddle.jit.to_static(call, full_graph=True), x.astype(np.float16),
+                              _t(y))
+    want, want_g = ref.softmax_focal_loss_and_grad(x.astype(np.float16), y, reduction="none")
+    _close(_np(loss).astype(np.float64), want, rtol=2e-3, atol=1e-4)
+    _close(_np(g).astype(np.float64), want_g, rtol=2e-3, atol=1e-4)
+
+
 class TestGradients:
     @pytest.mark.parametrize("gamma", GAMMAS)
     @pytest.mark.parametrize("options", [
