@@ -1,7 +1,8 @@
 """Paddle backend: the spec on paddle tensors (public name: ``focalx.paddle``).
 
 Works in dygraph (eager) mode and under ``paddle.jit.to_static`` (both the
-default SOT translator and ``full_graph=True``). The gradient w.r.t. the logits
+default SOT translator and ``full_graph=True``). Under SOT a call is one graph break:
+the loss runs in dygraph mode, with dygraph's numbers and value checks. The gradient w.r.t. the logits
 is the spec's closed form, through ``paddle.autograd.PyLayer``: computed in the
 forward pass when the logits need a gradient and saved as the only full-size
 tensor; backward is one multiplication. A second derivative through it
@@ -70,6 +71,18 @@ except ImportError:  # pragma: no cover - paddle without it: never in place
     def _in_sot():
         return True
 
+try:
+    # Called first in each public function and layer: to_static's SOT translator then
+    # runs that frame, and all it calls, as plain dygraph Python (one graph break, the
+    # loss eager, its numbers dygraph's bit for bit). Simulated, the spec would be
+    # translated op by op and translated again at every call (its guards test the
+    # identity of the fresh PaddleOps and scale objects) until SOT's cache limit per
+    # function. Outside SOT, and in the AST translator (full_graph), it does nothing.
+    from paddle.jit.sot.psdb import fallback as _sot_fallback
+except ImportError:  # pragma: no cover - a paddle without SOT
+    def _sot_fallback(recursive=False):
+        pass
+
 try:  # the symbolic value of a static (PIR) program
     _Value = paddle.pir.Value
 except AttributeError:  # pragma: no cover - paddle without PIR
@@ -105,7 +118,13 @@ def _is_tensor(v) -> bool:
 
 
 def _kind(a) -> str:
-    dt = a.dtype
+    # (a dict first: a paddle dtype's == costs a microsecond, and this runs several
+    # times a call)
+    kind = _KINDS.get(a.dtype)
+    return kind if kind is not None else _dtype_kind(a.dtype)
+
+
+def _dtype_kind(dt) -> str:
     if dt == paddle.bool:
         return "bool"
     if dt in _FLOATS:
@@ -115,6 +134,10 @@ def _kind(a) -> str:
     if dt in (paddle.complex64, paddle.complex128):
         return "complex"
     return str(dt).replace("paddle.", "")
+
+
+_KINDS = {**{d: "floating" for d in _FLOATS}, **{d: "integer" for d in _INTS},
+          paddle.bool: "bool"}
 
 
 #: Small host values copied to a GPU (see _device_copy).
@@ -135,10 +158,105 @@ def _static() -> bool:
     return not paddle.in_dynamic_mode()
 
 
+def _numel(a) -> int:
+    return math.prod(a.shape)
+
+
+#: Read through NumPy up to this many elements (one copy, no kernel launch and no 0-d
+#: tensors per read); larger tensors through Paddle's reductions, which NumPy would copy.
+_HOST_READ_MAX = 1 << 18
+_NUMPY_READ = frozenset((paddle.float32, paddle.float64, paddle.int64, paddle.int32,
+                         paddle.bool, paddle.int16, paddle.int8, paddle.uint8))
+#: (sets: a paddle dtype's == is slow, its hash is not)
+_FUSED_DTYPES = frozenset((paddle.float32, paddle.float64))
+
+
+def _host_min(a) -> float:
+    """min(a) of a non-empty tensor on the CPU, as a Python float (NaN if a value is)."""
+    if _numel(a) <= _HOST_READ_MAX and a.dtype in _NUMPY_READ:
+        return float(a.numpy().min())
+    return float(paddle.min(a))
+
+
+def _host_range(a):
+    """(min, max) of a non-empty tensor on the CPU, as Python floats (NaN if a value is)."""
+    if _numel(a) <= _HOST_READ_MAX and a.dtype in _NUMPY_READ:
+        v = a.numpy()
+        return float(v.min()), float(v.max())
+    if a.dtype == paddle.bool:
+        a = a.astype(paddle.int32)
+    return float(paddle.min(a).item()), float(paddle.max(a).item())
+
+
+def _kernels():
+    """Paddle's kernels behind take_along_axis, put_along_axis_, where and
+    softmax_with_cross_entropy, to call without their Python wrappers (see their uses):
+    {name: kernel} for those that give the public API's results here, checked once on a
+    small input (a Paddle whose kernels have other signatures gets the public API)."""
+    found = {}
+    try:
+        from paddle import _C_ops as ops
+        if not paddle.in_dynamic_mode():
+            return found
+        x = paddle.to_tensor([[0.5, -1.0, 2.0], [1.0, 0.0, -3.0]], dtype="float64")
+        i = paddle.to_tensor([[2], [0]], dtype="int64")
+        v = paddle.to_tensor([[7.0], [8.0]], dtype="float64")
+        same = lambda a, b: np.array_equal(a.numpy(), b.numpy())  # noqa: E731
+        with paddle.no_grad():
+            if same(ops.take_along_axis(x, i, 1), paddle.take_along_axis(x, i, axis=1)):
+                found["take_along_axis"] = ops.take_along_axis
+            if same(ops.put_along_axis_(x.clone(), i, v, 1, "assign", True),
+                    paddle.put_along_axis(x, i, v, 1)):
+                found["put_along_axis_"] = ops.put_along_axis_
+            if same(ops.where(x > 0, x, -x), paddle.where(x > 0, x, -x)):
+                found["where"] = ops.where
+            p, loss = ops.cross_entropy_with_softmax(x, i, False, True, True, -1, 1)
+            want = paddle.nn.functional.cross_entropy(x, i, reduction="none")
+            if np.allclose(loss.numpy(), want.numpy(), rtol=1e-12, atol=0) and \
+                    np.allclose(p.numpy(), paddle.nn.functional.softmax(x).numpy(),
+                                rtol=1e-12, atol=0):
+                found["cross_entropy_with_softmax"] = ops.cross_entropy_with_softmax
+    except Exception:  # noqa: BLE001 - (pragma: no cover) another Paddle: the public API
+        pass
+    return found
+
+
+_KERNELS = _kernels()
+_take_kernel = _KERNELS.get("take_along_axis")
+_put_kernel = _KERNELS.get("put_along_axis_")
+_softmax_ce_kernel = _KERNELS.get("cross_entropy_with_softmax")
+_where_kernel = _KERNELS.get("where")
+
+
+#: Logits whose largest and smallest values are at most this far apart go through
+#: Paddle's softmax cross-entropy kernel (see _fusable).
+_FUSED_RANGE = 60.0
+
+
+def _fusable(x) -> bool:
+    """Whether Paddle's fused softmax cross-entropy kernel (cross_entropy_with_softmax)
+    gives the spec's log-softmax at the target and softmax for the logits x.
+
+    Its CPU kernel computes the softmax p = exp(s) / sum(exp(s)) of s = x - max(x),
+    with s clipped at -64 (as log_softmax: a logit 20000 below the largest would get
+    p = exp(-64) / sum), and -log p at the target from that p. Where max(x) - min(x)
+    is at most _FUSED_RANGE (a margin below 64) nothing is clipped (s >= min - max, and
+    rounding keeps the order), no exp underflows (see PaddleOps.exp), and -log p carries
+    about one epsilon of absolute error, as s - log(sum) does. Read on the CPU in dygraph mode only (a
+    host read of the range; NaN or infinite logits fail it), for float32 and float64.
+    """
+    if _softmax_ce_kernel is None or _static() or _in_sot() or not _on_host(x) or \
+            x.dtype not in _FUSED_DTYPES or _numel(x) == 0:
+        return False
+    lo, hi = _host_range(x)
+    return hi - lo <= _FUSED_RANGE  # (False for NaN)
+
+
 #: The smallest float32 / float64 x whose exp is not 0: below it the exact exp rounds to 0
 #: (log of half the smallest subnormal; NumPy's exp turns 0 there too). See PaddleOps.exp.
 _EXP_ZERO_BELOW_F32 = -103.97207641601562
 _EXP_ZERO_BELOW_F64 = -745.1332191019411
+_EXP_ZERO_BELOW = {paddle.float32: _EXP_ZERO_BELOW_F32, paddle.float64: _EXP_ZERO_BELOW_F64}
 
 
 class PaddleOps:
@@ -153,15 +271,41 @@ class PaddleOps:
     log = staticmethod(paddle.log)
     log1p = staticmethod(paddle.log1p)
     abs = staticmethod(paddle.abs)
-    where = staticmethod(paddle.where)
+
+    @staticmethod
+    def where(cond, a, b):
+        # the kernel itself for operands of one shape (the spec's, but for a 0-d one):
+        # the Python API compares and broadcasts shapes first, several times the kernel
+        if _where_kernel is not None and paddle.in_dynamic_mode() and not _in_sot():
+            shape = a.shape
+            if b.shape == shape and cond.shape == shape:
+                return _where_kernel(cond, a, b)
+        return paddle.where(cond, a, b)
     full_like = staticmethod(paddle.full_like)
     kind = staticmethod(_kind)
 
-    def __init__(self, need_grad=True):
+    def __init__(self, need_grad=True, fuse=None):
         self.unchecked = []
         # (log_softmax's output, exp(a - max), the sum of that), kept for the softmax
         # of a gradient only: a loss alone would keep one more full-size array alive
         self.softmaxes = [] if need_grad else None
+        # whether log_softmax_at uses Paddle's fused kernel: decided once for the whole
+        # logits (_fusable), so that row blocks take the path the whole would; None:
+        # decided at the first call, from the logits it gets
+        self.fuse = fuse
+
+    def log_softmax_at(self, x, index, axis):
+        """Paddle's softmax cross-entropy kernel: -log p at the index and p in one pass
+        over the logits, where it is exact (see _fusable); else None (the spec's
+        log_softmax)."""
+        if self.fuse is None:
+            self.fuse = _fusable(x)
+        if not self.fuse:
+            return None
+        # (soft_label False, use_softmax and numeric_stable_mode True; no index is
+        # ignored: the spec has replaced and masked those)
+        softmax, loss = _softmax_ce_kernel(x, index, False, True, True, -1, axis % len(x.shape))
+        return -loss, softmax
 
     @staticmethod
     def exp(a):
@@ -175,15 +319,12 @@ class PaddleOps:
         a min() is cheaper than the where.
         """
         e = paddle.exp(a)
-        if a.dtype == paddle.float32:
-            low = _EXP_ZERO_BELOW_F32
-        elif a.dtype == paddle.float64:
-            low = _EXP_ZERO_BELOW_F64
-        else:
+        low = _EXP_ZERO_BELOW.get(a.dtype)
+        if low is None:
             return e
         if not _static() and not _in_sot() and _on_host(a):
             # (a NaN minimum is not >= low: then the where below runs)
-            if int(np.prod(a.shape)) == 0 or float(paddle.min(a)) >= low:
+            if _numel(a) == 0 or _host_min(a) >= low:
                 return e
         # (full: a Python float in a static program is a float32 constant)
         return paddle.where(a < paddle.full([], low, dtype=a.dtype),
@@ -249,6 +390,9 @@ class PaddleOps:
     def take(a, index, axis):
         if not _in_sot():
             index = _in_range(index, a.shape[axis])
+            if _take_kernel is not None and not _static():
+                # (the Python API broadcasts `a` to its own shape first: a copy of it)
+                return _take_kernel(a, index, axis % len(a.shape))
         return paddle.take_along_axis(a, index, axis=axis)
 
     @staticmethod
@@ -259,7 +403,11 @@ class PaddleOps:
         if _static():
             return paddle.put_along_axis(a, index, values, axis)
         # in place: `a` is a fresh temporary of the spec's (a copy of 1024 x 1000
-        # float32 took 0.12 ms, the in-place write 0.016 ms; measured)
+        # float32 took 0.12 ms, the in-place write 0.016 ms; measured); the kernel
+        # itself where there is one: the Python API broadcasts and range-checks the
+        # indices again (more kernels and a host read), which the spec has done
+        if _put_kernel is not None:
+            return _put_kernel(a, index, values, axis % len(a.shape), "assign", True)
         return a.put_along_axis_(index, values, axis)
 
     @staticmethod
@@ -271,6 +419,8 @@ class PaddleOps:
 
     @staticmethod
     def shape(a):
+        if paddle.in_dynamic_mode():
+            return tuple(a.shape)
         # a static program built from an InputSpec with a None size has -1 there
         return tuple(None if s is None or int(s) < 0 else int(s) for s in a.shape)
 
@@ -325,13 +475,15 @@ class PaddleOps:
 
     @staticmethod
     def concrete_range(a):
-        if _static() or int(np.prod(a.shape)) == 0:
+        if _static() or _numel(a) == 0:
             return None
         if not _in_sot() and not _on_host(a):
             return None  # a read would be a host sync: a NaN result instead (_run)
-        if a.dtype == paddle.bool:
-            a = a.astype(paddle.int32)
-        return float(paddle.min(a).item()), float(paddle.max(a).item())
+        if _in_sot():  # (values symbolic: SOT breaks the graph at the read)
+            if a.dtype == paddle.bool:
+                a = a.astype(paddle.int32)
+            return float(paddle.min(a).item()), float(paddle.max(a).item())
+        return _host_range(a)
 
     @staticmethod
     def expand_dims(a, axis):
@@ -463,6 +615,8 @@ def _row_blocks(fn, x, arrays, static):
     softmax = fn is _SOFTMAX
     if not softmax and (fn not in _BLOCKWISE or static.get("ignore_index") is not None):
         return None
+    if math.prod(x.shape) < (_SOFTMAX_BLOCK_MIN if softmax else _BLOCK_MIN):
+        return None  # (first: the common small call pays for nothing else)
     # (x.place inline: read through a helper, it broke to_static's SOT translation)
     if not x.place.is_cpu_place():
         return None  # a GPU kernel is not slowed by fresh memory, and blocks add launches
@@ -472,7 +626,7 @@ def _row_blocks(fn, x, arrays, static):
         if not (v is None or isinstance(v, (bool, numbers.Real, str))):
             return None  # NumPy arrays, sequences: shaped like x, or the spec's error
     shape = tuple(x.shape)
-    n = int(np.prod(shape)) if shape else 0
+    n = math.prod(shape) if shape else 0
     if n < (_SOFTMAX_BLOCK_MIN if softmax else _BLOCK_MIN) or shape[0] < 2:
         return None
     if softmax:
@@ -526,6 +680,10 @@ def _run_blocks(fn, x, arrays, static, need_grad, blocks):
     # that the blocks validate: whatever is wrong raises there, or here (then _run runs
     # the whole, which raises the spec's error).
     normalizer = _spec._normalizer(ops, arrays.get("normalizer", static.get("normalizer")), x)
+    # the fused kernel for every block or none, as for the whole (see PaddleOps.fuse)
+    fuse = softmax and _kind(arrays["targets"]) == "integer" and \
+        not static.get("label_smoothing") and static.get("from_logits") is True and \
+        _fusable(x)
     denom = None  # (a sum or "none" has none)
     if reduction == "mean":
         if softmax:
@@ -552,7 +710,7 @@ def _run_blocks(fn, x, arrays, static, need_grad, blocks):
         with paddle.no_grad():  # (the grad mode of a worker thread is its own)
             sub = {k: part(k, v, i, j) for k, v in arrays.items() if k != "normalizer"}
             # (an Ops of its own: it keeps the block's softmax parts while it runs)
-            out, grad = fn(PaddleOps(need_grad), x[i:j], sub.pop("targets"),
+            out, grad = fn(PaddleOps(need_grad, fuse), x[i:j], sub.pop("targets"),
                            need_grad=need_grad, **per_block, **sub)
             # a sum or mean needs only the block's sum: no full-size concatenation
             return (out if reduction == "none" else paddle.sum(out).reshape([1])), grad
@@ -565,6 +723,10 @@ def _run_blocks(fn, x, arrays, static, need_grad, blocks):
 
 def _compute_dtype(dtype):
     return paddle.float64 if dtype == paddle.float64 else paddle.float32
+
+
+def _in_compute_dtype(a):
+    return a.astype(_compute_dtype(a.dtype))
 
 
 # Half the smallest float16 subnormal: what rounds to zero.
@@ -673,6 +835,13 @@ def _other_grads(fn, x, arrays, static):
     return paddle.where(paddle.isfinite(s), zero, paddle.zeros_like(zero))
 
 
+@_not_translated
+def _empty(a) -> bool:
+    """A size-0 axis (a Python bool: the AST translator would make a test of `in` on a
+    static shape a tensor)."""
+    return any(s == 0 for s in a.shape)
+
+
 def _apply(fn, logits, targets, params, class_axis=None):
     """fn(x, targets, **params) through the PyLayer when the logits need a gradient.
 
@@ -684,17 +853,18 @@ def _apply(fn, logits, targets, params, class_axis=None):
     static = {k: v for k, v in params.items() if not _is_tensor(v)}
     grad_mode = paddle.is_grad_enabled()
     others = grad_mode and any(_wants_grad(v) for v in arrays.values())
-    x = logits.astype(_compute_dtype(logits.dtype))
+    # (cast where used: the PyLayer casts its own input)
     if others:
-        extra = _other_grads(fn, x, arrays, static)
+        extra = _other_grads(fn, _in_compute_dtype(logits), arrays, static)
         arrays = {k: v.detach() if _wants_grad(v) else v for k, v in arrays.items()}
     if logits.stop_gradient or not grad_mode:
-        out, _ = _run(fn, x, arrays, static, False)
+        out, _ = _run(fn, _in_compute_dtype(logits), arrays, static, False)
         out = _cast(out, logits.dtype)
-    elif 0 in tuple(logits.shape):
+    elif _empty(logits):
         # Empty logits, whose gradient is empty: not through the PyLayer (in a static
         # program its 0-size output is left uninitialized, and the gradient then fails),
         # but tied to them by a zero, so that autograd reaches them.
+        x = _in_compute_dtype(logits)
         out, _ = _run(fn, x, arrays, static, False)
         out = _cast(out + paddle.sum(x) * 0.0, logits.dtype)  # (x: float16 has no CPU add)
     else:
@@ -745,6 +915,7 @@ def sigmoid_focal_loss(logits, targets, *, gamma=2.0, alpha=0.25, pos_weight=Non
     and every gamma >= 0 (Paddle's own gives NaN gradients at gamma < 1 for
     saturated logits).
     """
+    _sot_fallback(recursive=True)
     _check_tensors(logits, targets)
     return _apply(_spec.run_sigmoid_focal_loss, logits, targets, dict(
         gamma=gamma, alpha=alpha, pos_weight=pos_weight, weight=weight,
@@ -763,6 +934,7 @@ def sigmoid_focal_loss_star(logits, targets, *, gamma=1.0, beta=0.0, alpha=None,
     has the logits' shape for ``"none"``, else it is 0-d. Computed through a
     log-sigmoid: finite for every finite logit.
     """
+    _sot_fallback(recursive=True)
     _check_tensors(logits, targets)
     return _apply(_spec.run_sigmoid_focal_loss_star, logits, targets, dict(
         gamma=gamma, beta=beta, alpha=alpha, weight=weight, ignore_index=ignore_index,
@@ -801,6 +973,7 @@ def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
     log p comes from a log-softmax and 1-p as ``-expm1(log p)``; the gradient
     is finite for every finite logit and gamma >= 0.
     """
+    _sot_fallback(recursive=True)
     _check_tensors(logits, targets)
     ndim = len(logits.shape)
     class_axis = _spec.check_axis(axis, ndim) if ndim else 0
@@ -843,6 +1016,18 @@ def _check_flag(name, value):
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
     return value
+
+
+@_not_translated
+def _in_layer_words(loss, input, label):
+    """loss(input, label), its errors in the words of FocalLoss's signature (input, label,
+    use_softmax) rather than the functions' (logits, targets, from_logits)."""
+    try:
+        return loss(input, label)
+    except (TypeError, ValueError) as exc:
+        text = str(exc).replace("from_logits=False", "use_softmax=False").replace(
+            "logits", "input").replace("targets", "label")
+        raise type(exc)(text) from None
 
 
 class FocalLoss(paddle.nn.Layer):
@@ -919,17 +1104,17 @@ class FocalLoss(paddle.nn.Layer):
         return label
 
     def forward(self, input, label):
-        try:
-            return softmax_focal_loss(
-                input, self._label(input, label), gamma=self.gamma, alpha=self.alpha,
-                weight=self.weight, ignore_index=self.ignore_index,
-                label_smoothing=self.label_smoothing, reduction=self.reduction,
-                axis=self.axis, from_logits=self.use_softmax)
-        except (TypeError, ValueError) as exc:
-            # in the words of this layer's signature (input, label, use_softmax)
-            text = str(exc).replace("from_logits=False", "use_softmax=False").replace(
-                "logits", "input").replace("targets", "label")
-            raise type(exc)(text) from None
+        _sot_fallback(recursive=True)
+        if paddle.in_dynamic_mode():  # (errors are raised in dygraph, where values are read)
+            return _in_layer_words(self._loss, input, label)
+        return self._loss(input, label)
+
+    def _loss(self, input, label):
+        return softmax_focal_loss(
+            input, self._label(input, label), gamma=self.gamma, alpha=self.alpha,
+            weight=self.weight, ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing, reduction=self.reduction, axis=self.axis,
+            from_logits=self.use_softmax)
 
     def extra_repr(self):
         return f"gamma={self.gamma}, alpha={self.alpha}, reduction={self.reduction!r}"
@@ -965,6 +1150,7 @@ class SigmoidFocalLoss(paddle.nn.Layer):
         _set_alpha(self, alpha)
 
     def forward(self, logit, label):
+        _sot_fallback(recursive=True)
         return sigmoid_focal_loss(
             logit, label, gamma=self.gamma, alpha=self.alpha, pos_weight=self.pos_weight,
             weight=self.weight, reduction=self.reduction)
@@ -985,5 +1171,6 @@ class SigmoidFocalLossStar(paddle.nn.Layer):
         self.reduction = _spec.check_reduction(reduction)
 
     def forward(self, logit, label):
+        _sot_fallback(recursive=True)
         return sigmoid_focal_loss_star(logit, label, gamma=self.gamma, beta=self.beta,
                                        alpha=self.alpha, reduction=self.reduction)

@@ -165,10 +165,17 @@ class Ops(Protocol):
     #                       the exp(x - max) and its sum along the class axis that it
     #                       computed on the way; the softmax is then e / total (see
     #                       _softmax). None, or absent: the softmax is exp(lp).
+    # log_softmax_at(x, index, axis) -> (lp_y, p) or None: the log-softmax of x at `index`
+    #                       (class indices with a size-1 class axis, as ``take``) and the
+    #                       softmax p, from one fused evaluation (a framework's softmax
+    #                       cross-entropy kernel), where the backend has one that is as
+    #                       accurate as log_softmax for these logits. None, or absent:
+    #                       ``take(log_softmax(x))`` and the softmax from its log.
 
 
 #: What a backend may add to :class:`Ops` (the spec reads each with a default).
-OPTIONAL_OPS = ("lean_sigmoid", "fork", "checked_sum", "softmax_parts", "pow", "ratio")
+OPTIONAL_OPS = ("lean_sigmoid", "fork", "checked_sum", "softmax_parts", "pow", "ratio",
+                "log_softmax_at")
 
 
 # ---------------------------------------------------------------------------
@@ -267,6 +274,9 @@ def check_ignore_index(ignore_index, *, allow_none: bool, binary: bool):
 
 
 _INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+#: Integers up to this magnitude are exact as floats (a range read as floats compares
+#: exactly with an int there).
+_EXACT_INT = 2 ** 53
 
 
 def check_normalizer_number(normalizer) -> Optional[float]:
@@ -699,8 +709,13 @@ def softmax_focal_index(ops, x, index, *, k_y, sample_coef, gamma: float, axis: 
     coefficient gathered at the target times the reduction's scale (size-1 class
     axis, or a number) or None.
     """
-    lp = ops.log_softmax(x, axis)
-    lp_y = ops.take(lp, index, axis)
+    # (called as a method, not read into a variable: see _softmax)
+    fused = ops.log_softmax_at(x, index, axis) if hasattr(ops, "log_softmax_at") else None
+    if fused is None:
+        lp = ops.log_softmax(x, axis)
+        lp_y = ops.take(lp, index, axis)
+    else:
+        lp_y, p = fused
     u = 0.0 - lp_y
     omp = -ops.expm1(lp_y)
     f = _focal_factor(ops, omp, gamma)
@@ -713,7 +728,9 @@ def softmax_focal_index(ops, x, index, *, k_y, sample_coef, gamma: float, axis: 
     else:
         g = _mul(c, f * (1.0 + gamma * ops.exp(lp_y) * _u_over_omp(ops, u, omp)))
     # d/dx_j = p_j*g for j != y and -(1-p_y)*g at the target.
-    return loss, ops.scatter(_softmax(ops, lp) * g, index, -omp * g, axis)
+    if fused is None:
+        p = _softmax(ops, lp)
+    return loss, ops.scatter(p * g, index, -omp * g, axis)
 
 
 def smoothed_distribution(ops, q, label_smoothing: float, num_classes: int):
@@ -1142,6 +1159,19 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
         sample_coef = None
         denom = _count(ops, x, C)
     else:
+        rng = None
+        if ignore_index is not None and scale is None:
+            # Where the class check reads the targets' values and none is ignore_index,
+            # nothing is masked: the loss without the mask, over a denominator that is
+            # the sample count (a number): the same loss (to the rounding of 1/count)
+            # with a dozen fewer array operations. (Not in a block of a whole, whose
+            # scale is the whole's.)
+            rng = ops.concrete_range(ops.as_index(targets))
+            if rng is not None and not rng[0] <= ignore_index <= rng[1] and \
+                    -_EXACT_INT <= rng[0] and rng[1] <= _EXACT_INT:
+                ignore_index = None
+            else:
+                rng = None  # (the check reads the indices with ignored ones replaced)
         idx, sample_coef = _class_indices(ops, x, targets, ignore_index, axis)
         # (inline, not _check_class_indices: under Paddle's to_static (SOT) the check's
         # host read breaks the graph, and where it breaks decides how much of the loss
@@ -1149,7 +1179,7 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
         # relative in a float64 loss when the check was one call deeper))
         _check_values(ops, idx, lambda lo, hi: check_class_index_range(int(lo), int(hi), C),
                       lambda a: (a >= 0) & (a < C),
-                      f"targets must be class indices in [0, {C - 1}] (or ignore_index)")
+                      f"targets must be class indices in [0, {C - 1}] (or ignore_index)", rng)
         idx = ops.expand_dims(idx, axis)
         if sample_coef is not None:
             sample_coef = ops.expand_dims(sample_coef, axis)
