@@ -59,6 +59,7 @@ __all__ = [
     "FocalLoss",
     "SigmoidFocalLoss",
     "SigmoidFocalLossStar",
+    "global_normalizer",
 ]
 
 _FLOATS = (paddle.float16, paddle.bfloat16, paddle.float32, paddle.float64)
@@ -943,7 +944,7 @@ def sigmoid_focal_loss_star(logits, targets, *, gamma=1.0, beta=0.0, alpha=None,
 
 def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
                        ignore_index=-100, label_smoothing=0.0, reduction="mean",
-                       normalizer=None, axis=-1, from_logits=True):
+                       normalizer=None, axis=-1, from_logits=True, soft_label=None):
     r"""Softmax focal loss on paddle tensors, class axis -1 by default (as Paddle's cross_entropy).
 
     See :func:`focalx.softmax_focal_loss`.
@@ -955,18 +956,23 @@ def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
     logits : paddle.Tensor, floating, shape ``(..., C, ...)`` with the classes on ``axis``
         Logits (probabilities when ``from_logits=False``).
     targets : paddle.Tensor
-        Integer class indices of the logits' shape without the class axis, or
-        floating class probabilities of the logits' shape.
+        Integer class indices of the logits' shape without the class axis (or with a
+        size-1 class axis, ``(N, 1)`` for ``(N, C)``, as ``paddle.nn.functional.cross_entropy``
+        takes them), or floating class probabilities of the logits' shape.
     gamma, alpha, weight, ignore_index, label_smoothing, reduction, normalizer, from_logits
-        As in :func:`focalx.softmax_focal_loss`.
+        As in :func:`focalx.softmax_focal_loss`; ``normalizer`` may have shape ``[1]``.
     axis : int
         The class axis (default -1).
+    soft_label : bool or None
+        As ``cross_entropy``'s: False, targets are class indices; True, class
+        probabilities. None (the default) tells them apart by shape and dtype.
 
     Returns
     -------
     paddle.Tensor
-        The per-sample loss (the logits' shape without ``axis``) for ``"none"``,
-        else 0-d; in the logits' dtype.
+        The per-sample loss for ``"none"`` (the logits' shape without ``axis``; with a
+        size-1 class axis where the targets had one or ``soft_label=True``, as
+        ``cross_entropy`` returns it), else 0-d; in the logits' dtype.
 
     Notes
     -----
@@ -977,10 +983,37 @@ def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
     _check_tensors(logits, targets)
     ndim = len(logits.shape)
     class_axis = _spec.check_axis(axis, ndim) if ndim else 0
-    return _apply(_spec.run_softmax_focal_loss, logits, targets, dict(
+    targets, keep = _label(logits, targets, class_axis, soft_label)
+    out = _apply(_spec.run_softmax_focal_loss, logits, targets, dict(
         gamma=gamma, alpha=alpha, weight=weight, ignore_index=ignore_index,
         label_smoothing=label_smoothing, reduction=reduction, normalizer=normalizer,
         axis=axis, from_logits=from_logits), class_axis)
+    if keep and reduction == "none":
+        # (in the compute dtype: a static program has no CPU float16 unsqueeze)
+        out = _cast(paddle.unsqueeze(_in_compute_dtype(out), class_axis), out.dtype)
+    return out
+
+
+def _label(logits, label, axis, soft_label):
+    """(label as the spec takes it, whether a "none" loss keeps a size-1 class axis) for
+    Paddle's conventions: class indices with a size-1 class axis, soft_label."""
+    if soft_label is not None and not isinstance(soft_label, bool):
+        raise TypeError(f"soft_label must be a bool or None, got {type(soft_label).__name__}")
+    shape, lshape = tuple(logits.shape), tuple(label.shape)
+    if soft_label:
+        if lshape != shape:
+            raise ValueError(f"label of shape {lshape} must have the input's shape {shape} "
+                             "with soft_label=True (class probabilities)")
+        return label, True
+    if soft_label is False and _kind(label) == "floating" and lshape == shape and \
+            shape[axis] != 1:
+        raise ValueError("label has the input's shape and a floating dtype (class "
+                         "probabilities): pass soft_label=True")
+    if len(lshape) == len(shape) and len(shape) > 1 and lshape[axis] == 1 and \
+            _kind(label) != "floating" and \
+            lshape[:axis] + lshape[axis + 1:] == shape[:axis] + shape[axis + 1:]:
+        return paddle.squeeze(label, axis), True
+    return label, False
 
 
 # ---------------------------------------------------------------------------
@@ -1085,24 +1118,6 @@ class FocalLoss(paddle.nn.Layer):
         _buffer(self, "weight", weight, class_vector=True, allow_scalar=False)
         _set_alpha(self, alpha, class_vector=True)
 
-    def _label(self, input, label):
-        ndim = len(input.shape)
-        axis = _spec.check_axis(self.axis, ndim)
-        shape, lshape = tuple(input.shape), tuple(label.shape)
-        if self.soft_label:
-            if lshape != shape:
-                raise ValueError(f"label of shape {lshape} must have input's shape {shape} "
-                                 "with soft_label=True (class probabilities)")
-            return label
-        if _kind(label) == "floating" and lshape == shape and shape[axis] != 1:
-            raise ValueError("label has input's shape and a floating dtype (class "
-                             "probabilities): pass soft_label=True")
-        # Paddle's class-index label may keep a size-1 class axis: (N, 1) for (N, C).
-        if len(lshape) == ndim and lshape[axis] == 1 and \
-                lshape[:axis] + lshape[axis + 1:] == shape[:axis] + shape[axis + 1:]:
-            label = paddle.squeeze(label, axis)
-        return label
-
     def forward(self, input, label):
         _sot_fallback(recursive=True)
         if paddle.in_dynamic_mode():  # (errors are raised in dygraph, where values are read)
@@ -1111,13 +1126,16 @@ class FocalLoss(paddle.nn.Layer):
 
     def _loss(self, input, label):
         return softmax_focal_loss(
-            input, self._label(input, label), gamma=self.gamma, alpha=self.alpha,
+            input, label, gamma=self.gamma, alpha=self.alpha,
             weight=self.weight, ignore_index=self.ignore_index,
             label_smoothing=self.label_smoothing, reduction=self.reduction, axis=self.axis,
-            from_logits=self.use_softmax)
+            from_logits=self.use_softmax, soft_label=self.soft_label)
 
     def extra_repr(self):
-        return f"gamma={self.gamma}, alpha={self.alpha}, reduction={self.reduction!r}"
+        return _spec.describe(gamma=self.gamma, alpha=self.alpha, weight=self.weight,
+                              ignore_index=self.ignore_index, soft_label=self.soft_label,
+                              axis=self.axis, use_softmax=self.use_softmax,
+                              label_smoothing=self.label_smoothing, reduction=self.reduction)
 
 
 class SigmoidFocalLoss(paddle.nn.Layer):
@@ -1149,14 +1167,15 @@ class SigmoidFocalLoss(paddle.nn.Layer):
         _buffer(self, "pos_weight", pos_weight)
         _set_alpha(self, alpha)
 
-    def forward(self, logit, label):
+    def forward(self, logit, label, normalizer=None):
         _sot_fallback(recursive=True)
         return sigmoid_focal_loss(
             logit, label, gamma=self.gamma, alpha=self.alpha, pos_weight=self.pos_weight,
-            weight=self.weight, reduction=self.reduction)
+            weight=self.weight, reduction=self.reduction, normalizer=normalizer)
 
     def extra_repr(self):
-        return f"gamma={self.gamma}, alpha={self.alpha}, reduction={self.reduction!r}"
+        return _spec.describe(gamma=self.gamma, alpha=self.alpha, pos_weight=self.pos_weight,
+                              weight=self.weight, reduction=self.reduction)
 
 
 class SigmoidFocalLossStar(paddle.nn.Layer):
@@ -1170,7 +1189,38 @@ class SigmoidFocalLossStar(paddle.nn.Layer):
         self.alpha = _spec.check_alpha_number(alpha)
         self.reduction = _spec.check_reduction(reduction)
 
-    def forward(self, logit, label):
+    def forward(self, logit, label, normalizer=None):
         _sot_fallback(recursive=True)
         return sigmoid_focal_loss_star(logit, label, gamma=self.gamma, beta=self.beta,
-                                       alpha=self.alpha, reduction=self.reduction)
+                                       alpha=self.alpha, reduction=self.reduction,
+                                       normalizer=normalizer)
+
+    def extra_repr(self):
+        return _spec.describe(gamma=self.gamma, beta=self.beta, alpha=self.alpha,
+                              reduction=self.reduction)
+
+
+def global_normalizer(num_pos, *, group=None):
+    """RetinaNet's normalizer under data parallelism (paddle.DataParallel): the number of
+    positives over every rank, clamped to at least 1, divided by the number of ranks.
+
+    DataParallel averages the ranks' gradients, so a loss normalised by this on every
+    rank, ``sigmoid_focal_loss(x, t, reduction="sum",
+    normalizer=global_normalizer(num_pos))``, has the gradient of the whole batch's loss
+    normalised by all its positives (as one process would compute it). ``num_pos``: this
+    rank's count, a number or a tensor; the all-reduce runs where the tensor is. Without
+    an initialised parallel environment it is ``max(num_pos, 1)``. Returns a 0-d float32
+    tensor.
+    """
+    if _is_tensor(num_pos):
+        total = num_pos.detach().astype("float32").reshape([])
+    elif isinstance(num_pos, numbers.Real) and not isinstance(num_pos, bool):
+        total = paddle.to_tensor(float(num_pos), dtype="float32")
+    else:
+        raise TypeError(f"num_pos must be a number or a tensor, got {type(num_pos).__name__}")
+    dist = paddle.distributed
+    world = dist.get_world_size(group) if dist.is_initialized() else 1
+    if world > 1:
+        total = total.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
+    return paddle.clip(total, min=1.0) / world

@@ -36,6 +36,7 @@ __all__ = [
     "FocalLoss",
     "SigmoidFocalLoss",
     "SigmoidFocalLossStar",
+    "global_normalizer",
 ]
 
 
@@ -708,14 +709,18 @@ class FocalLoss(nn.Module):
             reduction=self.reduction)
 
     def extra_repr(self):
-        return f"gamma={self.gamma}, alpha={self.alpha}, reduction={self.reduction!r}"
+        return _spec.describe(gamma=self.gamma, alpha=self.alpha, weight=self.weight,
+                              ignore_index=self.ignore_index,
+                              label_smoothing=self.label_smoothing, reduction=self.reduction)
 
 
 class SigmoidFocalLoss(nn.Module):
     r"""Sigmoid focal loss with :class:`torch.nn.BCEWithLogitsLoss`'s signature plus ``gamma``, ``alpha``.
 
     ``SigmoidFocalLoss(gamma=0, alpha=None)`` equals ``nn.BCEWithLogitsLoss()`` (with its
-    ``weight`` and ``pos_weight``). See :func:`focalx.sigmoid_focal_loss`.
+    ``weight`` and ``pos_weight``). ``forward(input, target, normalizer=None)``: RetinaNet's
+    normalisation is ``reduction="sum"`` and ``normalizer=num_pos`` (a number or a 0-d
+    tensor; under DDP, :func:`global_normalizer`). See :func:`focalx.sigmoid_focal_loss`.
     """
 
     def __init__(self, weight=None, size_average=None, reduce=None, reduction: str = "mean",
@@ -728,13 +733,14 @@ class SigmoidFocalLoss(nn.Module):
         self.register_buffer("pos_weight", _param_buffer("pos_weight", pos_weight))
         _set_alpha(self, alpha)
 
-    def forward(self, input, target):
+    def forward(self, input, target, normalizer=None):
         return sigmoid_focal_loss(
             input, target, gamma=self.gamma, alpha=self.alpha, pos_weight=self.pos_weight,
-            weight=self.weight, reduction=self.reduction)
+            weight=self.weight, reduction=self.reduction, normalizer=normalizer)
 
     def extra_repr(self):
-        return f"gamma={self.gamma}, alpha={self.alpha}, reduction={self.reduction!r}"
+        return _spec.describe(gamma=self.gamma, alpha=self.alpha, pos_weight=self.pos_weight,
+                              weight=self.weight, reduction=self.reduction)
 
 
 class SigmoidFocalLossStar(nn.Module):
@@ -748,6 +754,39 @@ class SigmoidFocalLossStar(nn.Module):
         self.alpha = _spec.check_alpha_number(alpha)
         self.reduction = _spec.check_reduction(reduction)
 
-    def forward(self, input, target):
+    def forward(self, input, target, normalizer=None):
         return sigmoid_focal_loss_star(input, target, gamma=self.gamma, beta=self.beta,
-                                       alpha=self.alpha, reduction=self.reduction)
+                                       alpha=self.alpha, reduction=self.reduction,
+                                       normalizer=normalizer)
+
+    def extra_repr(self):
+        return _spec.describe(gamma=self.gamma, beta=self.beta, alpha=self.alpha,
+                              reduction=self.reduction)
+
+
+def global_normalizer(num_pos, *, group=None):
+    """RetinaNet's normalizer under data parallelism (DDP): the number of positives over
+    every rank, clamped to at least 1, divided by the number of ranks.
+
+    DDP averages the ranks' gradients, so a loss normalised by this on every rank,
+    ``sigmoid_focal_loss(x, t, reduction="sum", normalizer=global_normalizer(num_pos))``,
+    has the gradient of the whole batch's loss normalised by all its positives (as one
+    process would compute it). ``num_pos``: this rank's count, a number or a tensor (of
+    the logits' device); the all-reduce runs on the device (no host sync). Without an
+    initialised process group it is ``max(num_pos, 1)``. Returns a 0-d float32 tensor.
+    """
+    if isinstance(num_pos, torch.Tensor):
+        total = num_pos.detach().to(torch.float32).reshape(())
+    elif isinstance(num_pos, numbers.Real) and not isinstance(num_pos, bool):
+        total = torch.tensor(float(num_pos))
+    else:
+        raise TypeError(f"num_pos must be a number or a tensor, got {type(num_pos).__name__}")
+    world = 1
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        if total.device.type == "cpu" and dist.get_backend(group) == "nccl":
+            total = total.to(torch.device("cuda", torch.cuda.current_device()))
+        total = total.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
+        world = dist.get_world_size(group)
+    return torch.clamp_min(total, 1.0) / world

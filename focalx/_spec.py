@@ -922,6 +922,20 @@ def check_param(name: str, value, *, class_vector: bool = False, allow_scalar: b
     return arr
 
 
+def describe(**params) -> str:
+    """The hyperparameters of a loss class, for its repr: numbers as they are, arrays as
+    their values (up to 8) or their shape."""
+    parts = []
+    for name, v in params.items():
+        if hasattr(v, "shape") and hasattr(v, "tolist"):
+            shape = tuple(int(s) for s in v.shape)
+            size = math.prod(shape)
+            v = v.tolist() if size <= 8 else f"<array of shape {_fmt(shape)}>"
+        parts.append(f"{name}={v!r}" if not isinstance(v, str) or not v.startswith("<")
+                     else f"{name}={v}")
+    return ", ".join(parts)
+
+
 def _alpha(ops, alpha, like):
     if alpha is None:
         return None
@@ -938,8 +952,10 @@ def _normalizer(ops, normalizer, like):
             "bool" in str(getattr(normalizer, "dtype", "")):  # bool, torch.bool, tf's bool
         raise TypeError("normalizer must be a number or a 0-d real array, got bool dtype")
     arr = ops.asarray(normalizer, "normalizer", like)
+    if ops.shape(arr) == (1,):  # (Paddle's convention for a single number)
+        arr = ops.squeeze(arr, 0)
     if ops.shape(arr) != ():
-        raise ValueError(f"normalizer must be a number or a 0-d array, got shape "
+        raise ValueError(f"normalizer must be a number, a 0-d array or one of shape (1,), got shape "
                          f"{_fmt(ops.shape(arr))}")
 
     def check(lo, hi):

@@ -1600,3 +1600,105 @@ def test_an_absent_ignore_index_masks_nothing(monkeypatch, weight):
     y[2] = -100
     _value_and_grad(fpd.softmax_focal_loss, x, _t(y), weight=weight)
     assert masks
+
+
+_DDP_SCRIPT = '''
+import sys, numpy as np, paddle, paddle.distributed as dist
+import focalx.paddle as fpd
+
+def batch():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(8, 6)), (rng.random((8, 3)) < 0.2).astype(np.float64)
+
+def run(out):
+    dist.init_parallel_env()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    x, t = batch()
+    rows = slice(rank * 4, rank * 4 + 4)
+    paddle.seed(0)
+    lin = paddle.nn.Linear(6, 3)
+    lin.to(dtype="float64")
+    m = paddle.DataParallel(lin)
+    tt = paddle.to_tensor(t[rows])
+    norm = fpd.global_normalizer(tt.sum())
+    loss = fpd.sigmoid_focal_loss(m(paddle.to_tensor(x[rows])), tt, reduction="sum",
+                                  normalizer=norm)
+    loss.backward()
+    total = loss.detach().clone()
+    dist.all_reduce(total)
+    if rank == 0:
+        np.save(out, np.concatenate([[float(total) / world, float(norm)],
+                                     lin.weight.grad.numpy().ravel()]))
+
+if __name__ == "__main__":
+    dist.spawn(run, args=(sys.argv[1],), nprocs=2)
+'''
+
+
+def test_global_normalizer_under_data_parallel_gives_one_process_numbers(tmp_path):
+    """Two ranks on the CPU (paddle.distributed.spawn, gloo), each half the batch,
+    DataParallel averaging their gradients: the loss normalised by global_normalizer has
+    one process's loss (the ranks' mean) and gradient over the whole batch."""
+    script = tmp_path / "ddp.py"
+    script.write_text(_DDP_SCRIPT)
+    out = tmp_path / "out.npy"
+    proc = subprocess.run([sys.executable, str(script), str(out)], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = np.load(out)
+    rng = np.random.default_rng(0)
+    x, t = rng.normal(size=(8, 6)), (rng.random((8, 3)) < 0.2).astype(np.float64)
+    paddle.seed(0)
+    lin = paddle.nn.Linear(6, 3)
+    lin.to(dtype="float64")
+    norm = fpd.global_normalizer(paddle.to_tensor(t).sum())  # one process: max(num_pos, 1)
+    loss = fpd.sigmoid_focal_loss(lin(paddle.to_tensor(x)), paddle.to_tensor(t),
+                                  reduction="sum", normalizer=norm)
+    loss.backward()
+    assert float(norm) == max(t.sum(), 1.0)
+    _close(got[0], float(loss), rtol=1e-12)
+    _close(got[1], float(norm) / 2, rtol=1e-12)
+    _close(got[2:], lin.weight.grad.numpy().ravel(), rtol=1e-10, atol=1e-14)
+
+
+class TestPaddleConventions:
+    """The shapes and arguments of Paddle's own losses."""
+
+    @pytest.mark.parametrize("labels, soft", [("(N,)", None), ("(N, 1)", None),
+                                              ("probabilities", True)])
+    def test_none_has_cross_entropys_shape(self, labels, soft):
+        x, y = _case(92, shape=(6, C))
+        if labels == "(N, 1)":
+            lab = _t(y[:, None])
+        elif labels == "probabilities":
+            lab = _t(np.exp(x) / np.exp(x).sum(-1, keepdims=True))
+        else:
+            lab = _t(y)
+        want = paddle.nn.functional.cross_entropy(_t(x), lab, soft_label=bool(soft),
+                                                  reduction="none")
+        got_layer = fpd.FocalLoss(gamma=0.0, soft_label=bool(soft), reduction="none")(_t(x), lab)
+        got_fn = fpd.softmax_focal_loss(_t(x), lab, gamma=0.0, soft_label=soft, reduction="none")
+        assert got_layer.shape == want.shape == got_fn.shape
+        _close(got_fn, _np(want), rtol=1e-10)
+
+    def test_functional_soft_label_false_refuses_probabilities(self):
+        x, _ = _case(93, shape=(4, C))
+        with pytest.raises(ValueError, match="soft_label=True"):
+            fpd.softmax_focal_loss(_t(x), _t(np.full((4, C), 1 / C)), soft_label=False)
+
+    def test_normalizer_of_shape_one_as_sigmoid_focal_loss_takes_it(self):
+        x = _rng(94).normal(size=(5, 3))
+        t = (_rng(95).random((5, 3)) < 0.3).astype(np.float64)
+        norm = _t(np.array([2.5]))
+        want = paddle.nn.functional.sigmoid_focal_loss(_t(x), _t(t), normalizer=norm)
+        _close(fpd.sigmoid_focal_loss(_t(x), _t(t), normalizer=norm, reduction="sum"),
+               _np(want), rtol=1e-10)
+        layer = fpd.SigmoidFocalLoss(reduction="sum")
+        _close(layer(_t(x), _t(t), normalizer=norm), _np(want), rtol=1e-10)
+
+    def test_reprs_show_every_hyperparameter(self):
+        text = repr(fpd.FocalLoss(weight=[1.0, 2.0], label_smoothing=0.1, use_softmax=False))
+        for part in ("weight=[1.0, 2.0]", "label_smoothing=0.1", "use_softmax=False",
+                     "soft_label=False", "gamma=2.0"):
+            assert part in text, text
+        assert "pos_weight=None" in repr(fpd.SigmoidFocalLoss())

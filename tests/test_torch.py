@@ -1044,3 +1044,88 @@ class TestFusedKernel:
                           torch.tensor(ref.sigmoid_focal_loss(x.numpy(), t.numpy())), rtol=2e-6)
         assert self.bt._FUSED["enabled"]
         assert list(self.bt._KERNELS.values()) == [self.bt._EAGER]
+
+
+_DDP_SCRIPT = '''
+import os, sys, numpy as np, torch, torch.distributed as dist, torch.multiprocessing as mp
+import focalx.torch as ft
+
+def batch():
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.normal(size=(8, 6)), dtype=torch.float64)
+    t = torch.tensor((rng.random((8, 3)) < 0.2).astype(np.float64))
+    return x, t
+
+def model():
+    torch.manual_seed(0)
+    return torch.nn.Linear(6, 3).double()
+
+def run(rank, world, init, out):
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    x, t = batch()
+    rows = slice(rank * 4, rank * 4 + 4)
+    m = torch.nn.parallel.DistributedDataParallel(model())
+    norm = ft.global_normalizer(t[rows].sum())
+    loss = ft.sigmoid_focal_loss(m(x[rows]), t[rows], reduction="sum", normalizer=norm)
+    loss.backward()
+    total = loss.detach().clone()
+    dist.all_reduce(total)
+    if rank == 0:
+        np.save(out, np.concatenate([[float(total) / world, float(norm)],
+                                     m.module.weight.grad.numpy().ravel()]))
+    dist.destroy_process_group()
+
+if __name__ == "__main__":
+    out, init = sys.argv[1], "file://" + sys.argv[2]
+    mp.spawn(run, args=(2, init, out), nprocs=2)
+'''
+
+
+def test_global_normalizer_under_ddp_gives_one_process_numbers(tmp_path):
+    """Two gloo ranks, each half the batch, DDP averaging their gradients: the loss
+    normalised by global_normalizer on each rank has one process's loss (the ranks'
+    mean) and gradient over the whole batch normalised by all its positives."""
+    script = tmp_path / "ddp.py"
+    script.write_text(_DDP_SCRIPT)
+    out = tmp_path / "out.npy"
+    proc = subprocess.run([sys.executable, str(script), str(out), str(tmp_path / "init")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = np.load(out)
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.normal(size=(8, 6)), dtype=torch.float64)
+    t = torch.tensor((rng.random((8, 3)) < 0.2).astype(np.float64))
+    torch.manual_seed(0)
+    m = torch.nn.Linear(6, 3).double()
+    norm = ft.global_normalizer(t.sum())  # no process group: max(num_pos, 1)
+    loss = ft.sigmoid_focal_loss(m(x), t, reduction="sum", normalizer=norm)
+    loss.backward()
+    assert float(norm) == max(float(t.sum()), 1.0)
+    np.testing.assert_allclose(got[0], float(loss), rtol=1e-12)
+    np.testing.assert_allclose(got[1], float(norm) / 2, rtol=1e-12)
+    np.testing.assert_allclose(got[2:], m.weight.grad.numpy().ravel(), rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("num_pos, want", [(0, 1.0), (3, 3.0), (torch.tensor(0.0), 1.0),
+                                           (torch.tensor([5]), 5.0)])
+def test_global_normalizer_alone_clamps_to_one(num_pos, want):
+    got = ft.global_normalizer(num_pos)
+    assert got.shape == () and float(got) == want
+    with pytest.raises(TypeError, match="num_pos"):
+        ft.global_normalizer("3")
+
+
+def test_module_reprs_show_every_hyperparameter():
+    text = repr(ft.FocalLoss(weight=[1.0, 2.0], label_smoothing=0.1, gamma=1.5))
+    for part in ("gamma=1.5", "weight=[1.0, 2.0]", "label_smoothing=0.1", "ignore_index=-100",
+                 "reduction='mean'", "alpha=None"):
+        assert part in text, text
+    text = repr(ft.SigmoidFocalLoss(pos_weight=torch.ones(20), alpha=0.5))
+    assert "pos_weight=<array of shape (20,)>" in text and "alpha=0.5" in text, text
+    assert "beta=0.5" in repr(ft.SigmoidFocalLossStar(beta=0.5))
+
+
+def test_sigmoid_module_takes_a_normalizer_in_forward():
+    x, t = torch.randn(4, 3), (torch.rand(4, 3) < 0.4).float()
+    loss_fn = ft.SigmoidFocalLoss(reduction="sum")
+    _assert_close(loss_fn(x, t, normalizer=torch.tensor(4.0)), loss_fn(x, t) / 4, rtol=1e-6)
