@@ -81,9 +81,13 @@ def test_backend_passes_every_case_in_every_dtype(backend, device):
 
 @pytest.mark.parametrize("backend", REQUIRED_OR_INSTALLED)
 def test_backend_rejects_every_bad_input_alike(backend):
-    results = runner.run_bad_inputs(_harness.create(backend))
-    bad = [f"{r['id']}: {r['detail']}" for r in results if r["status"] != "passed"]
+    harness = _harness.create(backend)
+    results = runner.run_bad_inputs(harness)
+    # module cases are not applicable only where the backend has no loss classes
+    skipped = "not applicable" if not hasattr(harness, "construct") else None
+    bad = [f"{r['id']}: {r['detail']}" for r in results if r["status"] not in ("passed", skipped)]
     assert not bad, "\n".join(bad)
+    assert any(r["status"] == "passed" for r in results)
 
 
 def test_bad_inputs_cover_every_parameter():
