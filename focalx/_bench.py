@@ -15,6 +15,10 @@ backend it starts two subprocesses, ``python -m focalx._bench --worker NAME``:
   framework can tell (torch: ``saved_tensors_hooks``; jax: the residuals of
   ``jax.vjp``). These settings change speed, which is why timing runs elsewhere.
 
+A third kind of worker, ``--worker-first``, times one contender's first
+forward+backward call in a fresh process (after its imports and inputs): what a user
+meets first, hidden compilations included. Each contender gets its own process.
+
 Frameworks that cannot share a process (TensorFlow imported before Paddle
 crashes) never meet, and a crash or an error is that backend's row of the table.
 """
@@ -52,6 +56,8 @@ DISTRIBUTIONS = {"torch": ("torch",), "jax": ("jax", "jaxlib", "optax"),
                  "paddle": ("paddlepaddle", "paddlepaddle-gpu")}
 DEFAULT_SIZES = (4 << 20, 16 << 20)
 QUICK_SIZE = 4096
+#: the logits of the first-call rows (sigmoid: 500x1024; softmax: 500x1000 rows x classes)
+FIRST_CALL_SIZE = 500 * 1024
 #: number of classes of the softmax workload (fewer when the size is small)
 CLASSES = 1000
 GAMMA, ALPHA = 2.0, 0.25
@@ -164,6 +170,10 @@ def parser(prog="focalx bench"):
                     help="also time torch.compile'd contenders (default: on, off with --quick)")
     ap.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                     help="measure peak memory and saved bytes (default: on)")
+    ap.add_argument("--first-call", action=argparse.BooleanOptionalAction, default=True,
+                    help="time each contender's first fwd+bwd call in a fresh process "
+                         f"({format_size(FIRST_CALL_SIZE)} float32 logits; default: on; "
+                         "--quick: focalx and its peer on the sigmoid workload only)")
     ap.add_argument("--quick", action="store_true",
                     help=f"tiny sizes ({QUICK_SIZE} elements), few repeats: proves it runs")
     ap.add_argument("--json", type=Path, metavar="PATH", help="write every raw number here")
@@ -173,6 +183,7 @@ def parser(prog="focalx bench"):
     ap.add_argument("--worker-config", help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--worker-memory", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--worker-first", help=argparse.SUPPRESS)
     return ap
 
 
@@ -199,6 +210,7 @@ def config_from_args(args) -> dict:
                      QUICK_SAMPLE_S if quick else SAMPLE_S),
         "compile": args.compile if args.compile is not None else not quick,
         "memory": args.memory,
+        "first_call": args.first_call,
         "quick": quick,
         "timeout": args.timeout,
     }
@@ -248,6 +260,7 @@ class Contender:
         self.number = {"fwd": 1, "fwd+bwd": 1}
         self.first_call_s = {}
         self.memory = {}
+        self.settle = None  # called after the first call (a background compilation's end)
 
     def phases(self):
         return (("fwd", self.fwd), ("fwd+bwd", self.fwdbwd))
@@ -269,6 +282,8 @@ def warm_up(cont: Contender, warmup: int, sample_s: float = SAMPLE_S):
             fn()
             cont.first_call_s[phase] = time.perf_counter() - t0
             last = cont.first_call_s[phase]
+            if cont.settle is not None:
+                cont.settle()
             for _ in range(max(0, warmup - 1)):
                 t0 = time.perf_counter()
                 fn()
@@ -357,6 +372,8 @@ def measure_memory(cont: Contender, peak, tries: int = 2):
         return
     try:
         cont.fwdbwd()  # compiled / warm
+        if cont.settle is not None:
+            cont.settle()
         values = [peak(cont.fwdbwd) for _ in range(tries)]
         values = [v for v in values if v is not None]
         cont.memory["peak_extra_bytes"] = min(values) if values else None
@@ -440,7 +457,11 @@ def _torch_groups(cfg, fx):
 
         return Contender(name, role, fwd, fwdbwd, saved)
 
-    modes = ["eager"] + (["compiled"] if cfg["compile"] else [])
+    # "op by op": focalx with its fused kernel off, as it runs below the kernel's size
+    # threshold, before the kernel is compiled, or where torch.compile cannot compile
+    modes = ["eager", "op by op"] + (["compiled"] if cfg["compile"] else [])
+    if cfg.get("modes"):
+        modes = [m for m in modes if m in cfg["modes"]]
     if cfg["compile"]:
         # one compiled graph per size, dtype and grad mode: keep them all compiled
         # (past the limit torch.compile silently falls back to eager)
@@ -470,7 +491,12 @@ def _torch_groups(cfg, fx):
                            ("cross_entropy", "floor", lambda a, b: F.cross_entropy(a, b))]
                 del xn, tn
                 for mode in modes:
-                    conts = [make(n, r, f, x, t, mode) for n, r, f in fns]
+                    conts = [make(n, r, _kernel_off(f) if mode == "op by op" and r == "focalx"
+                                  else f, x, t, mode) for n, r, f in fns]
+                    if mode == "eager":
+                        # time the compiled kernel, not the op-by-op calls that run while
+                        # it compiles in the background
+                        conts[0].settle = _torch_settle
                     groups.append(_group(workload, mode, size, dtype_name, tuple(x.shape),
                                          x.numel(), conts))
     info = {"torch": torch.__version__, "threads": torch.get_num_threads()}
@@ -480,6 +506,27 @@ def _torch_groups(cfg, fx):
     if cuda:
         peak = _TorchCudaPeak(torch)
     return groups, info, peak
+
+
+def _kernel_off(fn):
+    """fn with focalx.torch's fused kernel off for the call."""
+    from focalx.backends import torch as backend
+
+    def call(*args):
+        saved = backend._FUSED["enabled"]
+        backend._FUSED["enabled"] = False
+        try:
+            return fn(*args)
+        finally:
+            backend._FUSED["enabled"] = saved
+    return call
+
+
+def _torch_settle():
+    from focalx.backends import torch as backend
+    wait = getattr(backend, "wait_for_kernels", None)
+    if wait is not None:
+        wait()
 
 
 class _TorchCudaPeak:
@@ -860,8 +907,53 @@ def run_worker(name: str, cfg: dict, memory: bool = False) -> dict:
     return report
 
 
+def run_first_call(name: str, cfg: dict, which: str) -> dict:
+    """One contender's first forward+backward call, in this fresh process: `which` is
+    "WORKLOAD:INDEX" (the contender's place in the workload's first group). Also reports
+    the seconds of the imports and of the second call, and every contender's name and
+    role (so that the parent knows which others to run)."""
+    workload, index = which.split(":")
+    report = {"backend": name, "kind": "first call", "workload": workload}
+    t0 = time.perf_counter()
+    try:
+        fx = importlib.import_module(FOCALX_MODULES[name])
+        report["import_s"] = time.perf_counter() - t0
+        sub = dict(cfg, workloads=[workload], sizes=[FIRST_CALL_SIZE], dtypes=["float32"],
+                   compile=False, modes=["eager"])
+        groups, _info, _peak = GROUP_BUILDERS[name](sub, fx)
+    except _Skip as exc:
+        report["skipped"] = str(exc)
+        return report
+    except Exception as exc:  # noqa: BLE001
+        report["error"] = f"setting up: {_error_text(exc)}"
+        return report
+    group = groups[0]
+    conts = group["contenders"]
+    report.update(mode=group["mode"], shape=group["shape"], elements=group["elements"],
+                  contenders=[[c.name, c.role, c.skip] for c in conts])
+    cont = conts[int(index)]
+    report.update(name=cont.name, role=cont.role)
+    if cont.skip:
+        report["skipped"] = cont.skip
+        return report
+    try:
+        t0 = time.perf_counter()
+        cont.fwdbwd()
+        report["first_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cont.fwdbwd()
+        report["second_s"] = time.perf_counter() - t0
+    except Exception as exc:  # noqa: BLE001
+        report["error"] = _error_text(exc)
+    return report
+
+
 def worker_main(args) -> int:
     cfg = json.loads(args.worker_config)
+    if args.worker_first:
+        report = run_first_call(args.worker, cfg, args.worker_first)
+        args.worker_out.write_text(json.dumps(report))
+        return 0
     report = run_worker(args.worker, cfg, memory=args.worker_memory)
     args.worker_out.write_text(json.dumps(report))
     return 0
@@ -877,11 +969,15 @@ def available(name: str) -> tuple[bool, str]:
     return True, ""
 
 
-def _worker_command(name: str, cfg: dict, out: Path, memory: bool) -> list[str]:
-    cmd = [sys.executable, "-m", "focalx._bench", "--worker", name,
+def _worker_command(name: str, cfg: dict, out: Path, memory: bool,
+                    first: str | None = None) -> list[str]:
+    # -P: a focalx/ folder in the current directory is not imported
+    cmd = [sys.executable, "-P", "-m", "focalx._bench", "--worker", name,
            "--worker-config", json.dumps(cfg), "--worker-out", str(out)]
     if memory:
         cmd.append("--worker-memory")
+    if first:
+        cmd += ["--worker-first", first]
     return cmd
 
 
@@ -894,10 +990,10 @@ def _worker_env(memory: bool) -> dict:
     return env
 
 
-def _run_one(name, cfg, memory, timeout):
+def _run_one(name, cfg, memory, timeout, first=None):
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "report.json"
-        cmd = _worker_command(name, cfg, out, memory)
+        cmd = _worker_command(name, cfg, out, memory, first)
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                                   env=_worker_env(memory))
@@ -940,8 +1036,27 @@ def run_all(cfg: dict, progress=None) -> dict:
             if progress:
                 progress(f"{name}: memory ...")
             _merge_memory(rep, _run_one(name, cfg, True, cfg["timeout"]))
+        if cfg.get("first_call", True) and "groups" in rep:
+            if progress:
+                progress(f"{name}: first calls ...")
+            rep["first_calls"] = run_first_calls(name, cfg)
         result["backends"].append(rep)
     return result
+
+
+def run_first_calls(name: str, cfg: dict) -> list[dict]:
+    """Each contender's first fwd+bwd call, a fresh process each (--quick: the sigmoid
+    workload's focalx and peer only)."""
+    out = []
+    workloads = ["sigmoid"] if cfg["quick"] else cfg["workloads"]
+    for workload in workloads:
+        rep = _run_one(name, cfg, False, cfg["timeout"], first=f"{workload}:0")
+        out.append(rep)
+        for i, (_n, role, skip) in enumerate(rep.get("contenders", ())[1:], start=1):
+            if skip or (cfg["quick"] and role == "floor"):
+                continue
+            out.append(_run_one(name, cfg, False, cfg["timeout"], first=f"{workload}:{i}"))
+    return out
 
 
 def failed(result: dict) -> bool:
@@ -953,6 +1068,9 @@ def failed(result: dict) -> bool:
     for rep in result["backends"]:
         if "crashed" in rep or "error" in rep or rep.get("memory_error"):
             return True
+        for fc in rep.get("first_calls", ()):
+            if "crashed" in fc or (fc.get("role", "focalx") == "focalx" and "error" in fc):
+                return True
         for g in rep.get("groups", ()):
             for c in g["contenders"]:
                 if c["role"] == "focalx" and ("error" in c or any(
@@ -1011,7 +1129,8 @@ def _ms(v):
 def _ratio(peer, base):
     if peer is None or not base:
         return "-"
-    return f"{peer / base:.2f}"
+    r = peer / base
+    return f"{r:.2f}" if r >= 0.1 else f"{r:.2g}"  # (a first call 300x slower: 0.0033)
 
 
 def _arrays(nbytes, full):
@@ -1101,6 +1220,7 @@ def format_table(result: dict) -> str:
         notes.append(f"ERROR {name}: asked for, but {why}")
     for name, why in result.get("skipped", {}).items():
         notes.append(f"skipped {name}: {why}")
+    first = format_first_calls(result)
     hows = sorted({r.get("peak_how") for r in result["backends"] if r.get("peak_how")})
     foot = [
         "fwd: the loss value only (torch.no_grad / jit(loss) / no tape); fwd+bwd: the loss "
@@ -1119,7 +1239,42 @@ def format_table(result: dict) -> str:
         + (", with MALLOC_MMAP_THRESHOLD_ fixed so freed arrays leave the RSS and "
            "TF_ENABLE_ONEDNN_OPTS=0 for TensorFlow" if cfg["device"] == "cpu" else "") + ".",
     ]
-    return "\n".join(head + lines + [""] + foot + ([""] + notes if notes else []))
+    return "\n".join(head + lines + [""] + foot + first + ([""] + notes if notes else []))
+
+
+def _first_call_rows(rep):
+    """[(report, focalx's report of the same workload)] of a backend's first calls."""
+    focal = {fc.get("workload"): fc for fc in rep.get("first_calls", ())
+             if fc.get("role") == "focalx"}
+    return [(fc, focal.get(fc.get("workload"))) for fc in rep.get("first_calls", ())]
+
+
+def format_first_calls(result: dict) -> list[str]:
+    rows = [(rep["backend"], fc, base) for rep in result["backends"]
+            for fc, base in _first_call_rows(rep)]
+    if not rows:
+        return []
+    lines = ["", "First call, each contender in a fresh process (float32, "
+             f"{format_size(FIRST_CALL_SIZE)} elements; import: the framework and focalx's "
+             "module; first and second: a fwd+bwd call, compilation included):", "",
+             "| backend | mode | workload | contender | import s | first fwd+bwd s | "
+             "second fwd+bwd ms | first x focalx |",
+             "|---|---|---|---|---:|---:|---:|---:|"]
+    notes = []
+    for name, fc, base in rows:
+        label = fc.get("name", "?") + (" (floor)" if fc.get("role") == "floor" else "")
+        why = fc.get("crashed") or fc.get("error") or fc.get("skipped")
+        if why:
+            lines.append(f"| {name} | {fc.get('mode', '-')} | {fc.get('workload', '-')} | "
+                         f"{label} | - | {'skipped' if 'skipped' in fc else 'ERROR'} | - | - |")
+            notes.append(f"{name} first call {fc.get('workload', '')} {label}: {why}")
+            continue
+        first = fc.get("first_s")
+        lines.append(
+            f"| {name} | {fc['mode']} | {fc['workload']} | {label} | "
+            f"{fc['import_s']:.2f} | {first:.3f} | {_ms(fc.get('second_s'))} | "
+            f"{_ratio(first, (base or {}).get('first_s'))} |")
+    return lines + ([""] + notes if notes else [])
 
 
 def headline(result: dict) -> list[str]:
@@ -1127,6 +1282,11 @@ def headline(result: dict) -> list[str]:
     ratio (> 1: focalx is faster) and peak extra memory, both from one run."""
     out = []
     for rep in result["backends"]:
+        for fc, base in _first_call_rows(rep):
+            if fc.get("role") != "focalx" and fc.get("first_s") and (base or {}).get("first_s"):
+                out.append(f"{rep['backend']} first call {fc['workload']} "
+                           f"{format_size(fc['elements'])}: {fc['name']} / focalx = "
+                           f"{_ratio(fc['first_s'], base['first_s'])}")
         groups = rep.get("groups", ())
         eager = {(g["workload"], g["dtype"], g["size"]): g for g in groups
                  if g["mode"] == "eager"}

@@ -93,11 +93,47 @@ def test_quick_run_exit_code_and_json(quick_run):
                 focal = next(c for c in g["contenders"] if c["role"] == "focalx")
                 # focalx saves exactly its closed-form gradient: one full-size array
                 assert focal["memory"]["saved_new_bytes"] == g["elements"] * 4
+        if rep["backend"] == "torch":  # the kernel-off rows
+            assert {(g["workload"], g["mode"]) for g in groups} >= {
+                ("sigmoid", "op by op"), ("softmax", "op by op")}
+
+
+def test_quick_run_times_first_calls_in_fresh_processes(quick_run):
+    names, proc, result = quick_run
+    for rep in result["backends"]:
+        firsts = rep["first_calls"]
+        # --quick: the sigmoid workload's focalx and its peer, a process each
+        assert [(f["workload"], f["role"]) for f in firsts] == [
+            ("sigmoid", "focalx"), ("sigmoid", "peer")], firsts
+        assert len({f["name"] for f in firsts}) == 2
+        for f in firsts:
+            assert "error" not in f and "crashed" not in f, f
+            assert f["elements"] == _bench.FIRST_CALL_SIZE == math.prod(f["shape"])
+            for key in ("import_s", "first_s", "second_s"):
+                assert math.isfinite(f[key]) and f[key] > 0
+    first_table = proc.stdout.split("First call, each contender in a fresh process")[1]
+    rows = [ln for ln in first_table.splitlines() if ln.startswith("| ")][1:]
+    assert len(rows) == sum(len(r["first_calls"]) for r in result["backends"])
+    assert any(" first call sigmoid 500K: " in ln for ln in proc.stdout.splitlines())
+
+
+def test_a_failing_first_call_of_focalx_fails_the_run():
+    group = {"contenders": [{"role": "focalx", "median_s": {"fwd+bwd": 1e-3}}]}
+    ok = {"backend": "torch", "workload": "sigmoid", "role": "focalx", "first_s": 0.1}
+    result = {"missing": {}, "backends": [{"backend": "torch", "groups": [group],
+                                           "first_calls": [ok]}]}
+    assert not _bench.failed(result)
+    result["backends"][0]["first_calls"][0] = dict(ok, error="boom")
+    assert _bench.failed(result)
+    result["backends"][0]["first_calls"][0] = dict(ok, role="peer", error="boom")
+    assert not _bench.failed(result)  # (a peer's error is a note, as in the timing table)
+    result["backends"][0]["first_calls"][0] = {"backend": "torch", "crashed": "exit 1"}
+    assert _bench.failed(result)
 
 
 def test_quick_run_markdown(quick_run):
     names, proc, result = quick_run
-    lines = proc.stdout.splitlines()
+    lines = proc.stdout.split("First call, each contender")[0].splitlines()
     assert lines[0].startswith("focalx bench, ")
     table = [ln for ln in lines if ln.startswith("|")]
     header = table[0]
@@ -171,7 +207,7 @@ def test_parse_size(text, n):
 
 def _fake_worker(monkeypatch, code):
     """Make every worker subprocess run `code` (with `out` the report path) instead."""
-    def command(name, cfg, out, memory):
+    def command(name, cfg, out, memory, first=None):
         return [sys.executable, "-c", f"out = {str(out)!r}\n{code}"]
     monkeypatch.setattr(_bench, "_worker_command", command)
     monkeypatch.setattr(_bench, "available", lambda name: (True, ""))
@@ -199,12 +235,13 @@ def test_backend_error_exits_1_and_others_still_run(monkeypatch, capsys):
             f"rep = {bad!r} if 'torch' in out_name else {ok!r}\n"
             "open(out, 'w').write(json.dumps(rep))")
 
-    def command(name, cfg, out, memory):
+    def command(name, cfg, out, memory, first=None):
         return [sys.executable, "-c",
                 f"out = {str(out)!r}; out_name = {name!r}\n{code}"]
     monkeypatch.setattr(_bench, "_worker_command", command)
     monkeypatch.setattr(_bench, "available", lambda name: (True, ""))
-    assert _bench.main(["--quick", "--backend", "torch,jax", "--no-memory"]) == 1
+    assert _bench.main(["--quick", "--backend", "torch,jax", "--no-memory",
+                        "--no-first-call"]) == 1
     out = capsys.readouterr().out
     assert "ERROR torch: cannot import focalx.torch" in out
     assert "| jax | jit | sigmoid | float32 | 4K (4x1024) | focalx | 0.1 | 0.2 | 1.00 | 1.00 |" \
