@@ -866,10 +866,9 @@ def _contender_report(c: Contender) -> dict:
     return out
 
 
-def run_worker(name: str, cfg: dict, memory: bool = False) -> dict:
-    """Everything one backend does, in this process: the worker's job."""
+def _set_up(name: str, cfg: dict, report: dict):
+    """(groups, info, peak) of backend `name`, or None with the reason in `report`."""
     t0 = time.perf_counter()
-    report = {"backend": name, "kind": "memory" if memory else "timing"}
     try:
         fx = importlib.import_module(FOCALX_MODULES[name])
         for fn in ("sigmoid_focal_loss", "softmax_focal_loss"):
@@ -877,16 +876,26 @@ def run_worker(name: str, cfg: dict, memory: bool = False) -> dict:
                 raise AttributeError(f"{FOCALX_MODULES[name]} has no {fn}")
     except Exception as exc:  # noqa: BLE001 - a missing/broken backend is this row's error
         report["error"] = f"cannot import {FOCALX_MODULES[name]}: {_error_text(exc)}"
-        return report
+        return None
+    report["import_s"] = time.perf_counter() - t0
     try:
-        groups, info, peak = GROUP_BUILDERS[name](cfg, fx)
+        return GROUP_BUILDERS[name](cfg, fx)
     except _Skip as exc:
         report["skipped"] = str(exc)
-        return report
     except Exception as exc:  # noqa: BLE001
         report["error"] = f"setting up: {_error_text(exc)}"
         report["traceback"] = traceback.format_exc()[-2000:]
+    return None
+
+
+def run_worker(name: str, cfg: dict, memory: bool = False) -> dict:
+    """Everything one backend does, in this process: the worker's job."""
+    t0 = time.perf_counter()
+    report = {"backend": name, "kind": "memory" if memory else "timing"}
+    built = _set_up(name, cfg, report)
+    if built is None:
         return report
+    groups, info, peak = built
     report["info"] = info
     for group in groups:
         conts = group["contenders"]
@@ -914,20 +923,12 @@ def run_first_call(name: str, cfg: dict, which: str) -> dict:
     role (so that the parent knows which others to run)."""
     workload, index = which.split(":")
     report = {"backend": name, "kind": "first call", "workload": workload}
-    t0 = time.perf_counter()
-    try:
-        fx = importlib.import_module(FOCALX_MODULES[name])
-        report["import_s"] = time.perf_counter() - t0
-        sub = dict(cfg, workloads=[workload], sizes=[FIRST_CALL_SIZE], dtypes=["float32"],
-                   compile=False, modes=["eager"])
-        groups, _info, _peak = GROUP_BUILDERS[name](sub, fx)
-    except _Skip as exc:
-        report["skipped"] = str(exc)
+    sub = dict(cfg, workloads=[workload], sizes=[FIRST_CALL_SIZE], dtypes=["float32"],
+               compile=False, modes=["eager"])
+    built = _set_up(name, sub, report)
+    if built is None:
         return report
-    except Exception as exc:  # noqa: BLE001
-        report["error"] = f"setting up: {_error_text(exc)}"
-        return report
-    group = groups[0]
+    group = built[0][0]
     conts = group["contenders"]
     report.update(mode=group["mode"], shape=group["shape"], elements=group["elements"],
                   contenders=[[c.name, c.role, c.skip] for c in conts])
