@@ -146,7 +146,7 @@ class Ops(Protocol):
 
     # Optional (see OPTIONAL_OPS; read with getattr, absent means the default):
     # lean_sigmoid: bool    False: log-sigmoids from one exp and one log1p, and p, 1-p as
-    #                       their exps. True: the lean evaluation (one exp, one log, one
+    #                       their exps. True: the lean evaluation (one exp, one log1p, one
     #                       division; see _sigmoid_parts), for compilers where it is faster.
     # fork(values) -> values: the same values, which a compiler must not merge with the
     #                       originals (an optimization barrier). The lean sigmoid loss then
@@ -506,13 +506,13 @@ def alpha_t(y, ny, alpha, scale=None):
 
 
 def _log1p_lean(ops, e):
-    """log1p(e) for e in [0, 1] with one log and one division: with u = 1 + e rounded,
-    log1p(e) = log(u) + (e - (u - 1))/u. e - (u - 1) is exactly the rounding error of
-    1 + e (u - 1 is exact for e in [0, 1]), and the correction restores the digits that
-    log(u) lost, so small e keep full relative accuracy. Returns (log1p(e), 1/u)."""
-    u = 1.0 + e
-    inv = 1.0 / u
-    return ops.log(u) + (e - (u - 1.0)) * inv, inv
+    """(log1p(e), 1/(1 + e)) for e in [0, 1]: one log1p and one division.
+
+    (Not log(u) + (e - (u - 1))/u with u = 1 + e, which spends a log instead of a log1p:
+    TensorFlow's graph optimizer reassociates (1 + e) - 1 to e and rewrites log(1 + e)
+    to log1p(e), which turned the loss of a confident element into 0 or twice its value
+    inside a tf.function.)"""
+    return ops.log1p(e), 1.0 / (1.0 + e)
 
 
 def _sigmoid_terms(ops, x, e, lean):

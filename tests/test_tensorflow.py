@@ -300,6 +300,28 @@ class TestNumerics:
             _close(loss, want, rtol=1e-5)
             _close(grad, want_g, rtol=1e-5, atol=1e-30)
 
+    @pytest.mark.parametrize("xla", [True, False], ids=["compiled", "op_by_op"])
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+    def test_confident_elements_keep_their_loss_in_a_tf_function(self, dtype, xla, monkeypatch):
+        # Grappler (the graph optimizer of a plain tf.function) folds (1 + e) - 1 to e and
+        # log(1 + e) to log1p(e); each element's loss must still be its own, however small.
+        monkeypatch.setattr(_tf_backend, "USE_XLA", xla)
+        monkeypatch.setattr(_tf_backend, "_cache", type(_tf_backend._cache)())
+        xs = [-10.0, -16.0, -30.0, -60.0, -150.0] if dtype == np.float64 else [-10.0, -16.0, -30.0]
+        x = np.array(xs + [-v for v in xs], dtype)
+        t = np.array([0.0] * len(xs) + [1.0] * len(xs), dtype)
+        for fn, kw in [(ftf.sigmoid_focal_loss, dict(gamma=0.25)),
+                       (ftf.sigmoid_focal_loss_star, dict(gamma=0.25, beta=0.0))]:
+            graph = tf.function(lambda a, b: fn(a, b, reduction="none", **kw))
+            # (the whole batch, and one element alone: XLA folded differently there)
+            for part in [slice(None), slice(len(xs) - 1, len(xs))]:
+                got = graph(tf.constant(x[part]), tf.constant(t[part])).numpy()
+                want = getattr(ref, fn.__name__)(x[part].astype(np.float64),
+                                                 t[part].astype(np.float64), reduction="none",
+                                                 **kw)
+                assert (want > 0).all()
+                _close(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
     @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
     def test_low_precision_is_computed_in_float32_and_returned_in_input_dtype(self, dtype):
         x, t, _ = _data(11)
