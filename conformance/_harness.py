@@ -184,7 +184,7 @@ class TorchHarness:
             torch._dynamo.reset()  # (a fresh compilation: no recompile limit is reached)
             loss_of = torch.compile(loss_of, fullgraph=True)
         saved = dict(bt._FUSED)
-        bt._FUSED.update(enabled=mode == "fused", min_numel=1)
+        bt._FUSED.update(enabled=mode == "fused", min_numel=1, background=False)
         try:
             before = bt._FUSED["calls"]
             x = x.detach().requires_grad_(True)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import inspect
 import itertools
 import math
+import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -812,6 +814,8 @@ class TestFusedKernel:
     def _fused(self, monkeypatch):
         from focalx.backends import torch as bt
         monkeypatch.setitem(bt._FUSED, "enabled", True)
+        # (compiled in the calling thread: a kernel serves the call that compiles it)
+        monkeypatch.setitem(bt._FUSED, "background", False)
         self.bt = bt
 
     def _big(self, seed=0, shape=(256, 1024)):  # 2**18 elements: above the threshold
@@ -1043,7 +1047,401 @@ class TestFusedKernel:
             _assert_close(ft.sigmoid_focal_loss(x, t),
                           torch.tensor(ref.sigmoid_focal_loss(x.numpy(), t.numpy())), rtol=2e-6)
         assert self.bt._FUSED["enabled"]
-        assert list(self.bt._KERNELS.values()) == [self.bt._EAGER]
+        assert [k.eager for k in self.bt._KERNELS.values()] == [True]
+
+
+class TestBackgroundCompilation:
+    """By default a kernel compiles in a background thread while calls run op by op; the
+    calling thread never waits for a compilation (backends/torch.py, _call)."""
+
+    @pytest.fixture(autouse=True)
+    def _background(self, monkeypatch):
+        from focalx.backends import torch as bt
+        monkeypatch.setitem(bt._FUSED, "enabled", True)
+        monkeypatch.setitem(bt._FUSED, "background", True)
+        monkeypatch.setattr(bt, "_KERNELS", {})
+        self.bt = bt
+
+    def _inputs(self, seed=0, shape=(128, 256)):
+        x = _logits(shape, seed=seed, dtype=torch.float32)
+        t = (torch.rand(shape, generator=_gen(seed + 1)) < 0.2).float()
+        return x, t
+
+    def _wait_ready(self, timeout=300):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            kernels = list(self.bt._KERNELS.values())
+            if kernels and all(k.ready or k.eager for k in kernels) and \
+                    not any(k.busy for k in kernels):
+                return kernels
+            time.sleep(0.05)
+        raise AssertionError("the background compilation did not finish")
+
+    def test_calls_run_op_by_op_while_the_kernel_compiles(self, monkeypatch):
+        # A compilation held up in the compile thread: calls meanwhile run op by op,
+        # without waiting for it; once it is done, they take the kernel.
+        started, release = threading.Event(), threading.Event()
+
+        def slow_compile(fn, **kwargs):
+            compiled = torch.compile(fn, fullgraph=True, backend="eager")
+
+            def kernel(*args):
+                if threading.current_thread().name == "focalx-torch-compile":
+                    started.set()
+                    release.wait(120)
+                return compiled(*args)
+            return kernel
+        monkeypatch.setitem(self.bt._FUSED, "compile", slow_compile)
+        x, t = self._inputs()
+        want = torch.tensor(ref.sigmoid_focal_loss(x.double().numpy(), t.numpy(), gamma=0.5))
+        before = self.bt._FUSED["calls"]
+        try:
+            _assert_close(ft.sigmoid_focal_loss(x, t, gamma=0.5), want, rtol=2e-6)
+            assert started.wait(120)
+            for _ in range(3):
+                _assert_close(ft.sigmoid_focal_loss(x, t, gamma=0.5), want, rtol=2e-6)
+            # (had a call waited for the compilation, it would still be waiting)
+            assert [k.busy for k in self.bt._KERNELS.values()] == [True]
+            assert self.bt._FUSED["calls"] == before
+        finally:
+            release.set()
+        self._wait_ready()
+        _assert_close(ft.sigmoid_focal_loss(x, t, gamma=0.5), want, rtol=2e-6)
+        assert self.bt._FUSED["calls"] == before + 1
+
+    def test_wait_for_kernels_returns_once_the_queued_kernel_is_compiled(self, monkeypatch):
+        started, release = threading.Event(), threading.Event()
+
+        def slow_compile(fn, **kwargs):
+            compiled = torch.compile(fn, fullgraph=True, backend="eager")
+
+            def kernel(*args):
+                if threading.current_thread().name == "focalx-torch-compile":
+                    started.set()
+                    release.wait(120)
+                return compiled(*args)
+            return kernel
+        monkeypatch.setitem(self.bt._FUSED, "compile", slow_compile)
+        x, t = self._inputs(5)
+        try:
+            ft.sigmoid_focal_loss(x, t, gamma=1.5)
+            assert started.wait(120)
+            assert ft.wait_for_kernels(timeout=0.2) is False  # (still compiling)
+        finally:
+            release.set()
+        assert ft.wait_for_kernels(timeout=300) is True
+        (kernel,) = self.bt._KERNELS.values()
+        assert kernel.ready and not kernel.busy
+        before = self.bt._FUSED["calls"]
+        ft.sigmoid_focal_loss(x, t, gamma=1.5)
+        assert self.bt._FUSED["calls"] == before + 1
+
+    @pytest.mark.parametrize("timeout", [-1, "1", True, float("nan")])
+    def test_wait_for_kernels_rejects_a_bad_timeout(self, timeout):
+        with pytest.raises(ValueError, match="timeout"):
+            ft.wait_for_kernels(timeout=timeout)
+
+    def test_one_compilation_serves_every_hyperparameter_value(self):
+        # gamma, alpha and label_smoothing are run-time inputs of the kernel: a new value
+        # of the same branch class (here a fractional gamma, a smoothing > 0) neither
+        # compiles nor runs op by op, and gives the reference's numbers.
+        x, t = self._inputs(3)
+        ft.sigmoid_focal_loss(x.clone().requires_grad_(True), t, gamma=0.5, alpha=0.25,
+                              label_smoothing=0.1)
+        (kernel,) = self._wait_ready()
+        cache = torch._C._dynamo.eval_frame._debug_get_cache_entry_list
+        entries = len(cache(kernel.fn.__code__))
+        for i in range(12):
+            kw = dict(gamma=0.3 + 0.37 * i, alpha=0.05 + 0.07 * i, label_smoothing=0.01 * (i + 1))
+            if kw["gamma"] == int(kw["gamma"]):
+                continue
+            before = self.bt._FUSED["calls"]
+            xg = x.clone().requires_grad_(True)
+            loss = ft.sigmoid_focal_loss(xg, t, **kw)
+            (grad,) = torch.autograd.grad(loss, xg)
+            assert self.bt._FUSED["calls"] == before + 1, kw
+            want, want_g = ref.sigmoid_focal_loss_and_grad(x.double().numpy(), t.numpy(), **kw)
+            _assert_close(loss, torch.tensor(want), rtol=2e-6)
+            _assert_close(grad, torch.from_numpy(want_g), rtol=2e-5, atol=1e-12)
+        assert len(self.bt._KERNELS) == 1 and not kernel.busy
+        assert len(cache(kernel.fn.__code__)) == entries
+        # another batch size: the same compilation (sizes are dynamic)
+        x2, t2 = self._inputs(4, shape=(96, 256))
+        before = self.bt._FUSED["calls"]
+        ft.sigmoid_focal_loss(x2.requires_grad_(True), t2, gamma=0.9, alpha=0.5,
+                              label_smoothing=0.05)
+        assert self.bt._FUSED["calls"] == before + 1
+
+    @pytest.mark.parametrize("fn,kw,kw2", [
+        (ft.softmax_focal_loss, dict(gamma=1.5, alpha=[0.3] * 64, label_smoothing=0.1),
+         dict(gamma=2.5, alpha=[0.6] * 64, label_smoothing=0.2)),
+        (ft.softmax_focal_loss, dict(gamma=2.0, alpha=0.3), dict(gamma=2.0, alpha=0.7)),
+        (ft.sigmoid_focal_loss_star, dict(gamma=2.0, beta=1.0), dict(gamma=3.5, beta=-0.5)),
+        (ft.sigmoid_focal_loss, dict(gamma=3.0, pos_weight=2.0, normalizer=7.0),
+         dict(gamma=3.0, pos_weight=0.5, normalizer=3.0)),
+    ])
+    def test_new_values_of_every_loss_reuse_the_kernel(self, fn, kw, kw2):
+        x, t = self._inputs(5, shape=(512, 64))
+        if fn is ft.softmax_focal_loss:
+            t = torch.randint(0, 64, (512,), generator=_gen(6))
+        fn(x, t, **kw)
+        self._wait_ready()
+        n = len(self.bt._KERNELS)
+        before = self.bt._FUSED["calls"]
+        loss = fn(x, t, **kw2)
+        assert self.bt._FUSED["calls"] == before + 1 and len(self.bt._KERNELS) == n, \
+            "a new hyperparameter value needed a new kernel"
+        extra = {"axis": 1} if fn is ft.softmax_focal_loss else {}
+        want = getattr(ref, fn.__name__)(x.double().numpy(), t.numpy(), **kw2, **extra)
+        _assert_close(loss, torch.tensor(want), rtol=2e-6)
+
+    def test_inference_mode_and_autocast_calls_get_their_kernel(self):
+        # the compile thread compiles in the calling thread's state (dynamo's guards
+        # read inference mode, autocast and the thread count)
+        x, t = self._inputs(7)
+        for ctx in (torch.inference_mode, lambda: torch.autocast("cpu", dtype=torch.bfloat16)):
+            with ctx():
+                ft.sigmoid_focal_loss(x, t)
+            self._wait_ready()
+            before = self.bt._FUSED["calls"]
+            with ctx():
+                ft.sigmoid_focal_loss(x, t)
+            assert self.bt._FUSED["calls"] == before + 1
+
+    def test_dynamo_reset_drops_the_kernel_and_it_compiles_again(self):
+        x, t = self._inputs(9)
+        want = torch.tensor(ref.sigmoid_focal_loss(x.double().numpy(), t.numpy(), gamma=1.3))
+        ft.sigmoid_focal_loss(x, t, gamma=1.3)
+        self._wait_ready()
+        torch._dynamo.reset()
+        before = self.bt._FUSED["calls"]
+        _assert_close(ft.sigmoid_focal_loss(x, t, gamma=1.3), want, rtol=2e-6)  # op by op
+        assert self.bt._FUSED["calls"] == before
+        self._wait_ready()
+        _assert_close(ft.sigmoid_focal_loss(x, t, gamma=1.3), want, rtol=2e-6)
+        assert self.bt._FUSED["calls"] == before + 1
+
+    def test_threads_calling_while_the_kernel_compiles(self):
+        # calls from several threads, with their own gammas, before, during and after the
+        # compilation: every result is the reference's
+        x, t = self._inputs(10)
+        gammas = (0.5, 1.5, 2.5, 3.5)
+        wants = {g: ref.sigmoid_focal_loss(x.double().numpy(), t.numpy(), gamma=g) for g in gammas}
+        errors = []
+
+        def work(g):
+            try:
+                for _ in range(15):
+                    got = ft.sigmoid_focal_loss(x, t, gamma=g).item()
+                    if not math.isclose(got, wants[g], rel_tol=2e-6):
+                        errors.append((g, got, wants[g]))
+                    time.sleep(0.02)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+        threads = [threading.Thread(target=work, args=(g,)) for g in gammas]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(300)
+        assert not errors
+        self._wait_ready()
+        before = self.bt._FUSED["calls"]
+        work(2.5)
+        assert not errors and self.bt._FUSED["calls"] == before + 15
+
+    def test_a_bad_argument_raises_and_compiles_nothing(self):
+        x, t = self._inputs(8)
+        with pytest.raises(ValueError, match="gamma"):
+            ft.sigmoid_focal_loss(x, t, gamma=-1.0)
+        with pytest.raises(ValueError, match=r"targets must lie in \[0, 1\]"):
+            ft.sigmoid_focal_loss(x, t * 3)
+        assert not any(k.busy or k.tried for k in self.bt._KERNELS.values())
+
+    def test_a_fresh_process_compiles_only_in_the_compile_thread(self):
+        # The first call returns (op by op) without compiling; torch.compile runs only in
+        # the compile thread; 40 steps each with a new gamma, alpha and smoothing (of the
+        # same branch classes) then use that one compilation.
+        code = """if True:
+            import threading, time, torch, numpy as np, focalx.torch as ft
+            from focalx import _numpy as ref
+            import focalx.backends.torch as bt
+            from torch._inductor import compile_fx, config
+            calls = []  # the threads that compiled a graph
+            def backend(gm, inputs):
+                calls.append(threading.current_thread().name)
+                with config.patch(fx_graph_cache=False):
+                    return compile_fx.compile_fx(gm, inputs)
+            def compile_(fn, options=None, **kw):
+                return torch.compile(fn, backend=backend, **kw)
+            bt._FUSED["compile"] = compile_
+            g = torch.Generator().manual_seed(0)
+            x = torch.randn(64, 300, generator=g); t = (torch.rand(64, 300, generator=g) < .2).float()
+            def check(loss, **kw):
+                want = ref.sigmoid_focal_loss(x.double().numpy(), t.numpy(), **kw)
+                np.testing.assert_allclose(loss.item(), want, rtol=2e-6)
+            check(ft.sigmoid_focal_loss(x, t, gamma=1.5, label_smoothing=0.05), gamma=1.5,
+                  label_smoothing=0.05)
+            assert bt._FUSED["calls"] == 0
+            deadline = time.monotonic() + 300
+            while bt._FUSED["calls"] == 0 and time.monotonic() < deadline:
+                ft.sigmoid_focal_loss(x, t, gamma=1.5, label_smoothing=0.05)
+                time.sleep(0.05)
+            assert bt._FUSED["calls"] > 0
+            n = len(calls)
+            for i in range(40):
+                kw = dict(gamma=1.01 + 0.0731 * i, alpha=0.2 + 0.01 * i, label_smoothing=0.001 * i + 1e-4)
+                before = bt._FUSED["calls"]
+                check(ft.sigmoid_focal_loss(x, t, **kw), **kw)
+                assert bt._FUSED["calls"] == before + 1, (i, kw)
+            assert set(calls) == {"focalx-torch-compile"}, calls
+            print("ok", n, len(calls), len(bt._KERNELS))
+        """
+        out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                             capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "FOCALX_TORCH_COMPILE": "1"})
+        assert out.returncode == 0, out.stderr[-3000:]
+        _, first, total, kernels = out.stdout.split()
+        assert int(total) == int(first) and int(kernels) == 1, out.stdout
+
+    def test_a_process_forked_during_a_compilation_runs_and_compiles_nothing(self):
+        # The compiler's locks may be held by the parent's compile thread, which the child
+        # lacks: the child runs op by op (correct numbers), and exits.
+        code = """if True:
+            import os, sys, time, torch, focalx.torch as ft, focalx.backends.torch as bt
+            torch.set_num_threads(1)  # (torch's OpenMP pool does not survive a fork)
+            x = torch.randn(128, 256); t = (torch.rand(128, 256) < 0.2).float()
+            want = ft.sigmoid_focal_loss(x, t, gamma=0.7)
+            deadline = time.monotonic() + 60
+            while not bt._WORKER["running"] and time.monotonic() < deadline:
+                time.sleep(0.01)
+            pid = os.fork()
+            if pid == 0:
+                ok = all(torch.equal(ft.sigmoid_focal_loss(x, t, gamma=0.7), want)
+                         for _ in range(3))
+                os._exit(0 if ok and bt._WORKER["thread"] is None and
+                         bt._FUSED["forked_mid_compile"] else 3)
+            print("child", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+        """
+        out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                             capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "FOCALX_TORCH_COMPILE": "1"})
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "child 0" in out.stdout, out.stdout
+
+    def test_exit_during_a_compilation_is_clean(self):
+        # The compile thread is stopped at exit; left in torch's C++ code while the
+        # interpreter finalizes, it aborted the process.
+        code = ("import time, torch, focalx.torch as ft\n"
+                "x = torch.randn(128, 256); t = (torch.rand(128, 256) < 0.2).float()\n"
+                "ft.sigmoid_focal_loss(x, t, gamma=0.7)\n"
+                "import focalx.backends.torch as bt\n"
+                "deadline = time.monotonic() + 60\n"
+                "while bt._WORKER['running'] is False and time.monotonic() < deadline:\n"
+                "    time.sleep(0.01)\n"
+                "time.sleep(1.5)\n"
+                "print('exiting', bt._WORKER['running'])\n")
+        out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                             capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "FOCALX_TORCH_COMPILE": "1"})
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "exiting" in out.stdout and "terminate called" not in out.stderr
+
+
+class TestEagerBlocks:
+    """Large eager CPU calls op by op run the spec on row blocks, with a select that does
+    not branch (backends/torch.py, _EagerOps, _run_blocks): the same numbers as the whole
+    run, the same errors."""
+
+    @pytest.fixture(autouse=True)
+    def _blocks(self, monkeypatch):
+        from focalx.backends import torch as bt
+        monkeypatch.setattr(bt, "_BLOCK_MIN", 1 << 12)
+        monkeypatch.setattr(bt, "_BLOCK_ELEMS", 1 << 11)
+        monkeypatch.setattr(bt, "_SOFTMAX_BLOCK_MIN", 1 << 12)
+        monkeypatch.setattr(bt, "_SOFTMAX_BLOCK_ELEMS", 1 << 11)
+        monkeypatch.setattr(bt, "_EAGER_MIN", 1 << 12)
+        self.bt = bt
+
+    def test_where_selects_exactly(self):
+        ops = self.bt._EagerOps
+        for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+            a = torch.randn(5000, generator=_gen(1)).to(dtype)
+            b = torch.randn(5000, generator=_gen(2)).to(dtype)
+            a[::7] = float("nan")
+            b[::5] = float("inf")
+            a[::11] = -0.0
+            c = torch.rand(5000, generator=_gen(3)) < 0.5
+            got, want = ops.where(c, a, b), torch.where(c, a, b)
+            assert got.dtype == dtype
+            assert torch.equal(got.view(torch.uint8), want.view(torch.uint8))
+        assert ops.where(c, 1.0, b.float()).dtype == torch.float32  # (scalars: torch.where)
+
+    @pytest.mark.parametrize("name,kw", [
+        ("sigmoid_focal_loss", dict(gamma=2.0, alpha=0.25)),
+        ("sigmoid_focal_loss", dict(gamma=0.5, alpha="rows", pos_weight="cols", weight=0.5,
+                                    label_smoothing=0.1, normalizer=17.0)),
+        ("sigmoid_focal_loss", dict(gamma=3.0, alpha=None, pos_weight=2.0, weight="full")),
+        ("sigmoid_focal_loss_star", dict(gamma=2.0, beta=0.5, alpha=0.3)),
+        ("softmax_focal_loss", dict(gamma=2.0, alpha="cols", weight="cols", ignore_index=3)),
+        ("softmax_focal_loss", dict(gamma=0.5, label_smoothing=0.1, normalizer=5.0)),
+        ("softmax_focal_loss", dict(gamma=1.0, targets="probs")),
+    ])
+    @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+    def test_blocks_give_the_whole_runs_numbers(self, name, kw, reduction):
+        bt = self.bt
+        shape = (203, 40)
+        x = _logits(shape, seed=11, dtype=torch.float32)
+        kw = dict(kw, reduction=reduction)
+        softmax = name == "softmax_focal_loss"
+        if softmax:
+            t = torch.randint(0, 40, (203,), generator=_gen(12))
+            if kw.pop("targets", None) == "probs":
+                t = torch.softmax(_logits(shape, seed=13, dtype=torch.float32), 1)
+            else:
+                t[::9] = 3
+            kw["axis"] = 1
+        else:
+            t = (torch.rand(shape, generator=_gen(12)) < 0.3).float()
+        arrays = {"rows": torch.rand((203, 1), generator=_gen(14)),
+                  "cols": torch.rand(40, generator=_gen(15)).tolist(),
+                  "full": torch.rand(shape, generator=_gen(16))}
+        kw = {k: arrays.get(v, v) if isinstance(v, str) and k != "reduction" else v
+              for k, v in kw.items()}
+        spec_name = "run_" + name
+        assert bt._row_blocks(spec_name, x, t, kw) is not None
+        full = dict(pos_weight=None, weight=None, ignore_index=None, label_smoothing=0.0,
+                    normalizer=None, from_logits=True, alpha=None)
+        if softmax:
+            full.update(ignore_index=-100)
+            del full["pos_weight"]
+        if name == "sigmoid_focal_loss_star":
+            full = dict(alpha=None, weight=None, ignore_index=None, label_smoothing=0.0,
+                        normalizer=None)
+        params = dict(full, **kw)
+        with torch.no_grad():
+            out, grad = bt._eager(spec_name, x, t, True, params)
+            monkeypatch_min = bt._BLOCK_MIN
+            bt._BLOCK_MIN = bt._SOFTMAX_BLOCK_MIN = 1 << 30  # the whole, by the same ops
+            try:
+                want, want_g = bt._eager(spec_name, x, t, True, params)
+            finally:
+                bt._BLOCK_MIN = bt._SOFTMAX_BLOCK_MIN = monkeypatch_min
+        assert torch.equal(grad, want_g)
+        if reduction == "none":
+            assert torch.equal(out, want)
+        else:
+            _assert_close(out, want, rtol=1e-6)
+
+    def test_a_bad_value_in_a_block_raises_the_whole_runs_error(self):
+        x = _logits((300, 40), seed=21, dtype=torch.float32)
+        t = (torch.rand((300, 40), generator=_gen(22)) < 0.3).float()
+        t[250, 3] = 2.0  # in the last block only
+        with pytest.raises(ValueError, match=r"got values in \[0.0, 2.0\]"):
+            ft.sigmoid_focal_loss(x, t)
+        y = torch.randint(0, 40, (300,), generator=_gen(23))
+        y[290] = 40
+        with pytest.raises(ValueError, match=r"got values in \[0, 40\]"):
+            ft.softmax_focal_loss(x, y)
 
 
 _DDP_SCRIPT = '''
