@@ -7,7 +7,10 @@ is the spec's closed form, through ``paddle.autograd.PyLayer``: computed in the
 forward pass when the logits need a gradient and saved as the only full-size
 tensor; backward is one multiplication. A second derivative through it
 (``paddle.grad(..., create_graph=True)`` then differentiating again) is not
-supported (and, unlike the torch backend, not detected).
+supported (and, unlike the torch backend, not detected). Small calls (up to
+``_HOST_MAX`` float32 / float64 logits) in dygraph mode on the CPU run the same spec
+on NumPy copies instead of Paddle's operations, whose per-operation dispatch dominates
+them, and return the loss and gradient through the same kind of PyLayer.
 
 Value checks (targets in [0, 1], class indices in range, alpha in [0, 1], ...)
 raise ``ValueError`` in dygraph mode on the CPU, where tensor values are read
@@ -43,6 +46,7 @@ import paddle
 from paddle.autograd import PyLayer
 
 from .. import _spec
+from .._numpy import ArrayModuleOps
 from . import _kept as kept
 from ._kept import KeptCopies
 
@@ -843,6 +847,289 @@ def _empty(a) -> bool:
     return any(s == 0 for s in a.shape)
 
 
+# ---------------------------------------------------------------------------
+# Small calls on the host. A small loss in dygraph mode on the CPU is dominated by
+# Paddle's per-operation dispatch (the spec issues a few dozen operations, each
+# costing far more than its arithmetic at these sizes). Up to _HOST_MAX elements the
+# same spec function runs on NumPy copies of the tensors, in the logits' own dtype
+# (float32 / float64; float16 / bfloat16 keep the Paddle path), and only the loss and
+# its closed-form gradient come back as tensors, through a minimal PyLayer. Where
+# anything differs from the ordinary path (another place, a static program or SOT's
+# simulation, a hyperparameter tensor or target that needs a gradient, an exotic
+# dtype) the ordinary path runs; a call the spec refuses on the host is rerun on the
+# ordinary path, which raises its own error.
+# ---------------------------------------------------------------------------
+
+#: Largest number of logits a call runs on the host (0: never); and only below the size
+#: where row blocks start (_BLOCK_MIN, _SOFTMAX_BLOCK_MIN). On the host the softmax
+#: loss's fwd+bwd was faster than on Paddle's operations up to twice this size, and
+#: slower from about 1M elements, where row blocks take over (measured).
+_HOST_MAX = 1 << 18
+_HOST_FLOATS = frozenset((paddle.float32, paddle.float64))
+#: Dtypes of targets and hyperparameter tensors that NumPy holds as Paddle does.
+_HOST_DTYPES = frozenset((paddle.float16, paddle.float32, paddle.float64, paddle.int8,
+                          paddle.uint8, paddle.int16, paddle.int32, paddle.int64, paddle.bool))
+#: The first flat position of each row of a 2-D array of a shape (see HostOps._flat).
+_ROW_STARTS = {}
+_NP_KINDS = {"f": "floating", "i": "integer", "u": "integer", "b": "bool", "c": "complex"}
+
+
+class _Held:
+    """A hyperparameter tensor's values on the host, for HostOps.asarray: not an
+    ndarray, so that the spec treats it as it treats the tensor (its range is read
+    after the cast to the logits' dtype, as PaddleOps does, not from host data)."""
+
+    __slots__ = ("arr", "dtype")
+
+    def __init__(self, t):
+        self.arr = t.numpy()
+        self.dtype = t.dtype  # (the spec's normalizer reads str(dtype) for "bool")
+
+
+class HostOps(ArrayModuleOps):
+    """:class:`focalx._spec.Ops` for the host path: NumPy in the logits' dtype, with
+    PaddleOps' plumbing (its asarray rules, the softmax from the log-softmax's parts)."""
+
+    xp = np
+    exp = staticmethod(np.exp)
+    expm1 = staticmethod(np.expm1)
+    log = staticmethod(np.log)
+    log1p = staticmethod(np.log1p)
+    abs = staticmethod(np.abs)
+    where = staticmethod(np.where)
+    full_like = staticmethod(np.full_like)
+
+    def __init__(self, need_grad):
+        self.softmaxes = [] if need_grad else None
+
+    @staticmethod
+    def kind(a):
+        kind = _NP_KINDS.get(a.dtype.kind)
+        return kind if kind is not None else a.dtype.name
+
+    @staticmethod
+    def sum(a, axis=None, keepdims=False):
+        return a.sum(axis=axis, keepdims=keepdims)  # (the method: np.sum wraps it)
+
+    def log_softmax(self, a, axis):
+        # (PaddleOps.log_softmax's formula)
+        s = a - a.max(axis=axis, keepdims=True)
+        e = np.exp(s)
+        total = e.sum(axis=axis, keepdims=True)
+        out = s - np.log(total)
+        if self.softmaxes is not None:
+            self.softmaxes.append((out, e, total))
+        return out
+
+    def softmax_parts(self, lp):
+        for out, e, total in self.softmaxes or ():
+            if out is lp:
+                return e, total
+        return None
+
+    def log_softmax_at(self, x, index, axis):
+        # log_softmax then take, without writing out the whole log-softmax: the same
+        # operations on the same numbers at the target (and the softmax from the same
+        # parts as softmax_parts gives)
+        flat = self._flat(x, index, axis)
+        if flat is None:
+            return None
+        s = x - x.max(axis=axis, keepdims=True)
+        e = np.exp(s)
+        total = e.sum(axis=axis, keepdims=True)
+        lp_y = s.reshape(-1)[flat].reshape(index.shape) - np.log(total)
+        return lp_y, e * (1.0 / total)
+
+    @staticmethod
+    def expand_dims(a, axis):
+        # (a reshape: np.expand_dims normalises its axis through several Python calls)
+        shape = a.shape
+        axis = axis + len(shape) + 1 if axis < 0 else axis
+        return a.reshape(shape[:axis] + (1,) + shape[axis:])
+
+    @staticmethod
+    def _flat(a, index, axis):
+        """Flat positions of index along the last axis of a 2-D a (take_along_axis and
+        put_along_axis are Python functions, several times the indexing), else None."""
+        if a.ndim == 2 and axis in (-1, 1):
+            key = a.shape
+            starts = _ROW_STARTS.get(key)
+            if starts is None:
+                if len(_ROW_STARTS) >= 64:
+                    _ROW_STARTS.clear()
+                starts = _ROW_STARTS[key] = np.arange(0, a.size, a.shape[1])
+                starts.flags.writeable = False
+            return starts + index.reshape(-1)
+        return None
+
+    def take(self, a, index, axis):
+        flat = self._flat(a, index, axis)
+        if flat is None:
+            return np.take_along_axis(a, index, axis=axis)
+        return a.reshape(-1)[flat].reshape(index.shape)
+
+    def scatter(self, a, index, values, axis):
+        # in place: `a` is a fresh temporary of the spec's (as in PaddleOps.scatter)
+        flat = self._flat(a, index, axis)
+        if flat is None:
+            np.put_along_axis(a, index, values, axis)
+        else:
+            if values.shape != index.shape:
+                values = np.broadcast_to(values, index.shape)
+            a.reshape(-1)[flat] = values.reshape(-1)
+        return a
+
+    @staticmethod
+    def asarray(v, name, like):
+        # PaddleOps.asarray's rules: a tensor (held) is cast, host data goes through
+        # host_array and float64 first
+        if isinstance(v, _Held):
+            if _kind(v) not in ("floating", "integer", "bool"):
+                raise TypeError(f"{name} must be real, got {_kind(v)} dtype")
+            return v.arr.astype(like.dtype)
+        if isinstance(v, (np.ndarray, np.generic, numbers.Number, list, tuple)):
+            return _spec.host_array(v, name).astype(np.float64).astype(like.dtype)
+        raise TypeError(f"{name} must be a number, a sequence or a paddle tensor, got "
+                        f"{type(v).__module__}.{type(v).__name__}")
+
+    @staticmethod
+    def as_index(a):
+        return a.astype(np.int64, copy=False)
+
+    @staticmethod
+    def assert_values(a, cond, message):  # (never reached: every range is read)
+        if not np.all(cond(a)):
+            raise ValueError(message)
+
+    @staticmethod
+    def tracing():
+        return False
+
+    @staticmethod
+    def concrete_range(a):
+        if a.size == 0:
+            return None
+        return float(a.min()), float(a.max())
+
+    @staticmethod
+    def gather_classes(v, idx):
+        return v[idx]
+
+
+def _host_ok(fn, logits, arrays) -> bool:
+    """Whether a call takes the host path (see above)."""
+    limit = min(_HOST_MAX, (_SOFTMAX_BLOCK_MIN if fn is _SOFTMAX else _BLOCK_MIN) - 1)
+    if logits.dtype not in _HOST_FLOATS or not 0 < _numel(logits) <= limit or \
+            not paddle.in_dynamic_mode() or _in_sot() or not _on_host(logits):
+        return False
+    grad_mode = paddle.is_grad_enabled()
+    for v in arrays.values():
+        if v.dtype not in _HOST_DTYPES or not _on_host(v) or \
+                (grad_mode and not v.stop_gradient and v.dtype in _FLOATS):
+            return False  # (a gradient w.r.t. it comes from the ordinary path)
+    return True
+
+
+def _host_run(fn, x, arrays, static, need_grad):
+    """fn on NumPy copies: (loss, grad) as NumPy arrays of x's dtype (grad None
+    without need_grad)."""
+    ops = HostOps(need_grad)
+    held = {k: _Held(v) for k, v in arrays.items() if k != "targets"}
+    with np.errstate(all="ignore"):  # (the spec handles inf and NaN itself)
+        out, grad = fn(ops, x.numpy(), arrays["targets"].numpy(), need_grad=need_grad,
+                       **static, **held)
+    return out, grad
+
+
+def _full_kernel():
+    """Paddle's full kernel (a 0-d tensor from a Python float without the Python API's
+    checks), where it makes what paddle.full does; else None."""
+    try:
+        from paddle import _C_ops
+        if not paddle.in_dynamic_mode():
+            return None
+        t = _C_ops.full([], 0.1, paddle.float32, paddle.CPUPlace())
+        want = paddle.full([], 0.1, dtype=paddle.float32)
+        if t.shape == [] and t.dtype == paddle.float32 and t.place.is_cpu_place() and \
+                np.array_equal(t.numpy(), want.numpy()):
+            return _C_ops.full
+    except Exception:  # noqa: BLE001 - (pragma: no cover) another Paddle: paddle.to_tensor
+        pass
+    return None
+
+
+_full = _full_kernel()
+_CPU = paddle.CPUPlace()
+
+
+def _host_tensor(a, dtype):
+    """A NumPy result of the host path as a CPU tensor of the paddle dtype `dtype`."""
+    want = _NP_DTYPE[dtype]
+    if not isinstance(a, np.ndarray) or a.dtype != want:
+        a = np.asarray(a, dtype=want)
+    if a.ndim == 0 and _full is not None:
+        # (exact: a float32 or float64 value is a Python float)
+        return _full([], float(a), dtype, _CPU)
+    if not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a)
+    return paddle.Tensor(a, _CPU)
+
+
+_NP_DTYPE = {paddle.float32: np.float32, paddle.float64: np.float64}
+
+
+class _HostLayer(PyLayer):
+    """The host path's loss and gradient as one node: forward returns the loss and
+    keeps the NumPy gradient, backward multiplies it by the incoming gradient."""
+
+    @staticmethod
+    def forward(ctx, x, loss, grad, class_axis):
+        ctx.grad, ctx.class_axis, ctx.dtype = grad, class_axis, x.dtype
+        return _host_tensor(loss, x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        go = grad_out.numpy()
+        grad = ctx.grad
+        if go.ndim == 0 and go == 1:  # (a loss's backward() seeds 1: 1 * grad is grad)
+            return _host_tensor(grad, ctx.dtype)
+        if go.ndim and ctx.class_axis is not None:  # per-sample softmax loss
+            go = np.expand_dims(go, ctx.class_axis)
+        return _host_tensor(go.astype(grad.dtype) * grad, ctx.dtype)
+
+
+@_not_translated
+def _host_apply(fn, logits, arrays, static, class_axis):
+    """The loss on the host path (see above), or None where the call takes the ordinary
+    path."""
+    if _HOST_MAX <= 0 or not _host_ok(fn, logits, arrays):
+        return None
+    need_grad = not logits.stop_gradient and paddle.is_grad_enabled()
+    try:
+        out, grad = _host_run(fn, logits, arrays, static, need_grad)
+    except Exception:  # noqa: BLE001 - the ordinary path raises the spec's error
+        return None
+    if not need_grad:
+        return _host_tensor(out, logits.dtype)
+    shape = tuple(logits.shape)
+    if grad.shape != shape:
+        grad = np.broadcast_to(grad, shape)
+    return _HostLayer.apply(logits, out, grad, class_axis)
+
+
+@_not_translated
+def _split(targets, params):
+    """({"targets": targets, tensor-valued params}, the other params)."""
+    arrays, static = {"targets": targets}, {}
+    for k, v in params.items():
+        # (None and numbers first: this runs at every call)
+        if v is not None and not isinstance(v, (bool, int, float, str)) and _is_tensor(v):
+            arrays[k] = v
+        else:
+            static[k] = v
+    return arrays, static
+
+
 def _apply(fn, logits, targets, params, class_axis=None):
     """fn(x, targets, **params) through the PyLayer when the logits need a gradient.
 
@@ -850,8 +1137,10 @@ def _apply(fn, logits, targets, params, class_axis=None):
     PyLayer inputs; the rest (numbers, NumPy arrays, flags) as Python values. Floating
     ones that need a gradient get it from _other_grads.
     """
-    arrays = {"targets": targets, **{k: v for k, v in params.items() if _is_tensor(v)}}
-    static = {k: v for k, v in params.items() if not _is_tensor(v)}
+    arrays, static = _split(targets, params)
+    host = _host_apply(fn, logits, arrays, static, class_axis)
+    if host is not None:
+        return host
     grad_mode = paddle.is_grad_enabled()
     others = grad_mode and any(_wants_grad(v) for v in arrays.values())
     # (cast where used: the PyLayer casts its own input)

@@ -796,9 +796,16 @@ class _BlockSpy:
         monkeypatch.setattr(backend, "_run_blocks", spy)
 
 
+def ordinary_path(monkeypatch):
+    """Small calls on Paddle's operations, as large ones (no host path): for tests of
+    that path's internals on small inputs."""
+    monkeypatch.setattr(backend, "_HOST_MAX", 0)
+
+
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Blocks of a few rows on small inputs (block starts stay 64-element aligned)."""
+    ordinary_path(monkeypatch)
     monkeypatch.setattr(backend, "_BLOCK_MIN", 1)
     monkeypatch.setattr(backend, "_SOFTMAX_BLOCK_MIN", 1)
     monkeypatch.setattr(backend, "_BLOCK_ELEMS", 500)
@@ -848,6 +855,10 @@ def _loss_and_grad(fn, xn, tn, dtype="float32", grad_out=None, **kw):
 
 
 class TestRowBlocks:
+    @pytest.fixture(autouse=True)
+    def _ordinary(self, monkeypatch):
+        ordinary_path(monkeypatch)
+
     @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
     @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
     def test_sigmoid_same_bits(self, small_blocks, monkeypatch, reduction, dtype):
@@ -1503,6 +1514,10 @@ class TestFusedSoftmax:
     Ops.log_softmax_at) only where nothing is clipped: its CPU kernel clips x - max at
     -64, so it is used where max(x) - min(x) <= 60, on the CPU in dygraph mode."""
 
+    @pytest.fixture(autouse=True)
+    def _ordinary(self, monkeypatch):
+        ordinary_path(monkeypatch)
+
     @staticmethod
     def _spy(monkeypatch):
         calls = []
@@ -1593,6 +1608,7 @@ class TestFusedSoftmax:
 def test_an_absent_ignore_index_masks_nothing(monkeypatch, weight):
     # no target equals ignore_index (read with the class check): no mask, no masked
     # denominator, and the numbers of ignore_index=None
+    ordinary_path(monkeypatch)
     masks = []
     as_mask = backend.PaddleOps.as_mask
     monkeypatch.setattr(backend.PaddleOps, "as_mask",
@@ -1709,3 +1725,256 @@ class TestPaddleConventions:
                      "soft_label=False", "gamma=2.0"):
             assert part in text, text
         assert "pos_weight=None" in repr(fpd.SigmoidFocalLoss())
+
+
+# ---------------------------------------------------------------------------
+# The host path: small dygraph CPU calls run the spec on NumPy copies
+# ---------------------------------------------------------------------------
+
+def _host_spy(monkeypatch):
+    """A list that gets one entry per call that ran on the host path."""
+    calls = []
+    run = backend._host_run
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return run(*args, **kwargs)
+    monkeypatch.setattr(backend, "_host_run", spy)
+    return calls
+
+
+def _both_paths(monkeypatch, call):
+    """call() on the host path and on the ordinary path (Paddle's operations), with a
+    check that the host path was taken for the first and not for the second."""
+    calls = _host_spy(monkeypatch)
+    host = call()
+    assert calls, "the host path was not taken"
+    calls.clear()
+    with monkeypatch.context() as m:
+        m.setattr(backend, "_HOST_MAX", 0)
+        ordinary = call()
+    assert not calls
+    return host, ordinary
+
+
+def _loss_grads(fn, xn, tn, dtype, grad_seed=0, **kw):
+    """() -> (loss, d loss / d logits) as float64 arrays; for "none", the gradient of
+    the loss against a random cotangent."""
+    def call():
+        x = _t(xn, dtype, grad=True)
+        loss = fn(x, tn() if callable(tn) else tn, **kw)
+        cot = paddle.to_tensor(_rng(grad_seed).random(loss.shape)).astype(loss.dtype)
+        (g,) = paddle.grad(loss, x, grad_outputs=cot)
+        assert loss.dtype == x.dtype and g.dtype == x.dtype and g.shape == x.shape
+        return _np(loss), _np(g), tuple(loss.shape)
+    return call
+
+
+_HOST_TOL = {"float32": dict(rtol=2e-5, atol=1e-6), "float64": dict(rtol=1e-12, atol=1e-14)}
+
+
+def _assert_paths_agree(host, ordinary, dtype):
+    (hl, hg, hs), (ol, og, os_) = host, ordinary
+    assert hs == os_
+    scale = max(1.0, float(np.max(np.abs(og))))
+    tol = _HOST_TOL[dtype]
+    np.testing.assert_allclose(hl, ol, rtol=tol["rtol"], atol=tol["atol"])
+    np.testing.assert_allclose(hg, og, rtol=tol["rtol"], atol=tol["atol"] * scale)
+
+
+_SOFTMAX_OPTIONS = [
+    dict(),
+    dict(gamma=0.0),
+    dict(gamma=1.5, alpha=0.25),
+    dict(gamma=2.0, alpha=[0.1, 0.2, 0.3, 0.4], weight=[1.0, 2.0, 0.5, 1.5]),
+    dict(gamma=2.0, weight="tensor", alpha="tensor"),
+    dict(gamma=2.0, ignore_index=1),
+    dict(gamma=0.5, label_smoothing=0.1),
+    dict(gamma=2.0, reduction="sum", normalizer=3.0),
+    dict(gamma=2.0, reduction="sum", normalizer="tensor1"),
+    dict(gamma=3.0, reduction="none"),
+    dict(gamma=2.0, reduction="none", ignore_index=2, weight=[1.0, 2.0, 0.5, 1.5]),
+    dict(gamma=2.0, targets="probs"),
+    dict(gamma=2.0, targets="probs", reduction="none"),
+    dict(gamma=2.0, targets="N1", reduction="none"),
+    dict(gamma=2.0, targets="N1"),
+    dict(gamma=2.0, axis=1),
+    dict(gamma=2.0, axis=1, reduction="none"),
+    dict(gamma=2.0, from_logits=False),
+]
+
+
+class TestHostPath:
+    """Small dygraph CPU calls (float32 / float64 logits up to _HOST_MAX elements) run the
+    spec on NumPy copies: the numbers of the ordinary path, its errors, and nowhere else."""
+
+    @pytest.mark.parametrize("dtype", ["float32", "float64"])
+    @pytest.mark.parametrize("opts", _SOFTMAX_OPTIONS, ids=lambda o: repr(o)[:60])
+    def test_softmax_same_numbers(self, monkeypatch, dtype, opts):
+        kw = dict(opts)
+        rng = _rng(200)
+        axis = kw.get("axis", -1)
+        xn = rng.normal(size=(5, C, 3) if axis == 1 else (9, C)) * 3
+        x_cl = np.moveaxis(xn, axis, -1)
+        yn = rng.integers(0, C, x_cl.shape[:-1])
+        if kw.get("ignore_index") is not None:
+            yn.reshape(-1)[::3] = kw["ignore_index"]
+        targets = kw.pop("targets", "index")
+        if targets == "probs":
+            yn = np.moveaxis(rng.dirichlet(np.ones(C), x_cl.shape[:-1]), -1, axis)
+        elif targets == "N1":
+            yn = yn[:, None]
+        if kw.get("from_logits") is False:
+            xn = np.moveaxis(rng.dirichlet(np.ones(C), x_cl.shape[:-1]), -1, axis)
+        for name in ("weight", "alpha"):
+            if kw.get(name) == "tensor":
+                kw[name] = _t(np.linspace(0.2, 0.9, C), dtype)
+        if kw.get("normalizer") == "tensor1":
+            kw["normalizer"] = _t([2.5], dtype)
+        host, ordinary = _both_paths(monkeypatch, _loss_grads(
+            fpd.softmax_focal_loss, xn, _t(yn), dtype, **kw))
+        _assert_paths_agree(host, ordinary, dtype)
+
+    @pytest.mark.parametrize("dtype", ["float32", "float64"])
+    @pytest.mark.parametrize("opts", [
+        dict(), dict(gamma=0.0, alpha=None), dict(gamma=1.5, pos_weight=2.0, weight=0.5),
+        dict(pos_weight="tensor", alpha="tensor"), dict(ignore_index=-1),
+        dict(label_smoothing=0.1, reduction="sum", normalizer=4.0), dict(reduction="none"),
+        dict(from_logits=False), dict(targets="int"),
+    ], ids=lambda o: repr(o)[:60])
+    def test_sigmoid_same_numbers(self, monkeypatch, dtype, opts):
+        kw = dict(opts)
+        rng = _rng(201)
+        xn = rng.normal(size=(6, 5)) * 3
+        tn = (rng.random(xn.shape) < 0.3).astype(np.float64)
+        if kw.pop("targets", None) == "int":
+            tn = tn.astype(np.int64)
+        if kw.get("ignore_index") is not None:
+            tn[::2, 1] = kw["ignore_index"]
+        if kw.get("from_logits") is False:
+            xn = rng.random(xn.shape)
+        for name in ("pos_weight", "alpha"):
+            if kw.get(name) == "tensor":
+                kw[name] = _t(np.linspace(0.2, 0.9, 5), dtype)
+        host, ordinary = _both_paths(monkeypatch, _loss_grads(
+            fpd.sigmoid_focal_loss, xn, _t(tn), dtype, **kw))
+        _assert_paths_agree(host, ordinary, dtype)
+
+    @pytest.mark.parametrize("reduction", ["mean", "none"])
+    def test_star_and_layers_same_numbers(self, monkeypatch, reduction):
+        rng = _rng(202)
+        xn = rng.normal(size=(8, C)) * 3
+        tn = (rng.random(xn.shape) < 0.3).astype(np.float64)
+        yn = rng.integers(0, C, (8, 1))
+        for fn, t in [(lambda x, y: fpd.sigmoid_focal_loss_star(x, y, gamma=2.0, beta=1.0,
+                                                                  reduction=reduction), tn),
+                      (fpd.FocalLoss(gamma=2.0, reduction=reduction), yn),
+                      (fpd.SigmoidFocalLoss(reduction=reduction, pos_weight=_t(np.ones(C) * 2)),
+                       tn)]:
+            host, ordinary = _both_paths(monkeypatch, _loss_grads(fn, xn, _t(t), "float32"))
+            _assert_paths_agree(host, ordinary, "float32")
+
+    def test_backward_accumulates_the_same_gradient(self, monkeypatch):
+        x, y = _case(203)
+
+        def call():
+            xt = _t(x, "float32", grad=True)
+            for gamma in (2.0, 0.0):
+                (fpd.softmax_focal_loss(xt, _t(y), gamma=gamma) * 3.0).backward()
+            return _np(xt.grad)
+        host, ordinary = _both_paths(monkeypatch, call)
+        np.testing.assert_allclose(host, ordinary, rtol=2e-5, atol=1e-7)
+
+    def test_without_gradient(self, monkeypatch):
+        x, y = _case(204)
+        for grad in (False, True):
+            def call():
+                xt = _t(x, grad=grad)
+                with paddle.no_grad():
+                    out = fpd.softmax_focal_loss(xt, _t(y))
+                assert out.stop_gradient
+                return _np(out)
+            host, ordinary = _both_paths(monkeypatch, call)
+            _close(host, ordinary, rtol=1e-12)
+
+    def test_not_taken_for_large_half_or_gradient_wanting_inputs(self, monkeypatch):
+        calls = _host_spy(monkeypatch)
+        rng = _rng(205)
+        n = backend._HOST_MAX // C + 1  # (one row past the limit)
+        big = _t(rng.normal(size=(n, C)), "float32", grad=True)
+        fpd.softmax_focal_loss(big, _t(rng.integers(0, C, n)))
+        x, y = _case(206)
+        for dtype in ("float16", "bfloat16"):
+            fpd.softmax_focal_loss(_t(x, dtype, grad=True), _t(y))
+        # a hyperparameter tensor or soft targets that need a gradient: the ordinary path
+        # gives it (see _other_grads)
+        alpha = _t(np.full(C, 0.3), grad=True)
+        loss = fpd.softmax_focal_loss(_t(x, grad=True), _t(y), alpha=alpha)
+        (ga,) = paddle.grad(loss, alpha)
+        assert np.isfinite(_np(ga)).all()
+        probs = _t(_rng(207).dirichlet(np.ones(C), x.shape[0]), grad=True)
+        loss = fpd.softmax_focal_loss(_t(x, grad=True), probs)
+        (gq,) = paddle.grad(loss, probs)
+        assert np.isfinite(_np(gq)).all()
+        assert not calls
+        fpd.softmax_focal_loss(_t(x, grad=True), _t(y))  # (the spy itself works)
+        assert calls
+
+    def test_not_taken_where_row_blocks_start(self, monkeypatch):
+        # (row blocks run from their own, lower, thresholds: the conformance harness's
+        # "blocks" mode lowers them to 1 on small inputs)
+        calls = _host_spy(monkeypatch)
+        x, y = _case(210)
+        t = (_rng(211).random(x.shape) < 0.3).astype(np.float64)
+        for name, fn, tt in [("_SOFTMAX_BLOCK_MIN", fpd.softmax_focal_loss, _t(y)),
+                             ("_BLOCK_MIN", fpd.sigmoid_focal_loss, _t(t))]:
+            with monkeypatch.context() as m:
+                m.setattr(backend, name, x.size)
+                fn(_t(x, grad=True), tt)
+                assert not calls
+                m.setattr(backend, name, x.size + 1)
+                fn(_t(x, grad=True), tt)
+                assert len(calls) == 1
+            calls.clear()
+
+    def test_not_taken_off_the_cpu_or_in_a_static_program(self, monkeypatch):
+        calls = _host_spy(monkeypatch)
+        x, y = _case(208)
+        with monkeypatch.context() as m:
+            m.setattr(backend, "_on_host", lambda a: False)
+            fpd.softmax_focal_loss(_t(x, grad=True), _t(y))
+        def call(v, t):
+            return fpd.softmax_focal_loss(v, t)
+        static = paddle.jit.to_static(call, full_graph=True)
+        s_loss = static(_t(x), _t(y))
+        assert not calls
+        _close(s_loss, fpd.softmax_focal_loss(_t(x), _t(y)), rtol=STATIC_RTOL)
+        assert calls
+
+    @pytest.mark.parametrize("bad", [
+        dict(y=C), dict(y=-3), dict(alpha="tensor_bad"), dict(weight="tensor_neg"),
+        dict(normalizer="tensor_zero"), dict(normalizer="tensor_bool"),
+        dict(alpha=[0.5, 0.5]), dict(from_logits=False), dict(reduction="avg"),
+        dict(gamma=-1.0), dict(label_smoothing=1.5), dict(axis=3),
+    ], ids=lambda o: repr(o)[:40])
+    def test_same_errors(self, monkeypatch, bad):
+        bad = dict(bad)
+        x, y = _case(209)
+        if "y" in bad:
+            y[2] = bad.pop("y")
+        special = {"tensor_bad": _t(np.full(C, 1.5)), "tensor_neg": _t(-np.ones(C)),
+                   "tensor_zero": _t(0.0), "tensor_bool": _t(True)}
+        bad = {k: special.get(v, v) if isinstance(v, str) else v for k, v in bad.items()}
+
+        def call():
+            with pytest.raises((ValueError, TypeError)) as info:
+                fpd.softmax_focal_loss(_t(x, "float32", grad=True), _t(y), **bad)
+            return type(info.value), str(info.value)
+        calls = _host_spy(monkeypatch)
+        host = call()
+        with monkeypatch.context() as m:
+            m.setattr(backend, "_HOST_MAX", 0)
+            ordinary = call()
+        assert host == ordinary
+        # (the host path was tried where the argument reaches the spec)
+        assert calls or bad.get("reduction") or bad.get("gamma") or "axis" in bad
