@@ -1077,9 +1077,9 @@ class TestBackgroundCompilation:
             time.sleep(0.05)
         raise AssertionError("the background compilation did not finish")
 
-    def test_calls_run_op_by_op_while_the_kernel_compiles(self, monkeypatch):
-        # A compilation held up in the compile thread: calls meanwhile run op by op,
-        # without waiting for it; once it is done, they take the kernel.
+    def _held_compilation(self, monkeypatch):
+        """(started, release): the compile thread's compilation (torch.compile's eager
+        backend) signals `started` and then waits for `release`."""
         started, release = threading.Event(), threading.Event()
 
         def slow_compile(fn, **kwargs):
@@ -1092,6 +1092,12 @@ class TestBackgroundCompilation:
                 return compiled(*args)
             return kernel
         monkeypatch.setitem(self.bt._FUSED, "compile", slow_compile)
+        return started, release
+
+    def test_calls_run_op_by_op_while_the_kernel_compiles(self, monkeypatch):
+        # A compilation held up in the compile thread: calls meanwhile run op by op,
+        # without waiting for it; once it is done, they take the kernel.
+        started, release = self._held_compilation(monkeypatch)
         x, t = self._inputs()
         want = torch.tensor(ref.sigmoid_focal_loss(x.double().numpy(), t.numpy(), gamma=0.5))
         before = self.bt._FUSED["calls"]
@@ -1110,18 +1116,7 @@ class TestBackgroundCompilation:
         assert self.bt._FUSED["calls"] == before + 1
 
     def test_wait_for_kernels_returns_once_the_queued_kernel_is_compiled(self, monkeypatch):
-        started, release = threading.Event(), threading.Event()
-
-        def slow_compile(fn, **kwargs):
-            compiled = torch.compile(fn, fullgraph=True, backend="eager")
-
-            def kernel(*args):
-                if threading.current_thread().name == "focalx-torch-compile":
-                    started.set()
-                    release.wait(120)
-                return compiled(*args)
-            return kernel
-        monkeypatch.setitem(self.bt._FUSED, "compile", slow_compile)
+        started, release = self._held_compilation(monkeypatch)
         x, t = self._inputs(5)
         try:
             ft.sigmoid_focal_loss(x, t, gamma=1.5)
