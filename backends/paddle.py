@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 import os
 import sys
 import threading
@@ -874,6 +875,26 @@ _ROW_STARTS = {}
 _NP_KINDS = {"f": "floating", "i": "integer", "u": "integer", "b": "bool", "c": "complex"}
 
 
+def _where_kernel_np():
+    """np.where without its __array_function__ dispatch (a Python function per call),
+    for the host path's NumPy arrays; np.where itself where that is not there or
+    gives something else."""
+    impl = getattr(np.where, "_implementation", None)
+    try:
+        cond = np.array([[True, False], [False, True]])
+        a = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
+        b = np.float32(-1.0) * a
+        got, want = impl(cond, a, b), np.where(cond, a, b)
+        if type(got) is np.ndarray and got.dtype == want.dtype and np.array_equal(got, want):
+            return impl
+    except Exception:  # noqa: BLE001 - (pragma: no cover) another NumPy
+        pass
+    return np.where
+
+
+_np_where = _where_kernel_np()
+
+
 class _Held:
     """A hyperparameter tensor's values on the host, for HostOps.asarray: not an
     ndarray, so that the spec treats it as it treats the tensor (its range is read
@@ -896,11 +917,18 @@ class HostOps(ArrayModuleOps):
     log = staticmethod(np.log)
     log1p = staticmethod(np.log1p)
     abs = staticmethod(np.abs)
-    where = staticmethod(np.where)
+    where = staticmethod(_np_where)
     full_like = staticmethod(np.full_like)
+    # (C callables, not Python functions: the spec calls these at every call)
+    shape = staticmethod(operator.attrgetter("shape"))  # (a tuple already)
 
     def __init__(self, need_grad):
         self.softmaxes = [] if need_grad else None
+        self._flat_of = None  # (index, shape, its flat positions): see _flat
+
+    @staticmethod
+    def squeeze(a, axis):
+        return a.squeeze(axis)  # (np.squeeze wraps it)
 
     @staticmethod
     def kind(a):
@@ -909,13 +937,16 @@ class HostOps(ArrayModuleOps):
 
     @staticmethod
     def sum(a, axis=None, keepdims=False):
-        return a.sum(axis=axis, keepdims=keepdims)  # (the method: np.sum wraps it)
+        if keepdims and a.ndim == 2 and axis in (-1, 1):
+            return _sum_keep(a)
+        return _np_sum(a, axis=axis, keepdims=keepdims)  # (a.sum() and np.sum wrap it)
 
     def log_softmax(self, a, axis):
         # (PaddleOps.log_softmax's formula)
-        s = a - a.max(axis=axis, keepdims=True)
+        s = a - _max_keep(a, axis)
         e = np.exp(s)
-        total = e.sum(axis=axis, keepdims=True)
+        total = _sum_keep(e) if e.ndim == 2 and axis in (-1, 1) else \
+            _np_sum(e, axis=axis, keepdims=True)
         out = s - np.log(total)
         if self.softmaxes is not None:
             self.softmaxes.append((out, e, total))
@@ -934,9 +965,9 @@ class HostOps(ArrayModuleOps):
         flat = self._flat(x, index, axis)
         if flat is None:
             return None
-        s = x - x.max(axis=axis, keepdims=True)
+        s = x - _max_keep(x, axis)
         e = np.exp(s)
-        total = e.sum(axis=axis, keepdims=True)
+        total = _sum_keep(e)
         lp_y = s.reshape(-1)[flat].reshape(index.shape) - np.log(total)
         return lp_y, e * (1.0 / total)
 
@@ -947,19 +978,24 @@ class HostOps(ArrayModuleOps):
         axis = axis + len(shape) + 1 if axis < 0 else axis
         return a.reshape(shape[:axis] + (1,) + shape[axis:])
 
-    @staticmethod
-    def _flat(a, index, axis):
+    def _flat(self, a, index, axis):
         """Flat positions of index along the last axis of a 2-D a (take_along_axis and
-        put_along_axis are Python functions, several times the indexing), else None."""
+        put_along_axis are Python functions, several times the indexing), else None.
+        Kept for the last index: the spec gathers and scatters at the same one."""
         if a.ndim == 2 and axis in (-1, 1):
             key = a.shape
+            last = self._flat_of
+            if last is not None and last[0] is index and last[1] == key:
+                return last[2]
             starts = _ROW_STARTS.get(key)
             if starts is None:
                 if len(_ROW_STARTS) >= 64:
                     _ROW_STARTS.clear()
                 starts = _ROW_STARTS[key] = np.arange(0, a.size, a.shape[1])
                 starts.flags.writeable = False
-            return starts + index.reshape(-1)
+            flat = starts + index.reshape(-1)
+            self._flat_of = (index, key, flat)
+            return flat
         return None
 
     def take(self, a, index, axis):
@@ -992,9 +1028,8 @@ class HostOps(ArrayModuleOps):
         raise TypeError(f"{name} must be a number, a sequence or a paddle tensor, got "
                         f"{type(v).__module__}.{type(v).__name__}")
 
-    @staticmethod
-    def as_index(a):
-        return a.astype(np.int64, copy=False)
+    # (a C callable: a.astype(np.int64, copy=False))
+    as_index = staticmethod(operator.methodcaller("astype", np.int64, copy=False))
 
     @staticmethod
     def assert_values(a, cond, message):  # (never reached: every range is read)
@@ -1009,32 +1044,83 @@ class HostOps(ArrayModuleOps):
     def concrete_range(a):
         if a.size == 0:
             return None
-        return float(a.min()), float(a.max())
+        # (the ufuncs' own reductions: a.min() wraps them; the same values, NaN included)
+        return float(_np_min(a, axis=None)), float(_np_max(a, axis=None))
 
     @staticmethod
     def gather_classes(v, idx):
         return v[idx]
 
 
+_np_min, _np_max, _np_sum = np.minimum.reduce, np.maximum.reduce, np.add.reduce
+#: Class axes up to this long take the largest logit over a transposed copy (_max_keep).
+_SHORT_CLASS_AXIS = 64
+
+
+#: Up to this many elements a short last axis is summed as a product with a vector of
+#: ones (_sum_keep): below OpenBLAS's threshold for threads.
+_SHORT_SUM_MAX = 8192
+
+
+def _sum_keep(a):
+    """a.sum(-1, keepdims=True) of a 2-D float array. Along a short last axis as a product
+    with a vector of ones, as PaddleOps.sum does (one BLAS call, where NumPy's reduction
+    runs an inner loop per row); a sum of the same numbers, in another order."""
+    c, dtype = a.shape[1], a.dtype
+    if 0 < c <= _SHORT_CLASS_AXIS and a.size <= _SHORT_SUM_MAX and dtype in _BLAS_FLOATS:
+        key = (c, dtype)
+        ones = _ONES.get(key)
+        if ones is None:
+            if len(_ONES) >= 256:
+                _ONES.clear()
+            ones = _ONES[key] = np.ones((c, 1), dtype=dtype)
+            ones.flags.writeable = False
+        return a.dot(ones)  # (the method: np.dot wraps it in a dispatch)
+    return _np_sum(a, axis=-1, keepdims=True)
+
+
+_BLAS_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+#: Read-only (c, 1) arrays of ones, per size and dtype (_sum_keep).
+_ONES = {}
+
+
+def _max_keep(a, axis):
+    """a.max(axis, keepdims=True). Along a short last axis of a 2-D array NumPy's
+    reduction runs one inner loop per row; over a transposed copy it runs one per class,
+    several times faster at these sizes. The maximum is the same either way."""
+    if a.ndim == 2 and axis in (-1, 1) and 0 < a.shape[1] <= _SHORT_CLASS_AXIS:
+        return _np_max(np.ascontiguousarray(a.T), axis=0).reshape(a.shape[0], 1)
+    return a.max(axis=axis, keepdims=True)
+
+
 def _host_ok(fn, logits, arrays) -> bool:
     """Whether a call takes the host path (see above)."""
     limit = min(_HOST_MAX, (_SOFTMAX_BLOCK_MIN if fn is _SOFTMAX else _BLOCK_MIN) - 1)
-    if logits.dtype not in _HOST_FLOATS or not 0 < _numel(logits) <= limit or \
-            not paddle.in_dynamic_mode() or _in_sot() or not _on_host(logits):
+    dt = logits.dtype
+    # (dtypes by identity first: a paddle dtype's hash costs half a microsecond)
+    if not (dt is _F32 or dt is _F64 or dt in _HOST_FLOATS) or \
+            not 0 < math.prod(logits.shape) <= limit or not paddle.in_dynamic_mode() or \
+            _in_sot() or not _on_host(logits):
         return False
     grad_mode = paddle.is_grad_enabled()
     for v in arrays.values():
-        if v.dtype not in _HOST_DTYPES or not _on_host(v) or \
-                (grad_mode and not v.stop_gradient and v.dtype in _FLOATS):
+        dt = v.dtype
+        if not (dt is _I64 or dt in _HOST_DTYPES) or not _on_host(v) or \
+                (grad_mode and not v.stop_gradient and dt in _FLOATS):
             return False  # (a gradient w.r.t. it comes from the ordinary path)
     return True
+
+
+_F32, _F64, _I64 = paddle.float32, paddle.float64, paddle.int64
+_TENSOR = paddle.Tensor
 
 
 def _host_run(fn, x, arrays, static, need_grad):
     """fn on NumPy copies: (loss, grad) as NumPy arrays of x's dtype (grad None
     without need_grad)."""
     ops = HostOps(need_grad)
-    held = {k: _Held(v) for k, v in arrays.items() if k != "targets"}
+    held = {k: _Held(v) for k, v in arrays.items() if k != "targets"} if len(arrays) > 1 \
+        else {}
     with np.errstate(all="ignore"):  # (the spec handles inf and NaN itself)
         out, grad = fn(ops, x.numpy(), arrays["targets"].numpy(), need_grad=need_grad,
                        **static, **held)
@@ -1062,9 +1148,43 @@ _full = _full_kernel()
 _CPU = paddle.CPUPlace()
 
 
+def _tensor_kernel():
+    """A CPU tensor (a copy) from a C-contiguous NumPy array through the Tensor type's own
+    constructor: paddle.Tensor's Python wrapper (which takes other argument forms too)
+    costs a few microseconds a call. Where it is not there or makes something else,
+    paddle.Tensor."""
+    def public(a):
+        return paddle.Tensor(a, _CPU)
+    init = getattr(paddle, "original_init", None)
+    tensor_type = paddle.Tensor
+    if init is None or not callable(init):
+        return public
+
+    def raw(a):
+        t = tensor_type.__new__(tensor_type)
+        init(t, a, _CPU)
+        return t
+    try:
+        for a in (np.array([[0.5, -1.0], [2.0, 3.0]], dtype=np.float32),
+                  np.array([1.0, 2.0, 3.0], dtype=np.float64)):
+            t, want = raw(a), public(a)
+            a[0] = 9.0  # (a copy, not a view of `a`)
+            if not (type(t) is type(want) and t.shape == want.shape and
+                    t.dtype == want.dtype and t.place.is_cpu_place() and t.stop_gradient and
+                    np.array_equal(t.numpy(), want.numpy())):
+                return public
+        return raw
+    except Exception:  # noqa: BLE001 - (pragma: no cover) another Paddle
+        return public
+
+
+_new_tensor = _tensor_kernel()
+
+
 def _host_tensor(a, dtype):
     """A NumPy result of the host path as a CPU tensor of the paddle dtype `dtype`."""
-    want = _NP_DTYPE[dtype]
+    # (dtypes by identity: see _host_ok)
+    want = np.float32 if dtype is _F32 else np.float64 if dtype is _F64 else _NP_DTYPE[dtype]
     if not isinstance(a, np.ndarray) or a.dtype != want:
         a = np.asarray(a, dtype=want)
     if a.ndim == 0 and _full is not None:
@@ -1072,7 +1192,7 @@ def _host_tensor(a, dtype):
         return _full([], float(a), dtype, _CPU)
     if not a.flags.c_contiguous:
         a = np.ascontiguousarray(a)
-    return paddle.Tensor(a, _CPU)
+    return _new_tensor(a)
 
 
 _NP_DTYPE = {paddle.float32: np.float32, paddle.float64: np.float64}
@@ -1084,14 +1204,15 @@ class _HostLayer(PyLayer):
 
     @staticmethod
     def forward(ctx, x, loss, grad, class_axis):
-        ctx.grad, ctx.class_axis, ctx.dtype = grad, class_axis, x.dtype
-        return _host_tensor(loss, x.dtype)
+        dtype = x.dtype
+        ctx.grad, ctx.class_axis, ctx.dtype = grad, class_axis, dtype
+        return _host_tensor(loss, dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
         go = grad_out.numpy()
         grad = ctx.grad
-        if go.ndim == 0 and go == 1:  # (a loss's backward() seeds 1: 1 * grad is grad)
+        if go.ndim == 0 and float(go) == 1.0:  # (a loss's backward() seeds 1: 1 * grad is grad)
             return _host_tensor(grad, ctx.dtype)
         if go.ndim and ctx.class_axis is not None:  # per-sample softmax loss
             go = np.expand_dims(go, ctx.class_axis)
@@ -1165,15 +1286,23 @@ def _apply(fn, logits, targets, params, class_axis=None):
 
 
 def _check_tensors(logits, targets):
-    if not _is_tensor(logits):
+    # (the exact type and dtype first: this runs at every call)
+    if type(logits) is not _TENSOR and not _is_tensor(logits):
         raise TypeError(f"logits must be a paddle.Tensor, got "
                         f"{type(logits).__module__}.{type(logits).__name__}")
-    if not _is_tensor(targets):
+    if type(targets) is not _TENSOR and not _is_tensor(targets):
         raise TypeError(f"targets must be a paddle.Tensor (the framework of logits), got "
                         f"{type(targets).__module__}.{type(targets).__name__}")
-    _spec.check_logits_dtype(_kind(logits))
-    if not _static() and str(targets.place) != str(logits.place):
+    dt = logits.dtype
+    if not (dt is _F32 or dt is _F64):
+        _spec.check_logits_dtype(_kind(logits))
+    if not _static() and not _same_place(targets.place, logits.place):
         raise ValueError(f"targets is on {targets.place} but logits is on {logits.place}")
+
+
+def _same_place(a, b) -> bool:
+    # (two CPU places first: str() of a place costs a microsecond)
+    return (a.is_cpu_place() and b.is_cpu_place()) or str(a) == str(b)
 
 
 def sigmoid_focal_loss(logits, targets, *, gamma=2.0, alpha=0.25, pos_weight=None,

@@ -1978,3 +1978,127 @@ class TestHostPath:
         assert host == ordinary
         # (the host path was tried where the argument reaches the spec)
         assert calls or bad.get("reduction") or bad.get("gamma") or "axis" in bad
+
+    # -- the host path's own plumbing (issue 16: fewer operations per small call) --
+
+    @pytest.mark.parametrize("dtype", ["float32", "float64"])
+    @pytest.mark.parametrize("shape", [(64, 5), (1, 1), (3, 64), (3, 65), (129, 64), (200, 3)])
+    def test_shapes_around_the_short_axis_paths(self, monkeypatch, dtype, shape):
+        # (class axes up to _SHORT_CLASS_AXIS take the transposed maximum and, up to
+        # _SHORT_SUM_MAX elements, the sum as a product with ones; 3 x 65 and 129 x 64
+        # are just past them)
+        rng = _rng(220)
+        xn = rng.normal(size=shape) * 4
+        yn = rng.integers(0, shape[1], shape[0])
+        for kw in (dict(gamma=2.0), dict(gamma=0.0), dict(gamma=2.0, reduction="none"),
+                   dict(gamma=1.5, label_smoothing=0.1)):
+            host, ordinary = _both_paths(monkeypatch, _loss_grads(
+                fpd.softmax_focal_loss, xn, _t(yn), dtype, **kw))
+            _assert_paths_agree(host, ordinary, dtype)
+            want_loss, want_grad = ref.softmax_focal_loss_and_grad(xn.astype(dtype), yn, **kw)
+            if kw.get("reduction") != "none":
+                tol = dict(rtol=2e-5, atol=1e-7) if dtype == "float32" else \
+                    dict(rtol=1e-12, atol=1e-15)
+                np.testing.assert_allclose(host[0], want_loss, **tol)
+                x = _t(xn, dtype, grad=True)
+                (g,) = paddle.grad(fpd.softmax_focal_loss(x, _t(yn), **kw), x)
+                np.testing.assert_allclose(_np(g), want_grad, **tol)
+
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+    def test_short_axis_reductions(self, dtype):
+        rng = _rng(221)
+        special = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e30, -1e30], dtype)
+        for shape in [(64, 5), (1, 1), (7, 1), (3, 64), (3, 65), (0, 5), (5, 0), (129, 64)]:
+            a = (rng.normal(size=shape) * 50).astype(dtype)
+            if a.size >= 14:
+                a.reshape(-1)[rng.choice(a.size, 7, replace=False)] = special
+            for axis in (-1, 1):
+                if 0 not in shape:
+                    got, want = backend._max_keep(a, axis), a.max(axis=axis, keepdims=True)
+                    assert got.shape == want.shape and got.dtype == want.dtype
+                    # the same maximum, NaN where a row has one
+                    np.testing.assert_array_equal(got, want)
+            e = np.exp(-np.abs(a))  # (the log-softmax's exps: in [0, 1], NaN kept)
+            got, want = backend._sum_keep(e), e.sum(axis=-1, keepdims=True)
+            assert got.shape == want.shape and got.dtype == want.dtype
+            assert got.flags.c_contiguous
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+            rtol = 4 * max(shape[1], 1) * np.finfo(dtype).eps
+            np.testing.assert_allclose(got, want, rtol=rtol)
+            small = rng.integers(0, 9, size=shape).astype(dtype)  # (integers: sums exact)
+            np.testing.assert_array_equal(backend._sum_keep(small), small.sum(-1, keepdims=True))
+            ops = backend.HostOps(True)
+            np.testing.assert_array_equal(ops.sum(small, axis=-1, keepdims=True),
+                                          small.sum(-1, keepdims=True))
+            np.testing.assert_array_equal(ops.sum(small), small.sum())
+        ints = rng.integers(0, 9, size=(4, 5))
+        np.testing.assert_array_equal(backend._sum_keep(ints), ints.sum(-1, keepdims=True))
+
+    def test_flat_positions_follow_the_index(self):
+        ops = backend.HostOps(True)
+        a = np.arange(12.0).reshape(4, 3)
+        i1 = np.array([[0], [2], [1], [2]])
+        i2 = i1.copy()
+        i2[0] = 1
+        f1 = ops._flat(a, i1, -1)
+        np.testing.assert_array_equal(f1, [0, 5, 7, 11])
+        assert ops._flat(a, i1, 1) is f1  # (the same index: kept)
+        np.testing.assert_array_equal(ops._flat(a, i2, -1), [1, 5, 7, 11])  # (another one)
+        np.testing.assert_array_equal(ops._flat(a.T.copy(), i1[:3], -1), [0, 6, 9])
+        np.testing.assert_array_equal(ops.take(a, i1, -1), [[0.0], [5.0], [7.0], [11.0]])
+        out = ops.scatter(np.zeros((4, 3)), i2, np.full((4, 1), 9.0), -1)
+        want = np.zeros((4, 3))
+        np.put_along_axis(want, i2, 9.0, axis=1)
+        np.testing.assert_array_equal(out, want)
+        assert ops._flat(np.zeros((2, 2, 3)), i1, -1) is None
+
+    def test_host_ops_callables(self):
+        ops = backend.HostOps(False)
+        a = np.arange(6, dtype=np.int64).reshape(2, 3)
+        assert ops.shape(a) == (2, 3) and ops.shape(np.float32(1.0)) == ()
+        assert ops.as_index(a) is a  # (int64 already: not copied)
+        b = ops.as_index(a.astype(np.int32))
+        assert b.dtype == np.int64 and np.array_equal(b, a)
+        assert ops.squeeze(a[:, :1], 1).shape == (2,) and ops.squeeze(a[:, :1], -1).shape == (2,)
+        with pytest.raises(ValueError):
+            ops.squeeze(a, 1)
+        cond = a % 2 == 0
+        for x, y in [(a * 1.5, -a * 1.0), (a.astype(np.float32), np.float32(0.0)), (a, 0.5)]:
+            got, want = ops.where(cond, x, y), np.where(cond, x, y)
+            assert got.dtype == want.dtype and np.array_equal(got, want)
+        assert ops.concrete_range(np.array([3, -2, 7])) == (-2.0, 7.0)
+        assert ops.concrete_range(np.array([True, False])) == (0.0, 1.0)
+        lo, hi = ops.concrete_range(np.array([1.0, np.nan, 2.0]))
+        assert math.isnan(lo) and math.isnan(hi)
+        assert ops.concrete_range(np.zeros((0, 3))) is None
+
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+    def test_new_tensor_is_a_copy(self, dtype):
+        a = np.arange(10, dtype=dtype).reshape(2, 5) / 3
+        want = a.copy()
+        t = backend._new_tensor(a)
+        a[:] = -1.0
+        assert isinstance(t, paddle.Tensor) and t.place.is_cpu_place()
+        assert t.dtype == (paddle.float32 if dtype == np.float32 else paddle.float64)
+        assert t.shape == [2, 5] and t.stop_gradient
+        np.testing.assert_array_equal(t.numpy(), want)
+        # (as _host_tensor uses it: a non-contiguous or other-dtype array is converted)
+        g = backend._host_tensor(np.arange(6.0).reshape(2, 3).T, paddle.float32)
+        assert g.dtype == paddle.float32
+        np.testing.assert_array_equal(g.numpy(), np.arange(6.0).reshape(2, 3).T)
+
+    def test_same_place(self):
+        class Place:
+            def __init__(self, text):
+                self.text = text
+
+            def is_cpu_place(self):
+                return self.text == "Place(cpu)"
+
+            def __str__(self):
+                return self.text
+        cpu, gpu0, gpu1 = Place("Place(cpu)"), Place("Place(gpu:0)"), Place("Place(gpu:1)")
+        assert backend._same_place(cpu, Place("Place(cpu)"))
+        assert backend._same_place(gpu0, Place("Place(gpu:0)"))
+        assert not backend._same_place(cpu, gpu0) and not backend._same_place(gpu1, gpu0)
+        assert backend._same_place(paddle.CPUPlace(), _t([1.0]).place)

@@ -276,3 +276,85 @@ def _protocol_names():
 def test_numpy_ops_implement_exactly_the_protocol():
     from focalx._numpy import NumpyOps
     assert {n for n in dir(NumpyOps) if not n.startswith("_")} - {"xp"} == _protocol_names()
+
+
+# ---------------------------------------------------------------------------
+# The spec's own shortcuts (issue 16): the same answers as the general forms
+# ---------------------------------------------------------------------------
+
+def test_number_checks_take_exact_types_and_others_alike():
+    from fractions import Fraction
+
+    from focalx import _spec
+    for g in (2, 2.0, np.float32(2.0), np.int64(2), Fraction(2)):
+        v = _spec.check_gamma(g)
+        assert v == 2.0 and type(v) is float
+    x = 0.1
+    assert _spec._to_float("gamma", x) is x
+    assert _spec._is_real(1) and _spec._is_real(1.5) and _spec._is_real(np.float64(1.5))
+    assert not _spec._is_real(True) and not _spec._is_real("1") and not _spec._is_real(None)
+    for bad, exc in [(True, TypeError), ("2", TypeError), (None, TypeError),
+                     (float("nan"), ValueError), (-1, ValueError), (10 ** 400, ValueError)]:
+        with pytest.raises(exc, match="gamma"):
+            _spec.check_gamma(bad)
+    assert _spec.check_axis(np.int64(-1), 2) == 1 and _spec.check_axis(1, 2) == 1
+    for bad in (True, 1.0, "1"):
+        with pytest.raises(TypeError, match="axis must be an int"):
+            _spec.check_axis(bad, 2)
+    assert _spec.check_ignore_index(np.int32(-1), allow_none=True, binary=False) == -1
+    assert _spec.check_ignore_index(-100, allow_none=True, binary=False) == -100
+    for bad in (True, 1.0):
+        with pytest.raises(TypeError, match="ignore_index must be an int"):
+            _spec.check_ignore_index(bad, allow_none=True, binary=False)
+    with pytest.raises(ValueError, match="ignore_index must fit in int64"):
+        _spec.check_ignore_index(2 ** 63, allow_none=True, binary=False)
+    from focalx._numpy import OPS
+    assert _spec._normalizer(OPS, None, np.zeros(3)) is None
+    assert _spec._normalizer(OPS, 2, np.zeros(3)) == 2.0
+    with pytest.raises(TypeError, match="normalizer"):
+        _spec._normalizer(OPS, True, np.zeros(3))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_u_over_omp_and_the_index_gradient_as_written_before(dtype):
+    """_u_over_omp shares its `omp + 1` and softmax_focal_index writes (p_y - 1) g at the
+    target: bit for bit the two-`where` form and -(1 - p_y) g they replace."""
+    from focalx import _spec
+    from focalx._numpy import OPS
+    rng = _rng(31)
+    with np.errstate(all="ignore"):
+        lp = np.concatenate([-np.abs(rng.normal(size=40) * 3), [0.0, -0.0, -1e-30, -800.0,
+                                                                 -np.inf, np.nan]]).astype(dtype)
+        u = 0.0 - lp
+        omp = -np.expm1(lp)
+        zero = omp <= 0
+        before = np.where(zero, omp + 1.0, u / np.where(zero, omp + 1.0, omp))
+        got = _spec._u_over_omp(OPS, u, omp)
+        assert got.dtype == before.dtype
+        np.testing.assert_array_equal(got, before)
+        assert got[40] == 1.0 and got[41] == 1.0
+
+        x = (rng.normal(size=(30, 6)) * 4).astype(dtype)
+        x[0] = [60.0, -60.0, -60.0, -60.0, -60.0, -60.0]  # (p_y == 1: omp == 0)
+        x[1, 2] = 1e4
+        idx = rng.integers(0, 6, (30, 1))
+        idx[0] = 0
+        for gamma, k in [(2.0, None), (0.0, None), (1.5, np.full((30, 1), 0.25, dtype))]:
+            loss, grad = _spec.softmax_focal_index(OPS, x, idx, k_y=k, sample_coef=None,
+                                                   gamma=gamma, axis=-1, need_grad=True)
+            # the formula as it was written before
+            lpx = OPS.log_softmax(x, -1)
+            lp_y = np.take_along_axis(lpx, idx, axis=-1)
+            u = 0.0 - lp_y
+            omp = -np.expm1(lp_y)
+            f = _spec._focal_factor(OPS, omp, gamma)
+            c = k
+            if gamma == 0:
+                g = np.full_like(u, 1.0) if c is None else c
+            else:
+                zero = omp <= 0
+                r = np.where(zero, omp + 1.0, u / np.where(zero, omp + 1.0, omp))
+                g = _spec._mul(c, f * (1.0 + gamma * np.exp(lp_y) * r))
+            want = np.exp(lpx) * g
+            np.put_along_axis(want, idx, -omp * g, axis=-1)
+            np.testing.assert_array_equal(grad, want)
