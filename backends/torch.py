@@ -268,12 +268,34 @@ class _EagerOps(TorchOps):
             return out.bitwise_xor_(bi).view(a.dtype)
         return torch.where(cond, a, b)
 
+    def __init__(self, out=None):
+        #: where log_softmax_at may write the softmax: the rows of the whole gradient
+        #: that this (block's) run produces, so that the gradient is built in place
+        self.out = out
+
+    def log_softmax_at(self, x, index, axis):
+        # The softmax from torch's one fused kernel (exp(x - max) times 1/sum: more
+        # accurate than exp of the log-softmax, and one exp pass instead of two), and
+        # log p at the target as log_softmax forms it, (x_y - max) - log(sum), with
+        # 1/sum read off the softmax as its row maximum (exp(0) = 1 at the max): one
+        # rounding of 1/sum more, half an epsilon of absolute error, within the error
+        # that the sum's own rounding gives log_softmax.
+        out = self.out
+        if out is not None and out.shape == x.shape and out.dtype == x.dtype and \
+                out.is_contiguous() and x.is_contiguous():
+            p = torch.ops.aten._softmax.out(x, axis, False, out=out)
+        else:
+            p = torch.softmax(x, dim=axis)
+        lp_y = torch.gather(x, axis, index).sub_(torch.amax(x, dim=axis, keepdim=True))
+        return lp_y.add_(torch.amax(p, dim=axis, keepdim=True).log_()), p
+
     @staticmethod
-    def log_softmax_at(x, index, axis):
-        # the spec's own take(log_softmax) and exp(log_softmax), the exp in place: one
-        # fresh full-size tensor fewer (each costs its page faults)
-        lp = torch.log_softmax(x, dim=axis)
-        return torch.gather(lp, axis, index), lp.exp_()
+    def mul_owned(a, b):
+        # `a`: log_softmax_at's softmax, which the spec no longer reads
+        if isinstance(b, torch.Tensor) and (b.dtype != a.dtype or b.dim() > a.dim() or any(
+                s not in (1, t) for s, t in zip(b.shape[::-1], a.shape[::-1]))):
+            return a * b
+        return a.mul_(b)
 
 
 _EAGER_OPS = _EagerOps()
@@ -379,9 +401,12 @@ def _run_blocks(spec_name, x, targets, need_grad, params, blocks):
         kw = {k: part(v, i, j) for k, v in per_block.items()}
         t = targets[i:j] if softmax or (targets.dim() == x.dim() and targets.shape[0] == lead) \
             else targets
-        o, g = fn(_EAGER_OPS, x[i:j], t, need_grad=need_grad, **kw)
-        if need_grad:
-            grad[i:j].copy_(g)
+        dest = grad[i:j] if need_grad else None
+        o, g = fn(_EagerOps(dest) if softmax and need_grad else _EAGER_OPS, x[i:j], t,
+                  need_grad=need_grad, **kw)
+        if need_grad and not (g.data_ptr() == dest.data_ptr() and g.shape == dest.shape
+                              and g.stride() == dest.stride()):
+            dest.copy_(g)
         if reduction == "none":
             if out is None:
                 out = o.new_empty((lead,) + tuple(o.shape[1:]))

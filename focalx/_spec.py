@@ -171,11 +171,14 @@ class Ops(Protocol):
     #                       cross-entropy kernel), where the backend has one that is as
     #                       accurate as log_softmax for these logits. None, or absent:
     #                       ``take(log_softmax(x))`` and the softmax from its log.
+    # mul_owned(a, b) -> a * b: for `a` the softmax that this Ops' log_softmax_at returned,
+    #                       which the spec reads no more after this product: the backend
+    #                       may write the product into a's memory. Absent: ``a * b``.
 
 
 #: What a backend may add to :class:`Ops` (the spec reads each with a default).
 OPTIONAL_OPS = ("lean_sigmoid", "fork", "checked_sum", "softmax_parts", "pow", "ratio",
-                "log_softmax_at")
+                "log_softmax_at", "mul_owned")
 
 
 # ---------------------------------------------------------------------------
@@ -738,8 +741,11 @@ def softmax_focal_index(ops, x, index, *, k_y, sample_coef, gamma: float, axis: 
     # d/dx_j = p_j*g for j != y and -(1-p_y)*g at the target (as (p_y-1)*g: the same
     # number, one negation fewer).
     if fused is None:
-        p = _softmax(ops, lp)
-    return loss, ops.scatter(p * g, index, pm1 * g, axis)
+        pg = _softmax(ops, lp) * g
+    else:
+        # (called as a method, not read into a variable: see _softmax)
+        pg = ops.mul_owned(p, g) if hasattr(ops, "mul_owned") else p * g
+    return loss, ops.scatter(pg, index, pm1 * g, axis)
 
 
 def smoothed_distribution(ops, q, label_smoothing: float, num_classes: int):

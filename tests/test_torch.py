@@ -1439,6 +1439,103 @@ class TestEagerBlocks:
             ft.softmax_focal_loss(x, y)
 
 
+
+class TestEagerSoftmaxIndex:
+    """The op-by-op softmax loss with class indices (_EagerOps.log_softmax_at: torch's
+    softmax, log p at the target from it; the gradient built in the softmax's memory,
+    in a block's rows of the whole gradient): the float64 reference's numbers, the
+    caller's tensors untouched."""
+
+    @pytest.fixture(autouse=True)
+    def _eager(self, monkeypatch):
+        from focalx.backends import torch as bt
+        monkeypatch.setitem(bt._FUSED, "enabled", False)
+        monkeypatch.setattr(bt, "_EAGER_MIN", 1 << 10)
+        self.calls = 0
+        inner = bt._EagerOps.log_softmax_at
+
+        def counted(ops, *args):
+            self.calls += 1
+            return inner(ops, *args)
+        monkeypatch.setattr(bt._EagerOps, "log_softmax_at", counted)
+        self.bt, self.monkeypatch = bt, monkeypatch
+
+    def _blocks(self, on):
+        size = 1 << 11 if on else 1 << 30
+        self.monkeypatch.setattr(self.bt, "_SOFTMAX_BLOCK_MIN", min(size, 1 << 12))
+        self.monkeypatch.setattr(self.bt, "_SOFTMAX_BLOCK_ELEMS", size)
+
+    @staticmethod
+    def _inputs(shape, dtype, seed):
+        x = _logits(shape, seed=seed, scale=4.0)
+        C = shape[1]
+        t = torch.randint(0, C, (shape[0],) + tuple(shape[2:]), generator=_gen(seed + 1))
+        x[1] += 300.0  # a large offset
+        x[2].view(C, -1)[t[2].reshape(-1)[0], 0] += 60.0  # a dominant target (p ~ 1)
+        x[3].view(C, -1)[(t[3].reshape(-1)[0] + 1) % C, 0] = -math.inf  # a zero probability
+        x[4].view(C, -1)[t[4].reshape(-1)[0], 0] -= 200.0  # a target of underflowing p
+        return x.to(dtype), t
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    @pytest.mark.parametrize("blocks", [False, True])
+    @pytest.mark.parametrize("shape", [(300, 40), (70, 12, 9)])
+    @pytest.mark.parametrize("kw", [dict(gamma=2.0), dict(gamma=0.0, reduction="sum"),
+                                    dict(gamma=1.5, reduction="none", weight="cols",
+                                         ignore_index=3),
+                                    dict(gamma=2.0, alpha=0.25, normalizer=7.0)])
+    def test_matches_the_float64_reference(self, dtype, blocks, shape, kw):
+        self._blocks(blocks)
+        x, t = self._inputs(shape, dtype, seed=31)
+        C = shape[1]
+        if kw.get("weight") == "cols":
+            kw = dict(kw, weight=torch.rand(C, generator=_gen(33)).tolist())
+        if "ignore_index" in kw:
+            t.view(-1)[::7] = kw["ignore_index"]
+        x.requires_grad_()
+        if blocks:
+            assert self.bt._row_blocks("run_softmax_focal_loss", x, t, dict(
+                kw, axis=1, reduction=kw.get("reduction", "mean"))) \
+                is not None
+        loss = ft.softmax_focal_loss(x, t, axis=1, **kw)
+        cot = torch.rand(loss.shape, generator=_gen(35), dtype=torch.float64).to(dtype) \
+            if loss.dim() else None
+        loss.backward(cot)
+        assert self.calls >= (2 if blocks else 1)
+        want, want_g = ref.softmax_focal_loss_and_grad(
+            x.detach().double().numpy(), t.numpy(), axis=1, **kw)
+        if cot is not None:
+            want_g = want_g * np.expand_dims(cot.double().numpy(), 1)
+        # the conformance tolerance (conformance/tolerances.py), atol on the scale of a
+        # sample's loss
+        eps = torch.finfo(dtype).eps
+        scale = 1.0 / t.numel() if kw.get("reduction", "mean") == "mean" else 1.0
+        scale /= kw.get("normalizer", 1.0)
+        for got, w in ((loss.detach().double().numpy(), want),
+                       (x.grad.double().numpy(), want_g)):
+            assert np.isfinite(got).all()
+            err = np.abs(got - w) - (64 * eps * np.abs(w) + 2 * eps * scale)
+            assert (err <= 0).all(), (np.max(err), np.argmax(err))
+
+    @pytest.mark.parametrize("blocks", [False, True])
+    @pytest.mark.parametrize("reduction", ["mean", "none"])
+    def test_leaves_the_callers_tensors_alone(self, blocks, reduction):
+        self._blocks(blocks)
+        x, t = self._inputs((300, 40), torch.float32, seed=41)
+        x0, t0 = x.clone(), t.clone()
+        x.requires_grad_()
+        for leaf in (True, False):
+            xi = x if leaf else x * 1.0
+            mid = xi.detach().clone()
+            loss = ft.softmax_focal_loss(xi, t, reduction=reduction)
+            (loss.sum() if loss.dim() else loss).backward()
+            assert torch.equal(xi.detach(), mid) and torch.equal(t, t0)
+        with torch.no_grad():
+            ft.softmax_focal_loss(x, t, reduction=reduction)
+        assert torch.equal(x.detach(), x0) and torch.equal(t, t0)
+        assert x.grad.data_ptr() != x.data_ptr()
+        assert self.calls >= 3
+
+
 _DDP_SCRIPT = '''
 import os, sys, numpy as np, torch, torch.distributed as dist, torch.multiprocessing as mp
 import focalx.torch as ft
