@@ -822,6 +822,14 @@ class _Stop(SystemExit):
 
 def _compile_worker(jobs):
     while True:
+        with _KERNELS_LOCK:
+            if jobs.empty() and _WORKER["queue"] is jobs:
+                # Nothing queued: the thread ends (the next _submit starts another). An idle
+                # thread that has run an OpenMP region keeps its OpenMP team, and with more
+                # OpenMP threads than cores libgomp stops spinning: every parallel torch op
+                # of the caller then waits for a woken thread (8x slower at 64K elements).
+                _WORKER.update(queue=None, thread=None)
+                return
         job = jobs.get()
         if job is None or _WORKER["stopping"]:
             return
@@ -830,8 +838,8 @@ def _compile_worker(jobs):
         # op-by-op call takes the GIL back after each of its torch ops: so while this
         # thread compiles, the interval is short (restored unless changed meanwhile).
         interval = sys.getswitchinterval()
-        short = min(interval, _COMPILE_SWITCH_INTERVAL)
-        sys.setswitchinterval(short)
+        sys.setswitchinterval(min(interval, _COMPILE_SWITCH_INTERVAL))
+        short = sys.getswitchinterval()  # (as stored: rounded to whole microseconds)
         try:
             job()
         except BaseException:  # noqa: BLE001 - a job reports its own failures
@@ -847,11 +855,17 @@ def _stop_worker():
     progress. A daemon thread still inside torch's C++ code when the interpreter
     finalizes is unwound from there, which aborts the process ("terminate called
     without an active exception", reproduced in the tests)."""
-    thread = _WORKER["thread"]
-    if thread is None:
-        return
-    _WORKER["stopping"] = True
-    _WORKER["queue"].put(None)
+    # (the lock: an idle thread ends on its own, under it; bounded, as exit must not hang)
+    locked = _KERNELS_LOCK.acquire(timeout=_EXIT_WAIT)
+    try:
+        thread, jobs = _WORKER["thread"], _WORKER["queue"]
+        if thread is None:
+            return
+        _WORKER["stopping"] = True
+        jobs.put(None)
+    finally:
+        if locked:
+            _KERNELS_LOCK.release()
     unraisable = sys.unraisablehook
 
     def quiet(info):  # (_Stop raised inside a callback: reported, not propagated)

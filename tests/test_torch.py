@@ -1131,6 +1131,25 @@ class TestBackgroundCompilation:
         ft.sigmoid_focal_loss(x, t, gamma=1.5)
         assert self.bt._FUSED["calls"] == before + 1
 
+    def test_the_compile_thread_ends_when_idle_and_restores_the_switch_interval(self):
+        # An idle compile thread would keep its OpenMP team, which slows every parallel
+        # op of the caller (libgomp stops spinning with more threads than cores); and the
+        # short switch interval of a compilation must not outlive it.
+        interval = sys.getswitchinterval()
+        x, t = self._inputs(6)
+        ft.sigmoid_focal_loss(x, t, gamma=2.5)
+        assert ft.wait_for_kernels(timeout=300)
+        deadline = time.monotonic() + 60
+        while self.bt._WORKER["thread"] is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert self.bt._WORKER["thread"] is None
+        assert not any(th.name == "focalx-torch-compile" and th.is_alive()
+                       for th in threading.enumerate())
+        assert sys.getswitchinterval() == interval
+        before = self.bt._FUSED["calls"]
+        ft.sigmoid_focal_loss(x, t, gamma=2.5)  # (the kernel compiled by the ended thread)
+        assert self.bt._FUSED["calls"] == before + 1
+
     @pytest.mark.parametrize("timeout", [-1, "1", True, float("nan")])
     def test_wait_for_kernels_rejects_a_bad_timeout(self, timeout):
         with pytest.raises(ValueError, match="timeout"):
