@@ -486,6 +486,11 @@ class PaddleHarness:
             x = x.detach()
             x.stop_gradient = False
             loss = loss_of(x, y)
+            if loss is None and mode == "full_graph" and x.dtype == paddle.float16:
+                # Paddle's to_static returns None for a shape-[1] result equal to its
+                # no-return-value marker 1.77e27, which is +inf in float16 (a Paddle
+                # defect, pinned in tests/test_paddle.py)
+                raise NotRun("to_static returned None for a shape-[1] float16 +inf")
             if loss.stop_gradient:
                 grad = paddle.zeros_like(x)
             else:
