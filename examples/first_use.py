@@ -35,8 +35,8 @@ PY = sys.executable
 def _run(code: str, env=None, cwd=None, timeout=900) -> dict:
     """Run `code` in a fresh interpreter; it prints one JSON object on its last line."""
     full = dict(os.environ, **(env or {}))
-    proc = subprocess.run([PY, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          env=full, cwd=cwd, timeout=timeout)
+    proc = subprocess.run([PY, "-c", textwrap.dedent(code)], check=False, capture_output=True,
+                          text=True, env=full, cwd=cwd, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"exit {proc.returncode}: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -266,8 +266,8 @@ def section_paddle():
 
 def _cli(args, cwd=None, timeout=900):
     t0 = time.perf_counter()
-    proc = subprocess.run([PY, "-m", "focalx._cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout)
+    proc = subprocess.run([PY, "-m", "focalx._cli", *args], check=False, capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout)
     return proc, time.perf_counter() - t0
 
 
