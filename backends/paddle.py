@@ -952,11 +952,7 @@ class HostOps(ArrayModuleOps):
             self.softmaxes.append((out, e, total))
         return out
 
-    def softmax_parts(self, lp):
-        for out, e, total in self.softmaxes or ():
-            if out is lp:
-                return e, total
-        return None
+    softmax_parts = PaddleOps.softmax_parts
 
     def log_softmax_at(self, x, index, axis):
         # log_softmax then take, without writing out the whole log-softmax: the same
@@ -1030,15 +1026,6 @@ class HostOps(ArrayModuleOps):
 
     # (a C callable: a.astype(np.int64, copy=False))
     as_index = staticmethod(operator.methodcaller("astype", np.int64, copy=False))
-
-    @staticmethod
-    def assert_values(a, cond, message):  # (never reached: every range is read)
-        if not np.all(cond(a)):
-            raise ValueError(message)
-
-    @staticmethod
-    def tracing():
-        return False
 
     @staticmethod
     def concrete_range(a):
