@@ -1003,7 +1003,9 @@ class HostOps(ArrayModuleOps):
     def scatter(self, a, index, values, axis):
         # in place: `a` is a fresh temporary of the spec's (as in PaddleOps.scatter)
         flat = self._flat(a, index, axis)
-        if flat is None:
+        if flat is None or not a.flags.c_contiguous:
+            # (reshape(-1) of a non-C-contiguous array is a copy: the write would be lost;
+            # the logits of a transposed view come to NumPy in Fortran order)
             np.put_along_axis(a, index, values, axis)
         else:
             if values.shape != index.shape:

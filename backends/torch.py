@@ -735,12 +735,15 @@ def _compile_call(kernel, args):
     dynamo declined to compile (see _fused_kernel)."""
     import torch._dynamo
     import torch.fx.experimental._config as fx_config
-    with _KERNELS_LOCK:
-        if kernel.compiled is None:
-            # fx_graph_cache off: with it, torch 2.13 handed the gamma=0.25 kernel's code
-            # to a gamma=0.5 call for some elements (a wrong loss, reproduced in the tests)
-            kernel.compiled = (_FUSED["compile"] or torch.compile)(
-                kernel.fn, fullgraph=True, options={"fx_graph_cache": False})
+    if kernel.compiled is None:
+        # fx_graph_cache off: with it, torch 2.13 handed the gamma=0.25 kernel's code to a
+        # gamma=0.5 call for some elements (a wrong loss, reproduced in the tests). (Made
+        # outside the lock, which callers take: the first torch.compile imports for a while.)
+        compiled = (_FUSED["compile"] or torch.compile)(
+            kernel.fn, fullgraph=True, options={"fx_graph_cache": False})
+        with _KERNELS_LOCK:
+            if kernel.compiled is None:
+                kernel.compiled = compiled
     # (no duck shapes: equal sizes in the first call would otherwise be guarded equal)
     with _compile_lock(), torch._dynamo.config.patch(assume_static_by_default=False,
                                                       specialize_int=True), \
@@ -913,8 +916,8 @@ def _submit(job):
             jobs = queue.SimpleQueue()
             thread = threading.Thread(target=_compile_worker, args=(jobs,), daemon=True,
                                       name="focalx-torch-compile")
+            thread.start()  # (it waits for this lock before it reads the queue)
             _WORKER.update(queue=jobs, thread=thread, stopping=False)
-            thread.start()
         _WORKER["queue"].put(job)
 
 
@@ -926,7 +929,10 @@ def wait_for_kernels(timeout: float | None = None) -> bool:
     if timeout is not None and (not isinstance(timeout, numbers.Real) or
                                 isinstance(timeout, bool) or not timeout >= 0):
         raise ValueError(f"timeout must be a number >= 0 or None, got {timeout!r}")
-    if _WORKER["thread"] is None or not _WORKER["thread"].is_alive():
+    if _WORKER["stopping"]:
+        return False  # (interpreter exit: queued compilations will not run)
+    thread = _WORKER["thread"]
+    if thread is None or not thread.is_alive():
         return True
     done = threading.Event()
     _submit(done.set)  # (one worker, first in first out: done once those before it are)
@@ -985,7 +991,12 @@ def _schedule(kernel, args):
                 kernel.eager = True  # a configuration the compiler cannot take
         finally:
             kernel.busy = False
-    _submit(job)
+    try:
+        _submit(job)
+    except RuntimeError:
+        # no thread can start (interpreter shutdown: "can't register atexit after
+        # shutdown", "can't start new thread"): this call's result stands, op by op
+        kernel.busy = False
 
 
 def _meta_of(t):

@@ -1852,6 +1852,24 @@ class TestHostPath:
         _assert_paths_agree(host, ordinary, dtype)
 
     @pytest.mark.parametrize("dtype", ["float32", "float64"])
+    def test_logits_of_a_transposed_view(self, monkeypatch, dtype):
+        # x.numpy() of a transposed view is in Fortran order: the gradient's write at the
+        # target must still land (it was lost in a reshaped copy)
+        rng = _rng(205)
+        base = _t(rng.normal(size=(C, 64)) * 2, dtype, grad=True)
+        x = base.T
+        y = rng.integers(0, C, 64)
+        calls = _host_spy(monkeypatch)
+        loss = fpd.softmax_focal_loss(x, _t(y), gamma=2.0, reduction="sum")
+        assert calls, "the host path was not taken"
+        loss.backward()
+        want, want_g = ref.softmax_focal_loss_and_grad(base.numpy().T.astype(np.float64), y,
+                                                       gamma=2.0, reduction="sum")
+        rtol = 1e-5 if dtype == "float32" else 1e-12
+        _close(float(loss), want, rtol=rtol)
+        _close(base.grad.numpy().T, want_g, rtol=rtol, atol=rtol)
+
+    @pytest.mark.parametrize("dtype", ["float32", "float64"])
     @pytest.mark.parametrize("opts", [
         dict(), dict(gamma=0.0, alpha=None), dict(gamma=1.5, pos_weight=2.0, weight=0.5),
         dict(pos_weight="tensor", alpha="tensor"), dict(ignore_index=-1),

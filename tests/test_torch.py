@@ -1360,6 +1360,23 @@ class TestBackgroundCompilation:
         assert out.returncode == 0, out.stderr[-3000:]
         assert "exiting" in out.stdout and "terminate called" not in out.stderr
 
+    def test_a_call_during_interpreter_shutdown_runs_op_by_op(self):
+        # A first kernel scheduled after the main thread ended cannot start the compile
+        # thread (threading refuses new atexit hooks then): the call still returns its
+        # loss, and wait_for_kernels does not hang.
+        code = ("import threading, time, torch, focalx.torch as ft\n"
+                "x = torch.randn(256, 128, requires_grad=True); t = torch.rand(256, 128)\n"
+                "def late():\n"
+                "    time.sleep(0.5)\n"
+                "    loss = ft.sigmoid_focal_loss(x, t); loss.backward()\n"
+                "    print('late ok', float(loss), ft.wait_for_kernels(timeout=30))\n"
+                "threading.Thread(target=late).start()\n")
+        out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                             capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "FOCALX_TORCH_COMPILE": "1"})
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "late ok" in out.stdout, out.stderr[-3000:]
+
 
 class TestEagerBlocks:
     """Large eager CPU calls op by op run the spec on row blocks, with a select that does
