@@ -48,7 +48,7 @@ from paddle.autograd import PyLayer
 
 from .. import _spec
 from .._numpy import ArrayModuleOps
-from . import _kept as kept
+from . import _blocks, _kept as kept
 from ._kept import KeptCopies
 
 # focalx's dispatch (focalx._dispatch) is plain Python that behaves the same in
@@ -650,18 +650,9 @@ def _row_blocks(fn, x, arrays, static):
                 return None
             if len(ash) > len(shape):
                 return None
-    row = n // shape[0]
-    step = _BLOCK_ALIGN // math.gcd(row, _BLOCK_ALIGN)  # rows per aligned unit
-    if softmax:  # per-sample arrays (one element a row) take the same kernel paths too
-        step = _BLOCK_ALIGN
-    size = _SOFTMAX_BLOCK_ELEMS if softmax else _BLOCK_ELEMS
-    rows = max(step, (size // row) // step * step)
-    # at least one block per thread where the rows allow it
-    per_thread = -(-shape[0] // max(THREADS, 1))
-    rows = max(step, min(rows, -(-per_thread // step) * step))
-    if rows >= shape[0]:
-        return None
-    return [(i, min(i + rows, shape[0])) for i in range(0, shape[0], rows)]
+    return _blocks.row_blocks(shape, softmax=softmax, align=_BLOCK_ALIGN,
+                              elems=_SOFTMAX_BLOCK_ELEMS if softmax else _BLOCK_ELEMS,
+                              threads=THREADS)
 
 
 class _Blocks(list):

@@ -33,7 +33,7 @@ from torch import nn
 from torch._subclasses.fake_tensor import is_fake as _is_fake
 
 from .. import _spec
-from . import _kept as kept
+from . import _blocks, _kept as kept
 from ._kept import KeptCopies
 
 __all__ = [
@@ -351,15 +351,8 @@ def _row_blocks(spec_name, x, targets, params):
             if isinstance(a, torch.Tensor) and (a.dim() > len(shape) or (
                     a.dim() == len(shape) and a.shape[0] not in (1, shape[0]))):
                 return None
-    row = n // shape[0]
-    step = _BLOCK_ALIGN // math.gcd(row, _BLOCK_ALIGN)  # rows per aligned unit
-    if softmax:  # per-sample arrays (one element a row) take the same kernel paths too
-        step = _BLOCK_ALIGN
-    size = _SOFTMAX_BLOCK_ELEMS if softmax else _BLOCK_ELEMS
-    rows = max(step, (size // row) // step * step)
-    if rows >= shape[0]:
-        return None
-    return [(i, min(i + rows, shape[0])) for i in range(0, shape[0], rows)]
+    return _blocks.row_blocks(shape, softmax=softmax, align=_BLOCK_ALIGN,
+                              elems=_SOFTMAX_BLOCK_ELEMS if softmax else _BLOCK_ELEMS)
 
 
 def _run_blocks(spec_name, x, targets, need_grad, params, blocks):
