@@ -1,18 +1,80 @@
 """focalx backends, installed as ``focalx.backends`` (see pyproject's package-dir).
 
-This module imports no framework. :data:`REGISTRY` names, for each backend, the
-module whose presence in ``sys.modules`` makes it a candidate, the array types
-(module, attribute path) that select it, and the adapter module to load.
+This module imports no framework. :data:`REGISTRY` is the one list of backends:
+dispatch, ``focalx check``, ``focalx bench``, the fuzz reproducers, the test suite's
+backend discovery and CI's required-backend list all read it. Adding a framework is
+a :class:`Backend` entry here, its adapter module, its conformance harness and bench
+builder (named below by "module:attribute", imported only in that backend's worker),
+and its extra in pyproject.toml.
 """
 
-#: name -> (framework module, ((type module, type attribute), ...), adapter module)
-REGISTRY = {
-    "torch": ("torch", (("torch", "Tensor"),), "focalx.backends.torch"),
-    "jax": ("jax", (("jax", "Array"),), "focalx.backends.jax"),
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Backend(NamedTuple):
+    """One framework's entry (every field is a name: nothing here imports it)."""
+
+    #: the backend's name: ``--backend`` values, FOCALX_REQUIRE_BACKENDS, pyproject extra
+    name: str
+    #: the module whose presence in ``sys.modules`` makes the backend a dispatch candidate
+    module: str
+    #: (type module, attribute path) of each array type that selects the backend
+    array_types: tuple[tuple[str, str], ...]
+    #: the adapter module (functions, Modules/Layers)
+    adapter: str
+    #: the public module(s) users import; the first is the one checked and benchmarked
+    public: tuple[str, ...]
+    #: distributions that provide the framework (the first installed gives its version)
+    distributions: tuple[str, ...]
+    #: further distributions whose versions the bench header reports (peers it times)
+    companions: tuple[str, ...]
+    #: "module:class" of the conformance harness
+    harness: str
+    #: "module:function" building the backend's bench groups
+    bench: str
+
+
+#: name -> Backend, in the order reports list them
+REGISTRY: dict[str, Backend] = {b.name: b for b in (
+    Backend("torch", "torch", (("torch", "Tensor"),), "focalx.backends.torch",
+            ("focalx.torch",), ("torch",), (),
+            "focalx.conformance._harness:TorchHarness", "focalx._bench:_torch_groups"),
+    Backend("jax", "jax", (("jax", "Array"),), "focalx.backends.jax",
+            ("focalx.jax",), ("jax",), ("jaxlib", "optax"),
+            "focalx.conformance._harness:JaxHarness", "focalx._bench:_jax_groups"),
     # tf.Tensor covers eager and graph (tf.function) tensors; variables are not Tensors
-    "tensorflow": ("tensorflow", (("tensorflow", "Tensor"), ("tensorflow", "Variable")),
-                   "focalx.backends.tensorflow"),
+    Backend("tensorflow", "tensorflow", (("tensorflow", "Tensor"), ("tensorflow", "Variable")),
+            "focalx.backends.tensorflow", ("focalx.tensorflow", "focalx.keras"),
+            ("tensorflow-cpu", "tensorflow"), ("keras",),
+            "focalx.conformance._harness:TensorflowHarness",
+            "focalx._bench:_tensorflow_groups"),
     # pir.Value: a symbolic tensor under paddle.jit.to_static(full_graph=True)
-    "paddle": ("paddle", (("paddle", "Tensor"), ("paddle", "pir.Value")),
-               "focalx.backends.paddle"),
-}
+    Backend("paddle", "paddle", (("paddle", "Tensor"), ("paddle", "pir.Value")),
+            "focalx.backends.paddle", ("focalx.paddle",), ("paddlepaddle", "paddlepaddle-gpu"),
+            (), "focalx.conformance._harness:PaddleHarness", "focalx._bench:_paddle_groups"),
+)}
+
+
+def load(path: str):
+    """The object a "module:attribute" path names (importing its module)."""
+    import importlib
+
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def installed_version(backend: Backend) -> str | None:
+    """The framework's installed version, found without importing it; None if absent."""
+    import importlib.metadata
+    import importlib.util
+
+    if importlib.util.find_spec(backend.module) is None:
+        return None
+    for dist in backend.distributions:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return "?"

@@ -11,14 +11,12 @@ import importlib.util
 
 import numpy as np
 
-#: backend name -> (module that must be importable, harness class name)
-HARNESSES = {
-    "numpy": ("numpy", "NumpyHarness"),
-    "torch": ("torch", "TorchHarness"),
-    "jax": ("jax", "JaxHarness"),
-    "tensorflow": ("tensorflow", "TensorflowHarness"),
-    "paddle": ("paddle", "PaddleHarness"),
-}
+from focalx.backends import REGISTRY, load
+
+#: backend name -> (module that must be importable, "module:class" of its harness): the
+#: NumPy reference, then every backend of focalx.backends.REGISTRY
+HARNESSES = {"numpy": ("numpy", f"{__name__}:NumpyHarness"),
+             **{b.name: (b.module, b.harness) for b in REGISTRY.values()}}
 
 
 def available(name: str) -> tuple[bool, str]:
@@ -29,8 +27,12 @@ def available(name: str) -> tuple[bool, str]:
     return True, ""
 
 
+def harness_class(name: str):
+    return load(HARNESSES[name][1])
+
+
 def create(name: str):
-    return globals()[HARNESSES[name][1]]()
+    return harness_class(name)()
 
 
 class UnsupportedCase(Exception):
@@ -57,6 +59,11 @@ class NumpyHarness:
     """The float64 NumPy reference (it computes in float64 whatever it is given)."""
 
     name = "numpy"
+    #: reproducers (fuzz.reproducer): the imports, the function that makes an array from a
+    #: NumPy array, and the expression for a float array `{a}` (NumPy) in dtype `{dt}`
+    repro_imports = "import focalx as fx"
+    repro_make = "np.asarray"
+    repro_float = "np.asarray({a})"
 
     def __init__(self):
         from focalx import _numpy
@@ -108,6 +115,9 @@ class NumpyHarness:
 
 class TorchHarness:
     name = "torch"
+    repro_imports = "import torch, focalx.torch as fx"
+    repro_make = "torch.tensor"
+    repro_float = "torch.tensor({a}).to(torch.{dt})"
 
     def __init__(self):
         import torch
@@ -206,6 +216,10 @@ class JaxHarness:
     """jax with float64 enabled (``jax_enable_x64``; the worker is its own process)."""
 
     name = "jax"
+    repro_imports = ("import jax, jax.numpy as jnp, focalx.jax as fx\n"
+                     "jax.config.update('jax_enable_x64', True)")
+    repro_make = "jnp.asarray"
+    repro_float = "jnp.asarray({a}, dtype='{dt}')"
     #: XLA's CPU runtime reads subnormal numbers as 0 (and flushes subnormal results)
     flushes_subnormals = True
 
@@ -289,6 +303,9 @@ class JaxHarness:
 
 class TensorflowHarness:
     name = "tensorflow"
+    repro_imports = "import tensorflow as tf, focalx.tensorflow as fx"
+    repro_make = "tf.constant"
+    repro_float = "tf.cast(tf.constant({a}), '{dt}')"
     #: TensorFlow's CPU kernels (and XLA) read subnormal numbers as 0
     flushes_subnormals = True
 
@@ -386,6 +403,9 @@ class PaddleHarness:
     """Paddle in dygraph mode; float16/bfloat16 compute in float32 (no CPU kernels)."""
 
     name = "paddle"
+    repro_imports = "import paddle, focalx.paddle as fx"
+    repro_make = "paddle.to_tensor"
+    repro_float = "paddle.to_tensor({a}).astype('{dt}')"
 
     def __init__(self):
         import paddle

@@ -503,18 +503,13 @@ def _oracle(call):
 # Reproducers
 # ---------------------------------------------------------------------------
 
-_PUBLIC = {"numpy": ("import focalx as fx", "np.asarray"),
-           "torch": ("import torch, focalx.torch as fx", "torch.tensor"),
-           "jax": ("import jax, jax.numpy as jnp, focalx.jax as fx\n"
-                   "jax.config.update('jax_enable_x64', True)", "jnp.asarray"),
-           "tensorflow": ("import tensorflow as tf, focalx.tensorflow as fx", "tf.constant"),
-           "paddle": ("import paddle, focalx.paddle as fx", "paddle.to_tensor")}
-
-
 def reproducer(backend: str, mode: str, call) -> str:
     """Python code that makes the call with the backend's public API (in eager mode; the
     mode's own wrapper is named in a comment), then replays it exactly as the fuzzer did."""
-    imports, make = _PUBLIC[backend]
+    from . import _harness
+
+    harness = _harness.harness_class(backend)
+    imports, make = harness.repro_imports, harness.repro_make
     dtype = call["dtype"]
 
     def arr(values, shape, dt):
@@ -523,13 +518,7 @@ def reproducer(backend: str, mode: str, call) -> str:
         text = np.array2string(a, separator=", ", threshold=10 ** 6, floatmode="unique")
         if dt in ("int64", "int32", "bool"):
             return f"{make}(np.array({text}, dtype='{dt}'))"
-        cast = {"torch": f".to(torch.{dt})", "paddle": f".astype('{dt}')",
-                "tensorflow": "", "jax": ""}.get(backend, "")
-        if backend == "tensorflow":
-            return f"tf.cast({make}(np.array({text})), '{dt}')"
-        if backend == "jax":
-            return f"{make}(np.array({text}), dtype='{dt}')"
-        return f"{make}(np.array({text})){cast}"
+        return harness.repro_float.format(a=f"np.array({text})", dt=dt)
 
     lines = ["import json", "import numpy as np", imports, "nan, inf = np.nan, np.inf",
              f"x = {arr(call['logits'], call['shape'], dtype)}",

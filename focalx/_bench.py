@@ -44,16 +44,16 @@ import time
 import traceback
 from pathlib import Path
 
-BACKENDS = ("torch", "jax", "tensorflow", "paddle")
+from .backends import REGISTRY
+
+BACKENDS = tuple(REGISTRY)
 WORKLOADS = ("sigmoid", "softmax")
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 DEVICES = ("cpu", "cuda")
 #: the focalx module each backend's worker benchmarks
-FOCALX_MODULES = {name: f"focalx.{name}" for name in BACKENDS}
-#: distributions whose versions the header reports (first installed one wins)
-DISTRIBUTIONS = {"torch": ("torch",), "jax": ("jax", "jaxlib", "optax"),
-                 "tensorflow": ("tensorflow-cpu", "tensorflow", "keras"),
-                 "paddle": ("paddlepaddle", "paddlepaddle-gpu")}
+FOCALX_MODULES = {b.name: b.public[0] for b in REGISTRY.values()}
+#: distributions whose versions the header reports (each installed one)
+DISTRIBUTIONS = {b.name: b.distributions + b.companions for b in REGISTRY.values()}
 DEFAULT_SIZES = (4 << 20, 16 << 20)
 QUICK_SIZE = 4096
 #: the logits of the first-call rows (sigmoid: 500x1024; softmax: 500x1000 rows x classes)

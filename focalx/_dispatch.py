@@ -26,10 +26,10 @@ _ADAPTERS: dict = {}  # backend name -> its adapter module, once loaded
 
 
 def _framework_of_instance(x):
-    for name, (module, types, _adapter) in REGISTRY.items():
-        if module not in sys.modules:
+    for name, backend in REGISTRY.items():
+        if backend.module not in sys.modules:
             continue
-        for type_module, type_attr in types:
+        for type_module, type_attr in backend.array_types:
             if type_module not in sys.modules:
                 continue
             obj = sys.modules[type_module]
@@ -66,8 +66,8 @@ def backend_for(logits, targets, **arrays):
     """
     fw = framework_of(logits)
     if fw is None:
-        known = ", ".join(["numpy.ndarray"] + [f"{m}.{a}" for _, types, _ in REGISTRY.values()
-                                               for m, a in types])
+        known = ", ".join(["numpy.ndarray"] + [f"{m}.{a}" for b in REGISTRY.values()
+                                               for m, a in b.array_types])
         raise TypeError(f"logits of type {type(logits).__module__}.{type(logits).__name__} is "
                         f"not a supported array ({known})")
     named = {"targets": targets, **{k: v for k, v in arrays.items() if v is not None}}
@@ -98,5 +98,5 @@ def _load_adapter(fw):
     elif fw == "paddle":
         from .backends import paddle as adapter
     else:  # a backend added to REGISTRY without a line here
-        adapter = importlib.import_module(REGISTRY[fw][2])
+        adapter = importlib.import_module(REGISTRY[fw].adapter)
     return adapter

@@ -1,8 +1,8 @@
 """Backend selection for the test suite.
 
-``FOCALX_REQUIRE_BACKENDS=torch,...`` (comma-separated) turns a backend that
-cannot be imported into a failure of the whole run instead of skipped tests;
-CI sets it to every backend it installs. Backends not required are tested when
+``FOCALX_REQUIRE_BACKENDS=torch,...`` (comma-separated, or ``all``: every backend of
+focalx.backends.REGISTRY) turns a backend that cannot be imported into a failure of
+the whole run instead of skipped tests; CI sets it to ``all``. Backends not required are tested when
 importable and reported as skipped otherwise. The header of every run lists
 which backends ran.
 
@@ -15,13 +15,14 @@ tests. PyTorch tests that take a device run on CUDA too when it is present.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
-import importlib.util
 import os
 
 import pytest
 
-KNOWN_BACKENDS = ("torch", "jax", "tensorflow", "paddle")
+from focalx.backends import REGISTRY, installed_version
+
+#: every backend of the registry (FOCALX_REQUIRE_BACKENDS=all requires them all)
+KNOWN_BACKENDS = tuple(REGISTRY)
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # (see the module docstring)
 
@@ -29,17 +30,13 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")  # (see the module docstring)
 def _required() -> list[str]:
     raw = os.environ.get("FOCALX_REQUIRE_BACKENDS", "")
     names = [n.strip() for n in raw.split(",") if n.strip()]
+    if names == ["all"]:
+        return list(KNOWN_BACKENDS)
     unknown = sorted(set(names) - set(KNOWN_BACKENDS))
     if unknown:
         raise pytest.UsageError(
             f"FOCALX_REQUIRE_BACKENDS names unknown backends {unknown}; known: {KNOWN_BACKENDS}")
     return names
-
-
-# The distribution that provides each backend's framework.
-_DISTRIBUTIONS = {"torch": ("torch",), "jax": ("jax",),
-                  "tensorflow": ("tensorflow-cpu", "tensorflow"),
-                  "paddle": ("paddlepaddle", "paddlepaddle-gpu")}
 
 
 def _available() -> dict[str, str]:
@@ -48,20 +45,8 @@ def _available() -> dict[str, str]:
     Found without importing the framework (frameworks are imported by the test
     modules that use them; some cannot share a process in every order).
     """
-    out = {}
-    for name in KNOWN_BACKENDS:
-        if importlib.util.find_spec(name) is None:
-            out[name] = "unavailable (not installed)"
-            continue
-        version = "?"
-        for dist in _DISTRIBUTIONS[name]:
-            try:
-                version = importlib.metadata.version(dist)
-                break
-            except importlib.metadata.PackageNotFoundError:
-                pass
-        out[name] = version
-    return out
+    return {name: installed_version(b) or "unavailable (not installed)"
+            for name, b in REGISTRY.items()}
 
 
 def pytest_configure(config):

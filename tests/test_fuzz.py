@@ -23,7 +23,7 @@ INSTALLED = [name for name in runner.BACKENDS if _harness.available(name)[0]]
 def _modes():
     out = []
     for name in INSTALLED:
-        modes = getattr(_harness, _harness.HARNESSES[name][1]).modes
+        modes = _harness.harness_class(name).modes
         for mode, n in fuzz.split(EXAMPLES, modes).items():
             out.append(pytest.param(name, mode, n, id=f"{name}-{mode}"))
     return out
@@ -83,6 +83,27 @@ class TestTheFuzzerItself:
         # the reproducer's replay line holds the call itself
         recorded = json.loads(text.split("json.loads(")[1].split(")))")[0][1:-1])
         assert recorded == self.CALL
+
+    @pytest.mark.parametrize("backend", INSTALLED)
+    def test_the_reproducer_runs_as_written(self, backend):
+        """Each backend's reproducer (its harness's repro_* templates) is a script that
+        makes the call with the public API and replays it: run it in a fresh process."""
+        import subprocess
+        import sys
+
+        if backend != "numpy":
+            import_backend(backend)
+        call = {**self.CALL, "arrays": {"alpha": {"values": [0.25], "shape": [], "form": "array"},
+                                        "weight": {"values": [1.0, 2.0, 0.5], "shape": [3],
+                                                   "form": "list"}},
+                "targets_dtype": "int64" if backend == "jax" else "float32"}
+        call["targets"] = [1, 0, 1, 0, 1, 0]
+        code = fuzz.reproducer(backend, _harness.harness_class(backend).modes[0], call)
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:] + "\n" + code
+        lines = run.stdout.strip().splitlines()
+        assert len(lines) >= 2 and lines[-1] == "ok", run.stdout
 
     def test_the_reference_rounded_to_float32_passes(self):
         fuzz.check_call(self._Skewed(), "eager", self.CALL)
