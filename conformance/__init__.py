@@ -68,7 +68,7 @@ def check(fn, *, variant: str = "sigmoid_focal_loss", backend: str = "torch",
       backend: "torch" or "numpy" (NumPy functions are checked on values only).
       device, dtype: where and in what precision to run.
       adapter: ``adapter(variant, kwargs) -> kwargs`` translating focalx's keyword
-        arguments (see the README's parameter table) to `fn`'s; raise
+        arguments (see the parameter table in docs/definitions.md) to `fn`'s; raise
         :class:`Unsupported` for a case `fn` cannot express. Without one, the
         focalx names are passed through.
       case: only cases whose id contains this text (or matches this glob).

@@ -252,7 +252,7 @@ def _smallest(dtype, from_logits):
     precision. With probability inputs, in float32 and below, a product of several small
     coefficients (alpha, weight, pos_weight, the focal factor y**gamma, the mean's scale)
     can underflow to 0 and cancel the infinite cross-entropy of a probability of 0: not
-    below 1e-3 there (see the README's "Reliability")."""
+    below 1e-3 there (see "Reliability" in docs/numerics.md)."""
     return 1e-30 if from_logits or dtype == "float64" else 1e-3
 
 

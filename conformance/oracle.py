@@ -1,6 +1,6 @@
 """The independent oracle: focalx's definitions evaluated in mpmath at 50 digits.
 
-Written straight from the formulas in the README and ``focalx/_spec.py``'s
+Written straight from the formulas in docs/definitions.md and ``focalx/_spec.py``'s
 docstring, element by element, with no call into focalx. Gradients are
 mpmath's numerical derivatives (``mp.diff``) of the reduced loss, so they are
 independent of focalx's closed forms too. Only the golden-file generator
