@@ -40,20 +40,20 @@ class Backend(NamedTuple):
 REGISTRY: dict[str, Backend] = {b.name: b for b in (
     Backend("torch", "torch", (("torch", "Tensor"),), "focalx.backends.torch",
             ("focalx.torch",), ("torch",), (),
-            "focalx.conformance._harness:TorchHarness", "focalx._bench:_torch_groups"),
+            "focalx.conformance._harness:TorchHarness", "focalx.bench._torch:groups"),
     Backend("jax", "jax", (("jax", "Array"),), "focalx.backends.jax",
             ("focalx.jax",), ("jax",), ("jaxlib", "optax"),
-            "focalx.conformance._harness:JaxHarness", "focalx._bench:_jax_groups"),
+            "focalx.conformance._harness:JaxHarness", "focalx.bench._jax:groups"),
     # tf.Tensor covers eager and graph (tf.function) tensors; variables are not Tensors
     Backend("tensorflow", "tensorflow", (("tensorflow", "Tensor"), ("tensorflow", "Variable")),
             "focalx.backends.tensorflow", ("focalx.tensorflow", "focalx.keras"),
             ("tensorflow-cpu", "tensorflow"), ("keras",),
             "focalx.conformance._harness:TensorflowHarness",
-            "focalx._bench:_tensorflow_groups"),
+            "focalx.bench._tensorflow:groups"),
     # pir.Value: a symbolic tensor under paddle.jit.to_static(full_graph=True)
     Backend("paddle", "paddle", (("paddle", "Tensor"), ("paddle", "pir.Value")),
             "focalx.backends.paddle", ("focalx.paddle",), ("paddlepaddle", "paddlepaddle-gpu"),
-            (), "focalx.conformance._harness:PaddleHarness", "focalx._bench:_paddle_groups"),
+            (), "focalx.conformance._harness:PaddleHarness", "focalx.bench._paddle:groups"),
 )}
 
 

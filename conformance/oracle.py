@@ -280,7 +280,7 @@ def softmax(logits, shape, targets, tshape, kw):
         return out, grads, scale
 
 
-# The documented defaults (README's parameter table), applied to what a case leaves out.
+# The documented defaults (docs/definitions.md, the parameter table), applied to what a case leaves out.
 DEFAULTS = {
     "sigmoid_focal_loss": {"gamma": 2.0, "alpha": 0.25, "reduction": "mean"},
     "sigmoid_focal_loss_star": {"gamma": 1.0, "beta": 0.0, "alpha": None, "reduction": "mean"},

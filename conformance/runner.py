@@ -12,14 +12,13 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
-import os
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from focalx import _workers
+from focalx._workers import progress
 
 from . import _harness, tolerances
 from .bad_inputs import MODULES, bad_inputs
@@ -258,14 +257,6 @@ def _summary(results):
     }
 
 
-def progress(done: int, total: int, what: str = "") -> None:
-    """A worker's progress, as a line its parent reads (see run_matrix)."""
-    print(f"{PROGRESS} {done} {total} {what}", flush=True)
-
-
-PROGRESS = "focalx-progress"
-
-
 def run_backend(name, *, devices=None, dtypes=None, pattern=None):
     """Everything for one backend, in this process: the worker's job."""
     import focalx
@@ -294,10 +285,7 @@ def run_backend(name, *, devices=None, dtypes=None, pattern=None):
 
 
 def _worker_command(name, args):
-    # -P: not the current directory first on sys.path, where a folder named focalx (the
-    # parent of a clone) would be imported instead of the installed package
-    cmd = [sys.executable, "-P", "-m", "focalx.conformance", "--worker", name] + \
-        list(args.get("extra") or ())
+    cmd = _workers.command("focalx.conformance", name, args.get("extra") or ())
     for flag, values in (("--device", args.get("devices")), ("--dtype", args.get("dtypes"))):
         for v in values or ():
             cmd += [flag, v]
@@ -327,58 +315,12 @@ def run_matrix(*, backends=None, devices=None, dtypes=None, pattern=None, timeou
             # asked for by name: a failure; found missing while checking all: a skip
             (out["missing"] if backends else out["skipped"])[name] = why
             continue
-        with tempfile.TemporaryDirectory() as tmp:
-            report_path = Path(tmp) / "report.json"
-            cmd = _worker_command(name, dict(devices=devices, dtypes=dtypes, pattern=pattern,
-                                             extra=extra))
-            cmd += ["--worker-out", str(report_path)]
-            try:
-                proc = _run_worker(cmd, timeout, lambda *a, n=name: on_progress and
-                                   on_progress(n, *a))
-            except subprocess.TimeoutExpired:
-                out["backends"].append({"backend": name, "crashed": f"timed out after "
-                                                                    f"{timeout} s"})
-                continue
-            if proc.returncode != 0 or not report_path.exists():
-                tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-                out["backends"].append({"backend": name, "crashed":
-                                        f"worker exited with code {proc.returncode}: "
-                                        + " | ".join(tail)})
-                continue
-            out["backends"].append(json.loads(report_path.read_text()))
+        cmd = _worker_command(name, dict(devices=devices, dtypes=dtypes, pattern=pattern,
+                                         extra=extra))
+        out["backends"].append(_workers.run(
+            name, lambda path, cmd=cmd: cmd + ["--worker-out", str(path)], timeout=timeout,
+            on_progress=lambda *a, n=name: on_progress and on_progress(n, *a)))
     return out
-
-
-def _run_worker(cmd, timeout, report):
-    """Run a worker, passing its progress lines to report(done, total, what) as they come;
-    returns the finished process, its other output in .stdout and .stderr."""
-    import threading
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ))
-    err = []
-    reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
-    reader.start()
-    lines, killed = [], []
-    timer = threading.Timer(timeout, lambda: (killed.append(True), proc.kill())) \
-        if timeout else None
-    if timer:
-        timer.start()
-    try:
-        for line in proc.stdout:
-            if line.startswith(PROGRESS):
-                _, done, total, *what = line.split(" ", 3)
-                report(int(done), int(total), what[0].strip() if what else "")
-            else:
-                lines.append(line)
-        proc.wait()
-    finally:
-        if timer:
-            timer.cancel()
-    reader.join()
-    if killed:
-        raise subprocess.TimeoutExpired(cmd, timeout)
-    proc.stdout, proc.stderr = "".join(lines), "".join(err)
-    return proc
 
 
 class _Reported(list):

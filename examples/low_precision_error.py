@@ -1,6 +1,6 @@
 """Measure focalx.torch's error in float32 / float16 / bfloat16 against the float64 reference.
 
-Run: `python examples/low_precision_error.py`. It prints the README's table: the largest relative
+Run: `python examples/low_precision_error.py`. It prints the table of docs/numerics.md: the largest relative
 error of the loss, for elements above two thresholds, over 20,001 logits in [-12, 12] with hard
 targets (sigmoid) and 4,096 samples of 10 classes (softmax), each compared with the float64 NumPy
 reference evaluated at the same rounded inputs.

@@ -26,7 +26,7 @@ def main(argv=None) -> int:
         from .conformance.cli import main as check
         return check(rest)
     if command == "bench":
-        from ._bench import main as bench
+        from .bench import main as bench
         return bench(rest)
     print(f"focalx: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2

@@ -15,7 +15,8 @@ import sys
 
 import pytest
 
-from focalx import _bench, _cli
+from focalx import _cli
+from focalx.bench import cli, config, measure, report, run, worker
 
 from .conftest import import_backend
 
@@ -47,7 +48,7 @@ def quick_run(tmp_path_factory):
 
 
 def test_import_bench_imports_no_framework():
-    code = ("import sys, focalx, focalx._cli, focalx._bench; "
+    code = ("import sys, focalx, focalx._cli, focalx.bench.run, focalx.bench.report, focalx.bench.worker; "
             f"print([m for m in {FRAMEWORKS!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
@@ -60,7 +61,7 @@ def test_quick_run_exit_code_and_json(quick_run):
     assert result is not None
     assert [r["backend"] for r in result["backends"]] == names
     cfg = result["config"]
-    assert cfg["quick"] and cfg["sizes"] == [_bench.QUICK_SIZE] and cfg["repeats"] == 2
+    assert cfg["quick"] and cfg["sizes"] == [config.QUICK_SIZE] and cfg["repeats"] == 2
     assert {"cpu", "cores", "python"} <= set(result["machine"])
     for rep in result["backends"]:
         assert "error" not in rep and "crashed" not in rep, rep
@@ -108,7 +109,7 @@ def test_quick_run_times_first_calls_in_fresh_processes(quick_run):
         assert len({f["name"] for f in firsts}) == 2
         for f in firsts:
             assert "error" not in f and "crashed" not in f, f
-            assert f["elements"] == _bench.FIRST_CALL_SIZE == math.prod(f["shape"])
+            assert f["elements"] == config.FIRST_CALL_SIZE == math.prod(f["shape"])
             for key in ("import_s", "first_s", "second_s"):
                 assert math.isfinite(f[key]) and f[key] > 0
     first_table = proc.stdout.split("First call, each contender in a fresh process")[1]
@@ -122,13 +123,13 @@ def test_a_failing_first_call_of_focalx_fails_the_run():
     ok = {"backend": "torch", "workload": "sigmoid", "role": "focalx", "first_s": 0.1}
     result = {"missing": {}, "backends": [{"backend": "torch", "groups": [group],
                                            "first_calls": [ok]}]}
-    assert not _bench.failed(result)
+    assert not run.failed(result)
     result["backends"][0]["first_calls"][0] = dict(ok, error="boom")
-    assert _bench.failed(result)
+    assert run.failed(result)
     result["backends"][0]["first_calls"][0] = dict(ok, role="peer", error="boom")
-    assert not _bench.failed(result)  # (a peer's error is a note, as in the timing table)
+    assert not run.failed(result)  # (a peer's error is a note, as in the timing table)
     result["backends"][0]["first_calls"][0] = {"backend": "torch", "crashed": "exit 1"}
-    assert _bench.failed(result)
+    assert run.failed(result)
 
 
 def test_quick_run_markdown(quick_run):
@@ -174,7 +175,7 @@ def test_bad_arguments_exit_2(argv, flag, capsys):
 
 def test_a_sample_lasts_100_ms_by_default_and_2_ms_in_quick_mode():
     def cfg(*argv):
-        return _bench.config_from_args(_bench.parser().parse_args(list(argv)))
+        return config.config_from_args(config.parser().parse_args(list(argv)))
     assert cfg()["sample_s"] == 0.1
     assert cfg("--quick")["sample_s"] == 2e-3
     assert cfg("--sample-ms", "25")["sample_s"] == 0.025
@@ -183,13 +184,13 @@ def test_a_sample_lasts_100_ms_by_default_and_2_ms_in_quick_mode():
 
 def test_a_sample_repeats_calls_to_last_the_sample_time():
     calls = []
-    c = _bench.Contender("x", "focalx", fwd=lambda: (calls.append(1), time.sleep(0.002)),
+    c = measure.Contender("x", "focalx", fwd=lambda: (calls.append(1), time.sleep(0.002)),
                          fwdbwd=lambda: time.sleep(0.002))
-    _bench.warm_up(c, 1, 0.2)
+    measure.warm_up(c, 1, 0.2)
     # ~100 calls of >= 2 ms fill 0.2 s (>= 3 even if a busy machine slows calls 30x)
     assert 3 <= c.number["fwd"] <= 100 and 3 <= c.number["fwd+bwd"] <= 100
     calls.clear()
-    _bench.time_interleaved([c], 2)
+    measure.time_interleaved([c], 2)
     assert len(calls) == 2 * c.number["fwd"]
     assert all(s >= 0.002 for s in c.samples["fwd"])
 
@@ -202,20 +203,20 @@ def test_unknown_command_still_exits_2(capsys):
 @pytest.mark.parametrize("text, n", [("4M", 4 << 20), ("16m", 16 << 20), ("64K", 65536),
                                      ("65536", 65536), ("0.5K", 512), ("1G", 1 << 30)])
 def test_parse_size(text, n):
-    assert _bench.parse_size(text) == n
+    assert config.parse_size(text) == n
 
 
 def _fake_worker(monkeypatch, code):
     """Make every worker subprocess run `code` (with `out` the report path) instead."""
     def command(name, cfg, out, memory, first=None):
         return [sys.executable, "-c", f"out = {str(out)!r}\n{code}"]
-    monkeypatch.setattr(_bench, "_worker_command", command)
-    monkeypatch.setattr(_bench, "available", lambda name: (True, ""))
+    monkeypatch.setattr(run, "_worker_command", command)
+    monkeypatch.setattr(run, "available", lambda name: (True, ""))
 
 
 def test_crashing_worker_exits_1(monkeypatch, capsys):
     _fake_worker(monkeypatch, "import os; os._exit(3)")
-    assert _bench.main(["--quick", "--backend", "torch"]) == 1
+    assert cli.main(["--quick", "--backend", "torch"]) == 1
     out = capsys.readouterr().out
     assert "| torch | - |" in out and "ERROR torch: worker exited with code 3" in out
 
@@ -238,9 +239,9 @@ def test_backend_error_exits_1_and_others_still_run(monkeypatch, capsys):
     def command(name, cfg, out, memory, first=None):
         return [sys.executable, "-c",
                 f"out = {str(out)!r}; out_name = {name!r}\n{code}"]
-    monkeypatch.setattr(_bench, "_worker_command", command)
-    monkeypatch.setattr(_bench, "available", lambda name: (True, ""))
-    assert _bench.main(["--quick", "--backend", "torch,jax", "--no-memory",
+    monkeypatch.setattr(run, "_worker_command", command)
+    monkeypatch.setattr(run, "available", lambda name: (True, ""))
+    assert cli.main(["--quick", "--backend", "torch,jax", "--no-memory",
                         "--no-first-call"]) == 1
     out = capsys.readouterr().out
     assert "ERROR torch: cannot import focalx.torch" in out
@@ -251,15 +252,15 @@ def test_backend_error_exits_1_and_others_still_run(monkeypatch, capsys):
 
 
 def test_missing_focalx_module_is_the_backends_error(monkeypatch):
-    monkeypatch.setitem(_bench.FOCALX_MODULES, "torch", "focalx._no_such_backend")
-    rep = _bench.run_worker("torch", {})
+    monkeypatch.setitem(config.FOCALX_MODULES, "torch", "focalx._no_such_backend")
+    rep = worker.run_worker("torch", {})
     assert rep["error"].startswith("cannot import focalx._no_such_backend")
     assert "groups" not in rep
 
 
 def test_backend_asked_for_but_not_installed_exits_1(monkeypatch, capsys):
-    monkeypatch.setattr(_bench, "available", lambda name: (False, f"{name} is not installed"))
-    assert _bench.main(["--quick", "--backend", "paddle"]) == 1
+    monkeypatch.setattr(run, "available", lambda name: (False, f"{name} is not installed"))
+    assert cli.main(["--quick", "--backend", "paddle"]) == 1
     assert "ERROR paddle: asked for, but paddle is not installed" in capsys.readouterr().out
 
 
@@ -270,22 +271,22 @@ def test_a_device_without_a_peak_counter_is_n_a_not_a_failure(monkeypatch):
     if not names:
         pytest.skip("neither torch nor jax is installed")
     name = names[0]
-    build = _bench.GROUP_BUILDERS[name]
+    build = worker.group_builder(name)
 
     def no_peak(cfg, fx):
         groups, info, _ = build(cfg, fx)
         return groups, info, None
-    monkeypatch.setitem(_bench.GROUP_BUILDERS, name, no_peak)
-    cfg = _bench.config_from_args(_bench.parser().parse_args(
+    monkeypatch.setattr(worker, "group_builder", lambda n: no_peak if n == name else build)
+    cfg = config.config_from_args(config.parser().parse_args(
         ["--quick", "--backend", name, "--workload", "sigmoid", "--no-compile",
          "--repeats", "1"]))
-    memory = _bench.run_worker(name, cfg, memory=True)
+    memory = worker.run_worker(name, cfg, memory=True)
     focal = [c for g in memory["groups"] for c in g["contenders"] if c["role"] == "focalx"]
     assert focal and all(c["memory"].get("peak_extra_bytes") is None and
                          "peak_note" in c["memory"] for c in focal)
-    timing = _bench.run_worker(name, cfg)
-    _bench._merge_memory(timing, memory)
+    timing = worker.run_worker(name, cfg)
+    run._merge_memory(timing, memory)
     result = {"config": cfg, "backends": [timing], "skipped": {}, "missing": {}}
-    assert not _bench.failed(result)
-    table = _bench.format_table(result)
+    assert not run.failed(result)
+    table = report.format_table(result)
     assert "| n/a |" in table and table.count("peak memory n/a: no peak-memory") == 1

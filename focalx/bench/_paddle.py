@@ -1,0 +1,88 @@
+"""focalx bench's Paddle contenders (imported only in the paddle worker)."""
+
+from __future__ import annotations
+
+import gc
+
+from .config import ALPHA, GAMMA
+from .measure import Contender, RssPeak, _group, _Skip, host_inputs
+
+def groups(cfg, fx):
+    import paddle
+    import paddle.nn.functional as F
+
+    gpu = cfg["device"] == "cuda"
+    if gpu and not paddle.device.is_compiled_with_cuda():
+        raise _Skip("paddle is not built with CUDA")
+    paddle.set_device("gpu" if gpu else "cpu")
+
+    def sync(out):
+        if gpu:
+            paddle.device.synchronize()
+        float(out)
+
+    def softmax_formula(x, y, gamma=GAMMA):
+        logp = F.log_softmax(x, axis=-1)
+        logpt = paddle.take_along_axis(logp, y.unsqueeze(-1), axis=-1).squeeze(-1)
+        pt = paddle.exp(logpt)
+        return paddle.mean(-((1 - pt) ** gamma) * logpt)
+
+    def make(name, role, fn, x, t):
+        def fwd():
+            with paddle.no_grad():
+                sync(fn(x, t))
+
+        def fwdbwd():
+            out = fn(x, t)
+            paddle.grad([out], [x])
+            sync(out)
+
+        return Contender(name, role, fwd, fwdbwd)
+
+    groups = []
+    for dtype_name in cfg["dtypes"]:
+        for workload in cfg["workloads"]:
+            for size in cfg["sizes"]:
+                xn, tn = host_inputs(workload, size)
+                x = paddle.to_tensor(xn).astype(dtype_name)
+                x.stop_gradient = False
+                if workload == "sigmoid":
+                    t = paddle.to_tensor(tn).astype(dtype_name)
+                    fns = [("focalx", "focalx",
+                            lambda a, b: fx.sigmoid_focal_loss(a, b, gamma=GAMMA, alpha=ALPHA)),
+                           ("paddle sigmoid_focal_loss", "peer",
+                            lambda a, b: F.sigmoid_focal_loss(a, b, alpha=ALPHA, gamma=GAMMA,
+                                                              reduction="mean")),
+                           ("binary_cross_entropy_with_logits", "floor",
+                            lambda a, b: F.binary_cross_entropy_with_logits(a, b))]
+                else:
+                    t = paddle.to_tensor(tn)
+                    fns = [("focalx", "focalx",
+                            lambda a, b: fx.softmax_focal_loss(a, b, gamma=GAMMA, axis=-1)),
+                           ("focal formula (log_softmax)", "peer", softmax_formula),
+                           ("cross_entropy", "floor", lambda a, b: F.cross_entropy(a, b))]
+                del xn, tn
+                conts = [make(n, r, f, x, t) for n, r, f in fns]
+                groups.append(_group(workload, "eager", size, dtype_name, tuple(x.shape),
+                                     int(x.numel()), conts))
+    info = {"paddle": paddle.__version__}
+    peak = RssPeak()
+    if gpu:
+        peak = _PaddleGpuPeak(paddle)
+    return groups, info, peak
+
+
+class _PaddleGpuPeak:
+    how = "paddle.device.cuda.max_memory_allocated minus memory_allocated before the call"
+
+    def __init__(self, paddle):
+        self.paddle = paddle
+
+    def __call__(self, fn):
+        cuda = self.paddle.device.cuda
+        gc.collect()
+        self.paddle.device.synchronize()
+        cuda.reset_max_memory_allocated()
+        before = cuda.memory_allocated()
+        fn()
+        return max(0, cuda.max_memory_allocated() - before)

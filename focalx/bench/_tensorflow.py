@@ -1,0 +1,112 @@
+"""focalx bench's TensorFlow and Keras contenders (imported only in the tensorflow worker)."""
+
+from __future__ import annotations
+
+import gc
+
+from .config import ALPHA, GAMMA
+from .measure import Contender, RssPeak, _group, _Skip, host_inputs
+
+def groups(cfg, fx):
+    import tensorflow as tf
+    try:
+        import keras
+    except ImportError:
+        keras = None
+    name = "/GPU:0" if cfg["device"] == "cuda" else "/CPU:0"
+    if cfg["device"] == "cuda" and not tf.config.list_physical_devices("GPU"):
+        raise _Skip("tensorflow sees no GPU")
+    gpu = cfg["device"] == "cuda"
+
+    def sync(out):
+        if gpu:
+            tf.test.experimental.sync_devices()
+        out[0].numpy()
+
+    def make(cname, role, fn, x, t, jit):
+        if fn is None:
+            return Contender(cname, role, skip="keras is not installed")
+
+        @tf.function(jit_compile=jit)
+        def f(a, b):
+            return (fn(a, b),)
+
+        @tf.function(jit_compile=jit)
+        def vg(a, b):
+            with tf.GradientTape() as tape:
+                tape.watch(a)
+                loss = fn(a, b)
+            return loss, tape.gradient(loss, a)
+
+        def fwd():
+            with tf.device(name):
+                sync(f(x, t))
+
+        def fwdbwd():
+            with tf.device(name):
+                sync(vg(x, t))
+
+        return Contender(cname, role, fwd, fwdbwd)
+
+    groups = []
+    for dtype_name in cfg["dtypes"]:
+        dtype = getattr(tf, dtype_name)
+        for workload in cfg["workloads"]:
+            for size in cfg["sizes"]:
+                xn, tn = host_inputs(workload, size)
+                with tf.device(name):
+                    x = tf.cast(tf.constant(xn), dtype)
+                    if workload == "sigmoid":
+                        t = tf.cast(tf.constant(tn), dtype)
+                    else:
+                        t = tf.constant(tn)
+                        t_onehot = tf.one_hot(t, xn.shape[1], dtype=dtype)
+                del xn, tn
+                if workload == "sigmoid":
+                    kl = None if keras is None else keras.losses.BinaryFocalCrossentropy(
+                        apply_class_balancing=True, alpha=ALPHA, gamma=GAMMA, from_logits=True)
+                    fns = [("focalx", "focalx",
+                            lambda a, b: fx.sigmoid_focal_loss(a, b, gamma=GAMMA, alpha=ALPHA)),
+                           ("keras BinaryFocalCrossentropy", "peer",
+                            None if kl is None else (lambda a, b, kl=kl: kl(b, a))),
+                           ("sigmoid_cross_entropy_with_logits", "floor",
+                            lambda a, b: tf.reduce_mean(
+                                tf.nn.sigmoid_cross_entropy_with_logits(labels=b, logits=a)))]
+                else:
+                    kl = None if keras is None else keras.losses.CategoricalFocalCrossentropy(
+                        alpha=1.0, gamma=GAMMA, from_logits=True)
+                    fns = [("focalx", "focalx",
+                            lambda a, b: fx.softmax_focal_loss(a, b, gamma=GAMMA, axis=-1)),
+                           ("keras CategoricalFocalCrossentropy (one-hot)", "peer",
+                            None if kl is None else
+                            (lambda a, b, kl=kl, oh=t_onehot: kl(oh, a))),
+                           ("sparse_softmax_cross_entropy_with_logits", "floor",
+                            lambda a, b: tf.reduce_mean(
+                                tf.nn.sparse_softmax_cross_entropy_with_logits(
+                                    labels=b, logits=a)))]
+                for mode, jit in (("tf.function", False), ("tf.function(jit_compile)", True)):
+                    conts = [make(n, r, f, x, t, jit) for n, r, f in fns]
+                    groups.append(_group(workload, mode, size, dtype_name, tuple(x.shape),
+                                         int(tf.size(x)), conts))
+    info = {"tensorflow": tf.__version__}
+    if keras is not None:
+        info["keras"] = keras.__version__
+    peak = RssPeak()
+    if gpu:
+        peak = _TfGpuPeak(tf)
+    return groups, info, peak
+
+
+class _TfGpuPeak:
+    how = "tf.config.experimental.get_memory_info('GPU:0') peak minus current before the call"
+
+    def __init__(self, tf):
+        self.tf = tf
+
+    def __call__(self, fn):
+        exp = self.tf.config.experimental
+        gc.collect()
+        exp.reset_memory_stats("GPU:0")
+        before = exp.get_memory_info("GPU:0")["current"]
+        fn()
+        return max(0, exp.get_memory_info("GPU:0")["peak"] - before)
