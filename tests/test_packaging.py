@@ -86,11 +86,20 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert test_command in ci.splitlines()
 
 
-def test_ci_installs_and_requires_every_backend():
-    from .conftest import KNOWN_BACKENDS
+def test_ci_installs_and_requires_every_backend(monkeypatch):
+    """CI installs the extra `all` and requires `all`; `all` is every registered backend's extra
+    (so that a backend added to the registry is installed and required by CI)."""
+    import tomllib
+
+    from .conftest import KNOWN_BACKENDS, _required
     ci = (ROOT / ".ci" / "run").read_text()
     (line,) = [line for line in ci.splitlines() if "FOCALX_REQUIRE_BACKENDS=" in line]
-    required = line.split("FOCALX_REQUIRE_BACKENDS=")[1].split()[0].split(",")
-    assert sorted(required) == sorted(KNOWN_BACKENDS)
-    extras = line.split('-e ".[')[1].split("]")[0].split(",")
-    assert set(KNOWN_BACKENDS) <= set(extras)
+    assert line.split("FOCALX_REQUIRE_BACKENDS=")[1].split()[0] == "all"
+    assert "all" in line.split('-e ".[')[1].split("]")[0].split(",")
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert all(name in extras for name in KNOWN_BACKENDS), sorted(extras)
+    (ref,) = extras["all"]
+    assert sorted(ref.split("[")[1].rstrip("]").split(",")) == sorted(KNOWN_BACKENDS)
+    monkeypatch.setenv("FOCALX_REQUIRE_BACKENDS", "all")
+    assert _required() == list(KNOWN_BACKENDS)
