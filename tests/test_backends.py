@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from focalx import _numpy as ref
-from focalx.conformance import _harness, runner
+from focalx.conformance import _harness, runner, tolerances
 
 from .conftest import import_backend
 
@@ -112,3 +112,71 @@ def test_infinite_and_nan_logits_give_what_the_reference_gives(harness, variant,
             assert np.isnan(g) and np.isnan(e)
         else:
             assert g == w == e
+
+
+GAMMAS = [0.0, 0.25, 0.5, 1.0, 2.0, 5.0]
+_SIGMOID_EXTREMES = ([100.0, -100.0, 1e4, -1e4, 88.0, -89.0, 17.0, 0.0] * 2, [1.0] * 8 + [0.0] * 8,
+                     (16,))
+#: logits at and far beyond saturation (exp overflows at 89 in float32, 710 in float64),
+#: each with either target
+EXTREMES = {
+    "sigmoid_focal_loss": (_SIGMOID_EXTREMES, {}),
+    "sigmoid_focal_loss_star": (_SIGMOID_EXTREMES, {"beta": 0.5}),
+    "softmax_focal_loss": (([100.0, -100.0, 0.0, 1e4, 0.0, -1e4, 40.0, -40.0, 3.0,
+                             -1e4, 1e4, 0.0], [0, 0, 1, 1], (4, 3)),
+                           {"axis": -1, "label_smoothing": 0.1}),
+}
+
+
+def _within_tolerance(got, want, dtype, scale=1.0):
+    """The conformance suite's comparison (conformance/tolerances.py) of value arrays."""
+    rtol, atol, tiny = tolerances.tolerance(dtype)
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    bad = ~(np.abs(got - want) <= rtol * np.abs(want) + atol * scale + tiny)
+    assert not bad.any(), f"{dtype}: got {got[bad]}, want {want[bad]}"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("variant, gamma", [(v, g) for v in EXTREMES for g in GAMMAS
+                                            if g > 0 or v != "sigmoid_focal_loss_star"])
+def test_gradient_is_finite_and_exact_at_extreme_logits(harness, variant, gamma, dtype):
+    """Where the textbook formula gives NaN or inf (saturated probabilities, gamma < 1),
+    every backend's loss and gradient are finite and equal the float64 reference's."""
+    (x, y, shape), kw = EXTREMES[variant]
+    kwargs = dict(kw, gamma=gamma, reduction="sum")
+    index = variant == "softmax_focal_loss"
+    xa = harness.to_array(x, shape, dtype=dtype)
+    ya = harness.to_array(y, (len(y),) if index else shape, index=index, dtype=dtype)
+    loss, grad, _, out_dtype = harness.call(harness.modes[0], variant, xa, ya, kwargs, 1.0)
+    assert out_dtype == dtype
+    assert np.isfinite(loss).all() and np.isfinite(grad).all()
+    want, want_g = getattr(ref, variant + "_and_grad")(np.reshape(x, shape), np.asarray(y),
+                                                       **kwargs)
+    _within_tolerance(loss, np.ravel(want), dtype)
+    _within_tolerance(grad, np.ravel(want_g), dtype)
+
+
+@pytest.mark.parametrize("variant", list(EXTREMES))
+def test_each_dtype_is_computed_to_its_tolerance_and_returned_in_the_input_dtype(harness,
+                                                                                 variant):
+    """float16 / bfloat16 are computed in float32 and rounded once; float32 / float64 in
+    themselves: on every backend and device, against the float64 reference evaluated at
+    the rounded inputs, to the conformance tolerance of the dtype."""
+    rng = np.random.default_rng(26)
+    shape = (64, 5)
+    x = rng.normal(size=shape) * 4
+    index = variant == "softmax_focal_loss"
+    y = rng.integers(0, 5, 64) if index else (rng.random(shape) < 0.3).astype(np.float64)
+    kwargs = {"reduction": "sum", **({"axis": -1} if index else {})}
+    for device in harness.devices():
+        for dtype in harness.dtypes(device):
+            xa = harness.to_array(x.ravel().tolist(), shape, device=device, dtype=dtype)
+            ya = harness.to_array(y.ravel().tolist(), y.shape, index=index, device=device,
+                                  dtype=dtype)
+            loss, grad, _, out_dtype = harness.call(harness.modes[0], variant, xa, ya, kwargs,
+                                                    1.0)
+            assert out_dtype == harness.result_dtype(dtype), (device, dtype)
+            seen = harness.values(xa).reshape(shape)  # the rounded inputs
+            want, want_g = getattr(ref, variant + "_and_grad")(seen, y, **kwargs)
+            _within_tolerance(loss, np.ravel(want), out_dtype)
+            _within_tolerance(grad, np.ravel(want_g), out_dtype, scale=1.0)

@@ -22,7 +22,6 @@ import focalx.jax as fj  # noqa: E402
 from focalx import _numpy as ref  # noqa: E402
 from focalx.conformance import _harness, runner  # noqa: E402
 
-GAMMAS = [0.0, 0.25, 0.5, 1.0, 2.0, 5.0]
 
 
 def _data(seed=0, shape=(16, 5), dtype=np.float32):
@@ -141,28 +140,6 @@ class TestTransformations:
                 jnp.asarray(x), jnp.asarray(y))
         with pytest.raises(ValueError, match="targets"):  # eager: the data check runs
             fj.softmax_focal_loss(jnp.asarray(x), jnp.asarray(y) + 10)
-
-    @pytest.mark.parametrize("gamma", GAMMAS)
-    @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-    def test_finite_gradient_at_extreme_logits(self, gamma, dtype):
-        x = jnp.asarray(np.array([100.0, -100.0, 1e4, -1e4, 40.0, -40.0], dtype=dtype))
-        t = jnp.asarray(np.array([1.0, 1.0, 0.0, 1.0, 1.0, 0.0], dtype=dtype))
-        for fn in (lambda v: fj.sigmoid_focal_loss(v, t, gamma=gamma),
-                   lambda v: fj.sigmoid_focal_loss_star(v, t, gamma=max(gamma, 0.5)),
-                   lambda v: fj.softmax_focal_loss(v.reshape(2, 3), jnp.asarray([0, 2]),
-                                                   gamma=gamma)):
-            loss, g = jax.jit(jax.value_and_grad(fn))(x)
-            assert np.isfinite(float(loss)) and np.all(np.isfinite(np.asarray(g)))
-
-    def test_low_precision_is_computed_in_float32_and_returned_in_input_dtype(self):
-        x, t, _ = _data(9)
-        for dt in (jnp.bfloat16, jnp.float16):
-            xl = jnp.asarray(x).astype(dt)
-            loss, g = jax.value_and_grad(lambda v: fj.sigmoid_focal_loss(
-                v, jnp.asarray(t).astype(dt)))(xl)
-            assert loss.dtype == dt and g.dtype == dt
-            want = ref.sigmoid_focal_loss(np.asarray(xl.astype(jnp.float32)), t)
-            _close(loss, want, rtol=8e-3)
 
     def test_every_golden_case_under_jit_float32(self):
         harness = _harness.create("jax")

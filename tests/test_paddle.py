@@ -480,16 +480,6 @@ class TestGradients:
         _close(loss, want, rtol=1e-12)
         _close(g, want_g, rtol=1e-12, atol=1e-300)
 
-    @pytest.mark.parametrize("gamma", GAMMAS)
-    def test_finite_gradient_at_extreme_logits(self, gamma):
-        x = np.array([[1e4, -1e4, 0.0, 50.0], [-200.0, 200.0, 1.0, 0.0]], dtype=np.float32)
-        y = np.array([0, 0])
-        loss, g = _value_and_grad(fpd.softmax_focal_loss, x, _t(y), gamma=gamma)
-        assert np.isfinite(float(loss)) and np.isfinite(g.numpy()).all()
-        want, want_g = ref.softmax_focal_loss_and_grad(x, y, gamma=gamma)
-        _close(loss, want, rtol=1e-5)
-        _close(g, want_g, rtol=1e-5, atol=1e-7)
-
     def test_paddle_log_softmax_clips_and_focalx_does_not(self):
         # Paddle's CPU log_softmax clips x - max at -64; the loss of a logit 2e4 below
         # the largest is 2e4, not 64.
@@ -645,25 +635,6 @@ class TestToStatic:
 # ---------------------------------------------------------------------------
 
 class TestDtypes:
-    @pytest.mark.parametrize("dtype, rtol", [("float32", 1e-5), ("float16", 4e-3),
-                                             ("bfloat16", 3e-2)])
-    @pytest.mark.parametrize("fn", ["sigmoid_focal_loss", "softmax_focal_loss"])
-    def test_low_precision_against_reference(self, dtype, rtol, fn):
-        x, y = _case(27)
-        if fn == "sigmoid_focal_loss":
-            y = (_rng(28).random(x.shape) < 0.4).astype(np.float64)
-        x_low = _t(x, dtype)
-        x_seen = _np(x_low)  # the reference gets the rounded inputs
-        xt = x_low.detach()
-        xt.stop_gradient = False
-        loss = getattr(fpd, fn)(xt, _t(y, dtype if fn == "sigmoid_focal_loss" else None),
-                                reduction="none")
-        (g,) = paddle.grad(loss, xt, grad_outputs=paddle.ones_like(loss))
-        assert loss.dtype == x_low.dtype and g.dtype == x_low.dtype
-        want, want_g = getattr(ref, fn + "_and_grad")(x_seen, y, reduction="none")
-        _close(loss, want, rtol=rtol, atol=1e-6)
-        _close(g, want_g, rtol=rtol, atol=1e-6)
-
     def test_float16_results_underflow_to_zero_not_garbage(self):
         # Paddle 3.3.1's float32 -> float16 cast turns 8.3e-26 into 1.55e-6; focalx
         # rounds to zero as IEEE float16 does.

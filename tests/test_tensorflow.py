@@ -21,7 +21,6 @@ from focalx import _spec  # noqa: E402
 from focalx.backends import tensorflow as _tf_backend  # noqa: E402
 from focalx.conformance import _harness, runner  # noqa: E402
 
-GAMMAS = [0.0, 0.25, 0.5, 1.0, 2.0, 5.0]
 _ON_HOST = _tf_backend._on_host  # the real placement rule (see the fixture below)
 
 
@@ -287,18 +286,6 @@ class TestOnAGpu:
 
 
 class TestNumerics:
-    @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-    @pytest.mark.parametrize("gamma", GAMMAS)
-    def test_finite_gradient_at_extreme_logits(self, gamma, dtype):
-        x = np.array([[-1e4, -100, -40, 0, 40, 100, 1e4]], dtype)
-        t = np.array([[0, 1, 0, 1, 1, 0, 1]], dtype)
-        for fn, y in [(ftf.sigmoid_focal_loss, tf.constant(t)),
-                      (ftf.softmax_focal_loss, tf.constant([3]))]:
-            loss, grad = _loss_and_grad(fn, x, y, gamma=gamma)
-            assert np.isfinite(loss.numpy()) and np.isfinite(grad.numpy()).all()
-            want, want_g = _reference(fn.__name__, x, y.numpy(), gamma=gamma)
-            _close(loss, want, rtol=1e-5)
-            _close(grad, want_g, rtol=1e-5, atol=1e-30)
 
     @pytest.mark.parametrize("xla", [True, False], ids=["compiled", "op_by_op"])
     @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -321,15 +308,6 @@ class TestNumerics:
                                                  **kw)
                 assert (want > 0).all()
                 _close(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12)
-
-    @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-    def test_low_precision_is_computed_in_float32_and_returned_in_input_dtype(self, dtype):
-        x, t, _ = _data(11)
-        xl = tf.cast(tf.constant(x), dtype)
-        loss, grad = _loss_and_grad(ftf.sigmoid_focal_loss, xl, tf.cast(t, dtype))
-        assert loss.dtype.name == dtype and grad.dtype.name == dtype
-        want = ref.sigmoid_focal_loss(tf.cast(xl, tf.float32).numpy(), t)
-        _close(tf.cast(loss, tf.float64), want, rtol=8e-3)
 
     def test_no_gradient_is_computed_without_a_tape(self, monkeypatch):
         seen = []

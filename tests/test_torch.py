@@ -116,20 +116,6 @@ class TestSigmoidFocalLoss:
         assert torch.autograd.gradcheck(
             lambda v: ft.sigmoid_focal_loss(v, t, gamma=gamma, **options), (x,))
 
-    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-    @pytest.mark.parametrize("gamma", GAMMAS)
-    def test_finite_gradient_at_extreme_logits(self, dtype, gamma):
-        x = torch.tensor([100.0, -100.0, 1e4, -1e4, 88.0, -89.0, 17.0, 0.0], dtype=dtype)
-        x = x.repeat(2).requires_grad_(True)
-        t = torch.tensor([1.0] * 8 + [0.0] * 8, dtype=dtype)
-        loss = ft.sigmoid_focal_loss(x, t, gamma=gamma, reduction="sum")
-        (g,) = torch.autograd.grad(loss, x)
-        assert torch.isfinite(loss) and torch.isfinite(g).all()
-        _, want = _reference_grad(ref.sigmoid_focal_loss_and_grad, x, t, gamma=gamma,
-                                  reduction="sum")
-        _assert_close(g.double(), torch.from_numpy(want),
-                      rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-30)
-
     def test_torchvision_formula_is_nan_where_focalx_is_not(self):
         # anchors.md C1: float32, gamma=0.5, x=[40, -40, 3], t=[1, 0, 1].
         x = torch.tensor([40.0, -40.0, 3.0], requires_grad=True)
@@ -232,23 +218,6 @@ class TestSoftmaxFocalLoss:
         assert torch.autograd.gradcheck(
             lambda v: ft.softmax_focal_loss(v, y, gamma=gamma, **options), (x,))
 
-    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-    @pytest.mark.parametrize("gamma", GAMMAS)
-    @pytest.mark.parametrize("smoothing", [0.0, 0.1])
-    def test_finite_gradient_at_extreme_logits(self, dtype, gamma, smoothing):
-        x = torch.tensor([[100.0, -100.0, 0.0], [1e4, 0.0, -1e4], [40.0, -40.0, 3.0],
-                          [-1e4, 1e4, 0.0]], dtype=dtype, requires_grad=True)
-        y = torch.tensor([0, 0, 1, 1])
-        loss = ft.softmax_focal_loss(x, y, gamma=gamma, label_smoothing=smoothing,
-                                     reduction="sum")
-        (g,) = torch.autograd.grad(loss, x)
-        assert torch.isfinite(loss) and torch.isfinite(g).all()
-        want_l, want = _reference_grad(ref.softmax_focal_loss_and_grad, x, y, gamma=gamma,
-                                       label_smoothing=smoothing, reduction="sum", axis=1)
-        tol = 1e-5 if dtype == torch.float32 else 1e-12
-        _assert_close(loss.double(), torch.tensor(float(want_l), dtype=torch.float64), rtol=tol)
-        _assert_close(g.double(), torch.from_numpy(want), rtol=tol, atol=1e-30)
-
     @pytest.mark.parametrize("options", [
         dict(), dict(alpha=[0.2, 1.0, 0.5]), dict(weight=[1.0, 3.0, 0.5], ignore_index=2),
         dict(label_smoothing=0.3, gamma=0.5), dict(probs=True), dict(from_logits=False),
@@ -300,47 +269,8 @@ class TestSigmoidFocalLossStar:
             lambda v: ft.sigmoid_focal_loss_star(v, t, gamma=gamma, beta=beta, alpha=0.25,
                                                  label_smoothing=0.1), (x,))
 
-    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-    def test_finite_gradient_at_extreme_logits(self, dtype):
-        x = torch.tensor([100.0, -100.0, 1e4, -1e4], dtype=dtype, requires_grad=True)
-        t = torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=dtype)
-        (g,) = torch.autograd.grad(ft.sigmoid_focal_loss_star(x, t, gamma=0.5), x)
-        assert torch.isfinite(g).all()
-
 
 class TestDtypesAndDevices:
-    @pytest.mark.parametrize("device", torch_devices())
-    @pytest.mark.parametrize("dtype, rtol", [(torch.float32, 2e-6), (torch.float16, 2e-3),
-                                             (torch.bfloat16, 8e-3)])
-    @pytest.mark.parametrize("fn", ["sigmoid", "softmax", "star"])
-    def test_low_precision_error_against_reference(self, device, dtype, rtol, fn):
-        """Losses are computed in float32 and returned in the input dtype.
-
-        The bound is the input dtype's rounding of the result (fp16: 2^-11, bf16:
-        2^-8, so ~2 half-ulps) plus float32 arithmetic, measured against the
-        float64 reference evaluated at the same (rounded) inputs.
-        """
-        x = _logits((64, 5), seed=26, scale=4.0, dtype=dtype, device=device)
-        x.requires_grad_(True)
-        if fn == "softmax":
-            y = torch.randint(0, 5, (64,), generator=_gen(27)).to(device)
-            call, rfn = ft.softmax_focal_loss, ref.softmax_focal_loss_and_grad
-            extra = dict(axis=1)
-        else:
-            y = (torch.rand((64, 5), generator=_gen(27)) < 0.3).to(device=device, dtype=dtype)
-            call = ft.sigmoid_focal_loss if fn == "sigmoid" else ft.sigmoid_focal_loss_star
-            rfn = (ref.sigmoid_focal_loss_and_grad if fn == "sigmoid"
-                   else ref.sigmoid_focal_loss_star_and_grad)
-            extra = {}
-        loss = call(x, y, reduction="sum")
-        (g,) = torch.autograd.grad(loss, x)
-        assert loss.dtype == dtype and g.dtype == dtype and g.device == x.device
-        want, want_g = _reference_grad(rfn, x, y, reduction="sum", **extra)
-        _assert_close(loss.double().cpu(), torch.tensor(float(want), dtype=torch.float64),
-                      rtol=rtol)
-        scale = float(np.abs(want_g).max())
-        _assert_close(g.double().cpu(), torch.from_numpy(want_g), rtol=rtol, atol=rtol * scale)
-
     @pytest.mark.parametrize("device", torch_devices())
     def test_autocast_returns_float32_like_torch_losses(self, device):
         lin = torch.nn.Linear(6, 3).to(device)
@@ -1473,7 +1403,6 @@ class TestEagerBlocks:
         y[290] = 40
         with pytest.raises(ValueError, match=r"got values in \[0, 40\]"):
             ft.softmax_focal_loss(x, y)
-
 
 
 class TestEagerSoftmaxIndex:
