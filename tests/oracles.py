@@ -1,17 +1,14 @@
 """Independent oracles for the tests: the definitions written straight out.
 
 Nothing here calls focalx. ``naive_*`` are float64 NumPy in probability space
-(accurate for moderate logits only); ``mp_*`` are mpmath at 50 digits, valid
-for any logit. Gradients are taken by central differences (NumPy) or by
-mpmath's numerical differentiation.
+(accurate for moderate logits only), gradients by central differences. The mpmath
+oracle, valid for any logit, is the conformance suite's (focalx/conformance/oracle.py).
 """
 
 from __future__ import annotations
 
-import mpmath as mp
 import numpy as np
 
-mp.mp.dps = 50
 
 
 def naive_sigmoid_focal(x, y, *, gamma=2.0, alpha=0.25, pos_weight=None, weight=None):
@@ -59,42 +56,3 @@ def central_diff(f, x, eps=1e-6):
         d[i] = eps
         g[i] = (np.sum(f(x + d)) - np.sum(f(x - d))) / (2 * eps)
     return g
-
-
-# ---- mpmath, one element / one sample at a time -------------------------------------
-
-def mp_sigmoid_focal(x, y, *, gamma, alpha=None, pos_weight=1):
-    x, y = mp.mpf(x), mp.mpf(y)
-    logp = -mp.log1p(mp.exp(-x))
-    log1mp = -mp.log1p(mp.exp(x))
-    p, q = mp.exp(logp), mp.exp(log1mp)
-    bce = -(pos_weight * y * logp + (1 - y) * log1mp)
-    m = y * q + (1 - y) * p  # 1 - p_t
-    a = 1 if alpha is None else y * alpha + (1 - y) * (1 - alpha)
-    return a * (m ** gamma if gamma else 1) * bce
-
-
-def mp_sigmoid_focal_grad(x, y, **kw):
-    return mp.diff(lambda v: mp_sigmoid_focal(v, y, **kw), mp.mpf(x))
-
-
-def mp_softmax_focal(xs, target, *, gamma):
-    xs = [mp.mpf(v) for v in xs]
-    top = max(range(len(xs)), key=lambda j: xs[j])
-    # log p_t = (x_t - x_max) - log1p(sum of exp(x_j - x_max) over j != argmax): no
-    # rounding of log(1 + tiny) at any precision.
-    rest = mp.fsum(mp.exp(xs[j] - xs[top]) for j in range(len(xs)) if j != top)
-    lp = (xs[target] - xs[top]) - mp.log1p(rest)
-    one_minus_p = -mp.expm1(lp)
-    return (one_minus_p ** gamma if gamma else 1) * -lp
-
-
-def mp_softmax_focal_grad(xs, target, *, gamma):
-    out = []
-    for j in range(len(xs)):
-        def f(v, j=j):
-            ys = list(xs)
-            ys[j] = v
-            return mp_softmax_focal(ys, target, gamma=gamma)
-        out.append(mp.diff(f, mp.mpf(xs[j])))
-    return out
