@@ -40,7 +40,9 @@ import operator
 import os
 import sys
 import threading
+from collections.abc import Sequence  # (the generated signatures' annotations, which a
 from concurrent.futures import ThreadPoolExecutor
+from typing import Literal  # compiler may evaluate: Paddle's to_static)
 
 import numpy as np
 import paddle
@@ -1285,35 +1287,73 @@ def _same_place(a, b) -> bool:
     return (a.is_cpu_place() and b.is_cpu_place()) or str(a) == str(b)
 
 
-def sigmoid_focal_loss(logits, targets, *, gamma=2.0, alpha=0.25, pos_weight=None,
-                       weight=None, ignore_index=None, label_smoothing=0.0, reduction="mean",
-                       normalizer=None, from_logits=True):
-    r"""Sigmoid focal loss on paddle tensors. See :func:`focalx.sigmoid_focal_loss`.
+# focalx:signature sigmoid_focal_loss
+def sigmoid_focal_loss(logits: paddle.Tensor, targets: paddle.Tensor, *, gamma: float = 2.0,
+                       alpha: float | Sequence[float] | paddle.Tensor | None = 0.25,
+                       pos_weight: float | Sequence[float] | paddle.Tensor | None = None,
+                       weight: float | Sequence[float] | paddle.Tensor | None = None,
+                       ignore_index: int | float | None = None, label_smoothing: float = 0.0,
+                       reduction: Literal["none", "mean", "sum"] = "mean",
+                       normalizer: float | paddle.Tensor | None = None,
+                       from_logits: bool = True) -> paddle.Tensor:
+    r"""Sigmoid (binary / multi-label) focal loss.
 
-    .. math:: \mathrm{FL} = w\,\alpha_t\,(1-p_t)^\gamma\,\mathrm{BCE}(x, y)
+    .. math::
 
-    Parameters
-    ----------
-    logits : paddle.Tensor, floating, any shape
-        Logits (probabilities when ``from_logits=False``).
-    targets : paddle.Tensor
-        Targets in [0, 1] (or ``ignore_index``), broadcastable to ``logits``.
-    gamma, alpha, pos_weight, weight, ignore_index, label_smoothing, reduction, normalizer, from_logits
-        As in :func:`focalx.sigmoid_focal_loss`. The default reduction is
-        ``"mean"``, where ``paddle.nn.functional.sigmoid_focal_loss``'s is ``"sum"``.
+        p &= \sigma(x), \quad p_t = y p + (1-y)(1-p), \quad
+        \alpha_t = y\alpha + (1-y)(1-\alpha) \\
+        \mathrm{FL}(x, y) &= -\,w\,\alpha_t\,(1-p_t)^\gamma
+            \left[w_+\,y \log p + (1-y) \log(1-p)\right]
 
-    Returns
-    -------
-    paddle.Tensor
-        The logits' shape for ``"none"``, else 0-d; in the logits' dtype.
+    With ``pos_weight=None`` this is exactly ``torchvision.ops.sigmoid_focal_loss``,
+    ``optax.losses.sigmoid_focal_loss`` (alpha given) and Paddle's
+    ``sigmoid_focal_loss``; with ``gamma=0, alpha=None`` it is exactly
+    ``binary_cross_entropy_with_logits`` (with its ``weight`` and ``pos_weight``).
 
-    Notes
-    -----
-    log p and log(1-p) come from log-sigmoids and 1-p_t is never formed as a
-    difference, so the loss and its gradient are finite for every finite logit
-    and every gamma >= 0 (Paddle's own gives NaN gradients at gamma < 1 for
-    saturated logits).
+    On paddle tensors (hyperparameter arrays may also be NumPy).
+
+    The default reduction is "mean", where ``paddle.nn.functional.sigmoid_focal_loss``'s
+    is "sum"; its gradient is NaN at gamma < 1 for saturated logits, this one's is
+    finite.
+
+    Args:
+      logits: floating array, any shape ``[...]``; probabilities if
+        ``from_logits=False``.
+      targets: broadcastable to ``logits`` (never enlarging it); hard {0, 1} or soft in
+        [0, 1]; bool / integer targets are accepted.
+      gamma: focusing parameter, a number >= 0 (0 = no focusing).
+      alpha: None (no class balancing, alpha_t = 1), a number in [0, 1], or an array of
+        values in [0, 1] broadcastable to ``logits`` (e.g. per class on the last axis):
+        alpha for positives, 1 - alpha for negatives.
+      pos_weight: None or an array >= 0 broadcastable to ``logits``: weight of the
+        positive term of the cross-entropy, as in torch's ``BCEWithLogitsLoss``.
+      weight: None or an elementwise weight >= 0 broadcastable to ``logits``. It does
+        not enter the mean's denominator (as in ``BCEWithLogitsLoss``).
+      ignore_index: None, or a target value (not 0 or 1) marking elements that add 0 and
+        leave the mean's denominator.
+      label_smoothing: e in [0, 1): targets become ``y * (1 - e) + e / 2``.
+      reduction: ``"none"`` (shape of ``logits``), ``"sum"`` or ``"mean"`` (sum over the
+        count of non-ignored elements; 0, not NaN, when there are none).
+      normalizer: None, a number > 0, or a 0-d or shape-(1,) array (e.g. the number of
+        positive anchors): divides the result of any reduction. RetinaNet's
+        normalisation is ``reduction="sum", normalizer=num_pos``. No host sync.
+      from_logits: if False, ``logits`` holds probabilities in [0, 1], used as given:
+        ``log 0 = -inf``, so a certain wrong prediction costs ``+inf`` (gradient
+        ``+-inf``) and a certain right one costs 0 (gradient: its one-sided limit, 0 for
+        gamma > 0). Nothing is clipped.
+
+    Returns:
+      The loss: shape of ``logits`` for ``"none"``, else 0-d, in the logits' dtype
+      (float16 / bfloat16 are computed in float32; NumPy input gives float64).
+
+    Stability: log p and log(1-p) from softplus, 1-p_t without cancellation; the
+    gradient is closed-form and finite for every finite logit and every gamma >= 0
+    (no NaN at gamma < 1).
+
+    References:
+      Lin et al., `Focal Loss for Dense Object Detection <https://arxiv.org/abs/1708.02002>`_, 2017.
     """
+    # focalx:end
     _sot_fallback(recursive=True)
     _check_tensors(logits, targets)
     return _apply(_spec.run_sigmoid_focal_loss, logits, targets, dict(
@@ -1322,17 +1362,43 @@ def sigmoid_focal_loss(logits, targets, *, gamma=2.0, alpha=0.25, pos_weight=Non
         normalizer=normalizer, from_logits=from_logits))
 
 
-def sigmoid_focal_loss_star(logits, targets, *, gamma=1.0, beta=0.0, alpha=None, weight=None,
-                            ignore_index=None, label_smoothing=0.0, reduction="mean",
-                            normalizer=None):
-    r"""FL* (Lin et al., appendix A) on paddle tensors. See :func:`focalx.sigmoid_focal_loss_star`.
+# focalx:signature sigmoid_focal_loss_star
+def sigmoid_focal_loss_star(logits: paddle.Tensor, targets: paddle.Tensor, *, gamma: float = 1.0,
+                            beta: float = 0.0,
+                            alpha: float | Sequence[float] | paddle.Tensor | None = None,
+                            weight: float | Sequence[float] | paddle.Tensor | None = None,
+                            ignore_index: int | float | None = None, label_smoothing: float = 0.0,
+                            reduction: Literal["none", "mean", "sum"] = "mean",
+                            normalizer: float | paddle.Tensor | None = None) -> paddle.Tensor:
+    r"""FL*, the focal loss variant of Lin et al.'s appendix A, with a tunable ``beta``.
 
-    .. math:: \mathrm{FL}^* = -\log\sigma(\gamma x_t + \beta)/\gamma, \quad x_t = x(2y-1)
+    .. math::
 
-    ``logits`` any floating shape, ``targets`` broadcastable to it; the result
-    has the logits' shape for ``"none"``, else it is 0-d. Computed through a
-    log-sigmoid: finite for every finite logit.
+        x_t = x\,(2y - 1), \qquad
+        \mathrm{FL}^*(x, y) = -\,w\,\alpha_t \log\sigma(\gamma x_t + \beta) / \gamma
+
+    fvcore's ``sigmoid_focal_loss_star`` is the case ``beta=0``.
+
+    On paddle tensors (hyperparameter arrays may also be NumPy).
+
+    Args:
+      logits: floating array, any shape.
+      targets: broadcastable to ``logits``, in [0, 1].
+      gamma: a number > 0.
+      beta: the shift of the scaled logit, a real number.
+      alpha: as in ``sigmoid_focal_loss`` (default None here).
+      weight: as in ``sigmoid_focal_loss``.
+      ignore_index: as in ``sigmoid_focal_loss``.
+      label_smoothing: as in ``sigmoid_focal_loss``.
+      reduction: as in ``sigmoid_focal_loss``.
+      normalizer: as in ``sigmoid_focal_loss``.
+
+    Returns:
+      The loss: shape of ``logits`` for ``"none"``, else 0-d.
+
+    Stability: log-sigmoid from softplus; closed-form gradient, finite everywhere.
     """
+    # focalx:end
     _sot_fallback(recursive=True)
     _check_tensors(logits, targets)
     return _apply(_spec.run_sigmoid_focal_loss_star, logits, targets, dict(
@@ -1340,43 +1406,66 @@ def sigmoid_focal_loss_star(logits, targets, *, gamma=1.0, beta=0.0, alpha=None,
         label_smoothing=label_smoothing, reduction=reduction, normalizer=normalizer))
 
 
-def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
-                       ignore_index=-100, label_smoothing=0.0, reduction="mean",
-                       normalizer=None, axis=-1, from_logits=True, soft_label=None):
-    r"""Softmax focal loss on paddle tensors, class axis -1 by default (as Paddle's cross_entropy).
+# focalx:signature softmax_focal_loss
+def softmax_focal_loss(logits: paddle.Tensor, targets: paddle.Tensor, *, gamma: float = 2.0,
+                       alpha: float | Sequence[float] | paddle.Tensor | None = None,
+                       weight: float | Sequence[float] | paddle.Tensor | None = None,
+                       ignore_index: int | None = -100, label_smoothing: float = 0.0,
+                       reduction: Literal["none", "mean", "sum"] = "mean",
+                       normalizer: float | paddle.Tensor | None = None, axis: int = -1,
+                       from_logits: bool = True, soft_label: bool | None = None) -> paddle.Tensor:
+    r"""Softmax (multi-class) focal loss.
 
-    See :func:`focalx.softmax_focal_loss`.
+    .. math::
 
-    .. math:: \mathrm{FL} = -\sum_c w_c\,\alpha_c\,q_c\,(1-p_c)^\gamma \log p_c
+        p = \mathrm{softmax}(x), \qquad
+        \mathrm{FL}(x, q) = -\sum_c w_c\,\alpha_c\,q_c\,(1-p_c)^\gamma \log p_c
 
-    Parameters
-    ----------
-    logits : paddle.Tensor, floating, shape ``(..., C, ...)`` with the classes on ``axis``
-        Logits (probabilities when ``from_logits=False``).
-    targets : paddle.Tensor
-        Integer class indices of the logits' shape without the class axis (or with a
-        size-1 class axis, ``(N, 1)`` for ``(N, C)``, as ``paddle.nn.functional.cross_entropy``
-        takes them), or floating class probabilities of the logits' shape.
-    gamma, alpha, weight, ignore_index, label_smoothing, reduction, normalizer, from_logits
-        As in :func:`focalx.softmax_focal_loss`; ``normalizer`` may have shape ``[1]``.
-    axis : int
-        The class axis (default -1).
-    soft_label : bool or None
-        As ``cross_entropy``'s: False, targets are class indices; True, class
-        probabilities. None (the default) tells them apart by shape and dtype.
+    per sample, with ``q`` the one-hot target (class indices) or the given class
+    probabilities, smoothed as ``(1 - e) * q + e / C``. With ``gamma=0, alpha=None``
+    it equals ``torch.nn.functional.cross_entropy`` for every combination of
+    ``weight``, ``ignore_index``, ``label_smoothing``, ``reduction``, probability
+    targets and N-d inputs (except that an all-ignored "mean" is 0, not NaN).
 
-    Returns
-    -------
-    paddle.Tensor
-        The per-sample loss for ``"none"`` (the logits' shape without ``axis``; with a
-        size-1 class axis where the targets had one or ``soft_label=True``, as
-        ``cross_entropy`` returns it), else 0-d; in the logits' dtype.
+    On paddle tensors (hyperparameter arrays may also be NumPy).
 
-    Notes
-    -----
-    log p comes from a log-softmax and 1-p as ``-expm1(log p)``; the gradient
-    is finite for every finite logit and gamma >= 0.
+    Class-index targets may also carry a size-1 class axis (``(N, 1)`` for ``(N, C)``),
+    as ``paddle.nn.functional.cross_entropy`` takes them; "none" then keeps that axis in
+    the result (as with ``soft_label=True``), as ``cross_entropy`` returns it.
+
+    Args:
+      logits: floating array ``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)`` (class axis
+        ``axis``); probabilities on that axis if ``from_logits=False``.
+      targets: class indices (integer dtype, the logits' shape without the class axis)
+        or class probabilities in [0, 1] (floating, the logits' shape), told apart as
+        ``F.cross_entropy`` does.
+      gamma: focusing parameter, a number >= 0 (0 = no focusing).
+      alpha: None (1), a number in [0, 1] multiplying every class (as Keras does), or a
+        per-class vector of length C with values in [0, 1].
+      weight: None or a per-class vector >= 0 of length C, exactly as cross-entropy's:
+        "mean" with class indices divides by the sum of ``weight[target]`` over the
+        non-ignored samples.
+      ignore_index: class-index targets equal to it add 0 and leave the mean's
+        denominator (not used with probability targets); None disables it.
+      label_smoothing: e in [0, 1).
+      reduction: ``"none"`` (per sample: the logits' shape without the class axis),
+        ``"sum"`` or ``"mean"``.
+      normalizer: None, a number > 0, or a 0-d or shape-(1,) array (e.g. the number of
+        positive anchors): divides the result of any reduction. RetinaNet's
+        normalisation is ``reduction="sum", normalizer=num_pos``. No host sync.
+      axis: the class axis: -1 by default, as Paddle's ``cross_entropy``.
+      from_logits: if False, ``logits`` holds probabilities used as given (not
+        renormalised); ``p_c = 0`` for a target class costs ``+inf``.
+      soft_label: Paddle's ``cross_entropy`` keyword: True says ``targets`` are class
+        probabilities, False class indices; None tells them apart by dtype.
+
+    Returns:
+      The loss (per sample for ``"none"``, else 0-d).
+
+    Stability: log-softmax, ``1 - p_c`` as ``-expm1(log p_c)``; closed-form gradient,
+    finite for every finite logit and gamma >= 0.
     """
+    # focalx:end
     _sot_fallback(recursive=True)
     _check_tensors(logits, targets)
     ndim = len(logits.shape)

@@ -10,6 +10,13 @@ from __future__ import annotations
 
 import os as _os
 import sys as _sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # (annotations of the generated signatures)
+    from collections.abc import Sequence
+    from typing import Literal
+
+    from numpy.typing import ArrayLike
 
 # In a source checkout, focalx.backends lives in ../backends (a wheel maps it
 # inside the package through setuptools' package-dir). Let the package find it
@@ -37,9 +44,15 @@ __all__ = [
 ]
 
 
-def sigmoid_focal_loss(logits, targets, *, gamma=2.0, alpha=0.25, pos_weight=None,
-                       weight=None, ignore_index=None, label_smoothing=0.0, reduction="mean",
-                       normalizer=None, from_logits=True):
+# focalx:signature sigmoid_focal_loss
+def sigmoid_focal_loss(logits: ArrayLike, targets: ArrayLike, *, gamma: float = 2.0,
+                       alpha: float | Sequence[float] | ArrayLike | None = 0.25,
+                       pos_weight: float | Sequence[float] | ArrayLike | None = None,
+                       weight: float | Sequence[float] | ArrayLike | None = None,
+                       ignore_index: int | float | None = None, label_smoothing: float = 0.0,
+                       reduction: Literal["none", "mean", "sum"] = "mean",
+                       normalizer: float | ArrayLike | None = None,
+                       from_logits: bool = True) -> ArrayLike:
     r"""Sigmoid (binary / multi-label) focal loss.
 
     .. math::
@@ -54,34 +67,38 @@ def sigmoid_focal_loss(logits, targets, *, gamma=2.0, alpha=0.25, pos_weight=Non
     ``sigmoid_focal_loss``; with ``gamma=0, alpha=None`` it is exactly
     ``binary_cross_entropy_with_logits`` (with its ``weight`` and ``pos_weight``).
 
+    Any supported framework's arrays, or NumPy arrays and Python sequences (computed by
+    the float64 reference).
+
     Args:
-      logits: floating array, any shape ``[...]``; probabilities if ``from_logits=False``.
-      targets: broadcastable to ``logits`` (never enlarging it); hard {0, 1} or soft
-        in [0, 1]; bool / integer targets are accepted.
+      logits: floating array, any shape ``[...]``; probabilities if
+        ``from_logits=False``.
+      targets: broadcastable to ``logits`` (never enlarging it); hard {0, 1} or soft in
+        [0, 1]; bool / integer targets are accepted.
       gamma: focusing parameter, a number >= 0 (0 = no focusing).
-      alpha: None (no class balancing, alpha_t = 1), a number in [0, 1], or an array
-        of values in [0, 1] broadcastable to ``logits`` (e.g. per class on the last
-        axis): alpha for positives, 1 - alpha for negatives.
+      alpha: None (no class balancing, alpha_t = 1), a number in [0, 1], or an array of
+        values in [0, 1] broadcastable to ``logits`` (e.g. per class on the last axis):
+        alpha for positives, 1 - alpha for negatives.
       pos_weight: None or an array >= 0 broadcastable to ``logits``: weight of the
         positive term of the cross-entropy, as in torch's ``BCEWithLogitsLoss``.
       weight: None or an elementwise weight >= 0 broadcastable to ``logits``. It does
         not enter the mean's denominator (as in ``BCEWithLogitsLoss``).
-      ignore_index: None, or a target value (not 0 or 1) marking elements that add 0
-        and leave the mean's denominator.
+      ignore_index: None, or a target value (not 0 or 1) marking elements that add 0 and
+        leave the mean's denominator.
       label_smoothing: e in [0, 1): targets become ``y * (1 - e) + e / 2``.
-      reduction: ``"none"`` (shape of ``logits``), ``"sum"`` or ``"mean"`` (sum over
-        the count of non-ignored elements; 0, not NaN, when there are none).
-      normalizer: None, a number > 0 or a 0-d array (e.g. the number of positive
-        anchors): divides the result of any reduction. RetinaNet's normalisation is
-        ``reduction="sum", normalizer=num_pos``. No host sync.
+      reduction: ``"none"`` (shape of ``logits``), ``"sum"`` or ``"mean"`` (sum over the
+        count of non-ignored elements; 0, not NaN, when there are none).
+      normalizer: None, a number > 0, or a 0-d or shape-(1,) array (e.g. the number of
+        positive anchors): divides the result of any reduction. RetinaNet's
+        normalisation is ``reduction="sum", normalizer=num_pos``. No host sync.
       from_logits: if False, ``logits`` holds probabilities in [0, 1], used as given:
         ``log 0 = -inf``, so a certain wrong prediction costs ``+inf`` (gradient
-        ``+-inf``) and a certain right one costs 0 (gradient: its one-sided limit,
-        0 for gamma > 0). Nothing is clipped.
+        ``+-inf``) and a certain right one costs 0 (gradient: its one-sided limit, 0 for
+        gamma > 0). Nothing is clipped.
 
     Returns:
-      The loss: shape of ``logits`` for ``"none"``, else 0-d; float64 for NumPy input,
-      otherwise the logits' dtype.
+      The loss: shape of ``logits`` for ``"none"``, else 0-d, in the logits' dtype
+      (float16 / bfloat16 are computed in float32; NumPy input gives float64).
 
     Stability: log p and log(1-p) from softplus, 1-p_t without cancellation; the
     gradient is closed-form and finite for every finite logit and every gamma >= 0
@@ -90,6 +107,7 @@ def sigmoid_focal_loss(logits, targets, *, gamma=2.0, alpha=0.25, pos_weight=Non
     References:
       Lin et al., `Focal Loss for Dense Object Detection <https://arxiv.org/abs/1708.02002>`_, 2017.
     """
+    # focalx:end
     b = _backend_for(logits, targets, alpha=alpha, pos_weight=pos_weight, weight=weight,
                      normalizer=normalizer)
     return b.sigmoid_focal_loss(
@@ -98,9 +116,14 @@ def sigmoid_focal_loss(logits, targets, *, gamma=2.0, alpha=0.25, pos_weight=Non
         normalizer=normalizer, from_logits=from_logits)
 
 
-def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
-                       ignore_index=-100, label_smoothing=0.0, reduction="mean",
-                       normalizer=None, axis=None, from_logits=True):
+# focalx:signature softmax_focal_loss
+def softmax_focal_loss(logits: ArrayLike, targets: ArrayLike, *, gamma: float = 2.0,
+                       alpha: float | Sequence[float] | ArrayLike | None = None,
+                       weight: float | Sequence[float] | ArrayLike | None = None,
+                       ignore_index: int | None = -100, label_smoothing: float = 0.0,
+                       reduction: Literal["none", "mean", "sum"] = "mean",
+                       normalizer: float | ArrayLike | None = None, axis: int | None = None,
+                       from_logits: bool = True) -> ArrayLike:
     r"""Softmax (multi-class) focal loss.
 
     .. math::
@@ -114,15 +137,18 @@ def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
     ``weight``, ``ignore_index``, ``label_smoothing``, ``reduction``, probability
     targets and N-d inputs (except that an all-ignored "mean" is 0, not NaN).
 
+    Any supported framework's arrays, or NumPy arrays and Python sequences (computed by
+    the float64 reference).
+
     Args:
       logits: floating array ``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)`` (class axis
         ``axis``); probabilities on that axis if ``from_logits=False``.
       targets: class indices (integer dtype, the logits' shape without the class axis)
         or class probabilities in [0, 1] (floating, the logits' shape), told apart as
         ``F.cross_entropy`` does.
-      gamma: focusing parameter >= 0.
-      alpha: None (1), a number in [0, 1] multiplying every class (as Keras does), or
-        a per-class vector of length C with values in [0, 1].
+      gamma: focusing parameter, a number >= 0 (0 = no focusing).
+      alpha: None (1), a number in [0, 1] multiplying every class (as Keras does), or a
+        per-class vector of length C with values in [0, 1].
       weight: None or a per-class vector >= 0 of length C, exactly as cross-entropy's:
         "mean" with class indices divides by the sum of ``weight[target]`` over the
         non-ignored samples.
@@ -131,9 +157,11 @@ def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
       label_smoothing: e in [0, 1).
       reduction: ``"none"`` (per sample: the logits' shape without the class axis),
         ``"sum"`` or ``"mean"``.
-      normalizer: None, a number > 0 or a 0-d array dividing the result.
-      axis: the class axis; None means the framework's cross-entropy convention
-        (torch: 1; NumPy: -1).
+      normalizer: None, a number > 0, or a 0-d or shape-(1,) array (e.g. the number of
+        positive anchors): divides the result of any reduction. RetinaNet's
+        normalisation is ``reduction="sum", normalizer=num_pos``. No host sync.
+      axis: the class axis: None means the framework's cross-entropy convention (torch:
+        1; NumPy, JAX, TensorFlow, Paddle: -1).
       from_logits: if False, ``logits`` holds probabilities used as given (not
         renormalised); ``p_c = 0`` for a target class costs ``+inf``.
 
@@ -143,6 +171,7 @@ def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
     Stability: log-softmax, ``1 - p_c`` as ``-expm1(log p_c)``; closed-form gradient,
     finite for every finite logit and gamma >= 0.
     """
+    # focalx:end
     b = _backend_for(logits, targets, alpha=alpha, weight=weight, normalizer=normalizer)
     kw = {} if axis is None else {"axis": axis}
     return b.softmax_focal_loss(
@@ -151,20 +180,44 @@ def softmax_focal_loss(logits, targets, *, gamma=2.0, alpha=None, weight=None,
         from_logits=from_logits, **kw)
 
 
-def sigmoid_focal_loss_star(logits, targets, *, gamma=1.0, beta=0.0, alpha=None, weight=None,
-                            ignore_index=None, label_smoothing=0.0, reduction="mean",
-                            normalizer=None):
+# focalx:signature sigmoid_focal_loss_star
+def sigmoid_focal_loss_star(logits: ArrayLike, targets: ArrayLike, *, gamma: float = 1.0,
+                            beta: float = 0.0,
+                            alpha: float | Sequence[float] | ArrayLike | None = None,
+                            weight: float | Sequence[float] | ArrayLike | None = None,
+                            ignore_index: int | float | None = None, label_smoothing: float = 0.0,
+                            reduction: Literal["none", "mean", "sum"] = "mean",
+                            normalizer: float | ArrayLike | None = None) -> ArrayLike:
     r"""FL*, the focal loss variant of Lin et al.'s appendix A, with a tunable ``beta``.
 
     .. math::
 
-        x_t = x\,(2y - 1), \qquad \mathrm{FL}^*(x, y) = -\,w\,\alpha_t \log\sigma(\gamma x_t + \beta) / \gamma
+        x_t = x\,(2y - 1), \qquad
+        \mathrm{FL}^*(x, y) = -\,w\,\alpha_t \log\sigma(\gamma x_t + \beta) / \gamma
 
-    fvcore's ``sigmoid_focal_loss_star`` is the case ``beta=0``. ``gamma`` must be
-    > 0. ``alpha``, ``weight``, ``ignore_index``, ``label_smoothing``, ``reduction``
-    and ``normalizer`` mean what they mean in :func:`sigmoid_focal_loss`
-    (``alpha`` defaults to None here).
+    fvcore's ``sigmoid_focal_loss_star`` is the case ``beta=0``.
+
+    Any supported framework's arrays, or NumPy arrays and Python sequences (computed by
+    the float64 reference).
+
+    Args:
+      logits: floating array, any shape.
+      targets: broadcastable to ``logits``, in [0, 1].
+      gamma: a number > 0.
+      beta: the shift of the scaled logit, a real number.
+      alpha: as in ``sigmoid_focal_loss`` (default None here).
+      weight: as in ``sigmoid_focal_loss``.
+      ignore_index: as in ``sigmoid_focal_loss``.
+      label_smoothing: as in ``sigmoid_focal_loss``.
+      reduction: as in ``sigmoid_focal_loss``.
+      normalizer: as in ``sigmoid_focal_loss``.
+
+    Returns:
+      The loss: shape of ``logits`` for ``"none"``, else 0-d.
+
+    Stability: log-sigmoid from softplus; closed-form gradient, finite everywhere.
     """
+    # focalx:end
     b = _backend_for(logits, targets, alpha=alpha, weight=weight, normalizer=normalizer)
     return b.sigmoid_focal_loss_star(
         logits, targets, gamma=gamma, beta=beta, alpha=alpha, weight=weight,

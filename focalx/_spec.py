@@ -66,6 +66,8 @@ from typing import Any, Literal, Optional, Protocol, Sequence
 
 import numpy as np
 
+from . import _signatures
+
 __all__ = [
     "REDUCTIONS",
     "DEFAULTS",
@@ -75,22 +77,9 @@ __all__ = [
 Reduction = Literal["none", "mean", "sum"]
 REDUCTIONS: tuple[str, ...] = ("none", "mean", "sum")
 
-#: The defaults of every public function, identical in every backend
-#: (only ``axis`` of the softmax loss follows the framework's convention).
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "sigmoid_focal_loss": dict(
-        gamma=2.0, alpha=0.25, pos_weight=None, weight=None, ignore_index=None,
-        label_smoothing=0.0, reduction="mean", normalizer=None, from_logits=True,
-    ),
-    "softmax_focal_loss": dict(
-        gamma=2.0, alpha=None, weight=None, ignore_index=-100, label_smoothing=0.0,
-        reduction="mean", normalizer=None, from_logits=True,
-    ),
-    "sigmoid_focal_loss_star": dict(
-        gamma=1.0, beta=0.0, alpha=None, weight=None, ignore_index=None,
-        label_smoothing=0.0, reduction="mean", normalizer=None,
-    ),
-}
+#: The defaults of every public function, identical in every backend (only ``axis`` of
+#: the softmax loss follows the framework's convention): see focalx/_signatures.py.
+DEFAULTS: dict[str, dict[str, Any]] = _signatures.DEFAULTS
 
 # Integer gammas up to this are applied by repeated multiplication.
 _MAX_INT_GAMMA = 4

@@ -1271,19 +1271,6 @@ class TestLayers:
         assert ours[-2:] == [("gamma", 2.0, inspect.Parameter.KEYWORD_ONLY),
                              ("alpha", 0.25, inspect.Parameter.KEYWORD_ONLY)]
 
-    def test_functions_have_the_jax_backends_keyword_signatures(self):
-        jax_src = (ROOT / "backends" / "jax.py").read_text()
-        for name in ("sigmoid_focal_loss", "softmax_focal_loss", "sigmoid_focal_loss_star"):
-            params = inspect.signature(getattr(fpd, name)).parameters
-            kw = {n: p.default for n, p in params.items()
-                  if p.kind == inspect.Parameter.KEYWORD_ONLY}
-            want = dict(_spec.DEFAULTS[name])
-            if name == "softmax_focal_loss":
-                want["axis"] = -1
-                want["soft_label"] = None  # Paddle's cross_entropy keyword, in addition
-            assert kw == want
-            assert f"def {name}(logits, targets, *," in jax_src
-
     def test_training_step_reduces_loss(self):
         paddle.seed(1)
         model = paddle.nn.Linear(3, C)

@@ -1,0 +1,317 @@
+r"""The public signatures, written once: parameters, defaults, annotations and docs.
+
+Every public loss function (``focalx.*``, ``focalx.torch.*``, ``focalx.jax.*``, ...)
+has its ``def`` line and docstring generated from :data:`LOSSES` into its source file,
+between the markers ``# focalx:signature NAME`` and ``# focalx:end``; the body below
+is the backend's own. Generated source, not a runtime wrapper: type checkers and IDEs
+read real signatures, a call costs nothing extra, and compilers that read source
+(Paddle's to_static) see ordinary functions. After editing this table run
+
+    python -m focalx._signatures        # rewrites the generated blocks in place
+
+``tests/test_signatures.py`` fails while a block differs from what this table makes,
+and checks each backend's signature at run time. The class axis of the softmax loss
+follows each framework's cross-entropy (:data:`CLASS_AXIS`).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, NamedTuple
+
+
+class Param(NamedTuple):
+    name: str
+    default: Any
+    annotation: str  # "{A}" stands for the module's array type
+    doc: str
+
+
+class Loss(NamedTuple):
+    summary: str  # the docstring's head: one line, then the math and notes
+    params: tuple[Param, ...]  # keyword-only, in order
+    returns: str
+    notes: str  # stability and references
+
+
+_ARRAYS = "float | Sequence[float] | {A} | None"
+
+_GAMMA = Param("gamma", 2.0, "float", "focusing parameter, a number >= 0 (0 = no focusing).")
+_REDUCTION = Param("reduction", "mean", 'Literal["none", "mean", "sum"]', "")
+_NORMALIZER = Param(
+    "normalizer", None, "float | {A} | None",
+    "None, a number > 0, or a 0-d or shape-(1,) array (e.g. the number of positive "
+    "anchors): divides the result of any reduction. RetinaNet's "
+    'normalisation is ``reduction="sum", normalizer=num_pos``. No host sync.')
+_SMOOTHING = Param("label_smoothing", 0.0, "float", "")
+
+LOSSES: dict[str, Loss] = {
+    "sigmoid_focal_loss": Loss(
+        summary=r"""Sigmoid (binary / multi-label) focal loss.
+
+.. math::
+
+    p &= \sigma(x), \quad p_t = y p + (1-y)(1-p), \quad
+    \alpha_t = y\alpha + (1-y)(1-\alpha) \\
+    \mathrm{FL}(x, y) &= -\,w\,\alpha_t\,(1-p_t)^\gamma
+        \left[w_+\,y \log p + (1-y) \log(1-p)\right]
+
+With ``pos_weight=None`` this is exactly ``torchvision.ops.sigmoid_focal_loss``,
+``optax.losses.sigmoid_focal_loss`` (alpha given) and Paddle's
+``sigmoid_focal_loss``; with ``gamma=0, alpha=None`` it is exactly
+``binary_cross_entropy_with_logits`` (with its ``weight`` and ``pos_weight``).""",
+        params=(
+            _GAMMA,
+            Param("alpha", 0.25, _ARRAYS,
+                  "None (no class balancing, alpha_t = 1), a number in [0, 1], or an array "
+                  "of values in [0, 1] broadcastable to ``logits`` (e.g. per class on the "
+                  "last axis): alpha for positives, 1 - alpha for negatives."),
+            Param("pos_weight", None, _ARRAYS,
+                  "None or an array >= 0 broadcastable to ``logits``: weight of the "
+                  "positive term of the cross-entropy, as in torch's ``BCEWithLogitsLoss``."),
+            Param("weight", None, _ARRAYS,
+                  "None or an elementwise weight >= 0 broadcastable to ``logits``. It does "
+                  "not enter the mean's denominator (as in ``BCEWithLogitsLoss``)."),
+            Param("ignore_index", None, "int | float | None",
+                  "None, or a target value (not 0 or 1) marking elements that add 0 and "
+                  "leave the mean's denominator."),
+            _SMOOTHING._replace(doc="e in [0, 1): targets become ``y * (1 - e) + e / 2``."),
+            _REDUCTION._replace(doc='``"none"`` (shape of ``logits``), ``"sum"`` or '
+                                '``"mean"`` (sum over the count of non-ignored elements; '
+                                "0, not NaN, when there are none)."),
+            _NORMALIZER,
+            Param("from_logits", True, "bool",
+                  "if False, ``logits`` holds probabilities in [0, 1], used as given: "
+                  "``log 0 = -inf``, so a certain wrong prediction costs ``+inf`` (gradient "
+                  "``+-inf``) and a certain right one costs 0 (gradient: its one-sided "
+                  "limit, 0 for gamma > 0). Nothing is clipped."),
+        ),
+        returns="The loss: shape of ``logits`` for ``\"none\"``, else 0-d, in the logits' dtype "
+                "(float16 / bfloat16 are computed in float32; NumPy input gives float64).",
+        notes="""Stability: log p and log(1-p) from softplus, 1-p_t without cancellation; the
+gradient is closed-form and finite for every finite logit and every gamma >= 0
+(no NaN at gamma < 1).
+
+References:
+  Lin et al., `Focal Loss for Dense Object Detection <https://arxiv.org/abs/1708.02002>`_, 2017.""",
+    ),
+    "softmax_focal_loss": Loss(
+        summary=r"""Softmax (multi-class) focal loss.
+
+.. math::
+
+    p = \mathrm{softmax}(x), \qquad
+    \mathrm{FL}(x, q) = -\sum_c w_c\,\alpha_c\,q_c\,(1-p_c)^\gamma \log p_c
+
+per sample, with ``q`` the one-hot target (class indices) or the given class
+probabilities, smoothed as ``(1 - e) * q + e / C``. With ``gamma=0, alpha=None``
+it equals ``torch.nn.functional.cross_entropy`` for every combination of
+``weight``, ``ignore_index``, ``label_smoothing``, ``reduction``, probability
+targets and N-d inputs (except that an all-ignored "mean" is 0, not NaN).""",
+        params=(
+            _GAMMA,
+            Param("alpha", None, _ARRAYS,
+                  "None (1), a number in [0, 1] multiplying every class (as Keras does), or "
+                  "a per-class vector of length C with values in [0, 1]."),
+            Param("weight", None, _ARRAYS,
+                  "None or a per-class vector >= 0 of length C, exactly as cross-entropy's: "
+                  '"mean" with class indices divides by the sum of ``weight[target]`` over '
+                  "the non-ignored samples."),
+            Param("ignore_index", -100, "int | None",
+                  "class-index targets equal to it add 0 and leave the mean's denominator "
+                  "(not used with probability targets); None disables it."),
+            _SMOOTHING._replace(doc="e in [0, 1)."),
+            _REDUCTION._replace(doc='``"none"`` (per sample: the logits\' shape without the '
+                                'class axis), ``"sum"`` or ``"mean"``.'),
+            _NORMALIZER,
+            Param("axis", None, "int", "the class axis: {AXIS}."),
+            Param("from_logits", True, "bool",
+                  "if False, ``logits`` holds probabilities used as given (not "
+                  "renormalised); ``p_c = 0`` for a target class costs ``+inf``."),
+        ),
+        returns="The loss (per sample for ``\"none\"``, else 0-d).",
+        notes="""Stability: log-softmax, ``1 - p_c`` as ``-expm1(log p_c)``; closed-form gradient,
+finite for every finite logit and gamma >= 0.""",
+    ),
+    "sigmoid_focal_loss_star": Loss(
+        summary=r"""FL*, the focal loss variant of Lin et al.'s appendix A, with a tunable ``beta``.
+
+.. math::
+
+    x_t = x\,(2y - 1), \qquad
+    \mathrm{FL}^*(x, y) = -\,w\,\alpha_t \log\sigma(\gamma x_t + \beta) / \gamma
+
+fvcore's ``sigmoid_focal_loss_star`` is the case ``beta=0``.""",
+        params=(
+            Param("gamma", 1.0, "float", "a number > 0."),
+            Param("beta", 0.0, "float", "the shift of the scaled logit, a real number."),
+            Param("alpha", None, _ARRAYS, "as in ``sigmoid_focal_loss`` (default None here)."),
+            Param("weight", None, _ARRAYS, "as in ``sigmoid_focal_loss``."),
+            Param("ignore_index", None, "int | float | None", "as in ``sigmoid_focal_loss``."),
+            _SMOOTHING._replace(doc="as in ``sigmoid_focal_loss``."),
+            _REDUCTION._replace(doc="as in ``sigmoid_focal_loss``."),
+            _NORMALIZER._replace(doc="as in ``sigmoid_focal_loss``."),
+        ),
+        returns="The loss: shape of ``logits`` for ``\"none\"``, else 0-d.",
+        notes="Stability: log-sigmoid from softplus; closed-form gradient, finite everywhere.",
+    ),
+}
+
+_INPUTS = {
+    "sigmoid_focal_loss": (
+        "floating array, any shape ``[...]``; probabilities if ``from_logits=False``.",
+        "broadcastable to ``logits`` (never enlarging it); hard {0, 1} or soft in [0, 1]; "
+        "bool / integer targets are accepted."),
+    "softmax_focal_loss": (
+        "floating array ``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)`` (class axis ``axis``); "
+        "probabilities on that axis if ``from_logits=False``.",
+        "class indices (integer dtype, the logits' shape without the class axis) or class "
+        "probabilities in [0, 1] (floating, the logits' shape), told apart as "
+        "``F.cross_entropy`` does."),
+    "sigmoid_focal_loss_star": (
+        "floating array, any shape.", "broadcastable to ``logits``, in [0, 1]."),
+}
+
+#: the framework-neutral defaults of every loss (``axis`` follows the framework)
+DEFAULTS: dict[str, dict[str, Any]] = {
+    name: {p.name: p.default for p in loss.params if p.name != "axis"}
+    for name, loss in LOSSES.items()}
+
+
+class Target(NamedTuple):
+    """A module whose public functions are generated."""
+
+    path: str  # relative to the repository root
+    array: str  # the array type's annotation
+    axis: Any  # the softmax loss's class axis default
+    axis_doc: str
+    extra: dict  # loss -> tuple of extra Params (the framework's own spellings)
+    note: str  # one line on where the arrays come from
+    loss_notes: dict = {}  # loss -> what this framework's users should know besides
+
+
+#: the class axis of each framework's cross-entropy
+CLASS_AXIS = {"torch": 1, "jax": -1, "tensorflow": -1, "paddle": -1}
+
+_SOFT_LABEL = Param(
+    "soft_label", None, "bool | None",
+    "Paddle's ``cross_entropy`` keyword: True says ``targets`` are class probabilities, "
+    "False class indices; None tells them apart by dtype.")
+
+TARGETS: dict[str, Target] = {
+    "focalx": Target("focalx/__init__.py", "ArrayLike", None,
+                     "None means the framework's cross-entropy convention (torch: 1; NumPy, "
+                     "JAX, TensorFlow, Paddle: -1)", {},
+                     "Any supported framework's arrays, or NumPy arrays and Python "
+                     "sequences (computed by the float64 reference)."),
+    "torch": Target("backends/torch.py", "torch.Tensor", CLASS_AXIS["torch"],
+                    "1 by default, as ``F.cross_entropy`` (1-D logits ``(C,)`` take a 0-d target)", {},
+                    "On torch tensors (hyperparameter arrays may also be NumPy)."),
+    "jax": Target("backends/jax.py", "jax.Array", CLASS_AXIS["jax"], "-1 by default, as optax", {},
+                  "On jax arrays (hyperparameter arrays may also be NumPy)."),
+    "tensorflow": Target("backends/tensorflow.py", "tf.Tensor", CLASS_AXIS["tensorflow"],
+                         "-1 by default, as Keras", {},
+                         "On tf tensors (hyperparameter arrays may also be NumPy)."),
+    "paddle": Target("backends/paddle.py", "paddle.Tensor", CLASS_AXIS["paddle"],
+                     "-1 by default, as Paddle's ``cross_entropy``",
+                     {"softmax_focal_loss": (_SOFT_LABEL,)},
+                     "On paddle tensors (hyperparameter arrays may also be NumPy).",
+                     {"sigmoid_focal_loss":
+                      'The default reduction is "mean", where '
+                      '``paddle.nn.functional.sigmoid_focal_loss``\'s is "sum"; its gradient is '
+                      "NaN at gamma < 1 for saturated logits, this one's is finite.",
+                      "softmax_focal_loss":
+                      "Class-index targets may also carry a size-1 class axis (``(N, 1)`` for "
+                      "``(N, C)``), as ``paddle.nn.functional.cross_entropy`` takes them; "
+                      '"none" then keeps that axis in the result (as with ``soft_label=True``), '
+                      "as ``cross_entropy`` returns it."}),
+}
+
+
+def params(loss: str, target: str) -> list[Param]:
+    """The keyword-only parameters of `loss` in module `target`, defaults filled in."""
+    t = TARGETS[target]
+    out = [p._replace(default=t.axis, annotation="int" if t.axis is not None else "int | None")
+           if p.name == "axis" else p for p in LOSSES[loss].params]
+    return out + list(t.extra.get(loss, ()))
+
+
+def _fmt(v) -> str:
+    return f'"{v}"' if isinstance(v, str) else repr(v)
+
+
+def _doc(loss: str, target: str, indent: str) -> str:
+    t, spec = TARGETS[target], LOSSES[loss]
+    logits_doc, targets_doc = _INPUTS[loss]
+    width = 88 - len(indent)
+
+    def arg(name, text):
+        return textwrap.wrap(f"{name}: {text}", width=width, subsequent_indent="    ",
+                             initial_indent="  ", break_on_hyphens=False)
+    lines = spec.summary.split("\n") + [""] + textwrap.wrap(t.note, width=width)
+    if loss in t.loss_notes:
+        lines += [""] + textwrap.wrap(t.loss_notes[loss], width=width)
+    lines += ["", "Args:"]
+    lines += arg("logits", logits_doc) + arg("targets", targets_doc)
+    for p in params(loss, target):
+        lines += arg(p.name, p.doc.replace("{AXIS}", t.axis_doc))
+    lines += ["", "Returns:"] + textwrap.wrap(spec.returns, width=width, initial_indent="  ",
+                                              subsequent_indent="  ")
+    lines += [""] + spec.notes.split("\n")
+    body = "\n".join((indent + ln) if ln else "" for ln in lines)
+    return f'{indent}r"""{body[len(indent):]}\n{indent}"""'
+
+
+def render(loss: str, target: str) -> str:
+    """The generated block for `loss` in module `target` (markers included)."""
+    t = TARGETS[target]
+    head = f"def {loss}("
+    parts = [f"logits: {t.array}", f"targets: {t.array}", "*"]
+    for p in params(loss, target):
+        parts.append(f"{p.name}: {p.annotation.replace('{A}', t.array)} = {_fmt(p.default)}")
+    lines, cur = [], head
+    for i, part in enumerate(parts):
+        piece = part + (", " if i < len(parts) - 1 else f") -> {t.array}:")
+        if len(cur) + len(piece.rstrip()) > 100:
+            lines.append(cur.rstrip())
+            cur = " " * len(head)
+        cur += piece
+    lines.append(cur)
+    return "\n".join([f"# focalx:signature {loss}", *lines, _doc(loss, target, "    "),
+                      "    # focalx:end"])
+
+
+_BLOCK = re.compile(r"^# focalx:signature (\w+)\n.*?^    # focalx:end$", re.M | re.S)
+
+
+def regenerate(text: str, target: str) -> str:
+    """`text` (a module's source) with each generated block made anew."""
+    return _BLOCK.sub(lambda m: render(m.group(1), target), text)
+
+
+def root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def main(argv=None) -> int:
+    """Rewrite every target's generated blocks; with --check, only say which differ."""
+    argv = sys.argv[1:] if argv is None else argv
+    stale = []
+    for name, t in TARGETS.items():
+        path = root() / t.path
+        old = path.read_text()
+        new = regenerate(old, name)
+        if new != old:
+            stale.append(t.path)
+            if "--check" not in argv:
+                path.write_text(new)
+    verb = "differ" if "--check" in argv else "rewritten"
+    print(f"{verb}: {', '.join(stale)}" if stale else "all generated signatures are current")
+    return 1 if stale and "--check" in argv else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

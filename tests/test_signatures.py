@@ -1,0 +1,62 @@
+"""The public signatures are written once (focalx/_signatures.py) and generated into each
+module: the generated blocks are current, and every installed backend's functions have
+exactly the table's parameters, defaults and class axis at run time."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+from focalx import _signatures, _spec
+from focalx.backends import REGISTRY
+
+from .conftest import import_backend
+
+LOSSES = list(_signatures.LOSSES)
+
+
+def test_every_generated_block_is_what_the_table_makes():
+    for name, target in _signatures.TARGETS.items():
+        text = (_signatures.root() / target.path).read_text()
+        blocks = _signatures._BLOCK.findall(text)
+        assert sorted(blocks) == sorted(LOSSES), (target.path, blocks)
+        assert _signatures.regenerate(text, name) == text, \
+            f"{target.path} is stale: run python focalx/_signatures.py"
+
+
+def test_a_changed_default_makes_the_blocks_stale(monkeypatch):
+    loss = _signatures.LOSSES["sigmoid_focal_loss"]
+    changed = loss._replace(params=(loss.params[0]._replace(default=3.0),) + loss.params[1:])
+    text = (_signatures.root() / _signatures.TARGETS["jax"].path).read_text()
+    monkeypatch.setitem(_signatures.LOSSES, "sigmoid_focal_loss", changed)
+    new = _signatures.regenerate(text, "jax")
+    assert new != text and "gamma: float = 3.0" in new
+
+
+def test_the_specs_defaults_are_the_tables():
+    assert _spec.DEFAULTS == {name: {p.name: p.default for p in loss.params if p.name != "axis"}
+                              for name, loss in _signatures.LOSSES.items()}
+
+
+def _keyword_only(fn):
+    sig = inspect.signature(fn)
+    positional = [n for n, p in sig.parameters.items()
+                  if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    return positional, [(n, p.default) for n, p in sig.parameters.items()
+                        if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+@pytest.mark.parametrize("target", ["focalx", *REGISTRY])
+@pytest.mark.parametrize("loss", LOSSES)
+def test_each_modules_signature_is_the_tables(target, loss):
+    if target != "focalx":
+        import_backend(REGISTRY[target].module)
+    module = importlib.import_module(REGISTRY[target].public[0] if target != "focalx"
+                                     else "focalx")
+    positional, keywords = _keyword_only(getattr(module, loss))
+    assert positional == ["logits", "targets"]
+    assert keywords == [(p.name, p.default) for p in _signatures.params(loss, target)]
+    if loss == "softmax_focal_loss" and target != "focalx":
+        assert dict(keywords)["axis"] == _signatures.CLASS_AXIS[target]
