@@ -367,7 +367,7 @@ def sigmoid_focal_loss(logits: jax.Array, targets: jax.Array, *, gamma: float = 
     ``sigmoid_focal_loss``; with ``gamma=0, alpha=None`` it is exactly
     ``binary_cross_entropy_with_logits`` (with its ``weight`` and ``pos_weight``).
 
-    On jax arrays (hyperparameter arrays may also be NumPy).
+    On jax.Array values (hyperparameter arrays may also be NumPy).
 
     Args:
       logits: floating array, any shape ``[...]``; probabilities if
@@ -438,7 +438,7 @@ def sigmoid_focal_loss_star(logits: jax.Array, targets: jax.Array, *, gamma: flo
 
     fvcore's ``sigmoid_focal_loss_star`` is the case ``beta=0``.
 
-    On jax arrays (hyperparameter arrays may also be NumPy).
+    On jax.Array values (hyperparameter arrays may also be NumPy).
 
     Args:
       logits: floating array, any shape.
@@ -492,7 +492,7 @@ def softmax_focal_loss(logits: jax.Array, targets: jax.Array, *, gamma: float = 
     ``weight``, ``ignore_index``, ``label_smoothing``, ``reduction``, probability
     targets and N-d inputs (except that an all-ignored "mean" is 0, not NaN).
 
-    On jax arrays (hyperparameter arrays may also be NumPy).
+    On jax.Array values (hyperparameter arrays may also be NumPy).
 
     Args:
       logits: floating array ``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)`` (class axis

@@ -1310,7 +1310,7 @@ def sigmoid_focal_loss(logits: paddle.Tensor, targets: paddle.Tensor, *, gamma: 
     ``sigmoid_focal_loss``; with ``gamma=0, alpha=None`` it is exactly
     ``binary_cross_entropy_with_logits`` (with its ``weight`` and ``pos_weight``).
 
-    On paddle tensors (hyperparameter arrays may also be NumPy).
+    On paddle.Tensor values (hyperparameter arrays may also be NumPy).
 
     The default reduction is "mean", where ``paddle.nn.functional.sigmoid_focal_loss``'s
     is "sum"; its gradient is NaN at gamma < 1 for saturated logits, this one's is
@@ -1379,7 +1379,7 @@ def sigmoid_focal_loss_star(logits: paddle.Tensor, targets: paddle.Tensor, *, ga
 
     fvcore's ``sigmoid_focal_loss_star`` is the case ``beta=0``.
 
-    On paddle tensors (hyperparameter arrays may also be NumPy).
+    On paddle.Tensor values (hyperparameter arrays may also be NumPy).
 
     Args:
       logits: floating array, any shape.
@@ -1427,7 +1427,7 @@ def softmax_focal_loss(logits: paddle.Tensor, targets: paddle.Tensor, *, gamma: 
     ``weight``, ``ignore_index``, ``label_smoothing``, ``reduction``, probability
     targets and N-d inputs (except that an all-ignored "mean" is 0, not NaN).
 
-    On paddle tensors (hyperparameter arrays may also be NumPy).
+    On paddle.Tensor values (hyperparameter arrays may also be NumPy).
 
     Class-index targets may also carry a size-1 class axis (``(N, 1)`` for ``(N, C)``),
     as ``paddle.nn.functional.cross_entropy`` takes them; "none" then keeps that axis in

@@ -639,7 +639,7 @@ def sigmoid_focal_loss(logits: tf.Tensor, targets: tf.Tensor, *, gamma: float = 
     ``sigmoid_focal_loss``; with ``gamma=0, alpha=None`` it is exactly
     ``binary_cross_entropy_with_logits`` (with its ``weight`` and ``pos_weight``).
 
-    On tf tensors (hyperparameter arrays may also be NumPy).
+    On tf.Tensor values (hyperparameter arrays may also be NumPy).
 
     Args:
       logits: floating array, any shape ``[...]``; probabilities if
@@ -705,7 +705,7 @@ def sigmoid_focal_loss_star(logits: tf.Tensor, targets: tf.Tensor, *, gamma: flo
 
     fvcore's ``sigmoid_focal_loss_star`` is the case ``beta=0``.
 
-    On tf tensors (hyperparameter arrays may also be NumPy).
+    On tf.Tensor values (hyperparameter arrays may also be NumPy).
 
     Args:
       logits: floating array, any shape.
@@ -754,7 +754,7 @@ def softmax_focal_loss(logits: tf.Tensor, targets: tf.Tensor, *, gamma: float = 
     ``weight``, ``ignore_index``, ``label_smoothing``, ``reduction``, probability
     targets and N-d inputs (except that an all-ignored "mean" is 0, not NaN).
 
-    On tf tensors (hyperparameter arrays may also be NumPy).
+    On tf.Tensor values (hyperparameter arrays may also be NumPy).
 
     Args:
       logits: floating array ``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)`` (class axis

@@ -1236,7 +1236,7 @@ def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, *, gamma: fl
     ``sigmoid_focal_loss``; with ``gamma=0, alpha=None`` it is exactly
     ``binary_cross_entropy_with_logits`` (with its ``weight`` and ``pos_weight``).
 
-    On torch tensors (hyperparameter arrays may also be NumPy).
+    On torch.Tensor values (hyperparameter arrays may also be NumPy).
 
     Args:
       logits: floating array, any shape ``[...]``; probabilities if
@@ -1300,7 +1300,7 @@ def sigmoid_focal_loss_star(logits: torch.Tensor, targets: torch.Tensor, *, gamm
 
     fvcore's ``sigmoid_focal_loss_star`` is the case ``beta=0``.
 
-    On torch tensors (hyperparameter arrays may also be NumPy).
+    On torch.Tensor values (hyperparameter arrays may also be NumPy).
 
     Args:
       logits: floating array, any shape.
@@ -1347,7 +1347,7 @@ def softmax_focal_loss(logits: torch.Tensor, targets: torch.Tensor, *, gamma: fl
     ``weight``, ``ignore_index``, ``label_smoothing``, ``reduction``, probability
     targets and N-d inputs (except that an all-ignored "mean" is 0, not NaN).
 
-    On torch tensors (hyperparameter arrays may also be NumPy).
+    On torch.Tensor values (hyperparameter arrays may also be NumPy).
 
     Args:
       logits: floating array ``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)`` (class axis

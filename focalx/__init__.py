@@ -161,7 +161,7 @@ def softmax_focal_loss(logits: ArrayLike, targets: ArrayLike, *, gamma: float = 
         positive anchors): divides the result of any reduction. RetinaNet's
         normalisation is ``reduction="sum", normalizer=num_pos``. No host sync.
       axis: the class axis: None means the framework's cross-entropy convention (torch:
-        1; NumPy, JAX, TensorFlow, Paddle: -1).
+        1; jax: -1; tensorflow: -1; paddle: -1; NumPy: -1).
       from_logits: if False, ``logits`` holds probabilities used as given (not
         renormalised); ``p_c = 0`` for a target class costs ``+inf``.
 

@@ -193,42 +193,65 @@ class Target(NamedTuple):
     loss_notes: dict = {}  # loss -> what this framework's users should know besides
 
 
-#: the class axis of each framework's cross-entropy
-CLASS_AXIS = {"torch": 1, "jax": -1, "tensorflow": -1, "paddle": -1}
-
 _SOFT_LABEL = Param(
     "soft_label", None, "bool | None",
     "Paddle's ``cross_entropy`` keyword: True says ``targets`` are class probabilities, "
     "False class indices; None tells them apart by dtype.")
 
-TARGETS: dict[str, Target] = {
-    "focalx": Target("focalx/__init__.py", "ArrayLike", None,
-                     "None means the framework's cross-entropy convention (torch: 1; NumPy, "
-                     "JAX, TensorFlow, Paddle: -1)", {},
-                     "Any supported framework's arrays, or NumPy arrays and Python "
-                     "sequences (computed by the float64 reference)."),
-    "torch": Target("backends/torch.py", "torch.Tensor", CLASS_AXIS["torch"],
-                    "1 by default, as ``F.cross_entropy`` (1-D logits ``(C,)`` take a 0-d target)", {},
-                    "On torch tensors (hyperparameter arrays may also be NumPy)."),
-    "jax": Target("backends/jax.py", "jax.Array", CLASS_AXIS["jax"], "-1 by default, as optax", {},
-                  "On jax arrays (hyperparameter arrays may also be NumPy)."),
-    "tensorflow": Target("backends/tensorflow.py", "tf.Tensor", CLASS_AXIS["tensorflow"],
-                         "-1 by default, as Keras", {},
-                         "On tf tensors (hyperparameter arrays may also be NumPy)."),
-    "paddle": Target("backends/paddle.py", "paddle.Tensor", CLASS_AXIS["paddle"],
-                     "-1 by default, as Paddle's ``cross_entropy``",
-                     {"softmax_focal_loss": (_SOFT_LABEL,)},
-                     "On paddle tensors (hyperparameter arrays may also be NumPy).",
-                     {"sigmoid_focal_loss":
-                      'The default reduction is "mean", where '
-                      '``paddle.nn.functional.sigmoid_focal_loss``\'s is "sum"; its gradient is '
-                      "NaN at gamma < 1 for saturated logits, this one's is finite.",
-                      "softmax_focal_loss":
-                      "Class-index targets may also carry a size-1 class axis (``(N, 1)`` for "
-                      "``(N, C)``), as ``paddle.nn.functional.cross_entropy`` takes them; "
-                      '"none" then keeps that axis in the result (as with ``soft_label=True``), '
-                      "as ``cross_entropy`` returns it."}),
+#: what a framework's users get besides the table: extra parameters in their framework's
+#: own spelling, and notes per loss
+EXTRAS = {
+    "paddle": ({"softmax_focal_loss": (_SOFT_LABEL,)}, {
+        "sigmoid_focal_loss":
+        'The default reduction is "mean", where '
+        '``paddle.nn.functional.sigmoid_focal_loss``\'s is "sum"; its gradient is '
+        "NaN at gamma < 1 for saturated logits, this one's is finite.",
+        "softmax_focal_loss":
+        "Class-index targets may also carry a size-1 class axis (``(N, 1)`` for "
+        "``(N, C)``), as ``paddle.nn.functional.cross_entropy`` takes them; "
+        '"none" then keeps that axis in the result (as with ``soft_label=True``), '
+        "as ``cross_entropy`` returns it."}),
 }
+
+
+def _registry():
+    try:
+        from .backends import REGISTRY
+    except ImportError:  # run as a script: the registry module imports nothing of focalx
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(
+            "_focalx_registry", root() / "backends" / "__init__.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        REGISTRY = module.REGISTRY
+    return REGISTRY
+
+
+def _targets() -> dict[str, Target]:
+    registry = _registry()
+    out = {"focalx": Target("focalx/__init__.py", "ArrayLike", None,
+                            "None means the framework's cross-entropy convention ("
+                            + "; ".join(f"{b.name}: {b.class_axis}" for b in registry.values())
+                            + "; NumPy: -1)", {},
+                            "Any supported framework's arrays, or NumPy arrays and Python "
+                            "sequences (computed by the float64 reference).")}
+    for b in registry.values():
+        extra, notes = EXTRAS.get(b.name, ({}, {}))
+        path = "backends/" + b.adapter.removeprefix("focalx.backends.").replace(".", "/")
+        out[b.name] = Target(path + ".py", b.array_annotation, b.class_axis,
+                             b.class_axis_doc, extra,
+                             f"On {b.array_annotation} values (hyperparameter arrays may also "
+                             "be NumPy).", notes)
+    return out
+
+
+def root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+#: every module whose public functions are generated (focalx and each registered backend)
+TARGETS: dict[str, Target] = _targets()
 
 
 def params(loss: str, target: str) -> list[Param]:
@@ -290,10 +313,6 @@ _BLOCK = re.compile(r"^# focalx:signature (\w+)\n.*?^    # focalx:end$", re.M | 
 def regenerate(text: str, target: str) -> str:
     """`text` (a module's source) with each generated block made anew."""
     return _BLOCK.sub(lambda m: render(m.group(1), target), text)
-
-
-def root() -> Path:
-    return Path(__file__).resolve().parent.parent
 
 
 def main(argv=None) -> int:

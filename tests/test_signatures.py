@@ -59,4 +59,4 @@ def test_each_modules_signature_is_the_tables(target, loss):
     assert positional == ["logits", "targets"]
     assert keywords == [(p.name, p.default) for p in _signatures.params(loss, target)]
     if loss == "softmax_focal_loss" and target != "focalx":
-        assert dict(keywords)["axis"] == _signatures.CLASS_AXIS[target]
+        assert dict(keywords)["axis"] == REGISTRY[target].class_axis
