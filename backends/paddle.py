@@ -1129,35 +1129,55 @@ _CPU = paddle.CPUPlace()
 
 
 def _tensor_kernel():
-    """A CPU tensor (a copy) from a C-contiguous NumPy array through the Tensor type's own
-    constructor: paddle.Tensor's Python wrapper (which takes other argument forms too)
-    costs a few microseconds a call. Where it is not there or makes something else,
-    paddle.Tensor."""
+    """A CPU tensor (a copy) from a C-contiguous NumPy array without paddle.Tensor's
+    constructor, which costs a few microseconds a call (its argument parsing): an
+    uninitialised tensor from the empty kernel, filled by its DenseTensor's set (which
+    copies the array, its shape and dtype). Else through the Tensor type's own
+    constructor (paddle.Tensor's Python wrapper takes other argument forms too), else
+    paddle.Tensor: whichever first makes what paddle.Tensor makes here."""
     def public(a):
         return paddle.Tensor(a, _CPU)
+
+    def filled(a):
+        t = _empty_kernel([], _F32, _CPU)
+        t.get_tensor().set(a, _CPU)
+        return t
     init = getattr(paddle, "original_init", None)
     tensor_type = paddle.Tensor
-    if init is None or not callable(init):
-        return public
 
     def raw(a):
         t = tensor_type.__new__(tensor_type)
         init(t, a, _CPU)
         return t
+    candidates = ([filled] if _empty_kernel is not None else []) + \
+        ([raw] if init is not None and callable(init) else [])
+    for make in candidates:
+        try:
+            for a in (np.array([[0.5, -1.0], [2.0, 3.0]], dtype=np.float32),
+                      np.array([1.0, 2.0, 3.0], dtype=np.float64),
+                      np.array(2.5, dtype=np.float64)):
+                t, want = make(a), public(a)
+                a[...] = 9.0  # (a copy, not a view of `a`)
+                if not (type(t) is type(want) and t.shape == want.shape and
+                        t.dtype == want.dtype and t.place.is_cpu_place() and
+                        t.stop_gradient and np.array_equal(t.numpy(), want.numpy())):
+                    break
+            else:
+                return make
+        except Exception:  # noqa: BLE001 - (pragma: no cover) another Paddle
+            pass
+    return public
+
+
+def _find_empty_kernel():
     try:
-        for a in (np.array([[0.5, -1.0], [2.0, 3.0]], dtype=np.float32),
-                  np.array([1.0, 2.0, 3.0], dtype=np.float64)):
-            t, want = raw(a), public(a)
-            a[0] = 9.0  # (a copy, not a view of `a`)
-            if not (type(t) is type(want) and t.shape == want.shape and
-                    t.dtype == want.dtype and t.place.is_cpu_place() and t.stop_gradient and
-                    np.array_equal(t.numpy(), want.numpy())):
-                return public
-        return raw
+        from paddle import _C_ops
+        return _C_ops.empty if paddle.in_dynamic_mode() else None
     except Exception:  # noqa: BLE001 - (pragma: no cover) another Paddle
-        return public
+        return None
 
 
+_empty_kernel = _find_empty_kernel()
 _new_tensor = _tensor_kernel()
 
 
@@ -1190,6 +1210,9 @@ class _HostLayer(PyLayer):
 
     @staticmethod
     def backward(ctx, grad_out):
+        # (a backward() inside a to_static function: SOT would translate this frame, and
+        # the tensor it makes (_new_tensor), whose DenseTensor calls it cannot translate)
+        _sot_fallback(recursive=True)
         go = grad_out.numpy()
         grad = ctx.grad
         if go.ndim == 0 and float(go) == 1.0:  # (a loss's backward() seeds 1: 1 * grad is grad)
