@@ -956,7 +956,7 @@ class HostOps(ArrayModuleOps):
         e = np.exp(s)
         total = _sum_keep(e)
         lp_y = s.reshape(-1)[flat].reshape(index.shape) - np.log(total)
-        return lp_y, e * (1.0 / total)
+        return lp_y, np.multiply(e, 1.0 / total, out=e)  # (e is ours: in place)
 
     @staticmethod
     def expand_dims(a, axis):
@@ -1073,7 +1073,7 @@ def _max_keep(a, axis):
     return a.max(axis=axis, keepdims=True)
 
 
-def _host_ok(fn, logits, arrays) -> bool:
+def _host_ok(fn, logits, arrays, grad_mode) -> bool:
     """Whether a call takes the host path (see above)."""
     limit = min(_HOST_MAX, (_SOFTMAX_BLOCK_MIN if fn is _SOFTMAX else _BLOCK_MIN) - 1)
     dt = logits.dtype
@@ -1082,7 +1082,6 @@ def _host_ok(fn, logits, arrays) -> bool:
             not 0 < math.prod(logits.shape) <= limit or not paddle.in_dynamic_mode() or \
             _in_sot() or not _on_host(logits):
         return False
-    grad_mode = paddle.is_grad_enabled()
     for v in arrays.values():
         dt = v.dtype
         if not (dt is _I64 or dt in _HOST_DTYPES) or not _on_host(v) or \
@@ -1098,13 +1097,30 @@ _TENSOR = paddle.Tensor
 def _host_run(fn, x, arrays, static, need_grad):
     """fn on NumPy copies: (loss, grad) as NumPy arrays of x's dtype (grad None
     without need_grad)."""
-    ops = HostOps(need_grad)
     held = {k: _Held(v) for k, v in arrays.items() if k != "targets"} if len(arrays) > 1 \
         else {}
-    with np.errstate(all="ignore"):  # (the spec handles inf and NaN itself)
-        out, grad = fn(ops, x.numpy(), arrays["targets"].numpy(), need_grad=need_grad,
-                       **static, **held)
-    return out, grad
+    quiet = _QUIET.get(fn)
+    if quiet is None:
+        quiet = _QUIET[fn] = _fp_quiet(fn)
+    return quiet(HostOps(need_grad), x.numpy(), arrays["targets"].numpy(),
+                 need_grad=need_grad, **static, **held)
+
+
+def _fp_quiet(fn):
+    """fn with NumPy's floating-point warnings off (the spec handles inf and NaN itself):
+    errstate as a decorator where its instance keeps no per-call state (NumPy 2; the
+    with statement costs two more Python calls), else a with statement."""
+    if "__call__" in vars(np.errstate):
+        return np.errstate(all="ignore")(fn)
+
+    def quiet(*args, **kwargs):  # (pragma: no cover) NumPy 1
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
+    return quiet
+
+
+#: The spec's run_* functions, each under _fp_quiet.
+_QUIET = {}
 
 
 def _full_kernel():
@@ -1184,8 +1200,11 @@ _new_tensor = _tensor_kernel()
 def _host_tensor(a, dtype):
     """A NumPy result of the host path as a CPU tensor of the paddle dtype `dtype`."""
     # (dtypes by identity: see _host_ok)
-    want = np.float32 if dtype is _F32 else np.float64 if dtype is _F64 else _NP_DTYPE[dtype]
-    if not isinstance(a, np.ndarray) or a.dtype != want:
+    want = _NP32 if dtype is _F32 else _NP64 if dtype is _F64 else _NP_DTYPE[dtype]
+    if type(a) is want.type and _full is not None:
+        # (a NumPy scalar of the dtype, as a loss's sum is; exact: see below)
+        return _full([], float(a), dtype, _CPU)
+    if type(a) is not np.ndarray or (a.dtype is not want and a.dtype != want):
         a = np.asarray(a, dtype=want)
     if a.ndim == 0 and _full is not None:
         # (exact: a float32 or float64 value is a Python float)
@@ -1195,7 +1214,8 @@ def _host_tensor(a, dtype):
     return _new_tensor(a)
 
 
-_NP_DTYPE = {paddle.float32: np.float32, paddle.float64: np.float64}
+_NP32, _NP64 = np.dtype(np.float32), np.dtype(np.float64)
+_NP_DTYPE = {paddle.float32: _NP32, paddle.float64: _NP64}
 
 
 class _HostLayer(PyLayer):
@@ -1226,9 +1246,10 @@ class _HostLayer(PyLayer):
 def _host_apply(fn, logits, arrays, static, class_axis):
     """The loss on the host path (see above), or None where the call takes the ordinary
     path."""
-    if _HOST_MAX <= 0 or not _host_ok(fn, logits, arrays):
+    grad_mode = paddle.is_grad_enabled()
+    if _HOST_MAX <= 0 or not _host_ok(fn, logits, arrays, grad_mode):
         return None
-    need_grad = not logits.stop_gradient and paddle.is_grad_enabled()
+    need_grad = grad_mode and not logits.stop_gradient
     try:
         out, grad = _host_run(fn, logits, arrays, static, need_grad)
     except Exception:  # noqa: BLE001 - the ordinary path raises the spec's error
@@ -1243,7 +1264,10 @@ def _host_apply(fn, logits, arrays, static, class_axis):
 
 @_not_translated
 def _split(targets, params):
-    """({"targets": targets, tensor-valued params}, the other params)."""
+    """({"targets": targets, tensor-valued params}, the other params). `params` is the
+    caller's own dict (it may be returned)."""
+    if _PLAIN.issuperset(map(type, params.values())):  # (no tensor: the usual call, in C)
+        return {"targets": targets}, params
     arrays, static = {"targets": targets}, {}
     for k, v in params.items():
         # (None and numbers first: this runs at every call)
@@ -1252,6 +1276,9 @@ def _split(targets, params):
         else:
             static[k] = v
     return arrays, static
+
+
+_PLAIN = frozenset((type(None), bool, int, float, str))
 
 
 def _apply(fn, logits, targets, params, class_axis=None):
@@ -1299,7 +1326,7 @@ def _check_tensors(logits, targets):
     dt = logits.dtype
     if not (dt is _F32 or dt is _F64):
         _spec.check_logits_dtype(_kind(logits))
-    if not _static() and not _same_place(targets.place, logits.place):
+    if paddle.in_dynamic_mode() and not _same_place(targets.place, logits.place):
         raise ValueError(f"targets is on {targets.place} but logits is on {logits.place}")
 
 
