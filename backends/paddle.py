@@ -958,7 +958,7 @@ class HostOps(ArrayModuleOps):
         e = np.exp(s)
         total = _sum_keep(e)
         lp_y = s.reshape(-1)[flat].reshape(index.shape) - np.log(total)
-        return lp_y, e * (1.0 / total)
+        return lp_y, np.multiply(e, 1.0 / total, out=e)  # (e is ours: in place)
 
     @staticmethod
     def expand_dims(a, axis):
@@ -1075,7 +1075,7 @@ def _max_keep(a, axis):
     return a.max(axis=axis, keepdims=True)
 
 
-def _host_ok(fn, logits, arrays) -> bool:
+def _host_ok(fn, logits, arrays, grad_mode) -> bool:
     """Whether a call takes the host path (see above)."""
     limit = min(_HOST_MAX, (_SOFTMAX_BLOCK_MIN if fn is _SOFTMAX else _BLOCK_MIN) - 1)
     dt = logits.dtype
@@ -1084,7 +1084,6 @@ def _host_ok(fn, logits, arrays) -> bool:
             not 0 < math.prod(logits.shape) <= limit or not paddle.in_dynamic_mode() or \
             _in_sot() or not _on_host(logits):
         return False
-    grad_mode = paddle.is_grad_enabled()
     for v in arrays.values():
         dt = v.dtype
         if not (dt is _I64 or dt in _HOST_DTYPES) or not _on_host(v) or \
@@ -1100,13 +1099,30 @@ _TENSOR = paddle.Tensor
 def _host_run(fn, x, arrays, static, need_grad):
     """fn on NumPy copies: (loss, grad) as NumPy arrays of x's dtype (grad None
     without need_grad)."""
-    ops = HostOps(need_grad)
     held = {k: _Held(v) for k, v in arrays.items() if k != "targets"} if len(arrays) > 1 \
         else {}
-    with np.errstate(all="ignore"):  # (the spec handles inf and NaN itself)
-        out, grad = fn(ops, x.numpy(), arrays["targets"].numpy(), need_grad=need_grad,
-                       **static, **held)
-    return out, grad
+    quiet = _QUIET.get(fn)
+    if quiet is None:
+        quiet = _QUIET[fn] = _fp_quiet(fn)
+    return quiet(HostOps(need_grad), x.numpy(), arrays["targets"].numpy(),
+                 need_grad=need_grad, **static, **held)
+
+
+def _fp_quiet(fn):
+    """fn with NumPy's floating-point warnings off (the spec handles inf and NaN itself):
+    errstate as a decorator where its instance keeps no per-call state (NumPy 2; the
+    with statement costs two more Python calls), else a with statement."""
+    if "__call__" in vars(np.errstate):
+        return np.errstate(all="ignore")(fn)
+
+    def quiet(*args, **kwargs):  # (pragma: no cover) NumPy 1
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
+    return quiet
+
+
+#: The spec's run_* functions, each under _fp_quiet.
+_QUIET = {}
 
 
 def _full_kernel():
@@ -1131,43 +1147,66 @@ _CPU = paddle.CPUPlace()
 
 
 def _tensor_kernel():
-    """A CPU tensor (a copy) from a C-contiguous NumPy array through the Tensor type's own
-    constructor: paddle.Tensor's Python wrapper (which takes other argument forms too)
-    costs a few microseconds a call. Where it is not there or makes something else,
-    paddle.Tensor."""
+    """A CPU tensor (a copy) from a C-contiguous NumPy array without paddle.Tensor's
+    constructor, which costs a few microseconds a call (its argument parsing): an
+    uninitialised tensor from the empty kernel, filled by its DenseTensor's set (which
+    copies the array, its shape and dtype). Else through the Tensor type's own
+    constructor (paddle.Tensor's Python wrapper takes other argument forms too), else
+    paddle.Tensor: whichever first makes what paddle.Tensor makes here."""
     def public(a):
         return paddle.Tensor(a, _CPU)
+
+    def filled(a):
+        t = _empty_kernel([], _F32, _CPU)
+        t.get_tensor().set(a, _CPU)
+        return t
     init = getattr(paddle, "original_init", None)
     tensor_type = paddle.Tensor
-    if init is None or not callable(init):
-        return public
 
     def raw(a):
         t = tensor_type.__new__(tensor_type)
         init(t, a, _CPU)
         return t
+    candidates = ([filled] if _empty_kernel is not None else []) + \
+        ([raw] if init is not None and callable(init) else [])
+    for make in candidates:
+        try:
+            for a in (np.array([[0.5, -1.0], [2.0, 3.0]], dtype=np.float32),
+                      np.array([1.0, 2.0, 3.0], dtype=np.float64),
+                      np.array(2.5, dtype=np.float64)):
+                t, want = make(a), public(a)
+                a[...] = 9.0  # (a copy, not a view of `a`)
+                if not (type(t) is type(want) and t.shape == want.shape and
+                        t.dtype == want.dtype and t.place.is_cpu_place() and
+                        t.stop_gradient and np.array_equal(t.numpy(), want.numpy())):
+                    break
+            else:
+                return make
+        except Exception:  # noqa: BLE001 - (pragma: no cover) another Paddle
+            pass
+    return public
+
+
+def _find_empty_kernel():
     try:
-        for a in (np.array([[0.5, -1.0], [2.0, 3.0]], dtype=np.float32),
-                  np.array([1.0, 2.0, 3.0], dtype=np.float64)):
-            t, want = raw(a), public(a)
-            a[0] = 9.0  # (a copy, not a view of `a`)
-            if not (type(t) is type(want) and t.shape == want.shape and
-                    t.dtype == want.dtype and t.place.is_cpu_place() and t.stop_gradient and
-                    np.array_equal(t.numpy(), want.numpy())):
-                return public
-        return raw
+        from paddle import _C_ops
+        return _C_ops.empty if paddle.in_dynamic_mode() else None
     except Exception:  # noqa: BLE001 - (pragma: no cover) another Paddle
-        return public
+        return None
 
 
+_empty_kernel = _find_empty_kernel()
 _new_tensor = _tensor_kernel()
 
 
 def _host_tensor(a, dtype):
     """A NumPy result of the host path as a CPU tensor of the paddle dtype `dtype`."""
     # (dtypes by identity: see _host_ok)
-    want = np.float32 if dtype is _F32 else np.float64 if dtype is _F64 else _NP_DTYPE[dtype]
-    if not isinstance(a, np.ndarray) or a.dtype != want:
+    want = _NP32 if dtype is _F32 else _NP64 if dtype is _F64 else _NP_DTYPE[dtype]
+    if type(a) is want.type and _full is not None:
+        # (a NumPy scalar of the dtype, as a loss's sum is; exact: see below)
+        return _full([], float(a), dtype, _CPU)
+    if type(a) is not np.ndarray or (a.dtype is not want and a.dtype != want):
         a = np.asarray(a, dtype=want)
     if a.ndim == 0 and _full is not None:
         # (exact: a float32 or float64 value is a Python float)
@@ -1177,7 +1216,8 @@ def _host_tensor(a, dtype):
     return _new_tensor(a)
 
 
-_NP_DTYPE = {paddle.float32: np.float32, paddle.float64: np.float64}
+_NP32, _NP64 = np.dtype(np.float32), np.dtype(np.float64)
+_NP_DTYPE = {paddle.float32: _NP32, paddle.float64: _NP64}
 
 
 class _HostLayer(PyLayer):
@@ -1192,6 +1232,9 @@ class _HostLayer(PyLayer):
 
     @staticmethod
     def backward(ctx, grad_out):
+        # (a backward() inside a to_static function: SOT would translate this frame, and
+        # the tensor it makes (_new_tensor), whose DenseTensor calls it cannot translate)
+        _sot_fallback(recursive=True)
         go = grad_out.numpy()
         grad = ctx.grad
         if go.ndim == 0 and float(go) == 1.0:  # (a loss's backward() seeds 1: 1 * grad is grad)
@@ -1205,9 +1248,10 @@ class _HostLayer(PyLayer):
 def _host_apply(fn, logits, arrays, static, class_axis):
     """The loss on the host path (see above), or None where the call takes the ordinary
     path."""
-    if _HOST_MAX <= 0 or not _host_ok(fn, logits, arrays):
+    grad_mode = paddle.is_grad_enabled()
+    if _HOST_MAX <= 0 or not _host_ok(fn, logits, arrays, grad_mode):
         return None
-    need_grad = not logits.stop_gradient and paddle.is_grad_enabled()
+    need_grad = grad_mode and not logits.stop_gradient
     try:
         out, grad = _host_run(fn, logits, arrays, static, need_grad)
     except Exception:  # noqa: BLE001 - the ordinary path raises the spec's error
@@ -1222,7 +1266,10 @@ def _host_apply(fn, logits, arrays, static, class_axis):
 
 @_not_translated
 def _split(targets, params):
-    """({"targets": targets, tensor-valued params}, the other params)."""
+    """({"targets": targets, tensor-valued params}, the other params). `params` is the
+    caller's own dict (it may be returned)."""
+    if _PLAIN.issuperset(map(type, params.values())):  # (no tensor: the usual call, in C)
+        return {"targets": targets}, params
     arrays, static = {"targets": targets}, {}
     for k, v in params.items():
         # (None and numbers first: this runs at every call)
@@ -1231,6 +1278,9 @@ def _split(targets, params):
         else:
             static[k] = v
     return arrays, static
+
+
+_PLAIN = frozenset((type(None), bool, int, float, str))
 
 
 def _apply(fn, logits, targets, params, class_axis=None):
@@ -1278,7 +1328,7 @@ def _check_tensors(logits, targets):
     dt = logits.dtype
     if not (dt is _F32 or dt is _F64):
         _spec.check_logits_dtype(_kind(logits))
-    if not _static() and not _same_place(targets.place, logits.place):
+    if paddle.in_dynamic_mode() and not _same_place(targets.place, logits.place):
         raise ValueError(f"targets is on {targets.place} but logits is on {logits.place}")
 
 

@@ -209,6 +209,10 @@ def _to_float(name: str, v) -> float:
 
 
 def check_gamma(gamma, *, strictly_positive: bool = False) -> float:
+    # (a valid Python float first, in plain comparisons: this runs at every call)
+    if type(gamma) is float and 0.0 <= gamma < math.inf and not (strictly_positive and
+                                                                 gamma == 0.0):
+        return gamma
     if not _is_real(gamma):
         raise TypeError(f"gamma must be a real number, got {type(gamma).__name__}")
     g = _to_float("gamma", gamma)
@@ -228,6 +232,8 @@ def check_beta(beta) -> float:
 
 
 def check_label_smoothing(label_smoothing) -> float:
+    if type(label_smoothing) is float and 0.0 <= label_smoothing < 1.0:  # (see check_gamma)
+        return label_smoothing
     if not _is_real(label_smoothing):
         raise TypeError(
             f"label_smoothing must be a real number, got {type(label_smoothing).__name__}")
@@ -291,6 +297,8 @@ def check_normalizer_number(normalizer) -> Optional[float]:
 
 
 def check_axis(axis, ndim: int) -> int:
+    if type(axis) is int and -ndim <= axis < ndim:  # (the usual call: see check_gamma)
+        return axis % ndim
     if type(axis) is not int and (not isinstance(axis, numbers.Integral) or
                                   isinstance(axis, bool)):
         raise TypeError(f"axis must be an int, got {type(axis).__name__}")
@@ -315,7 +323,8 @@ def _same_dim(s, t) -> bool:
 
 
 def _same_shape(a: tuple, b: tuple) -> bool:
-    return len(a) == len(b) and all(_same_dim(s, t) for s, t in zip(a, b))
+    # (equal tuples first: no generator)
+    return a == b or (len(a) == len(b) and all(_same_dim(s, t) for s, t in zip(a, b)))
 
 
 def check_broadcasts_to(name: str, shape: Sequence[int], target: Sequence[int],
@@ -1159,7 +1168,8 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
                          f"{_fmt(shape)}")
     kind = softmax_target_kind(shape, ops.shape(targets), ops.kind(targets), axis)
 
-    alpha = _alpha(ops, alpha, x)
+    if alpha is not None:  # (a call fewer without: this runs at every call)
+        alpha = _alpha(ops, alpha, x)
     k = None
     if alpha is not None and not isinstance(alpha, float):
         check_class_vector("alpha", ops.shape(alpha), C, allow_scalar=True)
@@ -1170,7 +1180,8 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
         w = _param_array(ops, weight, "weight", x)
         check_class_vector("weight", ops.shape(w), C, allow_scalar=False)
         k = _mul(k, w)
-    normalizer = _normalizer(ops, normalizer, x)
+    if normalizer is not None:  # (see alpha)
+        normalizer = _normalizer(ops, normalizer, x)
     if not from_logits:
         _check_probabilities(ops, x)
 
@@ -1201,15 +1212,18 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
         # relative in a float64 loss when the check was one call deeper))
         _check_values(ops, idx, lambda lo, hi: check_class_index_range(int(lo), int(hi), C),
                       lambda a: (a >= 0) & (a < C),
-                      f"targets must be class indices in [0, {C - 1}] (or ignore_index)", rng)
+                      # (the message of an assert: none where the range is known)
+                      f"targets must be class indices in [0, {C - 1}] (or ignore_index)"
+                      if rng is None else None, rng)
         idx = ops.expand_dims(idx, axis)
         if sample_coef is not None:
             sample_coef = ops.expand_dims(sample_coef, axis)
         w_y = None if w is None else ops.gather_classes(w, idx)
         denom = _index_denominator(ops, x, C, w_y, sample_coef)
     # the reduction's scale joins a per-sample or per-class coefficient
-    scale = _scale(ops, scale, reduction=reduction, denom=denom, normalizer=normalizer,
-                   divide=kind == "index")
+    if scale is None:  # (_scale, inline: this runs at every call)
+        scale = reduction_scale(ops, reduction=reduction, denom=denom, normalizer=normalizer,
+                                divide=kind == "index")
     if kind == "index" and label_smoothing == 0 and from_logits:
         k_y = None if k is None else ops.gather_classes(k, idx)
         c = _fold(_mul(_mul(k_y, alpha), sample_coef), scale)
