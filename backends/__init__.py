@@ -34,7 +34,9 @@ class Backend(NamedTuple):
     harness: str
     #: "module:function" building the backend's bench groups
     bench: str
-    #: the array type's annotation in the generated signatures (focalx/_signatures.py)
+    #: the module whose public functions' signatures are generated (focalx/_signatures.py),
+    #: and the array type's annotation in them
+    functions: str
     array_annotation: str
     #: the softmax loss's default class axis: the framework's cross-entropy's, and why
     class_axis: int
@@ -46,23 +48,25 @@ REGISTRY: dict[str, Backend] = {b.name: b for b in (
     Backend("torch", "torch", (("torch", "Tensor"),), "focalx.backends.torch",
             ("focalx.torch",), ("torch",), (),
             "focalx.conformance._harness:TorchHarness", "focalx.bench._torch:groups",
-            "torch.Tensor", 1,
+            "focalx.backends.torch", "torch.Tensor", 1,
             "1 by default, as ``F.cross_entropy`` (1-D logits ``(C,)`` take a 0-d target)"),
     Backend("jax", "jax", (("jax", "Array"),), "focalx.backends.jax",
             ("focalx.jax",), ("jax",), ("jaxlib", "optax"),
             "focalx.conformance._harness:JaxHarness", "focalx.bench._jax:groups",
-            "jax.Array", -1, "-1 by default, as optax"),
+            "focalx.backends.jax", "jax.Array", -1, "-1 by default, as optax"),
     # tf.Tensor covers eager and graph (tf.function) tensors; variables are not Tensors
     Backend("tensorflow", "tensorflow", (("tensorflow", "Tensor"), ("tensorflow", "Variable")),
             "focalx.backends.tensorflow", ("focalx.tensorflow", "focalx.keras"),
             ("tensorflow-cpu", "tensorflow"), ("keras",),
             "focalx.conformance._harness:TensorflowHarness",
-            "focalx.bench._tensorflow:groups", "tf.Tensor", -1, "-1 by default, as Keras"),
+            "focalx.bench._tensorflow:groups",
+            "focalx.backends.tensorflow", "tf.Tensor", -1, "-1 by default, as Keras"),
     # pir.Value: a symbolic tensor under paddle.jit.to_static(full_graph=True)
     Backend("paddle", "paddle", (("paddle", "Tensor"), ("paddle", "pir.Value")),
             "focalx.backends.paddle", ("focalx.paddle",), ("paddlepaddle", "paddlepaddle-gpu"),
             (), "focalx.conformance._harness:PaddleHarness", "focalx.bench._paddle:groups",
-            "paddle.Tensor", -1, "-1 by default, as Paddle's ``cross_entropy``"),
+            "focalx.backends.paddle.functional", "paddle.Tensor", -1,
+            "-1 by default, as Paddle's ``cross_entropy``"),
 )}
 
 

@@ -482,7 +482,7 @@ class PaddleHarness:
 
     def call(self, mode, variant, x, y, kwargs, cotangent):
         paddle = self.paddle
-        from focalx.backends import paddle as bp
+        from focalx.backends.paddle import blocks as bp
         fn = getattr(self.fpd, variant)
 
         def loss_of(a, b):

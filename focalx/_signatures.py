@@ -238,7 +238,7 @@ def _targets() -> dict[str, Target]:
                             "sequences (computed by the float64 reference).")}
     for b in registry.values():
         extra, notes = EXTRAS.get(b.name, ({}, {}))
-        path = "backends/" + b.adapter.removeprefix("focalx.backends.").replace(".", "/")
+        path = "backends/" + b.functions.removeprefix("focalx.backends.").replace(".", "/")
         out[b.name] = Target(path + ".py", b.array_annotation, b.class_axis,
                              b.class_axis_doc, extra,
                              f"On {b.array_annotation} values (hyperparameter arrays may also "

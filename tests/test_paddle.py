@@ -25,7 +25,7 @@ import focalx  # noqa: E402
 import focalx.paddle as fpd  # noqa: E402
 from focalx import _numpy as ref  # noqa: E402
 from focalx import _spec  # noqa: E402
-from focalx.backends import paddle as backend  # noqa: E402
+from focalx.backends.paddle import blocks as pblocks, host as phost, ops as pops, functional as pfunc  # noqa: E402
 from focalx.backends._kept import KeptCopies  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -308,7 +308,7 @@ class TestPaddleNumericDefects:
         want = m ** 0.9
         for raw in (_t(m) ** 0.9, paddle.pow(_t(m), 0.9)):
             assert np.abs(raw.numpy() / want - 1).max() > 1e-5  # pinned: float32(0.9)
-        for call in (backend.PaddleOps.pow, paddle.jit.to_static(backend.PaddleOps.pow,
+        for call in (pops.PaddleOps.pow, paddle.jit.to_static(pops.PaddleOps.pow,
                                                                  full_graph=True)):
             got = call(_t(m), 0.9).numpy()
             assert got.dtype == np.float64
@@ -356,32 +356,32 @@ class TestPaddleNumericDefects:
         tail = x[-(width - 1):]  # shorter than a vector: all of it is the scalar tail
         np.testing.assert_array_equal(paddle.exp(_t(tail, dtype)).numpy(),
                                       np.exp(tail.astype(dtype)))
-        exp = paddle.jit.not_to_static(backend.PaddleOps.exp)  # (as the spec calls it)
+        exp = paddle.jit.not_to_static(pops.PaddleOps.exp)  # (as the spec calls it)
 
         def program(a):
             return exp(a)
-        for call in (backend.PaddleOps.exp, paddle.jit.to_static(program, full_graph=True)):
+        for call in (pops.PaddleOps.exp, paddle.jit.to_static(program, full_graph=True)):
             got = call(_t(x, dtype)).numpy()
             np.testing.assert_array_equal(got, want)
 
     @pytest.mark.parametrize("dtype", ["float32", "float64"])
     def test_exp_is_zero_exactly_where_numpys_is(self, dtype):
-        low = {"float32": backend._EXP_ZERO_BELOW_F32,
-               "float64": backend._EXP_ZERO_BELOW_F64}[dtype]
+        low = {"float32": pops._EXP_ZERO_BELOW_F32,
+               "float64": pops._EXP_ZERO_BELOW_F64}[dtype]
         f = np.dtype(dtype).type
         x = np.concatenate([np.linspace(low - 3, low + 3, 100001),
                             [low, np.nextafter(f(low), f(-np.inf))]]).astype(dtype)
         assert f(low) == low
-        got = backend.PaddleOps.exp(_t(x)).numpy()
+        got = pops.PaddleOps.exp(_t(x)).numpy()
         assert ((got == 0) == (np.exp(x) == 0)).all()
         assert (np.exp(x[x >= low]) > 0).all() and (np.exp(x[x < low]) == 0).all()
 
     def test_clip_turns_infinities_into_the_largest_finite(self):
         x = _t(np.array([np.inf, -np.inf, np.nan, 1.0, -1.0]))
         assert paddle.clip(x, min=0.0).numpy()[0] == np.finfo(np.float64).max  # pinned
-        np.testing.assert_array_equal(backend.PaddleOps.maximum0(x).numpy(),
+        np.testing.assert_array_equal(pops.PaddleOps.maximum0(x).numpy(),
                                       [np.inf, 0.0, np.nan, 1.0, 0.0])
-        np.testing.assert_array_equal(backend.PaddleOps.minimum0(x).numpy(),
+        np.testing.assert_array_equal(pops.PaddleOps.minimum0(x).numpy(),
                                       [0.0, -np.inf, np.nan, 0.0, -1.0])
 
     @pytest.mark.parametrize("dtype, big", [("float32", 1e37), ("float64", 1.7e308)])
@@ -709,7 +709,7 @@ class TestBadInputs:
 
         def no_read(*args, **kwargs):
             raise AssertionError("a tensor value was read")
-        monkeypatch.setattr(backend, "_on_host", lambda a: False)
+        monkeypatch.setattr(pops, "_on_host", lambda a: False)
         # (the CPU takes Paddle's fused softmax kernel and drops an absent ignore_index's
         # mask where it reads values: the same numbers to rounding)
         want = [_np(a) for a in good()]
@@ -729,8 +729,8 @@ class TestBadInputs:
 def test_off_the_cpu_host_values_are_copied_to_the_device_once(monkeypatch):
     # A copy from the host to a GPU blocks: numbers and class vectors given as host data
     # are copied once and reused. Simulated on the CPU (_on_host says no).
-    monkeypatch.setattr(backend, "_on_host", lambda a: False)
-    monkeypatch.setattr(backend, "_KEPT", KeptCopies())
+    monkeypatch.setattr(pops, "_on_host", lambda a: False)
+    monkeypatch.setattr(pops, "_KEPT", KeptCopies())
     x, y = _case(32)
     t = (_rng(33).random(x.shape) < 0.3).astype(np.float64)
     tt, yt = _t(t), _t(y)
@@ -749,14 +749,14 @@ def test_off_the_cpu_host_values_are_copied_to_the_device_once(monkeypatch):
                                        pos_weight=2.0, weight=0.5))
         results.append(_value_and_grad(fpd.softmax_focal_loss, x, yt, weight=alpha[::-1]))
     assert sorted(copies) == [(), (), (x.shape[1],), (x.shape[1],)]  # once each
-    assert len(backend._KEPT) == 4
+    assert len(pops._KEPT) == 4
     # bounded, and a kept copy is never dropped (work queued on the device may read it)
-    kept = dict(backend._KEPT._copies)
-    monkeypatch.setattr(backend._KEPT, "limit", 5)
+    kept = dict(pops._KEPT._copies)
+    monkeypatch.setattr(pops._KEPT, "limit", 5)
     for i in range(3):
         _value_and_grad(fpd.sigmoid_focal_loss, x, tt, pos_weight=3.0 + i)
-    assert len(backend._KEPT) == 5
-    assert all(backend._KEPT._copies[k] is v for k, v in kept.items())
+    assert len(pops._KEPT) == 5
+    assert all(pops._KEPT._copies[k] is v for k, v in kept.items())
     monkeypatch.setattr(paddle, "to_tensor", to_tensor)
     want = ref.sigmoid_focal_loss_and_grad(x, t, alpha=alpha, pos_weight=2.0, weight=0.5)
     for got in results[0::2]:
@@ -774,29 +774,29 @@ class _BlockSpy:
 
     def __init__(self, monkeypatch):
         self.done = 0
-        run_blocks = backend._run_blocks
+        run_blocks = pblocks._run_blocks
 
         def spy(*args, **kwargs):
             out = run_blocks(*args, **kwargs)
             self.done += 1
             return out
-        monkeypatch.setattr(backend, "_run_blocks", spy)
+        monkeypatch.setattr(pblocks, "_run_blocks", spy)
 
 
 def ordinary_path(monkeypatch):
     """Small calls on Paddle's operations, as large ones (no host path): for tests of
     that path's internals on small inputs."""
-    monkeypatch.setattr(backend, "_HOST_MAX", 0)
+    monkeypatch.setattr(phost, "_HOST_MAX", 0)
 
 
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Blocks of a few rows on small inputs (block starts stay 64-element aligned)."""
     ordinary_path(monkeypatch)
-    monkeypatch.setattr(backend, "_BLOCK_MIN", 1)
-    monkeypatch.setattr(backend, "_SOFTMAX_BLOCK_MIN", 1)
-    monkeypatch.setattr(backend, "_BLOCK_ELEMS", 500)
-    monkeypatch.setattr(backend, "_SOFTMAX_BLOCK_ELEMS", 500)
+    monkeypatch.setattr(pblocks, "_BLOCK_MIN", 1)
+    monkeypatch.setattr(pblocks, "_SOFTMAX_BLOCK_MIN", 1)
+    monkeypatch.setattr(pblocks, "_BLOCK_ELEMS", 500)
+    monkeypatch.setattr(pblocks, "_SOFTMAX_BLOCK_ELEMS", 500)
     return _BlockSpy(monkeypatch)
 
 
@@ -807,8 +807,8 @@ def _blocked_and_whole(monkeypatch, spy, call, n_blocked=1):
     """call() with blocks, then with blocks off: numpy results of both."""
     got = [np.asarray(a.numpy()) for a in call()]
     assert spy.done == n_blocked
-    monkeypatch.setattr(backend, "_BLOCK_MIN", 1 << 62)
-    monkeypatch.setattr(backend, "_SOFTMAX_BLOCK_MIN", 1 << 62)
+    monkeypatch.setattr(pblocks, "_BLOCK_MIN", 1 << 62)
+    monkeypatch.setattr(pblocks, "_SOFTMAX_BLOCK_MIN", 1 << 62)
     want = [np.asarray(a.numpy()) for a in call()]
     assert spy.done == n_blocked
     return got, want
@@ -923,28 +923,28 @@ class TestRowBlocks:
         _close(g, want_g)
 
     def test_blocks_cover_the_rows_at_aligned_starts(self, monkeypatch):
-        monkeypatch.setattr(backend, "_BLOCK_MIN", 1)
-        monkeypatch.setattr(backend, "_BLOCK_ELEMS", 1000)
+        monkeypatch.setattr(pblocks, "_BLOCK_MIN", 1)
+        monkeypatch.setattr(pblocks, "_BLOCK_ELEMS", 1000)
         for shape in [(1000, 37), (67, 96), (5000,), (301, 3, 5)]:
             x = paddle.zeros(shape)
-            blocks = backend._row_blocks(_spec.run_sigmoid_focal_loss, x, {"targets": x},
+            blocks = pblocks._row_blocks(_spec.run_sigmoid_focal_loss, x, {"targets": x},
                                          dict(reduction="mean", ignore_index=None))
             assert blocks is not None and len(blocks) > 1, shape
             row = int(np.prod(shape[1:]))
             assert blocks[0][0] == 0 and blocks[-1][1] == shape[0]
             for (_, j), (i, _) in zip(blocks, blocks[1:]):
-                assert j == i and (i * row) % backend._BLOCK_ALIGN == 0
+                assert j == i and (i * row) % pblocks._BLOCK_ALIGN == 0
 
     def test_softmax_blocks_start_at_multiples_of_64_samples(self, monkeypatch):
         # (a per-sample array has one element a row: its blocks must be aligned too)
-        monkeypatch.setattr(backend, "THREADS", 2)  # (more threads: smaller blocks)
-        monkeypatch.setattr(backend, "_SOFTMAX_BLOCK_MIN", 1)
-        monkeypatch.setattr(backend, "_SOFTMAX_BLOCK_ELEMS", 1000)
+        monkeypatch.setattr(pblocks, "THREADS", 2)  # (more threads: smaller blocks)
+        monkeypatch.setattr(pblocks, "_SOFTMAX_BLOCK_MIN", 1)
+        monkeypatch.setattr(pblocks, "_SOFTMAX_BLOCK_ELEMS", 1000)
         fn = _spec.run_softmax_focal_loss
         for shape, axis, want in [((1000, 37), -1, 64), ((300, 7), 1, 128), ((301, 3, 5), 1, 64)]:
             x = paddle.zeros(shape)
             y = paddle.zeros([shape[0]] + list(shape[2:]), dtype="int64")
-            blocks = backend._row_blocks(fn, x, {"targets": y},
+            blocks = pblocks._row_blocks(fn, x, {"targets": y},
                                          dict(reduction="mean", ignore_index=-100, axis=axis))
             assert blocks is not None and blocks[0] == (0, want), (shape, blocks)
             assert blocks[-1][1] == shape[0]
@@ -952,8 +952,8 @@ class TestRowBlocks:
                 assert j == i and i % 64 == 0
         big = paddle.zeros([4194, 1000])
         monkeypatch.undo()
-        monkeypatch.setattr(backend, "THREADS", 2)
-        blocks = backend._row_blocks(fn, big, {"targets": paddle.zeros([4194], dtype="int64")},
+        monkeypatch.setattr(pblocks, "THREADS", 2)
+        blocks = pblocks._row_blocks(fn, big, {"targets": paddle.zeros([4194], dtype="int64")},
                                      dict(reduction="mean", ignore_index=-100, axis=-1))
         assert [j - i for i, j in blocks] == [1024] * 4 + [98]
 
@@ -961,27 +961,27 @@ class TestRowBlocks:
         fn = _spec.run_sigmoid_focal_loss
         static = dict(reduction="mean", ignore_index=None)
         big, small = paddle.zeros([4096, 1024]), paddle.zeros([64, 1024])
-        blocks = backend._row_blocks(fn, big, {"targets": big}, static)
+        blocks = pblocks._row_blocks(fn, big, {"targets": big}, static)
         assert blocks is not None and len(blocks) == 16
-        assert backend._row_blocks(fn, small, {"targets": small}, static) is None
+        assert pblocks._row_blocks(fn, small, {"targets": small}, static) is None
         # a medium size: one block per thread
         mid = paddle.zeros([200, 1024])
         for threads in (2, 3):
-            backend.THREADS, before = threads, backend.THREADS
+            pblocks.THREADS, before = threads, pblocks.THREADS
             try:
-                blocks = backend._row_blocks(fn, mid, {"targets": mid}, static)
+                blocks = pblocks._row_blocks(fn, mid, {"targets": mid}, static)
             finally:
-                backend.THREADS = before
+                pblocks.THREADS = before
             assert blocks is not None and len(blocks) == threads, blocks
 
     @pytest.mark.parametrize("why", ["ignore_index", "numpy alpha", "softmax classes leading",
                                      "softmax targets too long", "bad reduction",
                                      "targets too large", "one row"])
     def test_runs_whole(self, why, monkeypatch):
-        monkeypatch.setattr(backend, "_BLOCK_MIN", 1)
-        monkeypatch.setattr(backend, "_SOFTMAX_BLOCK_MIN", 1)
-        monkeypatch.setattr(backend, "_BLOCK_ELEMS", 500)
-        monkeypatch.setattr(backend, "_SOFTMAX_BLOCK_ELEMS", 500)
+        monkeypatch.setattr(pblocks, "_BLOCK_MIN", 1)
+        monkeypatch.setattr(pblocks, "_SOFTMAX_BLOCK_MIN", 1)
+        monkeypatch.setattr(pblocks, "_BLOCK_ELEMS", 500)
+        monkeypatch.setattr(pblocks, "_SOFTMAX_BLOCK_ELEMS", 500)
         x = paddle.zeros(list(BLOCK_SHAPE))
         fn, arrays = _spec.run_sigmoid_focal_loss, {"targets": x}
         static = dict(reduction="mean", ignore_index=None)
@@ -1003,7 +1003,7 @@ class TestRowBlocks:
             arrays["targets"] = paddle.zeros([2] + list(BLOCK_SHAPE))
         else:
             x = paddle.zeros([1, 8192])
-        assert backend._row_blocks(fn, x, arrays, static) is None
+        assert pblocks._row_blocks(fn, x, arrays, static) is None
 
     @pytest.mark.parametrize("bad, exc, match", [
         ("target 1.5 in the last block", ValueError, r"targets must lie in \[0, 1\], got "
@@ -1139,12 +1139,12 @@ class TestRowBlocks:
         # (it crashed the process). A subprocess, so that a crash fails only this test.
         code = textwrap.dedent(f"""
             import numpy as np, paddle, focalx.paddle as fpd
-            from focalx.backends import paddle as backend
+            from focalx.backends.paddle import blocks as pblocks
             x = paddle.zeros([2048, 1000])
             x.stop_gradient = False
             y = np.zeros(2048, "int64")
             y[1500] = {target}
-            assert backend._row_blocks(backend._SOFTMAX, x, {{"targets": paddle.to_tensor(y)}},
+            assert pblocks._row_blocks(pblocks._SOFTMAX, x, {{"targets": paddle.to_tensor(y)}},
                                        dict(reduction="mean", ignore_index=-100, axis=-1))
             try:
                 fpd.softmax_focal_loss(x, paddle.to_tensor(y), weight=paddle.ones([1000]))
@@ -1162,7 +1162,7 @@ class TestRowBlocks:
         # so x - max is exact
         x = _t(np.array([[0.0, -77.875, -40.125, -3.25, -78.625, -62.875, -0.5],
                          [7.0, 7.0, -71.25, -59.875, 0.375, -33.25, -72.875]]), "float32")
-        ops = backend.PaddleOps(need_grad=True)
+        ops = pops.PaddleOps(need_grad=True)
         got = _spec._softmax(ops, ops.log_softmax(x, -1)).numpy().astype(np.float64)
         xd = x.numpy().astype(np.float64)
         want = np.exp(xd - xd.max(1, keepdims=True))
@@ -1179,12 +1179,12 @@ class TestRowBlocks:
             bound = 4 * np.finfo(dtype).eps * np.abs(exact).sum(-1)
             exact = exact.sum(-1)
             for keep in (True, False):
-                got = backend.PaddleOps.sum(t, axis=-1, keepdims=keep).numpy()
+                got = pops.PaddleOps.sum(t, axis=-1, keepdims=keep).numpy()
                 assert got.shape == paddle.sum(t, axis=-1, keepdim=keep).shape
                 got = got.reshape(exact.shape).astype(np.float64)
                 same = (got == exact) | (np.isnan(got) & np.isnan(exact))
                 assert (same | (np.abs(got - exact) <= bound)).all(), (got, exact)
-        assert backend.PaddleOps.sum(_t(np.zeros((0, 4))), axis=-1).shape == [0]
+        assert pops.PaddleOps.sum(_t(np.zeros((0, 4))), axis=-1).shape == [0]
 
     @pytest.mark.parametrize("reduction", ["mean", "none"])
     def test_same_bits_when_slices_are_copies(self, small_blocks, monkeypatch, reduction):
@@ -1210,18 +1210,18 @@ class TestRowBlocks:
         xn = rng.normal(size=BLOCK_SHAPE) * 3
         tn = (rng.random(BLOCK_SHAPE) < 0.1).astype(np.float64)
         names = set()
-        exp = backend.PaddleOps.exp
+        exp = pops.PaddleOps.exp
 
         def spy(a):
             names.add(threading.current_thread().name.split("_")[0])
             return exp(a)
-        monkeypatch.setattr(backend.PaddleOps, "exp", staticmethod(spy))
+        monkeypatch.setattr(pops.PaddleOps, "exp", staticmethod(spy))
         call = _loss_and_grad(fpd.sigmoid_focal_loss, xn, tn, alpha=0.3)
-        monkeypatch.setattr(backend, "THREADS", 3)
+        monkeypatch.setattr(pblocks, "THREADS", 3)
         threaded = [a.numpy() for a in call()]
         assert names == {"focalx-paddle"}, names
         names.clear()
-        monkeypatch.setattr(backend, "THREADS", 1)
+        monkeypatch.setattr(pblocks, "THREADS", 1)
         serial = [a.numpy() for a in call()]
         assert names == {threading.current_thread().name.split("_")[0]}
         assert small_blocks.done == 2
@@ -1233,8 +1233,8 @@ class TestRowBlocks:
         code = textwrap.dedent("""
             import os, sys
             import paddle, focalx.paddle as fpd
-            from focalx.backends import paddle as backend
-            backend._BLOCK_MIN, backend._BLOCK_ELEMS, backend.THREADS = 1, 500, 2
+            from focalx.backends.paddle import blocks as pblocks
+            pblocks._BLOCK_MIN, pblocks._BLOCK_ELEMS, pblocks.THREADS = 1, 500, 2
             x = paddle.to_tensor([[0.5] * 96] * 67)
             first = float(fpd.sigmoid_focal_loss(x, paddle.zeros_like(x)))
             pid = os.fork()
@@ -1303,7 +1303,7 @@ def test_top_level_dispatches_to_paddle_and_mixing_raises():
 
 def test_paddle_ops_implement_exactly_the_protocol():
     wanted = {n for n in vars(_spec.Ops) if not n.startswith("_")}
-    have = {n for n in dir(backend.PaddleOps) if not n.startswith("_")} - {"unchecked"}
+    have = {n for n in dir(pops.PaddleOps) if not n.startswith("_")} - {"unchecked"}
     assert wanted <= have
     assert have - wanted == {"softmax_parts", "pow", "log_softmax_at"} <= set(_spec.OPTIONAL_OPS)
 
@@ -1495,12 +1495,12 @@ class TestFusedSoftmax:
     @staticmethod
     def _spy(monkeypatch):
         calls = []
-        kernel = backend._softmax_ce_kernel
+        kernel = pops._softmax_ce_kernel
 
         def spy(*args):
             calls.append(tuple(args[0].shape))
             return kernel(*args)
-        monkeypatch.setattr(backend, "_softmax_ce_kernel", spy)
+        monkeypatch.setattr(pops, "_softmax_ce_kernel", spy)
         return calls
 
     @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -1551,7 +1551,7 @@ class TestFusedSoftmax:
         calls = self._spy(monkeypatch)
         fused = _value_and_grad(fpd.softmax_focal_loss, x, _t(y), axis=axis, **kw)
         assert calls
-        monkeypatch.setattr(backend, "_fusable", lambda x: False)
+        monkeypatch.setattr(pops, "_fusable", lambda x: False)
         plain = _value_and_grad(fpd.softmax_focal_loss, x, _t(y), axis=axis, **kw)
         assert len(calls) == 1
         rtol, atol = (2e-6, 1e-7) if dtype == "float32" else (1e-13, 1e-16)
@@ -1571,7 +1571,7 @@ class TestFusedSoftmax:
         assert not calls
         _assert_same_bits(got, want)
         xn[-1, 3] = 0.0
-        monkeypatch.setattr(backend, "_SOFTMAX_BLOCK_MIN", 1)
+        monkeypatch.setattr(pblocks, "_SOFTMAX_BLOCK_MIN", 1)
         got, want = _blocked_and_whole(monkeypatch, small_blocks, _loss_and_grad(
             fpd.softmax_focal_loss, xn, yn, "float32", reduction="none"), n_blocked=2)
         assert len(calls) > 2  # (each block's, then the whole's)
@@ -1584,8 +1584,8 @@ def test_an_absent_ignore_index_masks_nothing(monkeypatch, weight):
     # denominator, and the numbers of ignore_index=None
     ordinary_path(monkeypatch)
     masks = []
-    as_mask = backend.PaddleOps.as_mask
-    monkeypatch.setattr(backend.PaddleOps, "as_mask",
+    as_mask = pops.PaddleOps.as_mask
+    monkeypatch.setattr(pops.PaddleOps, "as_mask",
                         staticmethod(lambda keep, like: masks.append(1) or as_mask(keep, like)))
     x, y = _case(104)
     with_ii = _value_and_grad(fpd.softmax_focal_loss, x, _t(y), weight=weight)
@@ -1708,12 +1708,12 @@ class TestPaddleConventions:
 def _host_spy(monkeypatch):
     """A list that gets one entry per call that ran on the host path."""
     calls = []
-    run = backend._host_run
+    run = phost._host_run
 
     def spy(*args, **kwargs):
         calls.append(1)
         return run(*args, **kwargs)
-    monkeypatch.setattr(backend, "_host_run", spy)
+    monkeypatch.setattr(phost, "_host_run", spy)
     return calls
 
 
@@ -1725,7 +1725,7 @@ def _both_paths(monkeypatch, call):
     assert calls, "the host path was not taken"
     calls.clear()
     with monkeypatch.context() as m:
-        m.setattr(backend, "_HOST_MAX", 0)
+        m.setattr(phost, "_HOST_MAX", 0)
         ordinary = call()
     assert not calls
     return host, ordinary
@@ -1892,7 +1892,7 @@ class TestHostPath:
     def test_not_taken_for_large_half_or_gradient_wanting_inputs(self, monkeypatch):
         calls = _host_spy(monkeypatch)
         rng = _rng(205)
-        n = backend._HOST_MAX // C + 1  # (one row past the limit)
+        n = phost._HOST_MAX // C + 1  # (one row past the limit)
         big = _t(rng.normal(size=(n, C)), "float32", grad=True)
         fpd.softmax_focal_loss(big, _t(rng.integers(0, C, n)))
         x, y = _case(206)
@@ -1921,10 +1921,10 @@ class TestHostPath:
         for name, fn, tt in [("_SOFTMAX_BLOCK_MIN", fpd.softmax_focal_loss, _t(y)),
                              ("_BLOCK_MIN", fpd.sigmoid_focal_loss, _t(t))]:
             with monkeypatch.context() as m:
-                m.setattr(backend, name, x.size)
+                m.setattr(pblocks, name, x.size)
                 fn(_t(x, grad=True), tt)
                 assert not calls
-                m.setattr(backend, name, x.size + 1)
+                m.setattr(pblocks, name, x.size + 1)
                 fn(_t(x, grad=True), tt)
                 assert len(calls) == 1
             calls.clear()
@@ -1933,7 +1933,7 @@ class TestHostPath:
         calls = _host_spy(monkeypatch)
         x, y = _case(208)
         with monkeypatch.context() as m:
-            m.setattr(backend, "_on_host", lambda a: False)
+            m.setattr(pops, "_on_host", lambda a: False)
             fpd.softmax_focal_loss(_t(x, grad=True), _t(y))
         def call(v, t):
             return fpd.softmax_focal_loss(v, t)
@@ -1965,7 +1965,7 @@ class TestHostPath:
         calls = _host_spy(monkeypatch)
         host = call()
         with monkeypatch.context() as m:
-            m.setattr(backend, "_HOST_MAX", 0)
+            m.setattr(phost, "_HOST_MAX", 0)
             ordinary = call()
         assert host == ordinary
         # (the host path was tried where the argument reaches the spec)
@@ -2006,28 +2006,28 @@ class TestHostPath:
                 a.reshape(-1)[rng.choice(a.size, 7, replace=False)] = special
             for axis in (-1, 1):
                 if 0 not in shape:
-                    got, want = backend._max_keep(a, axis), a.max(axis=axis, keepdims=True)
+                    got, want = phost._max_keep(a, axis), a.max(axis=axis, keepdims=True)
                     assert got.shape == want.shape and got.dtype == want.dtype
                     # the same maximum, NaN where a row has one
                     np.testing.assert_array_equal(got, want)
             e = np.exp(-np.abs(a))  # (the log-softmax's exps: in [0, 1], NaN kept)
-            got, want = backend._sum_keep(e), e.sum(axis=-1, keepdims=True)
+            got, want = phost._sum_keep(e), e.sum(axis=-1, keepdims=True)
             assert got.shape == want.shape and got.dtype == want.dtype
             assert got.flags.c_contiguous
             np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
             rtol = 4 * max(shape[1], 1) * np.finfo(dtype).eps
             np.testing.assert_allclose(got, want, rtol=rtol)
             small = rng.integers(0, 9, size=shape).astype(dtype)  # (integers: sums exact)
-            np.testing.assert_array_equal(backend._sum_keep(small), small.sum(-1, keepdims=True))
-            ops = backend.HostOps(True)
+            np.testing.assert_array_equal(phost._sum_keep(small), small.sum(-1, keepdims=True))
+            ops = phost.HostOps(True)
             np.testing.assert_array_equal(ops.sum(small, axis=-1, keepdims=True),
                                           small.sum(-1, keepdims=True))
             np.testing.assert_array_equal(ops.sum(small), small.sum())
         ints = rng.integers(0, 9, size=(4, 5))
-        np.testing.assert_array_equal(backend._sum_keep(ints), ints.sum(-1, keepdims=True))
+        np.testing.assert_array_equal(phost._sum_keep(ints), ints.sum(-1, keepdims=True))
 
     def test_flat_positions_follow_the_index(self):
-        ops = backend.HostOps(True)
+        ops = phost.HostOps(True)
         a = np.arange(12.0).reshape(4, 3)
         i1 = np.array([[0], [2], [1], [2]])
         i2 = i1.copy()
@@ -2045,7 +2045,7 @@ class TestHostPath:
         assert ops._flat(np.zeros((2, 2, 3)), i1, -1) is None
 
     def test_host_ops_callables(self):
-        ops = backend.HostOps(False)
+        ops = phost.HostOps(False)
         a = np.arange(6, dtype=np.int64).reshape(2, 3)
         assert ops.shape(a) == (2, 3) and ops.shape(np.float32(1.0)) == ()
         assert ops.as_index(a) is a  # (int64 already: not copied)
@@ -2068,14 +2068,14 @@ class TestHostPath:
     def test_new_tensor_is_a_copy(self, dtype):
         a = np.arange(10, dtype=dtype).reshape(2, 5) / 3
         want = a.copy()
-        t = backend._new_tensor(a)
+        t = phost._new_tensor(a)
         a[:] = -1.0
         assert isinstance(t, paddle.Tensor) and t.place.is_cpu_place()
         assert t.dtype == (paddle.float32 if dtype == np.float32 else paddle.float64)
         assert t.shape == [2, 5] and t.stop_gradient
         np.testing.assert_array_equal(t.numpy(), want)
         # (as _host_tensor uses it: a non-contiguous or other-dtype array is converted)
-        g = backend._host_tensor(np.arange(6.0).reshape(2, 3).T, paddle.float32)
+        g = phost._host_tensor(np.arange(6.0).reshape(2, 3).T, paddle.float32)
         assert g.dtype == paddle.float32
         np.testing.assert_array_equal(g.numpy(), np.arange(6.0).reshape(2, 3).T)
 
@@ -2090,7 +2090,7 @@ class TestHostPath:
             def __str__(self):
                 return self.text
         cpu, gpu0, gpu1 = Place("Place(cpu)"), Place("Place(gpu:0)"), Place("Place(gpu:1)")
-        assert backend._same_place(cpu, Place("Place(cpu)"))
-        assert backend._same_place(gpu0, Place("Place(gpu:0)"))
-        assert not backend._same_place(cpu, gpu0) and not backend._same_place(gpu1, gpu0)
-        assert backend._same_place(paddle.CPUPlace(), _t([1.0]).place)
+        assert pfunc._same_place(cpu, Place("Place(cpu)"))
+        assert pfunc._same_place(gpu0, Place("Place(gpu:0)"))
+        assert not pfunc._same_place(cpu, gpu0) and not pfunc._same_place(gpu1, gpu0)
+        assert pfunc._same_place(paddle.CPUPlace(), _t([1.0]).place)

@@ -1,0 +1,303 @@
+"""The public functions (signatures generated from focalx/_signatures.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence  # (the generated signatures' annotations, which
+from typing import Literal  # Paddle's to_static may evaluate)
+
+import paddle
+
+from ... import _spec
+from .autograd import (_cast, _empty, _FocalLayer, _in_compute_dtype, _other_grads, _run,
+                       _wants_grad)
+from .host import _F32, _F64, _TENSOR, _host_apply
+from .ops import _is_tensor, _kind, _not_translated, _sot_fallback
+
+
+@_not_translated
+def _split(targets, params):
+    """({"targets": targets, tensor-valued params}, the other params). `params` is the
+    caller's own dict (it may be returned)."""
+    if _PLAIN.issuperset(map(type, params.values())):  # (no tensor: the usual call, in C)
+        return {"targets": targets}, params
+    arrays, static = {"targets": targets}, {}
+    for k, v in params.items():
+        # (None and numbers first: this runs at every call)
+        if v is not None and not isinstance(v, (bool, int, float, str)) and _is_tensor(v):
+            arrays[k] = v
+        else:
+            static[k] = v
+    return arrays, static
+
+
+_PLAIN = frozenset((type(None), bool, int, float, str))
+
+
+def _apply(fn, logits, targets, params, class_axis=None):
+    """fn(x, targets, **params) through the PyLayer when the logits need a gradient.
+
+    Tensor-valued params (alpha, weight, ... given as paddle tensors) travel as
+    PyLayer inputs; the rest (numbers, NumPy arrays, flags) as Python values. Floating
+    ones that need a gradient get it from _other_grads.
+    """
+    arrays, static = _split(targets, params)
+    host = _host_apply(fn, logits, arrays, static, class_axis)
+    if host is not None:
+        return host
+    grad_mode = paddle.is_grad_enabled()
+    others = grad_mode and any(_wants_grad(v) for v in arrays.values())
+    # (cast where used: the PyLayer casts its own input)
+    if others:
+        extra = _other_grads(fn, _in_compute_dtype(logits), arrays, static)
+        arrays = {k: v.detach() if _wants_grad(v) else v for k, v in arrays.items()}
+    if logits.stop_gradient or not grad_mode:
+        out, _ = _run(fn, _in_compute_dtype(logits), arrays, static, False)
+        out = _cast(out, logits.dtype)
+    elif _empty(logits):
+        # Empty logits, whose gradient is empty: not through the PyLayer (in a static
+        # program its 0-size output is left uninitialized, and the gradient then fails),
+        # but tied to them by a zero, so that autograd reaches them.
+        x = _in_compute_dtype(logits)
+        out, _ = _run(fn, x, arrays, static, False)
+        out = _cast(out + paddle.sum(x) * 0.0, logits.dtype)  # (x: float16 has no CPU add)
+    else:
+        names = tuple(arrays)
+        out = _FocalLayer.apply(logits, fn, static, class_axis, names,
+                                *(arrays[k] for k in names))
+    return _cast(out + extra.astype(out.dtype), out.dtype) if others else out
+
+
+def _check_tensors(logits, targets):
+    # (the exact type and dtype first: this runs at every call)
+    if type(logits) is not _TENSOR and not _is_tensor(logits):
+        raise TypeError(f"logits must be a paddle.Tensor, got "
+                        f"{type(logits).__module__}.{type(logits).__name__}")
+    if type(targets) is not _TENSOR and not _is_tensor(targets):
+        raise TypeError(f"targets must be a paddle.Tensor (the framework of logits), got "
+                        f"{type(targets).__module__}.{type(targets).__name__}")
+    dt = logits.dtype
+    if not (dt is _F32 or dt is _F64):
+        _spec.check_logits_dtype(_kind(logits))
+    if paddle.in_dynamic_mode() and not _same_place(targets.place, logits.place):
+        raise ValueError(f"targets is on {targets.place} but logits is on {logits.place}")
+
+
+def _same_place(a, b) -> bool:
+    # (two CPU places first: str() of a place costs a microsecond)
+    return (a.is_cpu_place() and b.is_cpu_place()) or str(a) == str(b)
+
+
+# focalx:signature sigmoid_focal_loss
+def sigmoid_focal_loss(logits: paddle.Tensor, targets: paddle.Tensor, *, gamma: float = 2.0,
+                       alpha: float | Sequence[float] | paddle.Tensor | None = 0.25,
+                       pos_weight: float | Sequence[float] | paddle.Tensor | None = None,
+                       weight: float | Sequence[float] | paddle.Tensor | None = None,
+                       ignore_index: int | float | None = None, label_smoothing: float = 0.0,
+                       reduction: Literal["none", "mean", "sum"] = "mean",
+                       normalizer: float | paddle.Tensor | None = None,
+                       from_logits: bool = True) -> paddle.Tensor:
+    r"""Sigmoid (binary / multi-label) focal loss.
+
+    .. math::
+
+        p &= \sigma(x), \quad p_t = y p + (1-y)(1-p), \quad
+        \alpha_t = y\alpha + (1-y)(1-\alpha) \\
+        \mathrm{FL}(x, y) &= -\,w\,\alpha_t\,(1-p_t)^\gamma
+            \left[w_+\,y \log p + (1-y) \log(1-p)\right]
+
+    With ``pos_weight=None`` this is exactly ``torchvision.ops.sigmoid_focal_loss``,
+    ``optax.losses.sigmoid_focal_loss`` (alpha given) and Paddle's
+    ``sigmoid_focal_loss``; with ``gamma=0, alpha=None`` it is exactly
+    ``binary_cross_entropy_with_logits`` (with its ``weight`` and ``pos_weight``).
+
+    On paddle.Tensor values (hyperparameter arrays may also be NumPy).
+
+    The default reduction is "mean", where ``paddle.nn.functional.sigmoid_focal_loss``'s
+    is "sum"; its gradient is NaN at gamma < 1 for saturated logits, this one's is
+    finite.
+
+    Args:
+      logits: floating array, any shape ``[...]``; probabilities if
+        ``from_logits=False``.
+      targets: broadcastable to ``logits`` (never enlarging it); hard {0, 1} or soft in
+        [0, 1]; bool / integer targets are accepted.
+      gamma: focusing parameter, a number >= 0 (0 = no focusing).
+      alpha: None (no class balancing, alpha_t = 1), a number in [0, 1], or an array of
+        values in [0, 1] broadcastable to ``logits`` (e.g. per class on the last axis):
+        alpha for positives, 1 - alpha for negatives.
+      pos_weight: None or an array >= 0 broadcastable to ``logits``: weight of the
+        positive term of the cross-entropy, as in torch's ``BCEWithLogitsLoss``.
+      weight: None or an elementwise weight >= 0 broadcastable to ``logits``. It does
+        not enter the mean's denominator (as in ``BCEWithLogitsLoss``).
+      ignore_index: None, or a target value (not 0 or 1) marking elements that add 0 and
+        leave the mean's denominator.
+      label_smoothing: e in [0, 1): targets become ``y * (1 - e) + e / 2``.
+      reduction: ``"none"`` (shape of ``logits``), ``"sum"`` or ``"mean"`` (sum over the
+        count of non-ignored elements; 0, not NaN, when there are none).
+      normalizer: None, a number > 0, or a 0-d or shape-(1,) array (e.g. the number of
+        positive anchors): divides the result of any reduction. RetinaNet's
+        normalisation is ``reduction="sum", normalizer=num_pos``. No host sync.
+      from_logits: if False, ``logits`` holds probabilities in [0, 1], used as given:
+        ``log 0 = -inf``, so a certain wrong prediction costs ``+inf`` (gradient
+        ``+-inf``) and a certain right one costs 0 (gradient: its one-sided limit, 0 for
+        gamma > 0). Nothing is clipped.
+
+    Returns:
+      The loss: shape of ``logits`` for ``"none"``, else 0-d, in the logits' dtype
+      (float16 / bfloat16 are computed in float32; NumPy input gives float64).
+
+    Stability: log p and log(1-p) from softplus, 1-p_t without cancellation; the
+    gradient is closed-form and finite for every finite logit and every gamma >= 0
+    (no NaN at gamma < 1).
+
+    References:
+      Lin et al., `Focal Loss for Dense Object Detection <https://arxiv.org/abs/1708.02002>`_, 2017.
+    """
+    # focalx:end
+    _sot_fallback(recursive=True)
+    _check_tensors(logits, targets)
+    return _apply(_spec.run_sigmoid_focal_loss, logits, targets, dict(
+        gamma=gamma, alpha=alpha, pos_weight=pos_weight, weight=weight,
+        ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction,
+        normalizer=normalizer, from_logits=from_logits))
+
+
+# focalx:signature sigmoid_focal_loss_star
+def sigmoid_focal_loss_star(logits: paddle.Tensor, targets: paddle.Tensor, *, gamma: float = 1.0,
+                            beta: float = 0.0,
+                            alpha: float | Sequence[float] | paddle.Tensor | None = None,
+                            weight: float | Sequence[float] | paddle.Tensor | None = None,
+                            ignore_index: int | float | None = None, label_smoothing: float = 0.0,
+                            reduction: Literal["none", "mean", "sum"] = "mean",
+                            normalizer: float | paddle.Tensor | None = None) -> paddle.Tensor:
+    r"""FL*, the focal loss variant of Lin et al.'s appendix A, with a tunable ``beta``.
+
+    .. math::
+
+        x_t = x\,(2y - 1), \qquad
+        \mathrm{FL}^*(x, y) = -\,w\,\alpha_t \log\sigma(\gamma x_t + \beta) / \gamma
+
+    fvcore's ``sigmoid_focal_loss_star`` is the case ``beta=0``.
+
+    On paddle.Tensor values (hyperparameter arrays may also be NumPy).
+
+    Args:
+      logits: floating array, any shape.
+      targets: broadcastable to ``logits``, in [0, 1].
+      gamma: a number > 0.
+      beta: the shift of the scaled logit, a real number.
+      alpha: as in ``sigmoid_focal_loss`` (default None here).
+      weight: as in ``sigmoid_focal_loss``.
+      ignore_index: as in ``sigmoid_focal_loss``.
+      label_smoothing: as in ``sigmoid_focal_loss``.
+      reduction: as in ``sigmoid_focal_loss``.
+      normalizer: as in ``sigmoid_focal_loss``.
+
+    Returns:
+      The loss: shape of ``logits`` for ``"none"``, else 0-d.
+
+    Stability: log-sigmoid from softplus; closed-form gradient, finite everywhere.
+    """
+    # focalx:end
+    _sot_fallback(recursive=True)
+    _check_tensors(logits, targets)
+    return _apply(_spec.run_sigmoid_focal_loss_star, logits, targets, dict(
+        gamma=gamma, beta=beta, alpha=alpha, weight=weight, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, reduction=reduction, normalizer=normalizer))
+
+
+# focalx:signature softmax_focal_loss
+def softmax_focal_loss(logits: paddle.Tensor, targets: paddle.Tensor, *, gamma: float = 2.0,
+                       alpha: float | Sequence[float] | paddle.Tensor | None = None,
+                       weight: float | Sequence[float] | paddle.Tensor | None = None,
+                       ignore_index: int | None = -100, label_smoothing: float = 0.0,
+                       reduction: Literal["none", "mean", "sum"] = "mean",
+                       normalizer: float | paddle.Tensor | None = None, axis: int = -1,
+                       from_logits: bool = True, soft_label: bool | None = None) -> paddle.Tensor:
+    r"""Softmax (multi-class) focal loss.
+
+    .. math::
+
+        p = \mathrm{softmax}(x), \qquad
+        \mathrm{FL}(x, q) = -\sum_c w_c\,\alpha_c\,q_c\,(1-p_c)^\gamma \log p_c
+
+    per sample, with ``q`` the one-hot target (class indices) or the given class
+    probabilities, smoothed as ``(1 - e) * q + e / C``. With ``gamma=0, alpha=None``
+    it equals ``torch.nn.functional.cross_entropy`` for every combination of
+    ``weight``, ``ignore_index``, ``label_smoothing``, ``reduction``, probability
+    targets and N-d inputs (except that an all-ignored "mean" is 0, not NaN).
+
+    On paddle.Tensor values (hyperparameter arrays may also be NumPy).
+
+    Class-index targets may also carry a size-1 class axis (``(N, 1)`` for ``(N, C)``),
+    as ``paddle.nn.functional.cross_entropy`` takes them; "none" then keeps that axis in
+    the result (as with ``soft_label=True``), as ``cross_entropy`` returns it.
+
+    Args:
+      logits: floating array ``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)`` (class axis
+        ``axis``); probabilities on that axis if ``from_logits=False``.
+      targets: class indices (integer dtype, the logits' shape without the class axis)
+        or class probabilities in [0, 1] (floating, the logits' shape), told apart as
+        ``F.cross_entropy`` does.
+      gamma: focusing parameter, a number >= 0 (0 = no focusing).
+      alpha: None (1), a number in [0, 1] multiplying every class (as Keras does), or a
+        per-class vector of length C with values in [0, 1].
+      weight: None or a per-class vector >= 0 of length C, exactly as cross-entropy's:
+        "mean" with class indices divides by the sum of ``weight[target]`` over the
+        non-ignored samples.
+      ignore_index: class-index targets equal to it add 0 and leave the mean's
+        denominator (not used with probability targets); None disables it.
+      label_smoothing: e in [0, 1).
+      reduction: ``"none"`` (per sample: the logits' shape without the class axis),
+        ``"sum"`` or ``"mean"``.
+      normalizer: None, a number > 0, or a 0-d or shape-(1,) array (e.g. the number of
+        positive anchors): divides the result of any reduction. RetinaNet's
+        normalisation is ``reduction="sum", normalizer=num_pos``. No host sync.
+      axis: the class axis: -1 by default, as Paddle's ``cross_entropy``.
+      from_logits: if False, ``logits`` holds probabilities used as given (not
+        renormalised); ``p_c = 0`` for a target class costs ``+inf``.
+      soft_label: Paddle's ``cross_entropy`` keyword: True says ``targets`` are class
+        probabilities, False class indices; None tells them apart by dtype.
+
+    Returns:
+      The loss (per sample for ``"none"``, else 0-d).
+
+    Stability: log-softmax, ``1 - p_c`` as ``-expm1(log p_c)``; closed-form gradient,
+    finite for every finite logit and gamma >= 0.
+    """
+    # focalx:end
+    _sot_fallback(recursive=True)
+    _check_tensors(logits, targets)
+    ndim = len(logits.shape)
+    class_axis = _spec.check_axis(axis, ndim) if ndim else 0
+    targets, keep = _label(logits, targets, class_axis, soft_label)
+    out = _apply(_spec.run_softmax_focal_loss, logits, targets, dict(
+        gamma=gamma, alpha=alpha, weight=weight, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, reduction=reduction, normalizer=normalizer,
+        axis=axis, from_logits=from_logits), class_axis)
+    if keep and reduction == "none":
+        # (in the compute dtype: a static program has no CPU float16 unsqueeze)
+        out = _cast(paddle.unsqueeze(_in_compute_dtype(out), class_axis), out.dtype)
+    return out
+
+
+def _label(logits, label, axis, soft_label):
+    """(label as the spec takes it, whether a "none" loss keeps a size-1 class axis) for
+    Paddle's conventions: class indices with a size-1 class axis, soft_label."""
+    if soft_label is not None and not isinstance(soft_label, bool):
+        raise TypeError(f"soft_label must be a bool or None, got {type(soft_label).__name__}")
+    shape, lshape = tuple(logits.shape), tuple(label.shape)
+    if soft_label:
+        if lshape != shape:
+            raise ValueError(f"label of shape {lshape} must have the input's shape {shape} "
+                             "with soft_label=True (class probabilities)")
+        return label, True
+    if soft_label is False and _kind(label) == "floating" and lshape == shape and \
+            shape[axis] != 1:
+        raise ValueError("label has the input's shape and a floating dtype (class "
+                         "probabilities): pass soft_label=True")
+    if len(lshape) == len(shape) and len(shape) > 1 and lshape[axis] == 1 and \
+            _kind(label) != "floating" and \
+            lshape[:axis] + lshape[axis + 1:] == shape[:axis] + shape[axis + 1:]:
+        return paddle.squeeze(label, axis), True
+    return label, False

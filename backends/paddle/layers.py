@@ -1,0 +1,222 @@
+"""nn.Layer drop-ins for CrossEntropyLoss / BCEWithLogitsLoss, and global_normalizer."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import paddle
+
+from ... import _spec
+from .functional import sigmoid_focal_loss, sigmoid_focal_loss_star, softmax_focal_loss
+from .ops import _FLOATS, _is_tensor, _not_translated, _sot_fallback
+
+
+# ---------------------------------------------------------------------------
+# nn.Layer drop-ins
+# ---------------------------------------------------------------------------
+
+def _buffer(layer, name, value, *, class_vector=False, allow_scalar=True):
+    """An optional tensor hyperparameter as a non-persistable buffer (it follows .to()),
+    checked now as a call would check it (as Paddle's own losses check their arguments
+    at construction)."""
+    if value is None:
+        setattr(layer, name, None)
+        return
+    if not _is_tensor(value):
+        arr = _spec.check_param(name, value, class_vector=class_vector,
+                                allow_scalar=allow_scalar)
+        value = paddle.to_tensor(arr.astype(np.float64 if arr.dtype.kind == "f" else arr.dtype))
+    elif paddle.in_dynamic_mode():
+        host = value.astype("float64") if value.dtype in _FLOATS else value
+        _spec.check_param(name, host.numpy(), class_vector=class_vector,
+                          allow_scalar=allow_scalar)
+    layer.register_buffer(name, value, persistable=False)
+
+
+def _set_alpha(layer, alpha, *, class_vector=False):
+    if alpha is None or isinstance(alpha, numbers.Real):  # (a bool: check_alpha_number refuses it)
+        layer.alpha = _spec.check_alpha_number(alpha)
+    else:
+        _buffer(layer, "alpha", alpha, class_vector=class_vector)
+
+
+def _check_flag(name, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+@_not_translated
+def _in_layer_words(loss, input, label):
+    """loss(input, label), its errors in the words of FocalLoss's signature (input, label,
+    use_softmax) rather than the functions' (logits, targets, from_logits)."""
+    try:
+        return loss(input, label)
+    except (TypeError, ValueError) as exc:
+        text = str(exc).replace("from_logits=False", "use_softmax=False").replace(
+            "logits", "input").replace("targets", "label")
+        raise type(exc)(text) from None
+
+
+class FocalLoss(paddle.nn.Layer):
+    r"""Softmax focal loss with ``paddle.nn.CrossEntropyLoss``'s signature plus ``gamma``, ``alpha``.
+
+    ``paddle.nn.CrossEntropyLoss(...)`` -> ``focalx.paddle.FocalLoss(...)`` is the whole
+    change. With ``gamma=0`` (and ``alpha=None``, the default) it equals Paddle's
+    cross-entropy, except where that departs from the spec (see the README: the mean
+    with ``ignore_index`` and no ``weight``, soft labels with ``weight``).
+
+    .. math:: \mathrm{FL} = -\sum_c w_c\,\alpha_c\,q_c\,(1-p_c)^\gamma \log p_c
+
+    Parameters
+    ----------
+    weight : paddle.Tensor or sequence, shape ``(C,)``, optional
+        Per-class weights; the mean over class-index targets divides by the sum
+        of the targets' weights.
+    ignore_index : int
+        Class-index targets equal to it contribute nothing (default -100).
+    reduction : {"mean", "sum", "none"}
+    soft_label : bool
+        False: ``label`` holds class indices, shape ``input.shape`` without the
+        class axis, or with a size-1 class axis (``(N, 1)`` for ``(N, C)`` input).
+        True: ``label`` holds class probabilities of ``input``'s shape.
+    axis : int
+        The class axis (default -1).
+    use_softmax : bool
+        True: ``input`` holds logits. False: ``input`` holds probabilities
+        (the spec's ``from_logits=False``), used as given.
+    label_smoothing : float in [0, 1)
+    name : str, optional
+        Unused, as in Paddle.
+    gamma : float >= 0, keyword-only
+        Focusing parameter (default 2).
+    alpha : None, float in [0, 1] or sequence of C floats, keyword-only
+        Class balance factor; None (default) switches it off.
+    """
+
+    def __init__(self, weight=None, ignore_index: int = -100, reduction: str = "mean",
+                 soft_label: bool = False, axis: int = -1, use_softmax: bool = True,
+                 label_smoothing: float = 0.0, name=None, *, gamma: float = 2.0,
+                 alpha=None):
+        super().__init__()
+        self.reduction = _spec.check_reduction(reduction)
+        self.ignore_index = _spec.check_ignore_index(ignore_index, allow_none=True,
+                                                     binary=False)
+        self.soft_label = _check_flag("soft_label", soft_label)
+        self.use_softmax = _check_flag("use_softmax", use_softmax)
+        if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
+            raise TypeError(f"axis must be an int, got {type(axis).__name__}")
+        self.axis = int(axis)
+        self.label_smoothing = _spec.check_label_smoothing(label_smoothing)
+        self.gamma = _spec.check_gamma(gamma)
+        self.name = name
+        _buffer(self, "weight", weight, class_vector=True, allow_scalar=False)
+        _set_alpha(self, alpha, class_vector=True)
+
+    def forward(self, input, label):
+        _sot_fallback(recursive=True)
+        if paddle.in_dynamic_mode():  # (errors are raised in dygraph, where values are read)
+            return _in_layer_words(self._loss, input, label)
+        return self._loss(input, label)
+
+    def _loss(self, input, label):
+        return softmax_focal_loss(
+            input, label, gamma=self.gamma, alpha=self.alpha,
+            weight=self.weight, ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing, reduction=self.reduction, axis=self.axis,
+            from_logits=self.use_softmax, soft_label=self.soft_label)
+
+    def extra_repr(self):
+        return _spec.describe(gamma=self.gamma, alpha=self.alpha, weight=self.weight,
+                              ignore_index=self.ignore_index, soft_label=self.soft_label,
+                              axis=self.axis, use_softmax=self.use_softmax,
+                              label_smoothing=self.label_smoothing, reduction=self.reduction)
+
+
+class SigmoidFocalLoss(paddle.nn.Layer):
+    r"""Sigmoid focal loss with ``paddle.nn.BCEWithLogitsLoss``'s signature plus ``gamma``, ``alpha``.
+
+    ``SigmoidFocalLoss(gamma=0, alpha=None)`` equals ``paddle.nn.BCEWithLogitsLoss()``
+    (with its ``weight`` and ``pos_weight``). See :func:`sigmoid_focal_loss`.
+
+    Parameters
+    ----------
+    weight : paddle.Tensor, optional
+        Elementwise weight, broadcastable to the input.
+    reduction : {"mean", "sum", "none"}
+    pos_weight : paddle.Tensor, optional
+        Weight of the positive term, broadcastable to the input (e.g. ``(C,)``).
+    name : str, optional
+        Unused, as in Paddle.
+    gamma : float >= 0, keyword-only (default 2)
+    alpha : None, float in [0, 1] or array, keyword-only (default 0.25)
+    """
+
+    def __init__(self, weight=None, reduction: str = "mean", pos_weight=None, name=None, *,
+                 gamma: float = 2.0, alpha=0.25):
+        super().__init__()
+        self.reduction = _spec.check_reduction(reduction)
+        self.gamma = _spec.check_gamma(gamma)
+        self.name = name
+        _buffer(self, "weight", weight)
+        _buffer(self, "pos_weight", pos_weight)
+        _set_alpha(self, alpha)
+
+    def forward(self, logit, label, normalizer=None):
+        _sot_fallback(recursive=True)
+        return sigmoid_focal_loss(
+            logit, label, gamma=self.gamma, alpha=self.alpha, pos_weight=self.pos_weight,
+            weight=self.weight, reduction=self.reduction, normalizer=normalizer)
+
+    def extra_repr(self):
+        return _spec.describe(gamma=self.gamma, alpha=self.alpha, pos_weight=self.pos_weight,
+                              weight=self.weight, reduction=self.reduction)
+
+
+class SigmoidFocalLossStar(paddle.nn.Layer):
+    """FL* as a layer. See :func:`sigmoid_focal_loss_star`."""
+
+    def __init__(self, *, gamma: float = 1.0, beta: float = 0.0, alpha=None,
+                 reduction: str = "mean"):
+        super().__init__()
+        self.gamma = _spec.check_gamma(gamma, strictly_positive=True)
+        self.beta = _spec.check_beta(beta)
+        self.alpha = _spec.check_alpha_number(alpha)
+        self.reduction = _spec.check_reduction(reduction)
+
+    def forward(self, logit, label, normalizer=None):
+        _sot_fallback(recursive=True)
+        return sigmoid_focal_loss_star(logit, label, gamma=self.gamma, beta=self.beta,
+                                       alpha=self.alpha, reduction=self.reduction,
+                                       normalizer=normalizer)
+
+    def extra_repr(self):
+        return _spec.describe(gamma=self.gamma, beta=self.beta, alpha=self.alpha,
+                              reduction=self.reduction)
+
+
+def global_normalizer(num_pos, *, group=None):
+    """RetinaNet's normalizer under data parallelism (paddle.DataParallel): the number of
+    positives over every rank, clamped to at least 1, divided by the number of ranks.
+
+    DataParallel averages the ranks' gradients, so a loss normalised by this on every
+    rank, ``sigmoid_focal_loss(x, t, reduction="sum",
+    normalizer=global_normalizer(num_pos))``, has the gradient of the whole batch's loss
+    normalised by all its positives (as one process would compute it). ``num_pos``: this
+    rank's count, a number or a tensor; the all-reduce runs where the tensor is. Without
+    an initialised parallel environment it is ``max(num_pos, 1)``. Returns a 0-d float32
+    tensor.
+    """
+    if _is_tensor(num_pos):
+        total = num_pos.detach().astype("float32").reshape([])
+    elif isinstance(num_pos, numbers.Real) and not isinstance(num_pos, bool):
+        total = paddle.to_tensor(float(num_pos), dtype="float32")
+    else:
+        raise TypeError(f"num_pos must be a number or a tensor, got {type(num_pos).__name__}")
+    dist = paddle.distributed
+    world = dist.get_world_size(group) if dist.is_initialized() else 1
+    if world > 1:
+        total = total.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
+    return paddle.clip(total, min=1.0) / world
