@@ -60,7 +60,7 @@ REGISTRY: dict[str, Backend] = {b.name: b for b in (
             ("tensorflow-cpu", "tensorflow"), ("keras",),
             "focalx.conformance._harness:TensorflowHarness",
             "focalx.bench._tensorflow:groups",
-            "focalx.backends.tensorflow", "tf.Tensor", -1, "-1 by default, as Keras"),
+            "focalx.backends.tensorflow.functional", "tf.Tensor", -1, "-1 by default, as Keras"),
     # pir.Value: a symbolic tensor under paddle.jit.to_static(full_graph=True)
     Backend("paddle", "paddle", (("paddle", "Tensor"), ("paddle", "pir.Value")),
             "focalx.backends.paddle", ("focalx.paddle",), ("paddlepaddle", "paddlepaddle-gpu"),

@@ -376,7 +376,7 @@ class TensorflowHarness:
 
     def call(self, mode, variant, x, y, kwargs, cotangent):
         tf = self.tf
-        from focalx.backends import tensorflow as btf
+        from focalx.backends.tensorflow import xla as btf
         fn = getattr(self.ftf, variant)
 
         def step(a, b):

@@ -18,10 +18,10 @@ import focalx  # noqa: E402
 import focalx.tensorflow as ftf  # noqa: E402
 from focalx import _numpy as ref  # noqa: E402
 from focalx import _spec  # noqa: E402
-from focalx.backends import tensorflow as _tf_backend  # noqa: E402
+from focalx.backends.tensorflow import ops as tf_ops, xla as tf_xla  # noqa: E402
 from focalx.conformance import _harness, runner  # noqa: E402
 
-_ON_HOST = _tf_backend._on_host  # the real placement rule (see the fixture below)
+_ON_HOST = tf_ops._on_host  # the real placement rule (see the fixture below)
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +30,7 @@ def _value_checks_as_on_the_cpu(monkeypatch):
     checks get the CPU's behaviour on a machine where TensorFlow sees a GPU too: there
     a graph that places nothing would otherwise count as on the GPU. TestOnAGpu
     simulates the GPU; the real placement rule is tested with _ON_HOST."""
-    monkeypatch.setattr(_tf_backend, "_on_host", lambda a: True)
+    monkeypatch.setattr(tf_ops, "_on_host", lambda a: True)
 
 
 def _data(seed=0, shape=(16, 5), dtype=np.float32):
@@ -207,8 +207,7 @@ class TestOnAGpu:
 
     @staticmethod
     def _gpu(monkeypatch):
-        import focalx.backends.tensorflow as b
-        monkeypatch.setattr(b, "_on_host", lambda a: False)
+        monkeypatch.setattr(tf_ops, "_on_host", lambda a: False)
 
     @staticmethod
     def _no_reads(monkeypatch):
@@ -220,9 +219,8 @@ class TestOnAGpu:
 
     @pytest.mark.parametrize("n", [16, 256])  # op by op; compiled (above EAGER_XLA_MIN_SIZE)
     def test_eager_calls_read_no_value_and_give_nan_for_bad_values(self, monkeypatch, n):
-        import focalx.backends.tensorflow as b
         x, t, y = _data(40, shape=(n, 256))
-        assert (x.size >= b.EAGER_XLA_MIN_SIZE) == (n == 256)
+        assert (x.size >= tf_xla.EAGER_XLA_MIN_SIZE) == (n == 256)
         self._gpu(monkeypatch)
         cases = [(ftf.softmax_focal_loss, y, y + 256, "softmax_focal_loss"),
                  (ftf.sigmoid_focal_loss, t, t * 2, "sigmoid_focal_loss")]
@@ -292,8 +290,8 @@ class TestNumerics:
     def test_confident_elements_keep_their_loss_in_a_tf_function(self, dtype, xla, monkeypatch):
         # Grappler (the graph optimizer of a plain tf.function) folds (1 + e) - 1 to e and
         # log(1 + e) to log1p(e); each element's loss must still be its own, however small.
-        monkeypatch.setattr(_tf_backend, "USE_XLA", xla)
-        monkeypatch.setattr(_tf_backend, "_cache", type(_tf_backend._cache)())
+        monkeypatch.setattr(tf_xla, "USE_XLA", xla)
+        monkeypatch.setattr(tf_xla, "_cache", type(tf_xla._cache)())
         xs = [-10.0, -16.0, -30.0, -60.0, -150.0] if dtype == np.float64 else [-10.0, -16.0, -30.0]
         x = np.array(xs + [-v for v in xs], dtype)
         t = np.array([0.0] * len(xs) + [1.0] * len(xs), dtype)
@@ -366,7 +364,7 @@ class TestDispatch:
 
 def test_tensorflow_ops_implement_exactly_the_protocol():
     from focalx._spec import Ops
-    from focalx.backends.tensorflow import TensorflowOps
+    from focalx.backends.tensorflow.ops import TensorflowOps
     from focalx._spec import OPTIONAL_OPS
     have = {n for n in dir(TensorflowOps) if not n.startswith("_")} - {"unchecked"}
     assert have - set(OPTIONAL_OPS) == {n for n in vars(Ops) if not n.startswith("_")}
@@ -439,17 +437,15 @@ class TestCompiledPath:
 
     @staticmethod
     def _no_op_by_op(monkeypatch):
-        import focalx.backends.tensorflow as b
 
         def fail(*args, **kw):
             raise AssertionError("the op-by-op path ran")
-        monkeypatch.setattr(b, "_run", fail)
+        monkeypatch.setattr(tf_ops, "_run", fail)
 
     def test_large_eager_inputs_take_the_compiled_path_with_reference_numbers(
             self, monkeypatch):
-        import focalx.backends.tensorflow as b
         x, t, y = self._large()
-        assert x.size >= b.EAGER_XLA_MIN_SIZE
+        assert x.size >= tf_xla.EAGER_XLA_MIN_SIZE
         self._no_op_by_op(monkeypatch)
         for variant, targets, kw in [
             ("sigmoid_focal_loss", t, dict(gamma=2.0, alpha=0.25)),
@@ -467,10 +463,9 @@ class TestCompiledPath:
             _close(fn(tf.constant(x), tf.constant(targets), **kw), want, rtol=2e-5)
 
     def test_compiled_and_op_by_op_paths_agree(self, monkeypatch):
-        import focalx.backends.tensorflow as b
         x, t, _ = self._large(21)
         compiled = _loss_and_grad(ftf.sigmoid_focal_loss, x, tf.constant(t), reduction="none")
-        monkeypatch.setattr(b, "USE_XLA", False)
+        monkeypatch.setattr(tf_xla, "USE_XLA", False)
         plain = _loss_and_grad(ftf.sigmoid_focal_loss, x, tf.constant(t), reduction="none")
         for got, want in zip(compiled, plain):
             _close(got, want, rtol=1e-5, atol=1e-30)
@@ -493,8 +488,7 @@ class TestCompiledPath:
         # Checks on arrays of the summed loss's shape are folded into the sum under XLA
         # (checked_sum); a failed one must still poison the whole gradient, with static
         # and with unknown batch sizes, and a plain graph must still raise.
-        import focalx.backends.tensorflow as b
-        monkeypatch.setattr(b, "_cache", type(b._cache)())
+        monkeypatch.setattr(tf_xla, "_cache", type(tf_xla._cache)())
         self._no_op_by_op(monkeypatch)
         x, t, y = _data(28, shape=(6, 5), dtype=np.float64)
         probs = 1 / (1 + np.exp(-x))
@@ -532,7 +526,7 @@ class TestCompiledPath:
         # folded: every sigmoid check on the targets or the logits, and the softmax's
         # index check where sizes are static (an unknown batch size leaves the per-sample
         # check unfolded: only what is made from the logits is known to match the loss)
-        checked = [(k, e) for k, e in b._cache.items() if e.messages]
+        checked = [(k, e) for k, e in tf_xla._cache.items() if e.messages]
         assert len(checked) == 7
         for (config, shapes), e in checked:
             static = all(s is not None and None not in s for s, _ in shapes)
@@ -579,32 +573,29 @@ class TestCompiledPath:
 
     def test_small_eager_inputs_and_numpy_hyperparameters_take_the_op_by_op_path(
             self, monkeypatch):
-        import focalx.backends.tensorflow as b
-        monkeypatch.setattr(b, "_cache", type(b._cache)())
+        monkeypatch.setattr(tf_xla, "_cache", type(tf_xla._cache)())
         x, t, _ = _data(23)
         ftf.sigmoid_focal_loss(tf.constant(x), tf.constant(t))
         xl, tl, _ = self._large(23)
         got = ftf.sigmoid_focal_loss(tf.constant(xl), tf.constant(tl),
                                      alpha=np.full(256, 0.25, np.float32))
-        assert len(b._cache) == 0
+        assert len(tf_xla._cache) == 0
         _close(got, ref.sigmoid_focal_loss(xl, tl), rtol=2e-5)
 
     def test_the_cache_is_bounded(self, monkeypatch):
-        import focalx.backends.tensorflow as b
-        monkeypatch.setattr(b, "_cache", type(b._cache)())
-        monkeypatch.setattr(b, "CACHE_SIZE", 3)
+        monkeypatch.setattr(tf_xla, "_cache", type(tf_xla._cache)())
+        monkeypatch.setattr(tf_xla, "CACHE_SIZE", 3)
         x, t, _ = _data(24)
         for gamma in (0.5, 1.0, 1.5, 2.0, 2.5):  # graphs always take the compiled path
             tf.function(lambda a, c: ftf.sigmoid_focal_loss(a, c, gamma=gamma)) \
                 .get_concrete_function(tf.constant(x), tf.constant(t))
-        assert len(b._cache) == 3
-        assert [k[0][2][0] for k in b._cache] == [("gamma", (float, g))
+        assert len(tf_xla._cache) == 3
+        assert [k[0][2][0] for k in tf_xla._cache] == [("gamma", (float, g))
                                                   for g in (1.5, 2.0, 2.5)]
 
     def test_a_per_step_normalizer_and_numpy_scalars_reuse_one_compiled_function(
             self, monkeypatch):
-        import focalx.backends.tensorflow as b
-        monkeypatch.setattr(b, "_cache", type(b._cache)())
+        monkeypatch.setattr(tf_xla, "_cache", type(tf_xla._cache)())
         x, t, _ = self._large(26)
         self._no_op_by_op(monkeypatch)
         for norm in (np.float64(5.0), 6, 7.5, np.array(9.0)):
@@ -612,18 +603,17 @@ class TestCompiledPath:
                                          gamma=np.float64(2.0), normalizer=norm)
             _close(got, ref.sigmoid_focal_loss(x, t, reduction="sum", normalizer=float(norm)),
                    rtol=2e-5)
-        assert len(b._cache) == 1
+        assert len(tf_xla._cache) == 1
 
     def test_eager_calls_with_many_shapes_stop_compiling(self, monkeypatch):
-        import focalx.backends.tensorflow as b
-        monkeypatch.setattr(b, "_cache", type(b._cache)())
-        monkeypatch.setattr(b, "_eager_shapes", {})
-        monkeypatch.setattr(b, "EAGER_MAX_SHAPES", 2)
+        monkeypatch.setattr(tf_xla, "_cache", type(tf_xla._cache)())
+        monkeypatch.setattr(tf_xla, "_eager_shapes", {})
+        monkeypatch.setattr(tf_xla, "EAGER_MAX_SHAPES", 2)
         x, t, _ = _data(27, shape=(300, 256))  # every row count above EAGER_XLA_MIN_SIZE
         for rows in (300, 299, 298, 297):
             got = ftf.sigmoid_focal_loss(tf.constant(x[:rows]), tf.constant(t[:rows]))
             _close(got, ref.sigmoid_focal_loss(x[:rows], t[:rows]), rtol=2e-5)
-        assert len(b._cache) == 2
+        assert len(tf_xla._cache) == 2
 
     def test_gradient_asked_for_outside_the_graph_or_by_tf_gradients(self):
         x, t, y = _data(25)
