@@ -53,7 +53,7 @@ REGISTRY: dict[str, Backend] = {b.name: b for b in (
     Backend("jax", "jax", (("jax", "Array"),), "focalx.backends.jax",
             ("focalx.jax",), ("jax",), ("jaxlib", "optax"),
             "focalx.conformance._harness:JaxHarness", "focalx.bench._jax:groups",
-            "focalx.backends.jax", "jax.Array", -1, "-1 by default, as optax"),
+            "focalx.backends.jax.functional", "jax.Array", -1, "-1 by default, as optax"),
     # tf.Tensor covers eager and graph (tf.function) tensors; variables are not Tensors
     Backend("tensorflow", "tensorflow", (("tensorflow", "Tensor"), ("tensorflow", "Variable")),
             "focalx.backends.tensorflow", ("focalx.tensorflow", "focalx.keras"),

@@ -1,5 +1,5 @@
 """Row blocks of a large op-by-op loss on the CPU (framework plumbing shared by the
-PyTorch and Paddle adapters; the rules are described in backends/paddle.py)."""
+PyTorch and Paddle adapters; the rules are described in backends/paddle/blocks.py)."""
 
 from __future__ import annotations
 

@@ -71,7 +71,7 @@ class TestOptaxParity:
 class TestOps:
     @pytest.mark.parametrize("dtype", [np.float32, np.float64])
     def test_take_of_a_log_softmax_equals_the_full_arrays_element_bit_for_bit(self, dtype):
-        from focalx.backends.jax import JaxOps
+        from focalx.backends.jax.ops import JaxOps
         rng = np.random.default_rng(40)
         x = (rng.normal(size=(64, 7, 9)) * rng.choice([1.0, 30.0, 3e3], size=(64, 1, 1)))
         x[0, :, 0] = 200.0  # ties for the largest
@@ -266,14 +266,14 @@ def test_value_and_grad_keeps_no_full_size_temporary():
 
 def test_jax_ops_implement_exactly_the_protocol():
     from focalx._spec import OPTIONAL_OPS, Ops
-    from focalx.backends.jax import JaxOps
+    from focalx.backends.jax.ops import JaxOps
     have = {n for n in dir(JaxOps) if not n.startswith("_")} - {"xp"}
     assert have - set(OPTIONAL_OPS) == {n for n in vars(Ops) if not n.startswith("_")}
     assert have & set(OPTIONAL_OPS) == {"softmax_parts", "ratio"}
 
 
 class TestOnAGpu:
-    """On a GPU (simulated: focalx.backends.jax._readable says no, as for a GPU array) no
+    """On a GPU (simulated: focalx.backends.jax.ops._readable says no, as for a GPU array) no
     call reads an array's value, eagerly or under jit (a read would wait for the
     device): a failed check gives NaN, and good inputs the reference numbers."""
 
@@ -290,8 +290,8 @@ class TestOnAGpu:
     def _guarded(monkeypatch):
         from jax._src import array as jax_array
 
-        import focalx.backends.jax as b
-        monkeypatch.setattr(b, "_readable", lambda a: False)
+        from focalx.backends.jax import ops
+        monkeypatch.setattr(ops, "_readable", lambda a: False)
 
         def read(self):
             raise AssertionError("an array's value was read")
