@@ -64,6 +64,14 @@ def test_wheel_ships_backends_inside_the_package(tmp_path):
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "focalx = focalx._cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
     assert not any(n.startswith(("backends/", "tests/", "conformance/")) for n in names)
+    # every source file of the package and its subpackages (a subpackage missing from
+    # pyproject's list would be left out of the wheel while an editable install works)
+    for folder, prefix in (("focalx", "focalx/"), ("backends", "focalx/backends/"),
+                           ("conformance", "focalx/conformance/")):
+        for path in (ROOT / folder).rglob("*.py"):
+            if "__pycache__" not in path.parts:
+                rel = path.relative_to(ROOT / folder).as_posix()
+                assert prefix + rel in names, f"the wheel lacks {prefix + rel}"
     # The unpacked wheel works on its own, from a directory away from the checkout.
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
