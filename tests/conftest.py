@@ -23,6 +23,10 @@ from focalx.backends import REGISTRY, installed_version
 
 #: every backend of the registry (FOCALX_REQUIRE_BACKENDS=all requires them all)
 KNOWN_BACKENDS = tuple(REGISTRY)
+#: the frameworks' modules and their companions': what focalx must not import unasked
+FRAMEWORK_MODULES = tuple(sorted({b.module for b in REGISTRY.values()}
+                                 | {c for b in REGISTRY.values() for c in b.companions}
+                                 | {"flax"}))
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # (see the module docstring)
 

@@ -18,9 +18,9 @@ import pytest
 from focalx import _cli
 from focalx.bench import cli, config, measure, report, run, worker
 
-from .conftest import import_backend
+from .conftest import FRAMEWORK_MODULES, import_backend
 
-FRAMEWORKS = ("torch", "jax", "tensorflow", "paddle", "optax", "keras", "jaxlib")
+FRAMEWORKS = FRAMEWORK_MODULES
 
 
 def _quick_backends():

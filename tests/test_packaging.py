@@ -9,10 +9,10 @@ import sys
 import zipfile
 from pathlib import Path
 
-from .conftest import import_backend
+from .conftest import FRAMEWORK_MODULES, import_backend
 
 ROOT = Path(__file__).resolve().parents[1]
-FRAMEWORKS = ("torch", "jax", "jaxlib", "tensorflow", "keras", "paddle", "flax", "optax")
+FRAMEWORKS = FRAMEWORK_MODULES
 
 
 def _python(code: str, cwd=ROOT) -> subprocess.CompletedProcess:
