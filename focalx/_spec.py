@@ -557,8 +557,8 @@ def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float
     overflows only where the result does: with c their product, the loss is
     -(c w_+ y log p + c (1-y) log(1-p)). (At an infinite logit a certain right
     prediction is 0 * inf: NaN, where a certain wrong one is +inf. The loss has no
-    select on the way to its sum: XLA on CPU then writes every shared term out, ten
-    times slower for JAX.)
+    select on the way to its sum: XLA on CPU then writes every shared term out, much
+    slower for JAX.)
     """
     lean = from_logits and getattr(ops, "lean_sigmoid", False)
     e = ops.exp(-ops.abs(x)) if from_logits else None

@@ -73,10 +73,8 @@ class JaxOps(ArrayModuleOps):
 
     def softmax_parts(self, lp):
         # The spec's softmax from the log-softmax's own exp and sum (_spec._softmax), one
-        # exp per element. The softmax loss's value_and_grad at 4M elements, against
-        # optax's integer-label cross-entropy in the same process: 3.8-4.9 ms against
-        # 2.3-3.4 ms with exp of the log-softmax, 2.8 ms against 2.7-2.8 ms this way
-        # (measured, three and two runs).
+        # exp per element: a second exp over the log-softmax left the softmax loss well
+        # behind optax's cross-entropy, this way it keeps pace.
         for out, _, _, _, _, e, s in self.log_softmaxes:
             if out is lp:
                 return e, s
@@ -85,8 +83,8 @@ class JaxOps(ArrayModuleOps):
     def take(self, a, index, axis):
         # A log-softmax's value at the target, from the logits there: the same
         # operations on the same numbers as the full array's element. Gathering from
-        # the full log-softmax makes XLA write it out in full (the loss alone at
-        # 16M elements: 34 ms, against 11 ms this way, measured).
+        # the full log-softmax makes XLA write it out in full, a pass and a fresh
+        # full-size array of its own.
         for out, x, m, ls, ax, _, _ in self.log_softmaxes:
             if out is a and ax == axis:
                 return (jnp.take_along_axis(x, index, axis=axis) - m) - ls
@@ -102,9 +100,8 @@ class JaxOps(ArrayModuleOps):
 
     # The gradient's own pass (checks=False, see _apply) clamps at -0.0, the loss's at
     # 0.0: equal numbers, but distinct constants. With one constant XLA merged the two
-    # passes' full-size broadcasts of 0 and wrote it out as a 16 MiB array for the
-    # loss's reduction (sigmoid value_and_grad at 4M elements: 23-31 ms, page faults
-    # included, against 18 ms this way, measured).
+    # passes' full-size broadcasts of 0 and wrote it out as a full-size array for the
+    # loss's reduction (a pass and fresh memory that page-faults).
     def maximum0(self, a):
         return jnp.maximum(a, 0.0 if self.checks else -0.0)
 
@@ -139,8 +136,7 @@ class JaxOps(ArrayModuleOps):
         # is made NaN where it fails (see _run), instead of a plausible wrong number.
         # cond is an interval test, so it is tested on a's min and max (both NaN where a
         # holds a NaN): an elementwise test would share its broadcast constants with the
-        # loss's fusion, and XLA then materialises them (loss at 4M elements: 7.6 ms
-        # this way, 20 ms elementwise, measured).
+        # loss's fusion, and XLA then materialises them as full-size arrays.
         if self.checks and a.size:
             self.unchecked.append(cond(jnp.min(a)) & cond(jnp.max(a)))
 

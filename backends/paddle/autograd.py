@@ -117,7 +117,7 @@ class _FocalLayer(PyLayer):
             views = shared is not None and shared(grad_x)
             # A loss's backward() seeds a gradient of exactly 1 (read here without a
             # device sync: blocks run on the CPU only); 1 * g is g, so the product is
-            # skipped (a pass over the gradient, ~1 ms at 4M elements).
+            # skipped (a pass over the gradient).
             unit = whole and float(grad_out) == 1.0
 
             def part(block):

@@ -26,7 +26,7 @@ from .ops import PaddleOps, _kind
 # leading one), and only the reduction runs on the whole, by the spec's own `reduce`
 # with the whole array's denominator and normalizer. For "none" it gets the blocks'
 # losses concatenated: the same numbers bit for bit. For a sum or mean it gets each
-# block's sum (a 16 MiB concatenation cost 9 ms at 4M elements): the same number up
+# block's sum (a concatenation would be a fresh full-size array): the same number up
 # to the order of the summation, a float rounding. The gradient is the whole's, bit
 # for bit, in every reduction. Blocks start at multiples of _BLOCK_ALIGN elements,
 # so every element takes the same (vector or scalar) path through a kernel as in the
@@ -36,14 +36,12 @@ from .ops import PaddleOps, _kind
 # ---------------------------------------------------------------------------
 
 _BLOCK_ELEMS = 1 << 18      # 1 MiB of float32 per block
-#: Blocks of the softmax loss: at 4194 x 1000, its loss and gradient over blocks of 256 /
-#: 512 / 1024 / 2048 rows took 19 / 16 / 15 / 18 ms (the whole array at once: 76 ms;
-#: measured, 2 threads).
+#: Blocks of the softmax loss (4 MiB of float32): the fastest block size for its loss
+#: and gradient, and far faster than the whole array at once, whose fresh memory
+#: page-faults.
 _SOFTMAX_BLOCK_ELEMS = 1 << 20
-#: Run whole below this many elements. In blocks, the sigmoid loss's fwd+bwd went from
-#: 9.2 / 38 / 58 ms to 6.6 / 20 / 20 ms at 256K / 655K / 1M elements, and was unchanged at
-#: 164K; the softmax loss's was slower in blocks up to 1M elements (3.8 against 2.2 ms at
-#: 256 x 1000; measured, 2 threads).
+#: Run whole below this many elements: the sigmoid loss gains from blocks only above it,
+#: and the softmax loss's blocks are slower than the whole up to _SOFTMAX_BLOCK_MIN.
 _BLOCK_MIN = 1 << 17
 _SOFTMAX_BLOCK_MIN = 1 << 20
 _BLOCK_ALIGN = 64

@@ -83,7 +83,7 @@ def _check_tensors(logits, targets):
 
 
 def _same_place(a, b) -> bool:
-    # (two CPU places first: str() of a place costs a microsecond)
+    # (two CPU places first: str() of a place is slow)
     return (a.is_cpu_place() and b.is_cpu_place()) or str(a) == str(b)
 
 

@@ -33,8 +33,8 @@ from .ops import PaddleOps, _FLOATS, _in_sot, _kind, _not_translated, _sot_fallb
 
 #: Largest number of logits a call runs on the host (0: never); and only below the size
 #: where row blocks start (blocks._BLOCK_MIN, blocks._SOFTMAX_BLOCK_MIN). On the host the softmax
-#: loss's fwd+bwd was faster than on Paddle's operations up to twice this size, and
-#: slower from about 1M elements, where row blocks take over (measured).
+#: loss's fwd+bwd is faster than on Paddle's operations below this size, with a margin;
+#: at large sizes it is slower, and row blocks take over.
 _HOST_MAX = 1 << 18
 _HOST_FLOATS = frozenset((paddle.float32, paddle.float64))
 #: Dtypes of targets and hyperparameter tensors that NumPy holds as Paddle does.
@@ -256,7 +256,7 @@ def _host_ok(fn, logits, arrays, grad_mode) -> bool:
     """Whether a call takes the host path (see above)."""
     limit = min(_HOST_MAX, (_rows._SOFTMAX_BLOCK_MIN if fn is _SOFTMAX else _rows._BLOCK_MIN) - 1)
     dt = logits.dtype
-    # (dtypes by identity first: a paddle dtype's hash costs half a microsecond)
+    # (dtypes by identity first: a paddle dtype's hash is slow)
     if not (dt is _F32 or dt is _F64 or dt in _HOST_FLOATS) or \
             not 0 < math.prod(logits.shape) <= limit or not paddle.in_dynamic_mode() or \
             _in_sot() or not _ops._on_host(logits):
@@ -325,7 +325,7 @@ _CPU = paddle.CPUPlace()
 
 def _tensor_kernel():
     """A CPU tensor (a copy) from a C-contiguous NumPy array without paddle.Tensor's
-    constructor, which costs a few microseconds a call (its argument parsing): an
+    constructor, which is slow for a per-call step (its argument parsing): an
     uninitialised tensor from the empty kernel, filled by its DenseTensor's set (which
     copies the array, its shape and dtype). Else through the Tensor type's own
     constructor (paddle.Tensor's Python wrapper takes other argument forms too), else

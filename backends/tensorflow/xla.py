@@ -25,11 +25,10 @@ from .ops import TensorflowOps, _TENSORS
 # expression or order a sum differently, within float32 rounding).
 # ---------------------------------------------------------------------------
 
-#: Eagerly, logits with fewer elements than this take the op-by-op path. Measured on 2
-#: busy CPU cores: compiled calls were 3-4x faster from 16K to 256K elements (fwd+bwd),
-#: but the first call of each shape and configuration compiles (1-4 s there), which
-#: small eager calls (tests, notebooks, many shapes) would not earn back. Graphs always
-#: take the compiled path (their compilation is part of the graph's).
+#: Eagerly, logits with fewer elements than this take the op-by-op path. Compiled calls
+#: are faster even at small sizes, but the first call of each shape and configuration
+#: compiles, which small eager calls (tests, notebooks, many shapes) would not earn back.
+#: Graphs always take the compiled path (their compilation is part of the graph's).
 EAGER_XLA_MIN_SIZE = 1 << 16
 #: Compiled configurations kept (least recently used ones are dropped).
 CACHE_SIZE = 64
@@ -79,8 +78,7 @@ class _Compiled:
         self.need_grad = need_grad
         # (The sigmoid gradient recomputes its terms from forked copies of the loss's
         # exp and inputs (TensorflowOps.fork); recomputing the exp too, as the JAX
-        # backend does, was slower: 0.81x keras under XLA at 4M elements against about
-        # 1.0x, measured before value checks were folded into the sum.)
+        # backend does, is slower under TensorFlow's XLA.)
 
         def body(x, targets, *tensors):
             ops = TensorflowOps(compiled=True, logits=x)

@@ -24,10 +24,9 @@ FIRST_CALL_SIZE = 500 * 1024
 CLASSES = 1000
 GAMMA, ALPHA = 2.0, 0.25
 POSITIVES, LOGIT_STD, SEED = 0.1, 2.0, 0
-#: a timing sample repeats a call until it lasts at least this long (--sample-ms). At
-#: 4M elements a call takes 2-8 ms here, and whether its fresh 16 MiB output page-faults
-#: depends on the allocator's history: single-call samples were bimodal (2.8 or 7-8 ms for
-#: the same call, measured), so a sample averages over ~0.1 s of calls, as the research
+#: a timing sample repeats a call until it lasts at least this long (--sample-ms): whether
+#: a call's fresh full-size output page-faults depends on the allocator's history, so
+#: single-call samples are bimodal; a sample averages over many calls, as the research
 #: baseline (perf.md) did.
 SAMPLE_S = 0.1
 QUICK_SAMPLE_S = 2e-3
