@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -50,13 +51,16 @@ def run(backend: str, make_command, *, timeout=None, env=None, on_progress=None)
 
 def _run(cmd, timeout, env, on_progress):
     """The finished process, its output other than progress lines in .stdout / .stderr."""
+    # a session of its own: on a timeout the whole group goes (processes the worker
+    # started, such as a compiler's workers, hold its pipes open otherwise)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ) if env is None else env)
+                            env=dict(os.environ) if env is None else env,
+                            start_new_session=True)
     err = []
     reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
     reader.start()
     lines, killed = [], []
-    timer = threading.Timer(timeout, lambda: (killed.append(True), proc.kill())) \
+    timer = threading.Timer(timeout, lambda: (killed.append(True), _kill_group(proc))) \
         if timeout else None
     if timer:
         timer.start()
@@ -72,8 +76,15 @@ def _run(cmd, timeout, env, on_progress):
     finally:
         if timer:
             timer.cancel()
-    reader.join()
+    reader.join(timeout=10 if killed else None)
     if killed:
         raise subprocess.TimeoutExpired(cmd, timeout)
     proc.stdout, proc.stderr = "".join(lines), "".join(err)
     return proc
+
+
+def _kill_group(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()

@@ -290,3 +290,16 @@ def test_a_device_without_a_peak_counter_is_n_a_not_a_failure(monkeypatch):
     assert not run.failed(result)
     table = report.format_table(result)
     assert "| n/a |" in table and table.count("peak memory n/a: no peak-memory") == 1
+
+
+def test_a_worker_past_its_time_limit_is_stopped_with_the_processes_it_started():
+    """A worker's own children (a compiler's worker processes) inherit its pipes: the time
+    limit stops them too, instead of waiting for them to close the pipes."""
+    from focalx import _workers
+    code = ("import subprocess, sys, time; "
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); "
+            "time.sleep(30)")
+    t0 = time.perf_counter()
+    rep = _workers.run("x", lambda out: [sys.executable, "-c", code], timeout=1)
+    assert rep == {"backend": "x", "crashed": "timed out after 1 s"}
+    assert time.perf_counter() - t0 < 15

@@ -2094,3 +2094,16 @@ class TestHostPath:
         assert pfunc._same_place(gpu0, Place("Place(gpu:0)"))
         assert not pfunc._same_place(cpu, gpu0) and not pfunc._same_place(gpu1, gpu0)
         assert pfunc._same_place(paddle.CPUPlace(), _t([1.0]).place)
+
+
+def test_settings_are_set_on_the_backend_module(monkeypatch):
+    """THREADS (documented on focalx.backends.paddle) and _HOST_MAX reach the files that
+    read them."""
+    import focalx.backends.paddle as b
+    monkeypatch.setattr(b, "THREADS", 1)
+    monkeypatch.setattr(b, "_HOST_MAX", 0)
+    assert pblocks.THREADS == 1 and phost._HOST_MAX == 0 and b.THREADS == 1
+    calls = _host_spy(monkeypatch)
+    x, y = _case(300)
+    fpd.softmax_focal_loss(_t(x, grad=True), _t(y))
+    assert not calls  # the host path is off

@@ -634,3 +634,17 @@ class TestCompiledPath:
         want, want_g = _reference("softmax_focal_loss", x, y)
         _close(loss, want, rtol=2e-6)
         _close(grad, want_g, rtol=2e-5, atol=1e-9)
+
+
+def test_compiled_path_settings_are_set_on_the_backend_module(monkeypatch):
+    """USE_XLA and the cache sizes, documented on focalx.backends.tensorflow, still reach the
+    compiled path (tensorflow.xla) that reads them."""
+    import focalx.backends.tensorflow as b
+    for name in ("USE_XLA", "EAGER_XLA_MIN_SIZE", "CACHE_SIZE", "EAGER_MAX_SHAPES"):
+        monkeypatch.setattr(b, name, getattr(tf_xla, name))  # (restored after the test)
+    b.USE_XLA, b.CACHE_SIZE = False, 7
+    assert tf_xla.USE_XLA is False and tf_xla.CACHE_SIZE == 7 and b.USE_XLA is False
+    x = tf.constant(np.linspace(-3, 3, 1 << 17).reshape(256, -1), tf.float32)
+    before = len(tf_xla._cache)
+    ftf.sigmoid_focal_loss(x, tf.zeros_like(x))
+    assert len(tf_xla._cache) == before  # op by op: nothing compiled

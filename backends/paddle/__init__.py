@@ -50,6 +50,7 @@ import paddle
 # loads this adapter at `import focalx` when paddle is already imported (__init__).
 paddle.jit.ignore_module([sys.modules["focalx._dispatch"]])
 
+from .._forward import forward  # noqa: E402
 from .functional import (  # noqa: E402
     sigmoid_focal_loss, sigmoid_focal_loss_star, softmax_focal_loss)
 from .layers import (  # noqa: E402
@@ -64,3 +65,6 @@ __all__ = [
     "SigmoidFocalLossStar",
     "global_normalizer",
 ]
+
+# settings documented on this module before it became a package
+forward(__name__, {"THREADS": f"{__name__}.blocks", "_HOST_MAX": f"{__name__}.host"})
