@@ -355,6 +355,61 @@ def _row_blocks(spec_name, x, targets, params):
                               elems=_SOFTMAX_BLOCK_ELEMS if softmax else _BLOCK_ELEMS)
 
 
+#: The whole gradient of the last blocked call, {"t": tensor}. A fresh full-size tensor
+#: can be new memory from the system, whose first touch (page faults, worst with several
+#: threads) lands in the block kernels that write it; so the next call of the same shape
+#: writes its gradient into this one again where nothing else holds it any more (its
+#: caller let go of it, as a training step does after its backward). It keeps one
+#: gradient's memory between calls.
+_SPARE = {"t": None}
+_SPARE_LOCK = threading.Lock()
+_SPARE_REUSE = True  # (False: always fresh; for A/B measurements)
+
+
+def _refs(d):
+    """sys.getrefcount of d["t"] as seen from a local name."""
+    t = d["t"]
+    return sys.getrefcount(t)
+
+
+#: _refs of a tensor that only its dict holds (calibrated, not assumed: how references
+#: are counted differs between interpreters and versions; without CPython's counts, no
+#: reuse)
+_ALONE = _refs({"t": torch.empty(0)}) if sys.implementation.name == "cpython" else -1
+
+
+def _unheld(d) -> bool:
+    """Whether only d holds d["t"]: no other Python reference, no C++ one (autograd's
+    saved tensors, .grad, DLPack), no view or storage object of its memory."""
+    try:
+        if _refs(d) != _ALONE:
+            return False
+        t = d["t"]
+        storage = t.untyped_storage()
+        # (t itself holds the tensor's one use; the storage object made here one more),
+        # and its memory is still all its own (a caller may have changed its strides or
+        # storage in place before letting go)
+        return t._use_count() == 1 and torch._C._storage_Use_Count(storage._cdata) == 2 \
+            and t.is_contiguous() and t.storage_offset() == 0 and \
+            storage.nbytes() == t.numel() * t.element_size()
+    except (AttributeError, RuntimeError, TypeError):  # private APIs: when in doubt, fresh
+        return False
+
+
+def _spare_like(x):
+    """An uninitialized contiguous tensor like x (see _SPARE)."""
+    with _SPARE_LOCK:
+        t = _SPARE["t"]
+        if _SPARE_REUSE and t is not None and t.shape == x.shape and t.dtype == x.dtype and \
+                t.device == x.device and not t.requires_grad:
+            del t  # (not counted by _unheld)
+            if _unheld(_SPARE):
+                return _SPARE["t"]
+        t = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        _SPARE["t"] = t
+        return t
+
+
 def _run_blocks(spec_name, x, targets, need_grad, params, blocks):
     """The spec on row blocks of x (see above). Raises whatever a block raises: the caller
     then runs the whole, which raises the spec's own first error."""
@@ -387,7 +442,7 @@ def _run_blocks(spec_name, x, targets, need_grad, params, blocks):
             return a[i:j]
         return a
 
-    grad = torch.empty_like(x) if need_grad else None
+    grad = _spare_like(x) if need_grad else None
     out = None
     sums = []
     for i, j in blocks:

@@ -1571,6 +1571,47 @@ class TestEagerSoftmaxIndex:
         assert x.grad.data_ptr() != x.data_ptr()
         assert self.calls >= 3
 
+    def test_a_gradient_buffer_is_reused_only_when_nothing_holds_it(self, monkeypatch):
+        # (backends/torch.py, _SPARE: the next blocked call writes into the last
+        # gradient once its caller let go of it). Pointers and comparisons are taken
+        # outside the asserts: pytest's rewritten asserts keep their operands alive.
+        monkeypatch.setitem(self.bt._FUSED, "enabled", False)
+        monkeypatch.setattr(self.bt, "_BLOCK_MIN", 1 << 12)
+        monkeypatch.setattr(self.bt, "_BLOCK_ELEMS", 1 << 11)
+        x = torch.randn(256, 64, generator=_gen(5)).requires_grad_()
+        t = (torch.rand(256, 64, generator=_gen(6)) < 0.2).float()
+
+        def grad(**kw):
+            return torch.autograd.grad(ft.sigmoid_focal_loss(x, t, **kw), x)[0]
+
+        g1 = grad()
+        want = g1.clone()
+        g2 = grad(gamma=1.0)
+        held = g2.data_ptr() != g1.data_ptr(), torch.equal(g1, want)
+        assert held == (True, True)  # held: not reused
+        view, ptr = g2[:3], g2.data_ptr()
+        del g2
+        g3 = grad()
+        viewed = g3.data_ptr() != ptr, torch.equal(g3, want)
+        assert viewed == (True, True)  # a view holds its memory
+        del view
+        ptr = g3.data_ptr()
+        del g3
+        g4 = grad()
+        reused = g4.data_ptr() == ptr, torch.equal(g4, want)
+        assert reused == (True, True)  # let go of: reused
+        arr = g4.numpy()
+        del g4
+        g5 = grad(gamma=1.0)
+        by_numpy = g5.data_ptr() != ptr, torch.equal(torch.from_numpy(arr), want)
+        assert by_numpy == (True, True)  # a NumPy array holds it
+        x.grad = None
+        ft.sigmoid_focal_loss(x, t).backward()
+        kept = x.grad.clone()
+        grad(gamma=1.0)
+        same = torch.equal(x.grad, kept)
+        assert same  # .grad holds it
+
 
 _DDP_SCRIPT = '''
 import os, sys, numpy as np, torch, torch.distributed as dist, torch.multiprocessing as mp
