@@ -290,6 +290,17 @@ class _EagerOps(TorchOps):
         return lp_y.add_(torch.amax(p, dim=axis, keepdim=True).log_()), p
 
     @staticmethod
+    def one_at_zero(m):
+        # The select as m + (m <= 0) (the same bits: see Ops.one_at_zero), with the
+        # comparison written as floats: one vectorized pass, where a bool result and the
+        # select are several. (Not for bfloat16, whose sum rounds through float32 and
+        # changes a NaN's bits.)
+        if type(m) is torch.Tensor and m.dtype in (torch.float32, torch.float64) and \
+                m.numel() >= _BLEND_MIN:
+            return torch.le(m, 0.0, out=torch.empty_like(m)).add_(m)
+        return torch.where(m <= 0, m + 1.0, m)
+
+    @staticmethod
     def mul_owned(a, b):
         # `a`: log_softmax_at's softmax, which the spec no longer reads
         if isinstance(b, torch.Tensor) and (b.dtype != a.dtype or b.dim() > a.dim() or any(

@@ -174,11 +174,15 @@ class Ops(Protocol):
     # mul_owned(a, b) -> a * b: for `a` the softmax that this Ops' log_softmax_at returned,
     #                       which the spec reads no more after this product: the backend
     #                       may write the product into a's memory. Absent: ``a * b``.
+    # one_at_zero(m) -> where(m <= 0, m + 1, m) for m >= 0 or NaN, with the same bits
+    #                       (for such m, m + 0 is m except at -0, which the select takes:
+    #                       a backend may add the comparison as 0/1 to m). Absent: the
+    #                       select.
 
 
 #: What a backend may add to :class:`Ops` (the spec reads each with a default).
 OPTIONAL_OPS = ("lean_sigmoid", "fork", "checked_sum", "softmax_parts", "pow", "ratio",
-                "log_softmax_at", "mul_owned")
+                "log_softmax_at", "mul_owned", "one_at_zero")
 
 
 # ---------------------------------------------------------------------------
@@ -427,6 +431,15 @@ def _is0(a):
     return a <= 0
 
 
+def _one_at_zero(ops, m):
+    """where(m <= 0, m + 1, m) for m >= 0 (or NaN): m, with 1 where it is 0 (see
+    Ops.one_at_zero)."""
+    # (called as a method, not read into a variable: see _softmax)
+    if hasattr(ops, "one_at_zero"):
+        return ops.one_at_zero(m)
+    return ops.where(_is0(m), m + 1.0, m)
+
+
 def _focal_factor(ops, m, gamma: float):
     """(1 - p_t) ** gamma from an accurately computed m = 1 - p_t; None stands for 1."""
     if gamma == 0:
@@ -596,7 +609,6 @@ def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float
     if lean and fork is not None:
         # The gradient from its own copy of the terms: only e, the one exp, is shared.
         y, ny, py, p, q, m, c, cp, cn, loss = terms(*fork(args))
-    zero = _is0(m)
     if from_logits:
         grad = cn * p - cp * q                        # c * dBCE/dx
         if gamma == 0:
@@ -606,8 +618,9 @@ def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float
         # 1-p_t == 0 (p(1-p) is 0 there). (Where the loss is infinite, the gradient may
         # be NaN: no select guards r * loss, since XLA on CPU writes out what a select
         # shares, four full-size arrays here.)
-        r = _ratio(ops, p * q, ops.where(zero, m + 1.0, m))
+        r = _ratio(ops, p * q, _one_at_zero(ops, m))
         return loss, (gamma * (ny - y)) * r * loss + grad
+    zero = _is0(m)
     grad = _xdiv(ops, cn, q) - _cdiv(ops, c, py, p)   # (1/p alone may overflow: see _cdiv)
     if gamma == 0:
         return loss, grad

@@ -1407,6 +1407,20 @@ class TestEagerBlocks:
             assert torch.equal(got.view(torch.uint8), want.view(torch.uint8))
         assert ops.where(c, 1.0, b.float()).dtype == torch.float32  # (scalars: torch.where)
 
+    def test_one_at_zero_is_the_select(self):
+        ops = self.bt._EagerOps
+        for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+            m = torch.rand(5000, generator=_gen(4)).to(dtype)
+            m[::7] = 0.0
+            m[::11] = -0.0
+            m[::13] = float("nan")
+            m[::17] = float("inf")
+            m[::19] = torch.finfo(dtype).tiny / 4  # subnormal
+            got = ops.one_at_zero(m)
+            want = torch.where(m <= 0, m + 1.0, m)
+            assert got.dtype == dtype
+            assert torch.equal(got.view(torch.uint8), want.view(torch.uint8))
+
     @pytest.mark.parametrize("name,kw", [
         ("sigmoid_focal_loss", dict(gamma=2.0, alpha=0.25)),
         ("sigmoid_focal_loss", dict(gamma=0.5, alpha="rows", pos_weight="cols", weight=0.5,
