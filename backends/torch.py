@@ -269,9 +269,17 @@ class _EagerOps(TorchOps):
         return torch.where(cond, a, b)
 
     def __init__(self, out=None):
-        #: where log_softmax_at may write the softmax: the rows of the whole gradient
-        #: that this (block's) run produces, so that the gradient is built in place
+        #: where log_softmax_at may write the softmax, and add_result the sigmoid loss's
+        #: gradient: the rows of the whole gradient that this (block's) run produces, so
+        #: that the gradient is built in place
         self.out = out
+
+    def add_result(self, a, b):
+        out = self.out
+        if out is not None and type(a) is torch.Tensor and type(b) is torch.Tensor and \
+                a.shape == b.shape == out.shape and a.dtype == b.dtype == out.dtype:
+            return torch.add(a, b, out=out)
+        return a + b
 
     def log_softmax_at(self, x, index, axis):
         # The softmax from torch's one fused kernel (exp(x - max) times 1/sum: more
@@ -446,22 +454,19 @@ def _run_blocks(spec_name, x, targets, need_grad, params, blocks):
     per_block = dict(params, reduction="none" if reduction == "none" else "sum",
                      normalizer=None, scale=scale, **arrays)
 
-    def part(a, i, j):
-        if softmax:
-            return a
-        if isinstance(a, torch.Tensor) and a.dim() == x.dim() and a.shape[0] == lead:
-            return a[i:j]
-        return a
+    # the arrays sliced with x (found once: the rest is the same for every block)
+    rows = [] if softmax else [k for k, v in per_block.items() if isinstance(v, torch.Tensor)
+                               and v.dim() == x.dim() and v.shape[0] == lead]
+    slice_t = softmax or (targets.dim() == x.dim() and targets.shape[0] == lead)
 
     grad = _spare_like(x) if need_grad else None
     out = None
     sums = []
     for i, j in blocks:
-        kw = {k: part(v, i, j) for k, v in per_block.items()}
-        t = targets[i:j] if softmax or (targets.dim() == x.dim() and targets.shape[0] == lead) \
-            else targets
+        kw = dict(per_block, **{k: per_block[k][i:j] for k in rows}) if rows else per_block
+        t = targets[i:j] if slice_t else targets
         dest = grad[i:j] if need_grad else None
-        o, g = fn(_EagerOps(dest) if softmax and need_grad else _EAGER_OPS, x[i:j], t,
+        o, g = fn(_EagerOps(dest) if need_grad else _EAGER_OPS, x[i:j], t,
                   need_grad=need_grad, **kw)
         if need_grad and not (g.data_ptr() == dest.data_ptr() and g.shape == dest.shape
                               and g.stride() == dest.stride()):

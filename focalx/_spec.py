@@ -174,6 +174,9 @@ class Ops(Protocol):
     # mul_owned(a, b) -> a * b: for `a` the softmax that this Ops' log_softmax_at returned,
     #                       which the spec reads no more after this product: the backend
     #                       may write the product into a's memory. Absent: ``a * b``.
+    # add_result(a, b) -> a + b: the last sum of the sigmoid loss's gradient; the backend
+    #                       may write it into memory of its own (its rows of a whole
+    #                       gradient). Absent: ``a + b``.
     # one_at_zero(m) -> where(m <= 0, m + 1, m) for m >= 0 or NaN, with the same bits
     #                       (for such m, m + 0 is m except at -0, which the select takes:
     #                       a backend may add the comparison as 0/1 to m). Absent: the
@@ -182,7 +185,7 @@ class Ops(Protocol):
 
 #: What a backend may add to :class:`Ops` (the spec reads each with a default).
 OPTIONAL_OPS = ("lean_sigmoid", "fork", "checked_sum", "softmax_parts", "pow", "ratio",
-                "log_softmax_at", "mul_owned", "one_at_zero")
+                "log_softmax_at", "mul_owned", "one_at_zero", "add_result")
 
 
 # ---------------------------------------------------------------------------
@@ -619,7 +622,10 @@ def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float
         # be NaN: no select guards r * loss, since XLA on CPU writes out what a select
         # shares, four full-size arrays here.)
         r = _ratio(ops, p * q, _one_at_zero(ops, m))
-        return loss, (gamma * (ny - y)) * r * loss + grad
+        focal = (gamma * (ny - y)) * r * loss
+        # (called as a method, not read into a variable: see _softmax)
+        return loss, ops.add_result(focal, grad) if hasattr(ops, "add_result") else \
+            focal + grad
     zero = _is0(m)
     grad = _xdiv(ops, cn, q) - _cdiv(ops, c, py, p)   # (1/p alone may overflow: see _cdiv)
     if gamma == 0:
