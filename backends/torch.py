@@ -333,7 +333,9 @@ _EAGER_OPS = _EagerOps()
 # elements, so every element takes the same (vector or scalar) path through a kernel as
 # in the whole array. The same rules as the Paddle backend's blocks (backends/paddle.py).
 _BLOCK_ELEMS = 1 << 16
-_SOFTMAX_BLOCK_ELEMS = 1 << 19
+#: (a softmax block outgrows L2 either way; larger ones halve the per-block Python and
+#: dispatch, which a block of small per-sample ops is made of)
+_SOFTMAX_BLOCK_ELEMS = 1 << 20
 #: run whole below this many elements
 _BLOCK_MIN = 1 << 18
 _SOFTMAX_BLOCK_MIN = 1 << 20
