@@ -541,9 +541,9 @@ def _log1p_lean(ops, e):
     return ops.log1p(e), 1.0 / (1.0 + e)
 
 
-def _sigmoid_terms(ops, x, e, lean):
-    """(l, p, 1-p) for p = sigmoid(x), with l = log1p(exp(-|x|)), from e = exp(-|x|).
-    Then log p = min(x, 0) - l, log(1-p) = -max(x, 0) - l.
+def _sigmoid_terms(ops, x, e, lean, xp, xn):
+    """(l, p, 1-p) for p = sigmoid(x), with l = log1p(exp(-|x|)), from e = exp(-|x|)
+    and xp, xn = max(x, 0), min(x, 0). Then log p = xn - l, log(1-p) = -xp - l.
 
     Lean (see :class:`Ops`): p and 1-p are 1/(1+e) and e/(1+e), which one depending on
     the sign of x. Otherwise: exps of the log-sigmoids (whose absolute error exp turns
@@ -554,7 +554,7 @@ def _sigmoid_terms(ops, x, e, lean):
         pos = x >= 0
         return l, ops.where(pos, inv, small), ops.where(pos, small, inv)
     l = ops.log1p(e)
-    return l, ops.exp(ops.minimum0(x) - l), ops.exp(-(ops.maximum0(x) + l))
+    return l, ops.exp(xn - l), ops.exp(-(xp + l))
 
 
 def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float,
@@ -585,7 +585,9 @@ def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float
         a = _mul(coef, alpha_t(y, ny, alpha, scale))
         py = _mul(pos_weight, y)
         if from_logits:
-            l, p, q = _sigmoid_terms(ops, x, e, lean)
+            # (once each: the loss reads them too)
+            xp, xn = ops.maximum0(x), ops.minimum0(x)
+            l, p, q = _sigmoid_terms(ops, x, e, lean, xp, xn)
         else:
             # Probabilities. log 0 = -inf is used as such: a certain wrong prediction
             # costs +inf, a certain right one 0; nothing is clipped.
@@ -595,7 +597,7 @@ def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float
         cp, cn = _mul(c, py), _mul(c, ny)
         if from_logits:
             # log p = min(x, 0) - l, log(1-p) = -max(x, 0) - l
-            loss = (cn * ops.maximum0(x) - cp * ops.minimum0(x)) + (cp + cn) * l
+            loss = (cn * xp - cp * xn) + (cp + cn) * l
         else:
             # A zero coefficient gives exactly 0, even where log p or log(1-p) is -inf;
             # the factors one at a time, so that a product of tiny ones (a subnormal
