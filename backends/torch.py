@@ -271,9 +271,17 @@ class _EagerOps(TorchOps):
         return torch.where(cond, a, b)
 
     def __init__(self, out=None):
-        #: where log_softmax_at may write the softmax: the rows of the whole gradient
-        #: that this (block's) run produces, so that the gradient is built in place
+        #: where log_softmax_at may write the softmax, and add_result the sigmoid loss's
+        #: gradient: the rows of the whole gradient that this (block's) run produces, so
+        #: that the gradient is built in place
         self.out = out
+
+    def add_result(self, a, b):
+        out = self.out
+        if out is not None and type(a) is torch.Tensor and type(b) is torch.Tensor and \
+                a.shape == b.shape == out.shape and a.dtype == b.dtype == out.dtype:
+            return torch.add(a, b, out=out)
+        return a + b
 
     def log_softmax_at(self, x, index, axis):
         # The softmax from torch's one fused kernel (exp(x - max) times 1/sum: more
@@ -290,6 +298,17 @@ class _EagerOps(TorchOps):
             p = torch.softmax(x, dim=axis)
         lp_y = torch.gather(x, axis, index).sub_(torch.amax(x, dim=axis, keepdim=True))
         return lp_y.add_(torch.amax(p, dim=axis, keepdim=True).log_()), p
+
+    @staticmethod
+    def one_at_zero(m):
+        # The select as m + (m <= 0) (the same bits: see Ops.one_at_zero), with the
+        # comparison written as floats: one vectorized pass, where a bool result and the
+        # select are several. (Not for bfloat16, whose sum rounds through float32 and
+        # changes a NaN's bits.)
+        if type(m) is torch.Tensor and m.dtype in (torch.float32, torch.float64) and \
+                m.numel() >= _BLEND_MIN:
+            return torch.le(m, 0.0, out=torch.empty_like(m)).add_(m)
+        return torch.where(m <= 0, m + 1.0, m)
 
     @staticmethod
     def mul_owned(a, b):
@@ -316,7 +335,9 @@ _EAGER_OPS = _EagerOps()
 # elements, so every element takes the same (vector or scalar) path through a kernel as
 # in the whole array. The same rules as the Paddle backend's blocks (backends/paddle.py).
 _BLOCK_ELEMS = 1 << 16
-_SOFTMAX_BLOCK_ELEMS = 1 << 19
+#: (a softmax block outgrows L2 either way; larger ones halve the per-block Python and
+#: dispatch, which a block of small per-sample ops is made of)
+_SOFTMAX_BLOCK_ELEMS = 1 << 20
 #: run whole below this many elements
 _BLOCK_MIN = 1 << 18
 _SOFTMAX_BLOCK_MIN = 1 << 20
@@ -357,6 +378,61 @@ def _row_blocks(spec_name, x, targets, params):
                               elems=_SOFTMAX_BLOCK_ELEMS if softmax else _BLOCK_ELEMS)
 
 
+#: The whole gradient of the last blocked call, {"t": tensor}. A fresh full-size tensor
+#: can be new memory from the system, whose first touch (page faults, worst with several
+#: threads) lands in the block kernels that write it; so the next call of the same shape
+#: writes its gradient into this one again where nothing else holds it any more (its
+#: caller let go of it, as a training step does after its backward). It keeps one
+#: gradient's memory between calls.
+_SPARE = {"t": None}
+_SPARE_LOCK = threading.Lock()
+_SPARE_REUSE = True  # (False: always fresh; for A/B measurements)
+
+
+def _refs(d):
+    """sys.getrefcount of d["t"] as seen from a local name."""
+    t = d["t"]
+    return sys.getrefcount(t)
+
+
+#: _refs of a tensor that only its dict holds (calibrated, not assumed: how references
+#: are counted differs between interpreters and versions; without CPython's counts, no
+#: reuse)
+_ALONE = _refs({"t": torch.empty(0)}) if sys.implementation.name == "cpython" else -1
+
+
+def _unheld(d) -> bool:
+    """Whether only d holds d["t"]: no other Python reference, no C++ one (autograd's
+    saved tensors, .grad, DLPack), no view or storage object of its memory."""
+    try:
+        if _refs(d) != _ALONE:
+            return False
+        t = d["t"]
+        storage = t.untyped_storage()
+        # (t itself holds the tensor's one use; the storage object made here one more),
+        # and its memory is still all its own (a caller may have changed its strides or
+        # storage in place before letting go)
+        return t._use_count() == 1 and torch._C._storage_Use_Count(storage._cdata) == 2 \
+            and t.is_contiguous() and t.storage_offset() == 0 and \
+            storage.nbytes() == t.numel() * t.element_size()
+    except (AttributeError, RuntimeError, TypeError):  # private APIs: when in doubt, fresh
+        return False
+
+
+def _spare_like(x):
+    """An uninitialized contiguous tensor like x (see _SPARE)."""
+    with _SPARE_LOCK:
+        t = _SPARE["t"]
+        if _SPARE_REUSE and t is not None and t.shape == x.shape and t.dtype == x.dtype and \
+                t.device == x.device and not t.requires_grad:
+            del t  # (not counted by _unheld)
+            if _unheld(_SPARE):
+                return _SPARE["t"]
+        t = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        _SPARE["t"] = t
+        return t
+
+
 def _run_blocks(spec_name, x, targets, need_grad, params, blocks):
     """The spec on row blocks of x (see above). Raises whatever a block raises: the caller
     then runs the whole, which raises the spec's own first error."""
@@ -382,22 +458,19 @@ def _run_blocks(spec_name, x, targets, need_grad, params, blocks):
     per_block = dict(params, reduction="none" if reduction == "none" else "sum",
                      normalizer=None, scale=scale, **arrays)
 
-    def part(a, i, j):
-        if softmax:
-            return a
-        if isinstance(a, torch.Tensor) and a.dim() == x.dim() and a.shape[0] == lead:
-            return a[i:j]
-        return a
+    # the arrays sliced with x (found once: the rest is the same for every block)
+    rows = [] if softmax else [k for k, v in per_block.items() if isinstance(v, torch.Tensor)
+                               and v.dim() == x.dim() and v.shape[0] == lead]
+    slice_t = softmax or (targets.dim() == x.dim() and targets.shape[0] == lead)
 
-    grad = torch.empty_like(x) if need_grad else None
+    grad = _spare_like(x) if need_grad else None
     out = None
     sums = []
     for i, j in blocks:
-        kw = {k: part(v, i, j) for k, v in per_block.items()}
-        t = targets[i:j] if softmax or (targets.dim() == x.dim() and targets.shape[0] == lead) \
-            else targets
+        kw = dict(per_block, **{k: per_block[k][i:j] for k in rows}) if rows else per_block
+        t = targets[i:j] if slice_t else targets
         dest = grad[i:j] if need_grad else None
-        o, g = fn(_EagerOps(dest) if softmax and need_grad else _EAGER_OPS, x[i:j], t,
+        o, g = fn(_EagerOps(dest) if need_grad else _EAGER_OPS, x[i:j], t,
                   need_grad=need_grad, **kw)
         if need_grad and not (g.data_ptr() == dest.data_ptr() and g.shape == dest.shape
                               and g.stride() == dest.stride()):

@@ -163,11 +163,18 @@ class Ops(Protocol):
     # mul_owned(a, b) -> a * b: for `a` the softmax that this Ops' log_softmax_at returned,
     #                       which the spec reads no more after this product: the backend
     #                       may write the product into a's memory. Absent: ``a * b``.
+    # add_result(a, b) -> a + b: the last sum of the sigmoid loss's gradient; the backend
+    #                       may write it into memory of its own (its rows of a whole
+    #                       gradient). Absent: ``a + b``.
+    # one_at_zero(m) -> where(m <= 0, m + 1, m) for m >= 0 or NaN, with the same bits
+    #                       (for such m, m + 0 is m except at -0, which the select takes:
+    #                       a backend may add the comparison as 0/1 to m). Absent: the
+    #                       select.
 
 
 #: What a backend may add to :class:`Ops` (the spec reads each with a default).
 OPTIONAL_OPS = ("lean_sigmoid", "fork", "checked_sum", "softmax_parts", "pow", "ratio",
-                "log_softmax_at", "mul_owned")
+                "log_softmax_at", "mul_owned", "one_at_zero", "add_result")
 
 
 # ---------------------------------------------------------------------------
@@ -425,6 +432,15 @@ def _is0(a):
     return a <= 0
 
 
+def _one_at_zero(ops, m):
+    """where(m <= 0, m + 1, m) for m >= 0 (or NaN): m, with 1 where it is 0 (see
+    Ops.one_at_zero)."""
+    # (called as a method, not read into a variable: see _softmax)
+    if hasattr(ops, "one_at_zero"):
+        return ops.one_at_zero(m)
+    return ops.where(_is0(m), m + 1.0, m)
+
+
 def _focal_factor(ops, m, gamma: float):
     """(1 - p_t) ** gamma from an accurately computed m = 1 - p_t; None stands for 1."""
     if gamma == 0:
@@ -523,9 +539,9 @@ def _log1p_lean(ops, e):
     return ops.log1p(e), 1.0 / (1.0 + e)
 
 
-def _sigmoid_terms(ops, x, e, lean):
-    """(l, p, 1-p) for p = sigmoid(x), with l = log1p(exp(-|x|)), from e = exp(-|x|).
-    Then log p = min(x, 0) - l, log(1-p) = -max(x, 0) - l.
+def _sigmoid_terms(ops, x, e, lean, xp, xn):
+    """(l, p, 1-p) for p = sigmoid(x), with l = log1p(exp(-|x|)), from e = exp(-|x|)
+    and xp, xn = max(x, 0), min(x, 0). Then log p = xn - l, log(1-p) = -xp - l.
 
     Lean (see :class:`Ops`): p and 1-p are 1/(1+e) and e/(1+e), which one depending on
     the sign of x. Otherwise: exps of the log-sigmoids (whose absolute error exp turns
@@ -536,7 +552,7 @@ def _sigmoid_terms(ops, x, e, lean):
         pos = x >= 0
         return l, ops.where(pos, inv, small), ops.where(pos, small, inv)
     l = ops.log1p(e)
-    return l, ops.exp(ops.minimum0(x) - l), ops.exp(-(ops.maximum0(x) + l))
+    return l, ops.exp(xn - l), ops.exp(-(xp + l))
 
 
 def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float,
@@ -567,7 +583,9 @@ def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float
         a = _mul(coef, alpha_t(y, ny, alpha, scale))
         py = _mul(pos_weight, y)
         if from_logits:
-            l, p, q = _sigmoid_terms(ops, x, e, lean)
+            # (once each: the loss reads them too)
+            xp, xn = ops.maximum0(x), ops.minimum0(x)
+            l, p, q = _sigmoid_terms(ops, x, e, lean, xp, xn)
         else:
             # Probabilities. log 0 = -inf is used as such: a certain wrong prediction
             # costs +inf, a certain right one 0; nothing is clipped.
@@ -577,7 +595,7 @@ def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float
         cp, cn = _mul(c, py), _mul(c, ny)
         if from_logits:
             # log p = min(x, 0) - l, log(1-p) = -max(x, 0) - l
-            loss = (cn * ops.maximum0(x) - cp * ops.minimum0(x)) + (cp + cn) * l
+            loss = (cn * xp - cp * xn) + (cp + cn) * l
         else:
             # A zero coefficient gives exactly 0, even where log p or log(1-p) is -inf;
             # the factors one at a time, so that a product of tiny ones (a subnormal
@@ -594,7 +612,6 @@ def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float
     if lean and fork is not None:
         # The gradient from its own copy of the terms: only e, the one exp, is shared.
         y, ny, py, p, q, m, c, cp, cn, loss = terms(*fork(args))
-    zero = _is0(m)
     if from_logits:
         grad = cn * p - cp * q                        # c * dBCE/dx
         if gamma == 0:
@@ -604,8 +621,12 @@ def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float
         # 1-p_t == 0 (p(1-p) is 0 there). (Where the loss is infinite, the gradient may
         # be NaN: no select guards r * loss, since XLA on CPU writes out what a select
         # shares, four full-size arrays here.)
-        r = _ratio(ops, p * q, ops.where(zero, m + 1.0, m))
-        return loss, (gamma * (ny - y)) * r * loss + grad
+        r = _ratio(ops, p * q, _one_at_zero(ops, m))
+        focal = (gamma * (ny - y)) * r * loss
+        # (called as a method, not read into a variable: see _softmax)
+        return loss, ops.add_result(focal, grad) if hasattr(ops, "add_result") else \
+            focal + grad
+    zero = _is0(m)
     grad = _xdiv(ops, cn, q) - _cdiv(ops, c, py, p)   # (1/p alone may overflow: see _cdiv)
     if gamma == 0:
         return loss, grad

@@ -1337,6 +1337,20 @@ class TestEagerBlocks:
             assert torch.equal(got.view(torch.uint8), want.view(torch.uint8))
         assert ops.where(c, 1.0, b.float()).dtype == torch.float32  # (scalars: torch.where)
 
+    def test_one_at_zero_is_the_select(self):
+        ops = self.bt._EagerOps
+        for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+            m = torch.rand(5000, generator=_gen(4)).to(dtype)
+            m[::7] = 0.0
+            m[::11] = -0.0
+            m[::13] = float("nan")
+            m[::17] = float("inf")
+            m[::19] = torch.finfo(dtype).tiny / 4  # subnormal
+            got = ops.one_at_zero(m)
+            want = torch.where(m <= 0, m + 1.0, m)
+            assert got.dtype == dtype
+            assert torch.equal(got.view(torch.uint8), want.view(torch.uint8))
+
     @pytest.mark.parametrize("name,kw", [
         ("sigmoid_focal_loss", dict(gamma=2.0, alpha=0.25)),
         ("sigmoid_focal_loss", dict(gamma=0.5, alpha="rows", pos_weight="cols", weight=0.5,
@@ -1499,6 +1513,47 @@ class TestEagerSoftmaxIndex:
         assert torch.equal(x.detach(), x0) and torch.equal(t, t0)
         assert x.grad.data_ptr() != x.data_ptr()
         assert self.calls >= 3
+
+    def test_a_gradient_buffer_is_reused_only_when_nothing_holds_it(self, monkeypatch):
+        # (backends/torch.py, _SPARE: the next blocked call writes into the last
+        # gradient once its caller let go of it). Pointers and comparisons are taken
+        # outside the asserts: pytest's rewritten asserts keep their operands alive.
+        monkeypatch.setitem(self.bt._FUSED, "enabled", False)
+        monkeypatch.setattr(self.bt, "_BLOCK_MIN", 1 << 12)
+        monkeypatch.setattr(self.bt, "_BLOCK_ELEMS", 1 << 11)
+        x = torch.randn(256, 64, generator=_gen(5)).requires_grad_()
+        t = (torch.rand(256, 64, generator=_gen(6)) < 0.2).float()
+
+        def grad(**kw):
+            return torch.autograd.grad(ft.sigmoid_focal_loss(x, t, **kw), x)[0]
+
+        g1 = grad()
+        want = g1.clone()
+        g2 = grad(gamma=1.0)
+        held = g2.data_ptr() != g1.data_ptr(), torch.equal(g1, want)
+        assert held == (True, True)  # held: not reused
+        view, ptr = g2[:3], g2.data_ptr()
+        del g2
+        g3 = grad()
+        viewed = g3.data_ptr() != ptr, torch.equal(g3, want)
+        assert viewed == (True, True)  # a view holds its memory
+        del view
+        ptr = g3.data_ptr()
+        del g3
+        g4 = grad()
+        reused = g4.data_ptr() == ptr, torch.equal(g4, want)
+        assert reused == (True, True)  # let go of: reused
+        arr = g4.numpy()
+        del g4
+        g5 = grad(gamma=1.0)
+        by_numpy = g5.data_ptr() != ptr, torch.equal(torch.from_numpy(arr), want)
+        assert by_numpy == (True, True)  # a NumPy array holds it
+        x.grad = None
+        ft.sigmoid_focal_loss(x, t).backward()
+        kept = x.grad.clone()
+        grad(gamma=1.0)
+        same = torch.equal(x.grad, kept)
+        assert same  # .grad holds it
 
 
 _DDP_SCRIPT = '''
