@@ -1288,12 +1288,12 @@ def _check_tensors(logits, targets):
 
 # focalx:signature sigmoid_focal_loss
 def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, *, gamma: float = 2.0,
-                       alpha: float | Sequence[float] | torch.Tensor | None = 0.25,
-                       pos_weight: float | Sequence[float] | torch.Tensor | None = None,
-                       weight: float | Sequence[float] | torch.Tensor | None = None,
+                       alpha: float | Sequence[float] | torch.Tensor | np.ndarray | None = 0.25,
+                       pos_weight: float | Sequence[float] | torch.Tensor | np.ndarray | None = None,
+                       weight: float | Sequence[float] | torch.Tensor | np.ndarray | None = None,
                        ignore_index: int | float | None = None, label_smoothing: float = 0.0,
                        reduction: Literal["none", "mean", "sum"] = "mean",
-                       normalizer: float | torch.Tensor | None = None,
+                       normalizer: float | torch.Tensor | np.ndarray | None = None,
                        from_logits: bool = True) -> torch.Tensor:
     r"""Sigmoid (binary / multi-label) focal loss.
 
@@ -1339,7 +1339,7 @@ def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, *, gamma: fl
 
     Returns:
       The loss: shape of ``logits`` for ``"none"``, else 0-d, in the logits' dtype
-      (float16 / bfloat16 are computed in float32; NumPy input gives float64).
+      (float16 / bfloat16 are computed in float32).
 
     Stability: log p and log(1-p) from softplus, 1-p_t without cancellation; the
     gradient is closed-form and finite for every finite logit and every gamma >= 0
@@ -1359,11 +1359,11 @@ def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, *, gamma: fl
 # focalx:signature sigmoid_focal_loss_star
 def sigmoid_focal_loss_star(logits: torch.Tensor, targets: torch.Tensor, *, gamma: float = 1.0,
                             beta: float = 0.0,
-                            alpha: float | Sequence[float] | torch.Tensor | None = None,
-                            weight: float | Sequence[float] | torch.Tensor | None = None,
+                            alpha: float | Sequence[float] | torch.Tensor | np.ndarray | None = None,
+                            weight: float | Sequence[float] | torch.Tensor | np.ndarray | None = None,
                             ignore_index: int | float | None = None, label_smoothing: float = 0.0,
                             reduction: Literal["none", "mean", "sum"] = "mean",
-                            normalizer: float | torch.Tensor | None = None) -> torch.Tensor:
+                            normalizer: float | torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
     r"""FL*, the focal loss variant of Lin et al.'s appendix A, with a tunable ``beta``.
 
     .. math::
@@ -1401,11 +1401,11 @@ def sigmoid_focal_loss_star(logits: torch.Tensor, targets: torch.Tensor, *, gamm
 
 # focalx:signature softmax_focal_loss
 def softmax_focal_loss(logits: torch.Tensor, targets: torch.Tensor, *, gamma: float = 2.0,
-                       alpha: float | Sequence[float] | torch.Tensor | None = None,
-                       weight: float | Sequence[float] | torch.Tensor | None = None,
+                       alpha: float | Sequence[float] | torch.Tensor | np.ndarray | None = None,
+                       weight: float | Sequence[float] | torch.Tensor | np.ndarray | None = None,
                        ignore_index: int | None = -100, label_smoothing: float = 0.0,
                        reduction: Literal["none", "mean", "sum"] = "mean",
-                       normalizer: float | torch.Tensor | None = None, axis: int = 1,
+                       normalizer: float | torch.Tensor | np.ndarray | None = None, axis: int = 1,
                        from_logits: bool = True) -> torch.Tensor:
     r"""Softmax (multi-class) focal loss.
 

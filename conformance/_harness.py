@@ -35,6 +35,12 @@ def create(name: str):
     return harness_class(name)()
 
 
+def _check_grad_dtype(grad: str, logits: str):
+    """A gradient is in the logits' dtype (float16 logits get a float16 gradient)."""
+    if grad != logits:
+        raise AssertionError(f"the gradient's dtype is {grad}, the logits' {logits}")
+
+
 class UnsupportedCase(Exception):
     """Raised by an argument adapter for a case the checked function cannot express."""
 
@@ -208,6 +214,7 @@ class TorchHarness:
         finally:
             bt._FUSED.clear()
             bt._FUSED.update(saved)
+        _check_grad_dtype(str(grad.dtype), str(x.dtype))
         return (self.values(loss), self.values(grad), tuple(loss.shape),
                 str(loss.dtype).replace("torch.", ""))
 
@@ -295,6 +302,7 @@ class JaxHarness:
             loss_of = jax.jit(loss_of)
         loss, vjp = jax.vjp(lambda a: loss_of(a, y, arrays), x)
         (grad,) = vjp(jnp.full(loss.shape, cotangent, loss.dtype))
+        _check_grad_dtype(grad.dtype.name, x.dtype.name)
         return self.values(loss), self.values(grad), tuple(loss.shape), loss.dtype.name
 
 
@@ -394,6 +402,7 @@ class TensorflowHarness:
             loss, grad = step(x, y)
         finally:
             btf.EAGER_XLA_MIN_SIZE = saved
+        _check_grad_dtype(grad.dtype.name, x.dtype.name)
         return self.values(loss), self.values(grad), tuple(loss.shape), loss.dtype.name
 
 
@@ -520,5 +529,6 @@ class PaddleHarness:
         finally:
             for n, v in saved.items():
                 setattr(bp, n, v)
+        _check_grad_dtype(str(grad.dtype), str(x.dtype))
         return (self.values(loss), self.values(grad), tuple(loss.shape),
                 str(loss.dtype).replace("paddle.", ""))

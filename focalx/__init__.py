@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os as _os
 import sys as _sys
-from typing import TYPE_CHECKING
+# the generated signatures' annotations (imported, not only for type checkers, so that
+# typing.get_type_hints and compilers that evaluate annotations find them)
+from collections.abc import Sequence
+from typing import Literal
 
-if TYPE_CHECKING:  # (annotations of the generated signatures)
-    from collections.abc import Sequence
-    from typing import Literal
-
-    from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike
 
 # In a source checkout, focalx.backends lives in ../backends (a wheel maps it
 # inside the package through setuptools' package-dir). Let the package find it
@@ -68,7 +67,7 @@ def sigmoid_focal_loss(logits: ArrayLike, targets: ArrayLike, *, gamma: float = 
     ``binary_cross_entropy_with_logits`` (with its ``weight`` and ``pos_weight``).
 
     Any supported framework's arrays, or NumPy arrays and Python sequences (computed by
-    the float64 reference).
+    the float64 reference, which returns float64).
 
     Args:
       logits: floating array, any shape ``[...]``; probabilities if
@@ -98,7 +97,7 @@ def sigmoid_focal_loss(logits: ArrayLike, targets: ArrayLike, *, gamma: float = 
 
     Returns:
       The loss: shape of ``logits`` for ``"none"``, else 0-d, in the logits' dtype
-      (float16 / bfloat16 are computed in float32; NumPy input gives float64).
+      (float16 / bfloat16 are computed in float32).
 
     Stability: log p and log(1-p) from softplus, 1-p_t without cancellation; the
     gradient is closed-form and finite for every finite logit and every gamma >= 0
@@ -138,7 +137,7 @@ def softmax_focal_loss(logits: ArrayLike, targets: ArrayLike, *, gamma: float = 
     targets and N-d inputs (except that an all-ignored "mean" is 0, not NaN).
 
     Any supported framework's arrays, or NumPy arrays and Python sequences (computed by
-    the float64 reference).
+    the float64 reference, which returns float64).
 
     Args:
       logits: floating array ``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)`` (class axis
@@ -198,7 +197,7 @@ def sigmoid_focal_loss_star(logits: ArrayLike, targets: ArrayLike, *, gamma: flo
     fvcore's ``sigmoid_focal_loss_star`` is the case ``beta=0``.
 
     Any supported framework's arrays, or NumPy arrays and Python sequences (computed by
-    the float64 reference).
+    the float64 reference, which returns float64).
 
     Args:
       logits: floating array, any shape.

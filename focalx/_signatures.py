@@ -37,12 +37,12 @@ class Loss(NamedTuple):
     notes: str  # stability and references
 
 
-_ARRAYS = "float | Sequence[float] | {A} | None"
+_ARRAYS = "float | Sequence[float] | {H} | None"  # {H}: the module's hyperparameter arrays
 
 _GAMMA = Param("gamma", 2.0, "float", "focusing parameter, a number >= 0 (0 = no focusing).")
 _REDUCTION = Param("reduction", "mean", 'Literal["none", "mean", "sum"]', "")
 _NORMALIZER = Param(
-    "normalizer", None, "float | {A} | None",
+    "normalizer", None, "float | {H} | None",
     "None, a number > 0, or a 0-d or shape-(1,) array (e.g. the number of positive "
     "anchors): divides the result of any reduction. RetinaNet's "
     'normalisation is ``reduction="sum", normalizer=num_pos``. No host sync.')
@@ -90,7 +90,7 @@ With ``pos_weight=None`` this is exactly ``torchvision.ops.sigmoid_focal_loss``,
                   "limit, 0 for gamma > 0). Nothing is clipped."),
         ),
         returns="The loss: shape of ``logits`` for ``\"none\"``, else 0-d, in the logits' dtype "
-                "(float16 / bfloat16 are computed in float32; NumPy input gives float64).",
+                "(float16 / bfloat16 are computed in float32).",
         notes="""Stability: log p and log(1-p) from softplus, 1-p_t without cancellation; the
 gradient is closed-form and finite for every finite logit and every gamma >= 0
 (no NaN at gamma < 1).
@@ -186,6 +186,7 @@ class Target(NamedTuple):
 
     path: str  # relative to the repository root
     array: str  # the array type's annotation
+    hyper: str  # the annotation of hyperparameter arrays (the array type, or NumPy's)
     axis: Any  # the softmax loss's class axis default
     axis_doc: str
     extra: dict  # loss -> tuple of extra Params (the framework's own spellings)
@@ -196,7 +197,7 @@ class Target(NamedTuple):
 _SOFT_LABEL = Param(
     "soft_label", None, "bool | None",
     "Paddle's ``cross_entropy`` keyword: True says ``targets`` are class probabilities, "
-    "False class indices; None tells them apart by dtype.")
+    "False class indices; None tells them apart by shape and dtype.")
 
 #: what a framework's users get besides the table: extra parameters in their framework's
 #: own spelling, and notes per loss
@@ -230,16 +231,18 @@ def _registry():
 
 def _targets() -> dict[str, Target]:
     registry = _registry()
-    out = {"focalx": Target("focalx/__init__.py", "ArrayLike", None,
+    out = {"focalx": Target("focalx/__init__.py", "ArrayLike", "ArrayLike", None,
                             "None means the framework's cross-entropy convention ("
                             + "; ".join(f"{b.name}: {b.class_axis}" for b in registry.values())
                             + "; NumPy: -1)", {},
                             "Any supported framework's arrays, or NumPy arrays and Python "
-                            "sequences (computed by the float64 reference).")}
+                            "sequences (computed by the float64 reference, which returns "
+                            "float64).")}
     for b in registry.values():
         extra, notes = EXTRAS.get(b.name, ({}, {}))
         path = "backends/" + b.functions.removeprefix("focalx.backends.").replace(".", "/")
-        out[b.name] = Target(path + ".py", b.array_annotation, b.class_axis,
+        out[b.name] = Target(path + ".py", b.array_annotation,
+                             f"{b.array_annotation} | np.ndarray", b.class_axis,
                              b.class_axis_doc, extra,
                              f"On {b.array_annotation} values (hyperparameter arrays may also "
                              "be NumPy).", notes)
@@ -294,7 +297,8 @@ def render(loss: str, target: str) -> str:
     head = f"def {loss}("
     parts = [f"logits: {t.array}", f"targets: {t.array}", "*"]
     for p in params(loss, target):
-        parts.append(f"{p.name}: {p.annotation.replace('{A}', t.array)} = {_fmt(p.default)}")
+        ann = p.annotation.replace("{A}", t.array).replace("{H}", t.hyper)
+        parts.append(f"{p.name}: {ann} = {_fmt(p.default)}")
     lines, cur = [], head
     for i, part in enumerate(parts):
         piece = part + (", " if i < len(parts) - 1 else f") -> {t.array}:")
@@ -321,6 +325,9 @@ def main(argv=None) -> int:
     stale = []
     for name, t in TARGETS.items():
         path = root() / t.path
+        if not path.is_file():
+            print(f"{path} not found: run this in a source checkout", file=sys.stderr)
+            return 2
         old = path.read_text()
         new = regenerate(old, name)
         if new != old:

@@ -171,12 +171,12 @@ def _index_ignore(ignore_index):
 
 # focalx:signature sigmoid_focal_loss
 def sigmoid_focal_loss(logits: jax.Array, targets: jax.Array, *, gamma: float = 2.0,
-                       alpha: float | Sequence[float] | jax.Array | None = 0.25,
-                       pos_weight: float | Sequence[float] | jax.Array | None = None,
-                       weight: float | Sequence[float] | jax.Array | None = None,
+                       alpha: float | Sequence[float] | jax.Array | np.ndarray | None = 0.25,
+                       pos_weight: float | Sequence[float] | jax.Array | np.ndarray | None = None,
+                       weight: float | Sequence[float] | jax.Array | np.ndarray | None = None,
                        ignore_index: int | float | None = None, label_smoothing: float = 0.0,
                        reduction: Literal["none", "mean", "sum"] = "mean",
-                       normalizer: float | jax.Array | None = None,
+                       normalizer: float | jax.Array | np.ndarray | None = None,
                        from_logits: bool = True) -> jax.Array:
     r"""Sigmoid (binary / multi-label) focal loss.
 
@@ -222,7 +222,7 @@ def sigmoid_focal_loss(logits: jax.Array, targets: jax.Array, *, gamma: float = 
 
     Returns:
       The loss: shape of ``logits`` for ``"none"``, else 0-d, in the logits' dtype
-      (float16 / bfloat16 are computed in float32; NumPy input gives float64).
+      (float16 / bfloat16 are computed in float32).
 
     Stability: log p and log(1-p) from softplus, 1-p_t without cancellation; the
     gradient is closed-form and finite for every finite logit and every gamma >= 0
@@ -249,11 +249,11 @@ def sigmoid_focal_loss(logits: jax.Array, targets: jax.Array, *, gamma: float = 
 # focalx:signature sigmoid_focal_loss_star
 def sigmoid_focal_loss_star(logits: jax.Array, targets: jax.Array, *, gamma: float = 1.0,
                             beta: float = 0.0,
-                            alpha: float | Sequence[float] | jax.Array | None = None,
-                            weight: float | Sequence[float] | jax.Array | None = None,
+                            alpha: float | Sequence[float] | jax.Array | np.ndarray | None = None,
+                            weight: float | Sequence[float] | jax.Array | np.ndarray | None = None,
                             ignore_index: int | float | None = None, label_smoothing: float = 0.0,
                             reduction: Literal["none", "mean", "sum"] = "mean",
-                            normalizer: float | jax.Array | None = None) -> jax.Array:
+                            normalizer: float | jax.Array | np.ndarray | None = None) -> jax.Array:
     r"""FL*, the focal loss variant of Lin et al.'s appendix A, with a tunable ``beta``.
 
     .. math::
@@ -298,11 +298,11 @@ def sigmoid_focal_loss_star(logits: jax.Array, targets: jax.Array, *, gamma: flo
 
 # focalx:signature softmax_focal_loss
 def softmax_focal_loss(logits: jax.Array, targets: jax.Array, *, gamma: float = 2.0,
-                       alpha: float | Sequence[float] | jax.Array | None = None,
-                       weight: float | Sequence[float] | jax.Array | None = None,
+                       alpha: float | Sequence[float] | jax.Array | np.ndarray | None = None,
+                       weight: float | Sequence[float] | jax.Array | np.ndarray | None = None,
                        ignore_index: int | None = -100, label_smoothing: float = 0.0,
                        reduction: Literal["none", "mean", "sum"] = "mean",
-                       normalizer: float | jax.Array | None = None, axis: int = -1,
+                       normalizer: float | jax.Array | np.ndarray | None = None, axis: int = -1,
                        from_logits: bool = True) -> jax.Array:
     r"""Softmax (multi-class) focal loss.
 

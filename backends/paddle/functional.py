@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence  # (the generated signatures' annotations, which
 from typing import Literal  # Paddle's to_static may evaluate)
 
+import numpy as np  # (the generated annotations name np.ndarray)
 import paddle
 
 from ... import _spec
@@ -89,12 +90,12 @@ def _same_place(a, b) -> bool:
 
 # focalx:signature sigmoid_focal_loss
 def sigmoid_focal_loss(logits: paddle.Tensor, targets: paddle.Tensor, *, gamma: float = 2.0,
-                       alpha: float | Sequence[float] | paddle.Tensor | None = 0.25,
-                       pos_weight: float | Sequence[float] | paddle.Tensor | None = None,
-                       weight: float | Sequence[float] | paddle.Tensor | None = None,
+                       alpha: float | Sequence[float] | paddle.Tensor | np.ndarray | None = 0.25,
+                       pos_weight: float | Sequence[float] | paddle.Tensor | np.ndarray | None = None,
+                       weight: float | Sequence[float] | paddle.Tensor | np.ndarray | None = None,
                        ignore_index: int | float | None = None, label_smoothing: float = 0.0,
                        reduction: Literal["none", "mean", "sum"] = "mean",
-                       normalizer: float | paddle.Tensor | None = None,
+                       normalizer: float | paddle.Tensor | np.ndarray | None = None,
                        from_logits: bool = True) -> paddle.Tensor:
     r"""Sigmoid (binary / multi-label) focal loss.
 
@@ -144,7 +145,7 @@ def sigmoid_focal_loss(logits: paddle.Tensor, targets: paddle.Tensor, *, gamma: 
 
     Returns:
       The loss: shape of ``logits`` for ``"none"``, else 0-d, in the logits' dtype
-      (float16 / bfloat16 are computed in float32; NumPy input gives float64).
+      (float16 / bfloat16 are computed in float32).
 
     Stability: log p and log(1-p) from softplus, 1-p_t without cancellation; the
     gradient is closed-form and finite for every finite logit and every gamma >= 0
@@ -165,11 +166,11 @@ def sigmoid_focal_loss(logits: paddle.Tensor, targets: paddle.Tensor, *, gamma: 
 # focalx:signature sigmoid_focal_loss_star
 def sigmoid_focal_loss_star(logits: paddle.Tensor, targets: paddle.Tensor, *, gamma: float = 1.0,
                             beta: float = 0.0,
-                            alpha: float | Sequence[float] | paddle.Tensor | None = None,
-                            weight: float | Sequence[float] | paddle.Tensor | None = None,
+                            alpha: float | Sequence[float] | paddle.Tensor | np.ndarray | None = None,
+                            weight: float | Sequence[float] | paddle.Tensor | np.ndarray | None = None,
                             ignore_index: int | float | None = None, label_smoothing: float = 0.0,
                             reduction: Literal["none", "mean", "sum"] = "mean",
-                            normalizer: float | paddle.Tensor | None = None) -> paddle.Tensor:
+                            normalizer: float | paddle.Tensor | np.ndarray | None = None) -> paddle.Tensor:
     r"""FL*, the focal loss variant of Lin et al.'s appendix A, with a tunable ``beta``.
 
     .. math::
@@ -208,11 +209,11 @@ def sigmoid_focal_loss_star(logits: paddle.Tensor, targets: paddle.Tensor, *, ga
 
 # focalx:signature softmax_focal_loss
 def softmax_focal_loss(logits: paddle.Tensor, targets: paddle.Tensor, *, gamma: float = 2.0,
-                       alpha: float | Sequence[float] | paddle.Tensor | None = None,
-                       weight: float | Sequence[float] | paddle.Tensor | None = None,
+                       alpha: float | Sequence[float] | paddle.Tensor | np.ndarray | None = None,
+                       weight: float | Sequence[float] | paddle.Tensor | np.ndarray | None = None,
                        ignore_index: int | None = -100, label_smoothing: float = 0.0,
                        reduction: Literal["none", "mean", "sum"] = "mean",
-                       normalizer: float | paddle.Tensor | None = None, axis: int = -1,
+                       normalizer: float | paddle.Tensor | np.ndarray | None = None, axis: int = -1,
                        from_logits: bool = True, soft_label: bool | None = None) -> paddle.Tensor:
     r"""Softmax (multi-class) focal loss.
 
@@ -257,7 +258,7 @@ def softmax_focal_loss(logits: paddle.Tensor, targets: paddle.Tensor, *, gamma: 
       from_logits: if False, ``logits`` holds probabilities used as given (not
         renormalised); ``p_c = 0`` for a target class costs ``+inf``.
       soft_label: Paddle's ``cross_entropy`` keyword: True says ``targets`` are class
-        probabilities, False class indices; None tells them apart by dtype.
+        probabilities, False class indices; None tells them apart by shape and dtype.
 
     Returns:
       The loss (per sample for ``"none"``, else 0-d).

@@ -64,7 +64,7 @@ class FocalLoss(paddle.nn.Layer):
 
     ``paddle.nn.CrossEntropyLoss(...)`` -> ``focalx.paddle.FocalLoss(...)`` is the whole
     change. With ``gamma=0`` (and ``alpha=None``, the default) it equals Paddle's
-    cross-entropy, except where that departs from the spec (see the README: the mean
+    cross-entropy, except where that departs from the spec (see docs/usage.md, "Paddle": the mean
     with ``ignore_index`` and no ``weight``, soft labels with ``weight``).
 
     .. math:: \mathrm{FL} = -\sum_c w_c\,\alpha_c\,q_c\,(1-p_c)^\gamma \log p_c

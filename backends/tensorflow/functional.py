@@ -105,12 +105,12 @@ def _read(v):
 
 # focalx:signature sigmoid_focal_loss
 def sigmoid_focal_loss(logits: tf.Tensor, targets: tf.Tensor, *, gamma: float = 2.0,
-                       alpha: float | Sequence[float] | tf.Tensor | None = 0.25,
-                       pos_weight: float | Sequence[float] | tf.Tensor | None = None,
-                       weight: float | Sequence[float] | tf.Tensor | None = None,
+                       alpha: float | Sequence[float] | tf.Tensor | np.ndarray | None = 0.25,
+                       pos_weight: float | Sequence[float] | tf.Tensor | np.ndarray | None = None,
+                       weight: float | Sequence[float] | tf.Tensor | np.ndarray | None = None,
                        ignore_index: int | float | None = None, label_smoothing: float = 0.0,
                        reduction: Literal["none", "mean", "sum"] = "mean",
-                       normalizer: float | tf.Tensor | None = None,
+                       normalizer: float | tf.Tensor | np.ndarray | None = None,
                        from_logits: bool = True) -> tf.Tensor:
     r"""Sigmoid (binary / multi-label) focal loss.
 
@@ -156,7 +156,7 @@ def sigmoid_focal_loss(logits: tf.Tensor, targets: tf.Tensor, *, gamma: float = 
 
     Returns:
       The loss: shape of ``logits`` for ``"none"``, else 0-d, in the logits' dtype
-      (float16 / bfloat16 are computed in float32; NumPy input gives float64).
+      (float16 / bfloat16 are computed in float32).
 
     Stability: log p and log(1-p) from softplus, 1-p_t without cancellation; the
     gradient is closed-form and finite for every finite logit and every gamma >= 0
@@ -178,11 +178,11 @@ def sigmoid_focal_loss(logits: tf.Tensor, targets: tf.Tensor, *, gamma: float = 
 # focalx:signature sigmoid_focal_loss_star
 def sigmoid_focal_loss_star(logits: tf.Tensor, targets: tf.Tensor, *, gamma: float = 1.0,
                             beta: float = 0.0,
-                            alpha: float | Sequence[float] | tf.Tensor | None = None,
-                            weight: float | Sequence[float] | tf.Tensor | None = None,
+                            alpha: float | Sequence[float] | tf.Tensor | np.ndarray | None = None,
+                            weight: float | Sequence[float] | tf.Tensor | np.ndarray | None = None,
                             ignore_index: int | float | None = None, label_smoothing: float = 0.0,
                             reduction: Literal["none", "mean", "sum"] = "mean",
-                            normalizer: float | tf.Tensor | None = None) -> tf.Tensor:
+                            normalizer: float | tf.Tensor | np.ndarray | None = None) -> tf.Tensor:
     r"""FL*, the focal loss variant of Lin et al.'s appendix A, with a tunable ``beta``.
 
     .. math::
@@ -222,11 +222,11 @@ def sigmoid_focal_loss_star(logits: tf.Tensor, targets: tf.Tensor, *, gamma: flo
 
 # focalx:signature softmax_focal_loss
 def softmax_focal_loss(logits: tf.Tensor, targets: tf.Tensor, *, gamma: float = 2.0,
-                       alpha: float | Sequence[float] | tf.Tensor | None = None,
-                       weight: float | Sequence[float] | tf.Tensor | None = None,
+                       alpha: float | Sequence[float] | tf.Tensor | np.ndarray | None = None,
+                       weight: float | Sequence[float] | tf.Tensor | np.ndarray | None = None,
                        ignore_index: int | None = -100, label_smoothing: float = 0.0,
                        reduction: Literal["none", "mean", "sum"] = "mean",
-                       normalizer: float | tf.Tensor | None = None, axis: int = -1,
+                       normalizer: float | tf.Tensor | np.ndarray | None = None, axis: int = -1,
                        from_logits: bool = True) -> tf.Tensor:
     r"""Softmax (multi-class) focal loss.
 
