@@ -48,7 +48,7 @@ REGISTRY: dict[str, Backend] = {b.name: b for b in (
     Backend("torch", "torch", (("torch", "Tensor"),), "focalx.backends.torch",
             ("focalx.torch",), ("torch",), (),
             "focalx.conformance._harness:TorchHarness", "focalx.bench._torch:groups",
-            "focalx.backends.torch", "torch.Tensor", 1,
+            "focalx.backends.torch.functional", "torch.Tensor", 1,
             "1 by default, as ``F.cross_entropy`` (1-D logits ``(C,)`` take a 0-d target)"),
     Backend("jax", "jax", (("jax", "Array"),), "focalx.backends.jax",
             ("focalx.jax",), ("jax",), ("jaxlib", "optax"),

@@ -199,21 +199,21 @@ class TorchHarness:
         if mode == "compile":
             torch._dynamo.reset()  # (a fresh compilation: no recompile limit is reached)
             loss_of = torch.compile(loss_of, fullgraph=True)
-        saved = dict(bt._FUSED)
-        bt._FUSED.update(enabled=mode == "fused", min_numel=1, background=False)
+        saved = dict(bt.fused._FUSED)
+        bt.fused._FUSED.update(enabled=mode == "fused", min_numel=1, background=False)
         try:
-            before = bt._FUSED["calls"]
+            before = bt.fused._FUSED["calls"]
             x = x.detach().requires_grad_(True)
             loss = loss_of(x, y)
             if loss.requires_grad:
                 (grad,) = torch.autograd.grad(loss, x, torch.full_like(loss, cotangent))
             else:
                 grad = torch.zeros_like(x)
-            if mode == "fused" and bt._FUSED["calls"] == before:
+            if mode == "fused" and bt.fused._FUSED["calls"] == before:
                 raise NotRun("the fused kernel did not run")
         finally:
-            bt._FUSED.clear()
-            bt._FUSED.update(saved)
+            bt.fused._FUSED.clear()
+            bt.fused._FUSED.update(saved)
         _check_grad_dtype(str(grad.dtype), str(x.dtype))
         return (self.values(loss), self.values(grad), tuple(loss.shape),
                 str(loss.dtype).replace("torch.", ""))

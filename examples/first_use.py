@@ -115,14 +115,14 @@ def phase(start):
 rss0 = rss_mb()
 one = phase(0)
 bt.wait_for_kernels()
-graphs1, calls1, rss1 = counters["stats"]["unique_graphs"], bt._FUSED["calls"], rss_mb()
+graphs1, calls1, rss1 = counters["stats"]["unique_graphs"], bt.fused._FUSED["calls"], rss_mb()
 two = phase(180)
 bt.wait_for_kernels()
 print(json.dumps({"max_call_s": [max(one), max(two)],
                   "median_call_ms": [statistics.median(one) * 1e3, statistics.median(two) * 1e3],
                   "rss_mb": [rss0, rss1, rss_mb()],
                   "graphs": [graphs1, counters["stats"]["unique_graphs"] - graphs1],
-                  "kernel_calls": [calls1, bt._FUSED["calls"] - calls1]}))
+                  "kernel_calls": [calls1, bt.fused._FUSED["calls"] - calls1]}))
 """)
 
 

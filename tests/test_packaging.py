@@ -58,7 +58,7 @@ def test_wheel_ships_backends_inside_the_package(tmp_path):
     (wheel,) = tmp_path.glob("focalx-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"focalx/__init__.py", "focalx/_spec.py", "focalx/backends/__init__.py",
-            "focalx/backends/torch.py", "focalx/torch.py", "focalx/py.typed",
+            "focalx/backends/torch/__init__.py", "focalx/torch.py", "focalx/py.typed",
             "focalx/conformance/__init__.py", "focalx/conformance/golden.json",
             "focalx/conformance/oracle.py", "focalx/_cli.py"} <= names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))

@@ -563,7 +563,7 @@ def test_eager_calls_while_another_thread_compiles():
         assert entered.wait(120)
         with pytest.raises(ValueError, match="targets"):
             ft.softmax_focal_loss(torch.randn(4, 3), torch.tensor([0, 1, 2, 3]))
-        assert bt._fusable(torch.empty(bt._FUSED["min_numel"])) == bt._FUSED["enabled"]
+        assert bt.fused._fusable(torch.empty(bt.fused._FUSED["min_numel"])) == bt.fused._FUSED["enabled"]
     finally:
         release.set()
         compiler.join(120)
@@ -637,65 +637,65 @@ class TestOffTheHost:
     def test_host_values_are_copied_to_the_device_once(self, monkeypatch):
         from focalx.backends import torch as b
         from focalx.backends._kept import KeptCopies
-        monkeypatch.setattr(b, "_KEPT", KeptCopies())
+        monkeypatch.setattr(b.ops, "_KEPT", KeptCopies())
         meta = torch.empty(3, device="meta")
-        first = b._to_device(torch.tensor([0.1, 0.2, 0.3]), meta)
-        assert b._to_device(torch.tensor([0.1, 0.2, 0.3]), meta) is first
+        first = b.ops._to_device(torch.tensor([0.1, 0.2, 0.3]), meta)
+        assert b.ops._to_device(torch.tensor([0.1, 0.2, 0.3]), meta) is first
         assert first.device.type == "meta" and first.dtype == meta.dtype
-        assert b._to_device(torch.tensor([0.1, 0.2, 0.4]), meta) is not first
-        assert b._to_device(torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64), meta) \
+        assert b.ops._to_device(torch.tensor([0.1, 0.2, 0.4]), meta) is not first
+        assert b.ops._to_device(torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64), meta) \
             is not first
-        assert len(b._KEPT) == 3
+        assert len(b.ops._KEPT) == 3
         # strided and expanded vectors (a column of a table, a broadcast number)
         for v in (torch.arange(10.0)[::2], torch.tensor(0.25).expand(5),
                   torch.arange(12.0).reshape(3, 4)[:, 1]):
-            assert b._to_device(v, meta).shape == v.shape
-        assert len(b._KEPT) == 6
+            assert b.ops._to_device(v, meta).shape == v.shape
+        assert len(b.ops._KEPT) == 6
         # a single value is a fill on the device: nothing to keep
-        one = b._to_device(torch.tensor(2.0), meta)
-        assert one.shape == () and one.device.type == "meta" and len(b._KEPT) == 6
+        one = b.ops._to_device(torch.tensor(2.0), meta)
+        assert one.shape == () and one.device.type == "meta" and len(b.ops._KEPT) == 6
         # through the losses: each host vector once, however many calls
         fn, kind, kw = self.CALLS[-2]  # alpha a list; pos_weight, weight, normalizer numbers
         for _ in range(3):
             x, targets, params = self._args("meta", kind, kw)
             fn(x, targets, **params).backward()
-        assert len(b._KEPT) == 7
+        assert len(b.ops._KEPT) == 7
         x = torch.randn(4, 5, device="meta", requires_grad=True)
         ft.softmax_focal_loss(x, torch.zeros(4, dtype=torch.long, device="meta"),
                               weight=np.arange(10.0)[::2]).backward()
-        assert len(b._KEPT) == 8
+        assert len(b.ops._KEPT) == 8
         # on the CPU nothing is kept
-        b._to_device(torch.tensor([0.5, 0.6]), torch.empty(3))
-        assert len(b._KEPT) == 8
+        b.ops._to_device(torch.tensor([0.5, 0.6]), torch.empty(3))
+        assert len(b.ops._KEPT) == 8
 
     def test_the_kept_copies_are_bounded_and_never_dropped(self, monkeypatch):
         # (a kernel queued on another stream, or a captured CUDA graph, may read one)
         from focalx.backends import torch as b
         from focalx.backends._kept import KeptCopies
-        monkeypatch.setattr(b, "_KEPT", KeptCopies(limit=4))
+        monkeypatch.setattr(b.ops, "_KEPT", KeptCopies(limit=4))
         meta = torch.empty(3, device="meta")
-        kept = [b._to_device(torch.tensor([0.0, float(i)]), meta) for i in range(4)]
-        more = b._to_device(torch.tensor([0.0, 9.0]), meta)
-        assert more.device.type == "meta" and len(b._KEPT) == 4
-        assert b._to_device(torch.tensor([0.0, 9.0]), meta) is not more
-        assert all(b._to_device(torch.tensor([0.0, float(i)]), meta) is k
+        kept = [b.ops._to_device(torch.tensor([0.0, float(i)]), meta) for i in range(4)]
+        more = b.ops._to_device(torch.tensor([0.0, 9.0]), meta)
+        assert more.device.type == "meta" and len(b.ops._KEPT) == 4
+        assert b.ops._to_device(torch.tensor([0.0, 9.0]), meta) is not more
+        assert all(b.ops._to_device(torch.tensor([0.0, float(i)]), meta) is k
                    for i, k in enumerate(kept))
 
     def test_kernel_arguments_off_the_cpu_are_device_tensors_checked_on_the_host(self):
         from focalx.backends import torch as b
         x = torch.empty(8, 4, device="meta")
-        out = b._device_params(dict(alpha=[0.1, 0.2, 0.3, 0.4], pos_weight=np.float64(2.0),
+        out = b.fused._device_params(dict(alpha=[0.1, 0.2, 0.3, 0.4], pos_weight=np.float64(2.0),
                                     weight=0.5, normalizer=4.0, gamma=2.0), x)
         for name in ("alpha", "pos_weight", "weight"):
             assert out[name].device.type == "meta" and out[name].dtype == x.dtype
         assert out["normalizer"] == 4.0 and out["gamma"] == 2.0
-        assert b._device_params(dict(alpha=0.25), x)["alpha"] == 0.25  # a number: a constant
+        assert b.fused._device_params(dict(alpha=0.25), x)["alpha"] == 0.25  # a number: a constant
         with pytest.raises(ValueError, match="alpha"):
-            b._device_params(dict(alpha=[0.1, 1.5, 0.3, 0.4]), x)
+            b.fused._device_params(dict(alpha=[0.1, 1.5, 0.3, 0.4]), x)
         with pytest.raises(ValueError, match="pos_weight"):
-            b._device_params(dict(pos_weight=[-1.0]), x)
+            b.fused._device_params(dict(pos_weight=[-1.0]), x)
         with pytest.raises(TypeError, match="weight"):
-            b._device_params(dict(weight="heavy"), x)
+            b.fused._device_params(dict(weight="heavy"), x)
 
     def test_the_meta_device_stands_in_for_a_gpu(self):
         with pytest.raises(Exception):
@@ -730,7 +730,7 @@ class TestOffTheHost:
 
 def test_torch_ops_implement_exactly_the_protocol():
     from focalx._spec import Ops
-    from focalx.backends.torch import TorchOps
+    from focalx.backends.torch.ops import TorchOps
     from focalx._spec import OPTIONAL_OPS
     have = {n for n in dir(TorchOps) if not n.startswith("_")}
     assert have - set(OPTIONAL_OPS) == {n for n in vars(Ops) if not n.startswith("_")}
@@ -738,14 +738,14 @@ def test_torch_ops_implement_exactly_the_protocol():
 
 
 class TestFusedKernel:
-    """Large eager calls run the spec as one torch.compile'd kernel (backends/torch.py)."""
+    """Large eager calls run the spec as one torch.compile'd kernel (backends/torch/fused.py)."""
 
     @pytest.fixture(autouse=True)
     def _fused(self, monkeypatch):
         from focalx.backends import torch as bt
-        monkeypatch.setitem(bt._FUSED, "enabled", True)
+        monkeypatch.setitem(bt.fused._FUSED, "enabled", True)
         # (compiled in the calling thread: a kernel serves the call that compiles it)
-        monkeypatch.setitem(bt._FUSED, "background", False)
+        monkeypatch.setitem(bt.fused._FUSED, "background", False)
         self.bt = bt
 
     def _big(self, seed=0, shape=(256, 1024)):  # 2**18 elements: above the threshold
@@ -755,11 +755,11 @@ class TestFusedKernel:
         return x, t, y
 
     def _loss_and_grad(self, fn, x, *args, **kw):
-        before = self.bt._FUSED["calls"]
+        before = self.bt.fused._FUSED["calls"]
         x = x.detach().requires_grad_(True)
         loss = fn(x, *args, **kw)
         (grad,) = torch.autograd.grad(loss.sum(), x)
-        assert self.bt._FUSED["calls"] == before + 1, "the fused kernel was not used"
+        assert self.bt.fused._FUSED["calls"] == before + 1, "the fused kernel was not used"
         return loss, grad
 
     @pytest.mark.parametrize("fn,kw", [
@@ -773,15 +773,15 @@ class TestFusedKernel:
             self, monkeypatch, fn, kw):
         # Off the CPU the kernel takes host-data hyperparameters as tensors on the device
         # (_device_params): the same numbers as the reference, run here on the CPU.
-        monkeypatch.setattr(self.bt, "_off_host", lambda x: True)
+        monkeypatch.setattr(self.bt.ops, "_off_host", lambda x: True)
         converted = []
-        device_params = self.bt._device_params
+        device_params = self.bt.fused._device_params
 
         def spy(args, x):
             out = device_params(args, x)
             converted.append(sorted(k for k, v in out.items() if isinstance(v, torch.Tensor)))
             return out
-        monkeypatch.setattr(self.bt, "_device_params", spy)
+        monkeypatch.setattr(self.bt.fused, "_device_params", spy)
         x, t, y = self._big(5)
         t = y if fn is ft.softmax_focal_loss else t
         loss, grad = self._loss_and_grad(fn, x, t, **kw)
@@ -821,44 +821,44 @@ class TestFusedKernel:
                 ft.softmax_focal_loss(x, bad)
         with pytest.raises(ValueError, match="gamma"):
             ft.sigmoid_focal_loss(x, t, gamma=-1.0)
-        assert self.bt._FUSED["enabled"], "a user error must not switch the fused path off"
+        assert self.bt.fused._FUSED["enabled"], "a user error must not switch the fused path off"
 
     def test_every_extreme_golden_case_in_float32_and_float64(self, monkeypatch):
         from focalx.conformance import _harness, runner
-        monkeypatch.setitem(self.bt._FUSED, "min_numel", 0)
+        monkeypatch.setitem(self.bt.fused._FUSED, "min_numel", 0)
         harness = _harness.create("torch")
         cases = [c for c in runner.load_golden()["cases"]
                  if "extreme/gamma=0.25" in c["id"] or "extreme/gamma=2.0" in c["id"]]
         assert len(cases) == 12
-        before = self.bt._FUSED["calls"]
+        before = self.bt.fused._FUSED["calls"]
         failures = []
         for dtype in ("float32", "float64"):
             for r in runner.run_cases(harness, cases, "cpu", dtype):
                 if r["status"] != "passed":
                     failures.append(f"{dtype} {r['id']}: {r.get('detail')}")
         assert not failures, "\n".join(failures)
-        assert self.bt._FUSED["calls"] >= before + 24
+        assert self.bt.fused._FUSED["calls"] >= before + 24
 
     def test_one_golden_case_of_every_family_in_float32(self, monkeypatch):
         from focalx.conformance import _harness, runner
-        monkeypatch.setitem(self.bt._FUSED, "min_numel", 0)
+        monkeypatch.setitem(self.bt.fused._FUSED, "min_numel", 0)
         harness = _harness.create("torch")
         families = {}
         for c in runner.load_golden()["cases"]:
             families.setdefault("/".join(c["id"].split("/")[:2]), c)
         assert len(families) >= 40
-        before = self.bt._FUSED["calls"]
+        before = self.bt.fused._FUSED["calls"]
         results = runner.run_cases(harness, list(families.values()), "cpu", "float32")
         failures = [f"{r['id']}: {r.get('detail')}" for r in results if r["status"] != "passed"]
         assert not failures, "\n".join(failures)
-        assert self.bt._FUSED["calls"] >= before + len(families) - 3  # empty ones may not
+        assert self.bt.fused._FUSED["calls"] >= before + len(families) - 3  # empty ones may not
 
     def test_softmax_with_tied_maximal_logits_and_a_scaled_upstream_gradient(
             self, monkeypatch):
         # The kernel's log-softmax counts tied maxima itself (as float): ties of 2 and of
         # every class, next to rows with one dominant class; and a backward seeded with
         # 3 (not 1) scales the saved gradient instead of returning it as it is.
-        monkeypatch.setitem(self.bt._FUSED, "min_numel", 0)
+        monkeypatch.setitem(self.bt.fused._FUSED, "min_numel", 0)
         rows = [[3.0, 3.0, 0.0, -1.0], [5.0, 5.0, 5.0, 5.0], [0.0, 0.0, -1e4, -1e4],
                 [40.0, 0.0, 0.0, 0.0], [1.0, 2.0, 2.0, 2.0]]
         x = torch.tensor(rows, dtype=torch.float64)
@@ -898,26 +898,26 @@ class TestFusedKernel:
             def kernel(*args):
                 raise BackendCompilerFailed("no C++ compiler")
             return kernel
-        monkeypatch.setitem(self.bt._FUSED, "compile", broken_compile)
-        monkeypatch.setattr(self.bt, "_KERNELS", {})
+        monkeypatch.setitem(self.bt.fused._FUSED, "compile", broken_compile)
+        monkeypatch.setattr(self.bt.fused, "_KERNELS", {})
         x, t, _ = self._big(4)
         with pytest.warns(RuntimeWarning, match="cannot compile here"):
             loss = ft.sigmoid_focal_loss(x, t)
         _assert_close(loss, torch.tensor(ref.sigmoid_focal_loss(x.numpy(), t.numpy())),
                       rtol=2e-6)
-        assert not self.bt._FUSED["enabled"]
+        assert not self.bt.fused._FUSED["enabled"]
 
     def test_small_inputs_and_the_off_switch_stay_eager(self, monkeypatch):
         x, t, _ = self._big(5, shape=(4, 8))
-        before = self.bt._FUSED["calls"]
+        before = self.bt.fused._FUSED["calls"]
         ft.sigmoid_focal_loss(x, t)
-        monkeypatch.setitem(self.bt._FUSED, "enabled", False)
+        monkeypatch.setitem(self.bt.fused._FUSED, "enabled", False)
         ft.sigmoid_focal_loss(*self._big(6)[:2])
-        assert self.bt._FUSED["calls"] == before
+        assert self.bt.fused._FUSED["calls"] == before
 
     def test_kernel_log_softmax_and_expm1_are_exact_where_the_compiler_is_not(self):
         from focalx._numpy import NumpyOps
-        ops = self.bt._RecordingOps()
+        ops = self.bt.fused._RecordingOps()
         x = torch.tensor([[30., 0., -17., 15.], [1e4, -1e4, 0., 88.], [3., 3., 1., 3.],
                           [0., 0., 0., 0.]], dtype=torch.float64)
         lsm = torch.compile(lambda a: ops.log_softmax(a, 1), fullgraph=True)
@@ -941,7 +941,7 @@ class TestFusedKernel:
         from focalx import _spec
 
         def softmax(a):
-            ops = self.bt._RecordingOps()
+            ops = self.bt.fused._RecordingOps()
             return _spec._softmax(ops, ops.log_softmax(a, 1))
         x = torch.tensor([[0.0, -77.875, -40.125, -3.25, -78.625, -62.875, -0.5],
                           [7.0, 7.0, -71.25, -59.875, 0.375, -33.25, -72.875]])
@@ -951,17 +951,17 @@ class TestFusedKernel:
         assert rel <= 3 * torch.finfo(torch.float32).eps, rel
 
     def test_numpy_scalars_and_per_step_normalizers_use_one_kernel(self, monkeypatch):
-        monkeypatch.setattr(self.bt, "_KERNELS", {})
+        monkeypatch.setattr(self.bt.fused, "_KERNELS", {})
         x, t, _ = self._big(7)
-        before = self.bt._FUSED["calls"]
+        before = self.bt.fused._FUSED["calls"]
         for i, norm in enumerate([np.float64(5.0), 6, 7.5, np.array(9.0)]):
             loss = ft.sigmoid_focal_loss(x, t, gamma=np.float64(2.0), reduction="sum",
                                          normalizer=norm)
             want = ref.sigmoid_focal_loss(x.numpy(), t.numpy(), gamma=2.0, reduction="sum",
                                           normalizer=float(norm))
             _assert_close(loss, torch.tensor(want), rtol=2e-6)
-        assert self.bt._FUSED["calls"] == before + 4 and self.bt._FUSED["enabled"]
-        assert len(self.bt._KERNELS) == 1
+        assert self.bt.fused._FUSED["calls"] == before + 4 and self.bt.fused._FUSED["enabled"]
+        assert len(self.bt.fused._KERNELS) == 1
         with pytest.raises(ValueError, match="normalizer must be finite and > 0, got -1"):
             ft.sigmoid_focal_loss(x, t, normalizer=-1)
 
@@ -970,26 +970,26 @@ class TestFusedKernel:
             def kernel(*args):
                 raise NotImplementedError("Unsupported: something dynamo cannot trace")
             return kernel
-        monkeypatch.setitem(self.bt._FUSED, "compile", untraceable)
-        monkeypatch.setattr(self.bt, "_KERNELS", {})
+        monkeypatch.setitem(self.bt.fused._FUSED, "compile", untraceable)
+        monkeypatch.setattr(self.bt.fused, "_KERNELS", {})
         x, t, _ = self._big(8)
         for _ in range(2):
             _assert_close(ft.sigmoid_focal_loss(x, t),
                           torch.tensor(ref.sigmoid_focal_loss(x.numpy(), t.numpy())), rtol=2e-6)
-        assert self.bt._FUSED["enabled"]
-        assert [k.eager for k in self.bt._KERNELS.values()] == [True]
+        assert self.bt.fused._FUSED["enabled"]
+        assert [k.eager for k in self.bt.fused._KERNELS.values()] == [True]
 
 
 class TestBackgroundCompilation:
     """By default a kernel compiles in a background thread while calls run op by op; the
-    calling thread never waits for a compilation (backends/torch.py, _call)."""
+    calling thread never waits for a compilation (backends/torch/fused.py, _call)."""
 
     @pytest.fixture(autouse=True)
     def _background(self, monkeypatch):
         from focalx.backends import torch as bt
-        monkeypatch.setitem(bt._FUSED, "enabled", True)
-        monkeypatch.setitem(bt._FUSED, "background", True)
-        monkeypatch.setattr(bt, "_KERNELS", {})
+        monkeypatch.setitem(bt.fused._FUSED, "enabled", True)
+        monkeypatch.setitem(bt.fused._FUSED, "background", True)
+        monkeypatch.setattr(bt.fused, "_KERNELS", {})
         self.bt = bt
 
     def _inputs(self, seed=0, shape=(128, 256)):
@@ -1000,7 +1000,7 @@ class TestBackgroundCompilation:
     def _wait_ready(self, timeout=300):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            kernels = list(self.bt._KERNELS.values())
+            kernels = list(self.bt.fused._KERNELS.values())
             if kernels and all(k.ready or k.eager for k in kernels) and \
                     not any(k.busy for k in kernels):
                 return kernels
@@ -1021,7 +1021,7 @@ class TestBackgroundCompilation:
                     release.wait(120)
                 return compiled(*args)
             return kernel
-        monkeypatch.setitem(self.bt._FUSED, "compile", slow_compile)
+        monkeypatch.setitem(self.bt.fused._FUSED, "compile", slow_compile)
         return started, release
 
     def test_calls_run_op_by_op_while_the_kernel_compiles(self, monkeypatch):
@@ -1030,20 +1030,20 @@ class TestBackgroundCompilation:
         started, release = self._held_compilation(monkeypatch)
         x, t = self._inputs()
         want = torch.tensor(ref.sigmoid_focal_loss(x.double().numpy(), t.numpy(), gamma=0.5))
-        before = self.bt._FUSED["calls"]
+        before = self.bt.fused._FUSED["calls"]
         try:
             _assert_close(ft.sigmoid_focal_loss(x, t, gamma=0.5), want, rtol=2e-6)
             assert started.wait(120)
             for _ in range(3):
                 _assert_close(ft.sigmoid_focal_loss(x, t, gamma=0.5), want, rtol=2e-6)
             # (had a call waited for the compilation, it would still be waiting)
-            assert [k.busy for k in self.bt._KERNELS.values()] == [True]
-            assert self.bt._FUSED["calls"] == before
+            assert [k.busy for k in self.bt.fused._KERNELS.values()] == [True]
+            assert self.bt.fused._FUSED["calls"] == before
         finally:
             release.set()
         self._wait_ready()
         _assert_close(ft.sigmoid_focal_loss(x, t, gamma=0.5), want, rtol=2e-6)
-        assert self.bt._FUSED["calls"] == before + 1
+        assert self.bt.fused._FUSED["calls"] == before + 1
 
     def test_wait_for_kernels_returns_once_the_queued_kernel_is_compiled(self, monkeypatch):
         started, release = self._held_compilation(monkeypatch)
@@ -1055,11 +1055,11 @@ class TestBackgroundCompilation:
         finally:
             release.set()
         assert ft.wait_for_kernels(timeout=300) is True
-        (kernel,) = self.bt._KERNELS.values()
+        (kernel,) = self.bt.fused._KERNELS.values()
         assert kernel.ready and not kernel.busy
-        before = self.bt._FUSED["calls"]
+        before = self.bt.fused._FUSED["calls"]
         ft.sigmoid_focal_loss(x, t, gamma=1.5)
-        assert self.bt._FUSED["calls"] == before + 1
+        assert self.bt.fused._FUSED["calls"] == before + 1
 
     def test_the_compile_thread_ends_when_idle_and_restores_the_switch_interval(self):
         # An idle compile thread would keep its OpenMP team, which slows every parallel
@@ -1070,15 +1070,15 @@ class TestBackgroundCompilation:
         ft.sigmoid_focal_loss(x, t, gamma=2.5)
         assert ft.wait_for_kernels(timeout=300)
         deadline = time.monotonic() + 60
-        while self.bt._WORKER["thread"] is not None and time.monotonic() < deadline:
+        while self.bt.fused._WORKER["thread"] is not None and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert self.bt._WORKER["thread"] is None
+        assert self.bt.fused._WORKER["thread"] is None
         assert not any(th.name == "focalx-torch-compile" and th.is_alive()
                        for th in threading.enumerate())
         assert sys.getswitchinterval() == interval
-        before = self.bt._FUSED["calls"]
+        before = self.bt.fused._FUSED["calls"]
         ft.sigmoid_focal_loss(x, t, gamma=2.5)  # (the kernel compiled by the ended thread)
-        assert self.bt._FUSED["calls"] == before + 1
+        assert self.bt.fused._FUSED["calls"] == before + 1
 
     @pytest.mark.parametrize("timeout", [-1, "1", True, float("nan")])
     def test_wait_for_kernels_rejects_a_bad_timeout(self, timeout):
@@ -1099,22 +1099,22 @@ class TestBackgroundCompilation:
             kw = dict(gamma=0.3 + 0.37 * i, alpha=0.05 + 0.07 * i, label_smoothing=0.01 * (i + 1))
             if kw["gamma"] == int(kw["gamma"]):
                 continue
-            before = self.bt._FUSED["calls"]
+            before = self.bt.fused._FUSED["calls"]
             xg = x.clone().requires_grad_(True)
             loss = ft.sigmoid_focal_loss(xg, t, **kw)
             (grad,) = torch.autograd.grad(loss, xg)
-            assert self.bt._FUSED["calls"] == before + 1, kw
+            assert self.bt.fused._FUSED["calls"] == before + 1, kw
             want, want_g = ref.sigmoid_focal_loss_and_grad(x.double().numpy(), t.numpy(), **kw)
             _assert_close(loss, torch.tensor(want), rtol=2e-6)
             _assert_close(grad, torch.from_numpy(want_g), rtol=2e-5, atol=1e-12)
-        assert len(self.bt._KERNELS) == 1 and not kernel.busy
+        assert len(self.bt.fused._KERNELS) == 1 and not kernel.busy
         assert len(cache(kernel.fn.__code__)) == entries
         # another batch size: the same compilation (sizes are dynamic)
         x2, t2 = self._inputs(4, shape=(96, 256))
-        before = self.bt._FUSED["calls"]
+        before = self.bt.fused._FUSED["calls"]
         ft.sigmoid_focal_loss(x2.requires_grad_(True), t2, gamma=0.9, alpha=0.5,
                               label_smoothing=0.05)
-        assert self.bt._FUSED["calls"] == before + 1
+        assert self.bt.fused._FUSED["calls"] == before + 1
 
     @pytest.mark.parametrize("fn,kw,kw2", [
         (ft.softmax_focal_loss, dict(gamma=1.5, alpha=[0.3] * 64, label_smoothing=0.1),
@@ -1130,10 +1130,10 @@ class TestBackgroundCompilation:
             t = torch.randint(0, 64, (512,), generator=_gen(6))
         fn(x, t, **kw)
         self._wait_ready()
-        n = len(self.bt._KERNELS)
-        before = self.bt._FUSED["calls"]
+        n = len(self.bt.fused._KERNELS)
+        before = self.bt.fused._FUSED["calls"]
         loss = fn(x, t, **kw2)
-        assert self.bt._FUSED["calls"] == before + 1 and len(self.bt._KERNELS) == n, \
+        assert self.bt.fused._FUSED["calls"] == before + 1 and len(self.bt.fused._KERNELS) == n, \
             "a new hyperparameter value needed a new kernel"
         extra = {"axis": 1} if fn is ft.softmax_focal_loss else {}
         want = getattr(ref, fn.__name__)(x.double().numpy(), t.numpy(), **kw2, **extra)
@@ -1147,10 +1147,10 @@ class TestBackgroundCompilation:
             with ctx():
                 ft.sigmoid_focal_loss(x, t)
             self._wait_ready()
-            before = self.bt._FUSED["calls"]
+            before = self.bt.fused._FUSED["calls"]
             with ctx():
                 ft.sigmoid_focal_loss(x, t)
-            assert self.bt._FUSED["calls"] == before + 1
+            assert self.bt.fused._FUSED["calls"] == before + 1
 
     def test_dynamo_reset_drops_the_kernel_and_it_compiles_again(self):
         x, t = self._inputs(9)
@@ -1158,12 +1158,12 @@ class TestBackgroundCompilation:
         ft.sigmoid_focal_loss(x, t, gamma=1.3)
         self._wait_ready()
         torch._dynamo.reset()
-        before = self.bt._FUSED["calls"]
+        before = self.bt.fused._FUSED["calls"]
         _assert_close(ft.sigmoid_focal_loss(x, t, gamma=1.3), want, rtol=2e-6)  # op by op
-        assert self.bt._FUSED["calls"] == before
+        assert self.bt.fused._FUSED["calls"] == before
         self._wait_ready()
         _assert_close(ft.sigmoid_focal_loss(x, t, gamma=1.3), want, rtol=2e-6)
-        assert self.bt._FUSED["calls"] == before + 1
+        assert self.bt.fused._FUSED["calls"] == before + 1
 
     def test_threads_calling_while_the_kernel_compiles(self):
         # calls from several threads, with their own gammas, before, during and after the
@@ -1189,9 +1189,9 @@ class TestBackgroundCompilation:
             th.join(300)
         assert not errors
         self._wait_ready()
-        before = self.bt._FUSED["calls"]
+        before = self.bt.fused._FUSED["calls"]
         work(2.5)
-        assert not errors and self.bt._FUSED["calls"] == before + 15
+        assert not errors and self.bt.fused._FUSED["calls"] == before + 15
 
     def test_a_bad_argument_raises_and_compiles_nothing(self):
         x, t = self._inputs(8)
@@ -1199,7 +1199,7 @@ class TestBackgroundCompilation:
             ft.sigmoid_focal_loss(x, t, gamma=-1.0)
         with pytest.raises(ValueError, match=r"targets must lie in \[0, 1\]"):
             ft.sigmoid_focal_loss(x, t * 3)
-        assert not any(k.busy or k.tried for k in self.bt._KERNELS.values())
+        assert not any(k.busy or k.tried for k in self.bt.fused._KERNELS.values())
 
     def test_a_fresh_process_compiles_only_in_the_compile_thread(self):
         # The first call returns (op by op) without compiling; torch.compile runs only in
@@ -1217,7 +1217,7 @@ class TestBackgroundCompilation:
                     return compile_fx.compile_fx(gm, inputs)
             def compile_(fn, options=None, **kw):
                 return torch.compile(fn, backend=backend, **kw)
-            bt._FUSED["compile"] = compile_
+            bt.fused._FUSED["compile"] = compile_
             g = torch.Generator().manual_seed(0)
             x = torch.randn(64, 300, generator=g); t = (torch.rand(64, 300, generator=g) < .2).float()
             def check(loss, **kw):
@@ -1225,20 +1225,20 @@ class TestBackgroundCompilation:
                 np.testing.assert_allclose(loss.item(), want, rtol=2e-6)
             check(ft.sigmoid_focal_loss(x, t, gamma=1.5, label_smoothing=0.05), gamma=1.5,
                   label_smoothing=0.05)
-            assert bt._FUSED["calls"] == 0
+            assert bt.fused._FUSED["calls"] == 0
             deadline = time.monotonic() + 300
-            while bt._FUSED["calls"] == 0 and time.monotonic() < deadline:
+            while bt.fused._FUSED["calls"] == 0 and time.monotonic() < deadline:
                 ft.sigmoid_focal_loss(x, t, gamma=1.5, label_smoothing=0.05)
                 time.sleep(0.05)
-            assert bt._FUSED["calls"] > 0
+            assert bt.fused._FUSED["calls"] > 0
             n = len(calls)
             for i in range(40):
                 kw = dict(gamma=1.01 + 0.0731 * i, alpha=0.2 + 0.01 * i, label_smoothing=0.001 * i + 1e-4)
-                before = bt._FUSED["calls"]
+                before = bt.fused._FUSED["calls"]
                 check(ft.sigmoid_focal_loss(x, t, **kw), **kw)
-                assert bt._FUSED["calls"] == before + 1, (i, kw)
+                assert bt.fused._FUSED["calls"] == before + 1, (i, kw)
             assert set(calls) == {"focalx-torch-compile"}, calls
-            print("ok", n, len(calls), len(bt._KERNELS))
+            print("ok", n, len(calls), len(bt.fused._KERNELS))
         """
         out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
                              capture_output=True, text=True, timeout=600,
@@ -1256,14 +1256,14 @@ class TestBackgroundCompilation:
             x = torch.randn(128, 256); t = (torch.rand(128, 256) < 0.2).float()
             want = ft.sigmoid_focal_loss(x, t, gamma=0.7)
             deadline = time.monotonic() + 60
-            while not bt._WORKER["running"] and time.monotonic() < deadline:
+            while not bt.fused._WORKER["running"] and time.monotonic() < deadline:
                 time.sleep(0.01)
             pid = os.fork()
             if pid == 0:
                 ok = all(torch.equal(ft.sigmoid_focal_loss(x, t, gamma=0.7), want)
                          for _ in range(3))
-                os._exit(0 if ok and bt._WORKER["thread"] is None and
-                         bt._FUSED["forked_mid_compile"] else 3)
+                os._exit(0 if ok and bt.fused._WORKER["thread"] is None and
+                         bt.fused._FUSED["forked_mid_compile"] else 3)
             print("child", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
         """
         out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
@@ -1280,10 +1280,10 @@ class TestBackgroundCompilation:
                 "ft.sigmoid_focal_loss(x, t, gamma=0.7)\n"
                 "import focalx.backends.torch as bt\n"
                 "deadline = time.monotonic() + 60\n"
-                "while bt._WORKER['running'] is False and time.monotonic() < deadline:\n"
+                "while bt.fused._WORKER['running'] is False and time.monotonic() < deadline:\n"
                 "    time.sleep(0.01)\n"
                 "time.sleep(1.5)\n"
-                "print('exiting', bt._WORKER['running'])\n")
+                "print('exiting', bt.fused._WORKER['running'])\n")
         out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
                              capture_output=True, text=True, timeout=300,
                              env={**os.environ, "FOCALX_TORCH_COMPILE": "1"})
@@ -1310,21 +1310,21 @@ class TestBackgroundCompilation:
 
 class TestEagerBlocks:
     """Large eager CPU calls op by op run the spec on row blocks, with a select that does
-    not branch (backends/torch.py, _EagerOps, _run_blocks): the same numbers as the whole
+    not branch (backends/torch/eager.py, _EagerOps, _run_blocks): the same numbers as the whole
     run, the same errors."""
 
     @pytest.fixture(autouse=True)
     def _blocks(self, monkeypatch):
         from focalx.backends import torch as bt
-        monkeypatch.setattr(bt, "_BLOCK_MIN", 1 << 12)
-        monkeypatch.setattr(bt, "_BLOCK_ELEMS", 1 << 11)
-        monkeypatch.setattr(bt, "_SOFTMAX_BLOCK_MIN", 1 << 12)
-        monkeypatch.setattr(bt, "_SOFTMAX_BLOCK_ELEMS", 1 << 11)
-        monkeypatch.setattr(bt, "_EAGER_MIN", 1 << 12)
+        monkeypatch.setattr(bt.eager, "_BLOCK_MIN", 1 << 12)
+        monkeypatch.setattr(bt.eager, "_BLOCK_ELEMS", 1 << 11)
+        monkeypatch.setattr(bt.eager, "_SOFTMAX_BLOCK_MIN", 1 << 12)
+        monkeypatch.setattr(bt.eager, "_SOFTMAX_BLOCK_ELEMS", 1 << 11)
+        monkeypatch.setattr(bt.eager, "_EAGER_MIN", 1 << 12)
         self.bt = bt
 
     def test_where_selects_exactly(self):
-        ops = self.bt._EagerOps
+        ops = self.bt.eager._EagerOps
         for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
             a = torch.randn(5000, generator=_gen(1)).to(dtype)
             b = torch.randn(5000, generator=_gen(2)).to(dtype)
@@ -1338,7 +1338,7 @@ class TestEagerBlocks:
         assert ops.where(c, 1.0, b.float()).dtype == torch.float32  # (scalars: torch.where)
 
     def test_one_at_zero_is_the_select(self):
-        ops = self.bt._EagerOps
+        ops = self.bt.eager._EagerOps
         for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
             m = torch.rand(5000, generator=_gen(4)).to(dtype)
             m[::7] = 0.0
@@ -1383,7 +1383,7 @@ class TestEagerBlocks:
         kw = {k: arrays.get(v, v) if isinstance(v, str) and k != "reduction" else v
               for k, v in kw.items()}
         spec_name = "run_" + name
-        assert bt._row_blocks(spec_name, x, t, kw) is not None
+        assert bt.eager._row_blocks(spec_name, x, t, kw) is not None
         full = dict(pos_weight=None, weight=None, ignore_index=None, label_smoothing=0.0,
                     normalizer=None, from_logits=True, alpha=None)
         if softmax:
@@ -1394,13 +1394,13 @@ class TestEagerBlocks:
                         normalizer=None)
         params = dict(full, **kw)
         with torch.no_grad():
-            out, grad = bt._eager(spec_name, x, t, True, params)
-            monkeypatch_min = bt._BLOCK_MIN
-            bt._BLOCK_MIN = bt._SOFTMAX_BLOCK_MIN = 1 << 30  # the whole, by the same ops
+            out, grad = bt.eager._eager(spec_name, x, t, True, params)
+            monkeypatch_min = bt.eager._BLOCK_MIN
+            bt.eager._BLOCK_MIN = bt.eager._SOFTMAX_BLOCK_MIN = 1 << 30  # the whole, by the same ops
             try:
-                want, want_g = bt._eager(spec_name, x, t, True, params)
+                want, want_g = bt.eager._eager(spec_name, x, t, True, params)
             finally:
-                bt._BLOCK_MIN = bt._SOFTMAX_BLOCK_MIN = monkeypatch_min
+                bt.eager._BLOCK_MIN = bt.eager._SOFTMAX_BLOCK_MIN = monkeypatch_min
         assert torch.equal(grad, want_g)
         if reduction == "none":
             assert torch.equal(out, want)
@@ -1428,21 +1428,21 @@ class TestEagerSoftmaxIndex:
     @pytest.fixture(autouse=True)
     def _eager(self, monkeypatch):
         from focalx.backends import torch as bt
-        monkeypatch.setitem(bt._FUSED, "enabled", False)
-        monkeypatch.setattr(bt, "_EAGER_MIN", 1 << 10)
+        monkeypatch.setitem(bt.fused._FUSED, "enabled", False)
+        monkeypatch.setattr(bt.eager, "_EAGER_MIN", 1 << 10)
         self.calls = 0
-        inner = bt._EagerOps.log_softmax_at
+        inner = bt.eager._EagerOps.log_softmax_at
 
         def counted(ops, *args):
             self.calls += 1
             return inner(ops, *args)
-        monkeypatch.setattr(bt._EagerOps, "log_softmax_at", counted)
+        monkeypatch.setattr(bt.eager._EagerOps, "log_softmax_at", counted)
         self.bt, self.monkeypatch = bt, monkeypatch
 
     def _blocks(self, on):
         size = 1 << 11 if on else 1 << 30
-        self.monkeypatch.setattr(self.bt, "_SOFTMAX_BLOCK_MIN", min(size, 1 << 12))
-        self.monkeypatch.setattr(self.bt, "_SOFTMAX_BLOCK_ELEMS", size)
+        self.monkeypatch.setattr(self.bt.eager, "_SOFTMAX_BLOCK_MIN", min(size, 1 << 12))
+        self.monkeypatch.setattr(self.bt.eager, "_SOFTMAX_BLOCK_ELEMS", size)
 
     @staticmethod
     def _inputs(shape, dtype, seed):
@@ -1472,7 +1472,7 @@ class TestEagerSoftmaxIndex:
             t.view(-1)[::7] = kw["ignore_index"]
         x.requires_grad_()
         if blocks:
-            assert self.bt._row_blocks("run_softmax_focal_loss", x, t, dict(
+            assert self.bt.eager._row_blocks("run_softmax_focal_loss", x, t, dict(
                 kw, axis=1, reduction=kw.get("reduction", "mean"))) \
                 is not None
         loss = ft.softmax_focal_loss(x, t, axis=1, **kw)
@@ -1515,12 +1515,12 @@ class TestEagerSoftmaxIndex:
         assert self.calls >= 3
 
     def test_a_gradient_buffer_is_reused_only_when_nothing_holds_it(self, monkeypatch):
-        # (backends/torch.py, _SPARE: the next blocked call writes into the last
+        # (backends/torch/eager.py, _SPARE: the next blocked call writes into the last
         # gradient once its caller let go of it). Pointers and comparisons are taken
         # outside the asserts: pytest's rewritten asserts keep their operands alive.
-        monkeypatch.setitem(self.bt._FUSED, "enabled", False)
-        monkeypatch.setattr(self.bt, "_BLOCK_MIN", 1 << 12)
-        monkeypatch.setattr(self.bt, "_BLOCK_ELEMS", 1 << 11)
+        monkeypatch.setitem(self.bt.fused._FUSED, "enabled", False)
+        monkeypatch.setattr(self.bt.eager, "_BLOCK_MIN", 1 << 12)
+        monkeypatch.setattr(self.bt.eager, "_BLOCK_ELEMS", 1 << 11)
         x = torch.randn(256, 64, generator=_gen(5)).requires_grad_()
         t = (torch.rand(256, 64, generator=_gen(6)) < 0.2).float()
 

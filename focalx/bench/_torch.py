@@ -134,12 +134,12 @@ def _kernel_off(fn):
     from focalx.backends import torch as backend
 
     def call(*args):
-        saved = backend._FUSED["enabled"]
-        backend._FUSED["enabled"] = False
+        saved = backend.fused._FUSED["enabled"]
+        backend.fused._FUSED["enabled"] = False
         try:
             return fn(*args)
         finally:
-            backend._FUSED["enabled"] = saved
+            backend.fused._FUSED["enabled"] = saved
     return call
 
 

@@ -1,0 +1,204 @@
+"""The public functions (signatures generated from focalx/_signatures.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence  # (annotations of the generated signatures)
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ... import _spec
+from .autograd import _apply
+from .ops import _kind
+
+
+def _check_tensors(logits, targets):
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"logits must be a torch.Tensor, got "
+                        f"{type(logits).__module__}.{type(logits).__name__}")
+    if not isinstance(targets, torch.Tensor):
+        raise TypeError(f"targets must be a torch.Tensor (the framework of logits), got "
+                        f"{type(targets).__module__}.{type(targets).__name__}")
+    _spec.check_logits_dtype(_kind(logits))
+    if targets.device != logits.device:
+        raise ValueError(f"targets is on {targets.device} but logits is on {logits.device}")
+
+
+# focalx:signature sigmoid_focal_loss
+def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, *, gamma: float = 2.0,
+                       alpha: float | Sequence[float] | torch.Tensor | np.ndarray | None = 0.25,
+                       pos_weight: float | Sequence[float] | torch.Tensor | np.ndarray | None = None,
+                       weight: float | Sequence[float] | torch.Tensor | np.ndarray | None = None,
+                       ignore_index: int | float | None = None, label_smoothing: float = 0.0,
+                       reduction: Literal["none", "mean", "sum"] = "mean",
+                       normalizer: float | torch.Tensor | np.ndarray | None = None,
+                       from_logits: bool = True) -> torch.Tensor:
+    r"""Sigmoid (binary / multi-label) focal loss.
+
+    .. math::
+
+        p &= \sigma(x), \quad p_t = y p + (1-y)(1-p), \quad
+        \alpha_t = y\alpha + (1-y)(1-\alpha) \\
+        \mathrm{FL}(x, y) &= -\,w\,\alpha_t\,(1-p_t)^\gamma
+            \left[w_+\,y \log p + (1-y) \log(1-p)\right]
+
+    With ``pos_weight=None`` this is exactly ``torchvision.ops.sigmoid_focal_loss``,
+    ``optax.losses.sigmoid_focal_loss`` (alpha given) and Paddle's
+    ``sigmoid_focal_loss``; with ``gamma=0, alpha=None`` it is exactly
+    ``binary_cross_entropy_with_logits`` (with its ``weight`` and ``pos_weight``).
+
+    On torch.Tensor values (hyperparameter arrays may also be NumPy).
+
+    Args:
+      logits: floating array, any shape ``[...]``; probabilities if
+        ``from_logits=False``.
+      targets: broadcastable to ``logits`` (never enlarging it); hard {0, 1} or soft in
+        [0, 1]; bool / integer targets are accepted.
+      gamma: focusing parameter, a number >= 0 (0 = no focusing).
+      alpha: None (no class balancing, alpha_t = 1), a number in [0, 1], or an array of
+        values in [0, 1] broadcastable to ``logits`` (e.g. per class on the last axis):
+        alpha for positives, 1 - alpha for negatives.
+      pos_weight: None or an array >= 0 broadcastable to ``logits``: weight of the
+        positive term of the cross-entropy, as in torch's ``BCEWithLogitsLoss``.
+      weight: None or an elementwise weight >= 0 broadcastable to ``logits``. It does
+        not enter the mean's denominator (as in ``BCEWithLogitsLoss``).
+      ignore_index: None, or a target value (not 0 or 1) marking elements that add 0 and
+        leave the mean's denominator.
+      label_smoothing: e in [0, 1): targets become ``y * (1 - e) + e / 2``.
+      reduction: ``"none"`` (shape of ``logits``), ``"sum"`` or ``"mean"`` (sum over the
+        count of non-ignored elements; 0, not NaN, when there are none).
+      normalizer: None, a number > 0, or a 0-d or shape-(1,) array (e.g. the number of
+        positive anchors): divides the result of any reduction. RetinaNet's
+        normalisation is ``reduction="sum", normalizer=num_pos``. No host sync.
+      from_logits: if False, ``logits`` holds probabilities in [0, 1], used as given:
+        ``log 0 = -inf``, so a certain wrong prediction costs ``+inf`` (gradient
+        ``+-inf``) and a certain right one costs 0 (gradient: its one-sided limit, 0 for
+        gamma > 0). Nothing is clipped.
+
+    Returns:
+      The loss: shape of ``logits`` for ``"none"``, else 0-d, in the logits' dtype
+      (float16 / bfloat16 are computed in float32).
+
+    Stability: log p and log(1-p) from softplus, 1-p_t without cancellation; the
+    gradient is closed-form and finite for every finite logit and every gamma >= 0
+    (no NaN at gamma < 1).
+
+    References:
+      Lin et al., `Focal Loss for Dense Object Detection <https://arxiv.org/abs/1708.02002>`_, 2017.
+    """
+    # focalx:end
+    _check_tensors(logits, targets)
+    return _apply(logits, "run_sigmoid_focal_loss", targets, dict(
+        gamma=gamma, alpha=alpha, pos_weight=pos_weight, weight=weight,
+        ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction,
+        normalizer=normalizer, from_logits=from_logits), None)
+
+
+# focalx:signature sigmoid_focal_loss_star
+def sigmoid_focal_loss_star(logits: torch.Tensor, targets: torch.Tensor, *, gamma: float = 1.0,
+                            beta: float = 0.0,
+                            alpha: float | Sequence[float] | torch.Tensor | np.ndarray | None = None,
+                            weight: float | Sequence[float] | torch.Tensor | np.ndarray | None = None,
+                            ignore_index: int | float | None = None, label_smoothing: float = 0.0,
+                            reduction: Literal["none", "mean", "sum"] = "mean",
+                            normalizer: float | torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
+    r"""FL*, the focal loss variant of Lin et al.'s appendix A, with a tunable ``beta``.
+
+    .. math::
+
+        x_t = x\,(2y - 1), \qquad
+        \mathrm{FL}^*(x, y) = -\,w\,\alpha_t \log\sigma(\gamma x_t + \beta) / \gamma
+
+    fvcore's ``sigmoid_focal_loss_star`` is the case ``beta=0``.
+
+    On torch.Tensor values (hyperparameter arrays may also be NumPy).
+
+    Args:
+      logits: floating array, any shape.
+      targets: broadcastable to ``logits``, in [0, 1].
+      gamma: a number > 0.
+      beta: the shift of the scaled logit, a real number.
+      alpha: as in ``sigmoid_focal_loss`` (default None here).
+      weight: as in ``sigmoid_focal_loss``.
+      ignore_index: as in ``sigmoid_focal_loss``.
+      label_smoothing: as in ``sigmoid_focal_loss``.
+      reduction: as in ``sigmoid_focal_loss``.
+      normalizer: as in ``sigmoid_focal_loss``.
+
+    Returns:
+      The loss: shape of ``logits`` for ``"none"``, else 0-d.
+
+    Stability: log-sigmoid from softplus; closed-form gradient, finite everywhere.
+    """
+    # focalx:end
+    _check_tensors(logits, targets)
+    return _apply(logits, "run_sigmoid_focal_loss_star", targets, dict(
+        gamma=gamma, beta=beta, alpha=alpha, weight=weight, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, reduction=reduction, normalizer=normalizer), None)
+
+
+# focalx:signature softmax_focal_loss
+def softmax_focal_loss(logits: torch.Tensor, targets: torch.Tensor, *, gamma: float = 2.0,
+                       alpha: float | Sequence[float] | torch.Tensor | np.ndarray | None = None,
+                       weight: float | Sequence[float] | torch.Tensor | np.ndarray | None = None,
+                       ignore_index: int | None = -100, label_smoothing: float = 0.0,
+                       reduction: Literal["none", "mean", "sum"] = "mean",
+                       normalizer: float | torch.Tensor | np.ndarray | None = None, axis: int = 1,
+                       from_logits: bool = True) -> torch.Tensor:
+    r"""Softmax (multi-class) focal loss.
+
+    .. math::
+
+        p = \mathrm{softmax}(x), \qquad
+        \mathrm{FL}(x, q) = -\sum_c w_c\,\alpha_c\,q_c\,(1-p_c)^\gamma \log p_c
+
+    per sample, with ``q`` the one-hot target (class indices) or the given class
+    probabilities, smoothed as ``(1 - e) * q + e / C``. With ``gamma=0, alpha=None``
+    it equals ``torch.nn.functional.cross_entropy`` for every combination of
+    ``weight``, ``ignore_index``, ``label_smoothing``, ``reduction``, probability
+    targets and N-d inputs (except that an all-ignored "mean" is 0, not NaN).
+
+    On torch.Tensor values (hyperparameter arrays may also be NumPy).
+
+    Args:
+      logits: floating array ``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)`` (class axis
+        ``axis``); probabilities on that axis if ``from_logits=False``.
+      targets: class indices (integer dtype, the logits' shape without the class axis)
+        or class probabilities in [0, 1] (floating, the logits' shape), told apart as
+        ``F.cross_entropy`` does.
+      gamma: focusing parameter, a number >= 0 (0 = no focusing).
+      alpha: None (1), a number in [0, 1] multiplying every class (as Keras does), or a
+        per-class vector of length C with values in [0, 1].
+      weight: None or a per-class vector >= 0 of length C, exactly as cross-entropy's:
+        "mean" with class indices divides by the sum of ``weight[target]`` over the
+        non-ignored samples.
+      ignore_index: class-index targets equal to it add 0 and leave the mean's
+        denominator (not used with probability targets); None disables it.
+      label_smoothing: e in [0, 1).
+      reduction: ``"none"`` (per sample: the logits' shape without the class axis),
+        ``"sum"`` or ``"mean"``.
+      normalizer: None, a number > 0, or a 0-d or shape-(1,) array (e.g. the number of
+        positive anchors): divides the result of any reduction. RetinaNet's
+        normalisation is ``reduction="sum", normalizer=num_pos``. No host sync.
+      axis: the class axis: 1 by default, as ``F.cross_entropy`` (1-D logits ``(C,)``
+        take a 0-d target).
+      from_logits: if False, ``logits`` holds probabilities used as given (not
+        renormalised); ``p_c = 0`` for a target class costs ``+inf``.
+
+    Returns:
+      The loss (per sample for ``"none"``, else 0-d).
+
+    Stability: log-softmax, ``1 - p_c`` as ``-expm1(log p_c)``; closed-form gradient,
+    finite for every finite logit and gamma >= 0.
+    """
+    # focalx:end
+    _check_tensors(logits, targets)
+    ndim = logits.dim()
+    if ndim == 1 and axis == 1:  # F.cross_entropy's unbatched (C,) input
+        axis = 0
+    class_axis = _spec.check_axis(axis, ndim) if ndim else 0
+    return _apply(logits, "run_softmax_focal_loss", targets, dict(
+        gamma=gamma, alpha=alpha, weight=weight, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, reduction=reduction, normalizer=normalizer,
+        axis=axis, from_logits=from_logits), class_axis)

@@ -1,0 +1,157 @@
+"""nn.Module drop-ins for CrossEntropyLoss / BCEWithLogitsLoss, and global_normalizer."""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+from torch import nn
+
+from ... import _spec
+from .functional import sigmoid_focal_loss, sigmoid_focal_loss_star, softmax_focal_loss
+
+
+# ---------------------------------------------------------------------------
+# nn.Module drop-ins
+# ---------------------------------------------------------------------------
+
+def _legacy_reduction(size_average, reduce, reduction):
+    if size_average is not None or reduce is not None:
+        return torch.nn._reduction.legacy_get_string(size_average, reduce)
+    return reduction
+
+
+def _param_buffer(name, value, *, class_vector=False, allow_scalar=True):
+    """A hyperparameter array for a module, checked now as a call would check it (torch's
+    own losses check what they can at construction), as a tensor (a buffer follows .to())."""
+    if value is None:
+        return None
+    if not isinstance(value, torch.Tensor):
+        _spec.check_param(name, value, class_vector=class_vector, allow_scalar=allow_scalar)
+        return torch.as_tensor(value)
+    if value.device.type != "meta":  # (a meta tensor has no values to check)
+        host = value.detach().cpu()
+        _spec.check_param(name, (host.double() if host.is_floating_point() else host).numpy(),
+                          class_vector=class_vector, allow_scalar=allow_scalar)
+    return value
+
+
+def _set_alpha(module: nn.Module, alpha, *, class_vector=False) -> None:
+    """A number (or None) is an attribute; a per-class vector is a buffer that follows .to()."""
+    if alpha is None or isinstance(alpha, numbers.Real):  # (a bool: check_alpha_number refuses it)
+        module.alpha = _spec.check_alpha_number(alpha)
+    else:
+        module.register_buffer("alpha", _param_buffer("alpha", alpha,
+                                                      class_vector=class_vector))
+
+
+class FocalLoss(nn.Module):
+    r"""Softmax focal loss with :class:`torch.nn.CrossEntropyLoss`'s signature plus ``gamma``, ``alpha``.
+
+    ``nn.CrossEntropyLoss(...)`` -> ``focalx.torch.FocalLoss(...)`` is the whole change;
+    with ``gamma=0`` (and ``alpha=None``, the default) the two give the same numbers.
+    Input ``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)``; target class indices or probabilities.
+    See :func:`focalx.softmax_focal_loss` for the formula.
+    """
+
+    def __init__(self, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
+                 reduction: str = "mean", label_smoothing: float = 0.0, *,
+                 gamma: float = 2.0, alpha=None):
+        super().__init__()
+        self.reduction = _spec.check_reduction(
+            _legacy_reduction(size_average, reduce, reduction))
+        self.ignore_index = _spec.check_ignore_index(ignore_index, allow_none=True, binary=False)
+        self.label_smoothing = _spec.check_label_smoothing(label_smoothing)
+        self.gamma = _spec.check_gamma(gamma)
+        self.register_buffer("weight", _param_buffer("weight", weight, class_vector=True,
+                                                     allow_scalar=False))
+        _set_alpha(self, alpha, class_vector=True)
+
+    def forward(self, input, target):
+        return softmax_focal_loss(
+            input, target, gamma=self.gamma, alpha=self.alpha, weight=self.weight,
+            ignore_index=self.ignore_index, label_smoothing=self.label_smoothing,
+            reduction=self.reduction)
+
+    def extra_repr(self):
+        return _spec.describe(gamma=self.gamma, alpha=self.alpha, weight=self.weight,
+                              ignore_index=self.ignore_index,
+                              label_smoothing=self.label_smoothing, reduction=self.reduction)
+
+
+class SigmoidFocalLoss(nn.Module):
+    r"""Sigmoid focal loss with :class:`torch.nn.BCEWithLogitsLoss`'s signature plus ``gamma``, ``alpha``.
+
+    ``SigmoidFocalLoss(gamma=0, alpha=None)`` equals ``nn.BCEWithLogitsLoss()`` (with its
+    ``weight`` and ``pos_weight``). ``forward(input, target, normalizer=None)``: RetinaNet's
+    normalisation is ``reduction="sum"`` and ``normalizer=num_pos`` (a number or a 0-d
+    tensor; under DDP, :func:`global_normalizer`). See :func:`focalx.sigmoid_focal_loss`.
+    """
+
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction: str = "mean",
+                 pos_weight=None, *, gamma: float = 2.0, alpha=0.25):
+        super().__init__()
+        self.reduction = _spec.check_reduction(
+            _legacy_reduction(size_average, reduce, reduction))
+        self.gamma = _spec.check_gamma(gamma)
+        self.register_buffer("weight", _param_buffer("weight", weight))
+        self.register_buffer("pos_weight", _param_buffer("pos_weight", pos_weight))
+        _set_alpha(self, alpha)
+
+    def forward(self, input, target, normalizer=None):
+        return sigmoid_focal_loss(
+            input, target, gamma=self.gamma, alpha=self.alpha, pos_weight=self.pos_weight,
+            weight=self.weight, reduction=self.reduction, normalizer=normalizer)
+
+    def extra_repr(self):
+        return _spec.describe(gamma=self.gamma, alpha=self.alpha, pos_weight=self.pos_weight,
+                              weight=self.weight, reduction=self.reduction)
+
+
+class SigmoidFocalLossStar(nn.Module):
+    """FL* as a module. See :func:`focalx.sigmoid_focal_loss_star`."""
+
+    def __init__(self, *, gamma: float = 1.0, beta: float = 0.0, alpha=None,
+                 reduction: str = "mean"):
+        super().__init__()
+        self.gamma = _spec.check_gamma(gamma, strictly_positive=True)
+        self.beta = _spec.check_beta(beta)
+        self.alpha = _spec.check_alpha_number(alpha)
+        self.reduction = _spec.check_reduction(reduction)
+
+    def forward(self, input, target, normalizer=None):
+        return sigmoid_focal_loss_star(input, target, gamma=self.gamma, beta=self.beta,
+                                       alpha=self.alpha, reduction=self.reduction,
+                                       normalizer=normalizer)
+
+    def extra_repr(self):
+        return _spec.describe(gamma=self.gamma, beta=self.beta, alpha=self.alpha,
+                              reduction=self.reduction)
+
+
+def global_normalizer(num_pos, *, group=None):
+    """RetinaNet's normalizer under data parallelism (DDP): the number of positives over
+    every rank, clamped to at least 1, divided by the number of ranks.
+
+    DDP averages the ranks' gradients, so a loss normalised by this on every rank,
+    ``sigmoid_focal_loss(x, t, reduction="sum", normalizer=global_normalizer(num_pos))``,
+    has the gradient of the whole batch's loss normalised by all its positives (as one
+    process would compute it). ``num_pos``: this rank's count, a number or a tensor (of
+    the logits' device); the all-reduce runs on the device (no host sync). Without an
+    initialised process group it is ``max(num_pos, 1)``. Returns a 0-d float32 tensor.
+    """
+    if isinstance(num_pos, torch.Tensor):
+        total = num_pos.detach().to(torch.float32).reshape(())
+    elif isinstance(num_pos, numbers.Real) and not isinstance(num_pos, bool):
+        total = torch.tensor(float(num_pos))
+    else:
+        raise TypeError(f"num_pos must be a number or a tensor, got {type(num_pos).__name__}")
+    world = 1
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        if total.device.type == "cpu" and dist.get_backend(group) == "nccl":
+            total = total.to(torch.device("cuda", torch.cuda.current_device()))
+        total = total.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
+        world = dist.get_world_size(group)
+    return torch.clamp_min(total, 1.0) / world
