@@ -41,6 +41,8 @@ class Backend(NamedTuple):
     #: the softmax loss's default class axis: the framework's cross-entropy's, and why
     class_axis: int
     class_axis_doc: str
+    #: "module:class" of each Ops implementation the backend runs the spec with
+    ops: tuple[str, ...]
 
 
 #: name -> Backend, in the order reports list them
@@ -49,24 +51,28 @@ REGISTRY: dict[str, Backend] = {b.name: b for b in (
             ("focalx.torch",), ("torch",), (),
             "focalx.conformance._harness:TorchHarness", "focalx.bench._torch:groups",
             "focalx.backends.torch.functional", "torch.Tensor", 1,
-            "1 by default, as ``F.cross_entropy`` (1-D logits ``(C,)`` take a 0-d target)"),
+            "1 by default, as ``F.cross_entropy`` (1-D logits ``(C,)`` take a 0-d target)",
+            ("focalx.backends.torch.ops:TorchOps", "focalx.backends.torch.eager:_EagerOps")),
     Backend("jax", "jax", (("jax", "Array"),), "focalx.backends.jax",
             ("focalx.jax",), ("jax",), ("jaxlib", "optax"),
             "focalx.conformance._harness:JaxHarness", "focalx.bench._jax:groups",
-            "focalx.backends.jax.functional", "jax.Array", -1, "-1 by default, as optax"),
+            "focalx.backends.jax.functional", "jax.Array", -1, "-1 by default, as optax",
+            ("focalx.backends.jax.ops:JaxOps",)),
     # tf.Tensor covers eager and graph (tf.function) tensors; variables are not Tensors
     Backend("tensorflow", "tensorflow", (("tensorflow", "Tensor"), ("tensorflow", "Variable")),
             "focalx.backends.tensorflow", ("focalx.tensorflow", "focalx.keras"),
             ("tensorflow-cpu", "tensorflow"), ("keras",),
             "focalx.conformance._harness:TensorflowHarness",
             "focalx.bench._tensorflow:groups",
-            "focalx.backends.tensorflow.functional", "tf.Tensor", -1, "-1 by default, as Keras"),
+            "focalx.backends.tensorflow.functional", "tf.Tensor", -1, "-1 by default, as Keras",
+            ("focalx.backends.tensorflow.ops:TensorflowOps",)),
     # pir.Value: a symbolic tensor under paddle.jit.to_static(full_graph=True)
     Backend("paddle", "paddle", (("paddle", "Tensor"), ("paddle", "pir.Value")),
             "focalx.backends.paddle", ("focalx.paddle",), ("paddlepaddle", "paddlepaddle-gpu"),
             (), "focalx.conformance._harness:PaddleHarness", "focalx.bench._paddle:groups",
             "focalx.backends.paddle.functional", "paddle.Tensor", -1,
-            "-1 by default, as Paddle's ``cross_entropy``"),
+            "-1 by default, as Paddle's ``cross_entropy``",
+            ("focalx.backends.paddle.ops:PaddleOps", "focalx.backends.paddle.host:HostOps")),
 )}
 
 

@@ -212,6 +212,7 @@ def run_cases(harness, cases, device, dtype, *, fn=None, adapter=None):
 
 def run_bad_inputs(harness, device="cpu"):
     results = []
+
     def conv(a):  # keep the kind: float64, int64 or bool
         dt = {"f": "float64", "b": "bool"}.get(a.dtype.kind, "int64")
         return harness.to_array(a.ravel().tolist(), a.shape, device=device, dtype=dt)

@@ -72,6 +72,7 @@ __all__ = [
     "REDUCTIONS",
     "DEFAULTS",
     "Ops",
+    "OptionalOps",
 ]
 
 Reduction = Literal["none", "mean", "sum"]
@@ -133,48 +134,67 @@ class Ops(Protocol):
     def class_view(self, v, ndim, axis): ...  # v reshaped to broadcast along `axis`
     def gather_classes(self, v, idx): ...  # v[idx] for a class vector v and an index array
 
-    # Optional (see OPTIONAL_OPS; read with getattr, absent means the default):
-    # lean_sigmoid: bool    False: log-sigmoids from one exp and one log1p, and p, 1-p as
-    #                       their exps. True: the lean evaluation (one exp, one log1p, one
-    #                       division; see _sigmoid_parts), for compilers where it is faster.
-    # fork(values) -> values: the same values, which a compiler must not merge with the
-    #                       originals (an optimization barrier). The lean sigmoid loss then
-    #                       computes its gradient from forked copies, sharing only the exp
-    #                       with the loss (for XLA on CPU, which writes out every shared
-    #                       intermediate). None or absent: no fork.
-    # checked_sum(loss):    the sum of the per-element loss, as sum(loss); a backend may
-    #                       fold value checks it still holds into it (NaN where one fails)
-    #                       instead of reducing each check on its own.
-    # pow(a, gamma):        a ** gamma for a Python float gamma (the focal factor); absent:
-    #                       the array's own ``**``.
-    # ratio(a, b):          a / b (see _ratio): for a backend that differentiates the
-    #                       closed-form gradient again, a division whose derivative stays
-    #                       finite where b**2 underflows; absent: a / b.
-    # softmax_parts(lp) -> (e, total) or None: for lp an output of this Ops' log_softmax,
-    #                       the exp(x - max) and its sum along the class axis that it
-    #                       computed on the way; the softmax is then e / total (see
-    #                       _softmax). None, or absent: the softmax is exp(lp).
-    # log_softmax_at(x, index, axis) -> (lp_y, p) or None: the log-softmax of x at `index`
-    #                       (class indices with a size-1 class axis, as ``take``) and the
-    #                       softmax p, from one fused evaluation (a framework's softmax
-    #                       cross-entropy kernel), where the backend has one that is as
-    #                       accurate as log_softmax for these logits. None, or absent:
-    #                       ``take(log_softmax(x))`` and the softmax from its log.
-    # mul_owned(a, b) -> a * b: for `a` the softmax that this Ops' log_softmax_at returned,
-    #                       which the spec reads no more after this product: the backend
-    #                       may write the product into a's memory. Absent: ``a * b``.
-    # add_result(a, b) -> a + b: the last sum of the sigmoid loss's gradient; the backend
-    #                       may write it into memory of its own (its rows of a whole
-    #                       gradient). Absent: ``a + b``.
-    # one_at_zero(m) -> where(m <= 0, m + 1, m) for m >= 0 or NaN, with the same bits
-    #                       (for such m, m + 0 is m except at -0, which the select takes:
-    #                       a backend may add the comparison as 0/1 to m). Absent: the
-    #                       select.
+
+class OptionalOps(Protocol):
+    """What a backend may add to :class:`Ops`: the spec reads each with ``getattr`` /
+    ``hasattr`` and, where it is absent, does what its docstring calls the default."""
+
+    #: False (default): log-sigmoids from one exp and one log1p, and p, 1-p as their exps.
+    #: True: the lean evaluation (one exp, one log1p, one division; see _sigmoid_parts),
+    #: for compilers where it is faster.
+    lean_sigmoid: bool
+
+    def fork(self, values):
+        """The same values, which a compiler must not merge with the originals (an
+        optimization barrier). The lean sigmoid loss then computes its gradient from
+        forked copies, sharing only the exp with the loss (for compilers that write out
+        every shared intermediate). None or absent: no fork."""
+
+    def checked_sum(self, loss):
+        """The sum of the per-element loss, as ``sum(loss)``; a backend may fold value
+        checks it still holds into it (NaN where one fails) instead of reducing each
+        check on its own. Absent: ``sum``."""
+
+    def pow(self, a, gamma):
+        """``a ** gamma`` for a Python float gamma (the focal factor). Absent: the
+        array's own ``**``."""
+
+    def ratio(self, a, b):
+        """``a / b`` (see _ratio): for a backend that differentiates the closed-form
+        gradient again, a division whose derivative stays finite where ``b**2``
+        underflows. Absent: ``a / b``."""
+
+    def softmax_parts(self, lp):
+        """(e, total) or None: for ``lp`` an output of this Ops' log_softmax, the
+        ``exp(x - max)`` and its sum along the class axis that it computed on the way;
+        the softmax is then ``e / total`` (see _softmax). None, or absent: the softmax
+        is ``exp(lp)``."""
+
+    def log_softmax_at(self, x, index, axis):
+        """(lp_y, p) or None: the log-softmax of x at ``index`` (class indices with a
+        size-1 class axis, as ``take``) and the softmax p, from one fused evaluation (a
+        framework's softmax cross-entropy kernel), where the backend has one as accurate
+        as log_softmax for these logits. None, or absent: ``take(log_softmax(x))`` and
+        the softmax from its log."""
+
+    def mul_owned(self, a, b):
+        """``a * b`` for ``a`` the softmax that this Ops' log_softmax_at returned, which
+        the spec reads no more after this product: the backend may write the product
+        into a's memory. Absent: ``a * b``."""
+
+    def add_result(self, a, b):
+        """``a + b``, the last sum of the sigmoid loss's gradient; the backend may write
+        it into memory of its own (its rows of a whole gradient). Absent: ``a + b``."""
+
+    def one_at_zero(self, m):
+        """``where(m <= 0, m + 1, m)`` for m >= 0 or NaN, with the same bits (for such
+        m, m + 0 is m except at -0, which the select takes: a backend may add the
+        comparison as 0/1 to m). Absent: the select."""
 
 
-#: What a backend may add to :class:`Ops` (the spec reads each with a default).
-OPTIONAL_OPS = ("lean_sigmoid", "fork", "checked_sum", "softmax_parts", "pow", "ratio",
-                "log_softmax_at", "mul_owned", "one_at_zero", "add_result")
+#: The names of :class:`OptionalOps`.
+OPTIONAL_OPS: tuple[str, ...] = tuple(OptionalOps.__annotations__) + tuple(
+    n for n in vars(OptionalOps) if not n.startswith("_"))
 
 
 # ---------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 
-
 def naive_sigmoid_focal(x, y, *, gamma=2.0, alpha=0.25, pos_weight=None, weight=None):
     """Elementwise sigmoid focal loss from the definition (torchvision's formula + pos_weight)."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)

@@ -202,3 +202,32 @@ def test_each_dtype_is_computed_to_its_tolerance_and_returned_in_the_input_dtype
             want, want_g = getattr(ref, variant + "_and_grad")(seen, y, **kwargs)
             _within_tolerance(loss, np.ravel(want), out_dtype)
             _within_tolerance(grad, np.ravel(want_g), out_dtype)
+
+
+def test_every_ops_class_implements_the_protocol(harness):
+    """Each Ops implementation the registry names for the backend has every method of
+    focalx._spec.Ops; the optional hooks it adds are OptionalOps' (same parameters), and
+    it adds no other public method (a misspelt hook would be silently ignored). The spec
+    passes arguments by position: the counts must agree."""
+    import inspect
+
+    from focalx import _spec
+    from focalx.backends import REGISTRY, load
+
+    required = {n for n in vars(_spec.Ops) if not n.startswith("_")}
+    optional = set(_spec.OPTIONAL_OPS)
+
+    def params(fn):
+        return [p for p in inspect.signature(fn).parameters if p != "self"]
+    for path in REGISTRY[harness.name].ops:
+        cls = load(path)
+        have = {n for n in dir(cls) if not n.startswith("_")}
+        assert required <= have, (path, sorted(required - have))
+        for hook in have & optional:
+            want = getattr(_spec.OptionalOps, hook, None)
+            if callable(want):
+                assert len(params(getattr(cls, hook))) == len(params(want)), (path, hook)
+        extra = {n for n in have - required - optional
+                 if inspect.isfunction(inspect.getattr_static(cls, n))
+                 or isinstance(inspect.getattr_static(cls, n), (staticmethod, classmethod))}
+        assert not extra, (path, sorted(extra))

@@ -12,7 +12,6 @@ from ... import _spec
 from ..._numpy import ArrayModuleOps
 
 
-
 def _kind(a) -> str:
     dt = jnp.asarray(a).dtype if not hasattr(a, "dtype") else a.dtype
     if dt == jnp.bool_:

@@ -14,7 +14,6 @@ from .. import _kept as kept
 from .._kept import KeptCopies
 
 
-
 _FLOATS = (paddle.float16, paddle.bfloat16, paddle.float32, paddle.float64)
 _INTS = (paddle.int8, paddle.uint8, paddle.int16, paddle.int32, paddle.int64)
 _LOW = (paddle.float16, paddle.bfloat16)

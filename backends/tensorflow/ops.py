@@ -16,7 +16,6 @@ except ImportError:  # pragma: no cover - an older or stripped TensorFlow: no fo
 from ... import _spec
 
 
-
 _TENSORS = (tf.Tensor, tf.Variable)
 
 

@@ -13,7 +13,6 @@ from .. import _kept as kept
 from .._kept import KeptCopies
 
 
-
 def _kind(a: torch.Tensor) -> str:
     if a.dtype == torch.bool:
         return "bool"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .config import ALPHA, GAMMA
 from .measure import Contender, RssPeak, _group, _Skip, _error_text, host_inputs
 
+
 def groups(cfg, fx):
     import jax
     import jax.numpy as jnp

@@ -7,6 +7,7 @@ import gc
 from .config import ALPHA, GAMMA
 from .measure import Contender, RssPeak, _group, _Skip, host_inputs
 
+
 def groups(cfg, fx):
     import paddle
     import paddle.nn.functional as F

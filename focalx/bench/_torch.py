@@ -11,6 +11,7 @@ from .measure import Contender, RssPeak, _group, _Skip, host_inputs
 # per-framework contenders (worker side: each imports its framework)
 # ---------------------------------------------------------------------------
 
+
 def groups(cfg, fx):
     import torch
     import torch.nn.functional as F

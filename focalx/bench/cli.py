@@ -12,6 +12,7 @@ from .report import format_table, headline
 from .run import failed, machine_info, run_all, versions
 from .worker import worker_main
 
+
 def main(argv=None, prog="focalx bench") -> int:
     args = parser(prog).parse_args(argv)
     if args.worker:

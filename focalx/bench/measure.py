@@ -13,6 +13,7 @@ from .config import CLASSES, LOGIT_STD, POSITIVES, SAMPLE_S, SEED
 # workloads (worker side; numpy only here)
 # ---------------------------------------------------------------------------
 
+
 def softmax_shape(size: int) -> tuple[int, int]:
     classes = CLASSES if size >= 64 * CLASSES else max(2, min(16, size))
     return max(1, size // classes), classes
@@ -177,7 +178,6 @@ def measure_memory(cont: Contender, peak, tries: int = 2):
             cont.memory.update(cont.saved())
         except Exception as exc:  # noqa: BLE001
             cont.memory["saved_error"] = _error_text(exc)
-
 
 
 class _Skip(Exception):

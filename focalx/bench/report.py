@@ -5,6 +5,7 @@ from __future__ import annotations
 from .config import _BYTES, FIRST_CALL_SIZE, SAMPLE_S, format_size
 from .run import machine_info, versions
 
+
 def _ms(v):
     return "-" if v is None else f"{v * 1e3:.3g}" if v * 1e3 < 100 else f"{v * 1e3:.0f}"
 

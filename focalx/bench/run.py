@@ -16,6 +16,7 @@ from .config import BACKENDS, DISTRIBUTIONS, MMAP_THRESHOLD
 # orchestration (parent)
 # ---------------------------------------------------------------------------
 
+
 def available(name: str) -> tuple[bool, str]:
     if installed_version(REGISTRY[name]) is None:
         return False, f"{REGISTRY[name].module} is not installed"
@@ -119,7 +120,6 @@ def failed(result: dict) -> bool:
                 if c.get("median_s", {}).get("fwd+bwd"):
                     measured = True
     return not measured
-
 
 
 def machine_info() -> dict:

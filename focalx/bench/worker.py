@@ -18,6 +18,7 @@ def group_builder(name: str):
     """The function that builds backend `name`'s contender groups (the registry's ``bench``)."""
     return load(REGISTRY[name].bench)
 
+
 def _set_up(name: str, cfg: dict, report: dict):
     """(groups, info, peak) of backend `name`, or None with the reason in `report`."""
     t0 = time.perf_counter()
