@@ -67,9 +67,8 @@ class _RecordingOps(TorchOps):
         top = shifted == 0
         e = torch.exp(shifted)
         rest = torch.where(top, 0.0, e).sum(dim=axis, keepdim=True)
-        # (counted in the logits' dtype, exact below 2**24 ties: an integer count made
-        # the kernel widen every mask lane to int64, 5-16% of the softmax loss's fwd+bwd
-        # kernel at 4M elements, measured)
+        # (counted in the logits' dtype, exact below 2**24 ties: an integer count makes
+        # the kernel widen every mask lane to int64, a slower kernel)
         ties = top.to(a.dtype).sum(dim=axis, keepdim=True) - 1.0
         out = shifted - torch.log1p(rest + ties)
         self.softmaxes.append((out, e, (rest + ties) + 1.0))
@@ -78,9 +77,8 @@ class _RecordingOps(TorchOps):
     def softmax_parts(self, lp):
         # The spec's softmax from the log-softmax's own exp and sum (_spec._softmax): the
         # kernel keeps exp(a - max) from its row reductions and turns it into the
-        # gradient in place, one exp per element (the softmax loss's fwd+bwd kernel at 4M
-        # elements, 1000 classes: 3.5-4.2 -> 3.0-3.2 ms, medians of two in-process A/B
-        # runs, against exp of the log-softmax).
+        # gradient in place: one exp per element, not a second pass of exp over the
+        # log-softmax.
         for out, e, total in self.softmaxes:
             if out is lp:
                 return e, total
@@ -145,11 +143,9 @@ def _fused_kernel(spec_name, x, targets, tensors, static, need_grad):
 #: thread while calls run op by op. FOCALX_TORCH_COMPILE_MIN_NUMEL sets the smallest
 #: logits (in elements) that take the fused path. "compile" is torch.compile (tests
 #: replace it).
-#: Once compiled, the kernel's fwd+bwd was faster at every size measured, 1K to 256K
-#: elements (sigmoid loss at 16K: 188 against 420 us op by op; at 64K: 264 against 2216 us,
-#: where every op's fresh 256 KiB result page-faults). Below 16K elements a call takes
-#: 0.1-0.4 ms either way, and the first call's compilation (seconds) would dominate a
-#: small job, so those run op by op.
+#: Once compiled, the kernel's fwd+bwd is faster than op by op (where every op's fresh
+#: result page-faults); but small calls are quick either way, and the first call's
+#: compilation (seconds) would dominate a small job, so those run op by op.
 _MODE = os.environ.get("FOCALX_TORCH_COMPILE", "1")
 _FUSED = {"enabled": _MODE != "0", "background": _MODE != "sync",
           "min_numel": int(os.environ.get("FOCALX_TORCH_COMPILE_MIN_NUMEL", 2 ** 14)),
@@ -417,7 +413,7 @@ def _compile_worker(jobs):
                 # Nothing queued: the thread ends (the next _submit starts another). An idle
                 # thread that has run an OpenMP region keeps its OpenMP team, and with more
                 # OpenMP threads than cores libgomp stops spinning: every parallel torch op
-                # of the caller then waits for a woken thread (8x slower at 64K elements).
+                # of the caller then waits for a woken thread.
                 _WORKER.update(queue=None, thread=None)
                 return
         job = jobs.get()
