@@ -1316,6 +1316,21 @@ class TestEagerBlocks:
         monkeypatch.setattr(bt.eager, "_EAGER_MIN", 1 << 12)
         self.bt = bt
 
+    def test_an_elementwise_block_grows_with_torchs_threads(self, monkeypatch):
+        # (each op of a block is a parallel region: more threads, fewer and larger blocks)
+        eager = self.bt.eager
+        monkeypatch.setattr(eager, "_BLOCK_ELEMS", None)
+        monkeypatch.setattr(eager, "_BLOCK_MIN", 1 << 18)
+        x = torch.zeros(4096, 1024)
+        sizes = {}
+        for threads in (1, 2, 64):
+            monkeypatch.setattr(torch, "get_num_threads", lambda threads=threads: threads)
+            blocks = eager._row_blocks("run_sigmoid_focal_loss", x, torch.zeros(1), {
+                "reduction": "mean"})
+            sizes[threads] = {(stop - start) * 1024 for start, stop in blocks[:-1]}
+        assert sizes == {1: {eager._BLOCK_ELEMS_PER_THREAD},
+                         2: {2 * eager._BLOCK_ELEMS_PER_THREAD}, 64: {eager._BLOCK_ELEMS_MAX}}
+
     def test_where_selects_exactly(self):
         ops = self.bt.eager._EagerOps
         for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):

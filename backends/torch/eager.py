@@ -114,8 +114,15 @@ _EAGER_OPS = _EagerOps()
 # sums are summed (the whole's sum up to the order of the summation), or for "none" its
 # losses are written into the whole's. Blocks start at multiples of _BLOCK_ALIGN
 # elements, so every element takes the same (vector or scalar) path through a kernel as
-# in the whole array. The same rules as the Paddle backend's blocks (backends/paddle.py).
-_BLOCK_ELEMS = 1 << 16
+# in the whole array. The same rules as the Paddle backend's blocks
+# (backends/paddle/blocks.py).
+#: An elementwise loss's block: _BLOCK_ELEMS elements if set, else _BLOCK_ELEMS_PER_THREAD
+#: for each of torch's intra-op threads (up to _BLOCK_ELEMS_MAX): every op of a block is a
+#: parallel region, whose fork and join cost the same whatever the block's size, so a
+#: block grows with the threads that share it (docs/design-measurements.md).
+_BLOCK_ELEMS = None
+_BLOCK_ELEMS_PER_THREAD = 1 << 17
+_BLOCK_ELEMS_MAX = 1 << 20
 #: (a softmax block outgrows L2 either way; larger ones halve the per-block Python and
 #: dispatch, which a block of small per-sample ops is made of)
 _SOFTMAX_BLOCK_ELEMS = 1 << 20
@@ -155,8 +162,12 @@ def _row_blocks(spec_name, x, targets, params):
             if isinstance(a, torch.Tensor) and (a.dim() > len(shape) or (
                     a.dim() == len(shape) and a.shape[0] not in (1, shape[0]))):
                 return None
-    return _blocks.row_blocks(shape, softmax=softmax, align=_BLOCK_ALIGN,
-                              elems=_SOFTMAX_BLOCK_ELEMS if softmax else _BLOCK_ELEMS)
+    if softmax:
+        elems = _SOFTMAX_BLOCK_ELEMS
+    else:
+        elems = _BLOCK_ELEMS or min(_BLOCK_ELEMS_PER_THREAD * torch.get_num_threads(),
+                                    _BLOCK_ELEMS_MAX)
+    return _blocks.row_blocks(shape, softmax=softmax, align=_BLOCK_ALIGN, elems=elems)
 
 
 #: The whole gradient of the last blocked call, {"t": tensor}. A fresh full-size tensor
