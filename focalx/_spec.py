@@ -112,7 +112,7 @@ class Ops(Protocol):
 
     # plumbing used by the run_* functions
     def shape(self, a) -> tuple: ...      # static shape; None for a size unknown until run
-    #                                       time (TensorFlow graphs with a None batch size)
+    #                                       time (a graph traced with an unknown batch size)
     def count(self, a): ...               # a's number of elements, a 0-d array of a's dtype
     #                                       (used only where shape(a) has a None)
     def kind(self, a) -> str: ...         # "floating" | "integer" | "bool" | other
@@ -211,7 +211,7 @@ def _is_real(v) -> bool:
 
 def _finite(v) -> bool:
     """math.isfinite, written with comparisons so that a compiler's symbolic float
-    (torch.compile with dynamic hyperparameters) can be guarded on."""
+    (a hyperparameter traced as dynamic) can be guarded on."""
     return v == v and v != math.inf and v != -math.inf
 
 
@@ -400,7 +400,7 @@ def check_alpha_number(alpha) -> Optional[float]:
 
 
 def softmax_target_kind(logits_shape, targets_shape, targets_kind: str, axis: int) -> str:
-    """Tell class indices from class probabilities, as torch's cross_entropy does.
+    """Tell class indices from class probabilities by shape (the usual cross-entropy rule).
 
     Same shape as the logits: probabilities (must be floating). Otherwise the
     logits' shape without the class axis: indices (must be integer).
@@ -448,7 +448,7 @@ def check_class_index_range(lo: int, hi: int, num_classes: int) -> None:
 
 def _is0(a):
     """a == 0 for an array known to be >= 0, as ``a <= 0``: exact in every framework
-    (Paddle's float ``==`` is true within 1e-15)."""
+    (a backend's float ``==`` may compare within a tolerance)."""
     return a <= 0
 
 
@@ -471,7 +471,7 @@ def _focal_factor(ops, m, gamma: float):
             out = out * m
         return out
     # m ** gamma, with 0 at m == 0 through a where whose other branch never sees 0:
-    # an autodiff of this closed form (jax.hessian) stays finite at saturation.
+    # an autodiff of this closed form (a second derivative) stays finite at saturation.
     zero = _is0(m)
     base = ops.where(zero, m + 1.0, m)
     # (called as a method, not read into a variable: see _softmax)
@@ -522,7 +522,7 @@ def _cdiv(ops, c, v, p):
 
 def _ratio(ops, a, b):
     """a / b for b > 0. A backend that differentiates the closed-form gradient again
-    (JAX: ``jax.hessian``) binds ``Ops.ratio`` to a division whose derivative is
+    (second derivatives) binds ``Ops.ratio`` to a division whose derivative is
     (a' - (a/b) b') / b: autodiff's a'/b - a b'/b**2 is 0/0 where b**2 underflows."""
     # (called as a method, not read into a variable: see _softmax)
     return ops.ratio(a, b) if hasattr(ops, "ratio") else a / b
@@ -553,9 +553,8 @@ def _log1p_lean(ops, e):
     """(log1p(e), 1/(1 + e)) for e in [0, 1]: one log1p and one division.
 
     (Not log(u) + (e - (u - 1))/u with u = 1 + e, which spends a log instead of a log1p:
-    TensorFlow's graph optimizer reassociates (1 + e) - 1 to e and rewrites log(1 + e)
-    to log1p(e), which turned the loss of a confident element into 0 or twice its value
-    inside a tf.function.)"""
+    a graph optimizer may reassociate (1 + e) - 1 to e and rewrite log(1 + e) to
+    log1p(e), turning the loss of a confident element into 0 or twice its value.)"""
     return ops.log1p(e), 1.0 / (1.0 + e)
 
 
@@ -593,8 +592,8 @@ def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float
     overflows only where the result does: with c their product, the loss is
     -(c w_+ y log p + c (1-y) log(1-p)). (At an infinite logit a certain right
     prediction is 0 * inf: NaN, where a certain wrong one is +inf. The loss has no
-    select on the way to its sum: XLA on CPU then writes every shared term out, much
-    slower for JAX.)
+    select on the way to its sum: a fusing compiler writes out every term a select
+    shares, which costs memory traffic.)
     """
     lean = from_logits and getattr(ops, "lean_sigmoid", False)
     e = ops.exp(-ops.abs(x)) if from_logits else None
@@ -639,8 +638,8 @@ def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float
         # d(1-p_t)/dx = (1-2y) p(1-p), so the focal factor adds gamma (1-2y) r loss with
         # r = p(1-p)/(1-p_t) <= 1: (1-p_t)^(gamma-1) never appears alone. r = 0 where
         # 1-p_t == 0 (p(1-p) is 0 there). (Where the loss is infinite, the gradient may
-        # be NaN: no select guards r * loss, since XLA on CPU writes out what a select
-        # shares, four full-size arrays here.)
+        # be NaN: no select guards r * loss, since a fusing compiler writes out what a
+        # select shares, four full-size arrays here.)
         r = _ratio(ops, p * q, _one_at_zero(ops, m))
         focal = (gamma * (ny - y)) * r * loss
         # (called as a method, not read into a variable: see _softmax)
@@ -695,8 +694,8 @@ def _softmax(ops, lp):
     exp(lp). The parts cost a product instead of a second exp per element, and keep p's
     relative precision (exp of lp turns lp's absolute error into relative error: 8 ulps
     of float32 at p = 1e-35, measured)."""
-    # (called as a method, not read into a variable: Paddle's to_static (SOT) turns a
-    # bound method held in a variable into a guard it cannot compile)
+    # (called as a method, not read into a variable: a bytecode-translating compiler
+    # may turn a bound method held in a variable into a guard it cannot compile)
     parts = ops.softmax_parts(lp) if hasattr(ops, "softmax_parts") else None
     if parts is None:
         return ops.exp(lp)
@@ -865,8 +864,8 @@ def host_array(v, name: str) -> np.ndarray:
     or ValueError naming `name`: strings, ragged sequences, numbers too large for a
     float. Each backend's ``Ops.asarray`` converts host data through this."""
     if isinstance(v, (list, tuple)) or (_is_real(v) and not isinstance(v, np.generic)):
-        # (Python values are checked in Python: a compiler tracing this (torch.compile)
-        # treats them as constants, and cannot trace a NumPy array's dtype)
+        # (Python values are checked in Python: a compiler tracing this treats them as
+        # constants, and may not trace a NumPy array's dtype)
         if not _flat_numbers(v, [], name):
             raise TypeError(f"{name} must hold real numbers, got {_short(v)}")
         try:
@@ -1003,12 +1002,12 @@ def _normalizer(ops, normalizer, like):
         return None
     if _is_real(normalizer) or isinstance(normalizer, bool):
         return check_normalizer_number(normalizer)
-    # (a NumPy array's dtype is not read while a compiler traces: torch.compile cannot)
+    # (a NumPy array's dtype is not read while a compiler traces: some cannot)
     if not (isinstance(normalizer, np.ndarray) and ops.tracing()) and \
-            "bool" in str(getattr(normalizer, "dtype", "")):  # bool, torch.bool, tf's bool
+            "bool" in str(getattr(normalizer, "dtype", "")):  # every framework's bool dtype
         raise TypeError("normalizer must be a number or a 0-d real array, got bool dtype")
     arr = ops.asarray(normalizer, "normalizer", like)
-    if ops.shape(arr) == (1,):  # (Paddle's convention for a single number)
+    if ops.shape(arr) == (1,):  # (a shape-[1] tensor as a single number, a common convention)
         arr = ops.squeeze(arr, 0)
     if ops.shape(arr) != ():
         raise ValueError(f"normalizer must be a number, a 0-d array or one of shape (1,), got shape "
@@ -1247,10 +1246,9 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
             else:
                 rng = None  # (the check reads the indices with ignored ones replaced)
         idx, sample_coef = _class_indices(ops, x, targets, ignore_index, axis)
-        # (inline, not _check_class_indices: under Paddle's to_static (SOT) the check's
-        # host read breaks the graph, and where it breaks decides how much of the loss
-        # becomes a static program, whose float constants are float32 (measured: 2e-8
-        # relative in a float64 loss when the check was one call deeper))
+        # (inline, not _check_class_indices: under a bytecode-translating compiler the
+        # check's host read breaks the graph, and where it breaks decides how much of
+        # the loss becomes a static program, whose float constants may be float32)
         _check_values(ops, idx, lambda lo, hi: check_class_index_range(int(lo), int(hi), C),
                       lambda a: (a >= 0) & (a < C),
                       # (the message of an assert: none where the range is known)
