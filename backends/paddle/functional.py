@@ -369,6 +369,8 @@ def quality_focal_loss(logits: paddle.Tensor, targets: paddle.Tensor, *, beta: f
     """
     # focalx:end
     _sot_fallback(recursive=True)
+    if isinstance(targets, list):  # (to_static passes a tuple argument on as a list)
+        targets = tuple(targets)
     labels, scores = _spec.split_quality_targets(targets)
     _check_tensors(logits, scores)
     params = dict(beta=beta, weight=weight, reduction=reduction, normalizer=normalizer)
