@@ -1561,9 +1561,12 @@ def run_distribution_focal_loss(ops, logits, targets, *, weight, ignore_index, r
     if scale is None:
         scale = reduction_scale(ops, reduction=reduction, denom=denom, normalizer=normalizer)
     base = _mul(coef, mask)
-    # the left bin: floor(y) (a cast truncates, and y >= 0), at most n - 1
+    # the left bin: floor(y) (a cast truncates, and y >= 0), at most n - 1; clamped to
+    # [0, n - 1] also where a failed value check could not raise (traced, on a device),
+    # so that no index leaves the bins
     left = ops.as_index(y)
     left = ops.where(left < n_bins - 1, left, ops.full_like(left, n_bins - 1))
+    left = ops.where(left > 0, left, ops.full_like(left, 0))
     w_right = y - ops.as_float(left, x)
     w_left = 1.0 - w_right
     left = ops.expand_dims(left, axis)
