@@ -314,7 +314,7 @@ def _gfl_cases(b, rng):
     b.add("vfl/all-negative", VFL, x, sh, [0.0] * 12, sh, {"gamma": 2.0, "reduction": "sum"})
     for gamma in (0.0, 0.25, 0.5, 2.0):
         for t in (0.0, 1.0, 0.375):
-            b.add(f"vfl/extreme/gamma={gamma}/q={t}", VFL, list(EXTREME), (n,), [t] * n, (n,),
+            b.add(f"vfl/extreme/q={t}/gamma={gamma}", VFL, list(EXTREME), (n,), [t] * n, (n,),
                   {"gamma": gamma, "reduction": "none"})
     # ---- DFL -------------------------------------------------------------------------
     x, sh = _logits(rng, (6, 8))  # n_bins = 7

@@ -492,3 +492,22 @@ class TestGeneralizedFocalOptaxParity:
         got = fj.distribution_focal_loss(jnp.asarray(x[[0, 1, 2, 5]]),
                                          jnp.asarray(ti.astype(float)), reduction="none")
         _close(got, want, rtol=1e-13)
+
+
+def test_every_gfl_golden_case_under_jit_float32():
+    """QFL (both layouts), VFL and DFL under jax.jit: every golden case."""
+    harness = _harness.create("jax")
+    cases = runner.load_golden()["cases"]
+    failures = []
+    for variant in ("quality_focal_loss", "varifocal_loss", "distribution_focal_loss"):
+        base = getattr(fj, variant)
+
+        def call(x, y, base=base, **kw):
+            arrays = {k: v for k, v in kw.items() if isinstance(v, jax.Array)}
+            static = {k: v for k, v in kw.items() if k not in arrays}
+            return jax.jit(lambda v, w, arr: base(v, w, **static, **arr))(x, y, arrays)
+        results = runner.run_cases(harness, runner.select(cases, variant=variant), "cpu",
+                                   "float32", fn=call)
+        assert results
+        failures += [f"{r['id']}: {r.get('detail')}" for r in results if r["status"] != "passed"]
+    assert not failures, "\n".join(failures)
