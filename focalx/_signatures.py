@@ -230,7 +230,8 @@ box at the ground-truth class, 0 elsewhere), with :math:`k = q`
 autograd does through mmdet's and ultralytics' formulas (neither detaches it).
 
 mmdet's ``varifocal_loss(pred, target, weight, alpha, gamma, iou_weighted,
-reduction, avg_factor)`` is this with ``normalizer=avg_factor``. ultralytics'
+reduction, avg_factor)`` is this, with ``reduction="sum", normalizer=avg_factor``
+where it is given an ``avg_factor`` (and the same reduction without). ultralytics'
 ``VarifocalLoss(pred, gt_score, label)`` (``.mean(1).sum()`` over (B, A, C)) weighs
 by ``label`` rather than ``q > 0``: it is ``reduction="sum", normalizer=A,
 weight=1 - label * (gt_score == 0)`` (the weight drops elements labelled positive with
