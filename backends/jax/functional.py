@@ -237,13 +237,15 @@ def sigmoid_focal_loss(logits: jax.Array, targets: jax.Array, *,
     """
     # focalx:end
     targets = _check_arrays(logits, targets)
-    _check_static(gamma=gamma, label_smoothing=label_smoothing, ignore_index=ignore_index,
+    _check_static(label_smoothing=label_smoothing, ignore_index=ignore_index,
                   reduction=reduction, from_logits=from_logits)
-    arrays, static = _split(alpha=alpha, pos_weight=pos_weight, weight=weight,
+    # (gamma as an array, per class or 0-d, is an input like alpha: a traced gamma, e.g.
+    # a schedule's under jit, compiles once for every value)
+    arrays, static = _split(gamma=gamma, alpha=alpha, pos_weight=pos_weight, weight=weight,
                             normalizer=normalizer)
 
     def run(x, arrs, need_grad, checks=True):
-        return _run(_spec.run_sigmoid_focal_loss, x, arrs, need_grad, checks, gamma=gamma,
+        return _run(_spec.run_sigmoid_focal_loss, x, arrs, need_grad, checks,
                     ignore_index=ignore_index, label_smoothing=label_smoothing,
                     reduction=reduction, from_logits=from_logits, **static)
 
@@ -358,15 +360,15 @@ def softmax_focal_loss(logits: jax.Array, targets: jax.Array, *,
     """
     # focalx:end
     targets = _check_arrays(logits, targets)
-    _check_static(gamma=gamma, label_smoothing=label_smoothing, ignore_index=ignore_index,
+    _check_static(label_smoothing=label_smoothing, ignore_index=ignore_index,
                   reduction=reduction, axis=axis, from_logits=from_logits)
     ignore_index = _index_ignore(ignore_index)
     ndim = logits.ndim
     class_axis = _spec.check_axis(axis, ndim) if ndim else 0
-    arrays, static = _split(alpha=alpha, weight=weight, normalizer=normalizer)
+    arrays, static = _split(gamma=gamma, alpha=alpha, weight=weight, normalizer=normalizer)
 
     def run(x, arrs, need_grad, checks=True):
-        return _run(_spec.run_softmax_focal_loss, x, arrs, need_grad, checks, gamma=gamma,
+        return _run(_spec.run_softmax_focal_loss, x, arrs, need_grad, checks,
                     ignore_index=ignore_index, label_smoothing=label_smoothing,
                     reduction=reduction, axis=axis, from_logits=from_logits, **static)
 
