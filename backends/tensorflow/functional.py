@@ -172,6 +172,7 @@ def sigmoid_focal_loss(logits: tf.Tensor, targets: tf.Tensor, *,
     # focalx:end
     targets = _check_tensors(logits, targets)
     alpha, pos_weight, weight, normalizer = map(_read, (alpha, pos_weight, weight, normalizer))
+    gamma = _read(gamma)  # (a tf.Variable gamma: a schedule's, assigned every step)
 
     kw = dict(gamma=gamma, alpha=alpha, pos_weight=pos_weight, weight=weight,
               ignore_index=ignore_index, label_smoothing=label_smoothing,
@@ -285,6 +286,7 @@ def softmax_focal_loss(logits: tf.Tensor, targets: tf.Tensor, *,
     ndim = len(TensorflowOps.shape(logits))
     class_axis = _spec.check_axis(axis, ndim) if ndim else 0
     alpha, weight, normalizer = map(_read, (alpha, weight, normalizer))
+    gamma = _read(gamma)
 
     kw = dict(gamma=gamma, alpha=alpha, weight=weight, ignore_index=ignore_index,
               label_smoothing=label_smoothing, reduction=reduction, normalizer=normalizer,
