@@ -29,6 +29,7 @@ del _root
 
 from ._dispatch import backend_for as _backend_for  # noqa: E402
 from ._helpers import alpha_from_counts, pos_weight_from_counts, prior_bias  # noqa: E402
+from ._schedules import GammaSchedule, gamma_schedule  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,8 @@ __all__ = [
     "prior_bias",
     "pos_weight_from_counts",
     "alpha_from_counts",
+    "gamma_schedule",
+    "GammaSchedule",
     "__version__",
 ]
 
