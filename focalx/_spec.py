@@ -50,6 +50,18 @@ and written so that no :math:`(1-p_t)^{\gamma-1}` ever appears on its own:
 the ratios that multiply it are bounded by 1, so it is finite for every finite
 logit and every :math:`\gamma \ge 0`, and at saturation it is its true limit.
 
+Per-class gamma: ``gamma`` may be an array (:func:`_gamma`): broadcast to the logits for
+the sigmoid loss (:math:`\gamma_{ic}` per element, e.g. per class), a vector on the
+class axis for the softmax loss (class c's term takes :math:`(1-p_c)^{\gamma_c}`; with
+class indices each sample takes its target's). The formulas and gradients are the same
+with :math:`\gamma` elementwise (the gradient's focal term is
+:math:`\gamma\,(1-2y)\,r\,\mathrm{FL}`, with r <= 1, so a class at
+:math:`\gamma_c = 0` or < 1 stays finite at saturation); the focal factor of an array
+gamma is one power whatever its values (:func:`_focal_factor_array`), where a Python
+number picks its form (repeated products for integers up to 4). A 0-d array gamma takes
+the same path: a compiler may trace it (a gamma schedule), where it specialises on a
+number.
+
 References
 ----------
 Lin, Goyal, Girshick, He, Dollar, "Focal Loss for Dense Object Detection",
@@ -510,8 +522,9 @@ def _focal_factor_array(ops, m, gamma):
     is infinite for gamma < 1, ever reaches an autodiff of this closed form."""
     zero = _is0(m)
     base = ops.where(zero, m + 1.0, m)
-    # (called as a method, not read into a variable: see _softmax)
-    power = ops.pow_array(base, gamma) if hasattr(ops, "pow_array") else base ** gamma
+    # (an array exponent of the base's dtype: exact in every backend, where Paddle rounds
+    # a Python float exponent to float32: see Ops.pow)
+    power = base ** gamma
     return ops.where(zero & (gamma > 0), power * 0.0, power)
 
 
