@@ -2137,3 +2137,21 @@ class TestGammaSchedule:
         for i in range(12):  # the contrast: a Python float is part of the program's key
             step(paddle.to_tensor(x), paddle.to_tensor(t), sched(i))
         assert len(traces) == len(step.program_cache) == 11  # (sched(10) == sched(11))
+
+
+def test_layers_take_a_per_class_gamma_as_a_buffer():
+    rng = np.random.default_rng(15)
+    x = rng.normal(size=(8, 3)) * 3
+    y = rng.integers(0, 3, 8)
+    t = (rng.random((8, 3)) < 0.4).astype(np.float64)
+    gamma = [0.0, 0.25, 2.0]
+    m = fpd.FocalLoss(gamma=gamma)
+    assert "gamma" in dict(m.named_buffers())
+    np.testing.assert_allclose(float(m(paddle.to_tensor(x), paddle.to_tensor(y))),
+                               ref.softmax_focal_loss(x, y, gamma=gamma), rtol=1e-12)
+    s = fpd.SigmoidFocalLoss(gamma=paddle.to_tensor(gamma))
+    np.testing.assert_allclose(float(s(paddle.to_tensor(x), paddle.to_tensor(t))),
+                               ref.sigmoid_focal_loss(x, t, gamma=gamma), rtol=1e-12)
+    assert fpd.FocalLoss(gamma=2.0).gamma == 2.0  # a number stays an attribute
+    with pytest.raises(ValueError, match="gamma"):
+        fpd.FocalLoss(gamma=[1.0, float("nan"), 1.0])

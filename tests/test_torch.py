@@ -1708,3 +1708,22 @@ class TestGammaSchedule:
             np.testing.assert_allclose(got.item(), want, rtol=1e-12)
         assert len(graphs) == 1
         torch._dynamo.reset()
+
+
+def test_modules_take_a_per_class_gamma_as_a_buffer():
+    x = _logits((8, 3), seed=12)
+    y = torch.randint(0, 3, (8,), generator=_gen(13))
+    t = (torch.rand((8, 3), generator=_gen(14)) < 0.4).double()
+    gamma = [0.0, 0.25, 2.0]
+    m = ft.FocalLoss(gamma=gamma)
+    assert "gamma" in dict(m.named_buffers()) and "0.25" in repr(m)
+    _assert_close(m(x, y), torch.as_tensor(ref.softmax_focal_loss(x.numpy(), y.numpy(),
+                                                                    gamma=gamma, axis=1)))
+    s = ft.SigmoidFocalLoss(gamma=torch.tensor(gamma))
+    _assert_close(s(x, t), torch.as_tensor(ref.sigmoid_focal_loss(x.numpy(), t.numpy(),
+                                                                    gamma=gamma)))
+    assert ft.FocalLoss(gamma=2.0).gamma == 2.0  # a number stays an attribute
+    with pytest.raises(ValueError, match="gamma"):
+        ft.FocalLoss(gamma=[[1.0, 2.0, 1.0]])
+    with pytest.raises(ValueError, match="gamma"):
+        ft.SigmoidFocalLoss(gamma=torch.tensor([1.0, -2.0]))
