@@ -522,8 +522,8 @@ def _focal_factor_array(ops, m, gamma):
     is infinite for gamma < 1, ever reaches an autodiff of this closed form."""
     zero = _is0(m)
     base = ops.where(zero, m + 1.0, m)
-    # (an array exponent of the base's dtype: exact in every backend, where Paddle rounds
-    # a Python float exponent to float32: see Ops.pow)
+    # (an array exponent of the base's dtype: exact in every backend, where a backend may
+    # round a Python float exponent to float32: see Ops.pow)
     power = base ** gamma
     return ops.where(zero & (gamma > 0), power * 0.0, power)
 
