@@ -51,6 +51,18 @@ def _alpha_config(alpha, class_vector):
     return _vector_config(alpha, "alpha", class_vector)
 
 
+def _gamma_config(gamma, class_vector):
+    """gamma as a JSON-serialisable value: a float, or a list of floats (per class)."""
+    if isinstance(gamma, numbers.Real) or not (isinstance(gamma, (list, tuple)) or
+                                               hasattr(gamma, "shape")):
+        return _spec.check_gamma(gamma)
+    if not isinstance(gamma, (list, tuple)):
+        gamma = ops.convert_to_numpy(gamma)  # a tensor of any Keras backend
+    arr = _spec.check_gamma_param(gamma, class_vector=class_vector)
+    return arr if isinstance(arr, float) else (
+        float(arr) if arr.ndim == 0 else [float(a) for a in arr.reshape(-1)])
+
+
 def _vector_config(v, name, class_vector, allow_scalar=True):
     """A hyperparameter array as a JSON-serialisable list of floats (or a float), checked
     now as a call would check it."""
@@ -85,7 +97,7 @@ class _FocalLoss(keras.losses.Loss):
     def __init__(self, *, gamma, alpha, from_logits, label_smoothing, axis, reduction, name,
                  dtype):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.gamma = _spec.check_gamma(gamma)
+        self.gamma = _gamma_config(gamma, self._class_vectors)
         self.alpha = _alpha_config(alpha, self._class_vectors)
         self.from_logits = _spec.check_from_logits(from_logits)
         self.label_smoothing = _spec.check_label_smoothing(label_smoothing)

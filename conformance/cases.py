@@ -262,6 +262,7 @@ def build_cases() -> list[dict]:
     b.add("star/huge", STAR, [3e38, -3e38, 1e37, -1e37], (4,), [0.0, 1.0, 1.0, 0.0], (4,),
           {"gamma": 4.0, "beta": 1.0, "alpha": 0.25, "reduction": "mean", "normalizer": 7.0},
           dtypes=NOT_FLOAT16)
+    _per_class_gamma(b)
     _gfl_cases(b, random.Random(20261203))
     return b.cases
 
@@ -342,6 +343,71 @@ def _gfl_cases(b, rng):
     for tv in (0.0, 0.5, 1.0, 1.75, 2.0):
         b.add(f"dfl/extreme/y={tv}", DFL, flat_rows, (len(rows), 3), [tv] * len(rows),
               (len(rows),), {"axis": 1, "reduction": "none"})
+
+
+def _per_class_gamma(b):
+    """gamma as a vector: per class on the sigmoid loss's last axis (or per element) and
+    on the softmax loss's class axis, zeros and fractions (gamma < 1) among them; as a
+    list and as a framework array (array_kwargs). Its own random stream: the cases above
+    keep their data."""
+    rng = random.Random(18003)
+    x, sh = _logits(rng, (4, 3))
+    y, ys = _hard(rng, 12), _soft(rng, 12)
+    g3 = [0.0, 0.25, 2.0]
+    b.add("sigmoid/gamma-vector/alpha=0.25", SIGMOID, x, sh, y, sh,
+          {"gamma": g3, "alpha": 0.25, "reduction": "none"})
+    b.add("sigmoid/gamma-vector/array", SIGMOID, x, sh, ys, sh,
+          {"gamma": [0.5, 1.0, 0.0], "alpha": [0.25, 0.75, 0.5], "reduction": "mean"},
+          array_kwargs=["gamma"])
+    b.add("sigmoid/gamma-vector/rows", SIGMOID, x, sh, y, sh,
+          {"gamma": [[0.25], [0.0], [2.5], [1.0]], "alpha": None, "label_smoothing": 0.125,
+           "reduction": "sum"})
+    n = len(EXTREME)
+    ge = [(0.0, 0.25, 0.5, 1.0, 2.0)[i % 5] for i in range(n)]
+    for t in (0.0, 1.0, 0.375):
+        b.add(f"sigmoid/gamma-vector/extreme/y={t}", SIGMOID, list(EXTREME), (n,), [t] * n,
+              (n,), {"gamma": ge, "alpha": 0.25, "reduction": "none"})
+    probs = [0.125, 0.5, 0.875, 0.0, 1.0, 2.0 ** -20, 1 - 2.0 ** -20, 0.25]
+    ptarg = [1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.625]
+    b.add("sigmoid/gamma-vector/probabilities", SIGMOID, probs, (8,), ptarg, (8,),
+          {"gamma": [0.0, 0.25, 0.5, 2.0, 0.0, 0.25, 0.5, 2.0], "from_logits": False,
+           "reduction": "none"})
+
+    x, sh = _logits(rng, (5, 4))
+    yi = [rng.randrange(4) for _ in range(5)]
+    yi[3] = -100
+    g4 = [0.0, 0.25, 2.0, 0.5]
+    b.add("softmax/gamma-vector", SOFTMAX, x, sh, yi, (5,),
+          {"gamma": g4, "axis": 1, "reduction": "none"}, index=True)
+    b.add("softmax/gamma-vector/alpha-weight/array", SOFTMAX, x, sh, yi, (5,),
+          {"gamma": [1.0, 0.0, 0.5, 2.5], "alpha": [0.25, 0.75, 0.5, 1.0],
+           "weight": [0.5, 1.5, 2.0, 1.0], "axis": 1, "reduction": "mean"},
+          index=True, array_kwargs=["gamma"])
+    b.add("softmax/gamma-vector/label_smoothing", SOFTMAX, x, sh, yi, (5,),
+          {"gamma": g4, "label_smoothing": 0.125, "axis": 1, "reduction": "sum"}, index=True)
+    q = [v / 8 for v in (2, 2, 4, 0, 8, 0, 0, 0, 1, 3, 3, 1, 0, 0, 4, 4, 2, 6, 0, 0)]
+    b.add("softmax/gamma-vector/probs", SOFTMAX, x, sh, q, sh,
+          {"gamma": g4, "axis": 1, "reduction": "mean"})
+    xn, shn = _logits(rng, (2, 3, 2, 2))
+    b.add("softmax/gamma-vector/nd/axis=1", SOFTMAX, xn, shn,
+          [rng.randrange(3) for _ in range(8)], (2, 2, 2),
+          {"gamma": [2.0, 0.25, 0.0], "axis": 1, "reduction": "none"}, index=True)
+    pr = [0.5, 0.25, 0.25, 0.125, 0.375, 0.5, 1.0, 0.0, 0.0, 2.0 ** -20, 1 - 2.0 ** -20, 0.0]
+    b.add("softmax/gamma-vector/probabilities", SOFTMAX, pr, (4, 3), [0, 2, 0, 1], (4,),
+          {"gamma": [0.25, 0.0, 2.0], "from_logits": False, "axis": 1, "reduction": "none"},
+          index=True)
+    rows = [[0.0, 1e-8, -1e-8], [15.0, -15.0, 0.0], [17.0, -17.0, 0.0], [30.0, -30.0, 0.0],
+            [88.0, -89.0, 0.0], [100.0, -100.0, 0.0], [1e4, 0.0, -1e4], [-1e4, 1e4, 0.0]]
+    flat_rows = [v for r in rows for v in r]
+    for gname, gv in (("0,0.25,2", [0.0, 0.25, 2.0]), ("0.5,1,0", [0.5, 1.0, 0.0])):
+        for t in (0, 1, 2):
+            b.add(f"softmax/gamma-vector/extreme/{gname}/target={t}", SOFTMAX, flat_rows,
+                  (len(rows), 3), [t] * len(rows), (len(rows),),
+                  {"gamma": gv, "axis": 1, "reduction": "none"}, index=True)
+        b.add(f"softmax/gamma-vector/extreme/{gname}/smoothing", SOFTMAX, flat_rows,
+              (len(rows), 3), [1] * len(rows), (len(rows),),
+              {"gamma": gv, "label_smoothing": 0.125, "axis": 1, "reduction": "none"},
+              index=True)
 
 
 __all__ = ["build_cases", "GAMMAS", "EXTREME"]

@@ -118,8 +118,8 @@ def _log_softmax(xs):
 
 
 def _softmax_sample(xs, q, k, gamma, from_logits, only=None):
-    """-sum_c k_c q_c (1-p_c)^gamma log p_c over one sample's classes (or class `only`'s
-    term)."""
+    """-sum_c k_c q_c (1-p_c)^gamma_c log p_c over one sample's classes (or class `only`'s
+    term); gamma is a list of gamma_c (one per class)."""
     if from_logits:
         lps = _log_softmax(xs)
         omps = [-mp.expm1(lp) for lp in lps]
@@ -127,10 +127,10 @@ def _softmax_sample(xs, q, k, gamma, from_logits, only=None):
         lps = [mp.log(p) if p > 0 else mp.ninf for p in xs]
         omps = [1 - p for p in xs]
     total = mp.mpf(0)
-    for c, (lp, omp, qc, kc) in enumerate(zip(lps, omps, q, k)):
+    for c, (lp, omp, qc, kc, gc) in enumerate(zip(lps, omps, q, k, gamma)):
         if qc == 0 or kc == 0 or (only is not None and c != only):
             continue
-        total += kc * qc * (omp ** gamma if gamma != 0 else 1) * -lp
+        total += kc * qc * (omp ** gc if gc != 0 else 1) * -lp
     return total
 
 
@@ -176,7 +176,9 @@ def sigmoid(logits, shape, targets, tshape, kw, *, star=False):
         w_at = _param(kw, "weight", shape)
         ignore = kw.get("ignore_index")
         e = mp.mpf(kw.get("label_smoothing", 0))
-        gamma = mp.mpf(kw["gamma"])
+        gamma = mp.mpf(kw["gamma"]) if star else None
+        # (a per-element gamma broadcasts to the logits as alpha does)
+        gamma_at = None if star else _param(kw, "gamma", shape)
         from_logits = kw.get("from_logits", True)
 
         elem_fns, count = [], 0
@@ -200,8 +202,9 @@ def sigmoid(logits, shape, targets, tshape, kw, *, star=False):
                 elem_fns.append(lambda v, y=y, a=a, w=w: w * _star_elem(v, y, gamma, beta, a))
             else:
                 pw = 1 if pw_at is None else pw_at(idx)
-                elem_fns.append(lambda v, y=y, a=a, w=w, pw=pw:
-                                w * _sigmoid_elem(v, y, gamma, a, pw, from_logits))
+                g = gamma_at(idx)
+                elem_fns.append(lambda v, y=y, a=a, w=w, pw=pw, g=g:
+                                w * _sigmoid_elem(v, y, g, a, pw, from_logits))
         values = [mp.mpf(0) if f is None else f(x) for f, x in zip(elem_fns, xs)]
         out, scale = _reduce(values, kw["reduction"], count, kw.get("normalizer"))
         grads = []
@@ -227,7 +230,7 @@ def softmax(logits, shape, targets, tshape, kw):
         xs = [mp.mpf(v) for v in logits]
         probs = tuple(tshape) == shape
         e = mp.mpf(kw.get("label_smoothing", 0))
-        gamma = mp.mpf(kw["gamma"])
+        gamma = _mpf_list(kw["gamma"])  # a number, or one per class
         weight = _mpf_list(kw.get("weight"))
         alpha = _mpf_list(kw.get("alpha"))
         ignore = kw["ignore_index"]
@@ -237,6 +240,7 @@ def softmax(logits, shape, targets, tshape, kw):
             k = [a * b for a, b in zip(k, weight)]
         if alpha is not None:
             k = [a * (alpha[c] if isinstance(alpha, list) else alpha) for c, a in enumerate(k)]
+        gamma = gamma if isinstance(gamma, list) else [gamma] * C
 
         def flat_at(s_idx, c):
             return _flat(shape, s_idx[:axis] + (c,) + s_idx[axis:])

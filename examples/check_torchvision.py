@@ -34,6 +34,8 @@ def adapter(variant, kw):
     alpha = kw.get("alpha", 0.25)
     if alpha is not None and not isinstance(alpha, float):
         raise Unsupported("torchvision takes a scalar alpha only")
+    if not isinstance(kw["gamma"], float):
+        raise Unsupported("torchvision takes a scalar gamma only")
     return {"alpha": -1.0 if alpha is None else alpha, "gamma": kw["gamma"],
             "reduction": kw.get("reduction", "mean")}
 

@@ -29,6 +29,7 @@ del _root
 
 from ._dispatch import backend_for as _backend_for  # noqa: E402
 from ._helpers import alpha_from_counts, pos_weight_from_counts, prior_bias  # noqa: E402
+from ._schedules import GammaSchedule, gamma_schedule  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -42,12 +43,15 @@ __all__ = [
     "prior_bias",
     "pos_weight_from_counts",
     "alpha_from_counts",
+    "gamma_schedule",
+    "GammaSchedule",
     "__version__",
 ]
 
 
 # focalx:signature sigmoid_focal_loss
-def sigmoid_focal_loss(logits: ArrayLike, targets: ArrayLike, *, gamma: float = 2.0,
+def sigmoid_focal_loss(logits: ArrayLike, targets: ArrayLike, *,
+                       gamma: float | Sequence[float] | ArrayLike = 2.0,
                        alpha: float | Sequence[float] | ArrayLike | None = 0.25,
                        pos_weight: float | Sequence[float] | ArrayLike | None = None,
                        weight: float | Sequence[float] | ArrayLike | None = None,
@@ -77,7 +81,10 @@ def sigmoid_focal_loss(logits: ArrayLike, targets: ArrayLike, *, gamma: float = 
         ``from_logits=False``.
       targets: broadcastable to ``logits`` (never enlarging it); hard {0, 1} or soft in
         [0, 1]; bool / integer targets are accepted.
-      gamma: focusing parameter, a number >= 0 (0 = no focusing).
+      gamma: focusing parameter >= 0 (0 = no focusing): a number, or an array of values
+        >= 0 broadcastable to ``logits`` (e.g. per class on the last axis, as alpha), a
+        0-d array included (a gamma schedule under a compiler: see
+        ``focalx.gamma_schedule``).
       alpha: None (no class balancing, alpha_t = 1), a number in [0, 1], or an array of
         values in [0, 1] broadcastable to ``logits`` (e.g. per class on the last axis):
         alpha for positives, 1 - alpha for negatives.
@@ -119,7 +126,8 @@ def sigmoid_focal_loss(logits: ArrayLike, targets: ArrayLike, *, gamma: float = 
 
 
 # focalx:signature softmax_focal_loss
-def softmax_focal_loss(logits: ArrayLike, targets: ArrayLike, *, gamma: float = 2.0,
+def softmax_focal_loss(logits: ArrayLike, targets: ArrayLike, *,
+                       gamma: float | Sequence[float] | ArrayLike = 2.0,
                        alpha: float | Sequence[float] | ArrayLike | None = None,
                        weight: float | Sequence[float] | ArrayLike | None = None,
                        ignore_index: int | None = -100, label_smoothing: float = 0.0,
@@ -148,7 +156,9 @@ def softmax_focal_loss(logits: ArrayLike, targets: ArrayLike, *, gamma: float = 
       targets: class indices (integer dtype, the logits' shape without the class axis)
         or class probabilities in [0, 1] (floating, the logits' shape), told apart as
         ``F.cross_entropy`` does.
-      gamma: focusing parameter, a number >= 0 (0 = no focusing).
+      gamma: focusing parameter >= 0 (0 = no focusing): a number, or a per-class vector
+        of length C with values >= 0 (class c's term is ``(1 - p_c) ** gamma[c]``), or a
+        0-d array (see ``focalx.gamma_schedule``).
       alpha: None (1), a number in [0, 1] multiplying every class (as Keras does), or a
         per-class vector of length C with values in [0, 1].
       weight: None or a per-class vector >= 0 of length C, exactly as cross-entropy's:

@@ -40,6 +40,18 @@ class Loss(NamedTuple):
 _ARRAYS = "float | Sequence[float] | {H} | None"  # {H}: the module's hyperparameter arrays
 
 _GAMMA = Param("gamma", 2.0, "float", "focusing parameter, a number >= 0 (0 = no focusing).")
+_GAMMAS = "float | Sequence[float] | {H}"  # a number, or per class (see _spec._gamma)
+_GAMMA_SIGMOID = _GAMMA._replace(
+    annotation=_GAMMAS,
+    doc="focusing parameter >= 0 (0 = no focusing): a number, or an array of values >= 0 "
+        "broadcastable to ``logits`` (e.g. per class on the last axis, as alpha), a "
+        "0-d array included (a gamma schedule under a compiler: see "
+        "``focalx.gamma_schedule``).")
+_GAMMA_SOFTMAX = _GAMMA._replace(
+    annotation=_GAMMAS,
+    doc="focusing parameter >= 0 (0 = no focusing): a number, or a per-class vector of "
+        "length C with values >= 0 (class c's term is ``(1 - p_c) ** gamma[c]``), or a "
+        "0-d array (see ``focalx.gamma_schedule``).")
 _REDUCTION = Param("reduction", "mean", 'Literal["none", "mean", "sum"]', "")
 _NORMALIZER = Param(
     "normalizer", None, "float | {H} | None",
@@ -64,7 +76,7 @@ With ``pos_weight=None`` this is exactly ``torchvision.ops.sigmoid_focal_loss``,
 ``sigmoid_focal_loss``; with ``gamma=0, alpha=None`` it is exactly
 ``binary_cross_entropy_with_logits`` (with its ``weight`` and ``pos_weight``).""",
         params=(
-            _GAMMA,
+            _GAMMA_SIGMOID,
             Param("alpha", 0.25, _ARRAYS,
                   "None (no class balancing, alpha_t = 1), a number in [0, 1], or an array "
                   "of values in [0, 1] broadcastable to ``logits`` (e.g. per class on the "
@@ -112,7 +124,7 @@ it equals ``torch.nn.functional.cross_entropy`` for every combination of
 ``weight``, ``ignore_index``, ``label_smoothing``, ``reduction``, probability
 targets and N-d inputs (except that an all-ignored "mean" is 0, not NaN).""",
         params=(
-            _GAMMA,
+            _GAMMA_SOFTMAX,
             Param("alpha", None, _ARRAYS,
                   "None (1), a number in [0, 1] multiplying every class (as Keras does), or "
                   "a per-class vector of length C with values in [0, 1]."),

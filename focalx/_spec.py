@@ -50,6 +50,18 @@ and written so that no :math:`(1-p_t)^{\gamma-1}` ever appears on its own:
 the ratios that multiply it are bounded by 1, so it is finite for every finite
 logit and every :math:`\gamma \ge 0`, and at saturation it is its true limit.
 
+Per-class gamma: ``gamma`` may be an array (:func:`_gamma`): broadcast to the logits for
+the sigmoid loss (:math:`\gamma_{ic}` per element, e.g. per class), a vector on the
+class axis for the softmax loss (class c's term takes :math:`(1-p_c)^{\gamma_c}`; with
+class indices each sample takes its target's). The formulas and gradients are the same
+with :math:`\gamma` elementwise (the gradient's focal term is
+:math:`\gamma\,(1-2y)\,r\,\mathrm{FL}`, with r <= 1, so a class at
+:math:`\gamma_c = 0` or < 1 stays finite at saturation); the focal factor of an array
+gamma is one power whatever its values (:func:`_focal_factor_array`), where a Python
+number picks its form (repeated products for integers up to 4). A 0-d array gamma takes
+the same path: a compiler may trace it (a gamma schedule), where it specialises on a
+number.
+
 References
 ----------
 Lin, Goyal, Girshick, He, Dollar, "Focal Loss for Dense Object Detection",
@@ -247,6 +259,26 @@ def check_gamma(gamma, *, strictly_positive: bool = False) -> float:
         bound = "> 0" if strictly_positive else ">= 0"
         raise ValueError(f"gamma must be finite and {bound}, got {gamma!r}")
     return g
+
+
+def _gamma(ops, gamma, like):
+    """gamma of the sigmoid and softmax losses: a Python float (check_gamma: the scalar
+    path, whose Python branches pick the focal factor's form), or, for a sequence or an
+    array (per class; or a 0-d array, which a compiler may trace: a gamma schedule under
+    jit), an array of like's dtype with values finite and >= 0. A 0-d NumPy array is a
+    number. The caller checks the array's shape."""
+    if type(gamma) is float or _is_real(gamma) or not (
+            isinstance(gamma, (list, tuple)) or hasattr(gamma, "shape")):
+        return check_gamma(gamma)
+    if isinstance(gamma, np.ndarray) and gamma.ndim == 0 and gamma.dtype.kind in "iuf":
+        return check_gamma(gamma.item())
+    if "bool" in str(getattr(gamma, "dtype", "")):  # (every framework's bool dtype)
+        raise TypeError("gamma must be a number or an array of numbers >= 0, got bool dtype")
+    rng = _host_range(ops, gamma, "gamma")
+    arr = ops.asarray(gamma, "gamma", like)
+    _check_values(ops, arr, lambda lo, hi: check_nonnegative_values("gamma", lo, hi),
+                  lambda a: (a >= 0) & (a < math.inf), "gamma must be finite and >= 0", rng)
+    return arr
 
 
 def check_beta(beta) -> float:
@@ -461,8 +493,11 @@ def _one_at_zero(ops, m):
     return ops.where(_is0(m), m + 1.0, m)
 
 
-def _focal_factor(ops, m, gamma: float):
-    """(1 - p_t) ** gamma from an accurately computed m = 1 - p_t; None stands for 1."""
+def _focal_factor(ops, m, gamma):
+    """(1 - p_t) ** gamma from an accurately computed m = 1 - p_t; None stands for 1.
+    gamma: a Python float, or an array broadcastable to m (see _gamma)."""
+    if not isinstance(gamma, float):
+        return _focal_factor_array(ops, m, gamma)
     if gamma == 0:
         return None
     if gamma == int(gamma) and gamma <= _MAX_INT_GAMMA:
@@ -477,6 +512,26 @@ def _focal_factor(ops, m, gamma: float):
     # (called as a method, not read into a variable: see _softmax)
     return ops.where(zero, m * 0.0, ops.pow(base, gamma) if hasattr(ops, "pow") else
                      base ** gamma)
+
+
+def _focal_factor_array(ops, m, gamma):
+    """(1 - p_t) ** gamma for an array gamma >= 0 (per class, or a 0-d array a compiler
+    traces): a power whatever its values (no Python branch on them), 0 where m == 0 and
+    gamma > 0, 1 where gamma == 0 (0 ** 0 = 1, as the scalar path's missing factor). The
+    power's base is 1 where m == 0, as in _focal_factor: no 0 ** gamma, whose derivative
+    is infinite for gamma < 1, ever reaches an autodiff of this closed form."""
+    zero = _is0(m)
+    base = ops.where(zero, m + 1.0, m)
+    # (an array exponent of the base's dtype: exact in every backend, where a backend may
+    # round a Python float exponent to float32: see Ops.pow)
+    power = base ** gamma
+    return ops.where(zero & (gamma > 0), power * 0.0, power)
+
+
+def _no_focus(gamma) -> bool:
+    """gamma is the Python number 0 (the formulas skip the focal terms); an array gamma
+    never is, whatever its values (they may be traced)."""
+    return isinstance(gamma, float) and gamma == 0
 
 
 def _mul(a, b):
@@ -633,7 +688,7 @@ def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float
         y, ny, py, p, q, m, c, cp, cn, loss = terms(*fork(args))
     if from_logits:
         grad = cn * p - cp * q                        # c * dBCE/dx
-        if gamma == 0:
+        if _no_focus(gamma):
             return loss, grad
         # d(1-p_t)/dx = (1-2y) p(1-p), so the focal factor adds gamma (1-2y) r loss with
         # r = p(1-p)/(1-p_t) <= 1: (1-p_t)^(gamma-1) never appears alone. r = 0 where
@@ -647,7 +702,7 @@ def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float
             focal + grad
     zero = _is0(m)
     grad = _xdiv(ops, cn, q) - _cdiv(ops, c, py, p)   # (1/p alone may overflow: see _cdiv)
-    if gamma == 0:
+    if _no_focus(gamma):
         return loss, grad
     # loss / (1-p_t), 0 where 1-p_t == 0 (the focal factor, and with it the loss, is 0)
     ratio = ops.where(zero, m * 0.0, loss / ops.where(zero, m + 1.0, m))
@@ -722,7 +777,7 @@ def softmax_focal_dense(ops, x, q, *, k, sample_coef, gamma: float, axis: int,
         if not need_grad:
             return loss, None
         p = _softmax(ops, lp)
-        if gamma == 0:
+        if _no_focus(gamma):
             g = kq
         else:
             g = kq * f * (1.0 + gamma * p * _u_over_omp(ops, u, omp))
@@ -743,7 +798,7 @@ def softmax_focal_dense(ops, x, q, *, k, sample_coef, gamma: float, axis: int,
     # overflow where the result does not (see _cdiv)
     kf = _mul(kq, f)
     grad = -_cdiv(ops, _mul(_mul(k, sample_coef), f), q, p)
-    if gamma == 0:
+    if _no_focus(gamma):
         return loss, grad
     return loss, grad - _xmul(ops, kf, gamma * _u_over_omp(ops, u, omp))
 
@@ -772,7 +827,7 @@ def softmax_focal_index(ops, x, index, *, k_y, sample_coef, gamma: float, axis: 
     loss = _mul(c, _mul(f, u))
     if not need_grad:
         return loss, None
-    if gamma == 0:
+    if _no_focus(gamma):
         g = ops.full_like(u, 1.0) if c is None else c
     else:
         g = _mul(c, f * (1.0 + gamma * ops.exp(lp_y) * _u_over_omp(ops, u, omp)))
@@ -968,11 +1023,24 @@ def check_param(name: str, value, *, class_vector: bool = False, allow_scalar: b
                          f"shape {_fmt(arr.shape)}")
     if arr.size and arr.dtype.kind in "iuf":
         lo, hi = float(np.min(arr)), float(np.max(arr))  # (NaN if any value is NaN)
-        if ARRAY_PARAMS[name] == "unit":
+        if ARRAY_PARAMS.get(name, "nonneg") == "unit":  # (gamma: >= 0)
             check_unit_interval_values(name, lo, hi)
         else:
             check_nonnegative_values(name, lo, hi)
     return arr
+
+
+def check_gamma_param(gamma, *, class_vector: bool = False):
+    """gamma given to a loss class's constructor: a number (a Python float: see
+    check_gamma) or an array of values >= 0 (as a NumPy array: see check_param; a
+    per-class vector for the softmax loss, where `class_vector`)."""
+    if _is_real(gamma) or not (isinstance(gamma, (list, tuple)) or hasattr(gamma, "shape")):
+        return check_gamma(gamma)
+    if isinstance(gamma, np.ndarray) and gamma.ndim == 0 and gamma.dtype.kind in "iuf":
+        return check_gamma(gamma.item())
+    if "bool" in str(getattr(gamma, "dtype", "")):
+        raise TypeError("gamma must be a number or an array of numbers >= 0, got bool dtype")
+    return check_param("gamma", gamma, class_vector=class_vector)
 
 
 def describe(**params) -> str:
@@ -1092,10 +1160,12 @@ def run_sigmoid_focal_loss(ops, logits, targets, *, gamma, alpha, pos_weight, we
     derivative of out (summed over its elements for "none") w.r.t. the logits, or None.
     ``scale`` is for a backend that runs the loss on blocks of a whole (reduction "none"
     or "sum" on each): the whole's reduction scale, used instead of the block's own."""
-    gamma = check_gamma(gamma)
+    x = logits
+    gamma = _gamma(ops, gamma, x)
+    if not isinstance(gamma, float):  # an array: elementwise, broadcast as alpha
+        check_broadcasts_to("gamma", ops.shape(gamma), ops.shape(x))
     reduction = check_reduction(reduction)
     from_logits = check_from_logits(from_logits)
-    x = logits
     if pos_weight is not None:
         pos_weight = _param_array(ops, pos_weight, "pos_weight", x)
         check_broadcasts_to("pos_weight", ops.shape(pos_weight), ops.shape(x))
@@ -1189,7 +1259,7 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
                            need_grad, scale=None):
     """`softmax_focal_loss` on a backend: see :func:`focalx.softmax_focal_loss` (and
     :func:`run_sigmoid_focal_loss` for `scale`)."""
-    gamma = check_gamma(gamma)
+    gamma = _gamma(ops, gamma, logits)
     label_smoothing = check_label_smoothing(label_smoothing)
     reduction = check_reduction(reduction)
     from_logits = check_from_logits(from_logits)
@@ -1207,6 +1277,11 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
         raise ValueError(f"logits must have at least one class on axis {axis}, got shape "
                          f"{_fmt(shape)}")
     kind = softmax_target_kind(shape, ops.shape(targets), ops.kind(targets), axis)
+    gamma_c = None  # a per-class gamma vector (length C)
+    if not isinstance(gamma, float):
+        check_class_vector("gamma", ops.shape(gamma), C, allow_scalar=True)
+        if ops.shape(gamma) != ():
+            gamma_c = gamma
 
     if alpha is not None:  # (a call fewer without: this runs at every call)
         alpha = _alpha(ops, alpha, x)
@@ -1266,6 +1341,8 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
     if kind == "index" and label_smoothing == 0 and from_logits:
         k_y = None if k is None else ops.gather_classes(k, idx)
         c = _fold(_mul(_mul(k_y, alpha), sample_coef), scale)
+        if gamma_c is not None:  # each sample's focusing is its target class's
+            gamma = ops.gather_classes(gamma_c, idx)
         loss, grad = softmax_focal_index(ops, x, idx, k_y=c, sample_coef=None,
                                          gamma=gamma, axis=axis, need_grad=need_grad)
     else:
@@ -1277,6 +1354,8 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
             kv = _fold(kv, scale)
         if kind == "index":
             q = smoothed_distribution(ops, ops.one_hot(idx, C, axis, x), label_smoothing, C)
+        if gamma_c is not None:
+            gamma = ops.class_view(gamma_c, len(shape), axis)
         loss, grad = softmax_focal_dense(ops, x, q, k=kv, sample_coef=sample_coef, gamma=gamma,
                                          axis=axis, from_logits=from_logits,
                                          need_grad=need_grad)

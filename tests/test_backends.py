@@ -327,3 +327,86 @@ def test_gfl_reduce_to_the_plain_losses_in_every_backend(harness, variant):
                                dict(gamma=0.5, alpha=None, reduction="none"))
     scale = 1.0 if variant == "quality_focal_loss" else 0.75
     np.testing.assert_allclose(harness.values(got), scale * harness.values(want), rtol=1e-14)
+PER_CLASS = [  # (variant, kind of targets, kwargs)
+    ("sigmoid_focal_loss", "hard", {"alpha": 0.25}),
+    ("sigmoid_focal_loss", "probabilities", {"alpha": None, "from_logits": False}),
+    ("softmax_focal_loss", "index", {"axis": -1}),
+    # (a dyadic smoothing: Paddle's full_graph programs round a Python float to float32)
+    ("softmax_focal_loss", "index", {"axis": -1, "label_smoothing": 0.125, "weight": [1, 2, 1, 1]}),
+    ("softmax_focal_loss", "probs", {"axis": -1}),
+]
+
+
+@pytest.mark.parametrize("variant, kind, kw", PER_CLASS,
+                         ids=[f"{v}-{k}-{'+'.join(kw)}" for v, k, kw in PER_CLASS])
+@pytest.mark.parametrize("host", [True, False], ids=["list", "array"])
+def test_per_class_gamma_is_the_scalar_gamma_of_each_class(harness, variant, kind, kw, host):
+    """gamma as a vector on the class axis, in every execution mode of every backend (as a
+    list, or as the framework's array): all entries equal give the scalar gamma's loss
+    and gradient; otherwise each class's column (sigmoid) or each sample of that target
+    class (softmax with class indices) is the scalar loss with that class's gamma, and
+    every loss equals the float64 reference's; finite at saturated logits with gamma 0
+    and 0.25 among the classes."""
+    rng = np.random.default_rng(18)
+    shape, C = (6, 4), 4
+    x = rng.normal(size=shape) * 3
+    x[0] = [1e4, -1e4, 30.0, -30.0]
+    x[1] = [-1e4, 1e4, 0.0, 100.0]
+    index = kind == "index"
+    if kind == "probabilities":
+        x = rng.uniform(0.0, 1.0, size=shape)
+        x[0] = [0.0, 1.0, 2.0 ** -30, 1 - 2.0 ** -30]
+        y = (rng.random(shape) < 0.5).astype(np.float64)
+        y[0] = [0.0, 1.0, 0.0, 1.0]  # certain right predictions (a gradient's limit)
+    elif kind == "hard":
+        y = (rng.random(shape) < 0.4).astype(np.float64)
+    elif index:
+        y = np.array([0, 1, 2, 3, 1, 0])
+    else:
+        y = rng.dirichlet(np.ones(C), size=shape[0])
+    xa = harness.to_array(x.ravel().tolist(), shape, dtype="float64")
+    ya = harness.to_array(y.ravel().tolist(), y.shape, index=index, dtype="float64")
+
+    def gamma_arg(v):
+        return list(v) if host else harness.to_array(list(v), (C,), dtype="float64")
+
+    def run(mode, gamma):
+        return harness.call(mode, variant, xa, ya, dict(kw, gamma=gamma, reduction="none"),
+                            1.0)[:2]
+    gammas = [0.0, 0.25, 1.0, 2.5]
+    want, want_g = getattr(ref, variant + "_and_grad")(x, y, **dict(kw, gamma=gammas,
+                                                                    reduction="none"))
+    ran = 0
+    for mode in harness.modes:
+        try:
+            loss, grad = run(mode, gamma_arg([2.0] * C))
+            loss_s, grad_s = run(mode, 2.0)
+            np.testing.assert_allclose(loss, loss_s, rtol=1e-13, atol=0, err_msg=mode)
+            np.testing.assert_allclose(grad, grad_s, rtol=1e-13, atol=1e-300, err_msg=mode)
+            loss, grad = run(mode, gamma_arg(gammas))
+        except _harness.NotRun:
+            continue
+        ran += 1
+        assert np.isfinite(grad).all() and np.isfinite(loss).all(), mode
+        np.testing.assert_allclose(loss, want.ravel(), rtol=1e-12, atol=1e-300, err_msg=mode)
+        np.testing.assert_allclose(grad, want_g.ravel(), rtol=1e-12, atol=1e-300, err_msg=mode)
+        if mode != harness.modes[0]:
+            continue  # (the identities below, in the first mode: compiling modes are slow)
+        for g in (0.0, 0.5):
+            loss_v, grad_v = run(mode, gamma_arg([g] * C))
+            loss_s, grad_s = run(mode, g)
+            np.testing.assert_allclose(loss_v, loss_s, rtol=1e-13, atol=0, err_msg=mode)
+            np.testing.assert_allclose(grad_v, grad_s, rtol=1e-13, atol=1e-300, err_msg=mode)
+        grad = grad.reshape(shape)
+        for c, g in enumerate(gammas):
+            loss_s, grad_s = run(mode, g)
+            grad_s = grad_s.reshape(shape)
+            if variant == "sigmoid_focal_loss":  # elementwise: class c is column c
+                np.testing.assert_allclose(loss.reshape(shape)[:, c],
+                                           loss_s.reshape(shape)[:, c], rtol=1e-13, atol=0)
+                np.testing.assert_allclose(grad[:, c], grad_s[:, c], rtol=1e-13, atol=1e-300)
+            elif index and not kw.get("label_smoothing"):  # the samples of target class c
+                rows = y == c
+                np.testing.assert_allclose(loss[rows], loss_s[rows], rtol=1e-13, atol=0)
+                np.testing.assert_allclose(grad[rows], grad_s[rows], rtol=1e-13, atol=1e-300)
+    assert ran, "no mode ran"

@@ -50,8 +50,14 @@ def test_golden_file_covers_the_spec():
             if k in ("gamma", "reduction"):
                 continue
             assert (fn, k) in used, f"no golden case sets {fn}'s {k}"
-    gammas = {c["kwargs"].get("gamma") for c in cases}
+    gammas = {c["kwargs"].get("gamma") for c in cases
+              if not isinstance(c["kwargs"].get("gamma"), list)}
     assert {0.0, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0} <= gammas
+    # gamma as a vector (per class), zeros and fractions among its values, in both losses
+    vectors = [c for c in cases if isinstance(c["kwargs"].get("gamma"), list)]
+    assert {c["fn"] for c in vectors} == {"sigmoid_focal_loss", "softmax_focal_loss"}
+    assert any("gamma" in c["array_kwargs"] for c in vectors)
+    assert {0.0, 0.25} <= {g for c in vectors for g in np.ravel(c["kwargs"]["gamma"])}
     logits = {v for c in cases for v in c["logits"]}
     assert {0.0, 1e-8, -1e-8, 15.0, -17.0, 30.0, 88.0, -89.0, 100.0, 1e4, -1e4} <= logits
     assert any("empty" in i for i in ids) and any(i.endswith("ignore_index/all") for i in ids)

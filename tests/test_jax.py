@@ -511,3 +511,58 @@ def test_every_gfl_golden_case_under_jit_float32():
         assert results
         failures += [f"{r['id']}: {r.get('detail')}" for r in results if r["status"] != "passed"]
     assert not failures, "\n".join(failures)
+class TestGammaSchedule:
+    """A gamma schedule under jax.jit: gamma as a 0-d array is a traced input, so a value
+    that changes every step compiles nothing after the first step; a Python float gamma is
+    static (the spec branches on it) and retraces for every value."""
+
+    def _step(self, variant, traces, **static):
+        @jax.jit
+        def step(x, t, gamma):
+            traces.append(1)  # (runs when jit traces, not when it runs the compiled step)
+            return jax.value_and_grad(lambda x: getattr(fj, variant)(
+                x, t, gamma=gamma, **static))(x)
+        return step
+
+    @pytest.mark.parametrize("variant, per_class", [
+        ("sigmoid_focal_loss", False), ("softmax_focal_loss", False),
+        ("sigmoid_focal_loss", True), ("softmax_focal_loss", True)])
+    def test_a_schedule_under_jit_traces_and_compiles_once(self, variant, per_class):
+        x, t, y = _data(3, dtype=np.float64)
+        target = t if variant == "sigmoid_focal_loss" else y
+        sched = focalx.gamma_schedule("linear", start=0.0, end=2.0, steps=12)
+        traces = []
+        step = self._step(variant, traces)
+        for i in range(14):
+            g = sched(i)
+            gamma = np.full(x.shape[-1], g) * np.linspace(0.5, 1.0, x.shape[-1]) if per_class \
+                else g
+            loss, grad = step(jnp.asarray(x), jnp.asarray(target), jnp.asarray(gamma))
+            want, want_g = getattr(ref, variant + "_and_grad")(x, target, gamma=gamma)
+            _close(loss, want, 1e-12, 1e-300)
+            _close(grad, want_g, 1e-12, 1e-300)
+        assert len(traces) == 1
+        assert step._cache_size() == 1  # one compiled executable for all 14 values
+
+    def test_a_python_float_gamma_retraces_for_every_value(self):
+        # the contrast: gamma as a static argument compiles once per value
+        x, t, _ = _data(4, dtype=np.float64)
+        sched = focalx.gamma_schedule("step", boundaries=[2, 4, 6], values=[0.0, 0.5, 1.0, 2.0])
+        traces = []
+
+        @jax.jit
+        def step(x, t, gamma):
+            traces.append(gamma)
+            return fj.sigmoid_focal_loss(x, t, gamma=gamma)
+        step = jax.jit(step.__wrapped__, static_argnames=("gamma",))
+        for i in range(8):
+            step(jnp.asarray(x), jnp.asarray(t), gamma=sched(i))
+        assert len(traces) == 4  # one per distinct value
+
+    def test_a_traced_gamma_that_fails_its_check_gives_nan(self):
+        x, t, _ = _data(5, dtype=np.float64)
+        step = jax.jit(lambda x, g: jax.value_and_grad(
+            lambda x: fj.sigmoid_focal_loss(x, jnp.asarray(t), gamma=g))(x))
+        for bad in (-1.0, np.nan, np.inf):
+            loss, grad = step(jnp.asarray(x), jnp.asarray(bad))
+            assert np.isnan(float(loss)) and np.isnan(np.asarray(grad)).all()

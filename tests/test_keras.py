@@ -312,3 +312,22 @@ def test_gfl_keras_losses_are_the_functions_and_round_trip_their_config():
         assert again.get_config() == loss.get_config()
     with pytest.raises(ValueError, match="gamma"):
         fk.VarifocalLoss(gamma=-1.0)
+def test_loss_classes_take_a_per_class_gamma_and_serialise_it():
+    rng = np.random.default_rng(18)
+    x = rng.normal(size=(8, 3)) * 3
+    y = rng.integers(0, 3, 8)
+    t = (rng.random((8, 3)) < 0.4).astype(np.float64)
+    gamma = [0.0, 0.25, 2.0]
+    for loss, target, fn, kw in (
+            (fk.SparseCategoricalFocalLoss(gamma=np.array(gamma), from_logits=True), y,
+             ref.softmax_focal_loss, {}),
+            (fk.BinaryFocalLoss(gamma=gamma, alpha=None, from_logits=True), t,
+             ref.sigmoid_focal_loss, {"alpha": None})):
+        want = fn(x, target, gamma=gamma, **kw)
+        _close(loss(tf.constant(target), tf.constant(x)), want, rtol=2e-6)  # (Keras computes in float32)
+        config = json.loads(json.dumps(loss.get_config()))
+        assert config["gamma"] == gamma
+        again = type(loss).from_config(config)
+        _close(again(tf.constant(target), tf.constant(x)), want, rtol=2e-6)
+    with pytest.raises(ValueError, match="gamma"):
+        fk.SparseCategoricalFocalLoss(gamma=[1.0, -1.0, 1.0])

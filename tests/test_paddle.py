@@ -2126,3 +2126,51 @@ def test_gfl_layers_are_the_functions():
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0)
     with pytest.raises(ValueError, match="alpha"):
         fpd.VarifocalLoss(alpha=-1.0)
+class TestGammaSchedule:
+    """A gamma schedule changing gamma every step: dygraph compiles nothing; under
+    to_static(full_graph=True) a 0-d tensor gamma is an input of one program for every
+    value, where a Python float builds a program per value; under to_static's default
+    SOT translation focalx's functions fall back to dygraph (_sot_fallback), so nothing is
+    compiled for any gamma."""
+
+    def _step(self, traces):
+        def step(x, t, gamma):
+            traces.append(1)  # (runs when a program is built)
+            return fpd.sigmoid_focal_loss(x, t, gamma=gamma, reduction="sum")
+        return step
+
+    def test_full_graph_builds_one_program_for_a_tensor_gamma(self):
+        rng = np.random.default_rng(11)
+        x, t = rng.normal(size=(16, 5)) * 3, (rng.random((16, 5)) < 0.3).astype(np.float64)
+        sched = focalx.gamma_schedule("linear", start=0.0, end=2.0, steps=10)
+        traces = []
+        step = paddle.jit.to_static(self._step(traces), full_graph=True)
+        for i in range(12):
+            got = step(paddle.to_tensor(x), paddle.to_tensor(t),
+                       paddle.to_tensor(np.float64(sched(i))))
+            want = ref.sigmoid_focal_loss(x, t, gamma=sched(i), reduction="sum")
+            np.testing.assert_allclose(float(got), want, rtol=1e-12)
+        assert len(traces) == 1 and len(step.program_cache) == 1
+        traces.clear()
+        step = paddle.jit.to_static(self._step(traces), full_graph=True)
+        for i in range(12):  # the contrast: a Python float is part of the program's key
+            step(paddle.to_tensor(x), paddle.to_tensor(t), sched(i))
+        assert len(traces) == len(step.program_cache) == 11  # (sched(10) == sched(11))
+
+
+def test_layers_take_a_per_class_gamma_as_a_buffer():
+    rng = np.random.default_rng(15)
+    x = rng.normal(size=(8, 3)) * 3
+    y = rng.integers(0, 3, 8)
+    t = (rng.random((8, 3)) < 0.4).astype(np.float64)
+    gamma = [0.0, 0.25, 2.0]
+    m = fpd.FocalLoss(gamma=gamma)
+    assert "gamma" in dict(m.named_buffers())
+    np.testing.assert_allclose(float(m(paddle.to_tensor(x), paddle.to_tensor(y))),
+                               ref.softmax_focal_loss(x, y, gamma=gamma), rtol=1e-12)
+    s = fpd.SigmoidFocalLoss(gamma=paddle.to_tensor(gamma))
+    np.testing.assert_allclose(float(s(paddle.to_tensor(x), paddle.to_tensor(t))),
+                               ref.sigmoid_focal_loss(x, t, gamma=gamma), rtol=1e-12)
+    assert fpd.FocalLoss(gamma=2.0).gamma == 2.0  # a number stays an attribute
+    with pytest.raises(ValueError, match="gamma"):
+        fpd.FocalLoss(gamma=[1.0, float("nan"), 1.0])

@@ -664,3 +664,69 @@ def test_every_gfl_golden_case_in_a_tf_function(dtype):
         assert results
         failures += [f"{r['id']}: {r.get('detail')}" for r in results if r["status"] != "passed"]
     assert not failures, "\n".join(failures)
+class TestGammaSchedule:
+    """A gamma schedule changing gamma every step: as a tf.Variable (assigned each step) or
+    a tensor argument, gamma is a run-time input of the user's tf.function (one trace) and
+    of focalx's XLA cache (one compiled function); a Python float is part of both keys."""
+
+    def _data(self, seed=0, shape=(32, 6)):
+        rng = np.random.default_rng(seed)
+        x = rng.normal(size=shape) * 3
+        return x, (rng.random(shape) < 0.3).astype(np.float64), rng.integers(0, shape[1],
+                                                                              shape[0])
+
+    @pytest.mark.parametrize("jit_compile", [False, True])
+    @pytest.mark.parametrize("variant", ["sigmoid_focal_loss", "softmax_focal_loss"])
+    def test_a_variable_gamma_traces_once(self, variant, jit_compile):
+        x, t, y = self._data(1)
+        target = t if variant == "sigmoid_focal_loss" else y
+        gamma = tf.Variable(0.0, dtype=tf.float64)
+
+        @tf.function(jit_compile=jit_compile)
+        def step(x, t):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = getattr(ftf, variant)(x, t, gamma=gamma)
+            return loss, tape.gradient(loss, x)
+        sched = focalx.gamma_schedule("linear", start=0.0, end=2.0, steps=10)
+        for i in range(12):
+            gamma.assign(sched(i))
+            loss, grad = step(tf.constant(x), tf.constant(target))
+            want, want_g = getattr(ref, variant + "_and_grad")(x, target, gamma=sched(i))
+            np.testing.assert_allclose(loss.numpy(), want, rtol=1e-12)
+            np.testing.assert_allclose(grad.numpy(), want_g, rtol=1e-12, atol=1e-300)
+        assert step.experimental_get_tracing_count() == 1
+
+    def test_a_tensor_argument_gamma_traces_once_and_a_float_per_value(self):
+        x, t, _ = self._data(2)
+
+        @tf.function
+        def step(x, t, gamma):
+            return ftf.sigmoid_focal_loss(x, t, gamma=gamma)
+        sched = focalx.gamma_schedule("step", boundaries=[2, 4, 6], values=[0.0, 0.5, 1.0, 2.0])
+        for i in range(8):
+            step(tf.constant(x), tf.constant(t), tf.constant(sched(i), tf.float64))
+        assert step.experimental_get_tracing_count() == 1
+        for i in range(8):  # the contrast: a Python float is part of the trace's key
+            step(tf.constant(x), tf.constant(t), sched(i))
+        assert step.experimental_get_tracing_count() == 1 + 4
+
+    def test_the_xla_cache_compiles_one_function_for_a_tensor_gamma(self, monkeypatch):
+        monkeypatch.setattr(tf_xla, "EAGER_XLA_MIN_SIZE", 0)  # eager calls compiled
+        monkeypatch.setattr(tf_xla, "_cache", type(tf_xla._cache)())
+        x, t, _ = self._data(3)
+        sched = focalx.gamma_schedule("linear", start=0.0, end=2.0, steps=10)
+        for i in range(12):
+            xv = tf.constant(x)
+            with tf.GradientTape() as tape:
+                tape.watch(xv)
+                loss = ftf.sigmoid_focal_loss(xv, tf.constant(t),
+                                              gamma=tf.constant(sched(i), tf.float64))
+            grad = tape.gradient(loss, xv)
+            want, want_g = ref.sigmoid_focal_loss_and_grad(x, t, gamma=sched(i))
+            np.testing.assert_allclose(loss.numpy(), want, rtol=1e-12)
+            np.testing.assert_allclose(grad.numpy(), want_g, rtol=1e-12, atol=1e-300)
+        assert len(tf_xla._cache) == 1
+        for i in range(12):  # the contrast: a Python float gamma is part of the key
+            ftf.sigmoid_focal_loss(tf.constant(x), tf.constant(t), gamma=sched(i))
+        assert len(tf_xla._cache) == 1 + 11  # (sched(10) == sched(11) == 2.0)

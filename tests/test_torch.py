@@ -1761,3 +1761,77 @@ class TestGeneralizedFocalLosses:
 def _spec_plain_runs():
     from focalx import _spec
     return _spec.PLAIN_RUNS
+class TestGammaSchedule:
+    """A gamma schedule changing gamma every step compiles nothing per step: focalx's fused
+    kernel takes a 0-d tensor gamma as a run-time input (one kernel for every value; a
+    Python float gamma is a symbolic float there too, one kernel per branch class of the
+    spec: 0, each integer up to 4, other values), and a user's torch.compile takes a 0-d
+    tensor gamma as an input (one graph)."""
+
+    @pytest.fixture(autouse=True)
+    def _fused(self, monkeypatch):
+        from focalx.backends import torch as bt
+        monkeypatch.setitem(bt.fused._FUSED, "enabled", True)
+        monkeypatch.setitem(bt.fused._FUSED, "background", False)
+        monkeypatch.setattr(bt.fused, "_KERNELS", {})
+        self.bt = bt
+
+    def test_the_fused_kernel_compiles_once_for_a_tensor_gamma(self):
+        shape = (128, 256)  # above the fused path's threshold
+        x = _logits(shape, seed=7, dtype=torch.float32)
+        t = (torch.rand(shape, generator=_gen(8)) < 0.2).float()
+        sched = focalx.gamma_schedule("linear", start=0.0, end=2.0, steps=10)
+        cache = torch._C._dynamo.eval_frame._debug_get_cache_entry_list
+        for i in range(12):
+            before = self.bt.fused._FUSED["calls"]
+            xg = x.clone().requires_grad_(True)
+            loss = ft.sigmoid_focal_loss(xg, t, gamma=torch.tensor(sched(i)))
+            (grad,) = torch.autograd.grad(loss, xg)
+            assert self.bt.fused._FUSED["calls"] == before + 1, i  # the kernel ran
+            want, want_g = ref.sigmoid_focal_loss_and_grad(x.double().numpy(), t.numpy(),
+                                                           gamma=sched(i))
+            np.testing.assert_allclose(loss.item(), want, rtol=1e-5)
+            np.testing.assert_allclose(grad.numpy(), want_g, rtol=2e-5, atol=1e-9)
+        (kernel,) = self.bt.fused._KERNELS.values()
+        assert len(cache(kernel.fn.__code__)) == 1
+
+    def test_a_users_torch_compile_compiles_once_for_a_tensor_gamma(self):
+        self.bt.fused._FUSED["enabled"] = False  # (the user's compile only)
+        graphs = []
+
+        def counting(gm, inputs):  # a torch.compile backend that counts its graphs
+            graphs.append(gm)
+            return gm.forward
+        torch._dynamo.reset()
+        x = _logits((16, 5), seed=9)
+        y = torch.randint(0, 5, (16,), generator=_gen(10))
+
+        @torch.compile(backend=counting, fullgraph=True, dynamic=False)
+        def step(x, y, gamma):
+            return ft.softmax_focal_loss(x, y, gamma=gamma)
+        sched = focalx.gamma_schedule("step", boundaries=[2, 4, 6], values=[0.0, 0.5, 1.0, 2.0])
+        for i in range(8):
+            got = step(x, y, torch.tensor(sched(i), dtype=torch.float64))
+            want = ref.softmax_focal_loss(x.numpy(), y.numpy(), gamma=sched(i))
+            np.testing.assert_allclose(got.item(), want, rtol=1e-12)
+        assert len(graphs) == 1
+        torch._dynamo.reset()
+
+
+def test_modules_take_a_per_class_gamma_as_a_buffer():
+    x = _logits((8, 3), seed=12)
+    y = torch.randint(0, 3, (8,), generator=_gen(13))
+    t = (torch.rand((8, 3), generator=_gen(14)) < 0.4).double()
+    gamma = [0.0, 0.25, 2.0]
+    m = ft.FocalLoss(gamma=gamma)
+    assert "gamma" in dict(m.named_buffers()) and "0.25" in repr(m)
+    _assert_close(m(x, y), torch.as_tensor(ref.softmax_focal_loss(x.numpy(), y.numpy(),
+                                                                    gamma=gamma, axis=1)))
+    s = ft.SigmoidFocalLoss(gamma=torch.tensor(gamma))
+    _assert_close(s(x, t), torch.as_tensor(ref.sigmoid_focal_loss(x.numpy(), t.numpy(),
+                                                                    gamma=gamma)))
+    assert ft.FocalLoss(gamma=2.0).gamma == 2.0  # a number stays an attribute
+    with pytest.raises(ValueError, match="gamma"):
+        ft.FocalLoss(gamma=[[1.0, 2.0, 1.0]])
+    with pytest.raises(ValueError, match="gamma"):
+        ft.SigmoidFocalLoss(gamma=torch.tensor([1.0, -2.0]))

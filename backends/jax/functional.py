@@ -170,7 +170,8 @@ def _index_ignore(ignore_index):
 
 
 # focalx:signature sigmoid_focal_loss
-def sigmoid_focal_loss(logits: jax.Array, targets: jax.Array, *, gamma: float = 2.0,
+def sigmoid_focal_loss(logits: jax.Array, targets: jax.Array, *,
+                       gamma: float | Sequence[float] | jax.Array | np.ndarray = 2.0,
                        alpha: float | Sequence[float] | jax.Array | np.ndarray | None = 0.25,
                        pos_weight: float | Sequence[float] | jax.Array | np.ndarray | None = None,
                        weight: float | Sequence[float] | jax.Array | np.ndarray | None = None,
@@ -199,7 +200,10 @@ def sigmoid_focal_loss(logits: jax.Array, targets: jax.Array, *, gamma: float = 
         ``from_logits=False``.
       targets: broadcastable to ``logits`` (never enlarging it); hard {0, 1} or soft in
         [0, 1]; bool / integer targets are accepted.
-      gamma: focusing parameter, a number >= 0 (0 = no focusing).
+      gamma: focusing parameter >= 0 (0 = no focusing): a number, or an array of values
+        >= 0 broadcastable to ``logits`` (e.g. per class on the last axis, as alpha), a
+        0-d array included (a gamma schedule under a compiler: see
+        ``focalx.gamma_schedule``).
       alpha: None (no class balancing, alpha_t = 1), a number in [0, 1], or an array of
         values in [0, 1] broadcastable to ``logits`` (e.g. per class on the last axis):
         alpha for positives, 1 - alpha for negatives.
@@ -233,13 +237,15 @@ def sigmoid_focal_loss(logits: jax.Array, targets: jax.Array, *, gamma: float = 
     """
     # focalx:end
     targets = _check_arrays(logits, targets)
-    _check_static(gamma=gamma, label_smoothing=label_smoothing, ignore_index=ignore_index,
+    _check_static(label_smoothing=label_smoothing, ignore_index=ignore_index,
                   reduction=reduction, from_logits=from_logits)
-    arrays, static = _split(alpha=alpha, pos_weight=pos_weight, weight=weight,
+    # (gamma as an array, per class or 0-d, is an input like alpha: a traced gamma, e.g.
+    # a schedule's under jit, compiles once for every value)
+    arrays, static = _split(gamma=gamma, alpha=alpha, pos_weight=pos_weight, weight=weight,
                             normalizer=normalizer)
 
     def run(x, arrs, need_grad, checks=True):
-        return _run(_spec.run_sigmoid_focal_loss, x, arrs, need_grad, checks, gamma=gamma,
+        return _run(_spec.run_sigmoid_focal_loss, x, arrs, need_grad, checks,
                     ignore_index=ignore_index, label_smoothing=label_smoothing,
                     reduction=reduction, from_logits=from_logits, **static)
 
@@ -297,7 +303,8 @@ def sigmoid_focal_loss_star(logits: jax.Array, targets: jax.Array, *, gamma: flo
 
 
 # focalx:signature softmax_focal_loss
-def softmax_focal_loss(logits: jax.Array, targets: jax.Array, *, gamma: float = 2.0,
+def softmax_focal_loss(logits: jax.Array, targets: jax.Array, *,
+                       gamma: float | Sequence[float] | jax.Array | np.ndarray = 2.0,
                        alpha: float | Sequence[float] | jax.Array | np.ndarray | None = None,
                        weight: float | Sequence[float] | jax.Array | np.ndarray | None = None,
                        ignore_index: int | None = -100, label_smoothing: float = 0.0,
@@ -325,7 +332,9 @@ def softmax_focal_loss(logits: jax.Array, targets: jax.Array, *, gamma: float = 
       targets: class indices (integer dtype, the logits' shape without the class axis)
         or class probabilities in [0, 1] (floating, the logits' shape), told apart as
         ``F.cross_entropy`` does.
-      gamma: focusing parameter, a number >= 0 (0 = no focusing).
+      gamma: focusing parameter >= 0 (0 = no focusing): a number, or a per-class vector
+        of length C with values >= 0 (class c's term is ``(1 - p_c) ** gamma[c]``), or a
+        0-d array (see ``focalx.gamma_schedule``).
       alpha: None (1), a number in [0, 1] multiplying every class (as Keras does), or a
         per-class vector of length C with values in [0, 1].
       weight: None or a per-class vector >= 0 of length C, exactly as cross-entropy's:
@@ -351,15 +360,15 @@ def softmax_focal_loss(logits: jax.Array, targets: jax.Array, *, gamma: float = 
     """
     # focalx:end
     targets = _check_arrays(logits, targets)
-    _check_static(gamma=gamma, label_smoothing=label_smoothing, ignore_index=ignore_index,
+    _check_static(label_smoothing=label_smoothing, ignore_index=ignore_index,
                   reduction=reduction, axis=axis, from_logits=from_logits)
     ignore_index = _index_ignore(ignore_index)
     ndim = logits.ndim
     class_axis = _spec.check_axis(axis, ndim) if ndim else 0
-    arrays, static = _split(alpha=alpha, weight=weight, normalizer=normalizer)
+    arrays, static = _split(gamma=gamma, alpha=alpha, weight=weight, normalizer=normalizer)
 
     def run(x, arrs, need_grad, checks=True):
-        return _run(_spec.run_softmax_focal_loss, x, arrs, need_grad, checks, gamma=gamma,
+        return _run(_spec.run_softmax_focal_loss, x, arrs, need_grad, checks,
                     ignore_index=ignore_index, label_smoothing=label_smoothing,
                     reduction=reduction, axis=axis, from_logits=from_logits, **static)
 

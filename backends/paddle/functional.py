@@ -89,7 +89,8 @@ def _same_place(a, b) -> bool:
 
 
 # focalx:signature sigmoid_focal_loss
-def sigmoid_focal_loss(logits: paddle.Tensor, targets: paddle.Tensor, *, gamma: float = 2.0,
+def sigmoid_focal_loss(logits: paddle.Tensor, targets: paddle.Tensor, *,
+                       gamma: float | Sequence[float] | paddle.Tensor | np.ndarray = 2.0,
                        alpha: float | Sequence[float] | paddle.Tensor | np.ndarray | None = 0.25,
                        pos_weight: float | Sequence[float] | paddle.Tensor | np.ndarray | None = None,
                        weight: float | Sequence[float] | paddle.Tensor | np.ndarray | None = None,
@@ -122,7 +123,10 @@ def sigmoid_focal_loss(logits: paddle.Tensor, targets: paddle.Tensor, *, gamma: 
         ``from_logits=False``.
       targets: broadcastable to ``logits`` (never enlarging it); hard {0, 1} or soft in
         [0, 1]; bool / integer targets are accepted.
-      gamma: focusing parameter, a number >= 0 (0 = no focusing).
+      gamma: focusing parameter >= 0 (0 = no focusing): a number, or an array of values
+        >= 0 broadcastable to ``logits`` (e.g. per class on the last axis, as alpha), a
+        0-d array included (a gamma schedule under a compiler: see
+        ``focalx.gamma_schedule``).
       alpha: None (no class balancing, alpha_t = 1), a number in [0, 1], or an array of
         values in [0, 1] broadcastable to ``logits`` (e.g. per class on the last axis):
         alpha for positives, 1 - alpha for negatives.
@@ -208,7 +212,8 @@ def sigmoid_focal_loss_star(logits: paddle.Tensor, targets: paddle.Tensor, *, ga
 
 
 # focalx:signature softmax_focal_loss
-def softmax_focal_loss(logits: paddle.Tensor, targets: paddle.Tensor, *, gamma: float = 2.0,
+def softmax_focal_loss(logits: paddle.Tensor, targets: paddle.Tensor, *,
+                       gamma: float | Sequence[float] | paddle.Tensor | np.ndarray = 2.0,
                        alpha: float | Sequence[float] | paddle.Tensor | np.ndarray | None = None,
                        weight: float | Sequence[float] | paddle.Tensor | np.ndarray | None = None,
                        ignore_index: int | None = -100, label_smoothing: float = 0.0,
@@ -240,7 +245,9 @@ def softmax_focal_loss(logits: paddle.Tensor, targets: paddle.Tensor, *, gamma: 
       targets: class indices (integer dtype, the logits' shape without the class axis)
         or class probabilities in [0, 1] (floating, the logits' shape), told apart as
         ``F.cross_entropy`` does.
-      gamma: focusing parameter, a number >= 0 (0 = no focusing).
+      gamma: focusing parameter >= 0 (0 = no focusing): a number, or a per-class vector
+        of length C with values >= 0 (class c's term is ``(1 - p_c) ** gamma[c]``), or a
+        0-d array (see ``focalx.gamma_schedule``).
       alpha: None (1), a number in [0, 1] multiplying every class (as Keras does), or a
         per-class vector of length C with values in [0, 1].
       weight: None or a per-class vector >= 0 of length C, exactly as cross-entropy's:

@@ -42,6 +42,17 @@ def _set_alpha(layer, alpha, *, class_vector=False):
         _buffer(layer, "alpha", alpha, class_vector=class_vector)
 
 
+def _set_gamma(layer, gamma, *, class_vector=False):
+    """A number is an attribute; an array (per class) a buffer, as alpha."""
+    if isinstance(gamma, numbers.Real) or not (isinstance(gamma, (list, tuple)) or
+                                               hasattr(gamma, "shape")):
+        layer.gamma = _spec.check_gamma(gamma)
+    else:
+        if not _is_tensor(gamma):
+            _spec.check_gamma_param(gamma, class_vector=class_vector)  # (bool, 0-d: as calls)
+        _buffer(layer, "gamma", gamma, class_vector=class_vector)
+
+
 def _check_flag(name, value):
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
@@ -90,7 +101,7 @@ class FocalLoss(paddle.nn.Layer):
     label_smoothing : float in [0, 1)
     name : str, optional
         Unused, as in Paddle.
-    gamma : float >= 0, keyword-only
+    gamma : float >= 0 or a per-class vector of them, keyword-only
         Focusing parameter (default 2).
     alpha : None, float in [0, 1] or sequence of C floats, keyword-only
         Class balance factor; None (default) switches it off.
@@ -110,7 +121,7 @@ class FocalLoss(paddle.nn.Layer):
             raise TypeError(f"axis must be an int, got {type(axis).__name__}")
         self.axis = int(axis)
         self.label_smoothing = _spec.check_label_smoothing(label_smoothing)
-        self.gamma = _spec.check_gamma(gamma)
+        _set_gamma(self, gamma, class_vector=True)
         self.name = name
         _buffer(self, "weight", weight, class_vector=True, allow_scalar=False)
         _set_alpha(self, alpha, class_vector=True)
@@ -150,7 +161,7 @@ class SigmoidFocalLoss(paddle.nn.Layer):
         Weight of the positive term, broadcastable to the input (e.g. ``(C,)``).
     name : str, optional
         Unused, as in Paddle.
-    gamma : float >= 0, keyword-only (default 2)
+    gamma : float >= 0 or array of them (e.g. per class), keyword-only (default 2)
     alpha : None, float in [0, 1] or array, keyword-only (default 0.25)
     """
 
@@ -158,7 +169,7 @@ class SigmoidFocalLoss(paddle.nn.Layer):
                  gamma: float = 2.0, alpha=0.25):
         super().__init__()
         self.reduction = _spec.check_reduction(reduction)
-        self.gamma = _spec.check_gamma(gamma)
+        _set_gamma(self, gamma)
         self.name = name
         _buffer(self, "weight", weight)
         _buffer(self, "pos_weight", pos_weight)

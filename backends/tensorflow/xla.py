@@ -39,7 +39,9 @@ EAGER_MAX_SHAPES = 8
 USE_XLA = True
 
 _NOT_STATIC = object()
-_TENSOR_PARAMS = ("alpha", "pos_weight", "weight", "normalizer")
+#: (gamma: a tensor gamma, per class or a schedule's 0-d one, is a run-time input; a
+#: Python number is part of the configuration, as the spec branches on it)
+_TENSOR_PARAMS = ("alpha", "pos_weight", "weight", "normalizer", "gamma")
 _cache: "collections.OrderedDict" = collections.OrderedDict()
 _cache_lock = threading.Lock()
 _eager_shapes: dict = {}  # configuration -> shapes compiled for it in eager calls

@@ -261,6 +261,12 @@ def _device_params(args, x):
     norm = out.get("normalizer")
     if isinstance(norm, torch.Tensor) and norm.device != x.device:
         out["normalizer"] = OPS.asarray(norm, "normalizer", x)
+    gamma = out.get("gamma")
+    if not (_spec._is_real(gamma) or (isinstance(gamma, torch.Tensor) and
+                                      gamma.device == x.device)):
+        # a per-class gamma given as host data: a tensor input of the kernel, as alpha
+        # (a number stays a symbolic float: see _RUNTIME_FLOATS)
+        out["gamma"] = _spec._gamma(OPS, gamma, x)
     return out
 
 

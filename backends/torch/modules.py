@@ -46,6 +46,19 @@ def _set_alpha(module: nn.Module, alpha, *, class_vector=False) -> None:
                                                       class_vector=class_vector))
 
 
+def _set_gamma(module: nn.Module, gamma, *, class_vector=False) -> None:
+    """A number is an attribute; an array (per class) a buffer that follows .to(), as
+    alpha."""
+    if isinstance(gamma, numbers.Real) or not (isinstance(gamma, (list, tuple, torch.Tensor))
+                                               or hasattr(gamma, "shape")):
+        module.gamma = _spec.check_gamma(gamma)
+    elif isinstance(gamma, torch.Tensor):
+        module.register_buffer("gamma", _param_buffer("gamma", gamma, class_vector=class_vector))
+    else:
+        _spec.check_gamma_param(gamma, class_vector=class_vector)
+        module.register_buffer("gamma", torch.as_tensor(gamma))
+
+
 class FocalLoss(nn.Module):
     r"""Softmax focal loss with :class:`torch.nn.CrossEntropyLoss`'s signature plus ``gamma``, ``alpha``.
 
@@ -63,7 +76,7 @@ class FocalLoss(nn.Module):
             _legacy_reduction(size_average, reduce, reduction))
         self.ignore_index = _spec.check_ignore_index(ignore_index, allow_none=True, binary=False)
         self.label_smoothing = _spec.check_label_smoothing(label_smoothing)
-        self.gamma = _spec.check_gamma(gamma)
+        _set_gamma(self, gamma, class_vector=True)
         self.register_buffer("weight", _param_buffer("weight", weight, class_vector=True,
                                                      allow_scalar=False))
         _set_alpha(self, alpha, class_vector=True)
@@ -94,7 +107,7 @@ class SigmoidFocalLoss(nn.Module):
         super().__init__()
         self.reduction = _spec.check_reduction(
             _legacy_reduction(size_average, reduce, reduction))
-        self.gamma = _spec.check_gamma(gamma)
+        _set_gamma(self, gamma)
         self.register_buffer("weight", _param_buffer("weight", weight))
         self.register_buffer("pos_weight", _param_buffer("pos_weight", pos_weight))
         _set_alpha(self, alpha)
