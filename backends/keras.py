@@ -36,8 +36,12 @@ from keras import ops
 from .. import _spec
 from .. import sigmoid_focal_loss as _sigmoid_focal_loss
 from .. import softmax_focal_loss as _softmax_focal_loss
+from .. import distribution_focal_loss as _distribution_focal_loss
+from .. import quality_focal_loss as _quality_focal_loss
+from .. import varifocal_loss as _varifocal_loss
 
-__all__ = ["BinaryFocalLoss", "CategoricalFocalLoss", "SparseCategoricalFocalLoss"]
+__all__ = ["BinaryFocalLoss", "CategoricalFocalLoss", "SparseCategoricalFocalLoss",
+           "QualityFocalLoss", "VarifocalLoss", "DistributionFocalLoss"]
 
 
 def _alpha_config(alpha, class_vector):
@@ -246,4 +250,83 @@ class SparseCategoricalFocalLoss(CategoricalFocalLoss):
     def get_config(self):
         config = super().get_config()
         config.update(ignore_index=self.ignore_index)
+        return config
+
+
+# ---- Generalized Focal Loss (QFL, DFL) and Varifocal Loss ------------------------------
+
+@keras.saving.register_keras_serializable(package="focalx")
+class QualityFocalLoss(keras.losses.Loss):
+    r"""Quality Focal Loss (dense targets) as a Keras loss: per element
+    :math:`|y - p|^\beta \mathrm{BCE}` (see :func:`focalx.quality_focal_loss`), then per
+    sample the mean over ``axis``. ``y_pred`` holds logits (a linear output layer);
+    ``y_true`` quality targets in [0, 1] of ``y_pred``'s shape."""
+
+    def __init__(self, *, beta=2.0, axis=-1, reduction="sum_over_batch_size",
+                 name="quality_focal_loss", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.beta = _spec.check_exponent(beta, "beta")
+        self.axis = _check_axis_arg(axis)
+
+    def call(self, y_true, y_pred):
+        y_true = _same_rank(y_true, y_pred)
+        loss = _quality_focal_loss(y_pred, ops.cast(y_true, y_pred.dtype), beta=self.beta,
+                                   reduction="none")
+        return ops.mean(loss, axis=self.axis)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(beta=self.beta, axis=self.axis, dtype=self.dtype)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="focalx")
+class VarifocalLoss(keras.losses.Loss):
+    r"""Varifocal Loss as a Keras loss (see :func:`focalx.varifocal_loss`), per sample
+    the mean over ``axis``. ``y_pred`` holds logits; ``y_true`` IoU-aware targets in
+    [0, 1] (0: negative) of ``y_pred``'s shape."""
+
+    def __init__(self, *, alpha=0.75, gamma=2.0, iou_weighted=True, axis=-1,
+                 reduction="sum_over_batch_size", name="varifocal_loss", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.alpha = _spec.check_vfl_alpha(alpha)
+        self.gamma = _spec.check_exponent(gamma, "gamma")
+        self.iou_weighted = _spec.check_bool(iou_weighted, "iou_weighted")
+        self.axis = _check_axis_arg(axis)
+
+    def call(self, y_true, y_pred):
+        y_true = _same_rank(y_true, y_pred)
+        loss = _varifocal_loss(y_pred, ops.cast(y_true, y_pred.dtype), alpha=self.alpha,
+                               gamma=self.gamma, iou_weighted=self.iou_weighted,
+                               reduction="none")
+        return ops.mean(loss, axis=self.axis)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(alpha=self.alpha, gamma=self.gamma, iou_weighted=self.iou_weighted,
+                      axis=self.axis, dtype=self.dtype)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="focalx")
+class DistributionFocalLoss(keras.losses.Loss):
+    r"""Distribution Focal Loss as a Keras loss (see
+    :func:`focalx.distribution_focal_loss`): the per-sample loss. ``y_pred`` (N, ...,
+    n_bins + 1) logits, bins on ``axis``; ``y_true`` (N, ...) or (N, ..., 1)
+    continuous targets in [0, n_bins]."""
+
+    def __init__(self, *, axis=-1, reduction="sum_over_batch_size",
+                 name="distribution_focal_loss", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.axis = _check_axis_arg(axis)
+
+    def call(self, y_true, y_pred):
+        if len(y_true.shape) == len(y_pred.shape) and y_true.shape[self.axis] == 1:
+            y_true = ops.squeeze(y_true, axis=self.axis)
+        return _distribution_focal_loss(y_pred, ops.cast(y_true, y_pred.dtype),
+                                        axis=self.axis, reduction="none")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(axis=self.axis, dtype=self.dtype)
         return config

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 S, M, STAR = "sigmoid_focal_loss", "softmax_focal_loss", "sigmoid_focal_loss_star"
+QFL, VFL, DFL = "quality_focal_loss", "varifocal_loss", "distribution_focal_loss"
 SOFTMAX_MODULE, SIGMOID_MODULE = "softmax module", "sigmoid module"
 MODULES = (SOFTMAX_MODULE, SIGMOID_MODULE)
 
@@ -157,4 +158,50 @@ def bad_inputs():
          dict(gamma=[[1.0, 2.0, 1.0]]), ValueError, "gamma"),
         ("module/sigmoid/gamma-vector-nan", SIGMOID_MODULE, X, T, dict(gamma=[0.5, nan, 0.5]),
          ValueError, "gamma"),
+    ] + _gfl_bad_inputs()
+
+
+def _gfl_bad_inputs():
+    """Quality Focal Loss, Varifocal Loss and Distribution Focal Loss."""
+    X = np.zeros((4, 3))
+    T = np.full((4, 3), 0.5)
+    D = np.zeros((4, 5))  # n_bins = 4
+    Y = np.array([0.0, 1.5, 4.0, 2.0])
+    nan = float("nan")
+    return [
+        ("qfl/beta<0", QFL, X, T, dict(beta=-1.0), ValueError, "beta"),
+        ("qfl/beta-str", QFL, X, T, dict(beta="2"), TypeError, "beta"),
+        ("qfl/weight<0", QFL, X, T, dict(weight=-np.ones(3)), ValueError, "weight"),
+        ("qfl/weight-shape", QFL, X, T, dict(weight=np.ones((5, 3))), ValueError, "weight"),
+        ("qfl/reduction", QFL, X, T, dict(reduction="avg"), ValueError, "reduction"),
+        ("qfl/normalizer=0", QFL, X, T, dict(normalizer=0.0), ValueError, "normalizer"),
+        ("qfl/integer-logits", QFL, np.zeros((4, 3), dtype=np.int64), T, {}, TypeError,
+         "logits"),
+        ("qfl/targets>1", QFL, X, 3 * T, {}, ValueError, "targets"),
+        ("qfl/targets-shape", QFL, X, np.ones((4, 4)), {}, ValueError, "targets"),
+        ("vfl/alpha<0", VFL, X, T, dict(alpha=-0.5), ValueError, "alpha"),
+        ("vfl/alpha-array", VFL, X, T, dict(alpha=[0.5, 0.5, 0.5]), TypeError, "alpha"),
+        ("vfl/gamma-nan", VFL, X, T, dict(gamma=nan), ValueError, "gamma"),
+        ("vfl/iou_weighted-int", VFL, X, T, dict(iou_weighted=1), TypeError, "iou_weighted"),
+        ("vfl/weight-nan", VFL, X, T, dict(weight=[1.0, nan, 1.0]), ValueError, "weight"),
+        ("vfl/reduction", VFL, X, T, dict(reduction="batchmean"), ValueError, "reduction"),
+        ("vfl/normalizer<0", VFL, X, T, dict(normalizer=-1.0), ValueError, "normalizer"),
+        ("vfl/integer-logits", VFL, np.zeros((4, 3), dtype=np.int64), T, {}, TypeError,
+         "logits"),
+        ("vfl/targets<0", VFL, X, -T, {}, ValueError, "targets"),
+        ("dfl/targets>n_bins", DFL, D, np.array([0.0, 1.5, 4.5, 2.0]), {}, ValueError,
+         "targets"),
+        ("dfl/targets<0", DFL, D, np.array([0.0, -0.5, 1.0, 2.0]), {}, ValueError, "targets"),
+        ("dfl/targets-shape", DFL, D, np.zeros((4, 5)), {}, ValueError, "targets"),
+        ("dfl/integer-logits", DFL, np.zeros((4, 5), dtype=np.int64), Y, {}, TypeError,
+         "logits"),
+        ("dfl/weight-length", DFL, D, Y, dict(weight=[1.0, 2.0]), ValueError, "weight"),
+        ("dfl/weight<0", DFL, D, Y, dict(weight=-1.0), ValueError, "weight"),
+        ("dfl/ignore_index-in-range", DFL, D, Y, dict(ignore_index=2), ValueError,
+         "ignore_index"),
+        ("dfl/ignore_index-str", DFL, D, Y, dict(ignore_index="x"), TypeError, "ignore_index"),
+        ("dfl/reduction", DFL, D, Y, dict(reduction="avg"), ValueError, "reduction"),
+        ("dfl/normalizer-shape", DFL, D, Y, dict(normalizer=np.ones(2)), ValueError,
+         "normalizer"),
+        ("dfl/axis", DFL, D, Y, dict(axis=2), ValueError, "axis"),
     ]

@@ -18,6 +18,7 @@ GAMMAS = (0.0, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0)
 EXTREME = (0.0, 1e-8, -1e-8, 15.0, -15.0, 17.0, -17.0, 30.0, -30.0, 88.0, -88.0, 89.0, -89.0,
            100.0, -100.0, 1e4, -1e4)
 SIGMOID, SOFTMAX, STAR = "sigmoid_focal_loss", "softmax_focal_loss", "sigmoid_focal_loss_star"
+QFL, VFL, DFL = "quality_focal_loss", "varifocal_loss", "distribution_focal_loss"
 NOT_FLOAT16 = ("float64", "float32", "bfloat16")  # (float16 holds nothing above 65504)
 
 
@@ -50,7 +51,7 @@ class _Builder:
         self.cases = []
 
     def add(self, cid, fn, logits, shape, targets, tshape, kwargs, *, index=False,
-            array_kwargs=(), dtypes=None):
+            array_kwargs=(), dtypes=None, labels=None):
         """dtypes: the dtypes the case runs in, where not all (a logit that a smaller
         dtype cannot hold)."""
         assert not any(c["id"] == cid for c in self.cases), cid
@@ -63,6 +64,8 @@ class _Builder:
         }
         if dtypes is not None:
             case["dtypes"] = list(dtypes)
+        if labels is not None:  # quality_focal_loss's pair: (labels, targets as scores)
+            case["labels"] = [int(v) for v in labels]
         self.cases.append(case)
 
 
@@ -260,7 +263,86 @@ def build_cases() -> list[dict]:
           {"gamma": 4.0, "beta": 1.0, "alpha": 0.25, "reduction": "mean", "normalizer": 7.0},
           dtypes=NOT_FLOAT16)
     _per_class_gamma(b)
+    _gfl_cases(b, random.Random(20261203))
     return b.cases
+
+
+EXPONENTS = (0.0, 0.25, 0.5, 1.0, 2.0)
+
+
+def _gfl_cases(b, rng):
+    """Quality Focal Loss, Varifocal Loss and Distribution Focal Loss (issue 18)."""
+    n = len(EXTREME)
+    # ---- QFL -------------------------------------------------------------------------
+    x, sh = _logits(rng, (4, 3))
+    # soft quality targets: multiples of 1/8 other than 1/2 (sigmoid of a multiple of 1/8
+    # equals none of them, so |y - p| > 0: for beta < 1 the derivative at |y - p| = 0 is
+    # a cusp, which focalx defines and the paper does not)
+    ys = [rng.choice([0.0, 0.125, 0.25, 0.375, 0.625, 0.75, 0.875, 1.0]) for _ in range(12)]
+    for beta in EXPONENTS:
+        b.add(f"qfl/dense/beta={beta}", QFL, x, sh, ys, sh,
+              {"beta": beta, "reduction": "none"})
+    b.add("qfl/dense/hard", QFL, x, sh, _hard(rng, 12), sh, {"beta": 2.0, "reduction": "none"})
+    b.add("qfl/dense/weight-mean", QFL, x, sh, ys, sh,
+          {"beta": 2.0, "weight": [[0.5], [1.5], [0.0], [2.0]], "reduction": "mean"})
+    b.add("qfl/dense/broadcast-targets", QFL, x, sh, [0.25, 0.0, 0.875], (3,),
+          {"beta": 0.5, "reduction": "sum", "normalizer": 3.0}, array_kwargs=["normalizer"])
+    labels, scores = [0, 3, 2, -1], [0.5, 0.875, 0.25, 0.75]
+    for beta in (0.5, 2.0):
+        b.add(f"qfl/pair/beta={beta}", QFL, x, sh, scores, (4,),
+              {"beta": beta, "reduction": "none"}, labels=labels)
+    b.add("qfl/pair/gfl-normalizer", QFL, x, sh, scores, (4,),
+          {"beta": 2.0, "reduction": "sum", "normalizer": 2.0,
+           "weight": [[1.0], [0.5], [2.0], [1.0]]}, labels=labels)
+    b.add("qfl/pair/quality-0-and-1", QFL, x, sh, [0.0, 1.0, 1.0, 0.0], (4,),
+          {"beta": 2.0, "reduction": "mean"}, labels=[1, 2, 0, 3])
+    for beta in (0.0, 0.25, 0.5, 2.0):
+        for t in (0.0, 1.0, 0.375):
+            b.add(f"qfl/extreme/beta={beta}/y={t}", QFL, list(EXTREME), (n,), [t] * n, (n,),
+                  {"beta": beta, "reduction": "none"})
+    # ---- VFL -------------------------------------------------------------------------
+    x, sh = _logits(rng, (4, 3))
+    q = [v if rng.random() < 0.4 else 0.0 for v in
+         (rng.choice([0.125, 0.25, 0.5, 0.75, 1.0]) for _ in range(12))]
+    for gamma in EXPONENTS:
+        b.add(f"vfl/gamma={gamma}", VFL, x, sh, q, sh, {"gamma": gamma, "reduction": "none"})
+    b.add("vfl/not-iou-weighted", VFL, x, sh, q, sh,
+          {"alpha": 0.5, "gamma": 1.5, "iou_weighted": False, "reduction": "none"})
+    b.add("vfl/weight-mean", VFL, x, sh, q, sh,
+          {"weight": [[0.5], [1.5], [0.0], [2.0]], "reduction": "mean"})
+    b.add("vfl/normalizer", VFL, x, sh, q, sh,
+          {"alpha": 1.0, "reduction": "sum", "normalizer": 2.5}, array_kwargs=["normalizer"])
+    b.add("vfl/all-negative", VFL, x, sh, [0.0] * 12, sh, {"gamma": 2.0, "reduction": "sum"})
+    for gamma in (0.0, 0.25, 0.5, 2.0):
+        for t in (0.0, 1.0, 0.375):
+            b.add(f"vfl/extreme/q={t}/gamma={gamma}", VFL, list(EXTREME), (n,), [t] * n, (n,),
+                  {"gamma": gamma, "reduction": "none"})
+    # ---- DFL -------------------------------------------------------------------------
+    x, sh = _logits(rng, (6, 8))  # n_bins = 7
+    t = [0.0, 2.5, 7.0, 3.25, 6.875, 1.0]
+    for red in ("none", "sum", "mean"):
+        b.add(f"dfl/{red}", DFL, x, sh, t, (6,), {"axis": 1, "reduction": red})
+    b.add("dfl/weight-normalizer", DFL, x, sh, t, (6,),
+          {"axis": 1, "weight": [0.5, 1.0, 2.0, 0.0, 1.5, 1.0], "reduction": "sum",
+           "normalizer": 4.0}, array_kwargs=["normalizer"])
+    ti = [0.0, -1.0, 7.0, 3.25, -1.0, 4.0]
+    for red in ("none", "mean"):
+        b.add(f"dfl/ignore_index/{red}", DFL, x, sh, ti, (6,),
+              {"axis": 1, "ignore_index": -1, "reduction": red})
+    b.add("dfl/ignore_index/all", DFL, x[:16], (2, 8), [-1.0, -1.0], (2,),
+          {"axis": 1, "ignore_index": -1, "reduction": "mean"})
+    b.add("dfl/integer-targets", DFL, x, sh, [0, 1, 2, 3, 7, 5], (6,),
+          {"axis": 1, "reduction": "none"}, index=True)
+    xn, shn = _logits(rng, (2, 4, 3))
+    b.add("dfl/nd/axis=-1", DFL, xn, shn, [0.5, 2.0, 1.25, 0.0, 1.875, 2.0, 0.125, 1.0], (2, 4),
+          {"axis": -1, "reduction": "none"})
+    b.add("dfl/empty", DFL, [], (0, 8), [], (0,), {"axis": 1, "reduction": "mean"})
+    rows = [[0.0, 1e-8, -1e-8], [15.0, -15.0, 0.0], [30.0, -30.0, 0.0], [88.0, -89.0, 0.0],
+            [100.0, -100.0, 0.0], [1e4, 0.0, -1e4], [-1e4, 1e4, 0.0], [0.0, -1e4, 1e4]]
+    flat_rows = [v for r in rows for v in r]
+    for tv in (0.0, 0.5, 1.0, 1.75, 2.0):
+        b.add(f"dfl/extreme/y={tv}", DFL, flat_rows, (len(rows), 3), [tv] * len(rows),
+              (len(rows),), {"axis": 1, "reduction": "none"})
 
 
 def _per_class_gamma(b):

@@ -284,12 +284,119 @@ def softmax(logits, shape, targets, tshape, kw):
         return out, grads, scale
 
 
+# ---- Generalized Focal Loss (Li et al., arXiv 2006.04388) and Varifocal Loss (Zhang et
+# al., arXiv 2008.13367), from the papers' formulas --------------------------------------
+
+def _bce_logit(x, y):
+    """-[y log sigma(x) + (1-y) log(1 - sigma(x))], 0 log 0 = 0."""
+    logp, logq = -mp.log1p(mp.exp(-x)), -mp.log1p(mp.exp(x))
+    pos = 0 if y == 0 else y * logp
+    neg = 0 if y == 1 else (1 - y) * logq
+    return -(pos + neg)
+
+
+def _qfl_elem(x, y, beta):
+    """QFL (paper eq. 5 in its BCE form): -|y - sigma|^beta ((1-y) log(1-sigma) + y log sigma)."""
+    p, q = 1 / (1 + mp.exp(-x)), 1 / (1 + mp.exp(x))  # sigma(x), 1 - sigma(x)
+    d = abs(y * q - (1 - y) * p)  # |y - sigma(x)|, without 1 - sigma cancelling
+    return (d ** beta if beta != 0 else 1) * _bce_logit(x, y)
+
+
+def _vfl_elem(x, q, alpha, gamma, iou_weighted):
+    """VFL (paper eq. 2): -q (q log p + (1-q) log(1-p)) for q > 0; -alpha p^gamma log(1-p)
+    for q = 0 (with the weight 1 for positives when not iou_weighted)."""
+    if q > 0:
+        return (q if iou_weighted else 1) * _bce_logit(x, q)
+    p = 1 / (1 + mp.exp(-x))
+    return alpha * (p ** gamma if gamma != 0 else 1) * _bce_logit(x, 0)
+
+
+def quality(fn, logits, shape, targets, tshape, kw, labels=None):
+    """QFL or VFL: loss (flattened output) and the gradient of the summed output."""
+    with mp.workdps(DPS):
+        shape = tuple(shape)
+        n = _prod(shape)
+        xs = [mp.mpf(v) for v in logits]
+        if labels is not None:  # the detection pair: the score at the label's class
+            C = shape[-1]
+
+            def ty(idx):
+                lab = labels[_flat(tuple(tshape), idx[:-1])]
+                return mp.mpf(targets[_flat(tuple(tshape), idx[:-1])]) \
+                    if 0 <= lab < C and lab == idx[-1] else mp.mpf(0)
+        else:
+            ty = _bcast([mp.mpf(v) for v in targets], tshape, shape)
+        w_at = _param(kw, "weight", shape)
+        fns = []
+        for i in range(n):
+            idx = _index(shape, i)
+            y = ty(idx)
+            w = 1 if w_at is None else w_at(idx)
+            if fn == "quality_focal_loss":
+                fns.append(lambda v, y=y, w=w: w * _qfl_elem(v, y, mp.mpf(kw["beta"])))
+            else:
+                fns.append(lambda v, y=y, w=w: w * _vfl_elem(
+                    v, y, mp.mpf(kw["alpha"]), mp.mpf(kw["gamma"]), kw["iou_weighted"]))
+        values = [f(x) for f, x in zip(fns, xs)]
+        out, scale = _reduce(values, kw["reduction"], n, kw.get("normalizer"))
+        return out, [scale * _diff(f, x) for f, x in zip(fns, xs)], scale
+
+
+def distribution(logits, shape, targets, tshape, kw):
+    """DFL (paper eq. 6): -((y_{i+1} - y) log S_i + (y - y_i) log S_{i+1}) per sample, with
+    y_i = floor(y), y_{i+1} = y_i + 1, the softmax S over the n + 1 bins; at y == n (no
+    bin above) -log S_n."""
+    with mp.workdps(DPS):
+        shape = tuple(shape)
+        axis = kw["axis"] % len(shape)
+        C = shape[axis]
+        n_bins = C - 1
+        other = shape[:axis] + shape[axis + 1:]
+        xs = [mp.mpf(v) for v in logits]
+        w_at = _param(kw, "weight", other)
+        ignore = kw.get("ignore_index")
+        samples, count = [], 0
+        for s in range(_prod(other)):
+            s_idx = _index(other, s)
+            cells = [_flat(shape, s_idx[:axis] + (c,) + s_idx[axis:]) for c in range(C)]
+            y = mp.mpf(targets[s])
+            if ignore is not None and y == ignore:
+                samples.append((cells, None))
+                continue
+            count += 1
+            w = 1 if w_at is None else w_at(s_idx)
+
+            def f(vals, y=y, w=w):
+                lps = _log_softmax(vals)
+                lo = int(mp.floor(y))
+                if lo == n_bins:
+                    return -w * lps[n_bins]
+                return -w * ((lo + 1 - y) * lps[lo] + (y - lo) * lps[lo + 1])
+            samples.append((cells, f))
+        values = [mp.mpf(0) if f is None else f([xs[i] for i in cells]) for cells, f in samples]
+        out, scale = _reduce(values, kw["reduction"], count, kw.get("normalizer"))
+        grads = [mp.mpf(0)] * len(xs)
+        for cells, f in samples:
+            if f is None:
+                continue
+            for j, cell in enumerate(cells):
+                def g(v, j=j, cells=cells, f=f):
+                    vals = [xs[i] for i in cells]
+                    vals[j] = v
+                    return f(vals)
+                grads[cell] = scale * _diff(g, xs[cell])
+        return out, grads, scale
+
+
 # The documented defaults (docs/definitions.md, the parameter table), applied to what a case leaves out.
 DEFAULTS = {
     "sigmoid_focal_loss": {"gamma": 2.0, "alpha": 0.25, "reduction": "mean"},
     "sigmoid_focal_loss_star": {"gamma": 1.0, "beta": 0.0, "alpha": None, "reduction": "mean"},
     "softmax_focal_loss": {"gamma": 2.0, "alpha": None, "ignore_index": -100,
                            "reduction": "mean"},
+    "quality_focal_loss": {"beta": 2.0, "reduction": "mean"},
+    "varifocal_loss": {"alpha": 0.75, "gamma": 2.0, "iou_weighted": True, "reduction": "mean"},
+    "distribution_focal_loss": {"ignore_index": None, "reduction": "mean"},
 }
 
 
@@ -304,6 +411,10 @@ def evaluate(case):
         return sigmoid(*args, star=True)
     if fn == "softmax_focal_loss":
         return softmax(*args)
+    if fn in ("quality_focal_loss", "varifocal_loss"):
+        return quality(fn, *args, labels=case.get("labels"))
+    if fn == "distribution_focal_loss":
+        return distribution(*args)
     raise ValueError(f"unknown fn {fn!r}")
 
 

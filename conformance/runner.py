@@ -74,7 +74,7 @@ def flushed_values(fn, shape, logits, targets, targets_shape, kwargs, dtype):
     t = sub(targets, tuple(targets_shape)) if targets is not None else None
     arrays = [sub(v) for v in kwargs.values() if isinstance(v, (list, np.ndarray))]
     none = kwargs.get("reduction", "mean") == "none"
-    if fn == "softmax_focal_loss":
+    if fn in ("softmax_focal_loss", "distribution_focal_loss"):
         axis = kwargs["axis"] % len(shape)
         if t is not None and t.shape == shape:
             x = x | t
@@ -135,7 +135,7 @@ def expected_shape(case):
     if case["kwargs"].get("reduction", "mean") != "none":
         return ()
     shape = tuple(case["shape"])
-    if case["fn"] == "softmax_focal_loss":
+    if case["fn"] in ("softmax_focal_loss", "distribution_focal_loss"):
         axis = case["kwargs"]["axis"] % len(shape)
         shape = shape[:axis] + shape[axis + 1:]
     return shape
@@ -175,6 +175,9 @@ def run_cases(harness, cases, device, dtype, *, fn=None, adapter=None):
             y = harness.to_array(case["targets"], case["targets_shape"],
                                  index=case["targets_dtype"] == "int", device=device,
                                  dtype=dtype)
+            if "labels" in case:  # quality_focal_loss's detection pair (labels, scores)
+                y = (harness.to_array(case["labels"], case["targets_shape"], index=True,
+                                      device=device, dtype=dtype), y)
             loss, grad, shape, out_dtype = harness.evaluate(call, x, y, kwargs, own=own)
         except _harness.UnsupportedCase as exc:
             entry.update(status="unsupported", detail=str(exc))
@@ -189,7 +192,8 @@ def run_cases(harness, cases, device, dtype, *, fn=None, adapter=None):
         if flushes:
             unchecked = flushed_values(
                 case["fn"], case["shape"], expected.get("logits", case["logits"]),
-                expected.get("targets", case["targets"]) if case["targets_dtype"] == "float"
+                expected.get("targets", case["targets"])
+                if case["targets_dtype"] == "float" and "labels" not in case
                 else None, case["targets_shape"], case["kwargs"], dtype)
             if not (unchecked[0].any() or unchecked[1].any()):
                 unchecked = None

@@ -225,3 +225,42 @@ def softmax_focal_loss(logits, targets, *, axis=-1, **kw):
 def sigmoid_focal_loss_star(logits, targets, **kw):
     return _run(_spec.run_sigmoid_focal_loss_star, logits, targets, False,
                 _kwargs("sigmoid_focal_loss_star", kw))[0]
+
+
+# ---- Generalized Focal Loss (QFL, DFL) and Varifocal Loss ------------------------------
+
+def _quality_run(logits, targets, need_grad, kw):
+    labels, scores = _spec.split_quality_targets(targets)
+    if labels is not None:
+        kw = dict(kw, labels=_targets(labels))
+    return _run(_spec.run_quality_focal_loss, logits, scores, need_grad, kw)
+
+
+def quality_focal_loss_and_grad(logits, targets, **kw):
+    """(loss, d loss / d logits) of :func:`focalx.quality_focal_loss` in float64."""
+    return _quality_run(logits, targets, True, _kwargs("quality_focal_loss", kw))
+
+
+def quality_focal_loss(logits, targets, **kw):
+    return _quality_run(logits, targets, False, _kwargs("quality_focal_loss", kw))[0]
+
+
+def varifocal_loss_and_grad(logits, targets, **kw):
+    """(loss, d loss / d logits) of :func:`focalx.varifocal_loss` in float64."""
+    return _run(_spec.run_varifocal_loss, logits, targets, True, _kwargs("varifocal_loss", kw))
+
+
+def varifocal_loss(logits, targets, **kw):
+    return _run(_spec.run_varifocal_loss, logits, targets, False,
+                _kwargs("varifocal_loss", kw))[0]
+
+
+def distribution_focal_loss_and_grad(logits, targets, *, axis=-1, **kw):
+    """(loss, d loss / d logits) of :func:`focalx.distribution_focal_loss` in float64."""
+    return _run(_spec.run_distribution_focal_loss, logits, targets, True,
+                dict(_kwargs("distribution_focal_loss", kw), axis=axis))
+
+
+def distribution_focal_loss(logits, targets, *, axis=-1, **kw):
+    return _run(_spec.run_distribution_focal_loss, logits, targets, False,
+                dict(_kwargs("distribution_focal_loss", kw), axis=axis))[0]

@@ -172,6 +172,145 @@ fvcore's ``sigmoid_focal_loss_star`` is the case ``beta=0``.""",
     ),
 }
 
+# ---- Generalized Focal Loss (QFL, DFL) and Varifocal Loss (issue 18) ------------------
+_NEW_WEIGHT = Param("weight", None, _ARRAYS,
+                    "None or an elementwise weight >= 0 broadcastable to ``logits`` (mmdet's "
+                    "per-sample ``weight`` of shape (N,) is ``weight[:, None]``); not in the "
+                    "mean's denominator.")
+_NEW_REDUCTION = _REDUCTION._replace(doc='``"none"`` (shape of ``logits``), ``"sum"`` or '
+                                     '``"mean"`` (over every element of ``logits``).')
+
+LOSSES.update({
+    "quality_focal_loss": Loss(
+        summary=r"""Quality Focal Loss (QFL), the classification half of Generalized Focal Loss.
+
+.. math::
+
+    p = \sigma(x), \qquad
+    \mathrm{QFL}(x, y) = -\,w\,|y - p|^\beta
+        \left[y \log p + (1-y) \log(1-p)\right]
+
+per element, for a soft quality target :math:`y \in [0, 1]` (e.g. the IoU of the
+predicted box, 0 for every other class). With hard {0, 1} targets,
+:math:`|y - p| = 1 - p_t`, so QFL is ``sigmoid_focal_loss(gamma=beta, alpha=None)``.
+
+Targets come in two layouts: dense, an array broadcastable to ``logits`` (mmdet's
+``quality_focal_loss_tensor_target``); or the detection pair ``(labels, scores)``, a
+tuple, with the classes on the last axis of ``logits`` (N, C): ``labels`` (N,)
+integer class indices, where ``C`` (mmdet's ``labels == num_classes``) or a negative
+label means background (every class has target 0), and ``scores`` (N,) the quality
+in [0, 1] of the labelled class. mmdet's ``QualityFocalLoss`` (per sample, summed over
+the classes, then ``avg_factor``) is ``reduction="sum", normalizer=avg_factor``, where
+mmdet's and PaddleDetection's GFL heads pass the number of positives (reduced over
+ranks, at least 1); its ``reduction="mean"`` without ``avg_factor`` is
+``reduction="sum", normalizer=N``.""",
+        params=(
+            Param("beta", 2.0, "float", "the exponent of |y - p|, a number >= 0 (0: plain "
+                  "binary cross-entropy against y)."),
+            _NEW_WEIGHT,
+            _NEW_REDUCTION,
+            _NORMALIZER._replace(doc="as in ``sigmoid_focal_loss``: GFL's normaliser, the "
+                                 "number of positives, is ``reduction=\"sum\", "
+                                 "normalizer=num_pos``."),
+        ),
+        returns="The loss: shape of ``logits`` for ``\"none\"``, else 0-d.",
+        notes="""Gradient (closed form): with s = p - y (as (1-y)p - y(1-p), exact for hard
+targets), d|s|/dx = sign(s) p(1-p) and dBCE/dx = s, so
+``dQFL/dx = w|s|^beta s + beta QFL p(1-p)/s``: |s|^(beta-1) never appears alone,
+and the gradient is finite for every finite logit and beta >= 0. At s == 0
+exactly, the second term is 0 (the subgradient of |s| at 0; for beta < 1 the
+one-sided derivatives are infinite there, where autograd through mmdet's formula
+gives NaN).
+
+References:
+  Li et al., `Generalized Focal Loss <https://arxiv.org/abs/2006.04388>`_, NeurIPS 2020.""",
+    ),
+    "varifocal_loss": Loss(
+        summary=r"""Varifocal Loss (VFL), VarifocalNet's IoU-aware classification loss.
+
+.. math::
+
+    p = \sigma(x), \qquad
+    \mathrm{VFL}(x, q) = w \begin{cases}
+        -\,k\,\left[q \log p + (1-q) \log(1-p)\right] & q > 0 \\
+        -\,\alpha\, p^\gamma \log(1-p) & q = 0
+    \end{cases}
+
+per element, for an IoU-aware target :math:`q \in [0, 1]` (the IoU of the predicted
+box at the ground-truth class, 0 elsewhere), with :math:`k = q`
+(``iou_weighted=True``) or 1. The weight is differentiated with the rest, as
+autograd does through mmdet's and ultralytics' formulas (neither detaches it).
+
+mmdet's ``varifocal_loss(pred, target, weight, alpha, gamma, iou_weighted,
+reduction, avg_factor)`` is this, with ``reduction="sum", normalizer=avg_factor``
+where it is given an ``avg_factor`` (and the same reduction without). ultralytics'
+``VarifocalLoss(pred, gt_score, label)`` (``.mean(1).sum()`` over (B, A, C)) weighs
+by ``label`` rather than ``q > 0``: it is ``reduction="sum", normalizer=A,
+weight=1 - label * (gt_score == 0)`` (the weight drops elements labelled positive with
+an IoU of 0, which ultralytics weighs by 0 and mmdet treats as negatives).
+PaddleDetection's PP-YOLOE ``_varifocal_loss`` (on probabilities, summed, then
+divided by ``assigned_scores_sum``) is ``reduction="sum",
+normalizer=assigned_scores_sum`` with the same weight, on the logits (Paddle's
+``binary_cross_entropy`` clamps log at -100, focalx does not).""",
+        params=(
+            Param("alpha", 0.75, "float", "the negatives' weight, a number >= 0."),
+            Param("gamma", 2.0, "float", "the negatives' exponent of p, a number >= 0."),
+            Param("iou_weighted", True, "bool",
+                  "True: positives are weighted by q (mmdet's default); False: by 1."),
+            _NEW_WEIGHT,
+            _NEW_REDUCTION,
+            _NORMALIZER._replace(doc="as in ``sigmoid_focal_loss`` (mmdet's ``avg_factor``)."),
+        ),
+        returns="The loss: shape of ``logits`` for ``\"none\"``, else 0-d.",
+        notes="""Gradient (closed form): p - q times the weight for a positive; for a
+negative, d/dx [alpha p^gamma softplus(x)] = alpha p^gamma (p + gamma (1-p)
+softplus(x)), with no p^(gamma-1) alone: finite for every finite logit and gamma >= 0.
+
+References:
+  Zhang et al., `VarifocalNet: An IoU-aware Dense Object Detector
+  <https://arxiv.org/abs/2008.13367>`_, CVPR 2021.""",
+    ),
+    "distribution_focal_loss": Loss(
+        summary=r"""Distribution Focal Loss (DFL), the box-regression half of Generalized Focal Loss.
+
+.. math::
+
+    p = \mathrm{softmax}(x), \quad y_l = \min(\lfloor y \rfloor, n - 1), \quad
+    y_r = y_l + 1, \qquad
+    \mathrm{DFL}(x, y) = -\,w \left[(y_r - y) \log p_{y_l} + (y - y_l) \log p_{y_r}\right]
+
+per sample, for logits over n + 1 bins (``n_bins``) and a continuous target
+:math:`y \in [0, n]`: the softmax cross-entropy against the two-hot distribution on
+the bins either side of y (at an integer y, the cross-entropy of bin y; at y == n,
+``-log p_n``). mmdet's and ultralytics' ``distribution_focal_loss`` take the left bin
+as ``floor(y)`` and index bin ``floor(y) + 1`` too, out of range at y == n: their
+heads clamp the targets below n first (mmdet's ``bbox2distance``: ``n - 0.1``;
+ultralytics' ``bbox2dist``: its ``reg_max - 0.01``), so they never reach it. mmdet's per-sample loss with ``avg_factor`` is
+``reduction="sum", normalizer=avg_factor`` (its GFL head passes the sum of the
+quality weights); ultralytics' ``.mean(-1, keepdim=True)`` over the 4 box sides is
+``reduction="none"`` then a mean over that axis.""",
+        params=(
+            Param("weight", None, _ARRAYS,
+                  "None or a per-sample weight >= 0 broadcastable to ``targets``; not in "
+                  "the mean's denominator."),
+            Param("ignore_index", None, "int | float | None",
+                  "None, or a negative target value marking samples that add 0 and leave "
+                  "the mean's denominator."),
+            _REDUCTION._replace(doc='``"none"`` (per sample: the logits\' shape without the '
+                                'class axis), ``"sum"`` or ``"mean"`` (over the samples not '
+                                "ignored)."),
+            _NORMALIZER._replace(doc="as in ``sigmoid_focal_loss``."),
+            Param("axis", None, "int", "the bin axis: {AXIS}."),
+        ),
+        returns="The loss (per sample for ``\"none\"``, else 0-d).",
+        notes="""Stability and gradient: the softmax loss's (gamma 0): log-softmax, and the
+closed-form gradient ``p - q`` per sample, finite for every finite logit.
+
+References:
+  Li et al., `Generalized Focal Loss <https://arxiv.org/abs/2006.04388>`_, NeurIPS 2020.""",
+    ),
+})
+
 _INPUTS = {
     "sigmoid_focal_loss": (
         "floating array, any shape ``[...]``; probabilities if ``from_logits=False``.",
@@ -186,6 +325,21 @@ _INPUTS = {
     "sigmoid_focal_loss_star": (
         "floating array, any shape.", "broadcastable to ``logits``, in [0, 1]."),
 }
+_INPUTS.update({
+    "quality_focal_loss": (
+        "floating array, any shape; (N, C), classes on the last axis, for the pair layout.",
+        "dense: broadcastable to ``logits``, quality in [0, 1]; or the tuple ``(labels, "
+        "scores)``: integer class indices (``C`` or negative: background) and floating "
+        "quality scores in [0, 1], both of the logits' shape without the last axis."),
+    "varifocal_loss": (
+        "floating array, any shape.",
+        "broadcastable to ``logits``, the IoU-aware target in [0, 1] (0: negative)."),
+    "distribution_focal_loss": (
+        "floating array ``(N, n_bins + 1)`` or ``(..., n_bins + 1, ...)`` (bins on "
+        "``axis``).",
+        "the logits' shape without the bin axis: continuous targets in [0, n_bins] (or "
+        "ignore_index)."),
+})
 
 #: the framework-neutral defaults of every loss (``axis`` follows the framework)
 DEFAULTS: dict[str, dict[str, Any]] = {

@@ -1361,3 +1361,301 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
                                          need_grad=need_grad)
     loss = ops.squeeze(loss, axis)
     return reduce(ops, loss, reduction=reduction), grad
+
+
+# ---------------------------------------------------------------------------
+# Generalized Focal Loss (Quality Focal Loss, Distribution Focal Loss; Li et al.,
+# arXiv 2006.04388) and Varifocal Loss (Zhang et al., arXiv 2008.13367).
+# ---------------------------------------------------------------------------
+
+#: The run_* functions of these losses, which the backends' speed paths (torch's fused
+#: kernel and row blocks, Paddle's host path and row blocks, TensorFlow's XLA cache) do
+#: not take: they run op by op (and under each framework's own compilers).
+PLAIN_RUNS = ("run_quality_focal_loss", "run_varifocal_loss", "run_distribution_focal_loss")
+
+
+def check_exponent(value, name: str) -> float:
+    """A focusing exponent (QFL's beta, VFL's gamma): a finite real number >= 0."""
+    if type(value) is float and 0.0 <= value < math.inf:  # (see check_gamma)
+        return value
+    if not _is_real(value):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    v = _to_float(name, value)
+    if not _finite(v) or v < 0:
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return v
+
+
+def check_vfl_alpha(alpha) -> float:
+    """Varifocal Loss's alpha (the negatives' weight): a finite real number >= 0."""
+    if isinstance(alpha, bool) or not _is_real(alpha):
+        raise TypeError(f"alpha must be a real number, got {type(alpha).__name__}")
+    a = _to_float("alpha", alpha)
+    if not _finite(a) or a < 0:
+        raise ValueError(f"alpha must be finite and >= 0, got {alpha!r}")
+    return a
+
+
+def check_bool(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def split_quality_targets(targets):
+    """(labels, scores) for Quality Focal Loss's detection layout (a tuple), else
+    (None, targets) for the dense layout. Only a tuple is the pair (a list is array data
+    for the NumPy reference)."""
+    if isinstance(targets, tuple):
+        if len(targets) != 2:
+            raise ValueError("targets as a tuple must be the pair (labels, scores), got "
+                             f"{len(targets)} items")
+        return targets[0], targets[1]
+    return None, targets
+
+
+def check_label_range(lo: int, hi: int, num_classes: int) -> None:
+    if hi > num_classes:
+        raise ValueError(
+            f"labels (targets[0]) must be class indices in [0, {num_classes - 1}], or "
+            f"{num_classes} or negative for background, got values in [{lo}, {hi}]")
+
+
+def _quality_targets(ops, x, targets, labels):
+    """The dense quality target y (x's shape, values in [0, 1]) of either layout.
+
+    Detection layout: labels (x's shape without the last axis, the class axis) and
+    scores (the same shape): y is the score at the label's class and 0 elsewhere; a
+    label equal to C (the number of classes) or negative is background (all 0), as in
+    mmdet, where labels == num_classes is background."""
+    shape = ops.shape(x)
+    if labels is None:
+        if ops.kind(targets) not in ("floating", "integer", "bool"):
+            raise TypeError(f"targets must be a real array, got {ops.kind(targets)} dtype")
+        check_broadcasts_to("targets", ops.shape(targets), shape)
+        y = ops.broadcast_like(ops.as_float(targets, x), x)
+        _check_unit(ops, y, "targets")
+        return y
+    if len(shape) == 0:
+        raise ValueError("logits must have a class axis (the last) for (labels, scores) "
+                         "targets, got a 0-d array")
+    C = shape[-1]
+    if C is None:
+        raise ValueError(f"logits must have a static number of classes (last axis), got "
+                         f"shape {_fmt(shape)}")
+    lead = shape[:-1]
+    if ops.kind(labels) != "integer":
+        raise TypeError(f"labels (targets[0]) must have an integer dtype, got "
+                        f"{ops.kind(labels)} dtype")
+    if not _same_shape(ops.shape(labels), lead):
+        raise ValueError(f"labels (targets[0]) of shape {_fmt(ops.shape(labels))} must have "
+                         f"the logits' shape without the class axis, {_fmt(lead)}")
+    if ops.kind(targets) != "floating":
+        raise TypeError(f"scores (targets[1]) must have a floating dtype, got "
+                        f"{ops.kind(targets)} dtype")
+    if not _same_shape(ops.shape(targets), lead):
+        raise ValueError(f"scores (targets[1]) of shape {_fmt(ops.shape(targets))} must have "
+                         f"the logits' shape without the class axis, {_fmt(lead)}")
+    idx = ops.as_index(labels)
+    _check_values(ops, idx, lambda lo, hi: check_label_range(int(lo), int(hi), C),
+                  lambda a: a <= C,
+                  f"labels (targets[0]) must be class indices in [0, {C - 1}], or {C} or "
+                  "negative for background")
+    s = ops.as_float(targets, x)
+    _check_unit(ops, s, "scores (targets[1])")
+    fg = (idx >= 0) & (idx < C)
+    safe = ops.where(fg, idx, ops.full_like(idx, 0))
+    s = ops.where(fg, s, ops.full_like(s, 0.0))
+    axis = len(shape) - 1
+    return ops.one_hot(ops.expand_dims(safe, axis), C, axis, x) * ops.expand_dims(s, axis)
+
+
+def _signed_ratio(ops, a, s):
+    """a / s, 0 where s == 0 (s of either sign)."""
+    zero = (s <= 0) & (s >= 0)
+    safe = ops.where(zero, ops.full_like(s, 1.0), s)
+    return ops.where(zero, ops.full_like(s, 0.0), _ratio(ops, a, safe))
+
+
+def quality_focal(ops, x, y, *, coef, scale, beta: float, need_grad: bool):
+    """Elementwise Quality Focal Loss |y - p|^beta BCE(x, y) and its derivative.
+
+    With s = p - y written as (1-y)p - y(1-p) (exactly p or -(1-p) for hard targets),
+    d|s|/dx = sign(s) p(1-p) and dBCE/dx = s, so
+
+        dQFL/dx = c s + beta |s|^beta BCE p(1-p) / s = c s + beta QFL p(1-p) / s,
+
+    with c = w |s|^beta: |s|^(beta-1) never appears alone, and the second term is
+    bounded (p(1-p)/|s| is finite for every s != 0 of the compute dtype). At s == 0
+    exactly it is defined as 0 (the subgradient of |s| at 0, which also makes
+    beta < 1, where the one-sided derivatives are infinite, finite)."""
+    ny = 1.0 - y
+    lean = getattr(ops, "lean_sigmoid", False)
+    e = ops.exp(-ops.abs(x))
+    xp, xn = ops.maximum0(x), ops.minimum0(x)
+    _l, p, q = _sigmoid_terms(ops, x, e, lean, xp, xn)
+    s = ny * p - y * q  # p - y
+    c = _mul(_mul(coef, scale), _focal_factor(ops, ops.abs(s), beta))
+    cy, cn = _mul(c, y), _mul(c, ny)
+    loss = (cn * xp - cy * xn) + (cy + cn) * _l
+    if not need_grad:
+        return loss, None
+    grad = cn * p - cy * q  # c * (p - y)
+    if beta == 0:
+        return loss, grad
+    return loss, grad + beta * _signed_ratio(ops, p * q, s) * loss
+
+
+def varifocal(ops, x, y, *, coef, scale, alpha: float, gamma: float, iou_weighted: bool,
+              need_grad: bool):
+    """Elementwise Varifocal Loss and its derivative.
+
+    Positives (y > 0): k BCE(x, y) with k = y (iou_weighted) or 1; negatives (y == 0):
+    alpha p^gamma BCE(x, 0) = alpha p^gamma softplus(x). The weight is differentiated
+    with the rest (as autograd does through mmdet's and ultralytics' formulas, which do
+    not detach it): for a negative, d/dx [p^gamma softplus(x)] = p^gamma (p + gamma
+    (1-p) softplus(x)), with no p^(gamma-1) alone."""
+    ny = 1.0 - y
+    lean = getattr(ops, "lean_sigmoid", False)
+    e = ops.exp(-ops.abs(x))
+    xp, xn = ops.maximum0(x), ops.minimum0(x)
+    _l, p, q = _sigmoid_terms(ops, x, e, lean, xp, xn)
+    pos = y > 0
+    f = _focal_factor(ops, p, gamma)
+    neg_w = alpha if f is None else alpha * f
+    if isinstance(neg_w, float):
+        neg_w = ops.full_like(x, neg_w)
+    pos_w = y if iou_weighted else ops.full_like(x, 1.0)
+    c = _mul(_mul(coef, scale), ops.where(pos, pos_w, neg_w))
+    cy, cn = c * y, c * ny
+    loss = (cn * xp - cy * xn) + (cy + cn) * _l
+    if not need_grad:
+        return loss, None
+    grad = cn * p - cy * q  # c * (p - y)
+    if gamma == 0:
+        return loss, grad
+    return loss, grad + ops.where(pos, ops.full_like(x, 0.0), (gamma * q) * loss)
+
+
+def _sigmoid_reduction(ops, x, weight, reduction, normalizer):
+    """(coef, scale) of QFL / VFL: the elementwise weight and the reduction's scale
+    (a mean over every element of the logits)."""
+    coef = _elementwise_weight(ops, weight, x)
+    normalizer = _normalizer(ops, normalizer, x)
+    return coef, reduction_scale(ops, reduction=reduction, denom=_count(ops, x),
+                                 normalizer=normalizer)
+
+
+def run_quality_focal_loss(ops, logits, targets, *, labels=None, beta, weight, reduction,
+                           normalizer, need_grad, scale=None):
+    """`quality_focal_loss` on a backend: see :func:`focalx.quality_focal_loss`. The
+    backend splits the detection layout's pair (split_quality_targets): `targets` is
+    then the scores and `labels` the class indices."""
+    beta = check_exponent(beta, "beta")
+    reduction = check_reduction(reduction)
+    x = logits
+    y = _quality_targets(ops, x, targets, labels)
+    coef, own = _sigmoid_reduction(ops, x, weight, reduction, normalizer)
+    loss, grad = quality_focal(ops, x, y, coef=coef, scale=own if scale is None else scale,
+                               beta=beta, need_grad=need_grad)
+    return reduce(ops, loss, reduction=reduction), grad
+
+
+def run_varifocal_loss(ops, logits, targets, *, alpha, gamma, iou_weighted, weight, reduction,
+                       normalizer, need_grad, scale=None):
+    """`varifocal_loss` on a backend: see :func:`focalx.varifocal_loss`."""
+    alpha = check_vfl_alpha(alpha)
+    gamma = check_exponent(gamma, "gamma")
+    iou_weighted = check_bool(iou_weighted, "iou_weighted")
+    reduction = check_reduction(reduction)
+    x = logits
+    y = _quality_targets(ops, x, targets, None)
+    coef, own = _sigmoid_reduction(ops, x, weight, reduction, normalizer)
+    loss, grad = varifocal(ops, x, y, coef=coef, scale=own if scale is None else scale,
+                           alpha=alpha, gamma=gamma, iou_weighted=iou_weighted,
+                           need_grad=need_grad)
+    return reduce(ops, loss, reduction=reduction), grad
+
+
+def check_dfl_ignore_index(ignore_index):
+    if ignore_index is None:
+        return None
+    if isinstance(ignore_index, bool) or not _is_real(ignore_index):
+        raise TypeError(f"ignore_index must be a number or None, got "
+                        f"{type(ignore_index).__name__}")
+    v = _to_float("ignore_index", ignore_index)
+    if not _finite(v) or v >= 0:
+        raise ValueError(f"ignore_index must be a finite negative number (targets are in "
+                         f"[0, n_bins]), got {ignore_index!r}")
+    return v
+
+
+def check_dfl_target_range(lo, hi, n_bins: int) -> None:
+    if not (lo >= 0.0 and hi <= n_bins):  # also rejects NaN
+        raise ValueError(f"targets must lie in [0, {n_bins}] (n_bins, the logits' class "
+                         f"size minus 1) or equal ignore_index, got values in [{lo}, {hi}]")
+
+
+def run_distribution_focal_loss(ops, logits, targets, *, weight, ignore_index, reduction,
+                                normalizer, axis, need_grad, scale=None):
+    """`distribution_focal_loss` on a backend: see :func:`focalx.distribution_focal_loss`.
+
+    The two-hot distribution q (q_l = y_r - y at y_l = min(floor(y), n - 1), q_r = y -
+    y_l at y_r = y_l + 1; at y == n that is q_n = 1) through the softmax loss's
+    machinery at gamma = 0: loss -sum_c q_c log p_c, gradient p - q."""
+    reduction = check_reduction(reduction)
+    ignore_index = check_dfl_ignore_index(ignore_index)
+    x = logits
+    shape = ops.shape(x)
+    if len(shape) == 0:
+        raise ValueError("logits must have a class (bin) axis, got a 0-d array")
+    axis = check_axis(axis, len(shape))
+    C = shape[axis]
+    if C is None or C < 2:
+        raise ValueError(f"logits must have a static size >= 2 (n_bins + 1) on the class "
+                         f"axis {axis}, got shape {_fmt(shape)}")
+    n_bins = C - 1
+    expected = shape[:axis] + shape[axis + 1:]
+    if not _same_shape(ops.shape(targets), expected):
+        raise ValueError(f"targets of shape {_fmt(ops.shape(targets))} must have the logits' "
+                         f"shape without the class axis {axis}, {_fmt(expected)}")
+    if ops.kind(targets) not in ("floating", "integer"):
+        raise TypeError(f"targets must be a real array, got {ops.kind(targets)} dtype")
+    y = ops.as_float(targets, x)
+    mask = None
+    if ignore_index is not None:
+        keep = y != ignore_index
+        mask = ops.as_mask(keep, x)
+        y = ops.where(keep, y, ops.full_like(y, 0.0))
+    _check_values(ops, y, lambda lo, hi: check_dfl_target_range(lo, hi, n_bins),
+                  lambda a: (a >= 0) & (a <= n_bins),
+                  f"targets must lie in [0, {n_bins}] (or equal ignore_index)")
+    coef = None
+    if weight is not None:
+        coef = _param_array(ops, weight, "weight", x)
+        check_broadcasts_to("weight", ops.shape(coef), expected, "targets")
+        coef = ops.broadcast_like(coef, y)
+    normalizer = _normalizer(ops, normalizer, x)
+    denom = (_count(ops, x, C) if mask is None else ops.sum(mask))
+    if scale is None:
+        scale = reduction_scale(ops, reduction=reduction, denom=denom, normalizer=normalizer)
+    base = _mul(coef, mask)
+    # the left bin: floor(y) (a cast truncates, and y >= 0), at most n - 1; clamped to
+    # [0, n - 1] also where a failed value check could not raise (traced, on a device),
+    # so that no index leaves the bins
+    left = ops.as_index(y)
+    left = ops.where(left < n_bins - 1, left, ops.full_like(left, n_bins - 1))
+    left = ops.where(left > 0, left, ops.full_like(left, 0))
+    w_right = y - ops.as_float(left, x)
+    w_left = 1.0 - w_right
+    left = ops.expand_dims(left, axis)
+    q = (ops.one_hot(left, C, axis, x) * ops.expand_dims(w_left, axis) +
+         ops.one_hot(left + 1, C, axis, x) * ops.expand_dims(w_right, axis))
+    if base is None:  # the reduction's scale alone (a number, or a 0-d array)
+        k, sample = _fold(None, scale), None
+    else:  # per sample, with a size-1 class axis
+        k, sample = None, ops.expand_dims(_fold(base, scale), axis)
+    loss, grad = softmax_focal_dense(ops, x, q, k=k, sample_coef=sample, gamma=0.0, axis=axis,
+                                     from_logits=True, need_grad=need_grad)
+    loss = ops.squeeze(loss, axis)
+    return reduce(ops, loss, reduction=reduction), grad

@@ -233,6 +233,100 @@ def test_every_ops_class_implements_the_protocol(harness):
         assert not extra, (path, sorted(extra))
 
 
+# ---- Generalized Focal Loss (QFL, DFL) and Varifocal Loss ------------------------------
+
+_GFL_X = [100.0, -100.0, 1e4, -1e4, 88.0, -89.0, 17.0, 0.0, 1e-8, -30.0]
+#: every logit with quality 0, 1 and a soft one
+_GFL_ELEMENTWISE = (_GFL_X * 3, [0.0] * 10 + [1.0] * 10 + [0.375] * 10, (30,))
+_EXPONENT = {"quality_focal_loss": "beta", "varifocal_loss": "gamma"}
+
+
+def _gfl_modes(harness, exponent, dtype):
+    # every execution mode (the framework's compilers: torch.compile, jax.jit,
+    # tf.function and XLA, paddle.jit.to_static) once; the first for the rest
+    return harness.modes if (exponent, dtype) == (0.5, "float32") else harness.modes[:1]
+
+
+def _run_modes(harness, modes, variant, xa, ya, kwargs, want, want_g, dtype):
+    ran = 0
+    for mode in modes:
+        try:
+            loss, grad, _, out_dtype = harness.call(mode, variant, xa, ya, kwargs, 1.0)
+        except _harness.NotRun:
+            continue  # (a speed path these losses do not take: torch's kernel, Paddle's blocks)
+        ran += 1
+        assert out_dtype == dtype, mode
+        assert np.isfinite(loss).all() and np.isfinite(grad).all(), mode
+        _within_tolerance(loss, np.ravel(want), dtype, atol=1e-30)
+        _within_tolerance(grad, np.ravel(want_g), dtype, atol=1e-30)
+    assert ran
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("exponent", [0.0, 0.25, 0.5, 1.0, 2.0])
+@pytest.mark.parametrize("variant", ["quality_focal_loss", "varifocal_loss"])
+def test_qfl_vfl_gradient_is_finite_and_exact_at_extreme_logits(harness, variant, exponent,
+                                                                 dtype):
+    """QFL's beta and VFL's gamma in {0, 0.25, 0.5, 1, 2}, logits to +-1e4, quality 0, 1
+    and soft: finite loss and gradient equal to the float64 reference's, in every
+    execution mode of the backend."""
+    x, y, shape = _GFL_ELEMENTWISE
+    kwargs = {_EXPONENT[variant]: exponent, "reduction": "sum"}
+    want, want_g = getattr(ref, variant + "_and_grad")(np.asarray(x), np.asarray(y), **kwargs)
+    xa, ya = harness.to_array(x, shape, dtype=dtype), harness.to_array(y, shape, dtype=dtype)
+    _run_modes(harness, _gfl_modes(harness, exponent, dtype), variant, xa, ya, kwargs, want,
+               want_g, dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_qfl_pair_and_dfl_in_every_mode(harness, dtype):
+    """The detection pair (labels, scores) and Distribution Focal Loss (targets at the
+    bins, between them and at n_bins; logits to +-1e4) in every execution mode."""
+    rows = [[0.0, 1e-8, -1e-8], [15.0, -15.0, 0.0], [88.0, -89.0, 0.0], [1e4, 0.0, -1e4],
+            [-1e4, 1e4, 0.0], [0.0, -1e4, 1e4]]
+    x = np.asarray(rows)
+    labels, scores = np.array([0, 3, 2, -1, 1, 2]), np.array([0.5, 0.25, 1.0, 0.75, 0.0, 0.875])
+    modes = harness.modes if dtype == "float32" else harness.modes[:1]
+    xa = harness.to_array(x.ravel().tolist(), x.shape, dtype=dtype)
+    pair = (harness.to_array(labels.tolist(), (6,), index=True),
+            harness.to_array(scores.tolist(), (6,), dtype=dtype))
+    kwargs = {"beta": 0.5, "reduction": "sum"}
+    want, want_g = ref.quality_focal_loss_and_grad(x, (labels, scores), **kwargs)
+    _run_modes(harness, modes, "quality_focal_loss", xa, pair, kwargs, want, want_g, dtype)
+    t = np.array([0.0, 0.5, 1.0, 1.75, 2.0, 2.0])
+    kwargs = {"reduction": "none", "axis": -1}
+    want, want_g = ref.distribution_focal_loss_and_grad(x, t, **kwargs)
+    _run_modes(harness, modes, "distribution_focal_loss", xa,
+               harness.to_array(t.tolist(), (6,), dtype=dtype), kwargs, want, want_g, dtype)
+
+
+@pytest.mark.parametrize("variant", ["quality_focal_loss", "varifocal_loss",
+                                     "distribution_focal_loss"])
+def test_gfl_reduce_to_the_plain_losses_in_every_backend(harness, variant):
+    """At the neutral parameters: QFL with hard targets is sigmoid_focal_loss(gamma=beta,
+    alpha=None); VFL with every target 0 is alpha times it; DFL at integer targets is the
+    cross-entropy (softmax_focal_loss with gamma 0); each backend against itself."""
+    rng = np.random.default_rng(18)
+    x = rng.normal(size=(6, 5)) * 4
+    xa = harness.to_array(x.ravel().tolist(), x.shape)
+    if variant == "distribution_focal_loss":
+        t = rng.integers(0, 5, 6)
+        got = harness.call_public(variant, xa, harness.to_array(t.astype(float).tolist(), (6,)),
+                                  dict(axis=-1))
+        want = harness.call_public("softmax_focal_loss", xa,
+                                   harness.to_array(t.tolist(), (6,), index=True),
+                                   dict(axis=-1, gamma=0.0))
+        np.testing.assert_allclose(harness.values(got), harness.values(want), rtol=1e-14)
+        return
+    y = (rng.random(x.shape) < 0.4).astype(np.float64) if variant == "quality_focal_loss" \
+        else np.zeros(x.shape)
+    ya = harness.to_array(y.ravel().tolist(), y.shape)
+    kw = dict(beta=0.5) if variant == "quality_focal_loss" else dict(gamma=0.5, alpha=0.75)
+    got = harness.call_public(variant, xa, ya, dict(kw, reduction="none"))
+    want = harness.call_public("sigmoid_focal_loss", xa, ya,
+                               dict(gamma=0.5, alpha=None, reduction="none"))
+    scale = 1.0 if variant == "quality_focal_loss" else 0.75
+    np.testing.assert_allclose(harness.values(got), scale * harness.values(want), rtol=1e-14)
 PER_CLASS = [  # (variant, kind of targets, kwargs)
     ("sigmoid_focal_loss", "hard", {"alpha": 0.25}),
     ("sigmoid_focal_loss", "probabilities", {"alpha": None, "from_logits": False}),

@@ -42,17 +42,19 @@ def test_golden_file_covers_the_spec():
     cases = runner.load_golden()["cases"]
     ids = {c["id"] for c in cases}
     assert {c["fn"] for c in cases} == {"sigmoid_focal_loss", "softmax_focal_loss",
-                                        "sigmoid_focal_loss_star"}
+                                        "sigmoid_focal_loss_star", "quality_focal_loss",
+                                        "varifocal_loss", "distribution_focal_loss"}
     used = {(c["fn"], k) for c in cases for k in c["kwargs"]}
     for fn, defaults in _spec.DEFAULTS.items():
         for k in defaults:
             if k in ("gamma", "reduction"):
                 continue
             assert (fn, k) in used, f"no golden case sets {fn}'s {k}"
-    gammas = {c["kwargs"]["gamma"] for c in cases if not isinstance(c["kwargs"]["gamma"], list)}
+    gammas = {c["kwargs"].get("gamma") for c in cases
+              if not isinstance(c["kwargs"].get("gamma"), list)}
     assert {0.0, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0} <= gammas
     # gamma as a vector (per class), zeros and fractions among its values, in both losses
-    vectors = [c for c in cases if isinstance(c["kwargs"]["gamma"], list)]
+    vectors = [c for c in cases if isinstance(c["kwargs"].get("gamma"), list)]
     assert {c["fn"] for c in vectors} == {"sigmoid_focal_loss", "softmax_focal_loss"}
     assert any("gamma" in c["array_kwargs"] for c in vectors)
     assert {0.0, 0.25} <= {g for c in vectors for g in np.ravel(c["kwargs"]["gamma"])}
@@ -100,7 +102,8 @@ def test_bad_inputs_cover_every_parameter():
     import inspect
     named = {(case[1], case[-1]) for case in bad_inputs()}
     for fn in (focalx.sigmoid_focal_loss, focalx.softmax_focal_loss,
-               focalx.sigmoid_focal_loss_star):
+               focalx.sigmoid_focal_loss_star, focalx.quality_focal_loss,
+               focalx.varifocal_loss, focalx.distribution_focal_loss):
         for p in inspect.signature(fn).parameters:
             assert (fn.__name__, p) in named, f"no bad-input case names {fn.__name__}'s {p}"
 

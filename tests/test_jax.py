@@ -460,6 +460,57 @@ def test_int64_numpy_targets_without_x64_are_refused_not_truncated(tmp_path):
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
 
 
+# ---- Generalized Focal Loss (QFL, DFL) and Varifocal Loss ------------------------------
+
+class TestGeneralizedFocalOptaxParity:
+    """optax has no QFL, VFL or DFL; their neutral cases are optax's cross-entropies."""
+
+    def test_qfl_beta0_and_vfl_positives_equal_optax_sigmoid_bce(self):
+        rng = np.random.default_rng(18)
+        x, q = rng.normal(size=(8, 5)) * 3, rng.uniform(0.01, 1.0, size=(8, 5))
+        bce = optax.losses.sigmoid_binary_cross_entropy(jnp.asarray(x), jnp.asarray(q))
+        got = fj.quality_focal_loss(jnp.asarray(x), jnp.asarray(q), beta=0.0, reduction="none")
+        _close(got, bce, rtol=1e-13)
+        got = fj.varifocal_loss(jnp.asarray(x), jnp.asarray(q), iou_weighted=False,
+                                reduction="none")
+        _close(got, bce, rtol=1e-13)
+
+    def test_dfl_equals_optax_softmax_cross_entropy_on_the_two_hot_target(self):
+        rng = np.random.default_rng(19)
+        x = rng.normal(size=(6, 9)) * 3
+        t = np.array([0.0, 3.0, 8.0, 2.5, 7.125, 5.0])
+        q = np.zeros((6, 9))
+        for i, v in enumerate(t):
+            lo = min(int(v), 7)
+            q[i, lo], q[i, lo + 1] = lo + 1 - v, v - lo
+        want = optax.losses.softmax_cross_entropy(jnp.asarray(x), jnp.asarray(q))
+        got = fj.distribution_focal_loss(jnp.asarray(x), jnp.asarray(t), reduction="none")
+        _close(got, want, rtol=1e-13, atol=1e-15)
+        ti = t.astype(np.int64)[[0, 1, 2, 5]]
+        want = optax.losses.softmax_cross_entropy_with_integer_labels(jnp.asarray(x[[0, 1, 2, 5]]),
+                                                                      jnp.asarray(ti))
+        got = fj.distribution_focal_loss(jnp.asarray(x[[0, 1, 2, 5]]),
+                                         jnp.asarray(ti.astype(float)), reduction="none")
+        _close(got, want, rtol=1e-13)
+
+
+def test_every_gfl_golden_case_under_jit_float32():
+    """QFL (both layouts), VFL and DFL under jax.jit: every golden case."""
+    harness = _harness.create("jax")
+    cases = runner.load_golden()["cases"]
+    failures = []
+    for variant in ("quality_focal_loss", "varifocal_loss", "distribution_focal_loss"):
+        base = getattr(fj, variant)
+
+        def call(x, y, base=base, **kw):
+            arrays = {k: v for k, v in kw.items() if isinstance(v, jax.Array)}
+            static = {k: v for k, v in kw.items() if k not in arrays}
+            return jax.jit(lambda v, w, arr: base(v, w, **static, **arr))(x, y, arrays)
+        results = runner.run_cases(harness, runner.select(cases, variant=variant), "cpu",
+                                   "float32", fn=call)
+        assert results
+        failures += [f"{r['id']}: {r.get('detail')}" for r in results if r["status"] != "passed"]
+    assert not failures, "\n".join(failures)
 class TestGammaSchedule:
     """A gamma schedule under jax.jit: gamma as a 0-d array is a traced input, so a value
     that changes every step compiles nothing after the first step; a Python float gamma is

@@ -293,6 +293,25 @@ def test_same_numbers_under_other_keras_backends(backend):
     assert abs(other["keras_binary"] - keras_here) > 1e-3 * keras_here
 
 
+# ---- Generalized Focal Loss (QFL, DFL) and Varifocal Loss ------------------------------
+
+def test_gfl_keras_losses_are_the_functions_and_round_trip_their_config():
+    rng = np.random.default_rng(18)
+    x = rng.normal(size=(6, 4)) * 3
+    q = np.where(rng.random((6, 4)) < 0.5, rng.random((6, 4)), 0.0)
+    t = np.array([0.0, 1.5, 3.0, 2.25, 0.5, 1.0])
+    for loss, y, want in [
+            (fk.QualityFocalLoss(beta=0.5), q,
+             ref.quality_focal_loss(x, q, beta=0.5, reduction="none").mean(-1).mean()),
+            (fk.VarifocalLoss(alpha=0.5, gamma=1.0), q,
+             ref.varifocal_loss(x, q, alpha=0.5, gamma=1.0, reduction="none").mean(-1).mean()),
+            (fk.DistributionFocalLoss(), t, ref.distribution_focal_loss(x, t))]:
+        got = loss(tf.constant(y), tf.constant(x))
+        np.testing.assert_allclose(float(got), want, rtol=1e-6)  # (Keras: float32)
+        again = type(loss).from_config(loss.get_config())
+        assert again.get_config() == loss.get_config()
+    with pytest.raises(ValueError, match="gamma"):
+        fk.VarifocalLoss(gamma=-1.0)
 def test_loss_classes_take_a_per_class_gamma_and_serialise_it():
     rng = np.random.default_rng(18)
     x = rng.normal(size=(8, 3)) * 3

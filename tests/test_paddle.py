@@ -2107,6 +2107,25 @@ def test_settings_are_set_on_the_backend_module(monkeypatch):
     assert not calls  # the host path is off
 
 
+# ---- Generalized Focal Loss (QFL, DFL) and Varifocal Loss ------------------------------
+
+def test_gfl_layers_are_the_functions():
+    rng = np.random.default_rng(18)
+    x = paddle.to_tensor(rng.normal(size=(6, 4)) * 3)
+    q = paddle.to_tensor(np.where(rng.random((6, 4)) < 0.5, rng.random((6, 4)), 0.0))
+    t = paddle.to_tensor(np.array([0.0, 1.5, -1.0, 3.0, 2.25, 0.5]))
+    pairs = [
+        (fpd.QualityFocalLoss(beta=1.0)(x, q), fpd.quality_focal_loss(x, q, beta=1.0)),
+        (fpd.QualityFocalLoss()(x, (paddle.to_tensor([0, 4, 3, -1, 1, 2]), q[:, 0])),
+         fpd.quality_focal_loss(x, (paddle.to_tensor([0, 4, 3, -1, 1, 2]), q[:, 0]))),
+        (fpd.VarifocalLoss(iou_weighted=False)(x, q, None, 2.0),
+         fpd.varifocal_loss(x, q, iou_weighted=False, normalizer=2.0)),
+        (fpd.DistributionFocalLoss(ignore_index=-1)(x, t),
+         fpd.distribution_focal_loss(x, t, ignore_index=-1))]
+    for got, want in pairs:
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0)
+    with pytest.raises(ValueError, match="alpha"):
+        fpd.VarifocalLoss(alpha=-1.0)
 class TestGammaSchedule:
     """A gamma schedule changing gamma every step: dygraph compiles nothing; under
     to_static(full_graph=True) a 0-d tensor gamma is an input of one program for every

@@ -361,3 +361,133 @@ def test_u_over_omp_and_the_index_gradient_as_written_before(dtype):
             want = np.exp(lpx) * g
             np.put_along_axis(want, idx, -omp * g, axis=-1)
             np.testing.assert_array_equal(grad, want)
+
+
+# ---- Generalized Focal Loss (QFL, DFL) and Varifocal Loss ------------------------------
+
+class TestGeneralizedFocalLosses:
+    """Each reduces to the plain loss at its neutral parameters (the plain losses are
+    themselves checked against the oracle and torch / optax), and agrees with the mpmath
+    oracle written from the papers."""
+
+    @pytest.mark.parametrize("beta", [0.0, 0.25, 0.5, 1.0, 2.0])
+    def test_qfl_with_hard_targets_is_the_sigmoid_focal_loss(self, beta):
+        rng = _rng(1)
+        x = rng.normal(size=(6, 4)) * 4
+        y = (rng.random((6, 4)) < 0.4).astype(np.float64)
+        got, g = ref.quality_focal_loss_and_grad(x, y, beta=beta, reduction="none")
+        want, wg = ref.sigmoid_focal_loss_and_grad(x, y, gamma=beta, alpha=None,
+                                                   reduction="none")
+        _close(got, want, rtol=1e-14)
+        _close(g, wg, rtol=1e-14)
+
+    def test_qfl_at_beta_0_is_bce_against_the_soft_target(self):
+        rng = _rng(2)
+        x, y = rng.normal(size=(5, 3)) * 3, rng.random((5, 3))
+        want = np.logaddexp(0, x) - y * x  # softplus(x) - y x
+        _close(ref.quality_focal_loss(x, y, beta=0.0, reduction="none"), want, rtol=1e-13)
+
+    def test_qfl_pair_layout_is_the_dense_one(self):
+        rng = _rng(3)
+        x = rng.normal(size=(5, 4))
+        labels, scores = np.array([0, 4, 3, -1, 1]), rng.random(5)
+        dense = np.zeros((5, 4))
+        for i, (lab, s) in enumerate(zip(labels, scores)):
+            if 0 <= lab < 4:
+                dense[i, lab] = s
+        for red in ("none", "sum", "mean"):
+            a, ga = ref.quality_focal_loss_and_grad(x, (labels, scores), reduction=red)
+            b, gb = ref.quality_focal_loss_and_grad(x, dense, reduction=red)
+            _close(a, b, rtol=0)
+            _close(ga, gb, rtol=0)
+        with pytest.raises(ValueError, match="labels"):
+            focalx.quality_focal_loss(x, (np.array([0, 5, 0, 0, 0]), scores))
+        with pytest.raises(TypeError, match="labels"):
+            focalx.quality_focal_loss(x, (labels.astype(float), scores))
+        with pytest.raises(ValueError, match="pair"):
+            focalx.quality_focal_loss(x, (labels, scores, scores))
+
+    @pytest.mark.parametrize("beta", [0.25, 0.5])
+    def test_qfl_gradient_at_y_equal_p_is_finite_below_beta_1(self, beta):
+        """At |y - p| = 0 (x = 0, y = 1/2) the one-sided derivatives are infinite for
+        beta < 1; focalx defines the gradient as 0 there (|s|'s subgradient), and it is
+        finite (large) right next to it."""
+        x = np.array([0.0, 1e-12, -1e-12])
+        _, g = ref.quality_focal_loss_and_grad(x, np.full(3, 0.5), beta=beta, reduction="none")
+        assert np.isfinite(g).all() and g[0] == 0.0 and g[1] > 0 > g[2]
+
+    @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+    def test_vfl_reduces_to_the_sigmoid_focal_loss(self, gamma):
+        rng = _rng(4)
+        x = rng.normal(size=(6, 4)) * 4
+        zero = np.zeros((6, 4))
+        # all negatives: alpha times the focal loss of target 0 (alpha_t = 1)
+        got, g = ref.varifocal_loss_and_grad(x, zero, alpha=0.3, gamma=gamma, reduction="sum")
+        want, wg = ref.sigmoid_focal_loss_and_grad(x, zero, gamma=gamma, alpha=None,
+                                                   reduction="sum")
+        _close(got, 0.3 * want, rtol=1e-14)
+        _close(g, 0.3 * wg, rtol=1e-14)
+        # all positives: BCE against q, weighted by q (iou_weighted) or by 1
+        q = rng.uniform(0.01, 1.0, size=(6, 4))
+        plain = ref.sigmoid_focal_loss(x, q, gamma=0.0, alpha=None, reduction="none")
+        _close(ref.varifocal_loss(x, q, gamma=gamma, reduction="none"), q * plain, rtol=1e-14)
+        _close(ref.varifocal_loss(x, q, gamma=gamma, iou_weighted=False, reduction="none"),
+               plain, rtol=1e-14)
+
+    def test_vfl_weight_is_differentiated_like_the_references_autograd(self):
+        """mmdet and ultralytics do not detach the negatives' weight alpha p^gamma: the
+        gradient includes its derivative (central differences of the loss)."""
+        x = np.array([-3.0, -0.5, 0.25, 2.0, 6.0])
+        q = np.array([0.0, 0.0, 0.0, 0.5, 0.0])
+        _, g = ref.varifocal_loss_and_grad(x, q, reduction="sum")
+        h = 1e-6
+        num = [(ref.varifocal_loss(x + h * e, q, reduction="sum") -
+                ref.varifocal_loss(x - h * e, q, reduction="sum")) / (2 * h) for e in np.eye(5)]
+        _close(g, num, rtol=1e-7, atol=1e-8)
+
+    def test_dfl_at_integer_targets_is_cross_entropy(self):
+        rng = _rng(5)
+        x = rng.normal(size=(7, 9)) * 3
+        t = rng.integers(0, 9, 7)
+        got, g = ref.distribution_focal_loss_and_grad(x, t.astype(np.float64), reduction="mean")
+        want, wg = ref.softmax_focal_loss_and_grad(x, t, gamma=0.0, reduction="mean")
+        _close(got, want, rtol=1e-14)
+        _close(g, wg, rtol=1e-14)
+
+    def test_dfl_is_cross_entropy_against_the_two_hot_target(self):
+        rng = _rng(6)
+        x = rng.normal(size=(6, 5)) * 3
+        t = np.array([0.0, 0.5, 3.25, 4.0, 2.875, 1.0])  # n_bins = 4, 4.0 the top bin
+        q = np.zeros((6, 5))
+        for i, v in enumerate(t):
+            lo = min(int(np.floor(v)), 3)
+            q[i, lo], q[i, lo + 1] = lo + 1 - v, v - lo
+        got, g = ref.distribution_focal_loss_and_grad(x, t, reduction="none")
+        want, wg = ref.softmax_focal_loss_and_grad(x, q, gamma=0.0, reduction="none")
+        _close(got, want, rtol=1e-13)
+        _close(g, wg, rtol=1e-13, atol=1e-16)
+        lp = x - np.log(np.sum(np.exp(x), axis=1, keepdims=True))
+        _close(got[3], -lp[3, 4], rtol=1e-13)  # y == n_bins: -log p_n
+
+    def test_dfl_ignore_index_and_weight(self):
+        rng = _rng(7)
+        x = rng.normal(size=(4, 5))
+        t = np.array([1.5, -1.0, 4.0, 0.25])
+        w = np.array([2.0, 3.0, 0.5, 1.0])
+        per = ref.distribution_focal_loss(x, np.where(t < 0, 0.0, t), reduction="none")
+        got = ref.distribution_focal_loss(x, t, weight=w, ignore_index=-1, reduction="mean")
+        _close(got, np.sum((w * per)[t >= 0]) / 3, rtol=1e-14)
+
+    @pytest.mark.parametrize("fn, kw", [("quality_focal_loss", dict(beta=0.5)),
+                                        ("varifocal_loss", dict(gamma=0.5, alpha=0.5))])
+    def test_against_the_oracle(self, fn, kw):
+        rng = _rng(8)
+        x = (rng.integers(-64, 64, (3, 4)) / 8).astype(np.float64)
+        y = rng.choice([0.0, 0.125, 0.375, 1.0], size=(3, 4))
+        got, g = getattr(ref, fn + "_and_grad")(x, y, reduction="sum", **kw)
+        case = {"fn": fn, "logits": x.ravel().tolist(), "shape": [3, 4],
+                "targets": y.ravel().tolist(), "targets_shape": [3, 4],
+                "kwargs": dict(kw, reduction="sum")}
+        want, wg, _ = oracle.evaluate(case)
+        _close(got, float(want[0]), rtol=1e-13)
+        _close(g.ravel(), [float(v) for v in wg], rtol=1e-10, atol=1e-15)

@@ -46,6 +46,11 @@ def test_the_defaults_are_the_documented_ones():
                                    **common),
         "sigmoid_focal_loss_star": dict(gamma=1.0, beta=0.0, alpha=None, ignore_index=None,
                                         **common),
+        "quality_focal_loss": dict(beta=2.0, weight=None, reduction="mean", normalizer=None),
+        "varifocal_loss": dict(alpha=0.75, gamma=2.0, iou_weighted=True, weight=None,
+                               reduction="mean", normalizer=None),
+        "distribution_focal_loss": dict(weight=None, ignore_index=None, reduction="mean",
+                                        normalizer=None),
     }
 
 

@@ -646,6 +646,24 @@ def test_compiled_path_settings_are_set_on_the_backend_module(monkeypatch):
     assert len(tf_xla._cache) == before  # op by op: nothing compiled
 
 
+# ---- Generalized Focal Loss (QFL, DFL) and Varifocal Loss ------------------------------
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_gfl_golden_case_in_a_tf_function(dtype):
+    """QFL (both layouts), VFL and DFL in a tf.function graph: every golden case."""
+    harness = _harness.create("tensorflow")
+    cases = runner.load_golden()["cases"]
+    failures = []
+    for variant in ("quality_focal_loss", "varifocal_loss", "distribution_focal_loss"):
+        base = getattr(ftf, variant)
+
+        def in_graph(x, y, base=base, **kw):
+            return tf.function(lambda a, b: base(a, b, **kw))(x, y)
+        results = runner.run_cases(harness, runner.select(cases, variant=variant), "cpu",
+                                   dtype, fn=in_graph)
+        assert results
+        failures += [f"{r['id']}: {r.get('detail')}" for r in results if r["status"] != "passed"]
+    assert not failures, "\n".join(failures)
 class TestGammaSchedule:
     """A gamma schedule changing gamma every step: as a tf.Variable (assigned each step) or
     a tensor argument, gamma is a run-time input of the user's tf.function (one trace) and

@@ -55,6 +55,10 @@ from .functional import (  # noqa: E402
     sigmoid_focal_loss, sigmoid_focal_loss_star, softmax_focal_loss)
 from .layers import (  # noqa: E402
     FocalLoss, SigmoidFocalLoss, SigmoidFocalLossStar, global_normalizer)
+from .functional import (  # noqa: E402
+    distribution_focal_loss, quality_focal_loss, varifocal_loss)
+from .layers import (  # noqa: E402
+    DistributionFocalLoss, QualityFocalLoss, VarifocalLoss)
 
 __all__ = [
     "sigmoid_focal_loss",
@@ -64,6 +68,12 @@ __all__ = [
     "SigmoidFocalLoss",
     "SigmoidFocalLossStar",
     "global_normalizer",
+    "quality_focal_loss",
+    "varifocal_loss",
+    "distribution_focal_loss",
+    "QualityFocalLoss",
+    "VarifocalLoss",
+    "DistributionFocalLoss",
 ]
 
 # settings documented on this module before it became a package

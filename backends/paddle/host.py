@@ -257,6 +257,8 @@ def _max_keep(a, axis):
 
 def _host_ok(fn, logits, arrays, grad_mode) -> bool:
     """Whether a call takes the host path (see above)."""
+    if fn.__name__ in _spec.PLAIN_RUNS:  # (op by op: see _spec.PLAIN_RUNS)
+        return False
     limit = min(_HOST_MAX, (_rows._SOFTMAX_BLOCK_MIN if fn is _SOFTMAX else _rows._BLOCK_MIN) - 1)
     dt = logits.dtype
     # (dtypes by identity first: a paddle dtype's hash is slow)

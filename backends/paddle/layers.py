@@ -9,6 +9,7 @@ import paddle
 
 from ... import _spec
 from .functional import sigmoid_focal_loss, sigmoid_focal_loss_star, softmax_focal_loss
+from .functional import distribution_focal_loss, quality_focal_loss, varifocal_loss
 from .ops import _FLOATS, _is_tensor, _not_translated, _sot_fallback
 
 
@@ -205,6 +206,70 @@ class SigmoidFocalLossStar(paddle.nn.Layer):
     def extra_repr(self):
         return _spec.describe(gamma=self.gamma, beta=self.beta, alpha=self.alpha,
                               reduction=self.reduction)
+
+
+# ---- Generalized Focal Loss (QFL, DFL) and Varifocal Loss ------------------------------
+
+class QualityFocalLoss(paddle.nn.Layer):
+    """Quality Focal Loss as a layer; ``forward(logit, label, weight=None,
+    normalizer=None)``, ``label`` dense or the pair ``(labels, scores)``. See
+    :func:`quality_focal_loss`."""
+
+    def __init__(self, *, beta: float = 2.0, reduction: str = "mean"):
+        super().__init__()
+        self.beta = _spec.check_exponent(beta, "beta")
+        self.reduction = _spec.check_reduction(reduction)
+
+    def forward(self, logit, label, weight=None, normalizer=None):
+        _sot_fallback(recursive=True)
+        return quality_focal_loss(logit, label, beta=self.beta, weight=weight,
+                                  reduction=self.reduction, normalizer=normalizer)
+
+    def extra_repr(self):
+        return _spec.describe(beta=self.beta, reduction=self.reduction)
+
+
+class VarifocalLoss(paddle.nn.Layer):
+    """Varifocal Loss as a layer; ``forward(logit, label, weight=None, normalizer=None)``.
+    See :func:`varifocal_loss`."""
+
+    def __init__(self, *, alpha: float = 0.75, gamma: float = 2.0, iou_weighted: bool = True,
+                 reduction: str = "mean"):
+        super().__init__()
+        self.alpha = _spec.check_vfl_alpha(alpha)
+        self.gamma = _spec.check_exponent(gamma, "gamma")
+        self.iou_weighted = _spec.check_bool(iou_weighted, "iou_weighted")
+        self.reduction = _spec.check_reduction(reduction)
+
+    def forward(self, logit, label, weight=None, normalizer=None):
+        _sot_fallback(recursive=True)
+        return varifocal_loss(logit, label, alpha=self.alpha, gamma=self.gamma,
+                              iou_weighted=self.iou_weighted, weight=weight,
+                              reduction=self.reduction, normalizer=normalizer)
+
+    def extra_repr(self):
+        return _spec.describe(alpha=self.alpha, gamma=self.gamma,
+                              iou_weighted=self.iou_weighted, reduction=self.reduction)
+
+
+class DistributionFocalLoss(paddle.nn.Layer):
+    """Distribution Focal Loss as a layer; ``forward(logit, label, weight=None,
+    normalizer=None)``, logit ``(N, n_bins + 1)`` (bins on the last axis). See
+    :func:`distribution_focal_loss`."""
+
+    def __init__(self, *, ignore_index=None, reduction: str = "mean"):
+        super().__init__()
+        self.ignore_index = _spec.check_dfl_ignore_index(ignore_index)
+        self.reduction = _spec.check_reduction(reduction)
+
+    def forward(self, logit, label, weight=None, normalizer=None):
+        _sot_fallback(recursive=True)
+        return distribution_focal_loss(logit, label, weight=weight,
+                                       ignore_index=self.ignore_index,
+                                       reduction=self.reduction, normalizer=normalizer)
+
+    def extra_repr(self):
+        return _spec.describe(ignore_index=self.ignore_index, reduction=self.reduction)
 
 
 def global_normalizer(num_pos, *, group=None):

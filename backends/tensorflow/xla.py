@@ -11,6 +11,7 @@ import threading
 import numpy as np
 import tensorflow as tf
 
+from ... import _spec
 from . import ops as _ops
 from .ops import TensorflowOps, _TENSORS
 
@@ -184,7 +185,7 @@ def _compiled(fn, x, targets, kw, need_grad):
 def _compute(fn, x, targets, need_grad, kw):
     """(out, grad, ok) of a spec function (see :func:`.ops._run`): compiled where that pays,
     else op by op."""
-    if USE_XLA and (not tf.executing_eagerly() or
+    if USE_XLA and fn.__name__ not in _spec.PLAIN_RUNS and (not tf.executing_eagerly() or
                     (x.shape.num_elements() or 0) >= EAGER_XLA_MIN_SIZE):
         entry, tensors = _compiled(fn, x, targets, kw, need_grad)
         if entry is not None:

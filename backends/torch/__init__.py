@@ -21,8 +21,10 @@ drop-ins and global_normalizer).
 from __future__ import annotations
 
 from .functional import sigmoid_focal_loss, sigmoid_focal_loss_star, softmax_focal_loss
+from .functional import distribution_focal_loss, quality_focal_loss, varifocal_loss
 from .fused import wait_for_kernels
 from .modules import FocalLoss, SigmoidFocalLoss, SigmoidFocalLossStar, global_normalizer
+from .modules import DistributionFocalLoss, QualityFocalLoss, VarifocalLoss
 
 __all__ = [
     "sigmoid_focal_loss",
@@ -33,4 +35,10 @@ __all__ = [
     "SigmoidFocalLossStar",
     "global_normalizer",
     "wait_for_kernels",
+    "quality_focal_loss",
+    "varifocal_loss",
+    "distribution_focal_loss",
+    "QualityFocalLoss",
+    "VarifocalLoss",
+    "DistributionFocalLoss",
 ]

@@ -610,6 +610,8 @@ def _call(spec_name, x, targets, need_grad, params):
     calling thread never waits for a compilation. It calls the kernel in dynamo's
     run-only mode, which runs a compiled entry whose guards pass or else returns None
     (then this call runs op by op, and queues a compilation for its arguments)."""
+    if spec_name in _spec.PLAIN_RUNS:  # (op by op: see _spec.PLAIN_RUNS)
+        return getattr(_spec, spec_name)(OPS, x, targets, need_grad=need_grad, **params)
     if _fusable(x):
         prepared = _kernel_args(x, params)
         if prepared is not None:

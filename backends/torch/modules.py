@@ -9,6 +9,7 @@ from torch import nn
 
 from ... import _spec
 from .functional import sigmoid_focal_loss, sigmoid_focal_loss_star, softmax_focal_loss
+from .functional import distribution_focal_loss, quality_focal_loss, varifocal_loss
 
 
 # ---------------------------------------------------------------------------
@@ -140,6 +141,68 @@ class SigmoidFocalLossStar(nn.Module):
     def extra_repr(self):
         return _spec.describe(gamma=self.gamma, beta=self.beta, alpha=self.alpha,
                               reduction=self.reduction)
+
+
+# ---- Generalized Focal Loss (QFL, DFL) and Varifocal Loss ------------------------------
+
+class QualityFocalLoss(nn.Module):
+    """Quality Focal Loss as a module; ``forward(input, target, weight=None,
+    normalizer=None)``, ``target`` dense or the pair ``(labels, scores)``. GFL's
+    normalisation is ``reduction="sum"`` and ``normalizer=num_pos``. See
+    :func:`focalx.quality_focal_loss`."""
+
+    def __init__(self, *, beta: float = 2.0, reduction: str = "mean"):
+        super().__init__()
+        self.beta = _spec.check_exponent(beta, "beta")
+        self.reduction = _spec.check_reduction(reduction)
+
+    def forward(self, input, target, weight=None, normalizer=None):
+        return quality_focal_loss(input, target, beta=self.beta, weight=weight,
+                                  reduction=self.reduction, normalizer=normalizer)
+
+    def extra_repr(self):
+        return _spec.describe(beta=self.beta, reduction=self.reduction)
+
+
+class VarifocalLoss(nn.Module):
+    """Varifocal Loss as a module; ``forward(input, target, weight=None,
+    normalizer=None)``. See :func:`focalx.varifocal_loss`."""
+
+    def __init__(self, *, alpha: float = 0.75, gamma: float = 2.0, iou_weighted: bool = True,
+                 reduction: str = "mean"):
+        super().__init__()
+        self.alpha = _spec.check_vfl_alpha(alpha)
+        self.gamma = _spec.check_exponent(gamma, "gamma")
+        self.iou_weighted = _spec.check_bool(iou_weighted, "iou_weighted")
+        self.reduction = _spec.check_reduction(reduction)
+
+    def forward(self, input, target, weight=None, normalizer=None):
+        return varifocal_loss(input, target, alpha=self.alpha, gamma=self.gamma,
+                              iou_weighted=self.iou_weighted, weight=weight,
+                              reduction=self.reduction, normalizer=normalizer)
+
+    def extra_repr(self):
+        return _spec.describe(alpha=self.alpha, gamma=self.gamma,
+                              iou_weighted=self.iou_weighted, reduction=self.reduction)
+
+
+class DistributionFocalLoss(nn.Module):
+    """Distribution Focal Loss as a module; ``forward(input, target, weight=None,
+    normalizer=None)``, input ``(N, n_bins + 1)`` (bins on axis 1). See
+    :func:`focalx.distribution_focal_loss`."""
+
+    def __init__(self, *, ignore_index=None, reduction: str = "mean"):
+        super().__init__()
+        self.ignore_index = _spec.check_dfl_ignore_index(ignore_index)
+        self.reduction = _spec.check_reduction(reduction)
+
+    def forward(self, input, target, weight=None, normalizer=None):
+        return distribution_focal_loss(input, target, weight=weight,
+                                       ignore_index=self.ignore_index,
+                                       reduction=self.reduction, normalizer=normalizer)
+
+    def extra_repr(self):
+        return _spec.describe(ignore_index=self.ignore_index, reduction=self.reduction)
 
 
 def global_normalizer(num_pos, *, group=None):
