@@ -19,7 +19,8 @@ from . import _harness, tolerances
 
 __all__ = ["check", "CheckReport", "Unsupported", "tolerances"]
 
-VARIANTS = ("sigmoid_focal_loss", "softmax_focal_loss", "sigmoid_focal_loss_star")
+VARIANTS = ("sigmoid_focal_loss", "softmax_focal_loss", "sigmoid_focal_loss_star",
+            "asymmetric_loss")
 
 
 @dataclass

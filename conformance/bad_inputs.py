@@ -134,4 +134,48 @@ def bad_inputs():
          ValueError, "alpha"),
         ("module/sigmoid/pos_weight-inf", SIGMOID_MODULE, X, T,
          dict(pos_weight=[1.0, inf, 1.0]), ValueError, "pos_weight"),
+    ] + _poly1_bad(X, T, Y) + _asl_bad(X, T)
+
+
+def _poly1_bad(X, T, Y):
+    """Poly-1's epsilon: a finite real number (negative allowed)."""
+    nan, inf = float("nan"), float("inf")
+    return [
+        ("poly1/sigmoid/epsilon-nan", S, X, T, dict(epsilon=nan), ValueError, "epsilon"),
+        ("poly1/sigmoid/epsilon-str", S, X, T, dict(epsilon="1"), TypeError, "epsilon"),
+        ("poly1/sigmoid/epsilon-huge-int", S, X, T, dict(epsilon=10 ** 400), ValueError,
+         "epsilon"),
+        ("poly1/softmax/epsilon-inf", M, X, Y, dict(epsilon=-inf), ValueError, "epsilon"),
+        ("poly1/softmax/epsilon-none", M, X, Y, dict(epsilon=None), TypeError, "epsilon"),
+        ("poly1/module/softmax/epsilon-nan", SOFTMAX_MODULE, X, Y, dict(epsilon=nan),
+         ValueError, "epsilon"),
+        ("poly1/module/sigmoid/epsilon-bool", SIGMOID_MODULE, X, T, dict(epsilon=True),
+         TypeError, "epsilon"),
+    ]
+
+
+ASL = "asymmetric_loss"
+
+
+def _asl_bad(X, T):
+    """The Asymmetric Loss: every parameter."""
+    return [
+        ("asl/gamma_pos<0", ASL, X, T, dict(gamma_pos=-0.5), ValueError, "gamma_pos"),
+        ("asl/gamma_pos-str", ASL, X, T, dict(gamma_pos="1"), TypeError, "gamma_pos"),
+        ("asl/gamma_neg-inf", ASL, X, T, dict(gamma_neg=float("inf")), ValueError,
+         "gamma_neg"),
+        ("asl/gamma_neg-none", ASL, X, T, dict(gamma_neg=None), TypeError, "gamma_neg"),
+        ("asl/clip=1", ASL, X, T, dict(clip=1.0), ValueError, "clip"),
+        ("asl/clip<0", ASL, X, T, dict(clip=-0.05), ValueError, "clip"),
+        ("asl/clip-bool", ASL, X, T, dict(clip=True), TypeError, "clip"),
+        ("asl/weight<0", ASL, X, T, dict(weight=-np.ones(3)), ValueError, "weight"),
+        ("asl/ignore_index=1", ASL, X, T, dict(ignore_index=1), ValueError, "ignore_index"),
+        ("asl/label_smoothing=1", ASL, X, T, dict(label_smoothing=1.0), ValueError,
+         "label_smoothing"),
+        ("asl/reduction", ASL, X, T, dict(reduction="avg"), ValueError, "reduction"),
+        ("asl/normalizer=0", ASL, X, T, dict(normalizer=0.0), ValueError, "normalizer"),
+        ("asl/targets>1", ASL, X, 2 * T, {}, ValueError, "targets"),
+        ("asl/targets-shape", ASL, X, np.ones((4, 4)), {}, ValueError, "targets"),
+        ("asl/integer-logits", ASL, np.zeros((4, 3), dtype=np.int64), T, {}, TypeError,
+         "logits"),
     ]

@@ -227,6 +227,10 @@ def strategy(backend: str, mode: str):
                                     "shape": []}
         if fn != STAR:
             kw["from_logits"] = from_logits
+        if fn != STAR and draw(st.integers(0, 2)) == 0:  # Poly-1 (either sign)
+            kw["epsilon"] = draw(st.sampled_from([1.0, -1.0]) if few else
+                                 st.one_of(st.sampled_from([1.0, -1.0, 2.0]),
+                                           st.floats(-1.0, 4.0)))
         for name, spec in arrays.items():
             # numbers and lists are host data; arrays may be NumPy or the framework's
             forms = ["tensor"] if few or "rows" in needs else (

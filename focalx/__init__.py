@@ -36,6 +36,7 @@ __all__ = [
     "sigmoid_focal_loss",
     "softmax_focal_loss",
     "sigmoid_focal_loss_star",
+    "asymmetric_loss",
     "prior_bias",
     "pos_weight_from_counts",
     "alpha_from_counts",
@@ -49,7 +50,7 @@ def sigmoid_focal_loss(logits: ArrayLike, targets: ArrayLike, *, gamma: float = 
                        pos_weight: float | Sequence[float] | ArrayLike | None = None,
                        weight: float | Sequence[float] | ArrayLike | None = None,
                        ignore_index: int | float | None = None, label_smoothing: float = 0.0,
-                       reduction: Literal["none", "mean", "sum"] = "mean",
+                       epsilon: float = 0.0, reduction: Literal["none", "mean", "sum"] = "mean",
                        normalizer: float | ArrayLike | None = None,
                        from_logits: bool = True) -> ArrayLike:
     r"""Sigmoid (binary / multi-label) focal loss.
@@ -85,6 +86,10 @@ def sigmoid_focal_loss(logits: ArrayLike, targets: ArrayLike, *, gamma: float = 
       ignore_index: None, or a target value (not 0 or 1) marking elements that add 0 and
         leave the mean's denominator.
       label_smoothing: e in [0, 1): targets become ``y * (1 - e) + e / 2``.
+      epsilon: Poly-1's coefficient (Leng et al., arXiv 2204.12511), a finite real
+        number (the paper uses epsilon >= -1): adds ``epsilon * (1 - p_t) ** (gamma +
+        1)``, weighted as the focal term; 0 (default): the plain loss, at no extra cost.
+        Not weighted by ``pos_weight``.
       reduction: ``"none"`` (shape of ``logits``), ``"sum"`` or ``"mean"`` (sum over the
         count of non-ignored elements; 0, not NaN, when there are none).
       normalizer: None, a number > 0, or a 0-d or shape-(1,) array (e.g. the number of
@@ -112,7 +117,7 @@ def sigmoid_focal_loss(logits: ArrayLike, targets: ArrayLike, *, gamma: float = 
     return b.sigmoid_focal_loss(
         logits, targets, gamma=gamma, alpha=alpha, pos_weight=pos_weight, weight=weight,
         ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction,
-        normalizer=normalizer, from_logits=from_logits)
+        normalizer=normalizer, from_logits=from_logits, epsilon=epsilon)
 
 
 # focalx:signature softmax_focal_loss
@@ -120,7 +125,7 @@ def softmax_focal_loss(logits: ArrayLike, targets: ArrayLike, *, gamma: float = 
                        alpha: float | Sequence[float] | ArrayLike | None = None,
                        weight: float | Sequence[float] | ArrayLike | None = None,
                        ignore_index: int | None = -100, label_smoothing: float = 0.0,
-                       reduction: Literal["none", "mean", "sum"] = "mean",
+                       epsilon: float = 0.0, reduction: Literal["none", "mean", "sum"] = "mean",
                        normalizer: float | ArrayLike | None = None, axis: int | None = None,
                        from_logits: bool = True) -> ArrayLike:
     r"""Softmax (multi-class) focal loss.
@@ -154,6 +159,11 @@ def softmax_focal_loss(logits: ArrayLike, targets: ArrayLike, *, gamma: float = 
       ignore_index: class-index targets equal to it add 0 and leave the mean's
         denominator (not used with probability targets); None disables it.
       label_smoothing: e in [0, 1).
+      epsilon: Poly-1's coefficient (Leng et al., arXiv 2204.12511), a finite real
+        number (the paper uses epsilon >= -1): adds ``epsilon * (1 - p_t) ** (gamma +
+        1)``, weighted as the focal term; 0 (default): the plain loss, at no extra cost.
+        Per sample ``epsilon * sum_c w_c alpha_c q_c (1 - p_c) ** (gamma + 1)``; at
+        gamma=0 it is optax's ``poly_loss_cross_entropy``.
       reduction: ``"none"`` (per sample: the logits' shape without the class axis),
         ``"sum"`` or ``"mean"``.
       normalizer: None, a number > 0, or a 0-d or shape-(1,) array (e.g. the number of
@@ -176,7 +186,7 @@ def softmax_focal_loss(logits: ArrayLike, targets: ArrayLike, *, gamma: float = 
     return b.softmax_focal_loss(
         logits, targets, gamma=gamma, alpha=alpha, weight=weight, ignore_index=ignore_index,
         label_smoothing=label_smoothing, reduction=reduction, normalizer=normalizer,
-        from_logits=from_logits, **kw)
+        from_logits=from_logits, epsilon=epsilon, **kw)
 
 
 # focalx:signature sigmoid_focal_loss_star
@@ -220,6 +230,66 @@ def sigmoid_focal_loss_star(logits: ArrayLike, targets: ArrayLike, *, gamma: flo
     b = _backend_for(logits, targets, alpha=alpha, weight=weight, normalizer=normalizer)
     return b.sigmoid_focal_loss_star(
         logits, targets, gamma=gamma, beta=beta, alpha=alpha, weight=weight,
+        ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction,
+        normalizer=normalizer)
+
+
+# focalx:signature asymmetric_loss
+def asymmetric_loss(logits: ArrayLike, targets: ArrayLike, *, gamma_pos: float = 0.0,
+                    gamma_neg: float = 4.0, clip: float = 0.05,
+                    weight: float | Sequence[float] | ArrayLike | None = None,
+                    ignore_index: int | float | None = None, label_smoothing: float = 0.0,
+                    reduction: Literal["none", "mean", "sum"] = "mean",
+                    normalizer: float | ArrayLike | None = None) -> ArrayLike:
+    r"""Asymmetric Loss (ASL) for multi-label classification (Ridnik et al.).
+
+    .. math::
+
+        p = \sigma(x), \quad p_m = \max(p - m, 0) \\
+        \mathrm{ASL}(x, y) = -\,w \left[ y\,(1-p)^{\gamma_+} \log p
+            + (1-y)\,p_m^{\gamma_-} \log(1 - p_m) \right]
+
+    with the probability margin ``m = clip`` shifting negatives (easy negatives, p <= m,
+    add 0). With ``gamma_pos == gamma_neg == gamma`` and ``clip=0`` it equals
+    ``sigmoid_focal_loss(gamma=gamma, alpha=None)`` for hard targets (soft targets: each
+    term weighted by y and 1 - y, as in the paper; the reference code interpolates p_t and
+    the exponent instead). The reference ``AsymmetricLoss(gamma_neg, gamma_pos, clip)`` of
+    the ASL repository and timm (``reduction="sum"`` here: they return the sum) clamps
+    probabilities at eps = 1e-8, which caps each log term at 18.42; this one does not.
+
+    Any supported framework's arrays, or NumPy arrays and Python sequences (computed by
+    the float64 reference, which returns float64).
+
+    Args:
+      logits: floating array, any shape ``[...]`` (e.g. ``(N, C)``: one logit per
+        label).
+      targets: broadcastable to ``logits``, in [0, 1] (multi-hot labels).
+      gamma_pos: focusing exponent of the positive term, >= 0.
+      gamma_neg: focusing exponent of the negative term, >= 0.
+      clip: the probability margin m in [0, 1) on negatives (0: none). At p = m the
+        gradient takes its value from below (the kink; it is continuous there for
+        gamma_neg > 0).
+      weight: as in ``sigmoid_focal_loss``.
+      ignore_index: as in ``sigmoid_focal_loss``.
+      label_smoothing: as in ``sigmoid_focal_loss``.
+      reduction: as in ``sigmoid_focal_loss``.
+      normalizer: as in ``sigmoid_focal_loss``.
+
+    Returns:
+      The loss: shape of ``logits`` for ``"none"``, else 0-d.
+
+    Stability: log p and log(1-p) from softplus, log(1 - p_m) as log1p(-p_m) near the
+    margin and log(sigmoid(-x) + m) above, nothing clamped; closed-form gradient, finite
+    for every finite logit and every exponent >= 0.
+
+    References:
+      Ridnik et al., `Asymmetric Loss For Multi-Label Classification
+      <https://arxiv.org/abs/2009.14119>`_, ICCV 2021.
+    """
+    # focalx:end
+    b = _backend_for(logits, targets, weight=weight, normalizer=normalizer)
+    return b.asymmetric_loss(
+        logits, targets, gamma_pos=gamma_pos, gamma_neg=gamma_neg, clip=clip, weight=weight,
         ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction,
         normalizer=normalizer)
 

@@ -225,3 +225,14 @@ def softmax_focal_loss(logits, targets, *, axis=-1, **kw):
 def sigmoid_focal_loss_star(logits, targets, **kw):
     return _run(_spec.run_sigmoid_focal_loss_star, logits, targets, False,
                 _kwargs("sigmoid_focal_loss_star", kw))[0]
+
+
+def asymmetric_loss_and_grad(logits, targets, **kw):
+    """(loss, d loss / d logits) of :func:`focalx.asymmetric_loss` in float64."""
+    return _run(_spec.run_asymmetric_loss, logits, targets, True,
+                _kwargs("asymmetric_loss", kw))
+
+
+def asymmetric_loss(logits, targets, **kw):
+    return _run(_spec.run_asymmetric_loss, logits, targets, False,
+                _kwargs("asymmetric_loss", kw))[0]

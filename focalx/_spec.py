@@ -35,6 +35,17 @@ FL* (Lin et al., appendix A), per element, with :math:`x_t = x(2y-1)`:
 
     \mathrm{FL}^* = -\log\sigma(\gamma x_t + \beta) / \gamma
 
+Poly-1 (Leng et al., ``epsilon`` of the sigmoid and softmax losses) adds
+:math:`\epsilon\,(1-p_t)^{\gamma+1}` per element (sigmoid) or
+:math:`\epsilon \sum_c w_c \alpha_c q_c (1-p_c)^{\gamma+1}` per sample (softmax), weighted
+as the focal term (see _poly_sigmoid). Asymmetric Loss (Ridnik et al.), per element, with
+:math:`p_m = \max(p - m, 0)` for the margin :math:`m` (``clip``):
+
+.. math::
+
+    \mathrm{ASL} = -w \left[ y (1-p)^{\gamma_+} \log p
+        + (1-y)\, p_m^{\gamma_-} \log(1-p_m) \right]
+
 Numerics
 --------
 :math:`\log p` and :math:`\log(1-p)` come from softplus / log-softmax, and
@@ -56,6 +67,10 @@ Lin, Goyal, Girshick, He, Dollar, "Focal Loss for Dense Object Detection",
 ICCV 2017, https://arxiv.org/abs/1708.02002.
 Cui, Jia, Lin, Song, Belongie, "Class-Balanced Loss Based on Effective Number
 of Samples", CVPR 2019, https://arxiv.org/abs/1901.05555.
+Leng et al., "PolyLoss: A Polynomial Expansion Perspective of Classification Loss
+Functions", ICLR 2022, https://arxiv.org/abs/2204.12511.
+Ridnik et al., "Asymmetric Loss For Multi-Label Classification", ICCV 2021,
+https://arxiv.org/abs/2009.14119.
 """
 
 from __future__ import annotations
@@ -256,6 +271,43 @@ def check_beta(beta) -> float:
     if not _finite(b):
         raise ValueError(f"beta must be finite, got {beta!r}")
     return b
+
+
+def check_epsilon(epsilon) -> float:
+    """Poly-1's epsilon: any finite real number (the paper uses epsilon >= -1; 0 is no
+    poly term)."""
+    if type(epsilon) is float and -math.inf < epsilon < math.inf:  # (see check_gamma)
+        return epsilon
+    if not _is_real(epsilon):
+        raise TypeError(f"epsilon must be a real number, got {type(epsilon).__name__}")
+    e = _to_float("epsilon", epsilon)
+    if not _finite(e):
+        raise ValueError(f"epsilon must be finite, got {epsilon!r}")
+    return e
+
+
+def check_exponent(name: str, value) -> float:
+    """A focusing exponent other than ``gamma`` (ASL's gamma_pos, gamma_neg): finite, >= 0."""
+    if type(value) is float and 0.0 <= value < math.inf:  # (see check_gamma)
+        return value
+    if not _is_real(value):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    g = _to_float(name, value)
+    if not _finite(g) or g < 0:
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return g
+
+
+def check_clip(clip) -> float:
+    """ASL's probability margin on negatives: in [0, 1)."""
+    if type(clip) is float and 0.0 <= clip < 1.0:  # (see check_gamma)
+        return clip
+    if not _is_real(clip):
+        raise TypeError(f"clip must be a real number, got {type(clip).__name__}")
+    c = _to_float("clip", clip)
+    if not (0.0 <= c < 1.0):
+        raise ValueError(f"clip must be in [0, 1), got {clip!r}")
+    return c
 
 
 def check_label_smoothing(label_smoothing) -> float:
@@ -575,7 +627,7 @@ def _sigmoid_terms(ops, x, e, lean, xp, xn):
 
 
 def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float,
-                  from_logits: bool, need_grad: bool):
+                  from_logits: bool, need_grad: bool, epsilon: float = 0.0):
     """Elementwise sigmoid focal loss and its derivative w.r.t. `x`.
 
     x: logits (or probabilities when from_logits is False); y, ny: smoothed targets
@@ -625,16 +677,21 @@ def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float
 
     args = (x, y, ny, e, coef, alpha, pos_weight, scale)
     y, ny, py, p, q, m, c, cp, cn, loss = terms(*args)
+    # Poly-1 (see _poly_sigmoid): `out` is the result, `loss` stays the focal term,
+    # which the focal factor's gradient below reads.
+    out = loss if epsilon == 0 else loss + _poly_sigmoid(c, m, epsilon)
     if not need_grad:
-        return loss, None
+        return out, None
     fork = getattr(ops, "fork", None)
     if lean and fork is not None:
         # The gradient from its own copy of the terms: only e, the one exp, is shared.
         y, ny, py, p, q, m, c, cp, cn, loss = terms(*fork(args))
     if from_logits:
         grad = cn * p - cp * q                        # c * dBCE/dx
+        if epsilon != 0:
+            grad = grad + _poly_sigmoid_grad(c, (ny - y) * (p * q), epsilon, gamma)
         if gamma == 0:
-            return loss, grad
+            return out, grad
         # d(1-p_t)/dx = (1-2y) p(1-p), so the focal factor adds gamma (1-2y) r loss with
         # r = p(1-p)/(1-p_t) <= 1: (1-p_t)^(gamma-1) never appears alone. r = 0 where
         # 1-p_t == 0 (p(1-p) is 0 there). (Where the loss is infinite, the gradient may
@@ -643,15 +700,54 @@ def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float
         r = _ratio(ops, p * q, _one_at_zero(ops, m))
         focal = (gamma * (ny - y)) * r * loss
         # (called as a method, not read into a variable: see _softmax)
-        return loss, ops.add_result(focal, grad) if hasattr(ops, "add_result") else \
+        return out, ops.add_result(focal, grad) if hasattr(ops, "add_result") else \
             focal + grad
     zero = _is0(m)
     grad = _xdiv(ops, cn, q) - _cdiv(ops, c, py, p)   # (1/p alone may overflow: see _cdiv)
+    if epsilon != 0:
+        grad = grad + _poly_sigmoid_grad(c, ny - y, epsilon, gamma)  # d(1-p_t)/dp = 1-2y
     if gamma == 0:
-        return loss, grad
+        return out, grad
     # loss / (1-p_t), 0 where 1-p_t == 0 (the focal factor, and with it the loss, is 0)
     ratio = ops.where(zero, m * 0.0, loss / ops.where(zero, m + 1.0, m))
-    return loss, gamma * _xmul(ops, ny - y, ratio, signed=True) + grad
+    return out, gamma * _xmul(ops, ny - y, ratio, signed=True) + grad
+
+
+# ---------------------------------------------------------------------------
+# Poly-1 (Leng et al., "PolyLoss: A Polynomial Expansion Perspective of Classification
+# Loss Functions", ICLR 2022, https://arxiv.org/abs/2204.12511): the focal loss plus
+# epsilon times the first polynomial term of its expansion in (1 - p_t),
+#
+#     Poly-1 = FL + epsilon * (1 - p_t)^(gamma + 1),
+#
+# weighted by the focal term's coefficients (weight, alpha_t, the ignore mask, the
+# reduction's scale; not pos_weight, which weights the positive log-likelihood only).
+# For the softmax loss, per sample, sum_c w_c alpha_c q_c (1 - p_c)^(gamma + 1) times
+# epsilon: for a one-hot q, epsilon (1 - p_t)^(gamma + 1); at gamma = 0 and any
+# distribution q, epsilon (1 - sum_c q_c p_c), optax's poly_loss_cross_entropy.
+#
+# Gradients: (1 - p_t)^(gamma+1) = (1-p_t) f with f = (1-p_t)^gamma the focal factor,
+# so the term is c (1-p_t) with c the focal term's coefficient times f, and its
+# derivative is (gamma+1) c d(1-p_t)/dx: for the sigmoid d(1-p_t)/dx = (1-2y) p(1-p)
+# (bounded by 1/4: finite everywhere, 0 at saturation); for the softmax
+# d(1-p_c)/dx_j = -p_c (delta_cj - p_j), which joins the focal term's per-class
+# coefficient g_c (whose gradient is p_j sum_c g_c - g_j) as
+# g_c += epsilon (gamma+1) k_c q_c f_c p_c. No power below gamma appears: every
+# gradient is finite for every finite logit and gamma >= 0. epsilon = 0 skips all of
+# this in Python (no extra operation). At epsilon = -1 the term cancels the first-order
+# term of -log p_t = (1-p_t) + (1-p_t)^2/2 + ...: where p_t -> 1 the sum is a
+# second-order difference of first-order terms, accurate to their rounding (absolutely).
+# ---------------------------------------------------------------------------
+
+def _poly_sigmoid(c, m, epsilon):
+    """The sigmoid loss's Poly-1 term epsilon * c * (1-p_t), c = a * (1-p_t)^gamma (the
+    focal term's coefficient; None stands for 1) and m = 1 - p_t."""
+    return epsilon * _mul(c, m)
+
+
+def _poly_sigmoid_grad(c, dm, epsilon, gamma):
+    """d/dx of _poly_sigmoid: epsilon (gamma+1) c dm, for dm = d(1-p_t)/dx."""
+    return (epsilon * (gamma + 1.0)) * _mul(c, dm)
 
 
 def sigmoid_focal_star(ops, x, y, ny, *, coef, alpha, scale, gamma: float, beta: float,
@@ -681,6 +777,76 @@ def sigmoid_focal_star(ops, x, y, ny, *, coef, alpha, scale, gamma: float, beta:
     return loss, _mul(a, -s * smz)
 
 
+def asymmetric(ops, x, y, ny, *, coef, scale, gamma_pos: float, gamma_neg: float,
+               clip: float, need_grad: bool):
+    r"""Elementwise Asymmetric Loss (ASL) and its derivative w.r.t. the logits `x`.
+
+    Ridnik et al., "Asymmetric Loss For Multi-Label Classification", ICCV 2021,
+    https://arxiv.org/abs/2009.14119, with p = sigmoid(x), the shifted probability
+    p_m = max(p - clip, 0) of a negative, and y, ny = y, 1 - y (see smooth_binary):
+
+    .. math::
+
+        \mathrm{ASL} = -\,w \left[ y\,(1-p)^{\gamma_+} \log p
+            + (1-y)\,p_m^{\gamma_-} \log(1 - p_m) \right]
+
+    (the paper's L+ and L-, weighted by the target: for soft targets the reference code
+    instead interpolates p_t and the exponent by y; the two agree on hard targets).
+    coef: elementwise weight times the ignore mask (or None); scale: the reduction's.
+
+    -log p = softplus(-x) and, without a margin, -log(1-p) = softplus(x); with one,
+    -log(1 - p_m) = -log(min(sigmoid(-x) + clip, 1)): from log1p(-p_m) where p_m < 1/2
+    (p - clip is exact near the margin, where p and clip are within a factor 2), from
+    log(sigmoid(-x) + clip) above (sigmoid(-x)'s own digits, where 1 - p_m would lose
+    them). No probability is clamped (the reference clamps at eps = 1e-8).
+
+    Gradient, with q = 1 - p and u = -log(1 - p_m):
+    d/dx [(1-p)^g+ (-log p)] = -(1-p)^g+ (g+ p (-log p) + q), where p (-log p) <= q;
+    d/dx [p_m^g- u] = p q p_m^g- (g- u / p_m + 1/(q + clip)) for p > clip, where
+    u / p_m -> 1 as p_m -> 0 (and for clip = 0 it is p_m^g- (g- q u + p)); 0 for
+    p <= clip, where p_m = 0 and the negative term is constant. At p = clip exactly
+    (the kink) the gradient is that one-sided value from below: 0. With gamma_neg > 0
+    both sides agree there (p_m^g- = 0); with gamma_neg = 0 and clip > 0 the derivative
+    jumps from 0 to clip (1 - clip). Every term is bounded: finite for every finite logit
+    and every exponent >= 0.
+    """
+    a = _mul(coef, scale)
+    e = ops.exp(-ops.abs(x))
+    xp, xn = ops.maximum0(x), ops.minimum0(x)
+    l, p, q = _sigmoid_terms(ops, x, e, False, xp, xn)
+    s = l - xn                                      # -log p
+    fp = _focal_factor(ops, q, gamma_pos)           # (1-p)^gamma_pos
+    if clip == 0:
+        pm = p
+        u = xp + l                                  # -log(1-p)
+    else:
+        pm = ops.maximum0(p - clip)
+        u = ops.where(pm < 0.5, 0.0 - ops.log1p(-pm), 0.0 - ops.log(q + clip))
+    fn = _focal_factor(ops, pm, gamma_neg)          # p_m^gamma_neg
+    cy, cn = _mul(a, y), _mul(a, ny)
+    loss = cy * _mul(fp, s) + cn * _mul(fn, u)
+    if not need_grad:
+        return loss, None
+    dpos = 0.0 - (q if gamma_pos == 0 else fp * (gamma_pos * (p * s) + q))
+    if clip == 0:
+        dneg = p if gamma_neg == 0 else fn * (gamma_neg * (q * u) + p)
+    else:
+        pq = p * q
+        zero = _is0(pm)
+        below = ops.where(zero, pm * 0.0, pq / (q + clip))  # (q + clip >= clip > 0)
+        if gamma_neg == 0:
+            dneg = below
+        else:
+            dneg = fn * (gamma_neg * (pq * _u_over_pm(ops, u, pm)) + below)
+    return loss, cy * dpos + cn * dneg
+
+
+def _u_over_pm(ops, u, pm):
+    """u / p_m for u = -log(1 - p_m): 1 where p_m == 0 (its limit), >= 1 elsewhere."""
+    zero = _is0(pm)
+    return ops.where(zero, pm * 0.0 + 1.0, u / ops.where(zero, pm + 1.0, pm))
+
+
 def _u_over_omp(ops, u, omp):
     """u / (1-p) for u = -log p and omp = 1 - p: 1 where p == 1, ~u for small p."""
     zero = _is0(omp)
@@ -704,13 +870,14 @@ def _softmax(ops, lp):
 
 
 def softmax_focal_dense(ops, x, q, *, k, sample_coef, gamma: float, axis: int,
-                        from_logits: bool, need_grad: bool):
+                        from_logits: bool, need_grad: bool, epsilon: float = 0.0):
     """Per-sample softmax focal loss against a target distribution `q` (x's shape).
 
     k: per-class coefficient weight_c*alpha_c times the reduction's scale, broadcast
     along `axis` (or None); sample_coef: per-sample mask/weight with a size-1 class
     axis (or None). Returns the per-sample loss with a size-1 class axis, and the
     gradient. 1 - p_c is -expm1(log p_c): accurate however close p_c is to 1.
+    epsilon: Poly-1's (see _poly_sigmoid): -log p_c becomes -log p_c + epsilon (1-p_c).
     """
     kq = _mul(_mul(k, sample_coef), q)
     if from_logits:
@@ -718,14 +885,18 @@ def softmax_focal_dense(ops, x, q, *, k, sample_coef, gamma: float, axis: int,
         u = 0.0 - lp  # (+0.0, not -0.0, where p == 1)
         omp = -ops.expm1(lp)
         f = _focal_factor(ops, omp, gamma)
-        loss = ops.sum(_mul(kq, _mul(f, u)), axis=axis, keepdims=True)
+        loss = ops.sum(_mul(kq, _mul(f, u if epsilon == 0 else u + epsilon * omp)),
+                       axis=axis, keepdims=True)
         if not need_grad:
             return loss, None
         p = _softmax(ops, lp)
         if gamma == 0:
-            g = kq
-        else:
+            g = kq if epsilon == 0 else _mul(kq, 1.0 + epsilon * p)
+        elif epsilon == 0:
             g = kq * f * (1.0 + gamma * p * _u_over_omp(ops, u, omp))
+        else:  # (Poly-1: g_c += epsilon (gamma+1) kq_c f_c p_c)
+            g = _mul(kq, f * (1.0 + p * (gamma * _u_over_omp(ops, u, omp) +
+                                         epsilon * (gamma + 1.0))))
         # p*G - g written as p*(G - g) - (1-p)*g: exact where one class holds all of q.
         return loss, p * (ops.sum(g, axis=axis, keepdims=True) - g) - omp * g
 
@@ -737,25 +908,29 @@ def softmax_focal_dense(ops, x, q, *, k, sample_coef, gamma: float, axis: int,
     # (the factors one at a time: see sigmoid_focal)
     loss = ops.sum(_xmul(ops, q, _coef(ops, _mul(k, sample_coef), _mul(f, u))), axis=axis,
                    keepdims=True)
+    if epsilon != 0:  # (Poly-1: (1-p)^(gamma+1) is finite, no guard needed)
+        loss = loss + epsilon * ops.sum(_mul(kq, _mul(f, omp)), axis=axis, keepdims=True)
     if not need_grad:
         return loss, None
     # d/dp of (1-p)^g * (-log p) = -(1-p)^g * (g * u/(1-p) + 1/p); 1/p alone may
     # overflow where the result does not (see _cdiv)
     kf = _mul(kq, f)
     grad = -_cdiv(ops, _mul(_mul(k, sample_coef), f), q, p)
+    if epsilon != 0:  # d/dp of epsilon (1-p)^(gamma+1)
+        grad = grad - (epsilon * (gamma + 1.0)) * (kq if kf is None else kf)
     if gamma == 0:
         return loss, grad
     return loss, grad - _xmul(ops, kf, gamma * _u_over_omp(ops, u, omp))
 
 
 def softmax_focal_index(ops, x, index, *, k_y, sample_coef, gamma: float, axis: int,
-                        need_grad: bool):
+                        need_grad: bool, epsilon: float = 0.0):
     """Per-sample softmax focal loss (logits) for hard class indices, no smoothing.
 
     index: class indices with a size-1 class axis (ignored samples already
     replaced by a valid class and masked through sample_coef); k_y: the per-class
     coefficient gathered at the target times the reduction's scale (size-1 class
-    axis, or a number) or None.
+    axis, or a number) or None. epsilon: Poly-1's (see softmax_focal_dense).
     """
     # (called as a method, not read into a variable: see _softmax)
     fused = ops.log_softmax_at(x, index, axis) if hasattr(ops, "log_softmax_at") else None
@@ -769,10 +944,16 @@ def softmax_focal_index(ops, x, index, *, k_y, sample_coef, gamma: float, axis: 
     omp = -pm1
     f = _focal_factor(ops, omp, gamma)
     c = _mul(k_y, sample_coef)
-    loss = _mul(c, _mul(f, u))
+    loss = _mul(c, _mul(f, u if epsilon == 0 else u + epsilon * omp))
     if not need_grad:
         return loss, None
-    if gamma == 0:
+    if epsilon != 0:
+        # Poly-1: g += epsilon (gamma+1) c f p_y (see softmax_focal_dense; the one-hot q
+        # puts the whole term at the target, where the scatter below writes (p_y - 1) g)
+        g = _mul(c, _mul(f, 1.0 + ops.exp(lp_y) * (
+            epsilon * (gamma + 1.0) if gamma == 0 else
+            gamma * _u_over_omp(ops, u, omp) + epsilon * (gamma + 1.0))))
+    elif gamma == 0:
         g = ops.full_like(u, 1.0) if c is None else c
     else:
         g = _mul(c, f * (1.0 + gamma * ops.exp(lp_y) * _u_over_omp(ops, u, omp)))
@@ -1085,7 +1266,7 @@ def _scale(ops, scale, *, reduction, denom, normalizer, divide=False):
 
 def run_sigmoid_focal_loss(ops, logits, targets, *, gamma, alpha, pos_weight, weight,
                            ignore_index, label_smoothing, reduction, normalizer,
-                           from_logits, need_grad, scale=None):
+                           from_logits, need_grad, scale=None, epsilon=0.0):
     """`sigmoid_focal_loss` on a backend: see :func:`focalx.sigmoid_focal_loss`.
 
     Each run_* function returns (out, grad): out in the compute dtype, grad the
@@ -1093,6 +1274,7 @@ def run_sigmoid_focal_loss(ops, logits, targets, *, gamma, alpha, pos_weight, we
     ``scale`` is for a backend that runs the loss on blocks of a whole (reduction "none"
     or "sum" on each): the whole's reduction scale, used instead of the block's own."""
     gamma = check_gamma(gamma)
+    epsilon = check_epsilon(epsilon)
     reduction = check_reduction(reduction)
     from_logits = check_from_logits(from_logits)
     x = logits
@@ -1107,7 +1289,7 @@ def run_sigmoid_focal_loss(ops, logits, targets, *, gamma, alpha, pos_weight, we
     scale = _scale(ops, scale, reduction=reduction, denom=denom, normalizer=normalizer)
     loss, grad = sigmoid_focal(ops, x, y, ny, coef=coef, alpha=alpha, pos_weight=pos_weight,
                                scale=scale, gamma=gamma, from_logits=from_logits,
-                               need_grad=need_grad)
+                               need_grad=need_grad, epsilon=epsilon)
     return reduce(ops, loss, reduction=reduction), grad
 
 
@@ -1125,6 +1307,24 @@ def run_sigmoid_focal_loss_star(ops, logits, targets, *, gamma, beta, alpha, wei
     scale = _scale(ops, scale, reduction=reduction, denom=denom, normalizer=normalizer)
     loss, grad = sigmoid_focal_star(ops, logits, y, ny, coef=coef, alpha=alpha, scale=scale,
                                     gamma=gamma, beta=beta, need_grad=need_grad)
+    return reduce(ops, loss, reduction=reduction), grad
+
+
+def run_asymmetric_loss(ops, logits, targets, *, gamma_pos, gamma_neg, clip, weight,
+                        ignore_index, label_smoothing, reduction, normalizer, need_grad,
+                        scale=None):
+    """`asymmetric_loss` on a backend: see :func:`focalx.asymmetric_loss` (and
+    :func:`run_sigmoid_focal_loss` for `scale`)."""
+    gamma_pos = check_exponent("gamma_pos", gamma_pos)
+    gamma_neg = check_exponent("gamma_neg", gamma_neg)
+    clip = check_clip(clip)
+    reduction = check_reduction(reduction)
+    _, coef, y, ny, denom, normalizer = _binary_setup(
+        ops, logits, targets, alpha=None, weight=weight, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, normalizer=normalizer)
+    scale = _scale(ops, scale, reduction=reduction, denom=denom, normalizer=normalizer)
+    loss, grad = asymmetric(ops, logits, y, ny, coef=coef, scale=scale, gamma_pos=gamma_pos,
+                            gamma_neg=gamma_neg, clip=clip, need_grad=need_grad)
     return reduce(ops, loss, reduction=reduction), grad
 
 
@@ -1186,10 +1386,11 @@ def _check_class_indices(ops, idx, C):
 
 def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore_index,
                            label_smoothing, reduction, normalizer, axis, from_logits,
-                           need_grad, scale=None):
+                           need_grad, scale=None, epsilon=0.0):
     """`softmax_focal_loss` on a backend: see :func:`focalx.softmax_focal_loss` (and
     :func:`run_sigmoid_focal_loss` for `scale`)."""
     gamma = check_gamma(gamma)
+    epsilon = check_epsilon(epsilon)
     label_smoothing = check_label_smoothing(label_smoothing)
     reduction = check_reduction(reduction)
     from_logits = check_from_logits(from_logits)
@@ -1267,7 +1468,8 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
         k_y = None if k is None else ops.gather_classes(k, idx)
         c = _fold(_mul(_mul(k_y, alpha), sample_coef), scale)
         loss, grad = softmax_focal_index(ops, x, idx, k_y=c, sample_coef=None,
-                                         gamma=gamma, axis=axis, need_grad=need_grad)
+                                         gamma=gamma, axis=axis, need_grad=need_grad,
+                                         epsilon=epsilon)
     else:
         kv = None if k is None else ops.class_view(k, len(shape), axis)
         kv = _mul(kv, alpha)
@@ -1279,6 +1481,6 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
             q = smoothed_distribution(ops, ops.one_hot(idx, C, axis, x), label_smoothing, C)
         loss, grad = softmax_focal_dense(ops, x, q, k=kv, sample_coef=sample_coef, gamma=gamma,
                                          axis=axis, from_logits=from_logits,
-                                         need_grad=need_grad)
+                                         need_grad=need_grad, epsilon=epsilon)
     loss = ops.squeeze(loss, axis)
     return reduce(ops, loss, reduction=reduction), grad

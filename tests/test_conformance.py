@@ -42,14 +42,14 @@ def test_golden_file_covers_the_spec():
     cases = runner.load_golden()["cases"]
     ids = {c["id"] for c in cases}
     assert {c["fn"] for c in cases} == {"sigmoid_focal_loss", "softmax_focal_loss",
-                                        "sigmoid_focal_loss_star"}
+                                        "sigmoid_focal_loss_star", "asymmetric_loss"}
     used = {(c["fn"], k) for c in cases for k in c["kwargs"]}
     for fn, defaults in _spec.DEFAULTS.items():
         for k in defaults:
             if k in ("gamma", "reduction"):
                 continue
             assert (fn, k) in used, f"no golden case sets {fn}'s {k}"
-    gammas = {c["kwargs"]["gamma"] for c in cases}
+    gammas = {c["kwargs"]["gamma"] for c in cases if "gamma" in c["kwargs"]}
     assert {0.0, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0} <= gammas
     logits = {v for c in cases for v in c["logits"]}
     assert {0.0, 1e-8, -1e-8, 15.0, -17.0, 30.0, 88.0, -89.0, 100.0, 1e4, -1e4} <= logits
@@ -95,7 +95,7 @@ def test_bad_inputs_cover_every_parameter():
     import inspect
     named = {(case[1], case[-1]) for case in bad_inputs()}
     for fn in (focalx.sigmoid_focal_loss, focalx.softmax_focal_loss,
-               focalx.sigmoid_focal_loss_star):
+               focalx.sigmoid_focal_loss_star, focalx.asymmetric_loss):
         for p in inspect.signature(fn).parameters:
             assert (fn.__name__, p) in named, f"no bad-input case names {fn.__name__}'s {p}"
 

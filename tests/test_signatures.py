@@ -41,11 +41,13 @@ def test_the_defaults_are_the_documented_ones():
     common = dict(weight=None, label_smoothing=0.0, reduction="mean", normalizer=None)
     assert _spec.DEFAULTS == {
         "sigmoid_focal_loss": dict(gamma=2.0, alpha=0.25, pos_weight=None, ignore_index=None,
-                                   from_logits=True, **common),
+                                   from_logits=True, epsilon=0.0, **common),
         "softmax_focal_loss": dict(gamma=2.0, alpha=None, ignore_index=-100, from_logits=True,
-                                   **common),
+                                   epsilon=0.0, **common),
         "sigmoid_focal_loss_star": dict(gamma=1.0, beta=0.0, alpha=None, ignore_index=None,
                                         **common),
+        "asymmetric_loss": dict(gamma_pos=0.0, gamma_neg=4.0, clip=0.05, ignore_index=None,
+                                **common),
     }
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import paddle
 
 from ... import _spec
-from .functional import sigmoid_focal_loss, sigmoid_focal_loss_star, softmax_focal_loss
+from .functional import (asymmetric_loss, sigmoid_focal_loss, sigmoid_focal_loss_star,
+                         softmax_focal_loss)
 from .ops import _FLOATS, _is_tensor, _not_translated, _sot_fallback
 
 
@@ -93,13 +94,16 @@ class FocalLoss(paddle.nn.Layer):
         Focusing parameter (default 2).
     alpha : None, float in [0, 1] or sequence of C floats, keyword-only
         Class balance factor; None (default) switches it off.
+    epsilon : float, keyword-only
+        Poly-1's coefficient (default 0: none); see :func:`softmax_focal_loss`.
     """
 
     def __init__(self, weight=None, ignore_index: int = -100, reduction: str = "mean",
                  soft_label: bool = False, axis: int = -1, use_softmax: bool = True,
                  label_smoothing: float = 0.0, name=None, *, gamma: float = 2.0,
-                 alpha=None):
+                 alpha=None, epsilon: float = 0.0):
         super().__init__()
+        self.epsilon = _spec.check_epsilon(epsilon)
         self.reduction = _spec.check_reduction(reduction)
         self.ignore_index = _spec.check_ignore_index(ignore_index, allow_none=True,
                                                      binary=False)
@@ -125,13 +129,14 @@ class FocalLoss(paddle.nn.Layer):
             input, label, gamma=self.gamma, alpha=self.alpha,
             weight=self.weight, ignore_index=self.ignore_index,
             label_smoothing=self.label_smoothing, reduction=self.reduction, axis=self.axis,
-            from_logits=self.use_softmax, soft_label=self.soft_label)
+            from_logits=self.use_softmax, soft_label=self.soft_label, epsilon=self.epsilon)
 
     def extra_repr(self):
         return _spec.describe(gamma=self.gamma, alpha=self.alpha, weight=self.weight,
                               ignore_index=self.ignore_index, soft_label=self.soft_label,
                               axis=self.axis, use_softmax=self.use_softmax,
-                              label_smoothing=self.label_smoothing, reduction=self.reduction)
+                              label_smoothing=self.label_smoothing, reduction=self.reduction,
+                              epsilon=self.epsilon)
 
 
 class SigmoidFocalLoss(paddle.nn.Layer):
@@ -151,11 +156,14 @@ class SigmoidFocalLoss(paddle.nn.Layer):
         Unused, as in Paddle.
     gamma : float >= 0, keyword-only (default 2)
     alpha : None, float in [0, 1] or array, keyword-only (default 0.25)
+    epsilon : float, keyword-only
+        Poly-1's coefficient (default 0: none); see :func:`sigmoid_focal_loss`.
     """
 
     def __init__(self, weight=None, reduction: str = "mean", pos_weight=None, name=None, *,
-                 gamma: float = 2.0, alpha=0.25):
+                 gamma: float = 2.0, alpha=0.25, epsilon: float = 0.0):
         super().__init__()
+        self.epsilon = _spec.check_epsilon(epsilon)
         self.reduction = _spec.check_reduction(reduction)
         self.gamma = _spec.check_gamma(gamma)
         self.name = name
@@ -167,11 +175,13 @@ class SigmoidFocalLoss(paddle.nn.Layer):
         _sot_fallback(recursive=True)
         return sigmoid_focal_loss(
             logit, label, gamma=self.gamma, alpha=self.alpha, pos_weight=self.pos_weight,
-            weight=self.weight, reduction=self.reduction, normalizer=normalizer)
+            weight=self.weight, reduction=self.reduction, normalizer=normalizer,
+            epsilon=self.epsilon)
 
     def extra_repr(self):
         return _spec.describe(gamma=self.gamma, alpha=self.alpha, pos_weight=self.pos_weight,
-                              weight=self.weight, reduction=self.reduction)
+                              weight=self.weight, reduction=self.reduction,
+                              epsilon=self.epsilon)
 
 
 class SigmoidFocalLossStar(paddle.nn.Layer):
@@ -194,6 +204,33 @@ class SigmoidFocalLossStar(paddle.nn.Layer):
     def extra_repr(self):
         return _spec.describe(gamma=self.gamma, beta=self.beta, alpha=self.alpha,
                               reduction=self.reduction)
+
+
+class AsymmetricLoss(paddle.nn.Layer):
+    """Asymmetric Loss (multi-label) as a layer. See :func:`asymmetric_loss`.
+
+    ``AsymmetricLoss(gamma_neg=4, gamma_pos=1, clip=0.05, reduction="sum")`` gives the
+    numbers of the ASL repository's ``AsymmetricLoss`` of the same arguments (without its
+    eps=1e-8 clamp). ``forward(logit, label, normalizer=None)``."""
+
+    def __init__(self, *, gamma_pos: float = 0.0, gamma_neg: float = 4.0, clip: float = 0.05,
+                 weight=None, reduction: str = "mean"):
+        super().__init__()
+        self.gamma_pos = _spec.check_exponent("gamma_pos", gamma_pos)
+        self.gamma_neg = _spec.check_exponent("gamma_neg", gamma_neg)
+        self.clip = _spec.check_clip(clip)
+        _buffer(self, "weight", weight)
+        self.reduction = _spec.check_reduction(reduction)
+
+    def forward(self, logit, label, normalizer=None):
+        _sot_fallback(recursive=True)
+        return asymmetric_loss(logit, label, gamma_pos=self.gamma_pos,
+                               gamma_neg=self.gamma_neg, clip=self.clip, weight=self.weight,
+                               reduction=self.reduction, normalizer=normalizer)
+
+    def extra_repr(self):
+        return _spec.describe(gamma_pos=self.gamma_pos, gamma_neg=self.gamma_neg,
+                              clip=self.clip, weight=self.weight, reduction=self.reduction)
 
 
 def global_normalizer(num_pos, *, group=None):

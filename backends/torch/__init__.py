@@ -20,17 +20,21 @@ drop-ins and global_normalizer).
 
 from __future__ import annotations
 
-from .functional import sigmoid_focal_loss, sigmoid_focal_loss_star, softmax_focal_loss
+from .functional import (asymmetric_loss, sigmoid_focal_loss, sigmoid_focal_loss_star,
+                         softmax_focal_loss)
 from .fused import wait_for_kernels
-from .modules import FocalLoss, SigmoidFocalLoss, SigmoidFocalLossStar, global_normalizer
+from .modules import (AsymmetricLoss, FocalLoss, SigmoidFocalLoss, SigmoidFocalLossStar,
+                      global_normalizer)
 
 __all__ = [
     "sigmoid_focal_loss",
     "softmax_focal_loss",
     "sigmoid_focal_loss_star",
+    "asymmetric_loss",
     "FocalLoss",
     "SigmoidFocalLoss",
     "SigmoidFocalLossStar",
+    "AsymmetricLoss",
     "global_normalizer",
     "wait_for_kernels",
 ]
