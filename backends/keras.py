@@ -1,6 +1,6 @@
 """Keras 3 losses on focalx (public name: ``focalx.keras``).
 
-Four :class:`keras.losses.Loss` subclasses, usable in ``model.compile(loss=...)``
+Five :class:`keras.losses.Loss` subclasses, usable in ``model.compile(loss=...)``
 and ``model.fit`` and saved with a model (``.keras`` files reload them once
 ``focalx.keras`` is imported; they are registered as ``focalx>ClassName``):
 
@@ -11,7 +11,9 @@ and ``model.fit`` and saved with a model (``.keras`` files reload them once
 - :class:`SparseCategoricalFocalLoss`: the softmax focal loss against integer
   class indices, with ``ignore_index`` (Keras has no sparse focal loss);
 - :class:`AsymmetricLoss`: the Asymmetric Loss (multi-label; Ridnik et al.), per
-  sample the mean over ``axis``.
+  sample the mean over ``axis``;
+- :class:`SparseAsymmetricSoftmaxLoss`: its single-label (softmax) form against integer
+  class indices.
 
 Each computes the per-sample loss with the focalx function of whatever array
 type Keras hands it (:func:`focalx.sigmoid_focal_loss`,
@@ -37,11 +39,12 @@ from keras import ops
 
 from .. import _spec
 from .. import asymmetric_loss as _asymmetric_loss
+from .. import asymmetric_softmax_loss as _asymmetric_softmax_loss
 from .. import sigmoid_focal_loss as _sigmoid_focal_loss
 from .. import softmax_focal_loss as _softmax_focal_loss
 
 __all__ = ["BinaryFocalLoss", "CategoricalFocalLoss", "SparseCategoricalFocalLoss",
-           "AsymmetricLoss"]
+           "AsymmetricLoss", "SparseAsymmetricSoftmaxLoss"]
 
 
 def _alpha_config(alpha, class_vector):
@@ -281,5 +284,45 @@ class AsymmetricLoss(keras.losses.Loss):
     def get_config(self):
         config = super().get_config()
         config.update(gamma_pos=self.gamma_pos, gamma_neg=self.gamma_neg, clip=self.clip,
+                      label_smoothing=self.label_smoothing, axis=self.axis, dtype=self.dtype)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="focalx")
+class SparseAsymmetricSoftmaxLoss(keras.losses.Loss):
+    r"""The single-label Asymmetric Loss (the ASL repository's ``ASLSingleLabel``) against
+    integer class indices, as a Keras loss: per sample
+    :math:`-\sum_c q_c w_c \log p_c` (see :func:`focalx.asymmetric_softmax_loss`).
+    ``y_pred`` holds logits.
+
+    Args:
+        gamma_pos, gamma_neg: exponents (>= 0) of the target class and of the others.
+        label_smoothing: q -> q(1 - e) + e/C (ASLSingleLabel's eps; default 0.1).
+        axis: the class axis.
+        reduction, name, dtype: as for every ``keras.losses.Loss``.
+    """
+
+    def __init__(self, *, gamma_pos=0.0, gamma_neg=4.0, label_smoothing=0.1, axis=-1,
+                 reduction="sum_over_batch_size", name="sparse_asymmetric_softmax_loss",
+                 dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.gamma_pos = _spec.check_exponent("gamma_pos", gamma_pos)
+        self.gamma_neg = _spec.check_exponent("gamma_neg", gamma_neg)
+        self.label_smoothing = _spec.check_label_smoothing(label_smoothing)
+        self.axis = _check_axis_arg(axis)
+
+    def call(self, y_true, y_pred):
+        if len(y_true.shape) == len(y_pred.shape) and y_true.shape[self.axis] == 1:
+            y_true = ops.squeeze(y_true, axis=self.axis)
+        if "int" not in str(y_true.dtype):
+            y_true = ops.cast(y_true, "int64" if keras.backend.backend() != "jax" else "int32")
+        return _asymmetric_softmax_loss(
+            y_pred, y_true, gamma_pos=self.gamma_pos, gamma_neg=self.gamma_neg,
+            label_smoothing=self.label_smoothing, ignore_index=None, axis=self.axis,
+            reduction="none")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(gamma_pos=self.gamma_pos, gamma_neg=self.gamma_neg,
                       label_smoothing=self.label_smoothing, axis=self.axis, dtype=self.dtype)
         return config

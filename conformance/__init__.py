@@ -20,7 +20,7 @@ from . import _harness, tolerances
 __all__ = ["check", "CheckReport", "Unsupported", "tolerances"]
 
 VARIANTS = ("sigmoid_focal_loss", "softmax_focal_loss", "sigmoid_focal_loss_star",
-            "asymmetric_loss")
+            "asymmetric_loss", "asymmetric_softmax_loss")
 
 
 @dataclass

@@ -134,7 +134,7 @@ def bad_inputs():
          ValueError, "alpha"),
         ("module/sigmoid/pos_weight-inf", SIGMOID_MODULE, X, T,
          dict(pos_weight=[1.0, inf, 1.0]), ValueError, "pos_weight"),
-    ] + _poly1_bad(X, T, Y) + _asl_bad(X, T)
+    ] + _poly1_bad(X, T, Y) + _asl_bad(X, T) + _asl_softmax_bad(X, Y)
 
 
 def _poly1_bad(X, T, Y):
@@ -177,5 +177,30 @@ def _asl_bad(X, T):
         ("asl/targets>1", ASL, X, 2 * T, {}, ValueError, "targets"),
         ("asl/targets-shape", ASL, X, np.ones((4, 4)), {}, ValueError, "targets"),
         ("asl/integer-logits", ASL, np.zeros((4, 3), dtype=np.int64), T, {}, TypeError,
+         "logits"),
+    ]
+
+
+ASL1 = "asymmetric_softmax_loss"
+
+
+def _asl_softmax_bad(X, Y):
+    """The single-label Asymmetric Loss: every parameter."""
+    return [
+        ("asl1/gamma_pos-nan", ASL1, X, Y, dict(gamma_pos=float("nan")), ValueError,
+         "gamma_pos"),
+        ("asl1/gamma_neg<0", ASL1, X, Y, dict(gamma_neg=-4.0), ValueError, "gamma_neg"),
+        ("asl1/ignore_index-str", ASL1, X, Y, dict(ignore_index="x"), TypeError,
+         "ignore_index"),
+        ("asl1/label_smoothing<0", ASL1, X, Y, dict(label_smoothing=-0.1), ValueError,
+         "label_smoothing"),
+        ("asl1/reduction", ASL1, X, Y, dict(reduction="avg"), ValueError, "reduction"),
+        ("asl1/normalizer<0", ASL1, X, Y, dict(normalizer=-1.0), ValueError, "normalizer"),
+        ("asl1/axis", ASL1, X, Y, dict(axis=2), ValueError, "axis"),
+        ("asl1/index>=C", ASL1, X, np.array([0, 1, 3, 1]), {}, ValueError, "targets"),
+        ("asl1/float-targets", ASL1, X, np.array([0.0, 1.0, 2.0, 1.0]), {}, TypeError,
+         "targets"),
+        ("asl1/targets-shape", ASL1, X, np.array([0, 1, 2]), {}, ValueError, "targets"),
+        ("asl1/integer-logits", ASL1, np.zeros((4, 3), dtype=np.int64), Y, {}, TypeError,
          "logits"),
     ]

@@ -261,6 +261,7 @@ def build_cases() -> list[dict]:
           dtypes=NOT_FLOAT16)
     _poly1_cases(b)
     _asl_cases(b)
+    _asl_softmax_cases(b)
     return b.cases
 
 
@@ -390,6 +391,48 @@ def _asl_cases(b):
                   list(EXTREME), (n,), [t] * n, (n,),
                   {"gamma_pos": gp, "gamma_neg": gn, "clip": clip, "reduction": "none"})
     b.add("asl/empty", ASL, [], (0, 3), [], (0, 3), {"reduction": "mean"})
+
+
+ASL1 = "asymmetric_softmax_loss"
+
+
+def _asl_softmax_cases(b):
+    """The single-label (softmax) Asymmetric Loss: exponents with and without smoothing,
+    ignore_index, a normalizer, N-d logits, extremes."""
+    rng = random.Random(20092015)  # (its own sequence)
+    x, sh = _logits(rng, (5, 4))
+    yi = [rng.randrange(4) for _ in range(5)]
+    for gp, gn in ((0.0, 4.0), (1.0, 4.0), (2.0, 0.5), (0.25, 0.0), (0.5, 1.0)):
+        for e in (0.1, 0.25):
+            b.add(f"asl1/gamma_pos={gp}/gamma_neg={gn}/smoothing={e}", ASL1, x, sh, yi, (5,),
+                  {"gamma_pos": gp, "gamma_neg": gn, "label_smoothing": e, "axis": 1,
+                   "reduction": "none"}, index=True)
+    b.add("asl1/no-smoothing", ASL1, x, sh, yi, (5,),
+          {"gamma_pos": 2.0, "gamma_neg": 4.0, "label_smoothing": 0.0, "axis": 1,
+           "reduction": "none"}, index=True)
+    yig = list(yi)
+    yig[1] = -100
+    b.add("asl1/ignore_index/mean", ASL1, x, sh, yig, (5,),
+          {"gamma_pos": 1.0, "gamma_neg": 4.0, "axis": 1, "reduction": "mean"}, index=True)
+    b.add("asl1/normalizer", ASL1, x, sh, yi, (5,),
+          {"gamma_pos": 0.0, "gamma_neg": 2.0, "axis": 1, "reduction": "sum",
+           "normalizer": 3.0}, index=True)
+    b.add("asl1/defaults", ASL1, x, sh, yi, (5,), {"axis": 1}, index=True)
+    xn, shn = _logits(rng, (2, 3, 2, 2))
+    b.add("asl1/nd/axis=1", ASL1, xn, shn, [rng.randrange(3) for _ in range(8)], (2, 2, 2),
+          {"gamma_pos": 1.0, "gamma_neg": 2.0, "ignore_index": None, "axis": 1,
+           "reduction": "mean"}, index=True)
+    rows = [[0.0, 1e-8, -1e-8], [15.0, -15.0, 0.0], [17.0, -17.0, 0.0], [30.0, -30.0, 0.0],
+            [88.0, -89.0, 0.0], [100.0, -100.0, 0.0], [1e4, 0.0, -1e4], [-1e4, 1e4, 0.0]]
+    flat_rows = [v for r in rows for v in r]
+    for gp, gn in ((0.0, 4.0), (0.25, 0.5), (2.0, 0.25), (0.5, 0.0)):
+        for t in (0, 2):
+            b.add(f"asl1/extreme/gamma_pos={gp}/gamma_neg={gn}/target={t}", ASL1, flat_rows,
+                  (len(rows), 3), [t] * len(rows), (len(rows),),
+                  {"gamma_pos": gp, "gamma_neg": gn, "label_smoothing": 0.125, "axis": 1,
+                   "reduction": "none"}, index=True)
+    b.add("asl1/empty", ASL1, [], (0, 4), [], (0,), {"axis": 1, "reduction": "mean"},
+          index=True)
 
 
 __all__ = ["build_cases", "GAMMAS", "EXTREME"]

@@ -126,6 +126,60 @@ def _asl_elem(x, y, gamma_pos, gamma_neg, clip):
     return -(pos + neg)
 
 
+def _asl_single_sample(xs, y, q, gamma_pos, gamma_neg):
+    """The ASL repository's single-label form, from its definition: -sum_c q_c w_c log p_c
+    with w_y = (1-p_y)^gamma_pos for the target y and w_c = p_c^gamma_neg elsewhere."""
+    lps = _log_softmax(xs)
+    total = mp.mpf(0)
+    for c, (lp, qc) in enumerate(zip(lps, q)):
+        if qc == 0:
+            continue
+        if c == y:
+            omp = -mp.expm1(lp)
+            w = omp ** gamma_pos if gamma_pos != 0 else 1
+        else:
+            w = mp.exp(gamma_neg * lp)
+        total += qc * w * -lp
+    return total
+
+
+def asymmetric_softmax(logits, shape, targets, tshape, kw):
+    """Loss (flattened output) and gradient of the summed output w.r.t. each logit."""
+    with mp.workdps(DPS):
+        shape = tuple(shape)
+        axis = kw["axis"] % len(shape)
+        C = shape[axis]
+        other = shape[:axis] + shape[axis + 1:]
+        xs = [mp.mpf(v) for v in logits]
+        e = mp.mpf(kw.get("label_smoothing", 0.1))
+        gp, gn = mp.mpf(kw["gamma_pos"]), mp.mpf(kw["gamma_neg"])
+        ignore = kw.get("ignore_index", -100)
+        samples, denom = [], 0
+        for s in range(_prod(other)):
+            s_idx = _index(other, s)
+            cells = [_flat(shape, s_idx[:axis] + (c,) + s_idx[axis:]) for c in range(C)]
+            y = int(targets[s])
+            if ignore is not None and y == ignore:
+                samples.append((cells, None))
+                continue
+            denom += 1
+            q = [(1 - e) * (1 if c == y else 0) + e / C for c in range(C)]
+            samples.append((cells, lambda vals, y=y, q=q: _asl_single_sample(vals, y, q, gp, gn)))
+        values = [mp.mpf(0) if f is None else f([xs[i] for i in cells]) for cells, f in samples]
+        out, scale = _reduce(values, kw.get("reduction", "mean"), denom, kw.get("normalizer"))
+        grads = [mp.mpf(0)] * len(xs)
+        for cells, f in samples:
+            if f is None:
+                continue
+            for j, cell in enumerate(cells):
+                def g(v, j=j, cells=cells, f=f):
+                    vals = [xs[i] for i in cells]
+                    vals[j] = v
+                    return f(vals)
+                grads[cell] = scale * _diff(g, xs[cell])
+        return out, grads, scale
+
+
 def _log_softmax(xs):
     top = max(range(len(xs)), key=lambda j: xs[j])
     rest = mp.fsum(mp.exp(xs[j] - xs[top]) for j in range(len(xs)) if j != top)
@@ -310,6 +364,8 @@ DEFAULTS = {
     "softmax_focal_loss": {"gamma": 2.0, "alpha": None, "ignore_index": -100,
                            "reduction": "mean"},
     "asymmetric_loss": {"gamma_pos": 0.0, "gamma_neg": 4.0, "clip": 0.05, "reduction": "mean"},
+    "asymmetric_softmax_loss": {"gamma_pos": 0.0, "gamma_neg": 4.0, "ignore_index": -100,
+                                "label_smoothing": 0.1, "reduction": "mean"},
 }
 
 
@@ -326,6 +382,8 @@ def evaluate(case):
         return softmax(*args)
     if fn == "asymmetric_loss":
         return sigmoid(*args, asl=True)
+    if fn == "asymmetric_softmax_loss":
+        return asymmetric_softmax(*args)
     raise ValueError(f"unknown fn {fn!r}")
 
 

@@ -205,6 +205,41 @@ References:
   Ridnik et al., `Asymmetric Loss For Multi-Label Classification
   <https://arxiv.org/abs/2009.14119>`_, ICCV 2021.""",
     ),
+    "asymmetric_softmax_loss": Loss(
+        summary=r"""Single-label (softmax) Asymmetric Loss: the ASL repository's ``ASLSingleLabel``.
+
+.. math::
+
+    p = \mathrm{softmax}(x), \qquad
+    \mathrm{ASL}_1(x, y) = -\sum_c q_c\, w_c \log p_c, \qquad
+    w_y = (1-p_y)^{\gamma_+}, \quad w_{c \ne y} = p_c^{\gamma_-}
+
+per sample, for the class index y, with q the one-hot target smoothed as
+``(1 - e) * onehot + e / C``. The asymmetric weights follow the hard target: the target
+class is focused by gamma_pos, the smoothing mass on the other classes is weighted by
+p_c ** gamma_neg (without smoothing gamma_neg has no effect, and this is
+``softmax_focal_loss(gamma=gamma_pos)``). ``ASLSingleLabel(gamma_pos, gamma_neg,
+eps=e)`` is ``label_smoothing=e`` here (the same default, 0.1), ``reduction="mean"``.""",
+        params=(
+            Param("gamma_pos", 0.0, "float", "focusing exponent of the target class, >= 0."),
+            Param("gamma_neg", 4.0, "float", "exponent of the other classes' weights, >= 0."),
+            Param("ignore_index", -100, "int | None",
+                  "class-index targets equal to it add 0 and leave the mean's denominator; "
+                  "None disables it."),
+            _SMOOTHING._replace(default=0.1, doc="e in [0, 1) (ASLSingleLabel's eps)."),
+            _REDUCTION._replace(doc='``"none"`` (per sample), ``"sum"`` or ``"mean"`` (over '
+                                "the non-ignored samples)."),
+            _NORMALIZER,
+            Param("axis", None, "int", "the class axis: {AXIS}."),
+        ),
+        returns="The loss (per sample for ``\"none\"``, else 0-d).",
+        notes="""Stability: log-softmax, ``1 - p_c`` as ``-expm1(log p_c)``; closed-form gradient,
+finite for every finite logit and exponents >= 0.
+
+References:
+  Ridnik et al., `Asymmetric Loss For Multi-Label Classification
+  <https://arxiv.org/abs/2009.14119>`_, ICCV 2021 (its repository's single-label form).""",
+    ),
 }
 
 _INPUTS = {
@@ -223,6 +258,9 @@ _INPUTS = {
     "asymmetric_loss": (
         "floating array, any shape ``[...]`` (e.g. ``(N, C)``: one logit per label).",
         "broadcastable to ``logits``, in [0, 1] (multi-hot labels)."),
+    "asymmetric_softmax_loss": (
+        "floating array ``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)`` (class axis ``axis``).",
+        "class indices (integer dtype, the logits' shape without the class axis)."),
 }
 
 #: the framework-neutral defaults of every loss (``axis`` follows the framework)

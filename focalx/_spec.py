@@ -967,6 +967,50 @@ def softmax_focal_index(ops, x, index, *, k_y, sample_coef, gamma: float, axis: 
     return loss, ops.scatter(pg, index, pm1 * g, axis)
 
 
+def softmax_asymmetric(ops, x, t, q, *, coef, gamma_pos: float, gamma_neg: float, axis: int,
+                       need_grad: bool):
+    r"""Per-sample single-label Asymmetric Loss (the ASL repository's ``ASLSingleLabel``)
+    and its gradient: with p = softmax(x), t the one-hot target and q its smoothed
+    distribution,
+
+    .. math::
+
+        \mathrm{ASL}_1 = -\sum_c q_c\, w_c \log p_c, \qquad
+        w_c = (1-p_c)^{\gamma_+} \text{ for the target}, \quad
+        w_c = p_c^{\gamma_-} \text{ for the others}.
+
+    coef: the per-sample mask times the reduction's scale (size-1 class axis, a number,
+    or None). Gradient, as for the dense softmax loss, p_j H - h_j with H = sum_c h_c:
+    at the target h = q f (1 + gamma_pos p u / (1-p)) (the focal loss's), elsewhere
+    d/dx_j [p_c^g- (-log p_c)] = -(delta_cj - p_j) p_c^g- (1 - g- (-log p_c)), so
+    h_c = q_c p_c^g- (1 - g- (-log p_c)): bounded (p^g log p -> 0 as p -> 0 for g > 0),
+    finite for every finite logit.
+    """
+    lp = ops.log_softmax(x, axis)
+    u = 0.0 - lp
+    omp = -ops.expm1(lp)
+    nt = 1.0 - t
+    fpos = _focal_factor(ops, omp, gamma_pos)
+    # p^g- as exp(g- log p): p itself underflows where p^g- (times -log p, large there)
+    # does not (p = e^-200 is 0 in float32, p^0.25 = e^-50 is not)
+    fneg = None if gamma_neg == 0 else ops.exp(gamma_neg * lp)
+    wpos, wneg = _mul(t, fpos), _mul(nt, fneg)
+    kq = _mul(coef, q)
+    loss = ops.sum(kq * ((wpos + wneg) * u), axis=axis, keepdims=True)
+    if not need_grad:
+        return loss, None
+    p = _softmax(ops, lp)
+    hpos = wpos if gamma_pos == 0 else wpos * (1.0 + gamma_pos * p * _u_over_omp(ops, u, omp))
+    hneg = wneg if gamma_neg == 0 else wneg * (1.0 - gamma_neg * u)
+    hp, hn = kq * hpos, kq * hneg
+    # p_j (H - h_j) - (1 - p_j) h_j, with H - h_j as (Hp - hp_j) + (Hn - hn_j): hp is the
+    # target's alone, so at the target H - h_j is the others' sum exactly (a dominant
+    # target's h would swamp their tiny h in H); elsewhere Hp dominates.
+    rest = (ops.sum(hp, axis=axis, keepdims=True) - hp) + \
+        (ops.sum(hn, axis=axis, keepdims=True) - hn)
+    return loss, p * rest - omp * (hp + hn)
+
+
 def smoothed_distribution(ops, q, label_smoothing: float, num_classes: int):
     if label_smoothing == 0:
         return q
@@ -1482,5 +1526,51 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
         loss, grad = softmax_focal_dense(ops, x, q, k=kv, sample_coef=sample_coef, gamma=gamma,
                                          axis=axis, from_logits=from_logits,
                                          need_grad=need_grad, epsilon=epsilon)
+    loss = ops.squeeze(loss, axis)
+    return reduce(ops, loss, reduction=reduction), grad
+
+
+def run_asymmetric_softmax_loss(ops, logits, targets, *, gamma_pos, gamma_neg, ignore_index,
+                                label_smoothing, reduction, normalizer, axis, need_grad,
+                                scale=None):
+    """`asymmetric_softmax_loss` on a backend: see :func:`focalx.asymmetric_softmax_loss`
+    (and :func:`run_sigmoid_focal_loss` for `scale`). Class-index targets only: the
+    asymmetric weights follow the hard target."""
+    gamma_pos = check_exponent("gamma_pos", gamma_pos)
+    gamma_neg = check_exponent("gamma_neg", gamma_neg)
+    label_smoothing = check_label_smoothing(label_smoothing)
+    reduction = check_reduction(reduction)
+    ignore_index = check_ignore_index(ignore_index, allow_none=True, binary=False)
+    x = logits
+    shape = ops.shape(x)
+    if len(shape) == 0:
+        raise ValueError("logits must have a class axis (at least 1 dimension), got a 0-d array")
+    axis = check_axis(axis, len(shape))
+    C = shape[axis]
+    if C is None or C == 0:
+        raise ValueError(f"logits must have a static, non-zero size on the class axis {axis}, "
+                         f"got shape {_fmt(shape)}")
+    expected = shape[:axis] + shape[axis + 1:]
+    if not _same_shape(tuple(ops.shape(targets)), expected):
+        raise ValueError(f"targets of shape {_fmt(ops.shape(targets))} must be class indices of "
+                         f"shape {_fmt(expected)} for logits of shape {_fmt(shape)} with class "
+                         f"axis {axis}")
+    if ops.kind(targets) != "integer":
+        raise TypeError(f"targets must be class indices of an integer dtype, got "
+                        f"{ops.kind(targets)} dtype")
+    if normalizer is not None:
+        normalizer = _normalizer(ops, normalizer, x)
+    idx, sample_coef = _class_indices(ops, x, targets, ignore_index, axis)
+    _check_class_indices(ops, idx, C)
+    idx = ops.expand_dims(idx, axis)
+    if sample_coef is not None:
+        sample_coef = ops.expand_dims(sample_coef, axis)
+    denom = _index_denominator(ops, x, C, None, sample_coef)
+    scale = _scale(ops, scale, reduction=reduction, denom=denom, normalizer=normalizer)
+    t = ops.one_hot(idx, C, axis, x)
+    q = smoothed_distribution(ops, t, label_smoothing, C)
+    loss, grad = softmax_asymmetric(ops, x, t, q, coef=_fold(sample_coef, scale),
+                                    gamma_pos=gamma_pos, gamma_neg=gamma_neg, axis=axis,
+                                    need_grad=need_grad)
     loss = ops.squeeze(loss, axis)
     return reduce(ops, loss, reduction=reduction), grad

@@ -449,3 +449,49 @@ def test_asymmetric_loss_gradient_is_finite_at_extreme_logits(harness, gamma, cl
             assert np.isfinite(loss).all() and np.isfinite(grad).all()
             _within_tolerance(loss, np.ravel(want), dtype, atol=1e-30)
             _within_tolerance(grad, np.ravel(want_g), dtype, atol=1e-30)
+
+
+# ---- single-label (softmax) Asymmetric Loss ----------------------------------------------
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_asymmetric_softmax_loss_without_smoothing_is_the_softmax_focal_loss(harness, gamma):
+    """Without label smoothing the other classes carry no mass: asymmetric_softmax_loss is
+    softmax_focal_loss(gamma=gamma_pos) whatever gamma_neg (with ignore_index and a mean);
+    in every execution mode at gamma 0.5."""
+    rng = np.random.default_rng(2015)
+    x = rng.normal(size=(6, 5)) * 4
+    y = rng.integers(0, 5, 6)
+    y[2] = -100
+    xa = harness.to_array(x.ravel().tolist(), x.shape, dtype="float64")
+    ya = harness.to_array(y.tolist(), y.shape, index=True, dtype="float64")
+    for mode in _modes(harness, gamma == 0.5):
+        try:  # (a mode that one of them does not take: Paddle's row blocks, ...)
+            want, want_g, _, _ = harness.call(mode, "softmax_focal_loss", xa, ya,
+                                              dict(gamma=gamma, axis=-1), 1.0)
+            got, got_g, _, _ = harness.call(mode, "asymmetric_softmax_loss", xa, ya,
+                                            dict(gamma_pos=gamma, gamma_neg=3.0,
+                                                 label_smoothing=0.0, axis=-1), 1.0)
+        except _harness.NotRun:
+            continue
+        np.testing.assert_allclose(got, want, rtol=1e-13, err_msg=mode)
+        np.testing.assert_allclose(got_g, want_g, rtol=1e-12, atol=1e-300, err_msg=mode)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.25, 0.5, 1.0, 2.0])
+def test_asymmetric_softmax_loss_gradient_is_finite_at_extreme_logits(harness, gamma):
+    """The single-label ASL's loss and gradient at logits +-1e4 are finite and the float64
+    reference's, for every exponent in {0, 0.25, 0.5, 1, 2} on either side."""
+    x, y, shape = _SOFTMAX_EXTREMES
+    for gamma_pos, gamma_neg in ((gamma, 4.0), (0.0, gamma), (gamma, gamma)):
+        kwargs = dict(gamma_pos=gamma_pos, gamma_neg=gamma_neg, label_smoothing=0.1, axis=-1,
+                      reduction="sum")
+        want, want_g = ref.asymmetric_softmax_loss_and_grad(np.reshape(x, shape),
+                                                            np.asarray(y), **kwargs)
+        for dtype in ("float32", "float64"):
+            xa = harness.to_array(x, shape, dtype=dtype)
+            ya = harness.to_array(y, (len(y),), index=True, dtype=dtype)
+            loss, grad, _, _ = harness.call(harness.modes[0], "asymmetric_softmax_loss", xa,
+                                            ya, kwargs, 1.0)
+            assert np.isfinite(loss).all() and np.isfinite(grad).all()
+            _within_tolerance(loss, np.ravel(want), dtype, atol=1e-30)
+            _within_tolerance(grad, np.ravel(want_g), dtype, atol=1e-30)

@@ -323,3 +323,15 @@ class TestPoly1AndAsymmetricLoss:
                               (dict(gamma_pos="1"), TypeError, "gamma_pos")):
             with pytest.raises(err, match=name):
                 fk.AsymmetricLoss(**kw)
+
+    def test_sparse_asymmetric_softmax_loss_is_the_function_and_round_trips(self):
+        x, _, y, _ = _data(22, n=16)
+        loss = fk.SparseAsymmetricSoftmaxLoss(gamma_pos=1.0, gamma_neg=2.0, reduction="none")
+        want = ref.asymmetric_softmax_loss(x.astype(np.float64), y, gamma_pos=1.0,
+                                           gamma_neg=2.0, reduction="none")
+        _close(loss(y, x), want, rtol=2e-5)
+        again = keras.losses.deserialize(keras.losses.serialize(loss))
+        assert type(again) is fk.SparseAsymmetricSoftmaxLoss
+        _close(again(y, x), loss(y, x), rtol=0)
+        with pytest.raises(ValueError, match="label_smoothing"):
+            fk.SparseAsymmetricSoftmaxLoss(label_smoothing=1.0)

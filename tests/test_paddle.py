@@ -2135,3 +2135,15 @@ def test_asymmetric_loss_layer_is_the_function():
     assert "gamma_neg=3.0" in repr(layer) and "clip=0.1" in repr(layer)
     with pytest.raises(ValueError, match="clip"):
         fpd.AsymmetricLoss(clip=-0.1)
+
+
+def test_asymmetric_softmax_loss_layer_is_the_function():
+    x = _rng(186).normal(size=(6, 4)) * 3
+    y = _rng(187).integers(0, 4, 6)
+    layer = fpd.AsymmetricSoftmaxLoss(gamma_pos=1.0, gamma_neg=2.0, reduction="sum")
+    loss, g = _value_and_grad(layer, x, _t(y))
+    want, want_g = ref.asymmetric_softmax_loss_and_grad(x, y, gamma_pos=1.0, gamma_neg=2.0,
+                                                        reduction="sum")
+    _close(loss, want)
+    _close(g, want_g)
+    assert "label_smoothing=0.1" in repr(layer)

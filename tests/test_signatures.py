@@ -48,6 +48,9 @@ def test_the_defaults_are_the_documented_ones():
                                         **common),
         "asymmetric_loss": dict(gamma_pos=0.0, gamma_neg=4.0, clip=0.05, ignore_index=None,
                                 **common),
+        "asymmetric_softmax_loss": dict(gamma_pos=0.0, gamma_neg=4.0, ignore_index=-100,
+                                        label_smoothing=0.1, reduction="mean",
+                                        normalizer=None),
     }
 
 

@@ -1712,3 +1712,20 @@ def test_asymmetric_loss_row_blocks_and_fused_kernel_give_the_reference():
     finally:
         fused._FUSED.clear()
         fused._FUSED.update(saved)
+
+
+def test_asymmetric_softmax_loss_module_is_the_function():
+    x = torch.randn(6, 4, 3, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 4, (6, 3))
+    y[1, 2] = -100
+    module = ft.AsymmetricSoftmaxLoss(gamma_pos=1.0, gamma_neg=2.0, label_smoothing=0.2)
+    got = module(x, y)
+    got.backward()
+    want, want_g = ref.asymmetric_softmax_loss_and_grad(
+        x.detach().numpy(), y.numpy(), gamma_pos=1.0, gamma_neg=2.0, label_smoothing=0.2,
+        axis=1)
+    _assert_close(got, torch.as_tensor(want))
+    _assert_close(x.grad, torch.as_tensor(want_g))
+    assert "gamma_neg=2.0" in repr(module) and "label_smoothing=0.2" in repr(module)
+    with pytest.raises(TypeError, match="gamma_pos"):
+        ft.AsymmetricSoftmaxLoss(gamma_pos=None)

@@ -442,3 +442,70 @@ def asymmetric_loss(logits: jax.Array, targets: jax.Array, *, gamma_pos: float =
                     reduction=reduction, **static)
 
     return _apply(run, logits, dict(arrays, targets=targets), None, split=True)
+
+
+# focalx:signature asymmetric_softmax_loss
+def asymmetric_softmax_loss(logits: jax.Array, targets: jax.Array, *, gamma_pos: float = 0.0,
+                            gamma_neg: float = 4.0, ignore_index: int | None = -100,
+                            label_smoothing: float = 0.1,
+                            reduction: Literal["none", "mean", "sum"] = "mean",
+                            normalizer: float | jax.Array | np.ndarray | None = None,
+                            axis: int = -1) -> jax.Array:
+    r"""Single-label (softmax) Asymmetric Loss: the ASL repository's ``ASLSingleLabel``.
+
+    .. math::
+
+        p = \mathrm{softmax}(x), \qquad
+        \mathrm{ASL}_1(x, y) = -\sum_c q_c\, w_c \log p_c, \qquad
+        w_y = (1-p_y)^{\gamma_+}, \quad w_{c \ne y} = p_c^{\gamma_-}
+
+    per sample, for the class index y, with q the one-hot target smoothed as
+    ``(1 - e) * onehot + e / C``. The asymmetric weights follow the hard target: the target
+    class is focused by gamma_pos, the smoothing mass on the other classes is weighted by
+    p_c ** gamma_neg (without smoothing gamma_neg has no effect, and this is
+    ``softmax_focal_loss(gamma=gamma_pos)``). ``ASLSingleLabel(gamma_pos, gamma_neg,
+    eps=e)`` is ``label_smoothing=e`` here (the same default, 0.1), ``reduction="mean"``.
+
+    On jax.Array values (hyperparameter arrays may also be NumPy).
+
+    Args:
+      logits: floating array ``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)`` (class axis
+        ``axis``).
+      targets: class indices (integer dtype, the logits' shape without the class axis).
+      gamma_pos: focusing exponent of the target class, >= 0.
+      gamma_neg: exponent of the other classes' weights, >= 0.
+      ignore_index: class-index targets equal to it add 0 and leave the mean's
+        denominator; None disables it.
+      label_smoothing: e in [0, 1) (ASLSingleLabel's eps).
+      reduction: ``"none"`` (per sample), ``"sum"`` or ``"mean"`` (over the non-ignored
+        samples).
+      normalizer: None, a number > 0, or a 0-d or shape-(1,) array (e.g. the number of
+        positive anchors): divides the result of any reduction. RetinaNet's
+        normalisation is ``reduction="sum", normalizer=num_pos``. No host sync.
+      axis: the class axis: -1 by default, as optax.
+
+    Returns:
+      The loss (per sample for ``"none"``, else 0-d).
+
+    Stability: log-softmax, ``1 - p_c`` as ``-expm1(log p_c)``; closed-form gradient,
+    finite for every finite logit and exponents >= 0.
+
+    References:
+      Ridnik et al., `Asymmetric Loss For Multi-Label Classification
+      <https://arxiv.org/abs/2009.14119>`_, ICCV 2021 (its repository's single-label form).
+    """
+    # focalx:end
+    targets = _check_arrays(logits, targets)
+    _check_static(gamma_pos=gamma_pos, gamma_neg=gamma_neg, label_smoothing=label_smoothing,
+                  ignore_index=ignore_index, reduction=reduction, axis=axis)
+    ignore_index = _index_ignore(ignore_index)
+    ndim = logits.ndim
+    class_axis = _spec.check_axis(axis, ndim) if ndim else 0
+    arrays, static = _split(normalizer=normalizer)
+
+    def run(x, arrs, need_grad, checks=True):
+        return _run(_spec.run_asymmetric_softmax_loss, x, arrs, need_grad, checks,
+                    gamma_pos=gamma_pos, gamma_neg=gamma_neg, ignore_index=ignore_index,
+                    label_smoothing=label_smoothing, reduction=reduction, axis=axis, **static)
+
+    return _apply(run, logits, dict(arrays, targets=targets), class_axis, split=False)

@@ -8,8 +8,8 @@ import numpy as np
 import paddle
 
 from ... import _spec
-from .functional import (asymmetric_loss, sigmoid_focal_loss, sigmoid_focal_loss_star,
-                         softmax_focal_loss)
+from .functional import (asymmetric_loss, asymmetric_softmax_loss, sigmoid_focal_loss,
+                         sigmoid_focal_loss_star, softmax_focal_loss)
 from .ops import _FLOATS, _is_tensor, _not_translated, _sot_fallback
 
 
@@ -231,6 +231,39 @@ class AsymmetricLoss(paddle.nn.Layer):
     def extra_repr(self):
         return _spec.describe(gamma_pos=self.gamma_pos, gamma_neg=self.gamma_neg,
                               clip=self.clip, weight=self.weight, reduction=self.reduction)
+
+
+class AsymmetricSoftmaxLoss(paddle.nn.Layer):
+    """The single-label Asymmetric Loss as a layer (the ASL repository's
+    ``ASLSingleLabel(gamma_pos, gamma_neg, eps)`` is ``label_smoothing=eps``); class-index
+    labels, class axis ``axis`` (default -1). See :func:`asymmetric_softmax_loss`."""
+
+    def __init__(self, *, gamma_pos: float = 0.0, gamma_neg: float = 4.0,
+                 label_smoothing: float = 0.1, ignore_index: int = -100, axis: int = -1,
+                 reduction: str = "mean"):
+        super().__init__()
+        self.gamma_pos = _spec.check_exponent("gamma_pos", gamma_pos)
+        self.gamma_neg = _spec.check_exponent("gamma_neg", gamma_neg)
+        self.label_smoothing = _spec.check_label_smoothing(label_smoothing)
+        self.ignore_index = _spec.check_ignore_index(ignore_index, allow_none=True,
+                                                     binary=False)
+        if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
+            raise TypeError(f"axis must be an int, got {type(axis).__name__}")
+        self.axis = int(axis)
+        self.reduction = _spec.check_reduction(reduction)
+
+    def forward(self, logit, label):
+        _sot_fallback(recursive=True)
+        return asymmetric_softmax_loss(
+            logit, label, gamma_pos=self.gamma_pos, gamma_neg=self.gamma_neg,
+            label_smoothing=self.label_smoothing, ignore_index=self.ignore_index,
+            axis=self.axis, reduction=self.reduction)
+
+    def extra_repr(self):
+        return _spec.describe(gamma_pos=self.gamma_pos, gamma_neg=self.gamma_neg,
+                              label_smoothing=self.label_smoothing,
+                              ignore_index=self.ignore_index, axis=self.axis,
+                              reduction=self.reduction)
 
 
 def global_normalizer(num_pos, *, group=None):

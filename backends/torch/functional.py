@@ -270,3 +270,66 @@ def asymmetric_loss(logits: torch.Tensor, targets: torch.Tensor, *, gamma_pos: f
         gamma_pos=gamma_pos, gamma_neg=gamma_neg, clip=clip, weight=weight,
         ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction,
         normalizer=normalizer), None)
+
+
+# focalx:signature asymmetric_softmax_loss
+def asymmetric_softmax_loss(logits: torch.Tensor, targets: torch.Tensor, *, gamma_pos: float = 0.0,
+                            gamma_neg: float = 4.0, ignore_index: int | None = -100,
+                            label_smoothing: float = 0.1,
+                            reduction: Literal["none", "mean", "sum"] = "mean",
+                            normalizer: float | torch.Tensor | np.ndarray | None = None,
+                            axis: int = 1) -> torch.Tensor:
+    r"""Single-label (softmax) Asymmetric Loss: the ASL repository's ``ASLSingleLabel``.
+
+    .. math::
+
+        p = \mathrm{softmax}(x), \qquad
+        \mathrm{ASL}_1(x, y) = -\sum_c q_c\, w_c \log p_c, \qquad
+        w_y = (1-p_y)^{\gamma_+}, \quad w_{c \ne y} = p_c^{\gamma_-}
+
+    per sample, for the class index y, with q the one-hot target smoothed as
+    ``(1 - e) * onehot + e / C``. The asymmetric weights follow the hard target: the target
+    class is focused by gamma_pos, the smoothing mass on the other classes is weighted by
+    p_c ** gamma_neg (without smoothing gamma_neg has no effect, and this is
+    ``softmax_focal_loss(gamma=gamma_pos)``). ``ASLSingleLabel(gamma_pos, gamma_neg,
+    eps=e)`` is ``label_smoothing=e`` here (the same default, 0.1), ``reduction="mean"``.
+
+    On torch.Tensor values (hyperparameter arrays may also be NumPy).
+
+    Args:
+      logits: floating array ``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)`` (class axis
+        ``axis``).
+      targets: class indices (integer dtype, the logits' shape without the class axis).
+      gamma_pos: focusing exponent of the target class, >= 0.
+      gamma_neg: exponent of the other classes' weights, >= 0.
+      ignore_index: class-index targets equal to it add 0 and leave the mean's
+        denominator; None disables it.
+      label_smoothing: e in [0, 1) (ASLSingleLabel's eps).
+      reduction: ``"none"`` (per sample), ``"sum"`` or ``"mean"`` (over the non-ignored
+        samples).
+      normalizer: None, a number > 0, or a 0-d or shape-(1,) array (e.g. the number of
+        positive anchors): divides the result of any reduction. RetinaNet's
+        normalisation is ``reduction="sum", normalizer=num_pos``. No host sync.
+      axis: the class axis: 1 by default, as ``F.cross_entropy`` (1-D logits ``(C,)``
+        take a 0-d target).
+
+    Returns:
+      The loss (per sample for ``"none"``, else 0-d).
+
+    Stability: log-softmax, ``1 - p_c`` as ``-expm1(log p_c)``; closed-form gradient,
+    finite for every finite logit and exponents >= 0.
+
+    References:
+      Ridnik et al., `Asymmetric Loss For Multi-Label Classification
+      <https://arxiv.org/abs/2009.14119>`_, ICCV 2021 (its repository's single-label form).
+    """
+    # focalx:end
+    _check_tensors(logits, targets)
+    ndim = logits.dim()
+    if ndim == 1 and axis == 1:  # F.cross_entropy's unbatched (C,) input
+        axis = 0
+    class_axis = _spec.check_axis(axis, ndim) if ndim else 0
+    return _apply(logits, "run_asymmetric_softmax_loss", targets, dict(
+        gamma_pos=gamma_pos, gamma_neg=gamma_neg, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, reduction=reduction, normalizer=normalizer,
+        axis=axis), class_axis)

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from ... import _spec
-from .functional import (asymmetric_loss, sigmoid_focal_loss, sigmoid_focal_loss_star,
-                         softmax_focal_loss)
+from .functional import (asymmetric_loss, asymmetric_softmax_loss, sigmoid_focal_loss,
+                         sigmoid_focal_loss_star, softmax_focal_loss)
 
 
 # ---------------------------------------------------------------------------
@@ -159,6 +159,34 @@ class AsymmetricLoss(nn.Module):
     def extra_repr(self):
         return _spec.describe(gamma_pos=self.gamma_pos, gamma_neg=self.gamma_neg,
                               clip=self.clip, weight=self.weight, reduction=self.reduction)
+
+
+class AsymmetricSoftmaxLoss(nn.Module):
+    """The single-label Asymmetric Loss as a module (the ASL repository's
+    ``ASLSingleLabel(gamma_pos, gamma_neg, eps)`` is ``label_smoothing=eps``). Input
+    ``(N, C)`` or ``(N, C, d1, ...)``, class-index targets. See
+    :func:`focalx.asymmetric_softmax_loss`."""
+
+    def __init__(self, *, gamma_pos: float = 0.0, gamma_neg: float = 4.0,
+                 label_smoothing: float = 0.1, ignore_index: int = -100,
+                 reduction: str = "mean"):
+        super().__init__()
+        self.gamma_pos = _spec.check_exponent("gamma_pos", gamma_pos)
+        self.gamma_neg = _spec.check_exponent("gamma_neg", gamma_neg)
+        self.label_smoothing = _spec.check_label_smoothing(label_smoothing)
+        self.ignore_index = _spec.check_ignore_index(ignore_index, allow_none=True, binary=False)
+        self.reduction = _spec.check_reduction(reduction)
+
+    def forward(self, input, target):
+        return asymmetric_softmax_loss(
+            input, target, gamma_pos=self.gamma_pos, gamma_neg=self.gamma_neg,
+            label_smoothing=self.label_smoothing, ignore_index=self.ignore_index,
+            reduction=self.reduction)
+
+    def extra_repr(self):
+        return _spec.describe(gamma_pos=self.gamma_pos, gamma_neg=self.gamma_neg,
+                              label_smoothing=self.label_smoothing,
+                              ignore_index=self.ignore_index, reduction=self.reduction)
 
 
 def global_normalizer(num_pos, *, group=None):
