@@ -1117,10 +1117,19 @@ class TestBackgroundCompilation:
         (ft.sigmoid_focal_loss_star, dict(gamma=2.0, beta=1.0), dict(gamma=3.5, beta=-0.5)),
         (ft.sigmoid_focal_loss, dict(gamma=3.0, pos_weight=2.0, normalizer=7.0),
          dict(gamma=3.0, pos_weight=0.5, normalizer=3.0)),
+        # Poly-1's epsilon and ASL's exponents and margin are run-time floats too
+        (ft.sigmoid_focal_loss, dict(gamma=2.0, epsilon=1.0), dict(gamma=2.0, epsilon=-0.75)),
+        (ft.softmax_focal_loss, dict(gamma=2.0, epsilon=2.0), dict(gamma=2.0, epsilon=-1.0)),
+        (ft.asymmetric_loss, dict(gamma_pos=1.0, gamma_neg=4.0, clip=0.05),
+         dict(gamma_pos=1.0, gamma_neg=4.0, clip=0.2)),
+        (ft.asymmetric_loss, dict(gamma_pos=0.5, gamma_neg=2.5, clip=0.05),
+         dict(gamma_pos=0.25, gamma_neg=3.5, clip=0.1)),
+        (ft.asymmetric_softmax_loss, dict(gamma_pos=0.5, gamma_neg=1.5, label_smoothing=0.1),
+         dict(gamma_pos=0.75, gamma_neg=2.5, label_smoothing=0.2)),
     ])
     def test_new_values_of_every_loss_reuse_the_kernel(self, fn, kw, kw2):
         x, t = self._inputs(5, shape=(512, 64))
-        if fn is ft.softmax_focal_loss:
+        if fn in (ft.softmax_focal_loss, ft.asymmetric_softmax_loss):
             t = torch.randint(0, 64, (512,), generator=_gen(6))
         fn(x, t, **kw)
         self._wait_ready()
@@ -1129,7 +1138,7 @@ class TestBackgroundCompilation:
         loss = fn(x, t, **kw2)
         assert self.bt.fused._FUSED["calls"] == before + 1 and len(self.bt.fused._KERNELS) == n, \
             "a new hyperparameter value needed a new kernel"
-        extra = {"axis": 1} if fn is ft.softmax_focal_loss else {}
+        extra = {"axis": 1} if fn in (ft.softmax_focal_loss, ft.asymmetric_softmax_loss) else {}
         want = getattr(ref, fn.__name__)(x.double().numpy(), t.numpy(), **kw2, **extra)
         _assert_close(loss, torch.tensor(want), rtol=2e-6)
 
