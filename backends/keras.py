@@ -1,6 +1,6 @@
 """Keras 3 losses on focalx (public name: ``focalx.keras``).
 
-Three :class:`keras.losses.Loss` subclasses, usable in ``model.compile(loss=...)``
+Five :class:`keras.losses.Loss` subclasses, usable in ``model.compile(loss=...)``
 and ``model.fit`` and saved with a model (``.keras`` files reload them once
 ``focalx.keras`` is imported; they are registered as ``focalx>ClassName``):
 
@@ -9,7 +9,11 @@ and ``model.fit`` and saved with a model (``.keras`` files reload them once
 - :class:`CategoricalFocalLoss`: the softmax focal loss against one-hot or
   probability targets (as ``keras.losses.CategoricalFocalCrossentropy``);
 - :class:`SparseCategoricalFocalLoss`: the softmax focal loss against integer
-  class indices, with ``ignore_index`` (Keras has no sparse focal loss).
+  class indices, with ``ignore_index`` (Keras has no sparse focal loss);
+- :class:`AsymmetricLoss`: the Asymmetric Loss (multi-label; Ridnik et al.), per
+  sample the mean over ``axis``;
+- :class:`SparseAsymmetricSoftmaxLoss`: its single-label (softmax) form against integer
+  class indices.
 
 Each computes the per-sample loss with the focalx function of whatever array
 type Keras hands it (:func:`focalx.sigmoid_focal_loss`,
@@ -34,6 +38,8 @@ import keras
 from keras import ops
 
 from .. import _spec
+from .. import asymmetric_loss as _asymmetric_loss
+from .. import asymmetric_softmax_loss as _asymmetric_softmax_loss
 from .. import sigmoid_focal_loss as _sigmoid_focal_loss
 from .. import softmax_focal_loss as _softmax_focal_loss
 from .. import distribution_focal_loss as _distribution_focal_loss
@@ -41,7 +47,8 @@ from .. import quality_focal_loss as _quality_focal_loss
 from .. import varifocal_loss as _varifocal_loss
 
 __all__ = ["BinaryFocalLoss", "CategoricalFocalLoss", "SparseCategoricalFocalLoss",
-           "QualityFocalLoss", "VarifocalLoss", "DistributionFocalLoss"]
+           "QualityFocalLoss", "VarifocalLoss", "DistributionFocalLoss",
+           "AsymmetricLoss", "SparseAsymmetricSoftmaxLoss"]
 
 
 def _alpha_config(alpha, class_vector):
@@ -95,8 +102,9 @@ class _FocalLoss(keras.losses.Loss):
     _class_vectors = False
 
     def __init__(self, *, gamma, alpha, from_logits, label_smoothing, axis, reduction, name,
-                 dtype):
+                 dtype, epsilon=0.0):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.epsilon = _spec.check_epsilon(epsilon)
         self.gamma = _gamma_config(gamma, self._class_vectors)
         self.alpha = _alpha_config(alpha, self._class_vectors)
         self.from_logits = _spec.check_from_logits(from_logits)
@@ -106,7 +114,8 @@ class _FocalLoss(keras.losses.Loss):
     def get_config(self):
         config = super().get_config()
         config.update(gamma=self.gamma, alpha=self.alpha, from_logits=self.from_logits,
-                      label_smoothing=self.label_smoothing, axis=self.axis, dtype=self.dtype)
+                      label_smoothing=self.label_smoothing, axis=self.axis, dtype=self.dtype,
+                      epsilon=self.epsilon)
         return config
 
 
@@ -128,6 +137,7 @@ class BinaryFocalLoss(_FocalLoss):
         from_logits: whether ``y_pred`` holds logits (True) or probabilities.
         label_smoothing: y -> y(1 - e) + e/2.
         axis: the axis averaged to give the per-sample loss.
+        epsilon: Poly-1's coefficient (0: none); see :func:`focalx.sigmoid_focal_loss`.
         reduction, name, dtype: as for every ``keras.losses.Loss``.
 
     Shapes: ``y_pred`` (N, ..., K); ``y_true`` the same shape, or without a
@@ -136,10 +146,10 @@ class BinaryFocalLoss(_FocalLoss):
 
     def __init__(self, *, gamma=2.0, alpha=0.25, pos_weight=None, from_logits=False,
                  label_smoothing=0.0, axis=-1, reduction="sum_over_batch_size",
-                 name="binary_focal_loss", dtype=None):
+                 name="binary_focal_loss", dtype=None, epsilon=0.0):
         super().__init__(gamma=gamma, alpha=alpha, from_logits=from_logits,
                          label_smoothing=label_smoothing, axis=axis, reduction=reduction,
-                         name=name, dtype=dtype)
+                         name=name, dtype=dtype, epsilon=epsilon)
         self.pos_weight = _vector_config(pos_weight, "pos_weight", False)
 
     def call(self, y_true, y_pred):
@@ -148,7 +158,7 @@ class BinaryFocalLoss(_FocalLoss):
             y_pred, ops.cast(y_true, y_pred.dtype), gamma=self.gamma,
             alpha=self.alpha, pos_weight=self.pos_weight,
             label_smoothing=self.label_smoothing, from_logits=self.from_logits,
-            reduction="none")
+            reduction="none", epsilon=self.epsilon)
         return ops.mean(loss, axis=self.axis)
 
     def get_config(self):
@@ -174,6 +184,7 @@ class CategoricalFocalLoss(_FocalLoss):
         from_logits: whether ``y_pred`` holds logits (True) or probabilities.
         label_smoothing: q -> q(1 - e) + e/C.
         axis: the class axis.
+        epsilon: Poly-1's coefficient (0: none); see :func:`focalx.softmax_focal_loss`.
         reduction, name, dtype: as for every ``keras.losses.Loss``.
 
     Shapes: ``y_pred`` and ``y_true`` (N, ..., C), ``y_true`` rows summing to 1.
@@ -183,10 +194,10 @@ class CategoricalFocalLoss(_FocalLoss):
 
     def __init__(self, *, gamma=2.0, alpha=None, weight=None, from_logits=False,
                  label_smoothing=0.0, axis=-1, reduction="sum_over_batch_size",
-                 name="categorical_focal_loss", dtype=None):
+                 name="categorical_focal_loss", dtype=None, epsilon=0.0):
         super().__init__(gamma=gamma, alpha=alpha, from_logits=from_logits,
                          label_smoothing=label_smoothing, axis=axis, reduction=reduction,
-                         name=name, dtype=dtype)
+                         name=name, dtype=dtype, epsilon=epsilon)
         if isinstance(weight, numbers.Number):
             raise TypeError("weight must be None or a per-class sequence of numbers, got "
                             f"{type(weight).__name__}")
@@ -197,7 +208,8 @@ class CategoricalFocalLoss(_FocalLoss):
             y_pred, ops.cast(y_true, y_pred.dtype), gamma=self.gamma,
             alpha=self.alpha, weight=self.weight,
             ignore_index=None, label_smoothing=self.label_smoothing,
-            from_logits=self.from_logits, axis=self.axis, reduction="none")
+            from_logits=self.from_logits, axis=self.axis, reduction="none",
+            epsilon=self.epsilon)
 
     def get_config(self):
         config = super().get_config()
@@ -223,10 +235,10 @@ class SparseCategoricalFocalLoss(CategoricalFocalLoss):
     def __init__(self, *, gamma=2.0, alpha=None, weight=None, ignore_index=None,
                  from_logits=False, label_smoothing=0.0, axis=-1,
                  reduction="sum_over_batch_size", name="sparse_categorical_focal_loss",
-                 dtype=None):
+                 dtype=None, epsilon=0.0):
         super().__init__(gamma=gamma, alpha=alpha, weight=weight, from_logits=from_logits,
                          label_smoothing=label_smoothing, axis=axis, reduction=reduction,
-                         name=name, dtype=dtype)
+                         name=name, dtype=dtype, epsilon=epsilon)
         self.ignore_index = _spec.check_ignore_index(ignore_index, allow_none=True,
                                                      binary=False)
 
@@ -239,7 +251,7 @@ class SparseCategoricalFocalLoss(CategoricalFocalLoss):
             y_pred, y_true, gamma=self.gamma, alpha=self.alpha,
             weight=self.weight, ignore_index=self.ignore_index,
             label_smoothing=self.label_smoothing, from_logits=self.from_logits,
-            axis=self.axis, reduction="none")
+            axis=self.axis, reduction="none", epsilon=self.epsilon)
         if self.ignore_index is not None:
             # Keras' own sparse cross-entropy marks ignored samples with a Keras mask,
             # which its reductions use (the mean over the others); so does this loss.
@@ -256,6 +268,83 @@ class SparseCategoricalFocalLoss(CategoricalFocalLoss):
 # ---- Generalized Focal Loss (QFL, DFL) and Varifocal Loss ------------------------------
 
 @keras.saving.register_keras_serializable(package="focalx")
+class AsymmetricLoss(keras.losses.Loss):
+    r"""Asymmetric Loss (multi-label) as a Keras loss: per element
+    :math:`-[y (1-p)^{\gamma_+} \log p + (1-y) p_m^{\gamma_-} \log(1-p_m)]` with
+    :math:`p_m = \max(p - \mathrm{clip}, 0)` (see :func:`focalx.asymmetric_loss`), then per
+    sample the mean over ``axis``. ``y_pred`` holds logits (ASL is defined on them).
+
+    Args:
+        gamma_pos, gamma_neg: focusing exponents (>= 0) of the positive and negative terms.
+        clip: the probability margin on negatives, in [0, 1).
+        label_smoothing: y -> y(1 - e) + e/2.
+        axis: the axis averaged to give the per-sample loss.
+        reduction, name, dtype: as for every ``keras.losses.Loss``.
+    """
+
+    def __init__(self, *, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, label_smoothing=0.0,
+                 axis=-1, reduction="sum_over_batch_size", name="asymmetric_loss", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.gamma_pos = _spec.check_exponent("gamma_pos", gamma_pos)
+        self.gamma_neg = _spec.check_exponent("gamma_neg", gamma_neg)
+        self.clip = _spec.check_clip(clip)
+        self.label_smoothing = _spec.check_label_smoothing(label_smoothing)
+        self.axis = _check_axis_arg(axis)
+
+    def call(self, y_true, y_pred):
+        y_true = _same_rank(y_true, y_pred)
+        loss = _asymmetric_loss(
+            y_pred, ops.cast(y_true, y_pred.dtype), gamma_pos=self.gamma_pos,
+            gamma_neg=self.gamma_neg, clip=self.clip, label_smoothing=self.label_smoothing,
+            reduction="none")
+        return ops.mean(loss, axis=self.axis)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(gamma_pos=self.gamma_pos, gamma_neg=self.gamma_neg, clip=self.clip,
+                      label_smoothing=self.label_smoothing, axis=self.axis, dtype=self.dtype)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="focalx")
+class SparseAsymmetricSoftmaxLoss(keras.losses.Loss):
+    r"""The single-label Asymmetric Loss (the ASL repository's ``ASLSingleLabel``) against
+    integer class indices, as a Keras loss: per sample
+    :math:`-\sum_c q_c w_c \log p_c` (see :func:`focalx.asymmetric_softmax_loss`).
+    ``y_pred`` holds logits.
+
+    Args:
+        gamma_pos, gamma_neg: exponents (>= 0) of the target class and of the others.
+        label_smoothing: q -> q(1 - e) + e/C (ASLSingleLabel's eps; default 0.1).
+        axis: the class axis.
+        reduction, name, dtype: as for every ``keras.losses.Loss``.
+    """
+
+    def __init__(self, *, gamma_pos=0.0, gamma_neg=4.0, label_smoothing=0.1, axis=-1,
+                 reduction="sum_over_batch_size", name="sparse_asymmetric_softmax_loss",
+                 dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.gamma_pos = _spec.check_exponent("gamma_pos", gamma_pos)
+        self.gamma_neg = _spec.check_exponent("gamma_neg", gamma_neg)
+        self.label_smoothing = _spec.check_label_smoothing(label_smoothing)
+        self.axis = _check_axis_arg(axis)
+
+    def call(self, y_true, y_pred):
+        if len(y_true.shape) == len(y_pred.shape) and y_true.shape[self.axis] == 1:
+            y_true = ops.squeeze(y_true, axis=self.axis)
+        if "int" not in str(y_true.dtype):
+            y_true = ops.cast(y_true, "int64" if keras.backend.backend() != "jax" else "int32")
+        return _asymmetric_softmax_loss(
+            y_pred, y_true, gamma_pos=self.gamma_pos, gamma_neg=self.gamma_neg,
+            label_smoothing=self.label_smoothing, ignore_index=None, axis=self.axis,
+            reduction="none")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(gamma_pos=self.gamma_pos, gamma_neg=self.gamma_neg,
+                      label_smoothing=self.label_smoothing, axis=self.axis, dtype=self.dtype)
+        return config
+@keras.saving.register_keras_serializable(package="focalx")
 class QualityFocalLoss(keras.losses.Loss):
     r"""Quality Focal Loss (dense targets) as a Keras loss: per element
     :math:`|y - p|^\beta \mathrm{BCE}` (see :func:`focalx.quality_focal_loss`), then per
@@ -265,7 +354,7 @@ class QualityFocalLoss(keras.losses.Loss):
     def __init__(self, *, beta=2.0, axis=-1, reduction="sum_over_batch_size",
                  name="quality_focal_loss", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.beta = _spec.check_exponent(beta, "beta")
+        self.beta = _spec.check_exponent("beta", beta)
         self.axis = _check_axis_arg(axis)
 
     def call(self, y_true, y_pred):
@@ -290,7 +379,7 @@ class VarifocalLoss(keras.losses.Loss):
                  reduction="sum_over_batch_size", name="varifocal_loss", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.alpha = _spec.check_vfl_alpha(alpha)
-        self.gamma = _spec.check_exponent(gamma, "gamma")
+        self.gamma = _spec.check_exponent("gamma", gamma)
         self.iou_weighted = _spec.check_bool(iou_weighted, "iou_weighted")
         self.axis = _check_axis_arg(axis)
 

@@ -20,7 +20,8 @@ from . import _harness, tolerances
 __all__ = ["check", "CheckReport", "Unsupported", "tolerances"]
 
 VARIANTS = ("sigmoid_focal_loss", "softmax_focal_loss", "sigmoid_focal_loss_star",
-            "quality_focal_loss", "varifocal_loss", "distribution_focal_loss")
+            "quality_focal_loss", "varifocal_loss", "distribution_focal_loss",
+            "asymmetric_loss", "asymmetric_softmax_loss")
 
 
 @dataclass

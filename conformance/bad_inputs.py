@@ -158,7 +158,8 @@ def bad_inputs():
          dict(gamma=[[1.0, 2.0, 1.0]]), ValueError, "gamma"),
         ("module/sigmoid/gamma-vector-nan", SIGMOID_MODULE, X, T, dict(gamma=[0.5, nan, 0.5]),
          ValueError, "gamma"),
-    ] + _gfl_bad_inputs()
+    ] + _gfl_bad_inputs() + _poly1_bad(X, T, Y) + _asl_bad(X, T) + \
+        _asl_softmax_bad(X, Y)
 
 
 def _gfl_bad_inputs():
@@ -204,4 +205,73 @@ def _gfl_bad_inputs():
         ("dfl/normalizer-shape", DFL, D, Y, dict(normalizer=np.ones(2)), ValueError,
          "normalizer"),
         ("dfl/axis", DFL, D, Y, dict(axis=2), ValueError, "axis"),
+    ]
+
+
+def _poly1_bad(X, T, Y):
+    """Poly-1's epsilon: a finite real number (negative allowed)."""
+    nan, inf = float("nan"), float("inf")
+    return [
+        ("poly1/sigmoid/epsilon-nan", S, X, T, dict(epsilon=nan), ValueError, "epsilon"),
+        ("poly1/sigmoid/epsilon-str", S, X, T, dict(epsilon="1"), TypeError, "epsilon"),
+        ("poly1/sigmoid/epsilon-huge-int", S, X, T, dict(epsilon=10 ** 400), ValueError,
+         "epsilon"),
+        ("poly1/softmax/epsilon-inf", M, X, Y, dict(epsilon=-inf), ValueError, "epsilon"),
+        ("poly1/softmax/epsilon-none", M, X, Y, dict(epsilon=None), TypeError, "epsilon"),
+        ("poly1/module/softmax/epsilon-nan", SOFTMAX_MODULE, X, Y, dict(epsilon=nan),
+         ValueError, "epsilon"),
+        ("poly1/module/sigmoid/epsilon-bool", SIGMOID_MODULE, X, T, dict(epsilon=True),
+         TypeError, "epsilon"),
+    ]
+
+
+ASL = "asymmetric_loss"
+
+
+def _asl_bad(X, T):
+    """The Asymmetric Loss: every parameter."""
+    return [
+        ("asl/gamma_pos<0", ASL, X, T, dict(gamma_pos=-0.5), ValueError, "gamma_pos"),
+        ("asl/gamma_pos-str", ASL, X, T, dict(gamma_pos="1"), TypeError, "gamma_pos"),
+        ("asl/gamma_neg-inf", ASL, X, T, dict(gamma_neg=float("inf")), ValueError,
+         "gamma_neg"),
+        ("asl/gamma_neg-none", ASL, X, T, dict(gamma_neg=None), TypeError, "gamma_neg"),
+        ("asl/clip=1", ASL, X, T, dict(clip=1.0), ValueError, "clip"),
+        ("asl/clip<0", ASL, X, T, dict(clip=-0.05), ValueError, "clip"),
+        ("asl/clip-bool", ASL, X, T, dict(clip=True), TypeError, "clip"),
+        ("asl/weight<0", ASL, X, T, dict(weight=-np.ones(3)), ValueError, "weight"),
+        ("asl/ignore_index=1", ASL, X, T, dict(ignore_index=1), ValueError, "ignore_index"),
+        ("asl/label_smoothing=1", ASL, X, T, dict(label_smoothing=1.0), ValueError,
+         "label_smoothing"),
+        ("asl/reduction", ASL, X, T, dict(reduction="avg"), ValueError, "reduction"),
+        ("asl/normalizer=0", ASL, X, T, dict(normalizer=0.0), ValueError, "normalizer"),
+        ("asl/targets>1", ASL, X, 2 * T, {}, ValueError, "targets"),
+        ("asl/targets-shape", ASL, X, np.ones((4, 4)), {}, ValueError, "targets"),
+        ("asl/integer-logits", ASL, np.zeros((4, 3), dtype=np.int64), T, {}, TypeError,
+         "logits"),
+    ]
+
+
+ASL1 = "asymmetric_softmax_loss"
+
+
+def _asl_softmax_bad(X, Y):
+    """The single-label Asymmetric Loss: every parameter."""
+    return [
+        ("asl1/gamma_pos-nan", ASL1, X, Y, dict(gamma_pos=float("nan")), ValueError,
+         "gamma_pos"),
+        ("asl1/gamma_neg<0", ASL1, X, Y, dict(gamma_neg=-4.0), ValueError, "gamma_neg"),
+        ("asl1/ignore_index-str", ASL1, X, Y, dict(ignore_index="x"), TypeError,
+         "ignore_index"),
+        ("asl1/label_smoothing<0", ASL1, X, Y, dict(label_smoothing=-0.1), ValueError,
+         "label_smoothing"),
+        ("asl1/reduction", ASL1, X, Y, dict(reduction="avg"), ValueError, "reduction"),
+        ("asl1/normalizer<0", ASL1, X, Y, dict(normalizer=-1.0), ValueError, "normalizer"),
+        ("asl1/axis", ASL1, X, Y, dict(axis=2), ValueError, "axis"),
+        ("asl1/index>=C", ASL1, X, np.array([0, 1, 3, 1]), {}, ValueError, "targets"),
+        ("asl1/float-targets", ASL1, X, np.array([0.0, 1.0, 2.0, 1.0]), {}, TypeError,
+         "targets"),
+        ("asl1/targets-shape", ASL1, X, np.array([0, 1, 2]), {}, ValueError, "targets"),
+        ("asl1/integer-logits", ASL1, np.zeros((4, 3), dtype=np.int64), Y, {}, TypeError,
+         "logits"),
     ]

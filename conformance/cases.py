@@ -264,6 +264,10 @@ def build_cases() -> list[dict]:
           dtypes=NOT_FLOAT16)
     _per_class_gamma(b)
     _gfl_cases(b, random.Random(20261203))
+    _poly1_cases(b)
+    _asl_cases(b)
+    _asl_softmax_cases(b)
+    _per_class_gamma_poly1(b)
     return b.cases
 
 
@@ -408,6 +412,200 @@ def _per_class_gamma(b):
               (len(rows), 3), [1] * len(rows), (len(rows),),
               {"gamma": gv, "label_smoothing": 0.125, "axis": 1, "reduction": "none"},
               index=True)
+
+
+def _poly1_cases(b):
+    """Poly-1 (``epsilon``) on the sigmoid and softmax losses: a few epsilons, negative
+    ones included, at gamma 0 and 2, with the options that weight its term, soft
+    targets, label smoothing, probabilities and extreme logits."""
+    rng = random.Random(20261203)  # (its own sequence: the cases above keep theirs)
+    n = len(EXTREME)
+    x, sh = _logits(rng, (4, 3))
+    y, ys = _hard(rng, 12), _soft(rng, 12)
+    for gamma in (0.0, 2.0):
+        for eps in (1.0, -1.0, 2.5):
+            b.add(f"poly1/sigmoid/gamma={gamma}/eps={eps}", SIGMOID, x, sh, y, sh,
+                  {"gamma": gamma, "epsilon": eps, "alpha": 0.25, "reduction": "none"})
+        b.add(f"poly1/sigmoid/soft/gamma={gamma}", SIGMOID, x, sh, ys, sh,
+              {"gamma": gamma, "epsilon": 2.0, "alpha": None, "reduction": "none"})
+    b.add("poly1/sigmoid/gamma=0.5/options", SIGMOID, x, sh, ys, sh,
+          {"gamma": 0.5, "epsilon": -0.5, "alpha": [0.25, 0.75, 0.5],
+           "pos_weight": [2.0, 0.5, 1.0], "weight": [[0.5], [1.5], [0.0], [2.0]],
+           "label_smoothing": 0.125, "reduction": "mean"})
+    yi = list(y)
+    yi[2] = yi[7] = -1.0
+    b.add("poly1/sigmoid/ignore_index/normalizer", SIGMOID, x, sh, yi, sh,
+          {"gamma": 2.0, "epsilon": 1.0, "ignore_index": -1, "reduction": "sum",
+           "normalizer": 3.0})
+    probs = [0.125, 0.5, 0.875, 0.0, 1.0, 2.0 ** -20, 1 - 2.0 ** -20, 0.25]
+    ptarg = [1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.625]
+    for gamma in (0.0, 2.0):
+        b.add(f"poly1/sigmoid/probabilities/gamma={gamma}", SIGMOID, probs, (8,), ptarg, (8,),
+              {"gamma": gamma, "epsilon": 1.0, "from_logits": False, "reduction": "none"})
+    for gamma in (0.0, 0.25, 2.0):
+        for t in (0.0, 1.0, 0.375):
+            b.add(f"poly1/sigmoid/saturation/gamma={gamma}/y={t}", SIGMOID, list(EXTREME), (n,),
+                  [t] * n, (n,), {"gamma": gamma, "epsilon": -1.0 if t == 1.0 else 1.0,
+                                  "alpha": 0.25, "reduction": "none"})
+
+    x, sh = _logits(rng, (5, 4))
+    yi = [rng.randrange(4) for _ in range(5)]
+    w = [0.5, 1.5, 2.0, 1.0]
+    # (|epsilon| <= 1 here: a framework's log-softmax of a dominant class is exact only to
+    # an ulp of 1, an error the term multiplies by 1 + epsilon)
+    for gamma in (0.0, 2.0):
+        for eps in (1.0, -1.0, 0.5):
+            b.add(f"poly1/softmax/gamma={gamma}/eps={eps}", SOFTMAX, x, sh, yi, (5,),
+                  {"gamma": gamma, "epsilon": eps, "alpha": [0.25, 0.75, 0.5, 1.0], "axis": 1,
+                   "reduction": "none"}, index=True)
+    yig = list(yi)
+    yig[1] = -100
+    b.add("poly1/softmax/weight/ignore_index/mean", SOFTMAX, x, sh, yig, (5,),
+          {"gamma": 2.0, "epsilon": 1.0, "weight": w, "axis": 1, "reduction": "mean"},
+          index=True)
+    b.add("poly1/softmax/label_smoothing", SOFTMAX, x, sh, yig, (5,),
+          {"gamma": 0.5, "epsilon": -0.5, "label_smoothing": 0.125, "weight": w, "axis": 1,
+           "reduction": "mean"}, index=True)
+    q = []
+    for _ in range(5):
+        row = [rng.randint(0, 4) for _ in range(4)]
+        row[rng.randrange(4)] += 1
+        tot = sum(row)
+        scale = 8 if tot <= 8 else 16
+        row = [v * scale // tot for v in row]
+        row[0] += scale - sum(row)
+        q += [v / scale for v in row]
+    for gamma in (0.0, 2.0):
+        b.add(f"poly1/softmax/probs/gamma={gamma}", SOFTMAX, x, sh, q, sh,
+              {"gamma": gamma, "epsilon": 2.0, "axis": 1, "reduction": "sum"})
+    pr = [0.5, 0.25, 0.25, 0.125, 0.375, 0.5, 1.0, 0.0, 0.0, 2.0 ** -20, 1 - 2.0 ** -20, 0.0]
+    for gamma in (0.0, 2.0):
+        b.add(f"poly1/softmax/probabilities/gamma={gamma}", SOFTMAX, pr, (4, 3), [0, 2, 0, 1],
+              (4,), {"gamma": gamma, "epsilon": 1.0, "from_logits": False, "axis": 1,
+                     "reduction": "none"}, index=True)
+    rows = [[0.0, 1e-8, -1e-8], [15.0, -15.0, 0.0], [17.0, -17.0, 0.0], [30.0, -30.0, 0.0],
+            [88.0, -89.0, 0.0], [100.0, -100.0, 0.0], [1e4, 0.0, -1e4], [-1e4, 1e4, 0.0]]
+    flat_rows = [v for r in rows for v in r]
+    for gamma in (0.0, 0.25, 2.0):
+        for t, eps in ((0, 1.0), (2, -1.0)):
+            b.add(f"poly1/softmax/saturation/gamma={gamma}/target={t}", SOFTMAX, flat_rows,
+                  (len(rows), 3), [t] * len(rows), (len(rows),),
+                  {"gamma": gamma, "epsilon": eps, "axis": 1, "reduction": "none"},
+                  index=True)
+        b.add(f"poly1/softmax/saturation/gamma={gamma}/smoothing", SOFTMAX, flat_rows,
+              (len(rows), 3), [0] * len(rows), (len(rows),),
+              {"gamma": gamma, "epsilon": 1.0, "label_smoothing": 0.125, "axis": 1,
+               "reduction": "none"}, index=True)
+
+
+ASL = "asymmetric_loss"
+
+
+def _asl_cases(b):
+    """The Asymmetric Loss (multi-label, sigmoid): exponents and margins (the defaults,
+    none, the focal loss's case gamma_pos = gamma_neg with clip 0, a margin with
+    gamma_neg = 0, whose gradient jumps at the margin), soft targets, the options,
+    logits on either side of the margin, extremes."""
+    rng = random.Random(20092014)  # (its own sequence: the cases above keep theirs)
+    n = len(EXTREME)
+    x, sh = _logits(rng, (4, 3))
+    y, ys = _hard(rng, 12), _soft(rng, 12)
+    for gp, gn, clip in ((0.0, 4.0, 0.05), (1.0, 4.0, 0.05), (0.0, 0.0, 0.0), (2.0, 2.0, 0.0),
+                         (0.5, 0.25, 0.25), (0.0, 0.0, 0.125), (1.0, 2.5, 0.0)):
+        b.add(f"asl/gamma_pos={gp}/gamma_neg={gn}/clip={clip}", ASL, x, sh, y, sh,
+              {"gamma_pos": gp, "gamma_neg": gn, "clip": clip, "reduction": "none"})
+    b.add("asl/soft", ASL, x, sh, ys, sh,
+          {"gamma_pos": 1.0, "gamma_neg": 4.0, "clip": 0.05, "reduction": "none"})
+    yi = list(y)
+    yi[3] = yi[8] = -1.0
+    b.add("asl/options", ASL, x, sh, yi, sh,
+          {"gamma_pos": 0.5, "gamma_neg": 2.0, "clip": 0.125,
+           "weight": [[0.5], [1.5], [0.0], [2.0]], "ignore_index": -1,
+           "label_smoothing": 0.125, "reduction": "mean"})
+    b.add("asl/normalizer", ASL, x, sh, ys, sh,
+          {"gamma_pos": 0.0, "gamma_neg": 4.0, "clip": 0.05, "reduction": "sum",
+           "normalizer": 3.0})
+    b.add("asl/defaults", ASL, x, sh, y, sh, {})
+    # sigmoid(-3) = 0.047 < 0.05 < sigmoid(-2.875) = 0.053: negatives on either side of the
+    # margin (and of one of 0.25, near logit 0.25 = -1.0986)
+    near = [-3.0, -2.875, -2.9375, -1.125, -1.0, -1.0625, 0.0, -16.0]
+    for clip in (0.05, 0.25):
+        for gn in (0.0, 1.0, 4.0):
+            b.add(f"asl/margin/clip={clip}/gamma_neg={gn}", ASL, near, (8,), [0.0] * 8, (8,),
+                  {"gamma_pos": 0.0, "gamma_neg": gn, "clip": clip, "reduction": "none"})
+    for gp, gn, clip in ((0.0, 4.0, 0.05), (0.25, 0.5, 0.05), (2.0, 0.25, 0.0),
+                         (0.5, 0.0, 0.0), (1.0, 0.0, 0.25)):
+        for t in (0.0, 1.0, 0.375):
+            b.add(f"asl/extreme/gamma_pos={gp}/gamma_neg={gn}/clip={clip}/y={t}", ASL,
+                  list(EXTREME), (n,), [t] * n, (n,),
+                  {"gamma_pos": gp, "gamma_neg": gn, "clip": clip, "reduction": "none"})
+    b.add("asl/empty", ASL, [], (0, 3), [], (0, 3), {"reduction": "mean"})
+
+
+ASL1 = "asymmetric_softmax_loss"
+
+
+def _asl_softmax_cases(b):
+    """The single-label (softmax) Asymmetric Loss: exponents with and without smoothing,
+    ignore_index, a normalizer, N-d logits, extremes."""
+    rng = random.Random(20092015)  # (its own sequence)
+    x, sh = _logits(rng, (5, 4))
+    yi = [rng.randrange(4) for _ in range(5)]
+    for gp, gn in ((0.0, 4.0), (1.0, 4.0), (2.0, 0.5), (0.25, 0.0), (0.5, 1.0)):
+        for e in (0.1, 0.25):
+            b.add(f"asl1/gamma_pos={gp}/gamma_neg={gn}/smoothing={e}", ASL1, x, sh, yi, (5,),
+                  {"gamma_pos": gp, "gamma_neg": gn, "label_smoothing": e, "axis": 1,
+                   "reduction": "none"}, index=True)
+    b.add("asl1/no-smoothing", ASL1, x, sh, yi, (5,),
+          {"gamma_pos": 2.0, "gamma_neg": 4.0, "label_smoothing": 0.0, "axis": 1,
+           "reduction": "none"}, index=True)
+    yig = list(yi)
+    yig[1] = -100
+    b.add("asl1/ignore_index/mean", ASL1, x, sh, yig, (5,),
+          {"gamma_pos": 1.0, "gamma_neg": 4.0, "axis": 1, "reduction": "mean"}, index=True)
+    b.add("asl1/normalizer", ASL1, x, sh, yi, (5,),
+          {"gamma_pos": 0.0, "gamma_neg": 2.0, "axis": 1, "reduction": "sum",
+           "normalizer": 3.0}, index=True)
+    b.add("asl1/defaults", ASL1, x, sh, yi, (5,), {"axis": 1}, index=True)
+    xn, shn = _logits(rng, (2, 3, 2, 2))
+    b.add("asl1/nd/axis=1", ASL1, xn, shn, [rng.randrange(3) for _ in range(8)], (2, 2, 2),
+          {"gamma_pos": 1.0, "gamma_neg": 2.0, "ignore_index": None, "axis": 1,
+           "reduction": "mean"}, index=True)
+    rows = [[0.0, 1e-8, -1e-8], [15.0, -15.0, 0.0], [17.0, -17.0, 0.0], [30.0, -30.0, 0.0],
+            [88.0, -89.0, 0.0], [100.0, -100.0, 0.0], [1e4, 0.0, -1e4], [-1e4, 1e4, 0.0]]
+    flat_rows = [v for r in rows for v in r]
+    for gp, gn in ((0.0, 4.0), (0.25, 0.5), (2.0, 0.25), (0.5, 0.0)):
+        for t in (0, 2):
+            b.add(f"asl1/extreme/gamma_pos={gp}/gamma_neg={gn}/target={t}", ASL1, flat_rows,
+                  (len(rows), 3), [t] * len(rows), (len(rows),),
+                  {"gamma_pos": gp, "gamma_neg": gn, "label_smoothing": 0.125, "axis": 1,
+                   "reduction": "none"}, index=True)
+    b.add("asl1/empty", ASL1, [], (0, 4), [], (0,), {"axis": 1, "reduction": "mean"},
+          index=True)
+
+
+
+def _per_class_gamma_poly1(b):
+    """Poly-1 with a per-class gamma: the term's exponent is each class's gamma + 1 (the
+    two were written apart; these cases check them together). Its own random stream."""
+    rng = random.Random(18103)
+    x, sh = _logits(rng, (4, 3))
+    b.add("poly1/gamma-vector/sigmoid", SIGMOID, x, sh, _soft(rng, 12), sh,
+          {"gamma": [0.0, 0.25, 2.0], "alpha": 0.25, "epsilon": 1.5, "reduction": "none"})
+    n = len(EXTREME)
+    ge = [(0.0, 0.25, 0.5, 1.0, 2.0)[i % 5] for i in range(n)]
+    b.add("poly1/gamma-vector/sigmoid/extreme", SIGMOID, list(EXTREME), (n,), [1.0] * n, (n,),
+          {"gamma": ge, "alpha": None, "epsilon": 0.5, "reduction": "none"})
+    x, sh = _logits(rng, (5, 4))
+    yi = [rng.randrange(4) for _ in range(5)]
+    for extra in ({}, {"label_smoothing": 0.125}):
+        tag = "smoothing" if extra else "index"
+        b.add(f"poly1/gamma-vector/softmax/{tag}", SOFTMAX, x, sh, yi, (5,),
+              {"gamma": [0.0, 0.5, 2.0, 1.0], "epsilon": -0.5, "axis": 1, "reduction": "none",
+               **extra}, index=True)
+    q = [v / 8 for v in (1, 3, 0, 4, 2, 2, 2, 2, 8, 0, 0, 0, 0, 5, 3, 0, 1, 1, 1, 5)]
+    b.add("poly1/gamma-vector/softmax/probabilities-targets", SOFTMAX, x, sh, q, sh,
+          {"gamma": [0.25, 0.0, 2.0, 1.0], "epsilon": 1.0, "axis": 1, "reduction": "mean"})
 
 
 __all__ = ["build_cases", "GAMMAS", "EXTREME"]

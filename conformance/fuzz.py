@@ -46,7 +46,8 @@ from . import tolerances
 from .runner import flushed_values, progress
 
 SIGMOID, SOFTMAX, STAR = "sigmoid_focal_loss", "softmax_focal_loss", "sigmoid_focal_loss_star"
-FUNCTIONS = (SIGMOID, SOFTMAX, STAR)
+ASL = "asymmetric_loss"  # (elementwise, on logits: the sigmoid losses' paths)
+FUNCTIONS = (SIGMOID, SOFTMAX, STAR, ASL)
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 COTANGENTS = (1.0, 0.5, -2.0)
 
@@ -103,7 +104,8 @@ def strategy(backend: str, mode: str):
         fn = draw(st.sampled_from(FUNCTIONS))
         dtype = "float64" if oracle else draw(st.sampled_from(DTYPES))
         softmax = fn == SOFTMAX
-        from_logits = True if fn == STAR else draw(st.sampled_from([True, True, True, False]))
+        from_logits = True if fn in (STAR, ASL) else \
+            draw(st.sampled_from([True, True, True, False]))
         small = _smallest(dtype, from_logits)
         # shape
         max_size = 12 if oracle else 48
@@ -187,6 +189,12 @@ def strategy(backend: str, mode: str):
                                          st.floats(0.05, 6.0, allow_subnormal=False)))
             kw["beta"] = draw(st.sampled_from([0.0, 1.0, -0.5]) if few else
                               st.floats(-3.0, 3.0))
+        elif fn == ASL:
+            exponent = st.sampled_from([0.0, 0.5, 2.0]) if few else st.one_of(
+                st.sampled_from([0.0, 0.25, 1.0, 4.0]), st.floats(0.0, 6.0, allow_subnormal=False))
+            kw["gamma_pos"], kw["gamma_neg"] = draw(exponent), draw(exponent)
+            kw["clip"] = draw(st.sampled_from([0.0, 0.05]) if few else
+                              st.one_of(st.sampled_from([0.0, 0.05, 0.2]), st.floats(0.0, 0.9)))
         else:
             # (the oracle's one-sided derivative at a probability of exactly 0 or 1 converges
             # like h**gamma: not for small gammas)
@@ -197,7 +205,8 @@ def strategy(backend: str, mode: str):
         arrays = {}
         cls_shape = [shape[axis]] if softmax else ([shape[-1]] if ndim else [])
         # alpha: a number, or an array (per class, or broadcastable)
-        a_kind = draw(st.sampled_from(["default", "none", "number", "array"]))
+        a_kind = "default" if fn == ASL else \
+            draw(st.sampled_from(["default", "none", "number", "array"]))
         if a_kind == "none":
             kw["alpha"] = None
         elif a_kind == "number":
@@ -225,8 +234,12 @@ def strategy(backend: str, mode: str):
         elif norm == "array":
             arrays["normalizer"] = {"values": [draw(st.sampled_from([0.5, 7.0, 250.0]))],
                                     "shape": []}
-        if fn != STAR:
+        if fn in (SIGMOID, SOFTMAX):
             kw["from_logits"] = from_logits
+        if fn in (SIGMOID, SOFTMAX) and draw(st.integers(0, 2)) == 0:  # Poly-1 (either sign)
+            kw["epsilon"] = draw(st.sampled_from([1.0, -1.0]) if few else
+                                 st.one_of(st.sampled_from([1.0, -1.0, 2.0]),
+                                           st.floats(-1.0, 4.0)))
         for name, spec in arrays.items():
             # numbers and lists are host data; arrays may be NumPy or the framework's
             forms = ["tensor"] if few or "rows" in needs else (

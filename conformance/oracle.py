@@ -87,8 +87,10 @@ def _mpf_list(v):
 
 # ---- elementwise definitions ---------------------------------------------------------
 
-def _sigmoid_elem(x, y, gamma, alpha, pw, from_logits):
-    """-alpha_t (1-p_t)^gamma [pw y log p + (1-y) log(1-p)]."""
+def _sigmoid_elem(x, y, gamma, alpha, pw, from_logits, epsilon=0):
+    """-alpha_t (1-p_t)^gamma [pw y log p + (1-y) log(1-p)] + alpha_t eps (1-p_t)^(gamma+1)
+    (the second term: Poly-1, Leng et al. 2022, eq. for Poly-1 focal loss,
+    arXiv 2204.12511)."""
     if from_logits:
         logp, logq = -mp.log1p(mp.exp(-x)), -mp.log1p(mp.exp(x))
         p, q = mp.exp(logp), mp.exp(logq)
@@ -102,7 +104,7 @@ def _sigmoid_elem(x, y, gamma, alpha, pw, from_logits):
     bce = -(pos + neg)
     m = y * q + (1 - y) * p  # 1 - p_t
     a = 1 if alpha is None else y * alpha + (1 - y) * (1 - alpha)
-    return a * (m ** gamma if gamma != 0 else 1) * bce
+    return a * (m ** gamma if gamma != 0 else 1) * bce + a * epsilon * m ** (gamma + 1)
 
 
 def _star_elem(x, y, gamma, beta, alpha):
@@ -111,15 +113,83 @@ def _star_elem(x, y, gamma, beta, alpha):
     return a * mp.log1p(mp.exp(-z)) / gamma
 
 
+def _asl_elem(x, y, gamma_pos, gamma_neg, clip):
+    """Asymmetric Loss (Ridnik et al., ICCV 2021, arXiv 2009.14119, eqs. for L+ and L-):
+    -[y (1-p)^gamma+ log p + (1-y) p_m^gamma- log(1 - p_m)], p_m = max(p - clip, 0).
+    1 - p is sigmoid(-x) (exact identity), so 1 - p_m = min(sigmoid(-x) + clip, 1)."""
+    p, q = 1 / (1 + mp.exp(-x)), 1 / (1 + mp.exp(x))
+    pm = max(p - clip, mp.mpf(0))
+    one_minus_pm = min(q + clip, mp.mpf(1))
+    pos = 0 if y == 0 else y * (q ** gamma_pos if gamma_pos != 0 else 1) * mp.log(p)
+    neg = 0 if y == 1 or pm == 0 else \
+        (1 - y) * (pm ** gamma_neg if gamma_neg != 0 else 1) * mp.log(one_minus_pm)
+    return -(pos + neg)
+
+
+def _asl_single_sample(xs, y, q, gamma_pos, gamma_neg):
+    """The ASL repository's single-label form, from its definition: -sum_c q_c w_c log p_c
+    with w_y = (1-p_y)^gamma_pos for the target y and w_c = p_c^gamma_neg elsewhere."""
+    lps = _log_softmax(xs)
+    total = mp.mpf(0)
+    for c, (lp, qc) in enumerate(zip(lps, q)):
+        if qc == 0:
+            continue
+        if c == y:
+            omp = -mp.expm1(lp)
+            w = omp ** gamma_pos if gamma_pos != 0 else 1
+        else:
+            w = mp.exp(gamma_neg * lp)
+        total += qc * w * -lp
+    return total
+
+
+def asymmetric_softmax(logits, shape, targets, tshape, kw):
+    """Loss (flattened output) and gradient of the summed output w.r.t. each logit."""
+    with mp.workdps(DPS):
+        shape = tuple(shape)
+        axis = kw["axis"] % len(shape)
+        C = shape[axis]
+        other = shape[:axis] + shape[axis + 1:]
+        xs = [mp.mpf(v) for v in logits]
+        e = mp.mpf(kw.get("label_smoothing", 0.1))
+        gp, gn = mp.mpf(kw["gamma_pos"]), mp.mpf(kw["gamma_neg"])
+        ignore = kw.get("ignore_index", -100)
+        samples, denom = [], 0
+        for s in range(_prod(other)):
+            s_idx = _index(other, s)
+            cells = [_flat(shape, s_idx[:axis] + (c,) + s_idx[axis:]) for c in range(C)]
+            y = int(targets[s])
+            if ignore is not None and y == ignore:
+                samples.append((cells, None))
+                continue
+            denom += 1
+            q = [(1 - e) * (1 if c == y else 0) + e / C for c in range(C)]
+            samples.append((cells, lambda vals, y=y, q=q: _asl_single_sample(vals, y, q, gp, gn)))
+        values = [mp.mpf(0) if f is None else f([xs[i] for i in cells]) for cells, f in samples]
+        out, scale = _reduce(values, kw.get("reduction", "mean"), denom, kw.get("normalizer"))
+        grads = [mp.mpf(0)] * len(xs)
+        for cells, f in samples:
+            if f is None:
+                continue
+            for j, cell in enumerate(cells):
+                def g(v, j=j, cells=cells, f=f):
+                    vals = [xs[i] for i in cells]
+                    vals[j] = v
+                    return f(vals)
+                grads[cell] = scale * _diff(g, xs[cell])
+        return out, grads, scale
+
+
 def _log_softmax(xs):
     top = max(range(len(xs)), key=lambda j: xs[j])
     rest = mp.fsum(mp.exp(xs[j] - xs[top]) for j in range(len(xs)) if j != top)
     return [(v - xs[top]) - mp.log1p(rest) for v in xs]
 
 
-def _softmax_sample(xs, q, k, gamma, from_logits, only=None):
+def _softmax_sample(xs, q, k, gamma, from_logits, only=None, epsilon=0):
     """-sum_c k_c q_c (1-p_c)^gamma_c log p_c over one sample's classes (or class `only`'s
-    term); gamma is a list of gamma_c (one per class)."""
+    term), plus Poly-1's sum_c k_c q_c epsilon (1-p_c)^(gamma_c+1); gamma is a list of
+    gamma_c (one per class)."""
     if from_logits:
         lps = _log_softmax(xs)
         omps = [-mp.expm1(lp) for lp in lps]
@@ -131,6 +201,8 @@ def _softmax_sample(xs, q, k, gamma, from_logits, only=None):
         if qc == 0 or kc == 0 or (only is not None and c != only):
             continue
         total += kc * qc * (omp ** gc if gc != 0 else 1) * -lp
+        if epsilon != 0:
+            total += kc * qc * epsilon * omp ** (gc + 1)
     return total
 
 
@@ -164,7 +236,7 @@ def _diff(f, x, lo=None, hi=None):
     return mp.diff(f, x)
 
 
-def sigmoid(logits, shape, targets, tshape, kw, *, star=False):
+def sigmoid(logits, shape, targets, tshape, kw, *, star=False, asl=False):
     """Loss (flattened output) and gradient of the summed output w.r.t. each logit."""
     with mp.workdps(DPS):
         shape = tuple(shape)
@@ -178,8 +250,9 @@ def sigmoid(logits, shape, targets, tshape, kw, *, star=False):
         e = mp.mpf(kw.get("label_smoothing", 0))
         gamma = mp.mpf(kw["gamma"]) if star else None
         # (a per-element gamma broadcasts to the logits as alpha does)
-        gamma_at = None if star else _param(kw, "gamma", shape)
+        gamma_at = None if star or asl else _param(kw, "gamma", shape)
         from_logits = kw.get("from_logits", True)
+        eps = mp.mpf(kw.get("epsilon", 0))
 
         elem_fns, count = [], 0
         for i in range(n):
@@ -197,14 +270,18 @@ def sigmoid(logits, shape, targets, tshape, kw, *, star=False):
                 # cross-entropy of a probability input is infinite
                 elem_fns.append(lambda v: mp.mpf(0))
                 continue
-            if star:
+            if asl:
+                gp, gn, clip = (mp.mpf(kw[k]) for k in ("gamma_pos", "gamma_neg", "clip"))
+                elem_fns.append(lambda v, y=y, w=w, gp=gp, gn=gn, clip=clip:
+                                w * _asl_elem(v, y, gp, gn, clip))
+            elif star:
                 beta = mp.mpf(kw["beta"])
                 elem_fns.append(lambda v, y=y, a=a, w=w: w * _star_elem(v, y, gamma, beta, a))
             else:
                 pw = 1 if pw_at is None else pw_at(idx)
                 g = gamma_at(idx)
                 elem_fns.append(lambda v, y=y, a=a, w=w, pw=pw, g=g:
-                                w * _sigmoid_elem(v, y, g, a, pw, from_logits))
+                                w * _sigmoid_elem(v, y, g, a, pw, from_logits, eps))
         values = [mp.mpf(0) if f is None else f(x) for f, x in zip(elem_fns, xs)]
         out, scale = _reduce(values, kw["reduction"], count, kw.get("normalizer"))
         grads = []
@@ -235,6 +312,7 @@ def softmax(logits, shape, targets, tshape, kw):
         alpha = _mpf_list(kw.get("alpha"))
         ignore = kw["ignore_index"]
         from_logits = kw.get("from_logits", True)
+        eps = mp.mpf(kw.get("epsilon", 0))
         k = [mp.mpf(1)] * C
         if weight is not None:
             k = [a * b for a, b in zip(k, weight)]
@@ -261,7 +339,7 @@ def softmax(logits, shape, targets, tshape, kw):
                 denom += 1 if weight is None else weight[y]
             q = [v * (1 - e) + e / C for v in q]
             samples.append((cells, lambda vals, only=None, q=q: _softmax_sample(
-                vals, q, k, gamma, from_logits, only)))
+                vals, q, k, gamma, from_logits, only, eps)))
         values = [mp.mpf(0) if f is None else f([xs[i] for i in cells]) for cells, f in samples]
         out, scale = _reduce(values, kw.get("reduction", "mean"), denom, kw.get("normalizer"))
         grads = [mp.mpf(0)] * len(xs)
@@ -397,6 +475,9 @@ DEFAULTS = {
     "quality_focal_loss": {"beta": 2.0, "reduction": "mean"},
     "varifocal_loss": {"alpha": 0.75, "gamma": 2.0, "iou_weighted": True, "reduction": "mean"},
     "distribution_focal_loss": {"ignore_index": None, "reduction": "mean"},
+    "asymmetric_loss": {"gamma_pos": 0.0, "gamma_neg": 4.0, "clip": 0.05, "reduction": "mean"},
+    "asymmetric_softmax_loss": {"gamma_pos": 0.0, "gamma_neg": 4.0, "ignore_index": -100,
+                                "label_smoothing": 0.1, "reduction": "mean"},
 }
 
 
@@ -415,6 +496,10 @@ def evaluate(case):
         return quality(fn, *args, labels=case.get("labels"))
     if fn == "distribution_focal_loss":
         return distribution(*args)
+    if fn == "asymmetric_loss":
+        return sigmoid(*args, asl=True)
+    if fn == "asymmetric_softmax_loss":
+        return asymmetric_softmax(*args)
     raise ValueError(f"unknown fn {fn!r}")
 
 

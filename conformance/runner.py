@@ -74,7 +74,7 @@ def flushed_values(fn, shape, logits, targets, targets_shape, kwargs, dtype):
     t = sub(targets, tuple(targets_shape)) if targets is not None else None
     arrays = [sub(v) for v in kwargs.values() if isinstance(v, (list, np.ndarray))]
     none = kwargs.get("reduction", "mean") == "none"
-    if fn in ("softmax_focal_loss", "distribution_focal_loss"):
+    if fn in PER_SAMPLE:
         axis = kwargs["axis"] % len(shape)
         if t is not None and t.shape == shape:
             x = x | t
@@ -130,12 +130,16 @@ def compare(loss, grad, expected, dtype, unchecked=None):
     return worst, worst * rtol, problems
 
 
+#: the functions whose loss is per sample (the class axis reduced)
+PER_SAMPLE = ("softmax_focal_loss", "asymmetric_softmax_loss", "distribution_focal_loss")
+
+
 def expected_shape(case):
     """The loss's shape: the logits' for "none" (without the class axis for softmax), else ()."""
     if case["kwargs"].get("reduction", "mean") != "none":
         return ()
     shape = tuple(case["shape"])
-    if case["fn"] in ("softmax_focal_loss", "distribution_focal_loss"):
+    if case["fn"] in PER_SAMPLE:
         axis = case["kwargs"]["axis"] % len(shape)
         shape = shape[:axis] + shape[axis + 1:]
     return shape

@@ -264,3 +264,25 @@ def distribution_focal_loss_and_grad(logits, targets, *, axis=-1, **kw):
 def distribution_focal_loss(logits, targets, *, axis=-1, **kw):
     return _run(_spec.run_distribution_focal_loss, logits, targets, False,
                 dict(_kwargs("distribution_focal_loss", kw), axis=axis))[0]
+
+
+def asymmetric_loss_and_grad(logits, targets, **kw):
+    """(loss, d loss / d logits) of :func:`focalx.asymmetric_loss` in float64."""
+    return _run(_spec.run_asymmetric_loss, logits, targets, True,
+                _kwargs("asymmetric_loss", kw))
+
+
+def asymmetric_loss(logits, targets, **kw):
+    return _run(_spec.run_asymmetric_loss, logits, targets, False,
+                _kwargs("asymmetric_loss", kw))[0]
+
+
+def asymmetric_softmax_loss_and_grad(logits, targets, *, axis=-1, **kw):
+    """(loss, d loss / d logits) of :func:`focalx.asymmetric_softmax_loss` in float64."""
+    return _run(_spec.run_asymmetric_softmax_loss, logits, targets, True,
+                dict(_kwargs("asymmetric_softmax_loss", kw), axis=axis))
+
+
+def asymmetric_softmax_loss(logits, targets, *, axis=-1, **kw):
+    return _run(_spec.run_asymmetric_softmax_loss, logits, targets, False,
+                dict(_kwargs("asymmetric_softmax_loss", kw), axis=axis))[0]

@@ -59,6 +59,11 @@ _NORMALIZER = Param(
     "anchors): divides the result of any reduction. RetinaNet's "
     'normalisation is ``reduction="sum", normalizer=num_pos``. No host sync.')
 _SMOOTHING = Param("label_smoothing", 0.0, "float", "")
+_EPSILON = Param(
+    "epsilon", 0.0, "float",
+    "Poly-1's coefficient (Leng et al., arXiv 2204.12511), a finite real number (the "
+    "paper uses epsilon >= -1): adds ``epsilon * (1 - p_t) ** (gamma + 1)``, weighted as "
+    "the focal term; 0 (default): the plain loss, at no extra cost.")
 
 LOSSES: dict[str, Loss] = {
     "sigmoid_focal_loss": Loss(
@@ -91,6 +96,7 @@ With ``pos_weight=None`` this is exactly ``torchvision.ops.sigmoid_focal_loss``,
                   "None, or a target value (not 0 or 1) marking elements that add 0 and "
                   "leave the mean's denominator."),
             _SMOOTHING._replace(doc="e in [0, 1): targets become ``y * (1 - e) + e / 2``."),
+            _EPSILON._replace(doc=_EPSILON.doc + " Not weighted by ``pos_weight``."),
             _REDUCTION._replace(doc='``"none"`` (shape of ``logits``), ``"sum"`` or '
                                 '``"mean"`` (sum over the count of non-ignored elements; '
                                 "0, not NaN, when there are none)."),
@@ -136,6 +142,9 @@ targets and N-d inputs (except that an all-ignored "mean" is 0, not NaN).""",
                   "class-index targets equal to it add 0 and leave the mean's denominator "
                   "(not used with probability targets); None disables it."),
             _SMOOTHING._replace(doc="e in [0, 1)."),
+            _EPSILON._replace(doc=_EPSILON.doc + " Per sample ``epsilon * sum_c w_c alpha_c "
+                              "q_c (1 - p_c) ** (gamma + 1)``; at gamma=0 it is optax's "
+                              "``poly_loss_cross_entropy``."),
             _REDUCTION._replace(doc='``"none"`` (per sample: the logits\' shape without the '
                                 'class axis), ``"sum"`` or ``"mean"``.'),
             _NORMALIZER,
@@ -169,6 +178,79 @@ fvcore's ``sigmoid_focal_loss_star`` is the case ``beta=0``.""",
         ),
         returns="The loss: shape of ``logits`` for ``\"none\"``, else 0-d.",
         notes="Stability: log-sigmoid from softplus; closed-form gradient, finite everywhere.",
+    ),
+    "asymmetric_loss": Loss(
+        summary=r"""Asymmetric Loss (ASL) for multi-label classification (Ridnik et al.).
+
+.. math::
+
+    p = \sigma(x), \quad p_m = \max(p - m, 0) \\
+    \mathrm{ASL}(x, y) = -\,w \left[ y\,(1-p)^{\gamma_+} \log p
+        + (1-y)\,p_m^{\gamma_-} \log(1 - p_m) \right]
+
+with the probability margin ``m = clip`` shifting negatives (easy negatives, p <= m,
+add 0). With ``gamma_pos == gamma_neg == gamma`` and ``clip=0`` it equals
+``sigmoid_focal_loss(gamma=gamma, alpha=None)`` for hard targets (soft targets: each
+term weighted by y and 1 - y, as in the paper; the reference code interpolates p_t and
+the exponent instead). The reference ``AsymmetricLoss(gamma_neg, gamma_pos, clip)`` of
+the ASL repository and timm (``reduction="sum"`` here: they return the sum) clamps
+probabilities at eps = 1e-8, which caps each log term at 18.42; this one does not.""",
+        params=(
+            Param("gamma_pos", 0.0, "float", "focusing exponent of the positive term, >= 0."),
+            Param("gamma_neg", 4.0, "float", "focusing exponent of the negative term, >= 0."),
+            Param("clip", 0.05, "float",
+                  "the probability margin m in [0, 1) on negatives (0: none). At p = m the "
+                  "gradient takes its value from below (the kink; it is continuous there "
+                  "for gamma_neg > 0)."),
+            Param("weight", None, _ARRAYS, "as in ``sigmoid_focal_loss``."),
+            Param("ignore_index", None, "int | float | None", "as in ``sigmoid_focal_loss``."),
+            _SMOOTHING._replace(doc="as in ``sigmoid_focal_loss``."),
+            _REDUCTION._replace(doc="as in ``sigmoid_focal_loss``."),
+            _NORMALIZER._replace(doc="as in ``sigmoid_focal_loss``."),
+        ),
+        returns="The loss: shape of ``logits`` for ``\"none\"``, else 0-d.",
+        notes="""Stability: log p and log(1-p) from softplus, log(1 - p_m) as log1p(-p_m) near the
+margin and log(sigmoid(-x) + m) above, nothing clamped; closed-form gradient, finite
+for every finite logit and every exponent >= 0.
+
+References:
+  Ridnik et al., `Asymmetric Loss For Multi-Label Classification
+  <https://arxiv.org/abs/2009.14119>`_, ICCV 2021.""",
+    ),
+    "asymmetric_softmax_loss": Loss(
+        summary=r"""Single-label (softmax) Asymmetric Loss: the ASL repository's ``ASLSingleLabel``.
+
+.. math::
+
+    p = \mathrm{softmax}(x), \qquad
+    \mathrm{ASL}_1(x, y) = -\sum_c q_c\, w_c \log p_c, \qquad
+    w_y = (1-p_y)^{\gamma_+}, \quad w_{c \ne y} = p_c^{\gamma_-}
+
+per sample, for the class index y, with q the one-hot target smoothed as
+``(1 - e) * onehot + e / C``. The asymmetric weights follow the hard target: the target
+class is focused by gamma_pos, the smoothing mass on the other classes is weighted by
+p_c ** gamma_neg (without smoothing gamma_neg has no effect, and this is
+``softmax_focal_loss(gamma=gamma_pos)``). ``ASLSingleLabel(gamma_pos, gamma_neg,
+eps=e)`` is ``label_smoothing=e`` here (the same default, 0.1), ``reduction="mean"``.""",
+        params=(
+            Param("gamma_pos", 0.0, "float", "focusing exponent of the target class, >= 0."),
+            Param("gamma_neg", 4.0, "float", "exponent of the other classes' weights, >= 0."),
+            Param("ignore_index", -100, "int | None",
+                  "class-index targets equal to it add 0 and leave the mean's denominator; "
+                  "None disables it."),
+            _SMOOTHING._replace(default=0.1, doc="e in [0, 1) (ASLSingleLabel's eps)."),
+            _REDUCTION._replace(doc='``"none"`` (per sample), ``"sum"`` or ``"mean"`` (over '
+                                "the non-ignored samples)."),
+            _NORMALIZER,
+            Param("axis", None, "int", "the class axis: {AXIS}."),
+        ),
+        returns="The loss (per sample for ``\"none\"``, else 0-d).",
+        notes="""Stability: log-softmax, ``1 - p_c`` as ``-expm1(log p_c)``; closed-form gradient,
+finite for every finite logit and exponents >= 0.
+
+References:
+  Ridnik et al., `Asymmetric Loss For Multi-Label Classification
+  <https://arxiv.org/abs/2009.14119>`_, ICCV 2021 (its repository's single-label form).""",
     ),
 }
 
@@ -324,6 +406,12 @@ _INPUTS = {
         "``F.cross_entropy`` does."),
     "sigmoid_focal_loss_star": (
         "floating array, any shape.", "broadcastable to ``logits``, in [0, 1]."),
+    "asymmetric_loss": (
+        "floating array, any shape ``[...]`` (e.g. ``(N, C)``: one logit per label).",
+        "broadcastable to ``logits``, in [0, 1] (multi-hot labels)."),
+    "asymmetric_softmax_loss": (
+        "floating array ``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)`` (class axis ``axis``).",
+        "class indices (integer dtype, the logits' shape without the class axis)."),
 }
 _INPUTS.update({
     "quality_focal_loss": (

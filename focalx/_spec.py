@@ -35,6 +35,17 @@ FL* (Lin et al., appendix A), per element, with :math:`x_t = x(2y-1)`:
 
     \mathrm{FL}^* = -\log\sigma(\gamma x_t + \beta) / \gamma
 
+Poly-1 (Leng et al., ``epsilon`` of the sigmoid and softmax losses) adds
+:math:`\epsilon\,(1-p_t)^{\gamma+1}` per element (sigmoid) or
+:math:`\epsilon \sum_c w_c \alpha_c q_c (1-p_c)^{\gamma+1}` per sample (softmax), weighted
+as the focal term (see _poly_sigmoid). Asymmetric Loss (Ridnik et al.), per element, with
+:math:`p_m = \max(p - m, 0)` for the margin :math:`m` (``clip``):
+
+.. math::
+
+    \mathrm{ASL} = -w \left[ y (1-p)^{\gamma_+} \log p
+        + (1-y)\, p_m^{\gamma_-} \log(1-p_m) \right]
+
 Numerics
 --------
 :math:`\log p` and :math:`\log(1-p)` come from softplus / log-softmax, and
@@ -68,6 +79,10 @@ Lin, Goyal, Girshick, He, Dollar, "Focal Loss for Dense Object Detection",
 ICCV 2017, https://arxiv.org/abs/1708.02002.
 Cui, Jia, Lin, Song, Belongie, "Class-Balanced Loss Based on Effective Number
 of Samples", CVPR 2019, https://arxiv.org/abs/1901.05555.
+Leng et al., "PolyLoss: A Polynomial Expansion Perspective of Classification Loss
+Functions", ICLR 2022, https://arxiv.org/abs/2204.12511.
+Ridnik et al., "Asymmetric Loss For Multi-Label Classification", ICCV 2021,
+https://arxiv.org/abs/2009.14119.
 """
 
 from __future__ import annotations
@@ -288,6 +303,44 @@ def check_beta(beta) -> float:
     if not _finite(b):
         raise ValueError(f"beta must be finite, got {beta!r}")
     return b
+
+
+def check_epsilon(epsilon) -> float:
+    """Poly-1's epsilon: any finite real number (the paper uses epsilon >= -1; 0 is no
+    poly term)."""
+    if type(epsilon) is float and -math.inf < epsilon < math.inf:  # (see check_gamma)
+        return epsilon
+    if not _is_real(epsilon):
+        raise TypeError(f"epsilon must be a real number, got {type(epsilon).__name__}")
+    e = _to_float("epsilon", epsilon)
+    if not _finite(e):
+        raise ValueError(f"epsilon must be finite, got {epsilon!r}")
+    return e
+
+
+def check_exponent(name: str, value) -> float:
+    """A focusing exponent given as a number (ASL's gamma_pos and gamma_neg, QFL's beta,
+    VFL's gamma): finite and >= 0."""
+    if type(value) is float and 0.0 <= value < math.inf:  # (see check_gamma)
+        return value
+    if not _is_real(value):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    g = _to_float(name, value)
+    if not _finite(g) or g < 0:
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return g
+
+
+def check_clip(clip) -> float:
+    """ASL's probability margin on negatives: in [0, 1)."""
+    if type(clip) is float and 0.0 <= clip < 1.0:  # (see check_gamma)
+        return clip
+    if not _is_real(clip):
+        raise TypeError(f"clip must be a real number, got {type(clip).__name__}")
+    c = _to_float("clip", clip)
+    if not (0.0 <= c < 1.0):
+        raise ValueError(f"clip must be in [0, 1), got {clip!r}")
+    return c
 
 
 def check_label_smoothing(label_smoothing) -> float:
@@ -630,7 +683,7 @@ def _sigmoid_terms(ops, x, e, lean, xp, xn):
 
 
 def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float,
-                  from_logits: bool, need_grad: bool):
+                  from_logits: bool, need_grad: bool, epsilon: float = 0.0):
     """Elementwise sigmoid focal loss and its derivative w.r.t. `x`.
 
     x: logits (or probabilities when from_logits is False); y, ny: smoothed targets
@@ -680,16 +733,21 @@ def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float
 
     args = (x, y, ny, e, coef, alpha, pos_weight, scale)
     y, ny, py, p, q, m, c, cp, cn, loss = terms(*args)
+    # Poly-1 (see _poly_sigmoid): `out` is the result, `loss` stays the focal term,
+    # which the focal factor's gradient below reads.
+    out = loss if epsilon == 0 else loss + _poly_sigmoid(c, m, epsilon)
     if not need_grad:
-        return loss, None
+        return out, None
     fork = getattr(ops, "fork", None)
     if lean and fork is not None:
         # The gradient from its own copy of the terms: only e, the one exp, is shared.
         y, ny, py, p, q, m, c, cp, cn, loss = terms(*fork(args))
     if from_logits:
         grad = cn * p - cp * q                        # c * dBCE/dx
+        if epsilon != 0:
+            grad = grad + _poly_sigmoid_grad(c, (ny - y) * (p * q), epsilon, gamma)
         if _no_focus(gamma):
-            return loss, grad
+            return out, grad
         # d(1-p_t)/dx = (1-2y) p(1-p), so the focal factor adds gamma (1-2y) r loss with
         # r = p(1-p)/(1-p_t) <= 1: (1-p_t)^(gamma-1) never appears alone. r = 0 where
         # 1-p_t == 0 (p(1-p) is 0 there). (Where the loss is infinite, the gradient may
@@ -698,15 +756,54 @@ def sigmoid_focal(ops, x, y, ny, *, coef, alpha, pos_weight, scale, gamma: float
         r = _ratio(ops, p * q, _one_at_zero(ops, m))
         focal = (gamma * (ny - y)) * r * loss
         # (called as a method, not read into a variable: see _softmax)
-        return loss, ops.add_result(focal, grad) if hasattr(ops, "add_result") else \
+        return out, ops.add_result(focal, grad) if hasattr(ops, "add_result") else \
             focal + grad
     zero = _is0(m)
     grad = _xdiv(ops, cn, q) - _cdiv(ops, c, py, p)   # (1/p alone may overflow: see _cdiv)
+    if epsilon != 0:
+        grad = grad + _poly_sigmoid_grad(c, ny - y, epsilon, gamma)  # d(1-p_t)/dp = 1-2y
     if _no_focus(gamma):
-        return loss, grad
+        return out, grad
     # loss / (1-p_t), 0 where 1-p_t == 0 (the focal factor, and with it the loss, is 0)
     ratio = ops.where(zero, m * 0.0, loss / ops.where(zero, m + 1.0, m))
-    return loss, gamma * _xmul(ops, ny - y, ratio, signed=True) + grad
+    return out, gamma * _xmul(ops, ny - y, ratio, signed=True) + grad
+
+
+# ---------------------------------------------------------------------------
+# Poly-1 (Leng et al., "PolyLoss: A Polynomial Expansion Perspective of Classification
+# Loss Functions", ICLR 2022, https://arxiv.org/abs/2204.12511): the focal loss plus
+# epsilon times the first polynomial term of its expansion in (1 - p_t),
+#
+#     Poly-1 = FL + epsilon * (1 - p_t)^(gamma + 1),
+#
+# weighted by the focal term's coefficients (weight, alpha_t, the ignore mask, the
+# reduction's scale; not pos_weight, which weights the positive log-likelihood only).
+# For the softmax loss, per sample, sum_c w_c alpha_c q_c (1 - p_c)^(gamma + 1) times
+# epsilon: for a one-hot q, epsilon (1 - p_t)^(gamma + 1); at gamma = 0 and any
+# distribution q, epsilon (1 - sum_c q_c p_c), optax's poly_loss_cross_entropy.
+#
+# Gradients: (1 - p_t)^(gamma+1) = (1-p_t) f with f = (1-p_t)^gamma the focal factor,
+# so the term is c (1-p_t) with c the focal term's coefficient times f, and its
+# derivative is (gamma+1) c d(1-p_t)/dx: for the sigmoid d(1-p_t)/dx = (1-2y) p(1-p)
+# (bounded by 1/4: finite everywhere, 0 at saturation); for the softmax
+# d(1-p_c)/dx_j = -p_c (delta_cj - p_j), which joins the focal term's per-class
+# coefficient g_c (whose gradient is p_j sum_c g_c - g_j) as
+# g_c += epsilon (gamma+1) k_c q_c f_c p_c. No power below gamma appears: every
+# gradient is finite for every finite logit and gamma >= 0. epsilon = 0 skips all of
+# this in Python (no extra operation). At epsilon = -1 the term cancels the first-order
+# term of -log p_t = (1-p_t) + (1-p_t)^2/2 + ...: where p_t -> 1 the sum is a
+# second-order difference of first-order terms, accurate to their rounding (absolutely).
+# ---------------------------------------------------------------------------
+
+def _poly_sigmoid(c, m, epsilon):
+    """The sigmoid loss's Poly-1 term epsilon * c * (1-p_t), c = a * (1-p_t)^gamma (the
+    focal term's coefficient; None stands for 1) and m = 1 - p_t."""
+    return epsilon * _mul(c, m)
+
+
+def _poly_sigmoid_grad(c, dm, epsilon, gamma):
+    """d/dx of _poly_sigmoid: epsilon (gamma+1) c dm, for dm = d(1-p_t)/dx."""
+    return (epsilon * (gamma + 1.0)) * _mul(c, dm)
 
 
 def sigmoid_focal_star(ops, x, y, ny, *, coef, alpha, scale, gamma: float, beta: float,
@@ -736,6 +833,76 @@ def sigmoid_focal_star(ops, x, y, ny, *, coef, alpha, scale, gamma: float, beta:
     return loss, _mul(a, -s * smz)
 
 
+def asymmetric(ops, x, y, ny, *, coef, scale, gamma_pos: float, gamma_neg: float,
+               clip: float, need_grad: bool):
+    r"""Elementwise Asymmetric Loss (ASL) and its derivative w.r.t. the logits `x`.
+
+    Ridnik et al., "Asymmetric Loss For Multi-Label Classification", ICCV 2021,
+    https://arxiv.org/abs/2009.14119, with p = sigmoid(x), the shifted probability
+    p_m = max(p - clip, 0) of a negative, and y, ny = y, 1 - y (see smooth_binary):
+
+    .. math::
+
+        \mathrm{ASL} = -\,w \left[ y\,(1-p)^{\gamma_+} \log p
+            + (1-y)\,p_m^{\gamma_-} \log(1 - p_m) \right]
+
+    (the paper's L+ and L-, weighted by the target: for soft targets the reference code
+    instead interpolates p_t and the exponent by y; the two agree on hard targets).
+    coef: elementwise weight times the ignore mask (or None); scale: the reduction's.
+
+    -log p = softplus(-x) and, without a margin, -log(1-p) = softplus(x); with one,
+    -log(1 - p_m) = -log(min(sigmoid(-x) + clip, 1)): from log1p(-p_m) where p_m < 1/2
+    (p - clip is exact near the margin, where p and clip are within a factor 2), from
+    log(sigmoid(-x) + clip) above (sigmoid(-x)'s own digits, where 1 - p_m would lose
+    them). No probability is clamped (the reference clamps at eps = 1e-8).
+
+    Gradient, with q = 1 - p and u = -log(1 - p_m):
+    d/dx [(1-p)^g+ (-log p)] = -(1-p)^g+ (g+ p (-log p) + q), where p (-log p) <= q;
+    d/dx [p_m^g- u] = p q p_m^g- (g- u / p_m + 1/(q + clip)) for p > clip, where
+    u / p_m -> 1 as p_m -> 0 (and for clip = 0 it is p_m^g- (g- q u + p)); 0 for
+    p <= clip, where p_m = 0 and the negative term is constant. At p = clip exactly
+    (the kink) the gradient is that one-sided value from below: 0. With gamma_neg > 0
+    both sides agree there (p_m^g- = 0); with gamma_neg = 0 and clip > 0 the derivative
+    jumps from 0 to clip (1 - clip). Every term is bounded: finite for every finite logit
+    and every exponent >= 0.
+    """
+    a = _mul(coef, scale)
+    e = ops.exp(-ops.abs(x))
+    xp, xn = ops.maximum0(x), ops.minimum0(x)
+    l, p, q = _sigmoid_terms(ops, x, e, False, xp, xn)
+    s = l - xn                                      # -log p
+    fp = _focal_factor(ops, q, gamma_pos)           # (1-p)^gamma_pos
+    if clip == 0:
+        pm = p
+        u = xp + l                                  # -log(1-p)
+    else:
+        pm = ops.maximum0(p - clip)
+        u = ops.where(pm < 0.5, 0.0 - ops.log1p(-pm), 0.0 - ops.log(q + clip))
+    fn = _focal_factor(ops, pm, gamma_neg)          # p_m^gamma_neg
+    cy, cn = _mul(a, y), _mul(a, ny)
+    loss = cy * _mul(fp, s) + cn * _mul(fn, u)
+    if not need_grad:
+        return loss, None
+    dpos = 0.0 - (q if gamma_pos == 0 else fp * (gamma_pos * (p * s) + q))
+    if clip == 0:
+        dneg = p if gamma_neg == 0 else fn * (gamma_neg * (q * u) + p)
+    else:
+        pq = p * q
+        zero = _is0(pm)
+        below = ops.where(zero, pm * 0.0, pq / (q + clip))  # (q + clip >= clip > 0)
+        if gamma_neg == 0:
+            dneg = below
+        else:
+            dneg = fn * (gamma_neg * (pq * _u_over_pm(ops, u, pm)) + below)
+    return loss, cy * dpos + cn * dneg
+
+
+def _u_over_pm(ops, u, pm):
+    """u / p_m for u = -log(1 - p_m): 1 where p_m == 0 (its limit), >= 1 elsewhere."""
+    zero = _is0(pm)
+    return ops.where(zero, pm * 0.0 + 1.0, u / ops.where(zero, pm + 1.0, pm))
+
+
 def _u_over_omp(ops, u, omp):
     """u / (1-p) for u = -log p and omp = 1 - p: 1 where p == 1, ~u for small p."""
     zero = _is0(omp)
@@ -759,13 +926,14 @@ def _softmax(ops, lp):
 
 
 def softmax_focal_dense(ops, x, q, *, k, sample_coef, gamma: float, axis: int,
-                        from_logits: bool, need_grad: bool):
+                        from_logits: bool, need_grad: bool, epsilon: float = 0.0):
     """Per-sample softmax focal loss against a target distribution `q` (x's shape).
 
     k: per-class coefficient weight_c*alpha_c times the reduction's scale, broadcast
     along `axis` (or None); sample_coef: per-sample mask/weight with a size-1 class
     axis (or None). Returns the per-sample loss with a size-1 class axis, and the
     gradient. 1 - p_c is -expm1(log p_c): accurate however close p_c is to 1.
+    epsilon: Poly-1's (see _poly_sigmoid): -log p_c becomes -log p_c + epsilon (1-p_c).
     """
     kq = _mul(_mul(k, sample_coef), q)
     if from_logits:
@@ -773,14 +941,18 @@ def softmax_focal_dense(ops, x, q, *, k, sample_coef, gamma: float, axis: int,
         u = 0.0 - lp  # (+0.0, not -0.0, where p == 1)
         omp = -ops.expm1(lp)
         f = _focal_factor(ops, omp, gamma)
-        loss = ops.sum(_mul(kq, _mul(f, u)), axis=axis, keepdims=True)
+        loss = ops.sum(_mul(kq, _mul(f, u if epsilon == 0 else u + epsilon * omp)),
+                       axis=axis, keepdims=True)
         if not need_grad:
             return loss, None
         p = _softmax(ops, lp)
         if _no_focus(gamma):
-            g = kq
-        else:
+            g = kq if epsilon == 0 else _mul(kq, 1.0 + epsilon * p)
+        elif epsilon == 0:
             g = kq * f * (1.0 + gamma * p * _u_over_omp(ops, u, omp))
+        else:  # (Poly-1: g_c += epsilon (gamma+1) kq_c f_c p_c)
+            g = _mul(kq, f * (1.0 + p * (gamma * _u_over_omp(ops, u, omp) +
+                                         epsilon * (gamma + 1.0))))
         # p*G - g written as p*(G - g) - (1-p)*g: exact where one class holds all of q.
         return loss, p * (ops.sum(g, axis=axis, keepdims=True) - g) - omp * g
 
@@ -792,25 +964,29 @@ def softmax_focal_dense(ops, x, q, *, k, sample_coef, gamma: float, axis: int,
     # (the factors one at a time: see sigmoid_focal)
     loss = ops.sum(_xmul(ops, q, _coef(ops, _mul(k, sample_coef), _mul(f, u))), axis=axis,
                    keepdims=True)
+    if epsilon != 0:  # (Poly-1: (1-p)^(gamma+1) is finite, no guard needed)
+        loss = loss + epsilon * ops.sum(_mul(kq, _mul(f, omp)), axis=axis, keepdims=True)
     if not need_grad:
         return loss, None
     # d/dp of (1-p)^g * (-log p) = -(1-p)^g * (g * u/(1-p) + 1/p); 1/p alone may
     # overflow where the result does not (see _cdiv)
     kf = _mul(kq, f)
     grad = -_cdiv(ops, _mul(_mul(k, sample_coef), f), q, p)
+    if epsilon != 0:  # d/dp of epsilon (1-p)^(gamma+1)
+        grad = grad - (epsilon * (gamma + 1.0)) * (kq if kf is None else kf)
     if _no_focus(gamma):
         return loss, grad
     return loss, grad - _xmul(ops, kf, gamma * _u_over_omp(ops, u, omp))
 
 
 def softmax_focal_index(ops, x, index, *, k_y, sample_coef, gamma: float, axis: int,
-                        need_grad: bool):
+                        need_grad: bool, epsilon: float = 0.0):
     """Per-sample softmax focal loss (logits) for hard class indices, no smoothing.
 
     index: class indices with a size-1 class axis (ignored samples already
     replaced by a valid class and masked through sample_coef); k_y: the per-class
     coefficient gathered at the target times the reduction's scale (size-1 class
-    axis, or a number) or None.
+    axis, or a number) or None. epsilon: Poly-1's (see softmax_focal_dense).
     """
     # (called as a method, not read into a variable: see _softmax)
     fused = ops.log_softmax_at(x, index, axis) if hasattr(ops, "log_softmax_at") else None
@@ -824,10 +1000,16 @@ def softmax_focal_index(ops, x, index, *, k_y, sample_coef, gamma: float, axis: 
     omp = -pm1
     f = _focal_factor(ops, omp, gamma)
     c = _mul(k_y, sample_coef)
-    loss = _mul(c, _mul(f, u))
+    loss = _mul(c, _mul(f, u if epsilon == 0 else u + epsilon * omp))
     if not need_grad:
         return loss, None
-    if _no_focus(gamma):
+    if epsilon != 0:
+        # Poly-1: g += epsilon (gamma+1) c f p_y (see softmax_focal_dense; the one-hot q
+        # puts the whole term at the target, where the scatter below writes (p_y - 1) g)
+        g = _mul(c, _mul(f, 1.0 + ops.exp(lp_y) * (
+            epsilon * (gamma + 1.0) if _no_focus(gamma) else
+            gamma * _u_over_omp(ops, u, omp) + epsilon * (gamma + 1.0))))
+    elif _no_focus(gamma):
         g = ops.full_like(u, 1.0) if c is None else c
     else:
         g = _mul(c, f * (1.0 + gamma * ops.exp(lp_y) * _u_over_omp(ops, u, omp)))
@@ -839,6 +1021,50 @@ def softmax_focal_index(ops, x, index, *, k_y, sample_coef, gamma: float, axis: 
         # (called as a method, not read into a variable: see _softmax)
         pg = ops.mul_owned(p, g) if hasattr(ops, "mul_owned") else p * g
     return loss, ops.scatter(pg, index, pm1 * g, axis)
+
+
+def softmax_asymmetric(ops, x, t, q, *, coef, gamma_pos: float, gamma_neg: float, axis: int,
+                       need_grad: bool):
+    r"""Per-sample single-label Asymmetric Loss (the ASL repository's ``ASLSingleLabel``)
+    and its gradient: with p = softmax(x), t the one-hot target and q its smoothed
+    distribution,
+
+    .. math::
+
+        \mathrm{ASL}_1 = -\sum_c q_c\, w_c \log p_c, \qquad
+        w_c = (1-p_c)^{\gamma_+} \text{ for the target}, \quad
+        w_c = p_c^{\gamma_-} \text{ for the others}.
+
+    coef: the per-sample mask times the reduction's scale (size-1 class axis, a number,
+    or None). Gradient, as for the dense softmax loss, p_j H - h_j with H = sum_c h_c:
+    at the target h = q f (1 + gamma_pos p u / (1-p)) (the focal loss's), elsewhere
+    d/dx_j [p_c^g- (-log p_c)] = -(delta_cj - p_j) p_c^g- (1 - g- (-log p_c)), so
+    h_c = q_c p_c^g- (1 - g- (-log p_c)): bounded (p^g log p -> 0 as p -> 0 for g > 0),
+    finite for every finite logit.
+    """
+    lp = ops.log_softmax(x, axis)
+    u = 0.0 - lp
+    omp = -ops.expm1(lp)
+    nt = 1.0 - t
+    fpos = _focal_factor(ops, omp, gamma_pos)
+    # p^g- as exp(g- log p): p itself underflows where p^g- (times -log p, large there)
+    # does not (p = e^-200 is 0 in float32, p^0.25 = e^-50 is not)
+    fneg = None if gamma_neg == 0 else ops.exp(gamma_neg * lp)
+    wpos, wneg = _mul(t, fpos), _mul(nt, fneg)
+    kq = _mul(coef, q)
+    loss = ops.sum(kq * ((wpos + wneg) * u), axis=axis, keepdims=True)
+    if not need_grad:
+        return loss, None
+    p = _softmax(ops, lp)
+    hpos = wpos if gamma_pos == 0 else wpos * (1.0 + gamma_pos * p * _u_over_omp(ops, u, omp))
+    hneg = wneg if gamma_neg == 0 else wneg * (1.0 - gamma_neg * u)
+    hp, hn = kq * hpos, kq * hneg
+    # p_j (H - h_j) - (1 - p_j) h_j, with H - h_j as (Hp - hp_j) + (Hn - hn_j): hp is the
+    # target's alone, so at the target H - h_j is the others' sum exactly (a dominant
+    # target's h would swamp their tiny h in H); elsewhere Hp dominates.
+    rest = (ops.sum(hp, axis=axis, keepdims=True) - hp) + \
+        (ops.sum(hn, axis=axis, keepdims=True) - hn)
+    return loss, p * rest - omp * (hp + hn)
 
 
 def smoothed_distribution(ops, q, label_smoothing: float, num_classes: int):
@@ -1153,7 +1379,7 @@ def _scale(ops, scale, *, reduction, denom, normalizer, divide=False):
 
 def run_sigmoid_focal_loss(ops, logits, targets, *, gamma, alpha, pos_weight, weight,
                            ignore_index, label_smoothing, reduction, normalizer,
-                           from_logits, need_grad, scale=None):
+                           from_logits, need_grad, scale=None, epsilon=0.0):
     """`sigmoid_focal_loss` on a backend: see :func:`focalx.sigmoid_focal_loss`.
 
     Each run_* function returns (out, grad): out in the compute dtype, grad the
@@ -1164,6 +1390,7 @@ def run_sigmoid_focal_loss(ops, logits, targets, *, gamma, alpha, pos_weight, we
     gamma = _gamma(ops, gamma, x)
     if not isinstance(gamma, float):  # an array: elementwise, broadcast as alpha
         check_broadcasts_to("gamma", ops.shape(gamma), ops.shape(x))
+    epsilon = check_epsilon(epsilon)
     reduction = check_reduction(reduction)
     from_logits = check_from_logits(from_logits)
     if pos_weight is not None:
@@ -1177,7 +1404,7 @@ def run_sigmoid_focal_loss(ops, logits, targets, *, gamma, alpha, pos_weight, we
     scale = _scale(ops, scale, reduction=reduction, denom=denom, normalizer=normalizer)
     loss, grad = sigmoid_focal(ops, x, y, ny, coef=coef, alpha=alpha, pos_weight=pos_weight,
                                scale=scale, gamma=gamma, from_logits=from_logits,
-                               need_grad=need_grad)
+                               need_grad=need_grad, epsilon=epsilon)
     return reduce(ops, loss, reduction=reduction), grad
 
 
@@ -1195,6 +1422,24 @@ def run_sigmoid_focal_loss_star(ops, logits, targets, *, gamma, beta, alpha, wei
     scale = _scale(ops, scale, reduction=reduction, denom=denom, normalizer=normalizer)
     loss, grad = sigmoid_focal_star(ops, logits, y, ny, coef=coef, alpha=alpha, scale=scale,
                                     gamma=gamma, beta=beta, need_grad=need_grad)
+    return reduce(ops, loss, reduction=reduction), grad
+
+
+def run_asymmetric_loss(ops, logits, targets, *, gamma_pos, gamma_neg, clip, weight,
+                        ignore_index, label_smoothing, reduction, normalizer, need_grad,
+                        scale=None):
+    """`asymmetric_loss` on a backend: see :func:`focalx.asymmetric_loss` (and
+    :func:`run_sigmoid_focal_loss` for `scale`)."""
+    gamma_pos = check_exponent("gamma_pos", gamma_pos)
+    gamma_neg = check_exponent("gamma_neg", gamma_neg)
+    clip = check_clip(clip)
+    reduction = check_reduction(reduction)
+    _, coef, y, ny, denom, normalizer = _binary_setup(
+        ops, logits, targets, alpha=None, weight=weight, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, normalizer=normalizer)
+    scale = _scale(ops, scale, reduction=reduction, denom=denom, normalizer=normalizer)
+    loss, grad = asymmetric(ops, logits, y, ny, coef=coef, scale=scale, gamma_pos=gamma_pos,
+                            gamma_neg=gamma_neg, clip=clip, need_grad=need_grad)
     return reduce(ops, loss, reduction=reduction), grad
 
 
@@ -1256,10 +1501,11 @@ def _check_class_indices(ops, idx, C):
 
 def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore_index,
                            label_smoothing, reduction, normalizer, axis, from_logits,
-                           need_grad, scale=None):
+                           need_grad, scale=None, epsilon=0.0):
     """`softmax_focal_loss` on a backend: see :func:`focalx.softmax_focal_loss` (and
     :func:`run_sigmoid_focal_loss` for `scale`)."""
     gamma = _gamma(ops, gamma, logits)
+    epsilon = check_epsilon(epsilon)
     label_smoothing = check_label_smoothing(label_smoothing)
     reduction = check_reduction(reduction)
     from_logits = check_from_logits(from_logits)
@@ -1344,7 +1590,8 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
         if gamma_c is not None:  # each sample's focusing is its target class's
             gamma = ops.gather_classes(gamma_c, idx)
         loss, grad = softmax_focal_index(ops, x, idx, k_y=c, sample_coef=None,
-                                         gamma=gamma, axis=axis, need_grad=need_grad)
+                                         gamma=gamma, axis=axis, need_grad=need_grad,
+                                         epsilon=epsilon)
     else:
         kv = None if k is None else ops.class_view(k, len(shape), axis)
         kv = _mul(kv, alpha)
@@ -1358,7 +1605,53 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
             gamma = ops.class_view(gamma_c, len(shape), axis)
         loss, grad = softmax_focal_dense(ops, x, q, k=kv, sample_coef=sample_coef, gamma=gamma,
                                          axis=axis, from_logits=from_logits,
-                                         need_grad=need_grad)
+                                         need_grad=need_grad, epsilon=epsilon)
+    loss = ops.squeeze(loss, axis)
+    return reduce(ops, loss, reduction=reduction), grad
+
+
+def run_asymmetric_softmax_loss(ops, logits, targets, *, gamma_pos, gamma_neg, ignore_index,
+                                label_smoothing, reduction, normalizer, axis, need_grad,
+                                scale=None):
+    """`asymmetric_softmax_loss` on a backend: see :func:`focalx.asymmetric_softmax_loss`
+    (and :func:`run_sigmoid_focal_loss` for `scale`). Class-index targets only: the
+    asymmetric weights follow the hard target."""
+    gamma_pos = check_exponent("gamma_pos", gamma_pos)
+    gamma_neg = check_exponent("gamma_neg", gamma_neg)
+    label_smoothing = check_label_smoothing(label_smoothing)
+    reduction = check_reduction(reduction)
+    ignore_index = check_ignore_index(ignore_index, allow_none=True, binary=False)
+    x = logits
+    shape = ops.shape(x)
+    if len(shape) == 0:
+        raise ValueError("logits must have a class axis (at least 1 dimension), got a 0-d array")
+    axis = check_axis(axis, len(shape))
+    C = shape[axis]
+    if C is None or C == 0:
+        raise ValueError(f"logits must have a static, non-zero size on the class axis {axis}, "
+                         f"got shape {_fmt(shape)}")
+    expected = shape[:axis] + shape[axis + 1:]
+    if not _same_shape(tuple(ops.shape(targets)), expected):
+        raise ValueError(f"targets of shape {_fmt(ops.shape(targets))} must be class indices of "
+                         f"shape {_fmt(expected)} for logits of shape {_fmt(shape)} with class "
+                         f"axis {axis}")
+    if ops.kind(targets) != "integer":
+        raise TypeError(f"targets must be class indices of an integer dtype, got "
+                        f"{ops.kind(targets)} dtype")
+    if normalizer is not None:
+        normalizer = _normalizer(ops, normalizer, x)
+    idx, sample_coef = _class_indices(ops, x, targets, ignore_index, axis)
+    _check_class_indices(ops, idx, C)
+    idx = ops.expand_dims(idx, axis)
+    if sample_coef is not None:
+        sample_coef = ops.expand_dims(sample_coef, axis)
+    denom = _index_denominator(ops, x, C, None, sample_coef)
+    scale = _scale(ops, scale, reduction=reduction, denom=denom, normalizer=normalizer)
+    t = ops.one_hot(idx, C, axis, x)
+    q = smoothed_distribution(ops, t, label_smoothing, C)
+    loss, grad = softmax_asymmetric(ops, x, t, q, coef=_fold(sample_coef, scale),
+                                    gamma_pos=gamma_pos, gamma_neg=gamma_neg, axis=axis,
+                                    need_grad=need_grad)
     loss = ops.squeeze(loss, axis)
     return reduce(ops, loss, reduction=reduction), grad
 
@@ -1372,18 +1665,6 @@ def run_softmax_focal_loss(ops, logits, targets, *, gamma, alpha, weight, ignore
 #: kernel and row blocks, Paddle's host path and row blocks, TensorFlow's XLA cache) do
 #: not take: they run op by op (and under each framework's own compilers).
 PLAIN_RUNS = ("run_quality_focal_loss", "run_varifocal_loss", "run_distribution_focal_loss")
-
-
-def check_exponent(value, name: str) -> float:
-    """A focusing exponent (QFL's beta, VFL's gamma): a finite real number >= 0."""
-    if type(value) is float and 0.0 <= value < math.inf:  # (see check_gamma)
-        return value
-    if not _is_real(value):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    v = _to_float(name, value)
-    if not _finite(v) or v < 0:
-        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
-    return v
 
 
 def check_vfl_alpha(alpha) -> float:
@@ -1551,7 +1832,7 @@ def run_quality_focal_loss(ops, logits, targets, *, labels=None, beta, weight, r
     """`quality_focal_loss` on a backend: see :func:`focalx.quality_focal_loss`. The
     backend splits the detection layout's pair (split_quality_targets): `targets` is
     then the scores and `labels` the class indices."""
-    beta = check_exponent(beta, "beta")
+    beta = check_exponent("beta", beta)
     reduction = check_reduction(reduction)
     x = logits
     y = _quality_targets(ops, x, targets, labels)
@@ -1565,7 +1846,7 @@ def run_varifocal_loss(ops, logits, targets, *, alpha, gamma, iou_weighted, weig
                        normalizer, need_grad, scale=None):
     """`varifocal_loss` on a backend: see :func:`focalx.varifocal_loss`."""
     alpha = check_vfl_alpha(alpha)
-    gamma = check_exponent(gamma, "gamma")
+    gamma = check_exponent("gamma", gamma)
     iou_weighted = check_bool(iou_weighted, "iou_weighted")
     reduction = check_reduction(reduction)
     x = logits

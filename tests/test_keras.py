@@ -295,6 +295,48 @@ def test_same_numbers_under_other_keras_backends(backend):
 
 # ---- Generalized Focal Loss (QFL, DFL) and Varifocal Loss ------------------------------
 
+class TestPoly1AndAsymmetricLoss:
+    def test_epsilon_reaches_the_function_and_the_config(self):
+        x, t, y, _ = _data(20, n=16)
+        xs = x.astype(np.float64)
+        got = fk.BinaryFocalLoss(from_logits=True, epsilon=-1.0, reduction="none")(t, x)
+        want = ref.sigmoid_focal_loss(xs, t, epsilon=-1.0, reduction="none").mean(-1)
+        _close(got, want, rtol=2e-5)
+        got = fk.SparseCategoricalFocalLoss(from_logits=True, epsilon=2.0, reduction="none")(y, x)
+        _close(got, ref.softmax_focal_loss(xs, y, epsilon=2.0, reduction="none"), rtol=2e-5)
+        loss = fk.CategoricalFocalLoss(epsilon=1.5)
+        assert loss.get_config()["epsilon"] == 1.5
+        again = keras.losses.deserialize(keras.losses.serialize(loss))
+        assert again.epsilon == 1.5
+        with pytest.raises(ValueError, match="epsilon"):
+            fk.BinaryFocalLoss(epsilon=float("inf"))
+
+    def test_asymmetric_loss_is_the_function_and_round_trips(self):
+        x, t, _, sw = _data(21, n=16)
+        loss = fk.AsymmetricLoss(gamma_pos=1.0, gamma_neg=3.0, clip=0.1, label_smoothing=0.05)
+        got = loss(t, x, sample_weight=sw)
+        per = ref.asymmetric_loss(x.astype(np.float64), t, gamma_pos=1.0, gamma_neg=3.0,
+                                  clip=0.1, label_smoothing=0.05, reduction="none").mean(-1)
+        _close(got, np.sum(per * sw) / len(sw), rtol=2e-5)
+        again = keras.losses.deserialize(keras.losses.serialize(loss))
+        assert type(again) is fk.AsymmetricLoss and again.get_config() == loss.get_config()
+        _close(again(t, x), loss(t, x), rtol=0)
+        for kw, err, name in ((dict(clip=1.5), ValueError, "clip"),
+                              (dict(gamma_pos="1"), TypeError, "gamma_pos")):
+            with pytest.raises(err, match=name):
+                fk.AsymmetricLoss(**kw)
+
+    def test_sparse_asymmetric_softmax_loss_is_the_function_and_round_trips(self):
+        x, _, y, _ = _data(22, n=16)
+        loss = fk.SparseAsymmetricSoftmaxLoss(gamma_pos=1.0, gamma_neg=2.0, reduction="none")
+        want = ref.asymmetric_softmax_loss(x.astype(np.float64), y, gamma_pos=1.0,
+                                           gamma_neg=2.0, reduction="none")
+        _close(loss(y, x), want, rtol=2e-5)
+        again = keras.losses.deserialize(keras.losses.serialize(loss))
+        assert type(again) is fk.SparseAsymmetricSoftmaxLoss
+        _close(again(y, x), loss(y, x), rtol=0)
+        with pytest.raises(ValueError, match="label_smoothing"):
+            fk.SparseAsymmetricSoftmaxLoss(label_smoothing=1.0)
 def test_gfl_keras_losses_are_the_functions_and_round_trip_their_config():
     rng = np.random.default_rng(18)
     x = rng.normal(size=(6, 4)) * 3

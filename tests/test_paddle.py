@@ -1265,15 +1265,17 @@ def _params(cls):
 class TestLayers:
     def test_focal_loss_signature_is_cross_entropy_plus_gamma_alpha(self):
         ours = _params(fpd.FocalLoss)
-        assert ours[:-2] == _params(paddle.nn.CrossEntropyLoss)
-        assert ours[-2:] == [("gamma", 2.0, inspect.Parameter.KEYWORD_ONLY),
-                             ("alpha", None, inspect.Parameter.KEYWORD_ONLY)]
+        assert ours[:-3] == _params(paddle.nn.CrossEntropyLoss)
+        assert ours[-3:] == [("gamma", 2.0, inspect.Parameter.KEYWORD_ONLY),
+                             ("alpha", None, inspect.Parameter.KEYWORD_ONLY),
+                             ("epsilon", 0.0, inspect.Parameter.KEYWORD_ONLY)]
 
     def test_sigmoid_focal_loss_signature_is_bce_with_logits_plus_gamma_alpha(self):
         ours = _params(fpd.SigmoidFocalLoss)
-        assert ours[:-2] == _params(paddle.nn.BCEWithLogitsLoss)
-        assert ours[-2:] == [("gamma", 2.0, inspect.Parameter.KEYWORD_ONLY),
-                             ("alpha", 0.25, inspect.Parameter.KEYWORD_ONLY)]
+        assert ours[:-3] == _params(paddle.nn.BCEWithLogitsLoss)
+        assert ours[-3:] == [("gamma", 2.0, inspect.Parameter.KEYWORD_ONLY),
+                             ("alpha", 0.25, inspect.Parameter.KEYWORD_ONLY),
+                             ("epsilon", 0.0, inspect.Parameter.KEYWORD_ONLY)]
 
     def test_training_step_reduces_loss(self):
         paddle.seed(1)
@@ -2108,7 +2110,44 @@ def test_settings_are_set_on_the_backend_module(monkeypatch):
 
 
 # ---- Generalized Focal Loss (QFL, DFL) and Varifocal Loss ------------------------------
+# ---- Poly-1 and the Asymmetric Loss: the layers ------------------------------------------
 
+def test_layers_take_poly1_epsilon_and_show_it():
+    x = _rng(181).normal(size=(6, 4))
+    y, t = _rng(182).integers(0, 4, 6), (_rng(183).random((6, 4)) < 0.4).astype(np.float64)
+    _close(fpd.FocalLoss(gamma=1.5, epsilon=-1.0)(_t(x), _t(y)),
+           ref.softmax_focal_loss(x, y, gamma=1.5, epsilon=-1.0))
+    _close(fpd.SigmoidFocalLoss(epsilon=2.0, reduction="sum")(_t(x), _t(t)),
+           ref.sigmoid_focal_loss(x, t, epsilon=2.0, reduction="sum"))
+    assert "epsilon=-1.0" in repr(fpd.FocalLoss(epsilon=-1.0))
+    with pytest.raises(TypeError, match="epsilon"):
+        fpd.SigmoidFocalLoss(epsilon="1")
+
+
+def test_asymmetric_loss_layer_is_the_function():
+    x = _rng(184).normal(size=(6, 4)) * 3
+    t = (_rng(185).random((6, 4)) < 0.4).astype(np.float64)
+    layer = fpd.AsymmetricLoss(gamma_pos=1.0, gamma_neg=3.0, clip=0.1, reduction="sum")
+    loss, g = _value_and_grad(layer, x, _t(t), normalizer=2.0)
+    want, want_g = ref.asymmetric_loss_and_grad(x, t, gamma_pos=1.0, gamma_neg=3.0, clip=0.1,
+                                                reduction="sum", normalizer=2.0)
+    _close(loss, want)
+    _close(g, want_g)
+    assert "gamma_neg=3.0" in repr(layer) and "clip=0.1" in repr(layer)
+    with pytest.raises(ValueError, match="clip"):
+        fpd.AsymmetricLoss(clip=-0.1)
+
+
+def test_asymmetric_softmax_loss_layer_is_the_function():
+    x = _rng(186).normal(size=(6, 4)) * 3
+    y = _rng(187).integers(0, 4, 6)
+    layer = fpd.AsymmetricSoftmaxLoss(gamma_pos=1.0, gamma_neg=2.0, reduction="sum")
+    loss, g = _value_and_grad(layer, x, _t(y))
+    want, want_g = ref.asymmetric_softmax_loss_and_grad(x, y, gamma_pos=1.0, gamma_neg=2.0,
+                                                        reduction="sum")
+    _close(loss, want)
+    _close(g, want_g)
+    assert "label_smoothing=0.1" in repr(layer)
 def test_gfl_layers_are_the_functions():
     rng = np.random.default_rng(18)
     x = paddle.to_tensor(rng.normal(size=(6, 4)) * 3)

@@ -41,15 +41,20 @@ def test_the_defaults_are_the_documented_ones():
     common = dict(weight=None, label_smoothing=0.0, reduction="mean", normalizer=None)
     assert _spec.DEFAULTS == {
         "sigmoid_focal_loss": dict(gamma=2.0, alpha=0.25, pos_weight=None, ignore_index=None,
-                                   from_logits=True, **common),
+                                   from_logits=True, epsilon=0.0, **common),
         "softmax_focal_loss": dict(gamma=2.0, alpha=None, ignore_index=-100, from_logits=True,
-                                   **common),
+                                   epsilon=0.0, **common),
         "sigmoid_focal_loss_star": dict(gamma=1.0, beta=0.0, alpha=None, ignore_index=None,
                                         **common),
         "quality_focal_loss": dict(beta=2.0, weight=None, reduction="mean", normalizer=None),
         "varifocal_loss": dict(alpha=0.75, gamma=2.0, iou_weighted=True, weight=None,
                                reduction="mean", normalizer=None),
         "distribution_focal_loss": dict(weight=None, ignore_index=None, reduction="mean",
+                                        normalizer=None),
+        "asymmetric_loss": dict(gamma_pos=0.0, gamma_neg=4.0, clip=0.05, ignore_index=None,
+                                **common),
+        "asymmetric_softmax_loss": dict(gamma_pos=0.0, gamma_neg=4.0, ignore_index=-100,
+                                        label_smoothing=0.1, reduction="mean",
                                         normalizer=None),
     }
 

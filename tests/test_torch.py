@@ -449,14 +449,15 @@ class TestModules:
         fl = inspect.signature(ft.FocalLoss.__init__).parameters
         assert list(fl)[:len(ce)] == list(ce)
         assert all(fl[k].default == ce[k].default for k in ce)
-        assert [k for k in fl if k not in ce] == ["gamma", "alpha"]
-        assert all(fl[k].kind is inspect.Parameter.KEYWORD_ONLY for k in ("gamma", "alpha"))
+        assert [k for k in fl if k not in ce] == ["gamma", "alpha", "epsilon"]
+        assert all(fl[k].kind is inspect.Parameter.KEYWORD_ONLY
+                   for k in ("gamma", "alpha", "epsilon"))
 
     def test_sigmoid_focal_loss_signature_is_bce_with_logits_plus_gamma_alpha(self):
         bce = inspect.signature(torch.nn.BCEWithLogitsLoss.__init__).parameters
         sfl = inspect.signature(ft.SigmoidFocalLoss.__init__).parameters
         assert list(sfl)[:len(bce)] == list(bce)
-        assert [k for k in sfl if k not in bce] == ["gamma", "alpha"]
+        assert [k for k in sfl if k not in bce] == ["gamma", "alpha", "epsilon"]
 
     def test_weight_is_a_buffer_that_follows_the_module(self):
         m = ft.FocalLoss(weight=torch.tensor([1.0, 2.0, 3.0]), alpha=[0.5, 0.5, 1.0])
@@ -1118,10 +1119,19 @@ class TestBackgroundCompilation:
         (ft.sigmoid_focal_loss_star, dict(gamma=2.0, beta=1.0), dict(gamma=3.5, beta=-0.5)),
         (ft.sigmoid_focal_loss, dict(gamma=3.0, pos_weight=2.0, normalizer=7.0),
          dict(gamma=3.0, pos_weight=0.5, normalizer=3.0)),
+        # Poly-1's epsilon and ASL's exponents and margin are run-time floats too
+        (ft.sigmoid_focal_loss, dict(gamma=2.0, epsilon=1.0), dict(gamma=2.0, epsilon=-0.75)),
+        (ft.softmax_focal_loss, dict(gamma=2.0, epsilon=2.0), dict(gamma=2.0, epsilon=-1.0)),
+        (ft.asymmetric_loss, dict(gamma_pos=1.0, gamma_neg=4.0, clip=0.05),
+         dict(gamma_pos=1.0, gamma_neg=4.0, clip=0.2)),
+        (ft.asymmetric_loss, dict(gamma_pos=0.5, gamma_neg=2.5, clip=0.05),
+         dict(gamma_pos=0.25, gamma_neg=3.5, clip=0.1)),
+        (ft.asymmetric_softmax_loss, dict(gamma_pos=0.5, gamma_neg=1.5, label_smoothing=0.1),
+         dict(gamma_pos=0.75, gamma_neg=2.5, label_smoothing=0.2)),
     ])
     def test_new_values_of_every_loss_reuse_the_kernel(self, fn, kw, kw2):
         x, t = self._inputs(5, shape=(512, 64))
-        if fn is ft.softmax_focal_loss:
+        if fn in (ft.softmax_focal_loss, ft.asymmetric_softmax_loss):
             t = torch.randint(0, 64, (512,), generator=_gen(6))
         fn(x, t, **kw)
         self._wait_ready()
@@ -1130,7 +1140,7 @@ class TestBackgroundCompilation:
         loss = fn(x, t, **kw2)
         assert self.bt.fused._FUSED["calls"] == before + 1 and len(self.bt.fused._KERNELS) == n, \
             "a new hyperparameter value needed a new kernel"
-        extra = {"axis": 1} if fn is ft.softmax_focal_loss else {}
+        extra = {"axis": 1} if fn in (ft.softmax_focal_loss, ft.asymmetric_softmax_loss) else {}
         want = getattr(ref, fn.__name__)(x.double().numpy(), t.numpy(), **kw2, **extra)
         _assert_close(loss, torch.tensor(want), rtol=2e-6)
 
@@ -1656,7 +1666,81 @@ def test_sigmoid_module_takes_a_normalizer_in_forward():
 
 
 # ---- Generalized Focal Loss (QFL, DFL) and Varifocal Loss ------------------------------
+# ---- Poly-1 and the Asymmetric Loss: the modules -----------------------------------------
 
+def test_modules_take_poly1_epsilon_and_show_it():
+    x = torch.randn(6, 4, dtype=torch.float64)
+    y, t = torch.randint(0, 4, (6,)), (torch.rand(6, 4) < 0.4).double()
+    _assert_close(ft.FocalLoss(gamma=1.5, epsilon=-1.0)(x, y),
+                  ft.softmax_focal_loss(x, y, gamma=1.5, epsilon=-1.0))
+    _assert_close(ft.SigmoidFocalLoss(epsilon=2.0, reduction="sum")(x, t, normalizer=3.0),
+                  ft.sigmoid_focal_loss(x, t, epsilon=2.0, reduction="sum", normalizer=3.0))
+    assert "epsilon=-1.0" in repr(ft.FocalLoss(epsilon=-1.0))
+    assert "epsilon=0.0" in repr(ft.SigmoidFocalLoss())
+    with pytest.raises(ValueError, match="epsilon"):
+        ft.SigmoidFocalLoss(epsilon=float("nan"))
+
+
+def test_asymmetric_loss_module_is_the_function():
+    x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    t = (torch.rand(6, 4) < 0.4).double()
+    module = ft.AsymmetricLoss(gamma_pos=1.0, gamma_neg=3.0, clip=0.1, weight=[1.0, 2.0, 0.5, 1.0],
+                               reduction="sum")
+    got = module(x, t, normalizer=2.0)
+    want, want_g = ref.asymmetric_loss_and_grad(
+        x.detach().numpy(), t.numpy(), gamma_pos=1.0, gamma_neg=3.0, clip=0.1,
+        weight=[1.0, 2.0, 0.5, 1.0], reduction="sum", normalizer=2.0)
+    got.backward()
+    _assert_close(got, torch.as_tensor(want))
+    _assert_close(x.grad, torch.as_tensor(want_g))
+    text = repr(module)
+    for part in ("gamma_pos=1.0", "gamma_neg=3.0", "clip=0.1", "weight=[1.0, 2.0, 0.5, 1.0]",
+                 "reduction='sum'"):
+        assert part in text, text
+    for kw, name in ((dict(clip=1.0), "clip"), (dict(gamma_neg=-1.0), "gamma_neg"),
+                     (dict(weight=[-1.0]), "weight")):
+        with pytest.raises(ValueError, match=name):
+            ft.AsymmetricLoss(**kw)
+
+
+def test_asymmetric_loss_row_blocks_and_fused_kernel_give_the_reference():
+    """A large eager call (row blocks, op by op) and the fused kernel (compiled in this
+    thread) give the float64 reference's ASL, loss and gradient."""
+    from focalx.backends.torch import fused
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(600, 512)) * 4
+    t = (rng.random((600, 512)) < 0.2).astype(np.float64)
+    kw = dict(gamma_pos=0.5, gamma_neg=4.0, clip=0.05, reduction="mean")
+    want, want_g = ref.asymmetric_loss_and_grad(x, t, **kw)
+    saved = dict(fused._FUSED)
+    try:
+        for enabled in (False, True):
+            fused._FUSED.update(enabled=enabled, background=False)
+            xt = torch.tensor(x, requires_grad=True)
+            loss = ft.asymmetric_loss(xt, torch.tensor(t), **kw)
+            loss.backward()
+            _assert_close(loss, torch.as_tensor(want), rtol=1e-12)
+            _assert_close(xt.grad, torch.as_tensor(want_g), rtol=1e-11, atol=1e-300)
+    finally:
+        fused._FUSED.clear()
+        fused._FUSED.update(saved)
+
+
+def test_asymmetric_softmax_loss_module_is_the_function():
+    x = torch.randn(6, 4, 3, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 4, (6, 3))
+    y[1, 2] = -100
+    module = ft.AsymmetricSoftmaxLoss(gamma_pos=1.0, gamma_neg=2.0, label_smoothing=0.2)
+    got = module(x, y)
+    got.backward()
+    want, want_g = ref.asymmetric_softmax_loss_and_grad(
+        x.detach().numpy(), y.numpy(), gamma_pos=1.0, gamma_neg=2.0, label_smoothing=0.2,
+        axis=1)
+    _assert_close(got, torch.as_tensor(want))
+    _assert_close(x.grad, torch.as_tensor(want_g))
+    assert "gamma_neg=2.0" in repr(module) and "label_smoothing=0.2" in repr(module)
+    with pytest.raises(TypeError, match="gamma_pos"):
+        ft.AsymmetricSoftmaxLoss(gamma_pos=None)
 class TestGeneralizedFocalLosses:
     """mmdet, ultralytics and PaddleDetection are not installable here: their formulas,
     written out as those libraries write them, differentiated by autograd (at moderate

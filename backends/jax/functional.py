@@ -176,7 +176,7 @@ def sigmoid_focal_loss(logits: jax.Array, targets: jax.Array, *,
                        pos_weight: float | Sequence[float] | jax.Array | np.ndarray | None = None,
                        weight: float | Sequence[float] | jax.Array | np.ndarray | None = None,
                        ignore_index: int | float | None = None, label_smoothing: float = 0.0,
-                       reduction: Literal["none", "mean", "sum"] = "mean",
+                       epsilon: float = 0.0, reduction: Literal["none", "mean", "sum"] = "mean",
                        normalizer: float | jax.Array | np.ndarray | None = None,
                        from_logits: bool = True) -> jax.Array:
     r"""Sigmoid (binary / multi-label) focal loss.
@@ -214,6 +214,10 @@ def sigmoid_focal_loss(logits: jax.Array, targets: jax.Array, *,
       ignore_index: None, or a target value (not 0 or 1) marking elements that add 0 and
         leave the mean's denominator.
       label_smoothing: e in [0, 1): targets become ``y * (1 - e) + e / 2``.
+      epsilon: Poly-1's coefficient (Leng et al., arXiv 2204.12511), a finite real
+        number (the paper uses epsilon >= -1): adds ``epsilon * (1 - p_t) ** (gamma +
+        1)``, weighted as the focal term; 0 (default): the plain loss, at no extra cost.
+        Not weighted by ``pos_weight``.
       reduction: ``"none"`` (shape of ``logits``), ``"sum"`` or ``"mean"`` (sum over the
         count of non-ignored elements; 0, not NaN, when there are none).
       normalizer: None, a number > 0, or a 0-d or shape-(1,) array (e.g. the number of
@@ -238,7 +242,7 @@ def sigmoid_focal_loss(logits: jax.Array, targets: jax.Array, *,
     # focalx:end
     targets = _check_arrays(logits, targets)
     _check_static(label_smoothing=label_smoothing, ignore_index=ignore_index,
-                  reduction=reduction, from_logits=from_logits)
+                  reduction=reduction, from_logits=from_logits, epsilon=epsilon)
     # (gamma as an array, per class or 0-d, is an input like alpha: a traced gamma, e.g.
     # a schedule's under jit, compiles once for every value)
     arrays, static = _split(gamma=gamma, alpha=alpha, pos_weight=pos_weight, weight=weight,
@@ -247,7 +251,8 @@ def sigmoid_focal_loss(logits: jax.Array, targets: jax.Array, *,
     def run(x, arrs, need_grad, checks=True):
         return _run(_spec.run_sigmoid_focal_loss, x, arrs, need_grad, checks,
                     ignore_index=ignore_index, label_smoothing=label_smoothing,
-                    reduction=reduction, from_logits=from_logits, **static)
+                    reduction=reduction, from_logits=from_logits, epsilon=epsilon,
+                    **static)
 
     return _apply(run, logits, dict(arrays, targets=targets), None, split=True)
 
@@ -308,7 +313,7 @@ def softmax_focal_loss(logits: jax.Array, targets: jax.Array, *,
                        alpha: float | Sequence[float] | jax.Array | np.ndarray | None = None,
                        weight: float | Sequence[float] | jax.Array | np.ndarray | None = None,
                        ignore_index: int | None = -100, label_smoothing: float = 0.0,
-                       reduction: Literal["none", "mean", "sum"] = "mean",
+                       epsilon: float = 0.0, reduction: Literal["none", "mean", "sum"] = "mean",
                        normalizer: float | jax.Array | np.ndarray | None = None, axis: int = -1,
                        from_logits: bool = True) -> jax.Array:
     r"""Softmax (multi-class) focal loss.
@@ -343,6 +348,11 @@ def softmax_focal_loss(logits: jax.Array, targets: jax.Array, *,
       ignore_index: class-index targets equal to it add 0 and leave the mean's
         denominator (not used with probability targets); None disables it.
       label_smoothing: e in [0, 1).
+      epsilon: Poly-1's coefficient (Leng et al., arXiv 2204.12511), a finite real
+        number (the paper uses epsilon >= -1): adds ``epsilon * (1 - p_t) ** (gamma +
+        1)``, weighted as the focal term; 0 (default): the plain loss, at no extra cost.
+        Per sample ``epsilon * sum_c w_c alpha_c q_c (1 - p_c) ** (gamma + 1)``; at
+        gamma=0 it is optax's ``poly_loss_cross_entropy``.
       reduction: ``"none"`` (per sample: the logits' shape without the class axis),
         ``"sum"`` or ``"mean"``.
       normalizer: None, a number > 0, or a 0-d or shape-(1,) array (e.g. the number of
@@ -361,7 +371,7 @@ def softmax_focal_loss(logits: jax.Array, targets: jax.Array, *,
     # focalx:end
     targets = _check_arrays(logits, targets)
     _check_static(label_smoothing=label_smoothing, ignore_index=ignore_index,
-                  reduction=reduction, axis=axis, from_logits=from_logits)
+                  reduction=reduction, axis=axis, from_logits=from_logits, epsilon=epsilon)
     ignore_index = _index_ignore(ignore_index)
     ndim = logits.ndim
     class_axis = _spec.check_axis(axis, ndim) if ndim else 0
@@ -370,13 +380,146 @@ def softmax_focal_loss(logits: jax.Array, targets: jax.Array, *,
     def run(x, arrs, need_grad, checks=True):
         return _run(_spec.run_softmax_focal_loss, x, arrs, need_grad, checks,
                     ignore_index=ignore_index, label_smoothing=label_smoothing,
-                    reduction=reduction, axis=axis, from_logits=from_logits, **static)
+                    reduction=reduction, axis=axis, from_logits=from_logits,
+                    epsilon=epsilon, **static)
 
     return _apply(run, logits, dict(arrays, targets=targets), class_axis, split=False)
 
 
 # ---- Generalized Focal Loss (QFL, DFL) and Varifocal Loss ------------------------------
 
+# focalx:signature asymmetric_loss
+def asymmetric_loss(logits: jax.Array, targets: jax.Array, *, gamma_pos: float = 0.0,
+                    gamma_neg: float = 4.0, clip: float = 0.05,
+                    weight: float | Sequence[float] | jax.Array | np.ndarray | None = None,
+                    ignore_index: int | float | None = None, label_smoothing: float = 0.0,
+                    reduction: Literal["none", "mean", "sum"] = "mean",
+                    normalizer: float | jax.Array | np.ndarray | None = None) -> jax.Array:
+    r"""Asymmetric Loss (ASL) for multi-label classification (Ridnik et al.).
+
+    .. math::
+
+        p = \sigma(x), \quad p_m = \max(p - m, 0) \\
+        \mathrm{ASL}(x, y) = -\,w \left[ y\,(1-p)^{\gamma_+} \log p
+            + (1-y)\,p_m^{\gamma_-} \log(1 - p_m) \right]
+
+    with the probability margin ``m = clip`` shifting negatives (easy negatives, p <= m,
+    add 0). With ``gamma_pos == gamma_neg == gamma`` and ``clip=0`` it equals
+    ``sigmoid_focal_loss(gamma=gamma, alpha=None)`` for hard targets (soft targets: each
+    term weighted by y and 1 - y, as in the paper; the reference code interpolates p_t and
+    the exponent instead). The reference ``AsymmetricLoss(gamma_neg, gamma_pos, clip)`` of
+    the ASL repository and timm (``reduction="sum"`` here: they return the sum) clamps
+    probabilities at eps = 1e-8, which caps each log term at 18.42; this one does not.
+
+    On jax.Array values (hyperparameter arrays may also be NumPy).
+
+    Args:
+      logits: floating array, any shape ``[...]`` (e.g. ``(N, C)``: one logit per
+        label).
+      targets: broadcastable to ``logits``, in [0, 1] (multi-hot labels).
+      gamma_pos: focusing exponent of the positive term, >= 0.
+      gamma_neg: focusing exponent of the negative term, >= 0.
+      clip: the probability margin m in [0, 1) on negatives (0: none). At p = m the
+        gradient takes its value from below (the kink; it is continuous there for
+        gamma_neg > 0).
+      weight: as in ``sigmoid_focal_loss``.
+      ignore_index: as in ``sigmoid_focal_loss``.
+      label_smoothing: as in ``sigmoid_focal_loss``.
+      reduction: as in ``sigmoid_focal_loss``.
+      normalizer: as in ``sigmoid_focal_loss``.
+
+    Returns:
+      The loss: shape of ``logits`` for ``"none"``, else 0-d.
+
+    Stability: log p and log(1-p) from softplus, log(1 - p_m) as log1p(-p_m) near the
+    margin and log(sigmoid(-x) + m) above, nothing clamped; closed-form gradient, finite
+    for every finite logit and every exponent >= 0.
+
+    References:
+      Ridnik et al., `Asymmetric Loss For Multi-Label Classification
+      <https://arxiv.org/abs/2009.14119>`_, ICCV 2021.
+    """
+    # focalx:end
+    targets = _check_arrays(logits, targets)
+    _check_static(gamma_pos=gamma_pos, gamma_neg=gamma_neg, clip=clip,
+                  label_smoothing=label_smoothing, ignore_index=ignore_index,
+                  reduction=reduction)
+    arrays, static = _split(weight=weight, normalizer=normalizer)
+
+    def run(x, arrs, need_grad, checks=True):
+        return _run(_spec.run_asymmetric_loss, x, arrs, need_grad, checks,
+                    gamma_pos=gamma_pos, gamma_neg=gamma_neg, clip=clip,
+                    ignore_index=ignore_index, label_smoothing=label_smoothing,
+                    reduction=reduction, **static)
+
+    return _apply(run, logits, dict(arrays, targets=targets), None, split=True)
+
+
+# focalx:signature asymmetric_softmax_loss
+def asymmetric_softmax_loss(logits: jax.Array, targets: jax.Array, *, gamma_pos: float = 0.0,
+                            gamma_neg: float = 4.0, ignore_index: int | None = -100,
+                            label_smoothing: float = 0.1,
+                            reduction: Literal["none", "mean", "sum"] = "mean",
+                            normalizer: float | jax.Array | np.ndarray | None = None,
+                            axis: int = -1) -> jax.Array:
+    r"""Single-label (softmax) Asymmetric Loss: the ASL repository's ``ASLSingleLabel``.
+
+    .. math::
+
+        p = \mathrm{softmax}(x), \qquad
+        \mathrm{ASL}_1(x, y) = -\sum_c q_c\, w_c \log p_c, \qquad
+        w_y = (1-p_y)^{\gamma_+}, \quad w_{c \ne y} = p_c^{\gamma_-}
+
+    per sample, for the class index y, with q the one-hot target smoothed as
+    ``(1 - e) * onehot + e / C``. The asymmetric weights follow the hard target: the target
+    class is focused by gamma_pos, the smoothing mass on the other classes is weighted by
+    p_c ** gamma_neg (without smoothing gamma_neg has no effect, and this is
+    ``softmax_focal_loss(gamma=gamma_pos)``). ``ASLSingleLabel(gamma_pos, gamma_neg,
+    eps=e)`` is ``label_smoothing=e`` here (the same default, 0.1), ``reduction="mean"``.
+
+    On jax.Array values (hyperparameter arrays may also be NumPy).
+
+    Args:
+      logits: floating array ``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)`` (class axis
+        ``axis``).
+      targets: class indices (integer dtype, the logits' shape without the class axis).
+      gamma_pos: focusing exponent of the target class, >= 0.
+      gamma_neg: exponent of the other classes' weights, >= 0.
+      ignore_index: class-index targets equal to it add 0 and leave the mean's
+        denominator; None disables it.
+      label_smoothing: e in [0, 1) (ASLSingleLabel's eps).
+      reduction: ``"none"`` (per sample), ``"sum"`` or ``"mean"`` (over the non-ignored
+        samples).
+      normalizer: None, a number > 0, or a 0-d or shape-(1,) array (e.g. the number of
+        positive anchors): divides the result of any reduction. RetinaNet's
+        normalisation is ``reduction="sum", normalizer=num_pos``. No host sync.
+      axis: the class axis: -1 by default, as optax.
+
+    Returns:
+      The loss (per sample for ``"none"``, else 0-d).
+
+    Stability: log-softmax, ``1 - p_c`` as ``-expm1(log p_c)``; closed-form gradient,
+    finite for every finite logit and exponents >= 0.
+
+    References:
+      Ridnik et al., `Asymmetric Loss For Multi-Label Classification
+      <https://arxiv.org/abs/2009.14119>`_, ICCV 2021 (its repository's single-label form).
+    """
+    # focalx:end
+    targets = _check_arrays(logits, targets)
+    _check_static(gamma_pos=gamma_pos, gamma_neg=gamma_neg, label_smoothing=label_smoothing,
+                  ignore_index=ignore_index, reduction=reduction, axis=axis)
+    ignore_index = _index_ignore(ignore_index)
+    ndim = logits.ndim
+    class_axis = _spec.check_axis(axis, ndim) if ndim else 0
+    arrays, static = _split(normalizer=normalizer)
+
+    def run(x, arrs, need_grad, checks=True):
+        return _run(_spec.run_asymmetric_softmax_loss, x, arrs, need_grad, checks,
+                    gamma_pos=gamma_pos, gamma_neg=gamma_neg, ignore_index=ignore_index,
+                    label_smoothing=label_smoothing, reduction=reduction, axis=axis, **static)
+
+    return _apply(run, logits, dict(arrays, targets=targets), class_axis, split=False)
 # focalx:signature quality_focal_loss
 def quality_focal_loss(logits: jax.Array, targets: jax.Array, *, beta: float = 2.0,
                        weight: float | Sequence[float] | jax.Array | np.ndarray | None = None,

@@ -52,9 +52,11 @@ paddle.jit.ignore_module([sys.modules["focalx._dispatch"]])
 
 from .._forward import forward  # noqa: E402
 from .functional import (  # noqa: E402
-    sigmoid_focal_loss, sigmoid_focal_loss_star, softmax_focal_loss)
+    asymmetric_loss, asymmetric_softmax_loss, sigmoid_focal_loss, sigmoid_focal_loss_star,
+    softmax_focal_loss)
 from .layers import (  # noqa: E402
-    FocalLoss, SigmoidFocalLoss, SigmoidFocalLossStar, global_normalizer)
+    AsymmetricLoss, AsymmetricSoftmaxLoss, FocalLoss, SigmoidFocalLoss, SigmoidFocalLossStar,
+    global_normalizer)
 from .functional import (  # noqa: E402
     distribution_focal_loss, quality_focal_loss, varifocal_loss)
 from .layers import (  # noqa: E402
@@ -64,9 +66,13 @@ __all__ = [
     "sigmoid_focal_loss",
     "softmax_focal_loss",
     "sigmoid_focal_loss_star",
+    "asymmetric_loss",
+    "asymmetric_softmax_loss",
     "FocalLoss",
     "SigmoidFocalLoss",
     "SigmoidFocalLossStar",
+    "AsymmetricLoss",
+    "AsymmetricSoftmaxLoss",
     "global_normalizer",
     "quality_focal_loss",
     "varifocal_loss",

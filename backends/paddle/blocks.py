@@ -45,7 +45,8 @@ _SOFTMAX_BLOCK_ELEMS = 1 << 20
 _BLOCK_MIN = 1 << 17
 _SOFTMAX_BLOCK_MIN = 1 << 20
 _BLOCK_ALIGN = 64
-_BLOCKWISE = (_spec.run_sigmoid_focal_loss, _spec.run_sigmoid_focal_loss_star)
+_BLOCKWISE = (_spec.run_sigmoid_focal_loss, _spec.run_sigmoid_focal_loss_star,
+              _spec.run_asymmetric_loss)
 _SOFTMAX = _spec.run_softmax_focal_loss
 #: Threads that run row blocks (1: one after another, in the calling thread).
 THREADS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")

@@ -8,7 +8,8 @@ import numpy as np
 import paddle
 
 from ... import _spec
-from .functional import sigmoid_focal_loss, sigmoid_focal_loss_star, softmax_focal_loss
+from .functional import (asymmetric_loss, asymmetric_softmax_loss, sigmoid_focal_loss,
+                         sigmoid_focal_loss_star, softmax_focal_loss)
 from .functional import distribution_focal_loss, quality_focal_loss, varifocal_loss
 from .ops import _FLOATS, _is_tensor, _not_translated, _sot_fallback
 
@@ -105,13 +106,16 @@ class FocalLoss(paddle.nn.Layer):
         Focusing parameter (default 2).
     alpha : None, float in [0, 1] or sequence of C floats, keyword-only
         Class balance factor; None (default) switches it off.
+    epsilon : float, keyword-only
+        Poly-1's coefficient (default 0: none); see :func:`softmax_focal_loss`.
     """
 
     def __init__(self, weight=None, ignore_index: int = -100, reduction: str = "mean",
                  soft_label: bool = False, axis: int = -1, use_softmax: bool = True,
                  label_smoothing: float = 0.0, name=None, *, gamma: float = 2.0,
-                 alpha=None):
+                 alpha=None, epsilon: float = 0.0):
         super().__init__()
+        self.epsilon = _spec.check_epsilon(epsilon)
         self.reduction = _spec.check_reduction(reduction)
         self.ignore_index = _spec.check_ignore_index(ignore_index, allow_none=True,
                                                      binary=False)
@@ -137,13 +141,14 @@ class FocalLoss(paddle.nn.Layer):
             input, label, gamma=self.gamma, alpha=self.alpha,
             weight=self.weight, ignore_index=self.ignore_index,
             label_smoothing=self.label_smoothing, reduction=self.reduction, axis=self.axis,
-            from_logits=self.use_softmax, soft_label=self.soft_label)
+            from_logits=self.use_softmax, soft_label=self.soft_label, epsilon=self.epsilon)
 
     def extra_repr(self):
         return _spec.describe(gamma=self.gamma, alpha=self.alpha, weight=self.weight,
                               ignore_index=self.ignore_index, soft_label=self.soft_label,
                               axis=self.axis, use_softmax=self.use_softmax,
-                              label_smoothing=self.label_smoothing, reduction=self.reduction)
+                              label_smoothing=self.label_smoothing, reduction=self.reduction,
+                              epsilon=self.epsilon)
 
 
 class SigmoidFocalLoss(paddle.nn.Layer):
@@ -163,11 +168,14 @@ class SigmoidFocalLoss(paddle.nn.Layer):
         Unused, as in Paddle.
     gamma : float >= 0 or array of them (e.g. per class), keyword-only (default 2)
     alpha : None, float in [0, 1] or array, keyword-only (default 0.25)
+    epsilon : float, keyword-only
+        Poly-1's coefficient (default 0: none); see :func:`sigmoid_focal_loss`.
     """
 
     def __init__(self, weight=None, reduction: str = "mean", pos_weight=None, name=None, *,
-                 gamma: float = 2.0, alpha=0.25):
+                 gamma: float = 2.0, alpha=0.25, epsilon: float = 0.0):
         super().__init__()
+        self.epsilon = _spec.check_epsilon(epsilon)
         self.reduction = _spec.check_reduction(reduction)
         _set_gamma(self, gamma)
         self.name = name
@@ -179,11 +187,13 @@ class SigmoidFocalLoss(paddle.nn.Layer):
         _sot_fallback(recursive=True)
         return sigmoid_focal_loss(
             logit, label, gamma=self.gamma, alpha=self.alpha, pos_weight=self.pos_weight,
-            weight=self.weight, reduction=self.reduction, normalizer=normalizer)
+            weight=self.weight, reduction=self.reduction, normalizer=normalizer,
+            epsilon=self.epsilon)
 
     def extra_repr(self):
         return _spec.describe(gamma=self.gamma, alpha=self.alpha, pos_weight=self.pos_weight,
-                              weight=self.weight, reduction=self.reduction)
+                              weight=self.weight, reduction=self.reduction,
+                              epsilon=self.epsilon)
 
 
 class SigmoidFocalLossStar(paddle.nn.Layer):
@@ -210,6 +220,66 @@ class SigmoidFocalLossStar(paddle.nn.Layer):
 
 # ---- Generalized Focal Loss (QFL, DFL) and Varifocal Loss ------------------------------
 
+class AsymmetricLoss(paddle.nn.Layer):
+    """Asymmetric Loss (multi-label) as a layer. See :func:`asymmetric_loss`.
+
+    ``AsymmetricLoss(gamma_neg=4, gamma_pos=1, clip=0.05, reduction="sum")`` gives the
+    numbers of the ASL repository's ``AsymmetricLoss`` of the same arguments (without its
+    eps=1e-8 clamp). ``forward(logit, label, normalizer=None)``."""
+
+    def __init__(self, *, gamma_pos: float = 0.0, gamma_neg: float = 4.0, clip: float = 0.05,
+                 weight=None, reduction: str = "mean"):
+        super().__init__()
+        self.gamma_pos = _spec.check_exponent("gamma_pos", gamma_pos)
+        self.gamma_neg = _spec.check_exponent("gamma_neg", gamma_neg)
+        self.clip = _spec.check_clip(clip)
+        _buffer(self, "weight", weight)
+        self.reduction = _spec.check_reduction(reduction)
+
+    def forward(self, logit, label, normalizer=None):
+        _sot_fallback(recursive=True)
+        return asymmetric_loss(logit, label, gamma_pos=self.gamma_pos,
+                               gamma_neg=self.gamma_neg, clip=self.clip, weight=self.weight,
+                               reduction=self.reduction, normalizer=normalizer)
+
+    def extra_repr(self):
+        return _spec.describe(gamma_pos=self.gamma_pos, gamma_neg=self.gamma_neg,
+                              clip=self.clip, weight=self.weight, reduction=self.reduction)
+
+
+class AsymmetricSoftmaxLoss(paddle.nn.Layer):
+    """The single-label Asymmetric Loss as a layer (the ASL repository's
+    ``ASLSingleLabel(gamma_pos, gamma_neg, eps)`` is ``label_smoothing=eps``); class-index
+    labels, class axis ``axis`` (default -1). See :func:`asymmetric_softmax_loss`."""
+
+    def __init__(self, *, gamma_pos: float = 0.0, gamma_neg: float = 4.0,
+                 label_smoothing: float = 0.1, ignore_index: int = -100, axis: int = -1,
+                 reduction: str = "mean"):
+        super().__init__()
+        self.gamma_pos = _spec.check_exponent("gamma_pos", gamma_pos)
+        self.gamma_neg = _spec.check_exponent("gamma_neg", gamma_neg)
+        self.label_smoothing = _spec.check_label_smoothing(label_smoothing)
+        self.ignore_index = _spec.check_ignore_index(ignore_index, allow_none=True,
+                                                     binary=False)
+        if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
+            raise TypeError(f"axis must be an int, got {type(axis).__name__}")
+        self.axis = int(axis)
+        self.reduction = _spec.check_reduction(reduction)
+
+    def forward(self, logit, label):
+        _sot_fallback(recursive=True)
+        return asymmetric_softmax_loss(
+            logit, label, gamma_pos=self.gamma_pos, gamma_neg=self.gamma_neg,
+            label_smoothing=self.label_smoothing, ignore_index=self.ignore_index,
+            axis=self.axis, reduction=self.reduction)
+
+    def extra_repr(self):
+        return _spec.describe(gamma_pos=self.gamma_pos, gamma_neg=self.gamma_neg,
+                              label_smoothing=self.label_smoothing,
+                              ignore_index=self.ignore_index, axis=self.axis,
+                              reduction=self.reduction)
+
+
 class QualityFocalLoss(paddle.nn.Layer):
     """Quality Focal Loss as a layer; ``forward(logit, label, weight=None,
     normalizer=None)``, ``label`` dense or the pair ``(labels, scores)``. See
@@ -217,7 +287,7 @@ class QualityFocalLoss(paddle.nn.Layer):
 
     def __init__(self, *, beta: float = 2.0, reduction: str = "mean"):
         super().__init__()
-        self.beta = _spec.check_exponent(beta, "beta")
+        self.beta = _spec.check_exponent("beta", beta)
         self.reduction = _spec.check_reduction(reduction)
 
     def forward(self, logit, label, weight=None, normalizer=None):
@@ -237,7 +307,7 @@ class VarifocalLoss(paddle.nn.Layer):
                  reduction: str = "mean"):
         super().__init__()
         self.alpha = _spec.check_vfl_alpha(alpha)
-        self.gamma = _spec.check_exponent(gamma, "gamma")
+        self.gamma = _spec.check_exponent("gamma", gamma)
         self.iou_weighted = _spec.check_bool(iou_weighted, "iou_weighted")
         self.reduction = _spec.check_reduction(reduction)
 

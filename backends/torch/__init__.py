@@ -20,19 +20,25 @@ drop-ins and global_normalizer).
 
 from __future__ import annotations
 
-from .functional import sigmoid_focal_loss, sigmoid_focal_loss_star, softmax_focal_loss
+from .functional import (asymmetric_loss, asymmetric_softmax_loss, sigmoid_focal_loss,
+                         sigmoid_focal_loss_star, softmax_focal_loss)
 from .functional import distribution_focal_loss, quality_focal_loss, varifocal_loss
 from .fused import wait_for_kernels
-from .modules import FocalLoss, SigmoidFocalLoss, SigmoidFocalLossStar, global_normalizer
+from .modules import (AsymmetricLoss, AsymmetricSoftmaxLoss, FocalLoss, SigmoidFocalLoss,
+                      SigmoidFocalLossStar, global_normalizer)
 from .modules import DistributionFocalLoss, QualityFocalLoss, VarifocalLoss
 
 __all__ = [
     "sigmoid_focal_loss",
     "softmax_focal_loss",
     "sigmoid_focal_loss_star",
+    "asymmetric_loss",
+    "asymmetric_softmax_loss",
     "FocalLoss",
     "SigmoidFocalLoss",
     "SigmoidFocalLossStar",
+    "AsymmetricLoss",
+    "AsymmetricSoftmaxLoss",
     "global_normalizer",
     "wait_for_kernels",
     "quality_focal_loss",

@@ -130,7 +130,7 @@ _SOFTMAX_BLOCK_ELEMS = 1 << 20
 _BLOCK_MIN = 1 << 18
 _SOFTMAX_BLOCK_MIN = 1 << 20
 _BLOCK_ALIGN = 64
-_ELEMENTWISE = ("run_sigmoid_focal_loss", "run_sigmoid_focal_loss_star")
+_ELEMENTWISE = ("run_sigmoid_focal_loss", "run_sigmoid_focal_loss_star", "run_asymmetric_loss")
 _SOFTMAX = "run_softmax_focal_loss"
 
 

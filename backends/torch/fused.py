@@ -158,7 +158,8 @@ _KERNELS_LOCK = threading.Lock()
 #: Hyperparameters that are run-time inputs of a kernel (symbolic floats: see
 #: _compile_call), not constants compiled into it: a kernel serves every value of the
 #: branch class that _branch names.
-_RUNTIME_FLOATS = ("gamma", "alpha", "label_smoothing", "beta")
+_RUNTIME_FLOATS = ("gamma", "alpha", "label_smoothing", "beta", "epsilon", "gamma_pos",
+                   "gamma_neg", "clip")
 
 
 class _Kernel:
@@ -185,7 +186,7 @@ def _branch(spec_name, name, v):
     """What the spec's Python branches on for hyperparameter `name` with value v: the
     kernel's key holds this instead of the value. For gamma: 0 (no focal factor), an
     integer up to 4 (repeated products), another integer or a fraction (a power); for
-    label_smoothing: 0 or not. Never raises (a bad value fails in the op-by-op run)."""
+    label_smoothing and epsilon: 0 or not. Never raises (a bad value fails in the op-by-op run)."""
     if name not in _RUNTIME_FLOATS or type(v) is not float or not math.isfinite(v):
         return repr(v)
     if name == "gamma" and spec_name != "run_sigmoid_focal_loss_star":  # (FL*: a divisor)
@@ -194,6 +195,14 @@ def _branch(spec_name, name, v):
         return "gamma=int" if v == int(v) else "gamma=frac"
     if name == "label_smoothing":
         return "0" if v == 0 else "smoothed"
+    if name == "epsilon":  # (Poly-1: the spec skips its term at 0)
+        return "0" if v == 0 else "poly"
+    if name in ("gamma_pos", "gamma_neg"):  # (ASL's exponents: as gamma)
+        if v == 0 or (v == int(v) and v <= _spec._MAX_INT_GAMMA):
+            return f"{name}={int(v)}"
+        return f"{name}=int" if v == int(v) else f"{name}=frac"
+    if name == "clip":  # (ASL's margin: the spec branches on 0)
+        return "0" if v == 0 else "clip"
     return "float"
 
 

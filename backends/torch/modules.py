@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from ... import _spec
-from .functional import sigmoid_focal_loss, sigmoid_focal_loss_star, softmax_focal_loss
+from .functional import (asymmetric_loss, asymmetric_softmax_loss, sigmoid_focal_loss,
+                         sigmoid_focal_loss_star, softmax_focal_loss)
 from .functional import distribution_focal_loss, quality_focal_loss, varifocal_loss
 
 
@@ -70,8 +71,9 @@ class FocalLoss(nn.Module):
 
     def __init__(self, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
                  reduction: str = "mean", label_smoothing: float = 0.0, *,
-                 gamma: float = 2.0, alpha=None):
+                 gamma: float = 2.0, alpha=None, epsilon: float = 0.0):
         super().__init__()
+        self.epsilon = _spec.check_epsilon(epsilon)
         self.reduction = _spec.check_reduction(
             _legacy_reduction(size_average, reduce, reduction))
         self.ignore_index = _spec.check_ignore_index(ignore_index, allow_none=True, binary=False)
@@ -85,12 +87,13 @@ class FocalLoss(nn.Module):
         return softmax_focal_loss(
             input, target, gamma=self.gamma, alpha=self.alpha, weight=self.weight,
             ignore_index=self.ignore_index, label_smoothing=self.label_smoothing,
-            reduction=self.reduction)
+            reduction=self.reduction, epsilon=self.epsilon)
 
     def extra_repr(self):
         return _spec.describe(gamma=self.gamma, alpha=self.alpha, weight=self.weight,
                               ignore_index=self.ignore_index,
-                              label_smoothing=self.label_smoothing, reduction=self.reduction)
+                              label_smoothing=self.label_smoothing, reduction=self.reduction,
+                              epsilon=self.epsilon)
 
 
 class SigmoidFocalLoss(nn.Module):
@@ -103,8 +106,9 @@ class SigmoidFocalLoss(nn.Module):
     """
 
     def __init__(self, weight=None, size_average=None, reduce=None, reduction: str = "mean",
-                 pos_weight=None, *, gamma: float = 2.0, alpha=0.25):
+                 pos_weight=None, *, gamma: float = 2.0, alpha=0.25, epsilon: float = 0.0):
         super().__init__()
+        self.epsilon = _spec.check_epsilon(epsilon)
         self.reduction = _spec.check_reduction(
             _legacy_reduction(size_average, reduce, reduction))
         _set_gamma(self, gamma)
@@ -115,11 +119,13 @@ class SigmoidFocalLoss(nn.Module):
     def forward(self, input, target, normalizer=None):
         return sigmoid_focal_loss(
             input, target, gamma=self.gamma, alpha=self.alpha, pos_weight=self.pos_weight,
-            weight=self.weight, reduction=self.reduction, normalizer=normalizer)
+            weight=self.weight, reduction=self.reduction, normalizer=normalizer,
+            epsilon=self.epsilon)
 
     def extra_repr(self):
         return _spec.describe(gamma=self.gamma, alpha=self.alpha, pos_weight=self.pos_weight,
-                              weight=self.weight, reduction=self.reduction)
+                              weight=self.weight, reduction=self.reduction,
+                              epsilon=self.epsilon)
 
 
 class SigmoidFocalLossStar(nn.Module):
@@ -145,6 +151,60 @@ class SigmoidFocalLossStar(nn.Module):
 
 # ---- Generalized Focal Loss (QFL, DFL) and Varifocal Loss ------------------------------
 
+class AsymmetricLoss(nn.Module):
+    """Asymmetric Loss (multi-label) as a module. See :func:`focalx.asymmetric_loss`.
+
+    ``AsymmetricLoss(gamma_neg=4, gamma_pos=1, clip=0.05, reduction="sum")`` gives the
+    numbers of the ASL repository's and timm's ``AsymmetricLoss`` of the same arguments
+    (without their eps=1e-8 clamp). ``forward(input, target, normalizer=None)``."""
+
+    def __init__(self, *, gamma_pos: float = 0.0, gamma_neg: float = 4.0, clip: float = 0.05,
+                 weight=None, reduction: str = "mean"):
+        super().__init__()
+        self.gamma_pos = _spec.check_exponent("gamma_pos", gamma_pos)
+        self.gamma_neg = _spec.check_exponent("gamma_neg", gamma_neg)
+        self.clip = _spec.check_clip(clip)
+        self.register_buffer("weight", _param_buffer("weight", weight))
+        self.reduction = _spec.check_reduction(reduction)
+
+    def forward(self, input, target, normalizer=None):
+        return asymmetric_loss(input, target, gamma_pos=self.gamma_pos,
+                               gamma_neg=self.gamma_neg, clip=self.clip, weight=self.weight,
+                               reduction=self.reduction, normalizer=normalizer)
+
+    def extra_repr(self):
+        return _spec.describe(gamma_pos=self.gamma_pos, gamma_neg=self.gamma_neg,
+                              clip=self.clip, weight=self.weight, reduction=self.reduction)
+
+
+class AsymmetricSoftmaxLoss(nn.Module):
+    """The single-label Asymmetric Loss as a module (the ASL repository's
+    ``ASLSingleLabel(gamma_pos, gamma_neg, eps)`` is ``label_smoothing=eps``). Input
+    ``(N, C)`` or ``(N, C, d1, ...)``, class-index targets. See
+    :func:`focalx.asymmetric_softmax_loss`."""
+
+    def __init__(self, *, gamma_pos: float = 0.0, gamma_neg: float = 4.0,
+                 label_smoothing: float = 0.1, ignore_index: int = -100,
+                 reduction: str = "mean"):
+        super().__init__()
+        self.gamma_pos = _spec.check_exponent("gamma_pos", gamma_pos)
+        self.gamma_neg = _spec.check_exponent("gamma_neg", gamma_neg)
+        self.label_smoothing = _spec.check_label_smoothing(label_smoothing)
+        self.ignore_index = _spec.check_ignore_index(ignore_index, allow_none=True, binary=False)
+        self.reduction = _spec.check_reduction(reduction)
+
+    def forward(self, input, target):
+        return asymmetric_softmax_loss(
+            input, target, gamma_pos=self.gamma_pos, gamma_neg=self.gamma_neg,
+            label_smoothing=self.label_smoothing, ignore_index=self.ignore_index,
+            reduction=self.reduction)
+
+    def extra_repr(self):
+        return _spec.describe(gamma_pos=self.gamma_pos, gamma_neg=self.gamma_neg,
+                              label_smoothing=self.label_smoothing,
+                              ignore_index=self.ignore_index, reduction=self.reduction)
+
+
 class QualityFocalLoss(nn.Module):
     """Quality Focal Loss as a module; ``forward(input, target, weight=None,
     normalizer=None)``, ``target`` dense or the pair ``(labels, scores)``. GFL's
@@ -153,7 +213,7 @@ class QualityFocalLoss(nn.Module):
 
     def __init__(self, *, beta: float = 2.0, reduction: str = "mean"):
         super().__init__()
-        self.beta = _spec.check_exponent(beta, "beta")
+        self.beta = _spec.check_exponent("beta", beta)
         self.reduction = _spec.check_reduction(reduction)
 
     def forward(self, input, target, weight=None, normalizer=None):
@@ -172,7 +232,7 @@ class VarifocalLoss(nn.Module):
                  reduction: str = "mean"):
         super().__init__()
         self.alpha = _spec.check_vfl_alpha(alpha)
-        self.gamma = _spec.check_exponent(gamma, "gamma")
+        self.gamma = _spec.check_exponent("gamma", gamma)
         self.iou_weighted = _spec.check_bool(iou_weighted, "iou_weighted")
         self.reduction = _spec.check_reduction(reduction)
 
