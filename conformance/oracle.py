@@ -143,6 +143,23 @@ def _asl_single_sample(xs, y, q, gamma_pos, gamma_neg):
     return total
 
 
+def _sample_grads(xs, samples, scale):
+    """Each logit's derivative of its sample's loss (times the reduction's scale), by
+    numerical differentiation; samples: (cells, f) with f(values of cells) the sample's
+    loss, or f None (an ignored sample: 0)."""
+    grads = [mp.mpf(0)] * len(xs)
+    for cells, f in samples:
+        if f is None:
+            continue
+        for j, cell in enumerate(cells):
+            def g(v, j=j, cells=cells, f=f):
+                vals = [xs[i] for i in cells]
+                vals[j] = v
+                return f(vals)
+            grads[cell] = scale * _diff(g, xs[cell])
+    return grads
+
+
 def asymmetric_softmax(logits, shape, targets, tshape, kw):
     """Loss (flattened output) and gradient of the summed output w.r.t. each logit."""
     with mp.workdps(DPS):
@@ -167,17 +184,7 @@ def asymmetric_softmax(logits, shape, targets, tshape, kw):
             samples.append((cells, lambda vals, y=y, q=q: _asl_single_sample(vals, y, q, gp, gn)))
         values = [mp.mpf(0) if f is None else f([xs[i] for i in cells]) for cells, f in samples]
         out, scale = _reduce(values, kw.get("reduction", "mean"), denom, kw.get("normalizer"))
-        grads = [mp.mpf(0)] * len(xs)
-        for cells, f in samples:
-            if f is None:
-                continue
-            for j, cell in enumerate(cells):
-                def g(v, j=j, cells=cells, f=f):
-                    vals = [xs[i] for i in cells]
-                    vals[j] = v
-                    return f(vals)
-                grads[cell] = scale * _diff(g, xs[cell])
-        return out, grads, scale
+        return out, _sample_grads(xs, samples, scale), scale
 
 
 def _log_softmax(xs):
@@ -453,17 +460,7 @@ def distribution(logits, shape, targets, tshape, kw):
             samples.append((cells, f))
         values = [mp.mpf(0) if f is None else f([xs[i] for i in cells]) for cells, f in samples]
         out, scale = _reduce(values, kw["reduction"], count, kw.get("normalizer"))
-        grads = [mp.mpf(0)] * len(xs)
-        for cells, f in samples:
-            if f is None:
-                continue
-            for j, cell in enumerate(cells):
-                def g(v, j=j, cells=cells, f=f):
-                    vals = [xs[i] for i in cells]
-                    vals[j] = v
-                    return f(vals)
-                grads[cell] = scale * _diff(g, xs[cell])
-        return out, grads, scale
+        return out, _sample_grads(xs, samples, scale), scale
 
 
 # The documented defaults (docs/definitions.md, the parameter table), applied to what a case leaves out.
