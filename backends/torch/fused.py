@@ -271,7 +271,8 @@ def _device_params(args, x):
     if isinstance(norm, torch.Tensor) and norm.device != x.device:
         out["normalizer"] = OPS.asarray(norm, "normalizer", x)
     gamma = out.get("gamma")
-    if not (_spec._is_real(gamma) or (isinstance(gamma, torch.Tensor) and
+    # (a loss without gamma, as the Asymmetric Loss with its own exponents, has none)
+    if not (gamma is None or _spec._is_real(gamma) or (isinstance(gamma, torch.Tensor) and
                                       gamma.device == x.device)):
         # a per-class gamma given as host data: a tensor input of the kernel, as alpha
         # (a number stays a symbolic float: see _RUNTIME_FLOATS)
