@@ -594,7 +594,7 @@ def _per_class_gamma_poly1(b):
           {"gamma": [0.0, 0.25, 2.0], "alpha": 0.25, "epsilon": 1.5, "reduction": "none"})
     n = len(EXTREME)
     ge = [(0.0, 0.25, 0.5, 1.0, 2.0)[i % 5] for i in range(n)]
-    b.add("poly1/gamma-vector/sigmoid/extreme", SIGMOID, list(EXTREME), (n,), [1.0] * n, (n,),
+    b.add("poly1/gamma-vector/sigmoid/saturated", SIGMOID, list(EXTREME), (n,), [1.0] * n, (n,),
           {"gamma": ge, "alpha": None, "epsilon": 0.5, "reduction": "none"})
     x, sh = _logits(rng, (5, 4))
     yi = [rng.randrange(4) for _ in range(5)]
