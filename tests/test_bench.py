@@ -303,3 +303,31 @@ def test_a_worker_past_its_time_limit_is_stopped_with_the_processes_it_started()
     rep = _workers.run("x", lambda out: [sys.executable, "-c", code], timeout=1)
     assert rep == {"backend": "x", "crashed": "timed out after 1 s"}
     assert time.perf_counter() - t0 < 15
+
+
+def test_quick_mode_runs_backends_at_once_and_keeps_their_order(monkeypatch):
+    """--quick (a check that everything runs) measures that many backends at once, one per
+    core, up to 4; the full bench one at a time unless --jobs says otherwise. The report
+    keeps the backends' order whichever finishes first."""
+    def cfg(*argv):
+        return config.config_from_args(config.parser().parse_args(list(argv)))
+    assert cfg()["jobs"] == 1
+    assert cfg("--quick")["jobs"] == config._cores() >= 1
+    assert cfg("--quick", "--jobs", "1")["jobs"] == 1
+    assert cfg("--jobs", "3")["jobs"] == 3
+
+    # each fake worker reports when it ran; torch's (listed first) lasts longest
+    code = ("import json, time\n"
+            "t0 = time.time(); time.sleep(1.5 if 'torch' in out_name else 0.5)\n"
+            "open(out, 'w').write(json.dumps({'backend': out_name, 'span': [t0, time.time()]}))")
+
+    def command(name, cfg, out, memory, first=None):
+        return [sys.executable, "-c", f"out = {str(out)!r}; out_name = {name!r}\n{code}"]
+    monkeypatch.setattr(run, "_worker_command", command)
+    monkeypatch.setattr(run, "available", lambda name: (True, ""))
+    for jobs, overlap in ((2, True), (1, False)):
+        c = cfg("--quick", "--backend", "torch,jax", "--jobs", str(jobs))
+        reps = run.run_all(c)["backends"]
+        assert [r["backend"] for r in reps] == ["torch", "jax"]
+        (a0, a1), (b0, b1) = reps[0]["span"], reps[1]["span"]
+        assert (b0 < a1) is overlap, (jobs, reps)

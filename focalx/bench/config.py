@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from pathlib import Path
 
@@ -137,6 +138,10 @@ def parser(prog="focalx bench"):
                          "--quick: focalx and its peer on the sigmoid workload only)")
     ap.add_argument("--quick", action="store_true",
                     help=f"tiny sizes ({QUICK_SIZE} elements), few repeats: proves it runs")
+    ap.add_argument("--jobs", type=_count_type(1),
+                    help="backends measured at once, each in its own processes (default 1; "
+                         "--quick: the number of cores, up to 4): above 1 they share the "
+                         "cores, so their timings are not measurements")
     ap.add_argument("--json", type=Path, metavar="PATH", help="write every raw number here")
     ap.add_argument("--timeout", type=_count_type(1), default=3600,
                     help="seconds allowed per worker process (default 3600)")
@@ -146,6 +151,14 @@ def parser(prog="focalx bench"):
     ap.add_argument("--worker-memory", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker-first", help=argparse.SUPPRESS)
     return ap
+
+
+def _cores() -> int:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n = os.cpu_count() or 1
+    return max(1, min(n, 4))
 
 
 def _flatten(lists):
@@ -173,5 +186,6 @@ def config_from_args(args) -> dict:
         "memory": args.memory,
         "first_call": args.first_call,
         "quick": quick,
+        "jobs": args.jobs or (_cores() if quick else 1),
         "timeout": args.timeout,
     }

@@ -42,7 +42,9 @@ def format_table(result: dict) -> str:
             f"device {cfg['device']}, {cfg['repeats']} interleaved repeats after "
             f"{cfg['warmup']} warm-up call(s), each repeat calling for at least "
             f"{cfg.get('sample_s', SAMPLE_S) * 1e3:g} ms; times are medians"
-            + (" (quick mode: tiny sizes, not a measurement)" if cfg["quick"] else ""),
+            + (" (quick mode: tiny sizes, not a measurement)" if cfg["quick"] else "")
+            + (f"; {cfg['jobs']} backends at once (they shared the cores)"
+               if cfg.get("jobs", 1) > 1 else ""),
             ""]
     lines = ["| backend | mode | workload | dtype | elements | contender | fwd ms | "
              "fwd+bwd ms | fwd x focalx | fwd+bwd x focalx | ns/elem fwd+bwd | "

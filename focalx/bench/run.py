@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib.metadata
 import json
 import os
@@ -62,26 +63,43 @@ def _merge_memory(timing: dict, memory: dict):
                 c["memory"] = mem
 
 
+def _run_backend(name: str, cfg: dict, progress=None) -> dict:
+    """One backend's workers, one after another: timing, memory, first calls."""
+    if progress:
+        progress(f"{name}: timing ...")
+    rep = _run_one(name, cfg, False, cfg["timeout"])
+    if cfg["memory"] and "groups" in rep:
+        if progress:
+            progress(f"{name}: memory ...")
+        _merge_memory(rep, _run_one(name, cfg, True, cfg["timeout"]))
+    if cfg.get("first_call", True) and "groups" in rep:
+        if progress:
+            progress(f"{name}: first calls ...")
+        rep["first_calls"] = run_first_calls(name, cfg)
+    return rep
+
+
 def run_all(cfg: dict, progress=None) -> dict:
+    """Every backend's workers. With cfg["jobs"] > 1 (--quick's default) that many
+    backends run at once: their timings then share the cores, which --quick, a check that
+    everything runs rather than a measurement, can afford; a backend's own workers still
+    run one at a time."""
     names = cfg["backends"] or list(BACKENDS)
     result = {"config": cfg, "backends": [], "skipped": {}, "missing": {}}
+    todo = []
     for name in names:
         ok, why = available(name)
         if not ok:
             (result["missing"] if cfg["backends"] else result["skipped"])[name] = why
             continue
-        if progress:
-            progress(f"{name}: timing ...")
-        rep = _run_one(name, cfg, False, cfg["timeout"])
-        if cfg["memory"] and "groups" in rep:
-            if progress:
-                progress(f"{name}: memory ...")
-            _merge_memory(rep, _run_one(name, cfg, True, cfg["timeout"]))
-        if cfg.get("first_call", True) and "groups" in rep:
-            if progress:
-                progress(f"{name}: first calls ...")
-            rep["first_calls"] = run_first_calls(name, cfg)
-        result["backends"].append(rep)
+        todo.append(name)
+    jobs = min(cfg.get("jobs") or 1, len(todo) or 1)
+    if jobs == 1:
+        result["backends"] = [_run_backend(name, cfg, progress) for name in todo]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            # (the workers are processes: these threads only wait on them)
+            result["backends"] = list(pool.map(lambda n: _run_backend(n, cfg, progress), todo))
     return result
 
 
