@@ -76,7 +76,7 @@ def params_table(name: str) -> str:
         rows.append(f"| `{p.name}` | `{_fmt(p.default)}` | {_cell(f'`{ann}`')} | {_cell(doc)} |")
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}")
-    return "\n".join(rows)
+    return '<div class="focalx-params" markdown>\n\n' + "\n".join(rows) + "\n\n</div>"
 
 
 _DEFAULT_DOCS = {"reduction": '`"none"`, `"sum"` or `"mean"`.',
