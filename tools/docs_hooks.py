@@ -49,10 +49,16 @@ def loss_math(name: str) -> str:
     if not m:
         raise ValueError(f"{name}: no math block in its docstring")
     body = "\n".join(ln[4:] for ln in m.group(1).rstrip().split("\n"))
+    return "$$\n" + _aligned(body) + "\n$$"
+
+
+def _aligned(body: str) -> str:
+    """Several lines or alignment marks outside a cases block: an align* environment
+    (latex2mathml has no "aligned")."""
     aligned = "\\\\" in body or "&" in body.replace("\\&", "")
     if aligned and ("\\begin{cases}" not in body or "&=" in body):
-        body = "\\begin{align*}" + body + "\\end{align*}"  # latex2mathml: no "aligned"
-    return "$$\n" + body + "\n$$"
+        body = "\\begin{align*}" + body + "\\end{align*}"
+    return body
 
 
 def _cell(text: str) -> str:
@@ -201,6 +207,25 @@ def stash_math(markdown: str) -> tuple[str, dict]:
     return "".join(parts), found
 
 
+_RST_MATH = re.compile(r'<p>\.\. math::</p>\s*<div class="highlight"><pre><span></span>'
+                       r"<code>(.*?)</code></pre></div>", re.DOTALL)
+# the same, where markdown made the block (or the directive's own line) a paragraph
+_RST_MATH_P = re.compile(r"<p>\.\. math::(?:</p>\s*<p>| )(.*?)</p>", re.DOTALL)
+_QUOTED = re.compile(r"</p>\n<blockquote>\n<p>(.*?)</p>\n</blockquote>", re.DOTALL)
+
+
+def api_docstrings(content: str) -> str:
+    """The API page: the docstrings' ``.. math::`` blocks as MathML, and their wrapped lines
+    that begin with ">=" joined back (markdown read those as block quotes)."""
+    content = _RST_MATH.sub(lambda m: '<div class="focalx-math">'
+                            + _mathml(_aligned(html.unescape(m.group(1))), True) + "</div>",
+                            content)
+    # (markdown also turned the negative thin space \! into "!")
+    content = _RST_MATH_P.sub(lambda m: '<div class="focalx-math">' + _mathml(_aligned(
+        re.sub(r"!(?=\\left)", r"\\!", html.unescape(m.group(1)))), True) + "</div>", content)
+    return _QUOTED.sub(lambda m: " &gt;" + m.group(1) + "</p>", content)
+
+
 # ---- the hooks -----------------------------------------------------------------------------
 
 _PAGES: dict[str, dict] = {}
@@ -217,6 +242,8 @@ def on_page_content(content, page, config, files):
     for key, value in found.items():
         content = content.replace(f"<p>{key}</p>", f'<div class="focalx-math">{value}</div>')
         content = content.replace(key, value)
+    if page.file.src_uri == "api.md":
+        content = api_docstrings(content)
     leftover = re.search(r"FOCALXMATH\d+X", content)
     if leftover:
         raise ValueError(f"{page.file.src_uri}: math placeholder {leftover.group(0)} was "
