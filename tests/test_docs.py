@@ -110,8 +110,19 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path):
     assert "sigmoid_focal_loss" in (site / "api" / "index.html").read_text()
 
 
-def test_figures_regenerate_identically(tmp_path):
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+_DRAWN_WITH = re.compile(r"Matplotlib v[\w.]+")
 
+
+def _coordinates(svg: str) -> list[float]:
+    """The numbers of every path and position in an SVG (its geometry, not its ids)."""
+    geometry = re.findall(r'\b(?:d|x|y|transform|points)="([^"]*)"', svg)
+    return [float(v) for g in geometry for v in _NUMBER.findall(g)]
+
+
+def test_figures_regenerate_identically(tmp_path):
+    """The committed figures are what tools/docs_figures.py draws now: the same bytes with
+    the matplotlib that drew them, the same geometry to 0.5 px with another release."""
     sys.path.insert(0, str(ROOT / "tools"))
     try:
         import docs_figures
@@ -120,7 +131,13 @@ def test_figures_regenerate_identically(tmp_path):
     for name in docs_figures.FIGURES:
         new = docs_figures.render(name, tmp_path).read_text()
         old = (docs_figures.FIGURES_DIR / name).read_text()
-        assert new == old, f"docs/figures/{name} is stale: python tools/docs_figures.py"
+        stale = f"docs/figures/{name} is stale: python tools/docs_figures.py"
+        if _DRAWN_WITH.findall(new) == _DRAWN_WITH.findall(old):
+            assert new == old, stale
+        else:
+            a, b = _coordinates(new), _coordinates(old)
+            assert len(a) == len(b), stale
+            assert max(abs(x - y) for x, y in zip(a, b)) <= 0.5, stale
 
 
 def test_committed_conformance_reports_are_focalx_check_output():
