@@ -9,6 +9,7 @@ USAGE = """usage: focalx <command> [options]   (focalx --version: the version)
 commands:
   check    check every installed backend, device and dtype against the golden cases
   bench    time focalx against each installed peer and the cross-entropy floor, per backend
+  plot     loss and gradient curves, or a bench JSON's bar chart, to PNG/SVG (needs matplotlib)
 """
 
 
@@ -28,6 +29,9 @@ def main(argv=None) -> int:
     if command == "bench":
         from .bench import main as bench
         return bench(rest)
+    if command == "plot":
+        from .plot import main as plot
+        return plot(rest)
     print(f"focalx: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 
