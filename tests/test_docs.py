@@ -121,17 +121,17 @@ def _coordinates(svg: str) -> list[float]:
 
 
 def test_figures_regenerate_identically(tmp_path):
-    """The committed figures are what tools/docs_figures.py draws now: the same bytes with
+    """The committed figures are what docs/_tools/docs_figures.py draws now: the same bytes with
     the matplotlib that drew them, the same geometry to 0.5 px with another release."""
-    sys.path.insert(0, str(ROOT / "tools"))
+    sys.path.insert(0, str(ROOT / "docs" / "_tools"))
     try:
         import docs_figures
     finally:
-        sys.path.remove(str(ROOT / "tools"))
+        sys.path.remove(str(ROOT / "docs" / "_tools"))
     for name in docs_figures.FIGURES:
         new = docs_figures.render(name, tmp_path).read_text()
         old = (docs_figures.FIGURES_DIR / name).read_text()
-        stale = f"docs/figures/{name} is stale: python tools/docs_figures.py"
+        stale = f"docs/figures/{name} is stale: python docs/_tools/docs_figures.py"
         if _DRAWN_WITH.findall(new) == _DRAWN_WITH.findall(old):
             assert new == old, stale
         else:

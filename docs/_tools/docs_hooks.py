@@ -21,7 +21,7 @@ import json
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "docs" / "data"
 
 _MARK = re.compile(r"<!-- focalx:(\w+)(?: (\w+))? -->")

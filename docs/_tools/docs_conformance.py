@@ -1,10 +1,10 @@
 """Run ``focalx check --json`` for backends, one at a time, into docs/data/conformance/.
 
-    python tools/docs_conformance.py torch jax       # or no names: every registered backend
+    python docs/_tools/docs_conformance.py torch jax       # or no names: every registered backend
 
 Each backend's report is written to docs/data/conformance/NAME.json as ``focalx check``
 writes it, with ``date``, ``machine`` and ``command`` added (the site's conformance
-matrix is generated from these files by tools/docs_hooks.py). One backend per run keeps
+matrix is generated from these files by docs/_tools/docs_hooks.py). One backend per run keeps
 a shared machine's load, and each framework's import, to one process at a time.
 """
 
@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "docs" / "data" / "conformance"
 
 

@@ -1,7 +1,7 @@
 """The figures the documentation embeds, as ``focalx plot`` command lines.
 
-    python tools/docs_figures.py            # rewrite docs/figures/*.svg
-    python tools/docs_figures.py --check    # say which differ (tests/test_docs.py does this)
+    python docs/_tools/docs_figures.py            # rewrite docs/figures/*.svg
+    python docs/_tools/docs_figures.py --check    # say which differ (tests/test_docs.py does this)
 
 The SVGs are committed so that the pages read on GitHub (docs/) show them too; the
 test regenerates each and compares it with the committed file.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIGURES_DIR = ROOT / "docs" / "figures"
 _GAMMAS = "0,0.5,1,2,5"
 
