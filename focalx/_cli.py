@@ -9,6 +9,8 @@ USAGE = """usage: focalx <command> [options]   (focalx --version: the version)
 commands:
   check    check every installed backend, device and dtype against the golden cases
   bench    time focalx against each installed peer and the cross-entropy floor, per backend
+  compare  run the golden cases through your own focal loss (MODULE:FUNCTION) and classify
+           every disagreement (focalx compare --help)
 """
 
 
@@ -28,6 +30,9 @@ def main(argv=None) -> int:
     if command == "bench":
         from .bench import main as bench
         return bench(rest)
+    if command == "compare":
+        from .testing.cli import main as compare
+        return compare(rest)
     print(f"focalx: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 
