@@ -56,10 +56,12 @@ def detect(fn) -> str:
                        if type(v).__name__ == "module"}:
             return keras_framework()
     code = getattr(target, "__code__", None)  # a wrapper importing its framework inside
-    named = {modules[n] for n in getattr(code, "co_names", ()) if n in modules}
+    names = {_root(n) for n in getattr(code, "co_names", ())}
+    named = {modules[n] for n in names if n in modules} | {BUILT_ON[n] for n in names
+                                                           if n in BUILT_ON}
     if len(named) == 1:
         return named.pop()
-    if "keras" in getattr(code, "co_names", ()):
+    if "keras" in names:
         return keras_framework()
     loaded = [b.name for b in REGISTRY.values() if b.module in sys.modules]
     return loaded[0] if len(loaded) == 1 else "numpy"

@@ -215,7 +215,7 @@ PEERS: tuple[Peer, ...] = (
          f"{HERE}:fvcore_sigmoid_focal_loss_star", "star",
          Signature(alpha_off=-1, scalar_only=("alpha", "gamma"), drop=("beta",)),
          "`sigmoid_focal_loss_star(..., beta=0.0)`: fvcore fixes beta at 0",
-         ("beta", "crash", "nan-loss")),
+         ("beta",), note="its formula written out (fvcore does not install here)"),
     Peer("optax", "`sigmoid_focal_loss(logits, labels, *, alpha=None, gamma=2.0)` (per element)",
          "optax.losses:sigmoid_focal_loss", "sigmoid",
          Signature(as_arrays=("alpha", "gamma")),
@@ -229,8 +229,9 @@ PEERS: tuple[Peer, ...] = (
          "`focalx.keras.BinaryFocalLoss(...)`, or the function with `alpha=alpha` (with "
          "`apply_class_balancing=False`, Keras' default, alpha has no effect: `alpha=None`); "
          'the same `label_smoothing`; `reduction="mean"`',
-         ("cap",), requires="keras",
-         note="on the TensorFlow backend; on JAX and torch the binary loss clips too"),
+         ("nan-gradient", "nan-loss", "crash"), requires="keras",
+         note="on the TensorFlow backend, which recovers the logits; on JAX (and torch) it "
+              "clips: `KERAS_BACKEND=jax focalx compare --peer keras` finds the cap too"),
     Peer("Keras (categorical)", "`CategoricalFocalCrossentropy(alpha=0.25, gamma=2, "
          "from_logits=True, label_smoothing=e)` (one-hot targets)",
          f"{HERE}:keras_categorical_focal_crossentropy", "softmax",
@@ -238,14 +239,15 @@ PEERS: tuple[Peer, ...] = (
                    dtype="float32"),
          "`focalx.keras.CategoricalFocalLoss(alpha=0.25, ...)`, or `softmax_focal_loss(x, "
          "onehot, alpha=0.25, label_smoothing=e, axis=-1)`: scalar alpha multiplies every class",
-         ("cap",), requires="keras", note="on every backend"),
+         ("cap", "nan-loss"), requires="keras", note="on every backend"),
     Peer("Paddle", "`F.sigmoid_focal_loss(logit, label, normalizer=n, alpha=0.25, gamma=2.0, "
          "reduction='sum')` (n: a shape-[1] tensor)", f"{HERE}:paddle_sigmoid_focal_loss",
          "sigmoid", Signature(alpha_off=NOT_EXPRESSIBLE, scalar_only=("alpha", "gamma"),
                               min_ndim=2),
          '`sigmoid_focal_loss(logit, label, normalizer=n, reduction="sum")` (n a number or '
          "any array); Paddle cannot turn alpha off, focalx takes `alpha=None`",
-         ("nan-gradient", "nan-loss", "crash", "precision"), requires="paddle"),
+         ("nan-gradient", "gradient", "nan-loss", "crash"), requires="paddle",
+         note="its gradient at a logit of exactly 0 is wrong"),
     Peer("kornia", "`focal_loss(pred, target, alpha, gamma, reduction, weight, ignore_index=-100)`"
          " (softmax, classes on dim 1)", "kornia.losses:focal_loss", "softmax",
          Signature(class_axis=1, target_format="index", scalar_only=("alpha", "gamma"),
@@ -253,29 +255,32 @@ PEERS: tuple[Peer, ...] = (
          '`softmax_focal_loss(pred, target, alpha=[1-α, α, …, α], reduction="sum", '
          'normalizer=pred.numel())`: class 0 gets 1−α; "none" is per class (sum over dim 1); '
          '"mean" divides by N·C·spatial, ignored pixels included',
-         ("alpha-background", "class-axis", "mean-divisor", "ignore-mean"), requires="kornia"),
+         ("alpha-background", "class-axis", "mean-divisor", "ignore-mean", "nan-loss"),
+         requires="kornia"),
     Peer("kornia (binary)", "`binary_focal_loss_with_logits(pred, target, alpha=0.25, gamma=2, "
          "reduction, pos_weight, weight, ignore_index=-100)`",
          "kornia.losses:binary_focal_loss_with_logits", "sigmoid",
          Signature(alpha_off=None, scalar_only=("alpha", "gamma"), min_ndim=2),
-         "the same names, hard targets; its (C,) `pos_weight`/`weight` act on dim 1 (reshape "
-         'to (C, 1) for focalx on (B, C, H) logits); "mean" keeps ignored pixels in the '
-         'divisor: `reduction="sum", normalizer=pred.numel()`. Soft targets: '
-         "t·FL(x, 1) + (1−t)·FL(x, 0)",
-         ("soft-targets", "ignore-mean", "crash"), requires="kornia"),
+         "the same names, hard targets; its (C,) `pos_weight`/`weight` act on dim 1: reshape "
+         'them to (C, 1) for focalx on (B, C, H) logits; its `ignore_index` defaults to -100 '
+         '(focalx: None); its "mean" keeps ignored pixels in the divisor: '
+         '`reduction="sum", normalizer=pred.numel()`. Soft targets: t·FL(x, 1) + (1−t)·FL(x, 0)',
+         ("soft-targets", "ignore-mean", "nan-loss", "crash"), requires="kornia"),
     Peer("MONAI", "`FocalLoss(gamma, alpha, weight, reduction, use_softmax=False)(x, t)`",
          f"{HERE}:monai_focal_loss", "sigmoid", Signature(scalar_only=("gamma",), min_ndim=2, dtype="float32"),
          "`sigmoid_focal_loss(alpha=α)` with \"mean\" over B·C·spatial; a vector alpha "
          "weights positives only (`alpha=None, weight=where(t == 1, α, 1)`). Soft targets "
          "differ (MONAI uses 2t−1)",
-         ("alpha-positives", "soft-targets", "crash"), requires="monai"),
+         ("alpha-positives", "soft-targets", "precision", "nan-loss", "crash"),
+         requires="monai", note="computes in float32 whatever it is given"),
     Peer("smp", '`FocalLoss("multiclass", alpha, gamma)(x, index_targets)` (>= 0.6.0)',
          f"{HERE}:smp_focal_loss", "sigmoid",
          Signature(class_axis=1, target_format="index", fixed={"mode": "multiclass"},
                    scalar_only=("alpha", "gamma")),
          '`sigmoid_focal_loss(x, onehot_on_axis_1, alpha=alpha or None, reduction="mean")`: '
          "a one-vs-rest sigmoid loss averaged over the classes, not a softmax focal loss",
-         (), note="its formula written out (smp pulls torch 2.14, not installed here)"),
+         ("class-axis", "nan-gradient", "nan-loss"),
+         note="its formula written out (smp pulls torch 2.14, not installed here)"),
     Peer("mmdet", "`FocalLoss(use_sigmoid=True, gamma, alpha, loss_weight)(pred, target, weight, "
          "avg_factor)` (index targets, C = background)",
          f"{HERE}:mmdet_py_sigmoid_focal_loss", "sigmoid",
@@ -283,7 +288,7 @@ PEERS: tuple[Peer, ...] = (
                    alpha_off=NOT_EXPRESSIBLE),
          "`loss_weight * sigmoid_focal_loss(pred, onehot_without_background, alpha=α, "
          'weight=weight, reduction="sum", normalizer=avg_factor)` (mmdet adds float32 eps to '
-         "avg_factor)", (), note="its PyTorch path written out (mmdet does not install here)"),
+         "avg_factor)", ("precision",), note="its PyTorch path written out (mmdet does not install here)"),
 )
 BY_KEY = {p.key: p for p in PEERS}
 
@@ -295,19 +300,23 @@ END = "<!-- focalx:end peers -->"
 
 
 def _kinds_text(peer) -> str:
-    from ._compare import KINDS
     if not peer.kinds:
         return "agrees on every expressible golden case"
-    return "; ".join(f"{k}: {KINDS[k]}" for k in peer.kinds)
+    return ", ".join(f"**{k}**" for k in peer.kinds)
 
 
 def markdown() -> str:
     """The migration table's rows for the peers (between the BEGIN/END markers)."""
     lines = [BEGIN, "| library | its call | focalx | `focalx compare` finds |", "|---|---|---|---|"]
     for p in PEERS:
-        how = "" if p.requires else " (formula written out)"
-        note = f" ({p.note})" if p.note else ""
-        lines.append(f"| {p.name} | {p.call} | {p.focalx} | {_kinds_text(p)}{how}{note} |")
+        note = f". {p.note[0].upper()}{p.note[1:]}" if p.note else ""
+        lines.append(f"| {p.name} | {p.call} | {p.focalx} | {_kinds_text(p)}{note} |")
+    from ._compare import KINDS
+    used = [k for k in KINDS if any(k in p.kinds for p in PEERS)]
+    legend = ("The kinds (each found by probes: the spec recomputed under that convention "
+              "matches the library's values):")
+    lines += ["", legend, ""]
+    lines += [f"- **{k}**: {KINDS[k]}" for k in used]
     lines.append(END)
     return "\n".join(lines)
 
