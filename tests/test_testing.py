@@ -275,6 +275,17 @@ def test_keras_alpha_has_no_effect_without_class_balancing():
     assert all(r.mapping == {"alpha": None} for r in report.disagreed)
 
 
+def test_paddle_takes_an_alpha_off_value_as_a_number():
+    """Paddle cannot turn alpha off: alpha=-1 (torchvision's "off") is used as alpha."""
+    peer = peers.BY_KEY["paddle"]
+    fn = _load_peer(peer)
+    sig = Signature.parse(["alpha_off=-1"], base=peer.signature)
+    report = compare(fn, loss="sigmoid", signature=sig,
+                     cases=["sigmoid/gamma=2.0/alpha=none", "sigmoid/gamma=1.0/alpha=none"])
+    assert set(report.kinds) == {"alpha-off"}, report.table()
+    assert all(r.agrees_with is None for r in report.disagreed)
+
+
 def test_migration_table_is_generated_from_the_peers():
     doc = (ROOT / "docs" / "migration.md").read_text()
     assert peers.markdown() in doc, "run: python -m focalx.testing.peers --write docs/migration.md"

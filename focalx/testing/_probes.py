@@ -100,7 +100,7 @@ def _alpha_probes(case, alpha_off):
             and kw.get("weight") is None and y.shape == case.x.shape:
         w = np.where(y == 1, float(alpha_off), 1.0 - float(alpha_off))
         hint = f"alpha=None (the function has no 'off' value: {alpha_off!r} is used as alpha)"
-        yield "alpha-off", hint, {"alpha": None, "weight": w}
+        yield "alpha-off", hint, {"alpha": None, "_times": w}
 
 
 def _keyword_probes(case):
@@ -249,12 +249,18 @@ def classify(case, loss, grad, dtype, *, alpha_off=None, class_axis=-1, found=No
         for cap in ((False, True) if may_cap else (False,)):
             if not kind and not cap:
                 continue
+            times = new.pop("_times", None)
+            if times is not None and (cap or kw["reduction"] != "none"):
+                continue
             try:
                 alt = _capped(case, new, dtype) if cap else _ref(v, case.x, case.y, new)
             except (ValueError, TypeError):
                 continue
+            if times is not None:  # a factor focalx's weight cannot take (negative)
+                alt = (alt[0] * times, alt[1] * times)
+                changes, hint = None, ""
             if agrees(alt, with_grad=not cap):
-                if not cap:
+                if not cap and changes is not None:
                     found["mapping"] = changes
                 found = kinds + [k for k in (kind, "cap" if cap else "") if k]
                 what = ", ".join(h for h in (hint, "probabilities clipped to [1e-7, 1 - 1e-7]"
