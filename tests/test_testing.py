@@ -275,6 +275,21 @@ def test_keras_alpha_has_no_effect_without_class_balancing():
     assert all(r.mapping == {"alpha": None} for r in report.disagreed)
 
 
+def test_index_targets_with_class_0_as_background_are_found():
+    """mmdet 1.x read label 0 as the background (2.x and 3.x: label C)."""
+    torch = import_backend("torch")
+    peer = peers.BY_KEY["mmdet"]
+
+    def mmdet_v1(pred, target, weight=None, gamma=2.0, alpha=0.25, reduction="mean"):
+        c = pred.shape[1]
+        return peers.mmdet_py_sigmoid_focal_loss(
+            pred, torch.where(target == 0, c, target - 1), weight, gamma, alpha, reduction)
+    report = compare(mmdet_v1, loss="sigmoid", signature=peer.signature)
+    assert set(report.kinds) - {"precision"} == {"background"}, report.table()
+    assert not compare(peer.load(), loss="sigmoid", signature=peer.signature).kinds.get(
+        "background")
+
+
 def test_paddle_takes_an_alpha_off_value_as_a_number():
     """Paddle cannot turn alpha off: alpha=-1 (torchvision's "off") is used as alpha."""
     peer = peers.BY_KEY["paddle"]

@@ -37,6 +37,7 @@ KINDS = {
     "soft-targets": "hard targets agree, soft targets differ",
     "cap": "log capped at -log(1e-7) = 16.118: probabilities clipped to [1e-7, 1 - 1e-7]",
     "beta": "FL* with beta fixed at 0",
+    "background": "index targets read with class 0 as the background (label k is class k - 1)",
     "keyword-ignored": "a keyword argument has no effect",
     "gradient": "the loss agrees, its gradient does not",
     "precision": "close, beyond the tolerance",

@@ -26,6 +26,14 @@ def _root(name) -> str:
     return (name or "").split(".")[0]
 
 
+def _filled(cell) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 - an empty cell raises
+    except ValueError:
+        return False
+    return True
+
+
 def keras_framework() -> str:
     """The framework Keras runs on (its KERAS_BACKEND), as a registry name."""
     import keras
@@ -57,6 +65,13 @@ def detect(fn) -> str:
             return keras_framework()
     code = getattr(target, "__code__", None)  # a wrapper importing its framework inside
     names = {_root(n) for n in getattr(code, "co_names", ())}
+    # modules it reaches through its globals and closure (``import torch as T``; a closure)
+    glb = getattr(target, "__globals__", {})
+    cells = [c.cell_contents for c in (getattr(target, "__closure__", None) or ())
+             if _filled(c)]
+    for v in [glb.get(n) for n in getattr(code, "co_names", ())] + cells:
+        if type(v).__name__ == "module":
+            names.add(_root(v.__name__))
     named = {modules[n] for n in names if n in modules} | {BUILT_ON[n] for n in names
                                                            if n in BUILT_ON}
     if len(named) == 1:

@@ -57,6 +57,11 @@ def _ref(variant, x, y, kw, grad=True):
     return loss, (g if grad else None)
 
 
+def _one_hot(index, classes, axis):
+    eye = (index[..., None] == np.arange(classes)).astype(np.float64)
+    return np.moveaxis(eye, -1, axis % (index.ndim + 1))
+
+
 def _softmax(x, axis):
     z = x - x.max(axis=axis, keepdims=True)
     e = np.exp(z)
@@ -268,6 +273,17 @@ def classify(case, loss, grad, dtype, *, alpha_off=None, class_axis=-1, found=No
                 return found, detail, f"focalx.{v}(..., {what})" if hint else \
                     (f"focalx.{v} on clip(probabilities, 1e-7, 1 - 1e-7) with "
                      "from_logits=False" if cap else None)
+    if case.id.startswith("sigmoid-index/") and case.y.dtype.kind in "iu":
+        # index targets read with class 0 as the background (mmdet 1.x): label k is class
+        # k - 1, label 0 no class
+        c = case.x.shape[class_axis]
+        shifted = _one_hot(case.y - 1, c, class_axis)
+        try:
+            alt = _ref(v, case.x, shifted, kw)
+        except (ValueError, TypeError):
+            alt = None
+        if agrees(alt):
+            return kinds + ["background"], detail, None
     if kw["reduction"] == "mean" and kw.get("normalizer") is None and loss.ndim == 0:
         try:
             total, gtotal = _ref(v, case.x, case.y, {**kw, "reduction": "sum"})
