@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -288,6 +289,23 @@ def test_index_targets_with_class_0_as_background_are_found():
     assert set(report.kinds) - {"precision"} == {"background"}, report.table()
     assert not compare(peer.load(), loss="sigmoid", signature=peer.signature).kinds.get(
         "background")
+
+
+def test_keras_binary_loss_caps_on_jax_but_not_on_tensorflow():
+    """The survey's B1: Keras' binary focal loss clips probabilities at 1e-7 on its JAX
+    backend (the log stops at 16.118), not on TensorFlow (which recovers the logits)."""
+    import_backend("jax")
+    fn = _load_peer(peers.BY_KEY["keras"])
+    cases = "sigmoid/extreme/gamma=2.0/y=1.0,sigmoid/extreme/gamma=2.0/y=0.0"
+    tf = compare(fn, loss="sigmoid", signature=peers.BY_KEY["keras"].signature,
+                 cases=cases.split(","))
+    assert tf.ok, tf.table()
+    out = subprocess.run([sys.executable, "-m", "focalx._cli", "compare", "--peer", "keras",
+                          "--cases", cases, "--json"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300, check=False, env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert out.returncode == 1, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert report["framework"] == "jax" and set(report["kinds"]) == {"cap"}, report
 
 
 def test_paddle_takes_an_alpha_off_value_as_a_number():
