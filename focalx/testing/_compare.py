@@ -431,6 +431,11 @@ def compare(fn, *, loss: str = "sigmoid", signature: Signature | None = None,
                          f"got {cases!r}")
     else:
         pick = set(cases)
+        known = {c["id"] for c in runner.load_golden()["cases"]}
+        unknown = sorted(p for p in pick if p not in known and p.replace(
+            "sigmoid-index/", "", 1) not in known)
+        if unknown:
+            raise ValueError(f"cases: unknown case ids {unknown[:5]}")
     name = framework or sig.framework or detect(fn)
     run = Runner(name)
     from focalx.backends import REGISTRY
@@ -439,7 +444,9 @@ def compare(fn, *, loss: str = "sigmoid", signature: Signature | None = None,
         default_axis = sig.class_axis
     t0 = time.perf_counter()
     if variant == "sigmoid_focal_loss" and sig.target_format == "index":
-        todo = _derived(sig.dtype, pick and {p for p in pick}, default_axis)
+        if cases == "quick":  # (the index-target cases are the softmax cases' inputs)
+            pick = QUICK["softmax_focal_loss"]
+        todo = _derived(sig.dtype, pick, default_axis)
     else:
         todo = _golden(variant, sig.dtype, pick)
     todo += _fuzz(variant, fuzz)

@@ -100,6 +100,13 @@ class Signature:
                              f"got {self.target_format!r}")
         if self.class_axis is not None and not isinstance(self.class_axis, int):
             raise TypeError(f"class_axis must be an int or None, got {self.class_axis!r}")
+        for name in ("scalar_only", "drop", "as_arrays"):
+            v = getattr(self, name)
+            if not isinstance(v, tuple) or set(v) - set(KWARGS):
+                raise ValueError(f"{name} must be a tuple of focalx keywords {KWARGS}, "
+                                 f"got {v!r}")
+        if not isinstance(self.min_ndim, int) or self.min_ndim < 0:
+            raise ValueError(f"min_ndim must be an int >= 0, got {self.min_ndim!r}")
         if self.dtype not in ("float64", "float32"):
             raise ValueError(f"dtype must be 'float64' or 'float32', got {self.dtype!r}")
 
