@@ -10,6 +10,8 @@ commands:
   check    check every installed backend, device and dtype against the golden cases
   bench    time focalx against each installed peer and the cross-entropy floor, per backend
   plot     loss and gradient curves, or a bench JSON's bar chart, to PNG/SVG (needs matplotlib)
+  compare  run the golden cases through your own focal loss (MODULE:FUNCTION) and classify
+           every disagreement (focalx compare --help)
 """
 
 
@@ -32,6 +34,9 @@ def main(argv=None) -> int:
     if command == "plot":
         from .plot import main as plot
         return plot(rest)
+    if command == "compare":
+        from .testing.cli import main as compare
+        return compare(rest)
     print(f"focalx: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 
