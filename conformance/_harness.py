@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import types
 
 import numpy as np
 
@@ -168,6 +169,7 @@ class TorchHarness:
 
     #: op by op; the fused kernel (focalx's own torch.compile); a user's torch.compile
     modes = ("eager", "fused", "compile")
+    _compiles = 0  # (call's "compile" mode: a name per compiled function)
 
     def construct(self, kind, kwargs):
         cls = self.ft.FocalLoss if kind == "softmax module" else self.ft.SigmoidFocalLoss
@@ -197,8 +199,15 @@ class TorchHarness:
         def loss_of(a, b):
             return fn(a, b, **kwargs)
         if mode == "compile":
-            torch._dynamo.reset()  # (a fresh compilation: no recompile limit is reached)
-            loss_of = torch.compile(loss_of, fullgraph=True)
+            # A fresh compilation: a code object (and name) of its own per call, on which
+            # dynamo keeps its compilations and shape history, so that no recompile limit is
+            # reached; torch._dynamo.reset() would also drop every fused kernel compiled so
+            # far, each then compiled again on its next call.
+            TorchHarness._compiles += 1
+            code = loss_of.__code__.replace(co_name=f"loss_of_{TorchHarness._compiles}")
+            loss_of = torch.compile(types.FunctionType(code, loss_of.__globals__, code.co_name,
+                                                       None, loss_of.__closure__),
+                                    fullgraph=True)
         saved = dict(bt.fused._FUSED)
         bt.fused._FUSED.update(enabled=mode == "fused", min_numel=1, background=False)
         try:
