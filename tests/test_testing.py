@@ -152,6 +152,30 @@ class TestCompare:
             Signature(min_ndim=-1)
         with pytest.raises(ValueError, match="key=value"):
             Signature.parse(["alpha_off"])
+        with pytest.raises(TypeError, match="loss"):
+            compare(textbook, loss=["sigmoid"])
+        with pytest.raises(TypeError, match="cases"):
+            compare(textbook, cases=5)
+        with pytest.raises(ValueError, match="cases"):
+            compare(textbook, cases=[1, 2])
+        with pytest.raises(ValueError, match="cases"):
+            compare(textbook, cases=[])
+        with pytest.raises(ValueError, match="time_limit"):
+            compare(textbook, time_limit=True)
+        with pytest.raises(ValueError, match="framework"):
+            Signature(framework="tourch")
+        with pytest.raises(TypeError, match="class_axis"):
+            Signature(class_axis=True)
+        with pytest.raises(TypeError, match="names"):
+            Signature(names={"alpha": 3})
+        with pytest.raises(TypeError, match="items"):
+            Signature.parse("alpha_off=-1")
+
+    def test_an_infinite_time_limit_is_no_limit(self):
+        # (a thread cannot wait that long: the error was reported as the function's crash)
+        report = compare(textbook, cases=["sigmoid/gamma=2.0/alpha=0.25"],
+                         time_limit=float("inf"), framework="numpy")
+        assert report.ok and report.agreed, report.table()
 
     def test_signature_parse_reads_the_command_line_form(self):
         sig = Signature.parse(["alpha_off=-1", "class_axis=1", "alpha=weight_pos",

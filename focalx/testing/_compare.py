@@ -4,6 +4,7 @@ probes (the NumPy reference under the other conventions: which one the function 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -161,6 +162,8 @@ class Report:
 
 
 def _variant(loss: str) -> str:
+    if not isinstance(loss, str):
+        raise TypeError(f"loss must be one of {tuple(LOSSES)}, got {loss!r}")
     v = LOSSES.get(loss, loss)
     if v not in LOSSES.values():
         raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {loss!r}")
@@ -420,8 +423,11 @@ def compare(fn, *, loss: str = "sigmoid", signature: Signature | None = None,
     if not isinstance(fuzz, int) or isinstance(fuzz, bool) or fuzz < 0:
         raise ValueError(f"fuzz must be an int >= 0, got {fuzz!r}")
     if time_limit is not None and not (isinstance(time_limit, (int, float))
+                                       and not isinstance(time_limit, bool)
                                        and time_limit > 0):
         raise ValueError(f"time_limit must be a number > 0 or None, got {time_limit!r}")
+    if time_limit is not None and time_limit >= threading.TIMEOUT_MAX:
+        time_limit = None  # (inf: no limit; a thread cannot wait longer than TIMEOUT_MAX)
     if cases == "quick":
         pick = QUICK.get(variant)
     elif cases is None:
@@ -430,7 +436,13 @@ def compare(fn, *, loss: str = "sigmoid", signature: Signature | None = None,
         raise ValueError(f"cases must be None, 'quick' or an iterable of case ids, "
                          f"got {cases!r}")
     else:
-        pick = set(cases)
+        try:
+            pick = set(cases)
+        except TypeError:
+            raise TypeError(f"cases must be None, 'quick' or an iterable of case ids, "
+                            f"got {type(cases).__name__}") from None
+        if not pick or not all(isinstance(p, str) for p in pick):
+            raise ValueError(f"cases: expected one or more case ids (strings), got {cases!r}")
         known = {c["id"] for c in runner.load_golden()["cases"]}
         unknown = sorted(p for p in pick if p not in known and p.replace(
             "sigmoid-index/", "", 1) not in known)

@@ -95,18 +95,28 @@ class Signature:
         bad = set(self.names) - set(KWARGS)
         if bad:
             raise ValueError(f"names: unknown focalx keyword(s) {sorted(bad)}; known: {KWARGS}")
+        if not all(isinstance(v, str) for v in self.names.values()):
+            raise TypeError(f"names: the function's parameter names must be strings, got "
+                            f"{dict(self.names)!r}")
         if self.target_format not in TARGET_FORMATS:
             raise ValueError(f"target_format must be one of {TARGET_FORMATS}, "
                              f"got {self.target_format!r}")
-        if self.class_axis is not None and not isinstance(self.class_axis, int):
+        if self.class_axis is not None and (not isinstance(self.class_axis, int)
+                                            or isinstance(self.class_axis, bool)):
             raise TypeError(f"class_axis must be an int or None, got {self.class_axis!r}")
         for name in ("scalar_only", "drop", "as_arrays"):
             v = getattr(self, name)
             if not isinstance(v, tuple) or set(v) - set(KWARGS):
                 raise ValueError(f"{name} must be a tuple of focalx keywords {KWARGS}, "
                                  f"got {v!r}")
-        if not isinstance(self.min_ndim, int) or self.min_ndim < 0:
+        if not isinstance(self.min_ndim, int) or isinstance(self.min_ndim, bool) \
+                or self.min_ndim < 0:
             raise ValueError(f"min_ndim must be an int >= 0, got {self.min_ndim!r}")
+        if self.framework is not None:
+            from ._frameworks import FRAMEWORKS
+            if self.framework not in FRAMEWORKS:
+                raise ValueError(f"framework must be one of {FRAMEWORKS} or None, "
+                                 f"got {self.framework!r}")
         if self.dtype not in ("float64", "float32"):
             raise ValueError(f"dtype must be 'float64' or 'float32', got {self.dtype!r}")
 
@@ -116,6 +126,9 @@ class Signature:
         of this class (``alpha_off=-1``, ``class_axis=1``, ``target_format=onehot``), or a
         focalx keyword renamed (``alpha=weight_pos``; ``reduction=none`` fixes the
         function's reduction: it has none); values are Python literals or plain text."""
+        if isinstance(items, str):
+            raise TypeError(f"items must be a list of 'key=value' strings, got the string "
+                            f"{items!r}")
         sig = base or cls()
         own = {f.name for f in fields(cls)}
         for item in items:
