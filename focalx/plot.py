@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _numpy
+from . import _numpy, _spec
 
 #: loss -> the parameter the curves vary (its focusing exponent)
 FOCUS = {
@@ -101,6 +101,11 @@ def curve_data(loss: str, gammas, *, target: float = 1.0, x: str = "pt", points:
         xt = np.linspace(-8.0, 8.0, points)
         axis = xt
     focus = vary or focus_parameter(name, target)
+    known = sorted(set(_spec.DEFAULTS[name]) - {"reduction"})
+    for key, what in [(k, "params") for k in params] + [(focus, "vary")]:
+        if key not in known:
+            raise ValueError(f"{what}: {name} has no parameter {key!r}; its parameters: "
+                             f"{', '.join(known)}")
     if focus in params:
         raise ValueError(f"{focus}: its values are the curves' (gammas); do not also set it")
     fn = getattr(_numpy, f"{name}_and_grad")
@@ -190,6 +195,8 @@ def bench_rows(report: dict) -> list[dict]:
         raise TypeError(f"report must be a dict (a bench JSON), got {type(report).__name__}")
     if "rows" in report:
         rows = report["rows"]
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValueError("report: 'rows' must be a list of objects")
         for r in rows:
             missing = {"label", "contender", "focalx_ms", "contender_ms"} - set(r)
             if missing:
@@ -198,6 +205,14 @@ def bench_rows(report: dict) -> list[dict]:
     if "backends" not in report:
         raise ValueError("report: neither 'rows' nor 'backends' (focalx bench --json's "
                          "output) found")
+    try:
+        return _bench_json_rows(report)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"report: not focalx bench --json's layout ({type(exc).__name__}: "
+                         f"{exc})") from None
+
+
+def _bench_json_rows(report: dict) -> list[dict]:
     rows = []
     for rep in report["backends"]:
         for g in rep.get("groups", ()):
@@ -219,7 +234,10 @@ def bench_rows(report: dict) -> list[dict]:
 def plot_bench(report, out, *, title: str | None = None) -> Path:
     """Bar chart of each peer's fwd+bwd time over focalx's (> 1: focalx is faster)."""
     if isinstance(report, (str, Path)):
-        report = json.loads(Path(report).read_text())
+        try:
+            report = json.loads(Path(report).read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"report: {report} is not JSON ({exc})") from None
     rows = bench_rows(report)
     if not rows:
         raise ValueError("report: no fwd+bwd timings of focalx and a peer in it")
@@ -285,7 +303,8 @@ def parser(prog="focalx plot"):
                    help=f"a loss function's name or {', '.join(ALIASES)} (default sigmoid)")
     c.add_argument("--gamma", type=_floats, default=[0.0, 0.5, 1.0, 2.0, 5.0],
                    help="values of the focusing exponent (gamma; beta for QFL; gamma_pos or "
-                        "gamma_neg for ASL by the target), comma-separated")
+                        "gamma_neg for ASL by the target), comma-separated (default "
+                        "0,0.5,1,2,5)")
     c.add_argument("--alpha", type=_value, default="unset",
                    help="alpha (a number or none; default: the loss's own)")
     c.add_argument("--target", type=float, default=1.0,

@@ -53,6 +53,9 @@ class TestCurves:
         ({"reduction": "sum"}, "reduction"),
         ({"loss": "softmax", "target": 0.0}, "target"),
         ({"gamma": 1.0}, "gamma"),
+        ({"foo": 1.0}, "params: sigmoid_focal_loss has no parameter 'foo'"),
+        ({"vary": "nope"}, "vary: sigmoid_focal_loss has no parameter 'nope'"),
+        ({"loss": "qfl", "alpha": 0.25}, "params: quality_focal_loss has no parameter 'alpha'"),
     ])
     def test_bad_input_names_the_argument(self, kwargs, name):
         kw = {"loss": "sigmoid", "gammas": [1.0], **kwargs}
@@ -77,6 +80,18 @@ class TestBench:
             plot.bench_rows({"nothing": 1})
         with pytest.raises(TypeError, match="report"):
             plot.bench_rows([1, 2])
+        with pytest.raises(ValueError, match="report: 'rows'"):
+            plot.bench_rows({"rows": 5})
+        with pytest.raises(ValueError, match="report: not focalx bench --json's layout"):
+            plot.bench_rows({"backends": [{"backend": "torch", "groups": [{"contenders": [
+                {"role": "focalx", "median_s": {"fwd+bwd": 1.0}},
+                {"role": "peer", "name": "x", "median_s": {"fwd+bwd": 2.0}}]}]}]})
+
+    def test_a_file_that_is_not_json_is_named(self, tmp_path):
+        bad = tmp_path / "notes.txt"
+        bad.write_text("fwd+bwd 1.2 ms")
+        with pytest.raises(ValueError, match="notes.txt is not JSON"):
+            plot.plot_bench(bad, tmp_path / "b.svg")
 
 
 class TestCommand:
