@@ -217,6 +217,17 @@ class TestCommand:
         assert main(["compare", "no_such_module_x:f"]) == 2
         assert main(["compare", "tests.test_testing:textbook", "--map", "bogus=1"]) == 2
 
+    def test_a_peer_whose_library_is_missing_is_named(self, capsys, monkeypatch):
+        from focalx._cli import main
+        missing = peers.Peer("nolib", "", "no_such_module_x:focal", "sigmoid", Signature(), "",
+                             requires="no_such_module_x")
+        monkeypatch.setitem(peers.BY_KEY, "nolib", missing)
+        assert main(["compare", "--peer", "nolib"]) == 2
+        assert "--peer nolib: no_such_module_x is not installed" in capsys.readouterr().err
+
+    def test_peer_names_need_no_shell_quoting(self):
+        assert all(re.fullmatch(r"[a-z0-9-]+", key) for key in peers.BY_KEY)
+
 
 # ---- the peers: each library's report is what the table says -------------------------
 

@@ -60,7 +60,14 @@ def main(argv=None) -> int:
         return 2
     peer = BY_KEY.get(args.peer) if args.peer else None
     try:
-        fn = _load(args.function) if args.function else peer.load()
+        if args.function:
+            fn = _load(args.function)
+        else:
+            try:
+                fn = peer.load()
+            except ImportError as exc:
+                raise ImportError(f"--peer {args.peer}: {peer.requires or 'torch'} is not "
+                                  f"installed here ({exc})") from None
         sig = Signature.parse(args.map, base=peer.signature if peer else None)
         cases = {"all": None, "quick": "quick"}.get(args.cases, args.cases.split(","))
         report = compare(fn, loss=args.loss or (peer.loss if peer else "sigmoid"),
