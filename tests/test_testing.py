@@ -100,6 +100,19 @@ class TestCompare:
         assert kinds["sigmoid/gamma=2.0/alpha=none"] == ("shape",)
         assert len(report.disagreed) == len(report.results) - len(report.unsupported)
 
+    def test_crashes_on_a_vector_or_alpha_none_hint_at_the_signature_fix(self):
+        def scalars(logits, targets, gamma=2.0, alpha=0.25, reduction="none"):
+            return textbook(logits, targets, float(gamma), 1.0 * alpha, reduction)
+        report = _quick(scalars)
+        assert set(report.kinds) == {"crash"}, report.table()
+        hints = "\n".join(report.hints)
+        assert "scalar_only=('alpha',)" in hints and "alpha_off=-1" in hints
+        assert "hints:" in report.table()
+        fixed = _quick(scalars, signature=Signature(scalar_only=("alpha", "gamma"),
+                                                    alpha_off="not expressible"))
+        assert fixed.ok and not fixed.hints, fixed.table()
+        assert not _quick(textbook).hints
+
     def test_assert_matches_names_the_smallest_failing_case(self):
         fn = functools.partial(textbook, alpha_means="ignored")
         report = _quick(fn)
