@@ -74,7 +74,10 @@ def curve_data(loss: str, gammas, *, target: float = 1.0, x: str = "pt", points:
     name = _loss_name(loss)
     if x not in ("pt", "logit"):
         raise ValueError(f"x must be 'pt' or 'logit', got {x!r}")
-    values = [float(g) for g in np.atleast_1d(np.asarray(gammas, dtype=float))]
+    try:
+        values = [float(g) for g in np.atleast_1d(np.asarray(gammas, dtype=float))]
+    except (TypeError, ValueError):
+        raise ValueError(f"gammas must be one or more finite numbers, got {gammas!r}") from None
     if not values or not all(math.isfinite(g) for g in values):
         raise ValueError(f"gammas must be one or more finite numbers, got {gammas!r}")
     if not isinstance(points, int) or points < 2:
@@ -82,7 +85,10 @@ def curve_data(loss: str, gammas, *, target: float = 1.0, x: str = "pt", points:
     if "reduction" in params:
         raise ValueError("reduction: the curves are per element (reduction='none'); "
                          "do not pass it")
-    target = float(target)
+    try:
+        target = float(target)
+    except (TypeError, ValueError):
+        raise ValueError(f"target must be a number in [0, 1], got {target!r}") from None
     if not 0.0 <= target <= 1.0:
         raise ValueError(f"target must be in [0, 1], got {target}")
     softmax = name in SOFTMAX

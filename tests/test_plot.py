@@ -49,6 +49,8 @@ class TestCurves:
         ({"gammas": []}, "gammas"),
         ({"gammas": [float("nan")]}, "gammas"),
         ({"target": 2.0}, "target"),
+        ({"target": "one"}, "target"),
+        ({"gammas": "0,1"}, "gammas"),
         ({"points": 1}, "points"),
         ({"reduction": "sum"}, "reduction"),
         ({"loss": "softmax", "target": 0.0}, "target"),
