@@ -152,10 +152,17 @@ def _matplotlib():
 _GREEK = {"gamma": "γ", "beta": "β", "gamma_pos": "γ+", "gamma_neg": "γ−", "epsilon": "ε"}
 
 
-def _save(fig, out: Path) -> Path:
+def _out(out) -> Path:
+    if not isinstance(out, (str, Path)):
+        raise TypeError(f"out must be a path ending in .svg or .png, got {type(out).__name__}")
     out = Path(out)
     if out.suffix.lower() not in (".svg", ".png"):
         raise ValueError(f"out must end in .svg or .png, got {str(out)!r}")
+    return out
+
+
+def _save(fig, out: Path) -> Path:
+    out = _out(out)
     meta = {"Date": None} if out.suffix.lower() == ".svg" else {}
     fig.savefig(out, metadata=meta, dpi=120)
     return out
@@ -164,6 +171,7 @@ def _save(fig, out: Path) -> Path:
 def plot_curves(loss: str, gammas, out, *, target: float = 1.0, x: str = "pt",
                 title: str | None = None, vary: str | None = None, **params) -> Path:
     """Draw the loss and its derivative against p_t (or the logit) into `out` (.svg/.png)."""
+    _out(out)
     data = curve_data(loss, gammas, target=target, x=x, vary=vary, **params)
     Figure = _matplotlib()
     fig = Figure(figsize=(9.0, 3.6), layout="constrained")
@@ -239,6 +247,7 @@ def _bench_json_rows(report: dict) -> list[dict]:
 
 def plot_bench(report, out, *, title: str | None = None) -> Path:
     """Bar chart of each peer's fwd+bwd time over focalx's (> 1: focalx is faster)."""
+    _out(out)
     if isinstance(report, (str, Path)):
         try:
             report = json.loads(Path(report).read_text())

@@ -113,6 +113,12 @@ class TestCommand:
         assert plot.main(["curves", "--out", str(tmp_path / "x.pdf")]) == 2
         assert "out must end in .svg or .png" in capsys.readouterr().err
 
+    def test_out_is_checked_before_drawing(self, tmp_path):
+        with pytest.raises(TypeError, match="out"):
+            plot.plot_curves("sigmoid", [1.0], None)
+        with pytest.raises(ValueError, match="out must end in .svg or .png"):
+            plot.plot_bench({"rows": []}, tmp_path / "b.pdf")
+
     def test_missing_matplotlib_says_how_to_install(self, monkeypatch):
         monkeypatch.setitem(sys.modules, "matplotlib", None)
         with pytest.raises(ImportError, match=r"focalx\[plot\]"):
