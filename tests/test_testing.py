@@ -46,6 +46,11 @@ def textbook(logits, targets, gamma=2.0, alpha=0.25, reduction="none", *, alpha_
     return loss
 
 
+def textbook_2(logits, targets, reduction="none"):
+    """A function with gamma 2 and alpha 0.25 built in."""
+    return textbook(logits, targets, 2.0, 0.25, reduction)
+
+
 def _quick(fn, **kw):
     return compare(fn, loss="sigmoid", cases="quick", framework="numpy", **kw)
 
@@ -196,6 +201,10 @@ class TestCompare:
         assert sig.alpha_off == -1 and sig.class_axis == 1 and sig.scalar_only == ("alpha",)
         assert sig.names["alpha"] == "weight_pos" and sig.assumes["reduction"] == "none"
         assert sig.fixed == {"mode": "multiclass"}
+        sig = Signature.parse(["assumes.gamma=2.0", "reductions.none=elementwise"])
+        assert sig.assumes == {"gamma": 2.0} and sig.reductions == {"none": "elementwise"}
+        with pytest.raises(ValueError, match="assumes.KEYWORD"):
+            Signature.parse(["assumes.gama=2.0"])
 
     def test_importing_focalx_testing_imports_no_framework(self):
         code = ("import sys, focalx.testing, focalx.testing.peers, focalx.testing.cli\n"
@@ -229,6 +238,16 @@ class TestCommand:
         assert main(["compare"]) == 2
         assert main(["compare", "no_such_module_x:f"]) == 2
         assert main(["compare", "tests.test_testing:textbook", "--map", "bogus=1"]) == 2
+
+    def test_nothing_expressible_is_not_a_pass(self, capsys):
+        from focalx._cli import main
+        # textbook_2 has no gamma or alpha: no golden case is expressible without assumes
+        args = ["compare", "tests.test_testing:textbook_2", "--cases", "quick", "--framework",
+                "numpy"]
+        assert main(args) == 1
+        assert "no case was expressible" in capsys.readouterr().err
+        assert main(args + ["--map", "assumes.gamma=2.0", "--map", "assumes.alpha=0.25"]) == 0
+        assert "0 agree" not in capsys.readouterr().out
 
     def test_a_peer_whose_library_is_missing_is_named(self, capsys, monkeypatch):
         from focalx._cli import main

@@ -125,7 +125,10 @@ class Signature:
         """A signature from ``key=value`` strings (the command line's ``--map``): a field
         of this class (``alpha_off=-1``, ``class_axis=1``, ``target_format=onehot``), or a
         focalx keyword renamed (``alpha=weight_pos``; ``reduction=none`` fixes the
-        function's reduction: it has none); values are Python literals or plain text."""
+        function's reduction: it has none), ``fixed.NAME=VALUE`` (passed on every call),
+        ``assumes.KEYWORD=VALUE`` (what the function does for a focalx keyword it lacks:
+        ``assumes.gamma=2.0``) or ``reductions.NAME=THEIRS``; values are Python literals or
+        plain text."""
         if isinstance(items, str):
             raise TypeError(f"items must be a list of 'key=value' strings, got the string "
                             f"{items!r}")
@@ -151,10 +154,14 @@ class Signature:
                 sig = replace(sig, names={**sig.names, key: str(value)})
             elif key.startswith("fixed."):
                 sig = replace(sig, fixed={**sig.fixed, key[6:]: value})
+            elif key.startswith("assumes.") and key[8:] in KWARGS:
+                sig = replace(sig, assumes={**sig.assumes, key[8:]: value})
+            elif key.startswith("reductions."):
+                sig = replace(sig, reductions={**sig.reductions, key[11:]: str(value)})
             else:
                 raise ValueError(f"--map: unknown key {key!r}: a Signature field "
-                                 f"({sorted(own)}), a focalx keyword ({KWARGS}) or "
-                                 "fixed.NAME")
+                                 f"({sorted(own)}), a focalx keyword ({KWARGS}), "
+                                 "fixed.NAME, assumes.KEYWORD or reductions.NAME")
         return sig
 
 
