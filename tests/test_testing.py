@@ -135,11 +135,16 @@ class TestCompare:
                       signature=peers.BY_KEY["fvcore"].signature)
         assert nan.kinds["nan-gradient"] == ["sigmoid/extreme/gamma=0.5/y=1.0"]
 
-    def test_fuzz_cases_are_added_and_agree_for_focalx(self):
-        import focalx
-        report = compare(focalx.sigmoid_focal_loss, cases=["sigmoid/gamma=2.0/alpha=none"],
-                         fuzz=5, framework="numpy")
-        assert len(report.results) == 6 and report.ok, report.table()
+    def test_fuzz_cases_agree_with_the_paper_and_catch_a_convention(self):
+        # (the fuzz cases' values are the NumPy reference's: checked here against the
+        # paper's formula written in this file, not against focalx itself)
+        one = ["sigmoid/gamma=2.0/alpha=none"]
+        report = compare(textbook, cases=one, fuzz=12, framework="numpy")
+        assert len(report.results) == 13 and report.ok, report.table()
+        reversed_alpha = compare(functools.partial(textbook, alpha_means="reversed"),
+                                 cases=one, fuzz=12, framework="numpy")
+        assert set(reversed_alpha.kinds) == {"alpha-reversed"}, reversed_alpha.table()
+        assert all(r.id.startswith("fuzz/") for r in reversed_alpha.disagreed)
 
     def test_bad_arguments_raise_naming_the_argument(self):
         with pytest.raises(ValueError, match="loss"):
