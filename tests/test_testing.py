@@ -206,6 +206,9 @@ class TestCompare:
         assert sig.alpha_off == -1 and sig.class_axis == 1 and sig.scalar_only == ("alpha",)
         assert sig.names["alpha"] == "weight_pos" and sig.assumes["reduction"] == "none"
         assert sig.fixed == {"mode": "multiclass"}
+        # Keras' argument order, field by field (each step alone has logits == targets)
+        sig = Signature.parse(["logits=1", "targets=0"])
+        assert (sig.logits, sig.targets) == (1, 0)
         sig = Signature.parse(["assumes.gamma=2.0", "reductions.none=elementwise"])
         assert sig.assumes == {"gamma": 2.0} and sig.reductions == {"none": "elementwise"}
         with pytest.raises(ValueError, match="assumes.KEYWORD"):

@@ -134,6 +134,9 @@ class Signature:
                             f"{items!r}")
         sig = base or cls()
         own = {f.name for f in fields(cls)}
+        # the fields are checked together at the end (logits=1 then targets=0 passes
+        # through logits == targets)
+        f = {name: getattr(sig, name) for name in own}
         for item in items:
             key, sep, text = item.partition("=")
             key = key.strip()
@@ -144,25 +147,25 @@ class Signature:
             except (ValueError, SyntaxError):
                 value = text
             if key == "reduction" and value in ("none", "mean", "sum"):
-                sig = replace(sig, assumes={**sig.assumes, "reduction": value},
-                              names={**sig.names, "reduction": ""})
+                f.update(assumes={**f["assumes"], "reduction": value},
+                         names={**f["names"], "reduction": ""})
             elif key in ("scalar_only", "drop", "as_arrays"):
-                sig = replace(sig, **{key: tuple(str(value).split(","))})
+                f[key] = tuple(str(value).split(","))
             elif key in own and key not in ("names", "reductions", "fixed", "assumes"):
-                sig = replace(sig, **{key: value})
+                f[key] = value
             elif key in KWARGS:
-                sig = replace(sig, names={**sig.names, key: str(value)})
+                f["names"] = {**f["names"], key: str(value)}
             elif key.startswith("fixed."):
-                sig = replace(sig, fixed={**sig.fixed, key[6:]: value})
+                f["fixed"] = {**f["fixed"], key[6:]: value}
             elif key.startswith("assumes.") and key[8:] in KWARGS:
-                sig = replace(sig, assumes={**sig.assumes, key[8:]: value})
+                f["assumes"] = {**f["assumes"], key[8:]: value}
             elif key.startswith("reductions."):
-                sig = replace(sig, reductions={**sig.reductions, key[11:]: str(value)})
+                f["reductions"] = {**f["reductions"], key[11:]: str(value)}
             else:
                 raise ValueError(f"--map: unknown key {key!r}: a Signature field "
                                  f"({sorted(own)}), a focalx keyword ({KWARGS}), "
                                  "fixed.NAME, assumes.KEYWORD or reductions.NAME")
-        return sig
+        return replace(sig, **f)
 
 
 def accepted(fn) -> tuple[set | None, list]:
