@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 
 from focalx import plot
+
+from .conftest import FRAMEWORK_MODULES
 
 
 class TestCurves:
@@ -123,3 +126,13 @@ class TestCommand:
         monkeypatch.setitem(sys.modules, "matplotlib", None)
         with pytest.raises(ImportError, match=r"focalx\[plot\]"):
             plot._matplotlib()
+
+
+def test_importing_focalx_plot_imports_neither_matplotlib_nor_a_framework():
+    code = ("import sys, focalx.plot\n"
+            f"print(sorted(m for m in {FRAMEWORK_MODULES + ('matplotlib',)!r} "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
