@@ -1,29 +1,19 @@
 """Check torchvision's sigmoid_focal_loss against focalx's golden cases.
 
 Run: `python examples/check_torchvision.py`. Uses torchvision.ops.sigmoid_focal_loss when
-torchvision is installed; otherwise the same formula written out here (probability space,
-`ce * (1 - p_t) ** gamma`, alpha_t), which is what torchvision computes.
+torchvision is installed; otherwise the same formula written out (probability space,
+`ce * (1 - p_t) ** gamma`, alpha_t: fvcore's, which torchvision copied), from
+focalx.testing.peers.
 """
-
-import torch
-import torch.nn.functional as F
 
 from focalx.conformance import Unsupported, check
 
 try:
     from torchvision.ops import sigmoid_focal_loss as fn
     SOURCE = "torchvision.ops.sigmoid_focal_loss"
-except ImportError:  # torchvision not installed: its formula, written from its definition
+except ImportError:  # torchvision not installed: its formula, as focalx.testing.peers writes it
+    from focalx.testing.peers import fvcore_sigmoid_focal_loss as fn
     SOURCE = "torchvision's formula (torchvision not installed)"
-
-    def fn(inputs, targets, alpha=0.25, gamma=2.0, reduction="none"):
-        p = torch.sigmoid(inputs)
-        ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
-        p_t = p * targets + (1 - p) * (1 - targets)
-        loss = ce * ((1 - p_t) ** gamma)
-        if alpha >= 0:
-            loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
-        return {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
 
 
 def adapter(variant, kw):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _numpy
+from . import _numpy, _spec
 
 #: loss -> the parameter the curves vary (its focusing exponent)
 FOCUS = {
@@ -74,7 +74,10 @@ def curve_data(loss: str, gammas, *, target: float = 1.0, x: str = "pt", points:
     name = _loss_name(loss)
     if x not in ("pt", "logit"):
         raise ValueError(f"x must be 'pt' or 'logit', got {x!r}")
-    values = [float(g) for g in np.atleast_1d(np.asarray(gammas, dtype=float))]
+    try:
+        values = [float(g) for g in np.atleast_1d(np.asarray(gammas, dtype=float))]
+    except (TypeError, ValueError):
+        raise ValueError(f"gammas must be one or more finite numbers, got {gammas!r}") from None
     if not values or not all(math.isfinite(g) for g in values):
         raise ValueError(f"gammas must be one or more finite numbers, got {gammas!r}")
     if not isinstance(points, int) or points < 2:
@@ -82,7 +85,10 @@ def curve_data(loss: str, gammas, *, target: float = 1.0, x: str = "pt", points:
     if "reduction" in params:
         raise ValueError("reduction: the curves are per element (reduction='none'); "
                          "do not pass it")
-    target = float(target)
+    try:
+        target = float(target)
+    except (TypeError, ValueError):
+        raise ValueError(f"target must be a number in [0, 1], got {target!r}") from None
     if not 0.0 <= target <= 1.0:
         raise ValueError(f"target must be in [0, 1], got {target}")
     softmax = name in SOFTMAX
@@ -101,6 +107,11 @@ def curve_data(loss: str, gammas, *, target: float = 1.0, x: str = "pt", points:
         xt = np.linspace(-8.0, 8.0, points)
         axis = xt
     focus = vary or focus_parameter(name, target)
+    known = sorted(set(_spec.DEFAULTS[name]) - {"reduction"})
+    for key, what in [(k, "params") for k in params] + [(focus, "vary")]:
+        if key not in known:
+            raise ValueError(f"{what}: {name} has no parameter {key!r}; its parameters: "
+                             f"{', '.join(known)}")
     if focus in params:
         raise ValueError(f"{focus}: its values are the curves' (gammas); do not also set it")
     fn = getattr(_numpy, f"{name}_and_grad")
@@ -141,10 +152,17 @@ def _matplotlib():
 _GREEK = {"gamma": "γ", "beta": "β", "gamma_pos": "γ+", "gamma_neg": "γ−", "epsilon": "ε"}
 
 
-def _save(fig, out: Path) -> Path:
+def _out(out) -> Path:
+    if not isinstance(out, (str, Path)):
+        raise TypeError(f"out must be a path ending in .svg or .png, got {type(out).__name__}")
     out = Path(out)
     if out.suffix.lower() not in (".svg", ".png"):
         raise ValueError(f"out must end in .svg or .png, got {str(out)!r}")
+    return out
+
+
+def _save(fig, out: Path) -> Path:
+    out = _out(out)
     meta = {"Date": None} if out.suffix.lower() == ".svg" else {}
     fig.savefig(out, metadata=meta, dpi=120)
     return out
@@ -153,6 +171,7 @@ def _save(fig, out: Path) -> Path:
 def plot_curves(loss: str, gammas, out, *, target: float = 1.0, x: str = "pt",
                 title: str | None = None, vary: str | None = None, **params) -> Path:
     """Draw the loss and its derivative against p_t (or the logit) into `out` (.svg/.png)."""
+    _out(out)
     data = curve_data(loss, gammas, target=target, x=x, vary=vary, **params)
     Figure = _matplotlib()
     fig = Figure(figsize=(9.0, 3.6), layout="constrained")
@@ -190,6 +209,8 @@ def bench_rows(report: dict) -> list[dict]:
         raise TypeError(f"report must be a dict (a bench JSON), got {type(report).__name__}")
     if "rows" in report:
         rows = report["rows"]
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValueError("report: 'rows' must be a list of objects")
         for r in rows:
             missing = {"label", "contender", "focalx_ms", "contender_ms"} - set(r)
             if missing:
@@ -198,6 +219,14 @@ def bench_rows(report: dict) -> list[dict]:
     if "backends" not in report:
         raise ValueError("report: neither 'rows' nor 'backends' (focalx bench --json's "
                          "output) found")
+    try:
+        return _bench_json_rows(report)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"report: not focalx bench --json's layout ({type(exc).__name__}: "
+                         f"{exc})") from None
+
+
+def _bench_json_rows(report: dict) -> list[dict]:
     rows = []
     for rep in report["backends"]:
         for g in rep.get("groups", ()):
@@ -218,8 +247,12 @@ def bench_rows(report: dict) -> list[dict]:
 
 def plot_bench(report, out, *, title: str | None = None) -> Path:
     """Bar chart of each peer's fwd+bwd time over focalx's (> 1: focalx is faster)."""
+    _out(out)
     if isinstance(report, (str, Path)):
-        report = json.loads(Path(report).read_text())
+        try:
+            report = json.loads(Path(report).read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"report: {report} is not JSON ({exc})") from None
     rows = bench_rows(report)
     if not rows:
         raise ValueError("report: no fwd+bwd timings of focalx and a peer in it")
@@ -285,7 +318,8 @@ def parser(prog="focalx plot"):
                    help=f"a loss function's name or {', '.join(ALIASES)} (default sigmoid)")
     c.add_argument("--gamma", type=_floats, default=[0.0, 0.5, 1.0, 2.0, 5.0],
                    help="values of the focusing exponent (gamma; beta for QFL; gamma_pos or "
-                        "gamma_neg for ASL by the target), comma-separated")
+                        "gamma_neg for ASL by the target), comma-separated (default "
+                        "0,0.5,1,2,5)")
     c.add_argument("--alpha", type=_value, default="unset",
                    help="alpha (a number or none; default: the loss's own)")
     c.add_argument("--target", type=float, default=1.0,

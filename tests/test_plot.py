@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 
 from focalx import plot
+
+from .conftest import FRAMEWORK_MODULES
 
 
 class TestCurves:
@@ -49,10 +52,15 @@ class TestCurves:
         ({"gammas": []}, "gammas"),
         ({"gammas": [float("nan")]}, "gammas"),
         ({"target": 2.0}, "target"),
+        ({"target": "one"}, "target"),
+        ({"gammas": "0,1"}, "gammas"),
         ({"points": 1}, "points"),
         ({"reduction": "sum"}, "reduction"),
         ({"loss": "softmax", "target": 0.0}, "target"),
         ({"gamma": 1.0}, "gamma"),
+        ({"foo": 1.0}, "params: sigmoid_focal_loss has no parameter 'foo'"),
+        ({"vary": "nope"}, "vary: sigmoid_focal_loss has no parameter 'nope'"),
+        ({"loss": "qfl", "alpha": 0.25}, "params: quality_focal_loss has no parameter 'alpha'"),
     ])
     def test_bad_input_names_the_argument(self, kwargs, name):
         kw = {"loss": "sigmoid", "gammas": [1.0], **kwargs}
@@ -77,6 +85,18 @@ class TestBench:
             plot.bench_rows({"nothing": 1})
         with pytest.raises(TypeError, match="report"):
             plot.bench_rows([1, 2])
+        with pytest.raises(ValueError, match="report: 'rows'"):
+            plot.bench_rows({"rows": 5})
+        with pytest.raises(ValueError, match="report: not focalx bench --json's layout"):
+            plot.bench_rows({"backends": [{"backend": "torch", "groups": [{"contenders": [
+                {"role": "focalx", "median_s": {"fwd+bwd": 1.0}},
+                {"role": "peer", "name": "x", "median_s": {"fwd+bwd": 2.0}}]}]}]})
+
+    def test_a_file_that_is_not_json_is_named(self, tmp_path):
+        bad = tmp_path / "notes.txt"
+        bad.write_text("fwd+bwd 1.2 ms")
+        with pytest.raises(ValueError, match="notes.txt is not JSON"):
+            plot.plot_bench(bad, tmp_path / "b.svg")
 
 
 class TestCommand:
@@ -96,7 +116,23 @@ class TestCommand:
         assert plot.main(["curves", "--out", str(tmp_path / "x.pdf")]) == 2
         assert "out must end in .svg or .png" in capsys.readouterr().err
 
+    def test_out_is_checked_before_drawing(self, tmp_path):
+        with pytest.raises(TypeError, match="out"):
+            plot.plot_curves("sigmoid", [1.0], None)
+        with pytest.raises(ValueError, match="out must end in .svg or .png"):
+            plot.plot_bench({"rows": []}, tmp_path / "b.pdf")
+
     def test_missing_matplotlib_says_how_to_install(self, monkeypatch):
         monkeypatch.setitem(sys.modules, "matplotlib", None)
         with pytest.raises(ImportError, match=r"focalx\[plot\]"):
             plot._matplotlib()
+
+
+def test_importing_focalx_plot_imports_neither_matplotlib_nor_a_framework():
+    code = ("import sys, focalx.plot\n"
+            f"print(sorted(m for m in {FRAMEWORK_MODULES + ('matplotlib',)!r} "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

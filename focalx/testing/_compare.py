@@ -4,6 +4,7 @@ probes (the NumPy reference under the other conventions: which one the function 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -93,6 +94,8 @@ class Report:
     dtype: str
     results: list = field(default_factory=list)
     seconds: float = 0.0
+    #: what a signature change would likely fix (crashes on an argument's form)
+    hints: list = field(default_factory=list)
 
     def _with(self, status):
         return [r for r in self.results if r.status == status]
@@ -145,6 +148,9 @@ class Report:
             lines.append("kinds:")
             for k, ids in kinds.items():
                 lines.append(f"  {k} ({len(ids)}): {KINDS[k]}")
+        if self.hints:
+            lines.append("hints:")
+            lines += [f"  {h}" for h in self.hints]
         return "\n".join(lines)
 
     __str__ = table
@@ -153,7 +159,7 @@ class Report:
         return {"function": self.function, "loss": self.loss, "framework": self.framework,
                 "dtype": self.dtype, "agree": len(self.agreed),
                 "disagree": len(self.disagreed), "unsupported": len(self.unsupported),
-                "kinds": self.kinds, "seconds": round(self.seconds, 2),
+                "kinds": self.kinds, "hints": self.hints, "seconds": round(self.seconds, 2),
                 "results": [r.as_dict() for r in self.results]}
 
     def to_json(self) -> str:
@@ -161,6 +167,8 @@ class Report:
 
 
 def _variant(loss: str) -> str:
+    if not isinstance(loss, str):
+        raise TypeError(f"loss must be one of {tuple(LOSSES)}, got {loss!r}")
     v = LOSSES.get(loss, loss)
     if v not in LOSSES.values():
         raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {loss!r}")
@@ -385,6 +393,29 @@ def _infer_soft_targets(cases, results):
             r.kinds = tuple("soft-targets" if k == "other" else k for k in r.kinds)
 
 
+def _hints(cases, results, sig) -> list:
+    """A vector alpha/gamma or alpha=None on which every such case crashed (and others ran):
+    most likely the function takes numbers only, or has no 'off' value for alpha."""
+    crashed = [("crash" in r.kinds, c.kwargs) for c, r in zip(cases, results)
+               if r.status != "unsupported"]
+    if all(bad for bad, _ in crashed):
+        return []
+    out = []
+    vector = [k for k in ("alpha", "gamma") if k not in sig.scalar_only + sig.drop]
+    vector = [k for k in vector if any(isinstance(kw.get(k), list) for _, kw in crashed)
+              and all(bad for bad, kw in crashed if isinstance(kw.get(k), list))]
+    if vector:
+        out.append(f"every case giving {' or '.join(vector)} as a vector crashed: if the "
+                   f"function takes numbers only, Signature(scalar_only={tuple(vector)!r}) "
+                   f"(--map scalar_only={','.join(vector)}) reports them as not expressible")
+    none = [bad for bad, kw in crashed if "alpha" in kw and kw["alpha"] is None]
+    if sig.alpha_off is None and "alpha" not in sig.drop and none and all(none):
+        out.append("every case with alpha=None crashed: give the function's value for no "
+                   "alpha, Signature(alpha_off=-1) (--map alpha_off=-1), or "
+                   "alpha_off=\"not expressible\"")
+    return out
+
+
 def compare(fn, *, loss: str = "sigmoid", signature: Signature | None = None,
             cases=None, fuzz: int = 0, time_limit: float | None = 10.0,
             framework: str | None = None) -> Report:
@@ -420,8 +451,11 @@ def compare(fn, *, loss: str = "sigmoid", signature: Signature | None = None,
     if not isinstance(fuzz, int) or isinstance(fuzz, bool) or fuzz < 0:
         raise ValueError(f"fuzz must be an int >= 0, got {fuzz!r}")
     if time_limit is not None and not (isinstance(time_limit, (int, float))
+                                       and not isinstance(time_limit, bool)
                                        and time_limit > 0):
         raise ValueError(f"time_limit must be a number > 0 or None, got {time_limit!r}")
+    if time_limit is not None and time_limit >= threading.TIMEOUT_MAX:
+        time_limit = None  # (inf: no limit; a thread cannot wait longer than TIMEOUT_MAX)
     if cases == "quick":
         pick = QUICK.get(variant)
     elif cases is None:
@@ -430,7 +464,13 @@ def compare(fn, *, loss: str = "sigmoid", signature: Signature | None = None,
         raise ValueError(f"cases must be None, 'quick' or an iterable of case ids, "
                          f"got {cases!r}")
     else:
-        pick = set(cases)
+        try:
+            pick = set(cases)
+        except TypeError:
+            raise TypeError(f"cases must be None, 'quick' or an iterable of case ids, "
+                            f"got {type(cases).__name__}") from None
+        if not pick or not all(isinstance(p, str) for p in pick):
+            raise ValueError(f"cases: expected one or more case ids (strings), got {cases!r}")
         known = {c["id"] for c in runner.load_golden()["cases"]}
         unknown = sorted(p for p in pick if p not in known and p.replace(
             "sigmoid-index/", "", 1) not in known)
@@ -452,7 +492,8 @@ def compare(fn, *, loss: str = "sigmoid", signature: Signature | None = None,
     todo += _fuzz(variant, fuzz)
     results = [_run_case(c, fn, sig, run, time_limit, default_axis) for c in todo]
     _infer_soft_targets(todo, results)
-    return Report(_name(fn), variant, name, sig.dtype, results, time.perf_counter() - t0)
+    return Report(_name(fn), variant, name, sig.dtype, results, time.perf_counter() - t0,
+                  _hints(todo, results, sig))
 
 
 def assert_matches(fn, **kwargs) -> Report:

@@ -11,6 +11,8 @@ import numpy as np
 from focalx import _numpy, _spec
 from focalx.conformance import runner, tolerances
 
+from ._signature import one_hot
+
 CAP = 1e-7  # Keras' probability clip (its epsilon), also focal-loss (TF)'s
 
 
@@ -55,11 +57,6 @@ def _ref(variant, x, y, kw, grad=True):
     fn = getattr(_numpy, variant + "_and_grad")
     loss, g = fn(x, y, **kw)
     return loss, (g if grad else None)
-
-
-def _one_hot(index, classes, axis):
-    eye = (index[..., None] == np.arange(classes)).astype(np.float64)
-    return np.moveaxis(eye, -1, axis % (index.ndim + 1))
 
 
 def _softmax(x, axis):
@@ -277,7 +274,7 @@ def classify(case, loss, grad, dtype, *, alpha_off=None, class_axis=-1, found=No
         # index targets read with class 0 as the background (mmdet 1.x): label k is class
         # k - 1, label 0 no class
         c = case.x.shape[class_axis]
-        shifted = _one_hot(case.y - 1, c, class_axis)
+        shifted = one_hot(case.y - 1, c, class_axis)
         try:
             alt = _ref(v, case.x, shifted, kw)
         except (ValueError, TypeError):

@@ -95,18 +95,28 @@ class Signature:
         bad = set(self.names) - set(KWARGS)
         if bad:
             raise ValueError(f"names: unknown focalx keyword(s) {sorted(bad)}; known: {KWARGS}")
+        if not all(isinstance(v, str) for v in self.names.values()):
+            raise TypeError(f"names: the function's parameter names must be strings, got "
+                            f"{dict(self.names)!r}")
         if self.target_format not in TARGET_FORMATS:
             raise ValueError(f"target_format must be one of {TARGET_FORMATS}, "
                              f"got {self.target_format!r}")
-        if self.class_axis is not None and not isinstance(self.class_axis, int):
+        if self.class_axis is not None and (not isinstance(self.class_axis, int)
+                                            or isinstance(self.class_axis, bool)):
             raise TypeError(f"class_axis must be an int or None, got {self.class_axis!r}")
         for name in ("scalar_only", "drop", "as_arrays"):
             v = getattr(self, name)
             if not isinstance(v, tuple) or set(v) - set(KWARGS):
                 raise ValueError(f"{name} must be a tuple of focalx keywords {KWARGS}, "
                                  f"got {v!r}")
-        if not isinstance(self.min_ndim, int) or self.min_ndim < 0:
+        if not isinstance(self.min_ndim, int) or isinstance(self.min_ndim, bool) \
+                or self.min_ndim < 0:
             raise ValueError(f"min_ndim must be an int >= 0, got {self.min_ndim!r}")
+        if self.framework is not None:
+            from ._frameworks import FRAMEWORKS
+            if self.framework not in FRAMEWORKS:
+                raise ValueError(f"framework must be one of {FRAMEWORKS} or None, "
+                                 f"got {self.framework!r}")
         if self.dtype not in ("float64", "float32"):
             raise ValueError(f"dtype must be 'float64' or 'float32', got {self.dtype!r}")
 
@@ -115,9 +125,18 @@ class Signature:
         """A signature from ``key=value`` strings (the command line's ``--map``): a field
         of this class (``alpha_off=-1``, ``class_axis=1``, ``target_format=onehot``), or a
         focalx keyword renamed (``alpha=weight_pos``; ``reduction=none`` fixes the
-        function's reduction: it has none); values are Python literals or plain text."""
+        function's reduction: it has none), ``fixed.NAME=VALUE`` (passed on every call),
+        ``assumes.KEYWORD=VALUE`` (what the function does for a focalx keyword it lacks:
+        ``assumes.gamma=2.0``) or ``reductions.NAME=THEIRS``; values are Python literals or
+        plain text."""
+        if isinstance(items, str):
+            raise TypeError(f"items must be a list of 'key=value' strings, got the string "
+                            f"{items!r}")
         sig = base or cls()
         own = {f.name for f in fields(cls)}
+        # the fields are checked together at the end (logits=1 then targets=0 passes
+        # through logits == targets)
+        f = {name: getattr(sig, name) for name in own}
         for item in items:
             key, sep, text = item.partition("=")
             key = key.strip()
@@ -128,21 +147,25 @@ class Signature:
             except (ValueError, SyntaxError):
                 value = text
             if key == "reduction" and value in ("none", "mean", "sum"):
-                sig = replace(sig, assumes={**sig.assumes, "reduction": value},
-                              names={**sig.names, "reduction": ""})
+                f.update(assumes={**f["assumes"], "reduction": value},
+                         names={**f["names"], "reduction": ""})
             elif key in ("scalar_only", "drop", "as_arrays"):
-                sig = replace(sig, **{key: tuple(str(value).split(","))})
+                f[key] = tuple(str(value).split(","))
             elif key in own and key not in ("names", "reductions", "fixed", "assumes"):
-                sig = replace(sig, **{key: value})
+                f[key] = value
             elif key in KWARGS:
-                sig = replace(sig, names={**sig.names, key: str(value)})
+                f["names"] = {**f["names"], key: str(value)}
             elif key.startswith("fixed."):
-                sig = replace(sig, fixed={**sig.fixed, key[6:]: value})
+                f["fixed"] = {**f["fixed"], key[6:]: value}
+            elif key.startswith("assumes.") and key[8:] in KWARGS:
+                f["assumes"] = {**f["assumes"], key[8:]: value}
+            elif key.startswith("reductions."):
+                f["reductions"] = {**f["reductions"], key[11:]: str(value)}
             else:
                 raise ValueError(f"--map: unknown key {key!r}: a Signature field "
-                                 f"({sorted(own)}), a focalx keyword ({KWARGS}) or "
-                                 "fixed.NAME")
-        return sig
+                                 f"({sorted(own)}), a focalx keyword ({KWARGS}), "
+                                 "fixed.NAME, assumes.KEYWORD or reductions.NAME")
+        return replace(sig, **f)
 
 
 def accepted(fn) -> tuple[set | None, list]:

@@ -36,7 +36,10 @@ def parser() -> argparse.ArgumentParser:
                     help="a Signature field (alpha_off=-1, class_axis=1, target_format=onehot, "
                          "logits=1, dtype=float32, scalar_only=alpha,gamma ...), a focalx "
                          "keyword renamed (alpha=weight_pos), reduction=none (the function "
-                         "has no reduction), or fixed.NAME=VALUE (passed on every call)")
+                         "has no reduction), fixed.NAME=VALUE (passed on every call), "
+                         "assumes.KEYWORD=VALUE (the value the function has for a focalx "
+                         "keyword it does not take: assumes.gamma=2.0) or "
+                         "reductions.NAME=THEIRS (reductions.none=elementwise)")
     ap.add_argument("--cases", default="all",
                     help="all (default), quick (a fixed sample) or comma-separated case ids")
     ap.add_argument("--fuzz", type=int, default=0, help="random cases to add (default 0)")
@@ -60,7 +63,14 @@ def main(argv=None) -> int:
         return 2
     peer = BY_KEY.get(args.peer) if args.peer else None
     try:
-        fn = _load(args.function) if args.function else peer.load()
+        if args.function:
+            fn = _load(args.function)
+        else:
+            try:
+                fn = peer.load()
+            except ImportError as exc:
+                raise ImportError(f"--peer {args.peer}: {peer.requires or 'torch'} is not "
+                                  f"installed here ({exc})") from None
         sig = Signature.parse(args.map, base=peer.signature if peer else None)
         cases = {"all": None, "quick": "quick"}.get(args.cases, args.cases.split(","))
         report = compare(fn, loss=args.loss or (peer.loss if peer else "sigmoid"),
@@ -70,6 +80,12 @@ def main(argv=None) -> int:
         print(f"focalx compare: {exc}", file=sys.stderr)
         return 2
     print(report.to_json() if args.json else report.table(unsupported=args.unsupported))
+    if not report.agreed and not report.disagreed:
+        # (nothing was checked: not a pass)
+        print("focalx compare: no case was expressible under this signature (--unsupported "
+              "says why; --map assumes.KEYWORD=VALUE declares a value the function has built "
+              "in)", file=sys.stderr)
+        return 1
     return 0 if report.ok else 1
 
 

@@ -195,7 +195,9 @@ class Peer:
 
     @property
     def key(self) -> str:
-        return self.name.lower().replace(" ", "-").replace("(", "").replace(")", "")
+        # (no "*": a shell would expand it as a pattern)
+        return (self.name.lower().replace(" ", "-").replace("(", "").replace(")", "")
+                .replace("*", "-star"))
 
 
 _TV = Signature(alpha_off=-1, scalar_only=("alpha", "gamma"))
