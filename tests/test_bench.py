@@ -329,5 +329,5 @@ def test_quick_mode_runs_backends_at_once_and_keeps_their_order(monkeypatch):
         c = cfg("--quick", "--backend", "torch,jax", "--jobs", str(jobs))
         reps = run.run_all(c)["backends"]
         assert [r["backend"] for r in reps] == ["torch", "jax"]
-        (a0, a1), (b0, b1) = reps[0]["span"], reps[1]["span"]
-        assert (b0 < a1) is overlap, (jobs, reps)
+        # jax's worker started before torch's ended: they ran at once
+        assert (reps[1]["span"][0] < reps[0]["span"][1]) is overlap, (jobs, reps)
