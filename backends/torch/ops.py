@@ -194,5 +194,13 @@ class TorchOps:
     def gather_classes(v, idx):
         return v[idx]
 
+    @staticmethod
+    def matmul(a, b, transpose_a, transpose_b):
+        return torch.matmul(a.mT if transpose_a else a, b.mT if transpose_b else b)
+
+    @staticmethod
+    def concat(arrays, axis):
+        return torch.cat(arrays, dim=axis)
+
 
 OPS = TorchOps()
