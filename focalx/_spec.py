@@ -216,6 +216,12 @@ class OptionalOps(Protocol):
         """``a + b``, the last sum of the sigmoid loss's gradient; the backend may write
         it into memory of its own (its rows of a whole gradient). Absent: ``a + b``."""
 
+    def add_matmul(self, c, a, b, transpose_a, transpose_b):
+        """``c + matmul(a, b, transpose_a, transpose_b)`` for c an accumulator of the
+        spec's own (the linear loss's weight gradient, summed over blocks of rows): the
+        backend may write the sum into c's memory (an allocation of V x H fewer per
+        block). Absent: ``c + matmul(...)``."""
+
     def one_at_zero(self, m):
         """``where(m <= 0, m + 1, m)`` for m >= 0 or NaN, with the same bits (for such
         m, m + 0 is m except at -0, which the select takes: a backend may add the
@@ -1950,10 +1956,11 @@ def run_distribution_focal_loss(ops, logits, targets, *, weight, ignore_index, r
 # hidden @ W.T + b, on blocks of rows, never holding the N x V logits.
 # ---------------------------------------------------------------------------
 
-#: Logits per block when chunk_size is None: 2**20 (4 MiB of float32): a block's logits,
-#: softmax and gradient stay in a CPU's cache-sized working set, and on an accelerator
-#: (where this is many rows of a 32K-256K vocabulary) each block is still a large matmul.
-LINEAR_CHUNK_ELEMENTS = 2 ** 20
+#: Logits per block when chunk_size is None: 2**22 (16 MiB of float32, 128 rows of a 32K
+#: vocabulary): blocks of fewer rows make the weight-gradient product G^T h a thin
+#: matmul that reads and writes the whole V x H accumulator per block, which dominated
+#: the time on a CPU; more rows hold more memory.
+LINEAR_CHUNK_ELEMENTS = 2 ** 22
 
 
 def check_chunk_size(chunk_size):
@@ -2072,8 +2079,12 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
         outs.append(out)
         if need_grad:
             d_hidden.append(ops.matmul(g, linear_weight, False, False))
-            dw = ops.matmul(g, h, True, False)
-            d_weight = dw if d_weight is None else d_weight + dw
+            if d_weight is None:
+                d_weight = ops.matmul(g, h, True, False)
+            elif hasattr(ops, "add_matmul"):
+                d_weight = ops.add_matmul(d_weight, g, h, True, False)
+            else:
+                d_weight = d_weight + ops.matmul(g, h, True, False)
             if linear_bias is not None:
                 db = ops.sum(g, axis=0)
                 d_bias = db if d_bias is None else d_bias + db

@@ -19,7 +19,16 @@ from __future__ import annotations
 import torch
 
 from ... import _spec
-from .ops import OPS, _kind
+from .eager import _EagerOps
+from .ops import OPS, _kind, _symbolic
+
+
+def _ops(*tensors):
+    """The eager CPU path's Ops (in-place selects, the fused log-softmax at the target)
+    for CPU tensors outside a trace; TorchOps elsewhere."""
+    if all(t.device.type == "cpu" for t in tensors) and not _symbolic(*tensors):
+        return _EagerOps()
+    return OPS
 
 
 def _compute_dtype(x):
@@ -37,7 +46,7 @@ class _LinearFocalFunction(torch.autograd.Function):
         need = grad_mode and any(wanted)
         per_row = params["reduction"] == "none"
         out, grads = _spec.run_linear_softmax_focal_loss(
-            OPS, h, w, targets, linear_bias=b, need_grad=need and not per_row, **params)
+            _ops(h, w), h, w, targets, linear_bias=b, need_grad=need and not per_row, **params)
         ctx.params, ctx.per_row = params, per_row
         ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
         if need and per_row:
@@ -56,7 +65,7 @@ class _LinearFocalFunction(torch.autograd.Function):
             hidden, weight, bias, targets = ctx.saved_tensors
             cd = _compute_dtype(hidden)
             _, grads = _spec.run_linear_softmax_focal_loss(
-                OPS, hidden.to(cd), weight.to(cd), targets,
+                _ops(hidden, weight), hidden.to(cd), weight.to(cd), targets,
                 linear_bias=None if bias is None else bias.to(cd), need_grad=True,
                 cotangent=grad_out.to(cd), **ctx.params)
         else:

@@ -202,5 +202,9 @@ class TorchOps:
     def concat(arrays, axis):
         return torch.cat(arrays, dim=axis)
 
+    @staticmethod
+    def add_matmul(c, a, b, transpose_a, transpose_b):
+        return c.addmm_(a.mT if transpose_a else a, b.mT if transpose_b else b)
+
 
 OPS = TorchOps()
