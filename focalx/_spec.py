@@ -222,6 +222,19 @@ class OptionalOps(Protocol):
         backend may write the sum into c's memory (an allocation of V x H fewer per
         block). Absent: ``c + matmul(...)``."""
 
+    def kept_rows(self, keep):
+        """The positions of the true values of the bool vector `keep` (an index array),
+        where reading them costs no host sync (a CPU array outside a trace); None
+        elsewhere. With take_rows and put_rows: the linear loss then runs its blocks on
+        the rows not ignored only. Absent: every row is computed (ignored ones add 0)."""
+
+    def take_rows(self, a, index):
+        """``a[index]`` for an index array from kept_rows."""
+
+    def put_rows(self, a, index, num_rows):
+        """An array of num_rows rows (a's other axes), zero but for rows ``index``, which
+        hold a's rows."""
+
     def one_at_zero(self, m):
         """``where(m <= 0, m + 1, m)`` for m >= 0 or NaN, with the same bits (for such
         m, m + 0 is m except at -0, which the select takes: a backend may add the
@@ -2058,6 +2071,20 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
         ops, hidden, V, w_y, keep)
     scale = reduction_scale(ops, reduction=reduction, denom=denom, normalizer=normalizer,
                             divide=True)
+    kept = None
+    if keep is not None and hasattr(ops, "kept_rows"):
+        # Ignored rows add 0 and get a zero gradient: where their positions can be read
+        # without a host sync, the blocks run on the other rows only (their loss and
+        # gradient rows are put back among zeros). The denominator is the whole's, above.
+        kept = ops.kept_rows(ops.as_index(targets) != ignore_index)
+        if kept is not None and ops.shape(kept)[0] == N:
+            kept = None
+    if kept is not None:
+        full_n = N
+        hidden, targets = ops.take_rows(hidden, kept), ops.take_rows(targets, kept)
+        if cotangent is not None:
+            cotangent = ops.take_rows(cotangent, kept)
+        N = ops.shape(kept)[0]
     rows = linear_chunk_rows(N, V, chunk_size)
     block_reduction = "none" if reduction == "none" else "sum"
     outs, d_hidden, d_weight, d_bias = [], [], None, None
@@ -2094,7 +2121,11 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
         out = outs[0]
         for o in outs[1:]:
             out = out + o
+    if kept is not None and reduction == "none":
+        out = ops.put_rows(out, kept, full_n)
     if not need_grad:
         return out, None
     dh = d_hidden[0] if len(d_hidden) == 1 else ops.concat(d_hidden, 0)
+    if kept is not None:
+        dh = ops.put_rows(dh, kept, full_n)
     return out, (dh, d_weight, d_bias)
