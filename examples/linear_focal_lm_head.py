@@ -41,7 +41,7 @@ def train_torch():
     import torch
 
     import focalx.torch as ft
-    tok, nxt, emb, w, b = data()
+    tok, nxt, emb, w, _ = data()
     E = torch.nn.Parameter(torch.from_numpy(emb))
     head = ft.LinearFocalLoss(H, V, bias=True, gamma=2.0, chunk_size=CHUNK)
     with torch.no_grad():

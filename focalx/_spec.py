@@ -1969,11 +1969,11 @@ def run_distribution_focal_loss(ops, logits, targets, *, weight, ignore_index, r
 # hidden @ W.T + b, on blocks of rows, never holding the N x V logits.
 # ---------------------------------------------------------------------------
 
-#: Logits per block when chunk_size is None: 2**22 (16 MiB of float32, 128 rows of a 32K
-#: vocabulary): blocks of fewer rows make the weight-gradient product G^T h a thin
-#: matmul that reads and writes the whole V x H accumulator per block, which dominated
-#: the time on a CPU; more rows hold more memory.
-LINEAR_CHUNK_ELEMENTS = 2 ** 22
+#: Logits per block when chunk_size is None: 2**21 (8 MiB of float32, 64 rows of a 32K
+#: vocabulary). Fewer rows make the weight-gradient product G^T h a thin matmul that
+#: reads and writes the whole V x H accumulator per block (slow on a CPU); more rows hold
+#: more memory (a block's logits, softmax and gradient are the peak, beside the gradients).
+LINEAR_CHUNK_ELEMENTS = 2 ** 21
 
 
 def check_chunk_size(chunk_size):

@@ -303,3 +303,15 @@ def test_a_worker_past_its_time_limit_is_stopped_with_the_processes_it_started()
     rep = _workers.run("x", lambda out: [sys.executable, "-c", code], timeout=1)
     assert rep == {"backend": "x", "crashed": "timed out after 1 s"}
     assert time.perf_counter() - t0 < 15
+
+
+def test_the_linear_workload_runs_only_when_named_and_never_in_quick_mode():
+    """The linear workload (issue 19) takes seconds a call: not in the default run, and
+    --quick (which must stay fast) drops it even when named."""
+    from focalx.bench import config
+
+    def workloads(*argv):
+        return config.config_from_args(config.parser().parse_args(list(argv)))["workloads"]
+    assert "linear" not in workloads() and "linear" not in workloads("--quick")
+    assert workloads("--workload", "linear") == ["linear"]
+    assert "linear" not in workloads("--quick", "--workload", "linear,sigmoid")

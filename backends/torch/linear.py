@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from ... import _spec
+from .autograd import _no_saved_tensor_hooks, _reusable
 from .eager import _EagerOps
 from .ops import OPS, _kind, _symbolic
 
@@ -53,6 +54,9 @@ class _LinearFocalFunction(torch.autograd.Function):
             ctx.save_for_backward(hidden, weight, bias, targets)
         elif need:
             ctx.save_for_backward(*(g if want else None for g, want in zip(grads, wanted)))
+            # (saved-tensor hooks may keep the gradients where backward must not hand
+            # them out: see backward)
+            ctx.own = _no_saved_tensor_hooks(grads[0])
         return out.to(out_dtype)
 
     @staticmethod
@@ -70,9 +74,16 @@ class _LinearFocalFunction(torch.autograd.Function):
                 cotangent=grad_out.to(cd), **ctx.params)
         else:
             grads = ctx.saved_tensors
-            scale = grad_out.to(next((g.dtype for g in grads if g is not None),
-                                     grad_out.dtype))
-            grads = [None if g is None else g * scale for g in grads]
+            # A loss's backward() seeds a gradient of exactly 1: on the CPU that is read
+            # without a device sync, and the saved gradients (used this once) are the
+            # result, without a V x H copy each.
+            unit = grad_out.device.type == "cpu" and grad_out.numel() == 1 and \
+                not _symbolic(grad_out) and grad_out.item() == 1.0
+            if not (unit and ctx.own and all(_reusable(g, grad_out) for g in grads
+                                             if g is not None)):
+                scale = grad_out.to(next((g.dtype for g in grads if g is not None),
+                                         grad_out.dtype))
+                grads = [None if g is None else g * scale for g in grads]
         out = [None if g is None or not want else g.to(dt)
                for g, want, dt in zip(grads, ctx.needs_input_grad[:3], ctx.dtypes)]
         return (*out, None, None, None, None)
