@@ -62,6 +62,7 @@ from .functional import (  # noqa: E402
 from .layers import (  # noqa: E402
     DistributionFocalLoss, QualityFocalLoss, VarifocalLoss)
 from .functional import linear_softmax_focal_loss  # noqa: E402
+from .layers import LinearFocalLoss  # noqa: E402
 
 __all__ = [
     "sigmoid_focal_loss",
@@ -82,6 +83,7 @@ __all__ = [
     "VarifocalLoss",
     "DistributionFocalLoss",
     "linear_softmax_focal_loss",
+    "LinearFocalLoss",
 ]
 
 # settings documented on this module before it became a package

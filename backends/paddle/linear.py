@@ -56,6 +56,8 @@ class _LinearFocalLayer(PyLayer):
         ctx.static, ctx.names, ctx.per_row = static, names, per_row
         ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
         ctx.n_tensors, ctx.has_bias = len(tensors), bias is not None
+        # (Paddle wants None for an input that needs no gradient)
+        ctx.wants = [not t.stop_gradient for t in (hidden, weight, bias) if t is not None]
         if per_row:
             ctx.save_for_backward(hidden, weight, bias, *tensors)
         else:
@@ -74,6 +76,7 @@ class _LinearFocalLayer(PyLayer):
             go = grad_out.astype(saved[0].dtype)
             grads = [g * go for g in saved]
         out = [_cast(g, dt) for g, dt in zip(grads, ctx.dtypes) if g is not None]
+        out = [g if want else None for g, want in zip(out, ctx.wants)]
         return tuple(out) + (None,) * ctx.n_tensors
 
 
