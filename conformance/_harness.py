@@ -51,6 +51,27 @@ class NotRun(Exception):
     e.g. torch's fused kernel declining an empty tensor."""
 
 
+def packed_linear(harness, fn, layout):
+    """``fn(hidden, linear_weight, targets, linear_bias=..., **kwargs)`` (a backend's
+    linear_softmax_focal_loss) as a function of one flat array holding the three (or,
+    with a bias, four) arrays one after the other, as the golden cases pack them: the
+    harness then differentiates that array, giving the gradients packed the same way.
+    The NumPy reference's (loss, grads) comes back as (loss, packed grads)."""
+    (n, h), (v, _) = layout["hidden_shape"], layout["weight_shape"]
+    a, b = n * h, n * h + v * h
+    reshape = getattr(harness, "reshape", None) or (lambda t, shape: t.reshape(shape))
+
+    def packed(x, y, **kwargs):
+        if layout["bias"]:
+            kwargs = dict(kwargs, linear_bias=x[b:])
+        out = fn(reshape(x[:a], (n, h)), reshape(x[a:b], (v, h)), y, **kwargs)
+        if isinstance(out, tuple):
+            loss, grads = out
+            return loss, np.concatenate([np.ravel(g) for g in grads if g is not None])
+        return out
+    return packed
+
+
 # Gradients: ``grads(variant, x, y, kwargs, wrt)`` gives the gradient of the summed loss
 # w.r.t. the logits and w.r.t. each name in `wrt` ("targets" or an array kwarg), as
 # float64 NumPy arrays: every backend differentiates floating targets and hyperparameter
@@ -366,6 +387,9 @@ class TensorflowHarness:
 
     def call_public(self, variant, x, y, kwargs):
         return getattr(self.ftf, variant)(x, y, **kwargs)
+
+    def reshape(self, a, shape):
+        return self.tf.reshape(a, shape)
 
     #: op by op; eager through the cached XLA function; in a tf.function; under XLA
     modes = ("eager", "eager_xla", "function", "xla")

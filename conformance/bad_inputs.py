@@ -159,7 +159,7 @@ def bad_inputs():
         ("module/sigmoid/gamma-vector-nan", SIGMOID_MODULE, X, T, dict(gamma=[0.5, nan, 0.5]),
          ValueError, "gamma"),
     ] + _gfl_bad_inputs() + _poly1_bad(X, T, Y) + _asl_bad(X, T) + \
-        _asl_softmax_bad(X, Y)
+        _asl_softmax_bad(X, Y) + _linear_bad()
 
 
 def _gfl_bad_inputs():
@@ -274,4 +274,50 @@ def _asl_softmax_bad(X, Y):
         ("asl1/targets-shape", ASL1, X, np.array([0, 1, 2]), {}, ValueError, "targets"),
         ("asl1/integer-logits", ASL1, np.zeros((4, 3), dtype=np.int64), Y, {}, TypeError,
          "logits"),
+    ]
+
+
+LINEAR = "linear_softmax_focal_loss"
+
+
+def _linear_bad():
+    """The fused linear + softmax focal loss: its arrays' shapes and kinds, chunk_size, and
+    the softmax parameters it passes on. "logits" is ``hidden`` (N=4, H=2); the kwarg
+    ``linear_weight`` (V=3) is its second positional argument (see runner)."""
+    H, W, Y = np.zeros((4, 2)), np.zeros((3, 2)), np.array([0, 1, 2, 1])
+    ok = dict(linear_weight=W)
+    return [
+        ("linear/hidden-1d", LINEAR, np.zeros(8), Y, ok, ValueError, "hidden"),
+        ("linear/hidden-int", LINEAR, np.zeros((4, 2), dtype=np.int64), Y, ok, TypeError,
+         "hidden"),
+        ("linear/weight-1d", LINEAR, H, Y, dict(linear_weight=np.zeros(6)), ValueError,
+         "linear_weight"),
+        ("linear/weight-features", LINEAR, H, Y, dict(linear_weight=np.zeros((3, 5))),
+         ValueError, "linear_weight"),
+        ("linear/weight-int", LINEAR, H, Y, dict(linear_weight=np.zeros((3, 2), np.int64)),
+         TypeError, "linear_weight"),
+        ("linear/bias-shape", LINEAR, H, Y, dict(ok, linear_bias=np.zeros(4)), ValueError,
+         "linear_bias"),
+        ("linear/targets-shape", LINEAR, H, np.array([0, 1, 2]), ok, ValueError, "targets"),
+        ("linear/float-targets", LINEAR, H, np.array([0.0, 1.0, 2.0, 1.0]), ok, TypeError,
+         "targets"),
+        ("linear/index>=V", LINEAR, H, np.array([0, 1, 3, 1]), ok, ValueError, "targets"),
+        ("linear/chunk_size=0", LINEAR, H, Y, dict(ok, chunk_size=0), ValueError,
+         "chunk_size"),
+        ("linear/chunk_size-float", LINEAR, H, Y, dict(ok, chunk_size=2.0), TypeError,
+         "chunk_size"),
+        ("linear/chunk_size-bool", LINEAR, H, Y, dict(ok, chunk_size=True), TypeError,
+         "chunk_size"),
+        ("linear/ignore_index-str", LINEAR, H, Y, dict(ok, ignore_index="x"), TypeError,
+         "ignore_index"),
+        ("linear/gamma<0", LINEAR, H, Y, dict(ok, gamma=-1.0), ValueError, "gamma"),
+        ("linear/alpha-length", LINEAR, H, Y, dict(ok, alpha=[0.5, 0.5]), ValueError, "alpha"),
+        ("linear/weight-length", LINEAR, H, Y, dict(ok, weight=[1.0, 2.0]), ValueError,
+         "weight"),
+        ("linear/label_smoothing=1", LINEAR, H, Y, dict(ok, label_smoothing=1.0), ValueError,
+         "label_smoothing"),
+        ("linear/reduction", LINEAR, H, Y, dict(ok, reduction="avg"), ValueError,
+         "reduction"),
+        ("linear/normalizer=0", LINEAR, H, Y, dict(ok, normalizer=0.0), ValueError,
+         "normalizer"),
     ]

@@ -268,6 +268,7 @@ def build_cases() -> list[dict]:
     _asl_cases(b)
     _asl_softmax_cases(b)
     _per_class_gamma_poly1(b)
+    _linear_cases(b)
     return b.cases
 
 
@@ -606,6 +607,55 @@ def _per_class_gamma_poly1(b):
     q = [v / 8 for v in (1, 3, 0, 4, 2, 2, 2, 2, 8, 0, 0, 0, 0, 5, 3, 0, 1, 1, 1, 5)]
     b.add("poly1/gamma-vector/softmax/probabilities-targets", SOFTMAX, x, sh, q, sh,
           {"gamma": [0.25, 0.0, 2.0, 1.0], "epsilon": 1.0, "axis": 1, "reduction": "mean"})
+
+
+LINEAR = "linear_softmax_focal_loss"
+
+
+def _linear_cases(b):
+    """The fused linear + softmax focal loss. Its three (or four) arrays travel packed in
+    "logits", hidden (N, H), then linear_weight (V, H), then linear_bias (V,) where
+    "linear" says there is one; the gradient is theirs, packed the same way. The inputs
+    are multiples of 1/8 (exact in every dtype). Its own random stream."""
+    rng = random.Random(19)
+    N, H, V = 5, 3, 4
+
+    def add(cid, kwargs, *, targets, bias=True, rows=N, scale=(-16, 16)):
+        hidden = [rng.randint(*scale) / 8 for _ in range(rows * H)]
+        weight = [rng.randint(*scale) / 8 for _ in range(V * H)]
+        packed = hidden + weight + ([rng.randint(-16, 16) / 8 for _ in range(V)]
+                                    if bias else [])
+        b.add(cid, LINEAR, packed, (len(packed),), targets, (rows,), kwargs, index=True)
+        b.cases[-1]["linear"] = {"hidden_shape": [rows, H], "weight_shape": [V, H],
+                                 "bias": bias}
+    y = [rng.randrange(V) for _ in range(N)]
+    yi = list(y)
+    yi[1] = yi[3] = -100
+    for gamma in (0.0, 0.5, 2.0):
+        add(f"linear/gamma={gamma}", {"gamma": gamma, "reduction": "none"}, targets=y)
+    # gamma 0, alpha None: the cross-entropy of the linear layer's logits
+    add("linear/cross-entropy/mean", {"gamma": 0.0, "alpha": None}, targets=yi)
+    add("linear/cross-entropy/no-bias", {"gamma": 0.0, "reduction": "sum"}, targets=y,
+        bias=False)
+    for red in ("none", "sum", "mean"):
+        add(f"linear/ignore_index/{red}", {"gamma": 2.0, "reduction": red}, targets=yi)
+    add("linear/ignore_index/none-disabled", {"gamma": 1.0, "ignore_index": None,
+                                              "reduction": "mean"}, targets=y)
+    add("linear/ignore_index/all", {"gamma": 2.0, "reduction": "mean"}, targets=[-100] * N)
+    add("linear/alpha-weight", {"gamma": 2.0, "alpha": [0.25, 0.5, 0.75, 1.0],
+                                "weight": [1.0, 0.5, 2.0, 0.0], "reduction": "mean"},
+        targets=yi)
+    add("linear/alpha-number/normalizer", {"gamma": 0.5, "alpha": 0.25, "reduction": "sum",
+                                           "normalizer": 3.0}, targets=y)
+    add("linear/label_smoothing", {"gamma": 2.0, "label_smoothing": 0.125,
+                                   "reduction": "mean"}, targets=yi)
+    for cs in (1, 2):
+        add(f"linear/chunk_size={cs}", {"gamma": 2.0, "chunk_size": cs, "reduction": "mean",
+                                         "weight": [0.5, 1.0, 2.0, 1.0]}, targets=yi)
+    # large logits (|x| up to ~24): saturated rows
+    add("linear/saturated", {"gamma": 2.0, "reduction": "none"}, targets=y,
+        scale=(-24, 24))
+    add("linear/empty", {"gamma": 2.0, "reduction": "mean"}, targets=[], rows=0)
 
 
 __all__ = ["build_cases", "GAMMAS", "EXTREME"]

@@ -463,6 +463,34 @@ def distribution(logits, shape, targets, tshape, kw):
         return out, _sample_grads(xs, samples, scale), scale
 
 
+# ---- the softmax focal loss of a linear layer's output (issue 19) ----------------------
+
+def linear(packed, layout, targets, kw):
+    """The softmax focal loss of x = h W^T + b (the logits formed at 50 digits from the
+    packed hidden (N, H), weight (V, H), bias (V,)); gradients w.r.t. h, W and b by the
+    chain rule from the numerical derivative of each row's loss w.r.t. its logits:
+    dh_ik = sum_c dL/dx_ic W_ck, dW_ck = sum_i dL/dx_ic h_ik, db_c = sum_i dL/dx_ic.
+    Returned packed as the inputs are."""
+    with mp.workdps(DPS):
+        N, H = layout["hidden_shape"]
+        V = layout["weight_shape"][0]
+        vals = [mp.mpf(v) for v in packed]
+        h = [vals[i * H:(i + 1) * H] for i in range(N)]
+        W = [vals[N * H + c * H:N * H + (c + 1) * H] for c in range(V)]
+        b = vals[N * H + V * H:] if layout["bias"] else [mp.mpf(0)] * V
+        logits = [[mp.fsum(h[i][k] * W[c][k] for k in range(H)) + b[c] for c in range(V)]
+                  for i in range(N)]
+        # the softmax focal loss of these logits, as softmax() computes it (class axis 1)
+        flat = [v for row in logits for v in row]
+        kw = dict(kw, axis=1)
+        out, g, scale = softmax(flat, (N, V), targets, (N,), kw)
+        g = [[g[i * V + c] for c in range(V)] for i in range(N)]
+        dh = [mp.fsum(g[i][c] * W[c][k] for c in range(V)) for i in range(N) for k in range(H)]
+        dW = [mp.fsum(g[i][c] * h[i][k] for i in range(N)) for c in range(V) for k in range(H)]
+        db = [mp.fsum(g[i][c] for i in range(N)) for c in range(V)] if layout["bias"] else []
+        return out, dh + dW + db, scale
+
+
 # The documented defaults (docs/definitions.md, the parameter table), applied to what a case leaves out.
 DEFAULTS = {
     "sigmoid_focal_loss": {"gamma": 2.0, "alpha": 0.25, "reduction": "mean"},
@@ -475,6 +503,8 @@ DEFAULTS = {
     "asymmetric_loss": {"gamma_pos": 0.0, "gamma_neg": 4.0, "clip": 0.05, "reduction": "mean"},
     "asymmetric_softmax_loss": {"gamma_pos": 0.0, "gamma_neg": 4.0, "ignore_index": -100,
                                 "label_smoothing": 0.1, "reduction": "mean"},
+    "linear_softmax_focal_loss": {"gamma": 2.0, "alpha": None, "ignore_index": -100,
+                                  "reduction": "mean"},
 }
 
 
@@ -497,6 +527,8 @@ def evaluate(case):
         return sigmoid(*args, asl=True)
     if fn == "asymmetric_softmax_loss":
         return asymmetric_softmax(*args)
+    if fn == "linear_softmax_focal_loss":
+        return linear(case["logits"], case["linear"], case["targets"], kwargs)
     raise ValueError(f"unknown fn {fn!r}")
 
 

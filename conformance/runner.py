@@ -23,6 +23,9 @@ from focalx._workers import progress
 from . import _harness, tolerances
 from .bad_inputs import MODULES, bad_inputs
 
+#: losses with a second positional array (the bad-input cases pass it as this kwarg)
+LINEAR_INPUTS = {"linear_softmax_focal_loss": "linear_weight"}
+
 GOLDEN = Path(__file__).with_name("golden.json")
 BACKENDS = tuple(_harness.HARNESSES)
 #: frameworks the project targets whose backends have not landed yet
@@ -138,6 +141,8 @@ def expected_shape(case):
     """The loss's shape: the logits' for "none" (without the class axis for softmax), else ()."""
     if case["kwargs"].get("reduction", "mean") != "none":
         return ()
+    if "linear" in case:  # per row of hidden
+        return (case["linear"]["hidden_shape"][0],)
     shape = tuple(case["shape"])
     if case["fn"] in PER_SAMPLE:
         axis = case["kwargs"]["axis"] % len(shape)
@@ -171,6 +176,8 @@ def run_cases(harness, cases, device, dtype, *, fn=None, adapter=None):
                                             dtype="float64")
         own = fn is None
         call = harness.default_fn(case["fn"]) if own else fn
+        if "linear" in case:  # (its arrays travel packed in "logits": see cases.py)
+            call = _harness.packed_linear(harness, call, case["linear"])
         entry = {"id": case["id"]}
         try:
             if adapter is not None:
@@ -193,7 +200,7 @@ def run_cases(harness, cases, device, dtype, *, fn=None, adapter=None):
             results.append(entry)
             continue
         unchecked = None
-        if flushes:
+        if flushes and "linear" not in case:  # (the linear cases' inputs: multiples of 1/8)
             unchecked = flushed_values(
                 case["fn"], case["shape"], expected.get("logits", case["logits"]),
                 expected.get("targets", case["targets"])
@@ -237,6 +244,9 @@ def run_bad_inputs(harness, device="cpu"):
             kwargs = {k: conv(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
             if module:
                 harness.construct(variant, kwargs)
+            elif variant in LINEAR_INPUTS:  # (its second array is positional)
+                harness.default_fn(variant)(xs, kwargs.pop(LINEAR_INPUTS[variant]), ts,
+                                            **kwargs)
             else:
                 harness.call_public(variant, xs, ts, kwargs)
         except exc_type as exc:

@@ -107,6 +107,12 @@ class ArrayModuleOps:
     def gather_classes(self, v, idx):
         return self.xp.take(v, idx, axis=0)
 
+    def matmul(self, a, b, transpose_a, transpose_b):
+        return self.xp.matmul(a.T if transpose_a else a, b.T if transpose_b else b)
+
+    def concat(self, arrays, axis):
+        return self.xp.concatenate(arrays, axis=axis)
+
 
 class NumpyOps(ArrayModuleOps):
     """:class:`focalx._spec.Ops` for NumPy, in float64."""
@@ -286,3 +292,34 @@ def asymmetric_softmax_loss_and_grad(logits, targets, *, axis=-1, **kw):
 def asymmetric_softmax_loss(logits, targets, *, axis=-1, **kw):
     return _run(_spec.run_asymmetric_softmax_loss, logits, targets, False,
                 dict(_kwargs("asymmetric_softmax_loss", kw), axis=axis))[0]
+
+
+# ---- the fused linear + softmax focal loss (issue 19) -----------------------------------
+
+def _linear_run(hidden, linear_weight, targets, need_grad, kw):
+    arrays = {"hidden": hidden, "linear_weight": linear_weight,
+              "linear_bias": kw.pop("linear_bias", None)}
+    for name, v in arrays.items():
+        if _foreign(v):
+            raise TypeError(f"{name} must be a numpy array for the NumPy reference, got "
+                            f"{type(v).__module__}.{type(v).__name__}")
+        if v is not None:
+            _spec.check_logits_dtype(_kind(v), name)
+    h, w, b = (None if v is None else np.asarray(v).astype(_F64) for v in arrays.values())
+    y = _targets(targets)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        out, grads = _spec.run_linear_softmax_focal_loss(
+            OPS, h, w, y, linear_bias=b, need_grad=need_grad, **kw)
+    return np.asarray(out, dtype=_F64), grads
+
+
+def linear_softmax_focal_loss_and_grad(hidden, linear_weight, targets, **kw):
+    """(loss, (d hidden, d linear_weight, d linear_bias or None)) of
+    :func:`focalx.linear_softmax_focal_loss` in float64."""
+    return _linear_run(hidden, linear_weight, targets, True,
+                       _kwargs("linear_softmax_focal_loss", kw))
+
+
+def linear_softmax_focal_loss(hidden, linear_weight, targets, **kw):
+    return _linear_run(hidden, linear_weight, targets, False,
+                       _kwargs("linear_softmax_focal_loss", kw))[0]

@@ -35,6 +35,8 @@ class Loss(NamedTuple):
     params: tuple[Param, ...]  # keyword-only, in order
     returns: str
     notes: str  # stability and references
+    #: the positional array arguments, in order (their docs: _INPUTS, one per name)
+    inputs: tuple[str, ...] = ("logits", "targets")
 
 
 _ARRAYS = "float | Sequence[float] | {H} | None"  # {H}: the module's hyperparameter arrays
@@ -429,6 +431,63 @@ _INPUTS.update({
         "ignore_index)."),
 })
 
+# ---- the fused linear + softmax focal loss (issue 19) ----------------------------------
+LOSSES["linear_softmax_focal_loss"] = Loss(
+    summary=r"""Softmax focal loss of a linear layer's output, without the logits.
+
+.. math::
+
+    x = h W^\top + b, \qquad
+    \mathrm{FL}(x, y) = -\sum_c w_c\,\alpha_c\,q_c\,(1-p_c)^\gamma \log p_c,
+    \quad p = \mathrm{softmax}(x)
+
+per row: exactly ``softmax_focal_loss(hidden @ linear_weight.T + linear_bias, targets,
+...)`` (class axis last), computed on blocks of rows (``chunk_size``) so that the
+(N, V) logits and their gradient are never held whole: each block's logits are made,
+used for the loss and its closed-form gradient, turned into the block's share of the
+gradients w.r.t. ``hidden``, ``linear_weight`` and ``linear_bias``, and dropped. For
+language-model heads and extreme classification (V of 32K-256K classes). With
+``gamma=0, alpha=None`` it is the cross-entropy of the linear layer (torch's
+``F.linear_cross_entropy``).""",
+    params=(
+        Param("linear_bias", None, "{A} | None",
+              "None or the layer's bias, shape ``(V,)``."),
+        _GAMMA_SOFTMAX._replace(doc=_GAMMA_SOFTMAX.doc.replace("length C", "length V")),
+        LOSSES["softmax_focal_loss"].params[1]._replace(
+            doc="None (1), a number in [0, 1] multiplying every class, or a per-class "
+                "vector of length V with values in [0, 1]."),
+        LOSSES["softmax_focal_loss"].params[2]._replace(
+            doc="None or a per-class vector >= 0 of length V, exactly as cross-entropy's: "
+                '"mean" divides by the sum of ``weight[target]`` over the non-ignored rows.'),
+        LOSSES["softmax_focal_loss"].params[3]._replace(
+            doc="targets equal to it add 0 and leave the mean's denominator; None disables "
+                "it."),
+        _SMOOTHING._replace(doc="e in [0, 1): the target distribution is ``(1 - e) * "
+                            "onehot + e / V``."),
+        _REDUCTION._replace(doc='``"none"`` (per row, shape ``(N,)``), ``"sum"`` or '
+                            '``"mean"``.'),
+        _NORMALIZER,
+        Param("chunk_size", None, "int | None",
+              "rows per block (an int >= 1), or None: blocks of about 2**21 logits "
+              "(``max(1, 2**21 // V)`` rows). Memory: one block's logits and gradient "
+              "instead of N x V; the result does not depend on it beyond rounding."),
+    ),
+    returns="The loss (per row for ``\"none\"``, else 0-d).",
+    notes="""Gradients: the softmax focal loss's closed form G w.r.t. each block's logits,
+then ``G @ W`` (hidden), ``G.T @ h`` (weight, summed over blocks) and ``G.sum(0)``
+(bias). For "mean" and "sum" they are computed in the forward pass (one pass over the
+blocks, as the fused cross-entropy kernels do) and scaled by the incoming gradient;
+for "none" the backward pass recomputes each block's logits with the incoming
+per-row gradient. Stability: the softmax focal loss's.""",
+    inputs=("hidden", "linear_weight", "targets"),
+)
+_INPUTS["linear_softmax_focal_loss"] = (
+    "floating array ``(N, H)``: the rows' features (e.g. a language model's last hidden "
+    "states, flattened over batch and time).",
+    "floating array ``(V, H)``: the linear layer's weight (torch's ``nn.Linear.weight`` "
+    "layout; Keras' and Flax's kernels are its transpose).",
+    "class indices ``(N,)`` of an integer dtype, in [0, V) or ``ignore_index``.")
+
 #: the framework-neutral defaults of every loss (``axis`` follows the framework)
 DEFAULTS: dict[str, dict[str, Any]] = {
     name: {p.name: p.default for p in loss.params if p.name != "axis"}
@@ -525,7 +584,6 @@ def _fmt(v) -> str:
 
 def _doc(loss: str, target: str, indent: str) -> str:
     t, spec = TARGETS[target], LOSSES[loss]
-    logits_doc, targets_doc = _INPUTS[loss]
     width = 88 - len(indent)
 
     def arg(name, text):
@@ -535,7 +593,8 @@ def _doc(loss: str, target: str, indent: str) -> str:
     if loss in t.loss_notes:
         lines += [""] + textwrap.wrap(t.loss_notes[loss], width=width)
     lines += ["", "Args:"]
-    lines += arg("logits", logits_doc) + arg("targets", targets_doc)
+    for name, text in zip(spec.inputs, _INPUTS[loss]):
+        lines += arg(name, text)
     for p in params(loss, target):
         lines += arg(p.name, p.doc.replace("{AXIS}", t.axis_doc))
     lines += ["", "Returns:"] + textwrap.wrap(spec.returns, width=width, initial_indent="  ",
@@ -549,7 +608,7 @@ def render(loss: str, target: str) -> str:
     """The generated block for `loss` in module `target` (markers included)."""
     t = TARGETS[target]
     head = f"def {loss}("
-    parts = [f"logits: {t.array}", f"targets: {t.array}", "*"]
+    parts = [f"{name}: {t.array}" for name in LOSSES[loss].inputs] + ["*"]
     for p in params(loss, target):
         ann = p.annotation.replace("{A}", t.array).replace("{H}", t.hyper)
         parts.append(f"{p.name}: {ann} = {_fmt(p.default)}")

@@ -136,6 +136,9 @@ class Ops(Protocol):
     def take(self, a, index, axis): ...   # take_along_axis, index has a size-1 axis
     def scatter(self, a, index, values, axis): ...  # a with values put at index (may reuse a)
     def one_hot(self, index, num_classes, axis, like): ...  # float one-hot, class axis at `axis`
+    def matmul(self, a, b, transpose_a, transpose_b): ...  # 2-D a @ b, either transposed
+    #                                       first (the linear loss's logits and gradients)
+    def concat(self, arrays, axis): ...   # arrays joined along `axis` (a non-empty list)
 
     # plumbing used by the run_* functions
     def shape(self, a) -> tuple: ...      # static shape; None for a size unknown until run
@@ -212,6 +215,25 @@ class OptionalOps(Protocol):
     def add_result(self, a, b):
         """``a + b``, the last sum of the sigmoid loss's gradient; the backend may write
         it into memory of its own (its rows of a whole gradient). Absent: ``a + b``."""
+
+    def add_matmul(self, c, a, b, transpose_a, transpose_b):
+        """``c + matmul(a, b, transpose_a, transpose_b)`` for c an accumulator of the
+        spec's own (the linear loss's weight gradient, summed over blocks of rows): the
+        backend may write the sum into c's memory (an allocation of V x H fewer per
+        block). Absent: ``c + matmul(...)``."""
+
+    def kept_rows(self, keep):
+        """The positions of the true values of the bool vector `keep` (an index array),
+        where reading them costs no host sync (a CPU array outside a trace); None
+        elsewhere. With take_rows and put_rows: the linear loss then runs its blocks on
+        the rows not ignored only. Absent: every row is computed (ignored ones add 0)."""
+
+    def take_rows(self, a, index):
+        """``a[index]`` for an index array from kept_rows."""
+
+    def put_rows(self, a, index, num_rows):
+        """An array of num_rows rows (a's other axes), zero but for rows ``index``, which
+        hold a's rows."""
 
     def one_at_zero(self, m):
         """``where(m <= 0, m + 1, m)`` for m >= 0 or NaN, with the same bits (for such
@@ -1940,3 +1962,170 @@ def run_distribution_focal_loss(ops, logits, targets, *, weight, ignore_index, r
                                      from_logits=True, need_grad=need_grad)
     loss = ops.squeeze(loss, axis)
     return reduce(ops, loss, reduction=reduction), grad
+
+
+# ---------------------------------------------------------------------------
+# The fused linear + softmax focal loss (issue 19): the softmax focal loss of
+# hidden @ W.T + b, on blocks of rows, never holding the N x V logits.
+# ---------------------------------------------------------------------------
+
+#: Logits per block when chunk_size is None: 2**21 (8 MiB of float32, 64 rows of a 32K
+#: vocabulary). Fewer rows make the weight-gradient product G^T h a thin matmul that
+#: reads and writes the whole V x H accumulator per block (slow on a CPU); more rows hold
+#: more memory (a block's logits, softmax and gradient are the peak, beside the gradients).
+LINEAR_CHUNK_ELEMENTS = 2 ** 21
+
+
+def check_chunk_size(chunk_size):
+    if chunk_size is None:
+        return None
+    if type(chunk_size) is not int and (not isinstance(chunk_size, numbers.Integral) or
+                                        isinstance(chunk_size, bool)):
+        raise TypeError(f"chunk_size must be an int >= 1 or None, got "
+                        f"{type(chunk_size).__name__}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 (rows per block), got {chunk_size!r}")
+    return int(chunk_size)
+
+
+def linear_chunk_rows(n: int, num_classes: int, chunk_size=None) -> int:
+    """Rows per block: chunk_size, or blocks of about LINEAR_CHUNK_ELEMENTS logits."""
+    rows = chunk_size or max(1, LINEAR_CHUNK_ELEMENTS // max(num_classes, 1))
+    return max(1, min(rows, n))
+
+
+def check_linear_inputs(ops, hidden, linear_weight, targets, linear_bias):
+    """(N, H, V) after checking the three (or four) arrays' kinds and shapes, each error
+    naming its argument."""
+    for name, a in (("hidden", hidden), ("linear_weight", linear_weight)) + (
+            () if linear_bias is None else (("linear_bias", linear_bias),)):
+        if ops.kind(a) != "floating":
+            raise TypeError(f"{name} must be a floating array, got {ops.kind(a)} dtype")
+    hs, ws = tuple(ops.shape(hidden)), tuple(ops.shape(linear_weight))
+    if len(hs) != 2:
+        raise ValueError(f"hidden must be a 2-D array (N, H), got shape {_fmt(hs)}")
+    if len(ws) != 2:
+        raise ValueError(f"linear_weight must be a 2-D array (V, H), got shape {_fmt(ws)}")
+    N, H = hs
+    V = ws[0]
+    if N is None:
+        raise ValueError(f"hidden must have a static number of rows (the blocks are laid out "
+                         f"ahead of the run), got shape {_fmt(hs)}")
+    if ws[1] != H:
+        raise ValueError(f"linear_weight of shape {_fmt(ws)} must be (V, H) with H = {H}, "
+                         f"the features of hidden of shape {_fmt(hs)}")
+    if not V:
+        raise ValueError(f"linear_weight must have at least one class (V >= 1), got shape "
+                         f"{_fmt(ws)}")
+    if linear_bias is not None and not _same_shape(tuple(ops.shape(linear_bias)), (V,)):
+        raise ValueError(f"linear_bias must have shape ({V},), one value per class of "
+                         f"linear_weight, got shape {_fmt(ops.shape(linear_bias))}")
+    if ops.kind(targets) != "integer":
+        raise TypeError(f"targets must be class indices of an integer dtype, got "
+                        f"{ops.kind(targets)} dtype")
+    if not _same_shape(tuple(ops.shape(targets)), (N,)):
+        raise ValueError(f"targets must have shape ({N},), one class index per row of hidden, "
+                         f"got shape {_fmt(ops.shape(targets))}")
+    return N, H, V
+
+
+def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear_bias, gamma,
+                                  alpha, weight, ignore_index, label_smoothing, reduction,
+                                  normalizer, chunk_size, need_grad, cotangent=None):
+    """`linear_softmax_focal_loss` on a backend: see
+    :func:`focalx.linear_softmax_focal_loss`.
+
+    The softmax focal loss (:func:`run_softmax_focal_loss`, its formulas and closed-form
+    logit gradient G, unchanged) of each block of rows' logits ``h W^T + b``, with the
+    whole's reduction scale; then, by the chain rule, ``G W`` (the block's rows of the
+    gradient w.r.t. hidden), ``G^T h`` and the column sums of G (the block's share of
+    the gradients w.r.t. the weight and the bias). No block's logits outlive it.
+
+    Returns (out, grads): grads = (d hidden, d linear_weight, d linear_bias or None) of
+    out (summed over its elements for "none"), or None. ``cotangent`` (shape (N,), for
+    "none"): the gradients of ``sum(cotangent * out)`` instead (a backward pass that
+    recomputes the blocks): it joins each row's coefficient, as the reduction's scale.
+    """
+    N, _, V = check_linear_inputs(ops, hidden, linear_weight, targets, linear_bias)
+    chunk_size = check_chunk_size(chunk_size)
+    # the hyperparameters, checked and converted once (each block takes them as arrays)
+    gamma = _gamma(ops, gamma, hidden)
+    if not isinstance(gamma, float):
+        check_class_vector("gamma", ops.shape(gamma), V, allow_scalar=True)
+    check_label_smoothing(label_smoothing)
+    reduction = check_reduction(reduction)
+    ignore_index = check_ignore_index(ignore_index, allow_none=True, binary=False)
+    alpha = _alpha(ops, alpha, hidden)
+    if alpha is not None and not isinstance(alpha, float):
+        check_class_vector("alpha", ops.shape(alpha), V, allow_scalar=True)
+    w = None
+    if weight is not None:
+        w = _param_array(ops, weight, "weight", hidden)
+        check_class_vector("weight", ops.shape(w), V, allow_scalar=False)
+    normalizer = _normalizer(ops, normalizer, hidden)
+    # the whole's mean denominator (as run_softmax_focal_loss's for class indices)
+    idx, keep = _class_indices(ops, hidden, targets, ignore_index, 0)
+    _check_class_indices(ops, idx, V)
+    w_y = None if w is None else ops.gather_classes(w, idx)
+    denom = (N,) if w_y is None and keep is None else _index_denominator(
+        ops, hidden, V, w_y, keep)
+    scale = reduction_scale(ops, reduction=reduction, denom=denom, normalizer=normalizer,
+                            divide=True)
+    kept = None
+    if keep is not None and hasattr(ops, "kept_rows"):
+        # Ignored rows add 0 and get a zero gradient: where their positions can be read
+        # without a host sync, the blocks run on the other rows only (their loss and
+        # gradient rows are put back among zeros). The denominator is the whole's, above.
+        kept = ops.kept_rows(ops.as_index(targets) != ignore_index)
+        if kept is not None and ops.shape(kept)[0] == N:
+            kept = None
+    if kept is not None:
+        full_n = N
+        hidden, targets = ops.take_rows(hidden, kept), ops.take_rows(targets, kept)
+        if cotangent is not None:
+            cotangent = ops.take_rows(cotangent, kept)
+        N = ops.shape(kept)[0]
+    rows = linear_chunk_rows(N, V, chunk_size)
+    block_reduction = "none" if reduction == "none" else "sum"
+    outs, d_hidden, d_weight, d_bias = [], [], None, None
+    for start in range(0, max(N, 1), rows):
+        stop = min(start + rows, N)
+        h = hidden[start:stop]
+        logits = ops.matmul(h, linear_weight, False, True)
+        if linear_bias is not None:
+            logits = logits + linear_bias
+        block_scale = scale
+        if cotangent is not None:
+            block_scale = _mul(scale, ops.expand_dims(cotangent[start:stop], 1))
+        out, g = run_softmax_focal_loss(
+            ops, logits, targets[start:stop], gamma=gamma, alpha=alpha, weight=w,
+            ignore_index=ignore_index, label_smoothing=label_smoothing,
+            reduction=block_reduction, normalizer=None, axis=1, from_logits=True,
+            need_grad=need_grad, scale=block_scale)
+        del logits
+        outs.append(out)
+        if need_grad:
+            d_hidden.append(ops.matmul(g, linear_weight, False, False))
+            if d_weight is None:
+                d_weight = ops.matmul(g, h, True, False)
+            elif hasattr(ops, "add_matmul"):
+                d_weight = ops.add_matmul(d_weight, g, h, True, False)
+            else:
+                d_weight = d_weight + ops.matmul(g, h, True, False)
+            if linear_bias is not None:
+                db = ops.sum(g, axis=0)
+                d_bias = db if d_bias is None else d_bias + db
+    if reduction == "none":
+        out = outs[0] if len(outs) == 1 else ops.concat(outs, 0)
+    else:
+        out = outs[0]
+        for o in outs[1:]:
+            out = out + o
+    if kept is not None and reduction == "none":
+        out = ops.put_rows(out, kept, full_n)
+    if not need_grad:
+        return out, None
+    dh = d_hidden[0] if len(d_hidden) == 1 else ops.concat(d_hidden, 0)
+    if kept is not None:
+        dh = ops.put_rows(dh, kept, full_n)
+    return out, (dh, d_weight, d_bias)

@@ -671,3 +671,106 @@ def test_per_class_gamma_is_the_scalar_gamma_of_each_class(harness, variant, kin
                 np.testing.assert_allclose(loss[rows], loss_s[rows], rtol=1e-13, atol=0)
                 np.testing.assert_allclose(grad[rows], grad_s[rows], rtol=1e-13, atol=1e-300)
     assert ran, "no mode ran"
+
+
+# ---- the fused linear + softmax focal loss (issue 19) ------------------------------------
+
+class TestLinearSoftmaxFocalLoss:
+    """linear_softmax_focal_loss in every backend: the softmax focal loss of the
+    materialised logits hidden @ W.T + b, in its loss and its three gradients, whatever
+    the blocks (float64, small shapes: the arrays travel packed, as the golden cases)."""
+
+    N, H, V = 7, 3, 5
+
+    def _inputs(self, seed=19, bias=True):
+        rng = np.random.default_rng(seed)
+        h = rng.normal(size=(self.N, self.H))
+        w = rng.normal(size=(self.V, self.H))
+        b = rng.normal(size=self.V) if bias else None
+        y = rng.integers(0, self.V, self.N)
+        y[[1, 4]] = -100
+        return h, w, b, y
+
+    def _run(self, harness, h, w, b, y, kwargs, cotangent=None):
+        """(loss, d hidden, d weight, d bias) of sum(cotangent * loss) from the backend."""
+        layout = {"hidden_shape": [self.N, self.H], "weight_shape": [self.V, self.H],
+                  "bias": b is not None}
+        packed = np.concatenate([h.ravel(), w.ravel()] + ([] if b is None else [b]))
+        fn = harness.default_fn("linear_softmax_focal_loss")
+        if cotangent is not None:
+            c = harness.to_array(list(cotangent), cotangent.shape, dtype="float64")
+
+            def scaled(*args, **kw):
+                return fn(*args, **kw) * c
+            call = scaled
+        else:
+            call = fn
+        x = harness.to_array(packed.tolist(), packed.shape, dtype="float64")
+        t = harness.to_array(y.tolist(), y.shape, index=True, dtype="float64")
+        loss, grad, _, _ = harness.evaluate(_harness.packed_linear(harness, call, layout), x,
+                                            t, kwargs, own=True)
+        a, bb = self.N * self.H, self.N * self.H + self.V * self.H
+        return (loss, grad[:a].reshape(h.shape), grad[a:bb].reshape(w.shape),
+                None if b is None else grad[bb:])
+
+    @staticmethod
+    def _materialised(h, w, b, y, kwargs, cotangent=None):
+        """The float64 reference's softmax focal loss of h @ w.T + b, and its gradients
+        by the chain rule."""
+        x = h @ w.T + (0.0 if b is None else b)
+        loss, g = ref.softmax_focal_loss_and_grad(x, y, axis=-1, **kwargs)
+        if cotangent is not None:
+            loss, g = loss * cotangent, g * cotangent[:, None]
+        return loss, g @ w, g.T @ h, None if b is None else g.sum(0)
+
+    def _close(self, got, want, rtol=1e-9):
+        for a, b in zip(got, want):
+            if b is None:
+                assert a is None
+                continue
+            np.testing.assert_allclose(np.ravel(a), np.ravel(b), rtol=rtol, atol=1e-12)
+
+    @pytest.mark.parametrize("kwargs", [
+        dict(gamma=2.0),
+        dict(gamma=0.5, alpha=[0.2, 0.4, 0.6, 0.8, 1.0], weight=[1.0, 2.0, 0.5, 0.0, 1.5],
+             reduction="sum", normalizer=3.0),
+        dict(gamma=1.0, alpha=0.25, label_smoothing=0.1, reduction="mean", chunk_size=2),
+        dict(gamma=[0.0, 0.5, 1.0, 2.0, 3.0], reduction="mean", chunk_size=3),
+    ], ids=["default", "weights-sum", "smoothing", "gamma-vector"])
+    def test_equals_the_softmax_focal_loss_of_the_materialised_logits(self, harness, kwargs):
+        h, w, b, y = self._inputs()
+        mat = {k: v for k, v in kwargs.items() if k != "chunk_size"}
+        self._close(self._run(harness, h, w, b, y, kwargs),
+                    self._materialised(h, w, b, y, mat))
+
+    def test_none_takes_each_rows_incoming_gradient(self, harness):
+        h, w, b, y = self._inputs(seed=7)
+        c = np.linspace(0.5, 2.0, self.N)
+        kwargs = dict(gamma=2.0, reduction="none", chunk_size=3)
+        self._close(self._run(harness, h, w, b, y, kwargs, c),
+                    self._materialised(h, w, b, y, dict(gamma=2.0, reduction="none"), c))
+
+    def test_chunk_size_does_not_change_the_result(self, harness):
+        h, w, b, y = self._inputs(seed=3, bias=False)
+        results = [self._run(harness, h, w, b, y, dict(gamma=2.0, chunk_size=cs))
+                   for cs in (1, 2, 4, None)]
+        for other in results[1:]:
+            self._close(other, results[0], rtol=1e-12)
+
+    def test_ignored_rows_add_nothing_and_get_no_gradient(self, harness):
+        h, w, b, y = self._inputs(seed=5)
+        loss, dh, dw, db = self._run(harness, h, w, b, y, dict(gamma=2.0, reduction="none"))
+        ignored = y == -100
+        assert np.all(loss[ignored] == 0) and np.all(dh[ignored] == 0)
+        kept = self._materialised(h[~ignored], w, b, y[~ignored], dict(gamma=2.0,
+                                                                       reduction="sum"))
+        self._close((loss.sum(), dw, db), (kept[0], kept[2], kept[3]))
+
+    def test_gamma0_without_alpha_is_the_cross_entropy_of_the_logits(self, harness):
+        h, w, b, y = self._inputs(seed=11)
+        loss = self._run(harness, h, w, b, y, dict(gamma=0.0, chunk_size=2))[0]
+        x = h @ w.T + b
+        kept = y != -100
+        lse = np.log(np.exp(x).sum(1))
+        ce = (lse - x[np.arange(self.N), np.where(kept, y, 0)])[kept].mean()
+        np.testing.assert_allclose(loss, [ce], rtol=1e-12)

@@ -331,3 +331,14 @@ def test_quick_mode_runs_backends_at_once_and_keeps_their_order(monkeypatch):
         assert [r["backend"] for r in reps] == ["torch", "jax"]
         # jax's worker started before torch's ended: they ran at once
         assert (reps[1]["span"][0] < reps[0]["span"][1]) is overlap, (jobs, reps)
+
+def test_the_linear_workload_runs_only_when_named_and_never_in_quick_mode():
+    """The linear workload (issue 19) takes seconds a call: not in the default run, and
+    --quick (which must stay fast) drops it even when named."""
+    from focalx.bench import config
+
+    def workloads(*argv):
+        return config.config_from_args(config.parser().parse_args(list(argv)))["workloads"]
+    assert "linear" not in workloads() and "linear" not in workloads("--quick")
+    assert workloads("--workload", "linear") == ["linear"]
+    assert "linear" not in workloads("--quick", "--workload", "linear,sigmoid")

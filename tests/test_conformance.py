@@ -44,8 +44,10 @@ def test_golden_file_covers_the_spec():
     assert {c["fn"] for c in cases} == {"sigmoid_focal_loss", "softmax_focal_loss",
                                         "sigmoid_focal_loss_star", "quality_focal_loss",
                                         "varifocal_loss", "distribution_focal_loss", "asymmetric_loss",
-                                        "asymmetric_softmax_loss"}
+                                        "asymmetric_softmax_loss", "linear_softmax_focal_loss"}
     used = {(c["fn"], k) for c in cases for k in c["kwargs"]}
+    # (the linear loss's bias travels packed with its other arrays: see cases.py)
+    used |= {(c["fn"], "linear_bias") for c in cases if c.get("linear", {}).get("bias")}
     for fn, defaults in _spec.DEFAULTS.items():
         for k in defaults:
             if k in ("gamma", "reduction"):
@@ -105,7 +107,8 @@ def test_bad_inputs_cover_every_parameter():
     for fn in (focalx.sigmoid_focal_loss, focalx.softmax_focal_loss,
                focalx.sigmoid_focal_loss_star, focalx.quality_focal_loss,
                focalx.varifocal_loss, focalx.distribution_focal_loss,
-               focalx.asymmetric_loss, focalx.asymmetric_softmax_loss):
+               focalx.asymmetric_loss, focalx.asymmetric_softmax_loss,
+               focalx.linear_softmax_focal_loss):
         for p in inspect.signature(fn).parameters:
             assert (fn.__name__, p) in named, f"no bad-input case names {fn.__name__}'s {p}"
 

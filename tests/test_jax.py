@@ -566,3 +566,32 @@ class TestGammaSchedule:
         for bad in (-1.0, np.nan, np.inf):
             loss, grad = step(jnp.asarray(x), jnp.asarray(bad))
             assert np.isnan(float(loss)) and np.isnan(np.asarray(grad)).all()
+
+
+# ---- the fused linear + softmax focal loss (issue 19) ------------------------------------
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_linear_under_jit_is_the_eager_result_and_the_materialised_loss(reduction):
+    """custom_vjp under jit (the blocks unrolled in one program) gives the eager numbers,
+    which are the reference's of the materialised logits."""
+    import jax.numpy as jnp
+    rng = np.random.default_rng(0)
+    h, w, b = rng.normal(size=(9, 3)), rng.normal(size=(6, 3)), rng.normal(size=6)
+    y = rng.integers(0, 6, 9)
+    y[2] = -100
+    c = np.linspace(0.5, 1.5, 9) if reduction == "none" else 1.0
+
+    def total(h, w, b):
+        loss = fj.linear_softmax_focal_loss(h, w, jnp.asarray(y), linear_bias=b,
+                                            reduction=reduction, chunk_size=4)
+        return (loss * c).sum()
+    args = tuple(jnp.asarray(a) for a in (h, w, b))
+    eager = jax.value_and_grad(total, argnums=(0, 1, 2))(*args)
+    jitted = jax.jit(jax.value_and_grad(total, argnums=(0, 1, 2)))(*args)
+    loss, g = ref.softmax_focal_loss_and_grad(h @ w.T + b, y, reduction=reduction)
+    g = g * (c[:, None] if reduction == "none" else 1.0)
+    want = ((loss * c).sum(), (g @ w, g.T @ h, g.sum(0)))
+    for got in (eager, jitted):
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+        for a, e in zip(got[1], want[1]):
+            np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)

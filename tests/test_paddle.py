@@ -2213,3 +2213,22 @@ def test_layers_take_a_per_class_gamma_as_a_buffer():
     assert fpd.FocalLoss(gamma=2.0).gamma == 2.0  # a number stays an attribute
     with pytest.raises(ValueError, match="gamma"):
         fpd.FocalLoss(gamma=[1.0, float("nan"), 1.0])
+
+
+# ---- the fused linear + softmax focal loss (issue 19) ------------------------------------
+
+def test_linear_focal_loss_layer_takes_a_language_models_shapes_and_trains_its_weight():
+    paddle.seed(0)
+    m = fpd.LinearFocalLoss(6, 50, bias=True, gamma=1.0, reduction="none", chunk_size=4)
+    x = paddle.randn([2, 5, 6], dtype="float32")
+    y = paddle.randint(0, 50, [2, 5])
+    y[0, 4] = -100
+    loss = m(x, y)
+    assert loss.shape == [2, 5] and float(loss[0, 4]) == 0.0
+    logits = paddle.matmul(x.reshape([10, 6]), m.linear_weight, transpose_y=True) + m.linear_bias
+    want = fpd.softmax_focal_loss(logits, y.reshape([10]), gamma=1.0, reduction="none")
+    np.testing.assert_allclose(loss.reshape([10]).numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+    g_w, g_b = paddle.grad(loss.sum(), [m.linear_weight, m.linear_bias])
+    w_w, w_b = paddle.grad(want.sum(), [m.linear_weight, m.linear_bias])
+    np.testing.assert_allclose(g_w.numpy(), w_w.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(g_b.numpy(), w_b.numpy(), rtol=1e-4, atol=1e-6)

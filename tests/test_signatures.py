@@ -56,6 +56,8 @@ def test_the_defaults_are_the_documented_ones():
         "asymmetric_softmax_loss": dict(gamma_pos=0.0, gamma_neg=4.0, ignore_index=-100,
                                         label_smoothing=0.1, reduction="mean",
                                         normalizer=None),
+        "linear_softmax_focal_loss": dict(linear_bias=None, gamma=2.0, alpha=None,
+                                          ignore_index=-100, chunk_size=None, **common),
     }
 
 
@@ -75,7 +77,7 @@ def test_each_modules_signature_is_the_tables(target, loss):
     module = importlib.import_module(REGISTRY[target].public[0] if target != "focalx"
                                      else "focalx")
     positional, keywords = _keyword_only(getattr(module, loss))
-    assert positional == ["logits", "targets"]
+    assert positional == list(_signatures.LOSSES[loss].inputs)
     assert keywords == [(p.name, p.default) for p in _signatures.params(loss, target)]
     if loss == "softmax_focal_loss" and target != "focalx":
         assert dict(keywords)["axis"] == REGISTRY[target].class_axis

@@ -730,3 +730,29 @@ class TestGammaSchedule:
         for i in range(12):  # the contrast: a Python float gamma is part of the key
             ftf.sigmoid_focal_loss(tf.constant(x), tf.constant(t), gamma=sched(i))
         assert len(tf_xla._cache) == 1 + 11  # (sched(10) == sched(11) == 2.0)
+
+
+# ---- the fused linear + softmax focal loss (issue 19) ------------------------------------
+
+def test_linear_in_a_tf_function_with_a_variable_weight_is_the_materialised_loss():
+    """A Keras-style variable kernel (V, H) gets its gradient through the read outside the
+    custom gradient; inside tf.function the numbers are the eager reference's."""
+    rng = np.random.default_rng(0)
+    h, w, b = rng.normal(size=(9, 3)), rng.normal(size=(6, 3)), rng.normal(size=6)
+    y = rng.integers(0, 6, 9)
+    y[2] = -100
+    W = tf.Variable(w)
+    hb = [tf.constant(h), tf.constant(b)]
+
+    @tf.function(autograph=False)
+    def step():
+        with tf.GradientTape() as tape:
+            tape.watch(hb)
+            loss = ftf.linear_softmax_focal_loss(hb[0], W, tf.constant(y), linear_bias=hb[1],
+                                                 chunk_size=4)
+        return loss, tape.gradient(loss, [hb[0], W, hb[1]])
+    loss, grads = step()
+    want, g = ref.softmax_focal_loss_and_grad(h @ w.T + b, y)
+    np.testing.assert_allclose(loss, want, rtol=1e-12)
+    for a, e in zip(grads, (g @ w, g.T @ h, g.sum(0))):
+        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)

@@ -1919,3 +1919,102 @@ def test_modules_take_a_per_class_gamma_as_a_buffer():
         ft.FocalLoss(gamma=[[1.0, 2.0, 1.0]])
     with pytest.raises(ValueError, match="gamma"):
         ft.SigmoidFocalLoss(gamma=torch.tensor([1.0, -2.0]))
+
+
+# ---- the fused linear + softmax focal loss (issue 19) ------------------------------------
+
+def _linear_inputs(n=24, h=5, v=40, dtype=torch.float64, seed=19):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(n, h, generator=g, dtype=dtype, requires_grad=True)
+    weight = torch.randn(v, h, generator=g, dtype=dtype, requires_grad=True)
+    bias = torch.randn(v, generator=g, dtype=dtype, requires_grad=True)
+    y = torch.randint(0, v, (n,), generator=g)
+    y[::4] = -100
+    return hidden, weight, bias, y
+
+
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "reference"])
+def test_linear_at_gamma0_is_torch_linear_cross_entropy(chunked):
+    h, w, b, y = _linear_inputs()
+    cw = torch.rand(w.shape[0], dtype=w.dtype) + 0.5
+    kw = dict(weight=cw, ignore_index=-100, label_smoothing=0.1)
+    opts = torch.nn.LinearCrossEntropyOptions(batch_chunk_size=8) if chunked else None
+    want = F.linear_cross_entropy(h, w, y, linear_bias=b, options=opts, **kw)
+    got = ft.linear_softmax_focal_loss(h, w, y, linear_bias=b, gamma=0.0, chunk_size=5, **kw)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for a, e in zip(torch.autograd.grad(got, (h, w, b)), torch.autograd.grad(want, (h, w, b))):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_linear_runs_on_the_meta_device_without_reading_a_value(reduction):
+    """Meta tensors have no values: a host read (.item(), a tensor in an if) raises."""
+    h = torch.empty(12, 4, device="meta", requires_grad=True)
+    w = torch.empty(30, 4, device="meta", requires_grad=True)
+    y = torch.empty(12, dtype=torch.long, device="meta")
+    loss = ft.linear_softmax_focal_loss(h, w, y, weight=torch.ones(30, device="meta"),
+                                        reduction=reduction, chunk_size=5)
+    loss.sum().backward()
+    assert loss.shape == ((12,) if reduction == "none" else ())
+    assert h.grad.shape == h.shape and w.grad.shape == w.shape
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_linear_keeps_nothing_of_the_logits_size_for_backward(reduction):
+    h, w, b, y = _linear_inputs(n=64, v=200)
+    sizes = []
+
+    def pack(t):
+        sizes.append(t.numel())
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = ft.linear_softmax_focal_loss(h, w, y, linear_bias=b, reduction=reduction,
+                                            chunk_size=16)
+    assert sizes and max(sizes) <= max(h.numel(), w.numel())
+    loss.sum().backward()
+
+
+def test_linear_skips_ignored_rows_on_the_cpu(monkeypatch):
+    """The blocks' logits are made for the rows not ignored only; the result is the same."""
+    from focalx import _spec
+    h, w, b, y = _linear_inputs()
+    rows = []
+    run = _spec.run_softmax_focal_loss
+
+    def counting(ops, logits, *args, **kw):
+        rows.append(logits.shape[0])
+        return run(ops, logits, *args, **kw)
+    monkeypatch.setattr(_spec, "run_softmax_focal_loss", counting)
+    loss = ft.linear_softmax_focal_loss(h, w, y, linear_bias=b, reduction="none", chunk_size=7)
+    assert sum(rows) == int((y != -100).sum()) < len(y)
+    monkeypatch.setattr(_spec, "run_softmax_focal_loss", run)
+    want = ft.softmax_focal_loss(h @ w.T + b, y, reduction="none")
+    torch.testing.assert_close(loss, want, rtol=1e-12, atol=1e-12)
+    c = torch.rand_like(loss)
+    for a, e in zip(torch.autograd.grad((loss * c).sum(), (h, w, b)),
+                    torch.autograd.grad((want * c).sum(), (h, w, b))):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+
+
+def test_linear_focal_loss_module_takes_a_language_models_shapes():
+    torch.manual_seed(0)
+    m = ft.LinearFocalLoss(6, 50, bias=True, gamma=1.0, reduction="none", chunk_size=4)
+    x, y = torch.randn(2, 5, 6), torch.randint(0, 50, (2, 5))
+    y[0, -1] = -100
+    loss = m(x, y)
+    assert loss.shape == (2, 5) and loss[0, -1] == 0
+    want = ft.softmax_focal_loss(m.linear(x).reshape(10, 50), y.reshape(10), gamma=1.0,
+                                 reduction="none")
+    torch.testing.assert_close(loss.reshape(10), want)
+    with pytest.raises(ValueError, match="chunk_size"):
+        ft.LinearFocalLoss(6, 50, chunk_size=0)
+
+
+def test_linear_example_trains_a_language_model_head():
+    import importlib.util
+    path = Path(__file__).resolve().parent.parent / "examples" / "linear_focal_lm_head.py"
+    spec = importlib.util.spec_from_file_location("linear_focal_lm_head", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    losses = example.train_torch()
+    assert losses[-1] < 0.9 * losses[0]

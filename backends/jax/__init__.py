@@ -37,7 +37,8 @@ from __future__ import annotations
 from .functional import (asymmetric_loss, asymmetric_softmax_loss, sigmoid_focal_loss,
                          sigmoid_focal_loss_star, softmax_focal_loss)
 from .functional import distribution_focal_loss, quality_focal_loss, varifocal_loss
+from .functional import linear_softmax_focal_loss
 
 __all__ = ["sigmoid_focal_loss", "softmax_focal_loss", "sigmoid_focal_loss_star",
            "quality_focal_loss", "varifocal_loss", "distribution_focal_loss",
-           "asymmetric_loss", "asymmetric_softmax_loss"]
+           "asymmetric_loss", "asymmetric_softmax_loss", "linear_softmax_focal_loss"]

@@ -61,6 +61,8 @@ from .functional import (  # noqa: E402
     distribution_focal_loss, quality_focal_loss, varifocal_loss)
 from .layers import (  # noqa: E402
     DistributionFocalLoss, QualityFocalLoss, VarifocalLoss)
+from .functional import linear_softmax_focal_loss  # noqa: E402
+from .layers import LinearFocalLoss  # noqa: E402
 
 __all__ = [
     "sigmoid_focal_loss",
@@ -80,6 +82,8 @@ __all__ = [
     "QualityFocalLoss",
     "VarifocalLoss",
     "DistributionFocalLoss",
+    "linear_softmax_focal_loss",
+    "LinearFocalLoss",
 ]
 
 # settings documented on this module before it became a package

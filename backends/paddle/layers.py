@@ -11,6 +11,7 @@ from ... import _spec
 from .functional import (asymmetric_loss, asymmetric_softmax_loss, sigmoid_focal_loss,
                          sigmoid_focal_loss_star, softmax_focal_loss)
 from .functional import distribution_focal_loss, quality_focal_loss, varifocal_loss
+from .functional import linear_softmax_focal_loss
 from .ops import _FLOATS, _is_tensor, _not_translated, _sot_fallback
 
 
@@ -366,3 +367,45 @@ def global_normalizer(num_pos, *, group=None):
         total = total.clone()
         dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
     return paddle.clip(total, min=1.0) / world
+
+
+class LinearFocalLoss(paddle.nn.Layer):
+    r"""A linear layer and the softmax focal loss of its output, fused: the logits are never
+    held whole (see :func:`focalx.linear_softmax_focal_loss`).
+
+    It owns ``linear_weight`` of shape ``(num_classes, in_features)`` (the loss's layout,
+    torch's ``nn.Linear.weight``: ``paddle.nn.Linear``'s weight is its transpose) and, with
+    ``bias=True``, ``linear_bias``; ``forward(input, label)`` takes ``input (...,
+    in_features)`` and ``label (...)`` class indices; ``"none"`` returns the label's shape.
+    ``weight`` is the per-class weight of the loss, as in ``CrossEntropyLoss``.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, *, bias: bool = False,
+                 weight=None, ignore_index: int | None = -100, reduction: str = "mean",
+                 label_smoothing: float = 0.0, gamma: float = 2.0, alpha=None,
+                 chunk_size: int | None = None):
+        super().__init__()
+        bound = 1.0 / max(in_features, 1) ** 0.5  # (nn.Linear's default initialisation)
+        init = paddle.nn.initializer.Uniform(-bound, bound)
+        self.linear_weight = self.create_parameter([num_classes, in_features],
+                                                   default_initializer=init)
+        self.linear_bias = self.create_parameter([num_classes], is_bias=True,
+                                                 default_initializer=init) if bias else None
+        self.reduction = _spec.check_reduction(reduction)
+        self.ignore_index = _spec.check_ignore_index(ignore_index, allow_none=True,
+                                                     binary=False)
+        self.label_smoothing = _spec.check_label_smoothing(label_smoothing)
+        self.chunk_size = _spec.check_chunk_size(chunk_size)
+        _set_gamma(self, gamma, class_vector=True)
+        _buffer(self, "weight", weight, class_vector=True, allow_scalar=False)
+        _set_alpha(self, alpha, class_vector=True)
+
+    def forward(self, input, label):
+        lead = list(label.shape)
+        loss = linear_softmax_focal_loss(
+            input.reshape([-1, input.shape[-1]]), self.linear_weight, label.reshape([-1]),
+            linear_bias=self.linear_bias, gamma=self.gamma, alpha=self.alpha,
+            weight=self.weight, ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing, reduction=self.reduction,
+            chunk_size=self.chunk_size)
+        return loss.reshape(lead) if self.reduction == "none" else loss

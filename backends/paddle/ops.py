@@ -454,3 +454,11 @@ class PaddleOps:
         if _in_sot():  # (SOT reads the values: see concrete_range)
             return v[idx]
         return v[_in_range(idx, v.shape[0])]
+
+    @staticmethod
+    def matmul(a, b, transpose_a, transpose_b):
+        return paddle.matmul(a, b, transpose_x=transpose_a, transpose_y=transpose_b)
+
+    @staticmethod
+    def concat(arrays, axis):
+        return paddle.concat(arrays, axis=axis)

@@ -71,10 +71,11 @@ from .._forward import forward
 from .functional import (asymmetric_loss, asymmetric_softmax_loss, sigmoid_focal_loss,
                          sigmoid_focal_loss_star, softmax_focal_loss)
 from .functional import distribution_focal_loss, quality_focal_loss, varifocal_loss
+from .functional import linear_softmax_focal_loss
 
 __all__ = ["sigmoid_focal_loss", "softmax_focal_loss", "sigmoid_focal_loss_star",
            "quality_focal_loss", "varifocal_loss", "distribution_focal_loss",
-           "asymmetric_loss", "asymmetric_softmax_loss"]
+           "asymmetric_loss", "asymmetric_softmax_loss", "linear_softmax_focal_loss"]
 
 # the compiled path's settings, documented on this module before it became a package
 forward(__name__, {n: f"{__name__}.xla" for n in (

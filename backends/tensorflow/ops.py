@@ -243,6 +243,14 @@ class TensorflowOps:
     def gather_classes(v, idx):
         return tf.gather(v, idx)
 
+    @staticmethod
+    def matmul(a, b, transpose_a, transpose_b):
+        return tf.linalg.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+
+    @staticmethod
+    def concat(arrays, axis):
+        return tf.concat(arrays, axis)
+
 
 def _fork(values):
     """The tensors among `values` through one XLA optimization barrier (other entries,

@@ -27,6 +27,8 @@ from .fused import wait_for_kernels
 from .modules import (AsymmetricLoss, AsymmetricSoftmaxLoss, FocalLoss, SigmoidFocalLoss,
                       SigmoidFocalLossStar, global_normalizer)
 from .modules import DistributionFocalLoss, QualityFocalLoss, VarifocalLoss
+from .functional import linear_softmax_focal_loss
+from .modules import LinearFocalLoss
 
 __all__ = [
     "sigmoid_focal_loss",
@@ -47,4 +49,6 @@ __all__ = [
     "QualityFocalLoss",
     "VarifocalLoss",
     "DistributionFocalLoss",
+    "linear_softmax_focal_loss",
+    "LinearFocalLoss",
 ]

@@ -10,6 +10,7 @@ import torch
 
 from ... import _spec
 from .autograd import _apply
+from .linear import apply_linear
 from .ops import _kind
 
 
@@ -539,3 +540,78 @@ def distribution_focal_loss(logits: torch.Tensor, targets: torch.Tensor, *,
     return _apply(logits, "run_distribution_focal_loss", targets, dict(
         weight=weight, ignore_index=ignore_index, reduction=reduction, normalizer=normalizer,
         axis=axis), class_axis)
+
+
+# ---- the fused linear + softmax focal loss (issue 19) -----------------------------------
+
+# focalx:signature linear_softmax_focal_loss
+def linear_softmax_focal_loss(hidden: torch.Tensor, linear_weight: torch.Tensor,
+                              targets: torch.Tensor, *, linear_bias: torch.Tensor | None = None,
+                              gamma: float | Sequence[float] | torch.Tensor | np.ndarray = 2.0,
+                              alpha: float | Sequence[float] | torch.Tensor | np.ndarray | None = None,
+                              weight: float | Sequence[float] | torch.Tensor | np.ndarray | None = None,
+                              ignore_index: int | None = -100, label_smoothing: float = 0.0,
+                              reduction: Literal["none", "mean", "sum"] = "mean",
+                              normalizer: float | torch.Tensor | np.ndarray | None = None,
+                              chunk_size: int | None = None) -> torch.Tensor:
+    r"""Softmax focal loss of a linear layer's output, without the logits.
+
+    .. math::
+
+        x = h W^\top + b, \qquad
+        \mathrm{FL}(x, y) = -\sum_c w_c\,\alpha_c\,q_c\,(1-p_c)^\gamma \log p_c,
+        \quad p = \mathrm{softmax}(x)
+
+    per row: exactly ``softmax_focal_loss(hidden @ linear_weight.T + linear_bias, targets,
+    ...)`` (class axis last), computed on blocks of rows (``chunk_size``) so that the
+    (N, V) logits and their gradient are never held whole: each block's logits are made,
+    used for the loss and its closed-form gradient, turned into the block's share of the
+    gradients w.r.t. ``hidden``, ``linear_weight`` and ``linear_bias``, and dropped. For
+    language-model heads and extreme classification (V of 32K-256K classes). With
+    ``gamma=0, alpha=None`` it is the cross-entropy of the linear layer (torch's
+    ``F.linear_cross_entropy``).
+
+    On torch.Tensor values (hyperparameter arrays may also be NumPy).
+
+    Args:
+      hidden: floating array ``(N, H)``: the rows' features (e.g. a language model's
+        last hidden states, flattened over batch and time).
+      linear_weight: floating array ``(V, H)``: the linear layer's weight (torch's
+        ``nn.Linear.weight`` layout; Keras' and Flax's kernels are its transpose).
+      targets: class indices ``(N,)`` of an integer dtype, in [0, V) or
+        ``ignore_index``.
+      linear_bias: None or the layer's bias, shape ``(V,)``.
+      gamma: focusing parameter >= 0 (0 = no focusing): a number, or a per-class vector
+        of length V with values >= 0 (class c's term is ``(1 - p_c) ** gamma[c]``), or a
+        0-d array (see ``focalx.gamma_schedule``).
+      alpha: None (1), a number in [0, 1] multiplying every class, or a per-class vector
+        of length V with values in [0, 1].
+      weight: None or a per-class vector >= 0 of length V, exactly as cross-entropy's:
+        "mean" divides by the sum of ``weight[target]`` over the non-ignored rows.
+      ignore_index: targets equal to it add 0 and leave the mean's denominator; None
+        disables it.
+      label_smoothing: e in [0, 1): the target distribution is ``(1 - e) * onehot + e /
+        V``.
+      reduction: ``"none"`` (per row, shape ``(N,)``), ``"sum"`` or ``"mean"``.
+      normalizer: None, a number > 0, or a 0-d or shape-(1,) array (e.g. the number of
+        positive anchors): divides the result of any reduction. RetinaNet's
+        normalisation is ``reduction="sum", normalizer=num_pos``. No host sync.
+      chunk_size: rows per block (an int >= 1), or None: blocks of about 2**21 logits
+        (``max(1, 2**21 // V)`` rows). Memory: one block's logits and gradient instead
+        of N x V; the result does not depend on it beyond rounding.
+
+    Returns:
+      The loss (per row for ``"none"``, else 0-d).
+
+    Gradients: the softmax focal loss's closed form G w.r.t. each block's logits,
+    then ``G @ W`` (hidden), ``G.T @ h`` (weight, summed over blocks) and ``G.sum(0)``
+    (bias). For "mean" and "sum" they are computed in the forward pass (one pass over the
+    blocks, as the fused cross-entropy kernels do) and scaled by the incoming gradient;
+    for "none" the backward pass recomputes each block's logits with the incoming
+    per-row gradient. Stability: the softmax focal loss's.
+    """
+    # focalx:end
+    return apply_linear(hidden, linear_weight, linear_bias, targets, dict(
+        gamma=gamma, alpha=alpha, weight=weight, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, reduction=reduction, normalizer=normalizer,
+        chunk_size=chunk_size))

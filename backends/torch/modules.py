@@ -11,6 +11,7 @@ from ... import _spec
 from .functional import (asymmetric_loss, asymmetric_softmax_loss, sigmoid_focal_loss,
                          sigmoid_focal_loss_star, softmax_focal_loss)
 from .functional import distribution_focal_loss, quality_focal_loss, varifocal_loss
+from .functional import linear_softmax_focal_loss
 
 
 # ---------------------------------------------------------------------------
@@ -291,3 +292,52 @@ def global_normalizer(num_pos, *, group=None):
         dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
         world = dist.get_world_size(group)
     return torch.clamp_min(total, 1.0) / world
+
+
+class LinearFocalLoss(nn.Module):
+    r"""A linear layer and the softmax focal loss of its output, fused: the logits are never
+    held whole (see :func:`focalx.linear_softmax_focal_loss`).
+
+    :class:`torch.nn.LinearCrossEntropyLoss`'s arguments plus ``gamma``, ``alpha`` and
+    ``chunk_size``: it owns ``self.linear`` (``nn.Linear(in_features, num_classes,
+    bias)``), and ``forward(input, target)`` takes ``input (..., in_features)`` and
+    ``target (...)`` class indices (a language model's ``(B, T, H)`` states and ``(B, T)``
+    tokens); ``"none"`` returns the target's shape. With ``gamma=0`` (and ``alpha=None``)
+    it is the cross-entropy of the layer's output. ``ignore_index`` is -100 by default,
+    as ``nn.CrossEntropyLoss``'s.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, *, bias: bool = False,
+                 device=None, dtype=None, reduction: str = "mean", weight=None,
+                 ignore_index: int | None = -100, label_smoothing: float = 0.0,
+                 gamma: float = 2.0, alpha=None, chunk_size: int | None = None):
+        super().__init__()
+        self.linear = nn.Linear(in_features, num_classes, bias=bias, device=device,
+                                dtype=dtype)
+        self.reduction = _spec.check_reduction(reduction)
+        self.ignore_index = _spec.check_ignore_index(ignore_index, allow_none=True,
+                                                     binary=False)
+        self.label_smoothing = _spec.check_label_smoothing(label_smoothing)
+        self.chunk_size = _spec.check_chunk_size(chunk_size)
+        _set_gamma(self, gamma, class_vector=True)
+        self.register_buffer("weight", _param_buffer("weight", weight, class_vector=True,
+                                                     allow_scalar=False))
+        _set_alpha(self, alpha, class_vector=True)
+
+    def forward(self, input, target):
+        lead = tuple(target.shape)
+        loss = linear_softmax_focal_loss(
+            input.reshape(-1, input.shape[-1]), self.linear.weight, target.reshape(-1),
+            linear_bias=self.linear.bias, gamma=self.gamma, alpha=self.alpha,
+            weight=self.weight, ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing, reduction=self.reduction,
+            chunk_size=self.chunk_size)
+        return loss.reshape(lead) if self.reduction == "none" else loss
+
+    def extra_repr(self):
+        return (f"in_features={self.linear.in_features}, num_classes="
+                f"{self.linear.out_features}, bias={self.linear.bias is not None}, " +
+                _spec.describe(gamma=self.gamma, alpha=self.alpha, weight=self.weight,
+                               ignore_index=self.ignore_index,
+                               label_smoothing=self.label_smoothing,
+                               reduction=self.reduction, chunk_size=self.chunk_size))

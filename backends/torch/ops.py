@@ -194,5 +194,33 @@ class TorchOps:
     def gather_classes(v, idx):
         return v[idx]
 
+    @staticmethod
+    def matmul(a, b, transpose_a, transpose_b):
+        return torch.matmul(a.mT if transpose_a else a, b.mT if transpose_b else b)
+
+    @staticmethod
+    def concat(arrays, axis):
+        return torch.cat(arrays, dim=axis)
+
+    @staticmethod
+    def add_matmul(c, a, b, transpose_a, transpose_b):
+        return c.addmm_(a.mT if transpose_a else a, b.mT if transpose_b else b)
+
+    @staticmethod
+    def kept_rows(keep):
+        # (on the CPU only: elsewhere the count of rows is a host sync)
+        if keep.device.type != "cpu" or _symbolic(keep):
+            return None
+        return torch.nonzero(keep).squeeze(1)
+
+    @staticmethod
+    def take_rows(a, index):
+        return a.index_select(0, index)
+
+    @staticmethod
+    def put_rows(a, index, num_rows):
+        out = a.new_zeros((num_rows,) + tuple(a.shape[1:]))
+        return out.index_copy_(0, index, a)
+
 
 OPS = TorchOps()

@@ -53,6 +53,8 @@ def groups(cfg, fx):
     for dtype_name in cfg["dtypes"]:
         dtype = getattr(tf, dtype_name)
         for workload in cfg["workloads"]:
+            if workload == "linear":  # (issue 19's workload: torch only, for now)
+                continue
             for size in cfg["sizes"]:
                 xn, tn = host_inputs(workload, size)
                 with tf.device(name):

@@ -95,6 +95,9 @@ def groups(cfg, fx):
     for dtype_name in cfg["dtypes"]:
         dtype = getattr(torch, dtype_name)
         for workload in cfg["workloads"]:
+            if workload == "linear":
+                groups += _linear_groups(cfg, fx, device, dtype, sync)
+                continue
             for size in cfg["sizes"]:
                 xn, tn = host_inputs(workload, size)
                 x = torch.from_numpy(xn).to(device=device, dtype=dtype).requires_grad_()
@@ -165,3 +168,53 @@ class _TorchCudaPeak:
         before = cuda.memory_allocated()
         fn()
         return max(0, cuda.max_memory_allocated() - before)
+
+
+def _linear_groups(cfg, fx, device, dtype, sync):
+    """The linear workload (issue 19): the softmax focal loss of hidden @ W.T, fwd+bwd
+    w.r.t. hidden and weight: focalx's fused blocks against the logits materialised
+    (the matmul, then focalx's softmax focal loss) and torch's chunked
+    F.linear_cross_entropy (gamma 0, so against focalx at gamma 0 too)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from .config import LINEAR_SHAPE, SEED
+
+    n, h_dim, v = LINEAR_SHAPE
+    rng = np.random.default_rng(SEED)
+    h = torch.from_numpy(rng.standard_normal((n, h_dim), dtype=np.float32)).to(
+        device=device, dtype=dtype).requires_grad_()
+    w = torch.from_numpy(rng.standard_normal((v, h_dim), dtype=np.float32) /
+                         np.float32(h_dim ** 0.5)).to(device=device, dtype=dtype)
+    w.requires_grad_()
+    y = torch.from_numpy(rng.integers(0, v, size=n, dtype=np.int64)).to(device)
+    fns = [("focalx fused", "focalx",
+            lambda: fx.linear_softmax_focal_loss(h, w, y, gamma=GAMMA)),
+           ("matmul + focalx softmax", "peer",
+            lambda: fx.softmax_focal_loss(h @ w.T, y, gamma=GAMMA, axis=1)),
+           ("focalx fused, gamma 0", "peer",
+            lambda: fx.linear_softmax_focal_loss(h, w, y, gamma=0.0))]
+    options = getattr(torch.nn, "LinearCrossEntropyOptions", None)
+    if options is not None:
+        opts = options(allow_retain_graph=True)
+        fns.append(("F.linear_cross_entropy chunked (gamma 0)", "floor",
+                    lambda: F.linear_cross_entropy(h, w, y, options=opts)))
+
+    def make(name, role, fn):
+        def fwd():
+            with torch.no_grad():
+                fn()
+            sync()
+
+        def fwdbwd():
+            torch.autograd.grad(fn(), (h, w))
+            sync()
+        return Contender(name, role, fwd, fwdbwd)
+    conts = [make(*f) for f in fns]
+    if options is None:
+        conts.append(Contender("F.linear_cross_entropy chunked (gamma 0)", "floor",
+                               skip=f"torch {torch.__version__} has no "
+                                    "LinearCrossEntropyOptions"))
+    return [_group("linear", "eager", n * v, str(dtype).replace("torch.", ""), (n, v),
+                   n * v, conts)]

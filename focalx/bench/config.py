@@ -11,6 +11,12 @@ from ..backends import REGISTRY
 
 BACKENDS = tuple(REGISTRY)
 WORKLOADS = ("sigmoid", "softmax")
+#: workloads run only when asked for by name (--workload linear): not in the default run
+#: nor in --quick (a linear workload call takes seconds on a CPU)
+EXTRA_WORKLOADS = ("linear",)
+#: the linear workload (issue 19): rows N, features H, classes V (a language-model head);
+#: fwd+bwd w.r.t. hidden and weight, the logits N x V never held whole by focalx
+LINEAR_SHAPE = (2048, 256, 32768)
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 DEVICES = ("cpu", "cuda")
 #: the focalx module each backend's worker benchmarks
@@ -111,8 +117,11 @@ def parser(prog="focalx bench"):
                "units: 4M = 4 * 2**20 elements.")
     ap.add_argument("--backend", action="append", type=_list_type(BACKENDS),
                     help="comma-separated backends (repeatable; default: every installed one)")
-    ap.add_argument("--workload", action="append", type=_list_type(WORKLOADS),
-                    help="sigmoid and/or softmax (default: both)")
+    ap.add_argument("--workload", action="append",
+                    type=_list_type(WORKLOADS + EXTRA_WORKLOADS),
+                    help="sigmoid and/or softmax (default: both); linear: the fused linear + "
+                         "softmax focal loss of a %dx%d hidden and %d classes, only when "
+                         "named" % LINEAR_SHAPE)
     ap.add_argument("--size", action="append", type=_list_type(convert=parse_size),
                     help="elements per logits array, e.g. 4M,16M or 65536 (default: 4M,16M; "
                          f"--quick: {QUICK_SIZE})")
@@ -174,7 +183,8 @@ def config_from_args(args) -> dict:
     quick = args.quick
     return {
         "backends": _flatten(args.backend) or None,
-        "workloads": _flatten(args.workload) or list(WORKLOADS),
+        "workloads": ([w for w in _flatten(args.workload) if w in WORKLOADS or not quick]
+                      or list(WORKLOADS)),
         "sizes": _flatten(args.size) or ([QUICK_SIZE] if quick else list(DEFAULT_SIZES)),
         "dtypes": _flatten(args.dtype) or ["float32"],
         "device": args.device,

@@ -107,7 +107,9 @@ def run_first_calls(name: str, cfg: dict) -> list[dict]:
     """Each contender's first fwd+bwd call, a fresh process each (--quick: the sigmoid
     workload's focalx and peer only)."""
     out = []
-    workloads = ["sigmoid"] if cfg["quick"] else cfg["workloads"]
+    # (not the linear workload: its contenders take seconds a call at its one size)
+    workloads = ["sigmoid"] if cfg["quick"] else [w for w in cfg["workloads"]
+                                                  if w != "linear"]
     for workload in workloads:
         rep = _run_one(name, cfg, False, cfg["timeout"], first=f"{workload}:0")
         out.append(rep)

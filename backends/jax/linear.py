@@ -1,0 +1,84 @@
+"""The fused linear + softmax focal loss: a jax.custom_vjp around the spec's blocks.
+
+The spec (``run_linear_softmax_focal_loss``) makes, uses and drops one block of rows'
+logits at a time. For "mean" and "sum" the forward pass computes the gradients w.r.t.
+hidden, weight and bias with the loss (each block's logits made once) and keeps them as
+residuals (N x H, V x H, V: nothing of size N x V); the backward pass scales them by the
+incoming cotangent. For "none" the backward pass runs the blocks again with the
+per-row cotangent. Hyperparameter arrays and the targets get no gradient here.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ... import _spec
+from .ops import JaxOps
+
+
+class _BlockOps(JaxOps):
+    """JaxOps that keeps only the latest block's log-softmax parts (JaxOps keeps every
+    log-softmax of a call for its take/softmax_parts: here, every block's logits, which
+    eager calls would then hold to the end)."""
+
+    def log_softmax(self, a, axis):
+        self.log_softmaxes = []
+        return super().log_softmax(a, axis)
+
+
+def _run(h, w, b, arrs, static, need_grad, cotangent=None):
+    """(loss, grads, ok): see functional._run for ok (value checks made in the graph)."""
+    ops = _BlockOps()
+    out, grads = _spec.run_linear_softmax_focal_loss(
+        ops, h, w, arrs["targets"], linear_bias=b, need_grad=need_grad, cotangent=cotangent,
+        **static, **{k: v for k, v in arrs.items() if k != "targets"})
+    ok = None
+    if ops.unchecked:
+        ok = jnp.all(jnp.stack(ops.unchecked))
+        out = jnp.where(ok, out, jnp.nan)
+    return out, grads, ok
+
+
+def apply_linear(hidden, weight, bias, arrays, static):
+    """The loss (hidden's dtype; float16 / bfloat16 computed in float32) with the spec's
+    gradients w.r.t. hidden, weight and bias."""
+    dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
+    compute = jnp.float64 if hidden.dtype == jnp.float64 else jnp.float32
+    per_row = static["reduction"] == "none"
+
+    def cast(h, w, b):
+        return h.astype(compute), w.astype(compute), None if b is None else b.astype(compute)
+
+    def back(grads, ok):
+        out = []
+        for g, dt in zip(grads, dtypes):
+            if g is None:
+                out.append(None)
+                continue
+            if ok is not None:  # a failed value check: NaN gradients, as the loss
+                g = jnp.where(ok, g, jnp.nan)
+            out.append(g.astype(dt))
+        return tuple(out)
+
+    @jax.custom_vjp
+    def loss(h, w, b, arrs):
+        return _run(*cast(h, w, b), arrs, static, False)[0].astype(dtypes[0])
+
+    def fwd(h, w, b, arrs):
+        out, grads, ok = _run(*cast(h, w, b), arrs, static, not per_row)
+        res = (h, w, b, arrs) if per_row else (grads, ok)
+        return out.astype(dtypes[0]), res
+
+    def bwd(res, g_out):
+        if per_row:
+            h, w, b, arrs = res
+            _, grads, ok = _run(*cast(h, w, b), arrs, static, True,
+                                g_out.astype(compute))
+        else:
+            grads, ok = res
+            grads = [None if g is None else g * g_out.astype(g.dtype) for g in grads]
+        return back(grads, ok) + ({k: None for k in arrays},)
+
+    loss.defvjp(fwd, bwd)
+    return loss(hidden, weight, bias, arrays)

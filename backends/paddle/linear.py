@@ -1,0 +1,92 @@
+"""The fused linear + softmax focal loss: a PyLayer around the spec's blocks (dygraph).
+
+The spec (``run_linear_softmax_focal_loss``) makes, uses and drops one block of rows'
+logits at a time. For "mean" and "sum" the forward pass computes the gradients w.r.t.
+hidden, weight and bias with the loss (each block's logits made once) and saves them
+(N x H, V x H, V: nothing of size N x V); backward scales them by the incoming
+gradient. For "none" backward runs the blocks again with the per-row incoming gradient.
+Hyperparameter tensors and the targets get no gradient here.
+"""
+
+from __future__ import annotations
+
+import paddle
+from paddle.autograd import PyLayer
+
+from ... import _spec
+from .autograd import _cast, _compute_dtype, _nan_like
+from .ops import PaddleOps
+
+
+class _BlockOps(PaddleOps):
+    """PaddleOps that keeps only the latest block's softmax parts (PaddleOps keeps those
+    of every log-softmax of a call for the gradient: here, every block's)."""
+
+    def log_softmax(self, a, axis):
+        if self.softmaxes:
+            self.softmaxes = []
+        return super().log_softmax(a, axis)
+
+
+def _run(h, w, b, arrays, static, need_grad, cotangent=None):
+    """(loss, grads): NaN where a value check that could not be read fails (see
+    autograd._run)."""
+    cd = _compute_dtype(h.dtype)
+    ops = _BlockOps(need_grad)
+    out, grads = _spec.run_linear_softmax_focal_loss(
+        ops, h.astype(cd), w.astype(cd), arrays["targets"],
+        linear_bias=None if b is None else b.astype(cd), need_grad=need_grad,
+        cotangent=cotangent, **static, **{k: v for k, v in arrays.items() if k != "targets"})
+    if ops.unchecked:
+        ok = paddle.all(paddle.stack(ops.unchecked))
+        out = paddle.where(ok, out, _nan_like(out))
+        if grads is not None:
+            grads = tuple(None if g is None else paddle.where(ok, g, _nan_like(g))
+                          for g in grads)
+    return out, grads
+
+
+class _LinearFocalLayer(PyLayer):
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, static, names, *tensors):
+        arrays = dict(zip(names, tensors))
+        per_row = static["reduction"] == "none"
+        out, grads = _run(hidden, weight, bias, arrays, static, not per_row)
+        ctx.static, ctx.names, ctx.per_row = static, names, per_row
+        ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
+        ctx.n_tensors, ctx.has_bias = len(tensors), bias is not None
+        # (Paddle wants None for an input that needs no gradient)
+        ctx.wants = [not t.stop_gradient for t in (hidden, weight, bias) if t is not None]
+        if per_row:
+            ctx.save_for_backward(hidden, weight, bias, *tensors)
+        else:
+            ctx.save_for_backward(*(g for g in grads if g is not None))
+        return _cast(out, hidden.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        saved = ctx.saved_tensor()
+        if ctx.per_row:
+            hidden, weight, bias, *tensors = saved
+            cot = grad_out.astype(_compute_dtype(hidden.dtype))
+            _, grads = _run(hidden, weight, bias, dict(zip(ctx.names, tensors)), ctx.static,
+                            True, cot)
+        else:
+            go = grad_out.astype(saved[0].dtype)
+            grads = [g * go for g in saved]
+        out = [_cast(g, dt) for g, dt in zip(grads, ctx.dtypes) if g is not None]
+        out = [g if want else None for g, want in zip(out, ctx.wants)]
+        return tuple(out) + (None,) * ctx.n_tensors
+
+
+def apply_linear(hidden, weight, bias, arrays, static):
+    """The loss, through the PyLayer where a gradient is needed (hidden's dtype)."""
+    wants = not (hidden.stop_gradient and weight.stop_gradient and
+                 (bias is None or bias.stop_gradient))
+    if not wants or not paddle.is_grad_enabled():
+        out, _ = _run(hidden, weight, bias, arrays, static, False)
+        return _cast(out, hidden.dtype)
+    names = tuple(arrays)
+    return _LinearFocalLayer.apply(hidden, weight, bias, static, names,
+                                   *(arrays[k] for k in names))
