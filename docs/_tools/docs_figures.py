@@ -34,7 +34,7 @@ FIGURES: dict[str, list[str]] = {
                                     "--gamma", "0,1,2,4"],
     "poly1.svg": ["curves", "--loss", "softmax_focal_loss", "--vary", "epsilon",
                   "--gamma=-1,0,1,2", "--set", "gamma=2"],
-    "bench.svg": ["bench", str(Path("docs") / "data" / "bench-2026-11-24.json")],
+    "bench.svg": ["bench", str(Path("docs") / "data" / "bench-2026-12-03.json")],
 }
 
 
