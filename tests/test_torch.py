@@ -839,8 +839,10 @@ class TestFusedKernel:
         harness = _harness.create("torch")
         families = {}
         for c in runner.load_golden()["cases"]:
-            if "run_" + c["fn"] in _spec_plain_runs():
-                continue  # (the losses the kernel does not run: _spec.PLAIN_RUNS)
+            if "run_" + c["fn"] in _spec_plain_runs() or c["fn"] == "linear_softmax_focal_loss":
+                # (the losses the kernel does not run: _spec.PLAIN_RUNS, and the linear
+                # loss, whose blocks run op by op on its own autograd node)
+                continue
             families.setdefault("/".join(c["id"].split("/")[:2]), c)
         assert len(families) >= 40
         before = self.bt.fused._FUSED["calls"]
