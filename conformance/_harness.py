@@ -429,12 +429,14 @@ class TensorflowHarness:
             return loss, tf.zeros_like(a) if grad is None else grad
         if mode in ("function", "xla"):
             step = tf.function(step, autograph=False, jit_compile=mode == "xla")
-        saved = btf.EAGER_XLA_MIN_SIZE
+        saved = btf.EAGER_XLA_MIN_SIZE, btf.BACKGROUND_COMPILE
+        # (eager_xla: the compiled path from the first call on)
         btf.EAGER_XLA_MIN_SIZE = 0 if mode == "eager_xla" else 1 << 62
+        btf.BACKGROUND_COMPILE = False
         try:
             loss, grad = step(x, y)
         finally:
-            btf.EAGER_XLA_MIN_SIZE = saved
+            btf.EAGER_XLA_MIN_SIZE, btf.BACKGROUND_COMPILE = saved
         _check_grad_dtype(grad.dtype.name, x.dtype.name)
         return self.values(loss), self.values(grad), tuple(loss.shape), loss.dtype.name
 

@@ -33,6 +33,14 @@ def _value_checks_as_on_the_cpu(monkeypatch):
     monkeypatch.setattr(tf_ops, "_on_host", lambda a: True)
 
 
+@pytest.fixture(autouse=True)
+def _compile_in_the_calling_thread(request, monkeypatch):
+    """Eager calls that take the compiled path compile it in the calling thread, so that
+    a test's first call runs compiled (TestBackgroundCompile tests the default)."""
+    if request.cls is not TestBackgroundCompile:
+        monkeypatch.setattr(tf_xla, "BACKGROUND_COMPILE", False)
+
+
 def _data(seed=0, shape=(16, 5), dtype=np.float32):
     rng = np.random.default_rng(seed)
     x = (rng.normal(size=shape) * 3).astype(dtype)
@@ -664,6 +672,106 @@ def test_every_gfl_golden_case_in_a_tf_function(dtype):
         assert results
         failures += [f"{r['id']}: {r.get('detail')}" for r in results if r["status"] != "passed"]
     assert not failures, "\n".join(failures)
+class TestBackgroundCompile:
+    """Eagerly, a configuration's first calls run op by op while its XLA function compiles
+    in a background thread (BACKGROUND_COMPILE, the default), then the compiled path runs;
+    the compiled function is never recorded by the caller's tape."""
+
+    @pytest.fixture(autouse=True)
+    def _fresh(self, monkeypatch):
+        assert tf_xla.BACKGROUND_COMPILE is True  # the default (no fixture changed it)
+        monkeypatch.setattr(tf_xla, "_cache", type(tf_xla._cache)())
+        monkeypatch.setattr(tf_xla, "_eager_shapes", {})
+        monkeypatch.setattr(tf_xla, "_failed", set())
+        runs = []
+        op_by_op = tf_ops._run
+        monkeypatch.setattr(tf_ops, "_run", lambda *a, **k: runs.append(1) or op_by_op(*a, **k))
+        self.op_by_op_runs = runs
+
+    def test_the_first_call_runs_op_by_op_then_the_compiled_function_with_the_same_numbers(self):
+        x, t, _ = _data(30, shape=(300, 256))
+        assert x.size >= tf_xla.EAGER_XLA_MIN_SIZE
+        want, want_g = _reference("sigmoid_focal_loss", x, t, gamma=1.5, alpha=0.3)
+        loss, grad = _loss_and_grad(ftf.sigmoid_focal_loss, x, tf.constant(t), gamma=1.5,
+                                    alpha=0.3)
+        assert self.op_by_op_runs, "the first call should not wait for a compilation"
+        _close(loss, want, rtol=2e-5)
+        _close(grad, want_g, rtol=2e-5, atol=1e-6 * np.abs(want_g).max())
+        assert ftf.wait_for_compiles(timeout=300)
+        assert len(tf_xla._cache) == 1 and not tf_xla._pending
+        del self.op_by_op_runs[:]
+        loss, grad = _loss_and_grad(ftf.sigmoid_focal_loss, x, tf.constant(t), gamma=1.5,
+                                    alpha=0.3)
+        assert not self.op_by_op_runs
+        _close(loss, want, rtol=2e-5)
+        _close(grad, want_g, rtol=2e-5, atol=1e-6 * np.abs(want_g).max())
+
+    def test_the_compiled_function_runs_unrecorded_under_the_callers_tape(self, monkeypatch):
+        # (a recorded call runs, and first compiles, the function's forward half of its
+        # own autodiff, which outputs every intermediate of the spec)
+        from tensorflow.python.eager import record
+        x, t, _ = _data(31, shape=(300, 256))
+        _loss_and_grad(ftf.sigmoid_focal_loss, x, tf.constant(t))
+        assert ftf.wait_for_compiles(timeout=300)
+        (entry,) = tf_xla._cache.values()
+        seen = []
+        function = entry.function
+
+        def spy(*args):
+            seen.append(record.could_possibly_record())
+            return function(*args)
+        monkeypatch.setattr(entry, "function", spy)
+        want = _loss_and_grad(ftf.sigmoid_focal_loss, x, tf.constant(t))
+        assert seen == [False]
+        monkeypatch.setattr(tf_xla, "USE_XLA", False)
+        got = _loss_and_grad(ftf.sigmoid_focal_loss, x, tf.constant(t))
+        _close(want[1], got[1], rtol=2e-5, atol=1e-9)
+
+    def test_a_configuration_that_fails_to_compile_runs_op_by_op_and_is_not_retried(
+            self, monkeypatch):
+        built = []
+
+        class Failing:
+            def __init__(self, *args):
+                built.append(1)
+                raise RuntimeError("no XLA here")
+        monkeypatch.setattr(tf_xla, "_Compiled", Failing)
+        x, t, _ = _data(32, shape=(300, 256))
+        want = _reference("sigmoid_focal_loss", x, t)[0]
+        for _ in range(3):
+            _close(ftf.sigmoid_focal_loss(tf.constant(x), tf.constant(t)), want, rtol=2e-5)
+            assert ftf.wait_for_compiles(timeout=300)
+        assert built == [1] and len(self.op_by_op_runs) == 3 and not tf_xla._cache
+
+    def test_graphs_compile_in_their_own_trace(self):
+        x, t, _ = _data(33, shape=(300, 256))
+        loss = tf.function(lambda a, b: ftf.sigmoid_focal_loss(a, b, gamma=2.0))(
+            tf.constant(x), tf.constant(t))
+        assert len(tf_xla._cache) == 1 and not tf_xla._pending and not self.op_by_op_runs
+        _close(loss, _reference("sigmoid_focal_loss", x, t, gamma=2.0)[0], rtol=2e-5)
+
+
+EXIT_WHILE_COMPILING = textwrap.dedent("""
+    import tensorflow as tf
+    import focalx.tensorflow as ftf
+    from focalx.backends.tensorflow import xla
+    x = tf.random.normal((512, 1024))
+    t = tf.cast(tf.random.uniform((512, 1024)) < 0.1, tf.float32)
+    for axis in (-1, 0):  # two configurations queued: one compiling, one waiting
+        ftf.softmax_focal_loss(x, tf.zeros(x.shape[:1] if axis == -1 else x.shape[1:],
+                                           tf.int32), axis=axis)
+    assert xla._pending, "nothing was compiling at exit"
+    print("exiting")
+""")
+
+
+def test_interpreter_exit_while_a_function_compiles_is_clean():
+    proc = subprocess.run([sys.executable, "-c", EXIT_WHILE_COMPILING], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == "exiting" and "terminate" not in proc.stderr
+
+
 class TestGammaSchedule:
     """A gamma schedule changing gamma every step: as a tf.Variable (assigned each step) or
     a tensor argument, gamma is a run-time input of the user's tf.function (one trace) and

@@ -14,7 +14,10 @@ Speed: the computation (loss, gradient and value checks) runs as one cached
 elementwise ops into a few loops: always inside a graph (in a user's
 ``tf.function`` it is an XLA cluster of that graph; in a user's XLA function it
 is inlined), and eagerly for logits of at least ``EAGER_XLA_MIN_SIZE`` elements
-(smaller eager calls run op by op: a compilation per shape would not pay). The
+(smaller eager calls run op by op: a compilation per shape would not pay). Eagerly,
+a configuration's first calls run op by op while its function compiles in a
+background thread (``BACKGROUND_COMPILE``; ``wait_for_compiles()`` waits for it), so
+no call waits seconds for XLA. The
 formulas are the same; XLA may round a fused expression or order a sum
 differently (float rounding). The sigmoid losses use the spec's lean evaluation
 (one exp, one log1p and one division per element), and inside XLA the sigmoid
@@ -72,11 +75,14 @@ from .functional import (asymmetric_loss, asymmetric_softmax_loss, sigmoid_focal
                          sigmoid_focal_loss_star, softmax_focal_loss)
 from .functional import distribution_focal_loss, quality_focal_loss, varifocal_loss
 from .functional import linear_softmax_focal_loss
+from .xla import wait_for_compiles
 
 __all__ = ["sigmoid_focal_loss", "softmax_focal_loss", "sigmoid_focal_loss_star",
            "quality_focal_loss", "varifocal_loss", "distribution_focal_loss",
-           "asymmetric_loss", "asymmetric_softmax_loss", "linear_softmax_focal_loss"]
+           "asymmetric_loss", "asymmetric_softmax_loss", "linear_softmax_focal_loss",
+           "wait_for_compiles"]
 
 # the compiled path's settings, documented on this module before it became a package
 forward(__name__, {n: f"{__name__}.xla" for n in (
-    "USE_XLA", "EAGER_XLA_MIN_SIZE", "CACHE_SIZE", "EAGER_MAX_SHAPES")})
+    "USE_XLA", "EAGER_XLA_MIN_SIZE", "CACHE_SIZE", "EAGER_MAX_SHAPES",
+    "BACKGROUND_COMPILE")})

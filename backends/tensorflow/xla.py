@@ -4,12 +4,16 @@ The switch is ``USE_XLA``; what the path keeps invariant is written below."""
 
 from __future__ import annotations
 
+import atexit
 import collections
 import numbers
+import queue
 import threading
+import time
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.eager import record as _record
 
 from ... import _spec
 from . import ops as _ops
@@ -37,6 +41,12 @@ CACHE_SIZE = 64
 EAGER_MAX_SHAPES = 8
 #: False turns the compiled path off (every call takes the op-by-op path).
 USE_XLA = True
+#: Eagerly, a configuration and shape not compiled yet runs op by op while its function
+#: compiles in a background thread, and takes the compiled path once that is done (an
+#: XLA compile takes seconds, which no call should wait for). False: the call compiles
+#: in the calling thread and runs compiled. Graphs always compile in the graph's own
+#: trace (their compilation is part of the graph's).
+BACKGROUND_COMPILE = True
 
 _NOT_STATIC = object()
 #: (gamma: a tensor gamma, per class or a schedule's 0-d one, is a run-time input; a
@@ -110,7 +120,12 @@ class _Compiled:
     def __call__(self, x, targets, tensors):
         """(out, grad, ok) as :func:`.ops._run`; None where the eager result fails a value
         check."""
-        res = self.function(x, targets, *tensors)
+        # Not recorded by a tape: the caller's tf.custom_gradient gives the gradient. A
+        # recorded call would run (and first trace and compile) the function's forward
+        # half of its own autodiff instead, which outputs every intermediate the
+        # backward half needs: eagerly a slower call, in every case a longer compile.
+        with _record.stop_recording():
+            res = self.function(x, targets, *tensors)
         out, grad = (res[0], res[1]) if self.need_grad else (res[0], None)
         ok, conds = res[-2], res[-1]
         if not self.messages:
@@ -171,15 +186,106 @@ def _compiled(fn, x, targets, kw, need_grad):
         if entry is not None:
             _cache.move_to_end(key)
     if entry is None:
+        if BACKGROUND_COMPILE and tf.executing_eagerly():
+            _submit(key, (fn, need_grad, static, names, specs), x.device)
+            return None, None
         try:
             entry = _Compiled(fn, need_grad, static, names, specs)
         except Exception:  # noqa: BLE001 - the op-by-op path raises it (same message)
             return None, None
-        with _cache_lock:
-            _cache[key] = entry
-            while len(_cache) > CACHE_SIZE:
-                _cache.popitem(last=False)
+        _store(key, entry)
     return entry, tensors
+
+
+def _store(key, entry):
+    with _cache_lock:
+        _cache[key] = entry
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+
+
+# ---------------------------------------------------------------------------
+# The background compilations (BACKGROUND_COMPILE): one daemon thread compiles the
+# queued configurations one at a time. Each job traces the configuration's function and
+# runs it once on zeros of its argument specs (XLA compiles a jit_compile function on
+# its first run), then adds it to the cache; a configuration that fails to compile is
+# remembered and runs op by op from then on (that path raises the error, if any). The
+# calling thread never waits: TensorFlow releases the GIL while an op or the compiler
+# runs, and the trace itself is short. At interpreter exit the thread finishes the
+# compilation in progress and stops (a daemon thread still inside TensorFlow's C++ code
+# when the interpreter finalizes could abort the process).
+# ---------------------------------------------------------------------------
+
+#: seconds that interpreter exit waits for a compilation in progress
+_EXIT_WAIT = 300.0
+_WORKER = {"queue": None, "thread": None, "stopping": False, "hooked": False}
+_pending: set = set()  # keys queued or compiling
+_failed: set = set()  # keys whose compilation raised (bounded like _eager_shapes)
+
+
+def _submit(key, args, device):
+    with _cache_lock:
+        if key in _pending or key in _failed or _WORKER["stopping"]:
+            return
+        if _WORKER["thread"] is None:
+            if not _WORKER["hooked"]:
+                # (threading's exit hook runs before atexit's, some of which stop what a
+                # compilation uses)
+                getattr(threading, "_register_atexit", atexit.register)(_stop_worker)
+                _WORKER["hooked"] = True
+            jobs = queue.SimpleQueue()
+            thread = threading.Thread(target=_compile_worker, args=(jobs,), daemon=True,
+                                      name="focalx-tf-compile")
+            _WORKER.update(queue=jobs, thread=thread)
+            thread.start()
+        _pending.add(key)
+        _WORKER["queue"].put((key, args, device))
+
+
+def _compile_worker(jobs):
+    while True:
+        job = jobs.get()
+        if job is None or _WORKER["stopping"]:
+            return
+        key, args, device = job
+        try:
+            with tf.device(device):
+                entry = _Compiled(*args)
+                entry.function(*[tf.zeros(s.shape, s.dtype) for s in args[-1]])
+        except Exception:  # noqa: BLE001 - such calls run op by op, which raises it
+            with _cache_lock:
+                if len(_failed) > 4 * CACHE_SIZE:
+                    _failed.clear()
+                _failed.add(key)
+        else:
+            _store(key, entry)
+        finally:
+            with _cache_lock:
+                _pending.discard(key)
+
+
+def _stop_worker():
+    """At interpreter exit: no new compilation starts; the one in progress finishes."""
+    with _cache_lock:
+        thread, jobs = _WORKER["thread"], _WORKER["queue"]
+        _WORKER["stopping"] = True
+    if thread is not None:
+        jobs.put(None)
+        thread.join(_EXIT_WAIT)
+
+
+def wait_for_compiles(timeout: float | None = None) -> bool:
+    """Wait until every compilation queued so far (see BACKGROUND_COMPILE) has finished
+    or failed; False if `timeout` seconds passed first. For tests and benchmarks that
+    want the compiled path from the next call on."""
+    end = None if timeout is None else time.monotonic() + timeout
+    while True:
+        with _cache_lock:
+            if not _pending:
+                return True
+        if end is not None and time.monotonic() >= end:
+            return False
+        time.sleep(0.01)
 
 
 def _compute(fn, x, targets, need_grad, kw):
