@@ -42,7 +42,7 @@ def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     proc = subprocess.run(
         [sys.executable, "-m", "focalx._cli", "bench", "--quick", "--repeats", "2",
-         "--backend", ",".join(names), "--json", str(out)],
+         "--memory", "--backend", ",".join(names), "--json", str(out)],
         capture_output=True, text=True, timeout=300)
     return names, proc, json.loads(out.read_text()) if out.exists() else None
 
@@ -331,6 +331,33 @@ def test_quick_mode_runs_backends_at_once_and_keeps_their_order(monkeypatch):
         assert [r["backend"] for r in reps] == ["torch", "jax"]
         # jax's worker started before torch's ended: they ran at once
         assert (reps[1]["span"][0] < reps[0]["span"][1]) is overlap, (jobs, reps)
+
+
+def test_backends_at_once_start_with_the_longest_and_report_in_registry_order(monkeypatch):
+    """With several backends at once, the ones that take longest start first (so that
+    the run does not end with one long backend alone on the cores)."""
+    started = []
+
+    def fake(name, cfg, progress=None):
+        started.append(name)
+        time.sleep(0.05)
+        return {"backend": name}
+    monkeypatch.setattr(run, "_run_backend", fake)
+    monkeypatch.setattr(run, "available", lambda name: (True, ""))
+    c = config.config_from_args(config.parser().parse_args(
+        ["--quick", "--jobs", "2", "--backend", "paddle,torch,jax,tensorflow"]))
+    reps = run.run_all(c)["backends"]
+    assert [r["backend"] for r in reps] == ["paddle", "torch", "jax", "tensorflow"]
+    assert started[:2] == ["tensorflow", "jax"], started
+
+
+def test_quick_mode_measures_no_memory_unless_asked():
+    """--quick's tiny arrays show no memory: its memory processes are left out unless
+    --memory asks for them (the full bench measures memory unless --no-memory)."""
+    def cfg(*argv):
+        return config.config_from_args(config.parser().parse_args(list(argv)))
+    assert cfg()["memory"] is True and cfg("--no-memory")["memory"] is False
+    assert cfg("--quick")["memory"] is False and cfg("--quick", "--memory")["memory"] is True
 
 def test_the_linear_workload_runs_only_when_named_and_never_in_quick_mode():
     """The linear workload (issue 19) takes seconds a call: not in the default run, and

@@ -38,6 +38,10 @@ POSITIVES, LOGIT_STD, SEED = 0.1, 2.0, 0
 SAMPLE_S = 0.1
 QUICK_SAMPLE_S = 2e-3
 MMAP_THRESHOLD = str(1 << 16)
+#: the backends whose workers take longest (importing the framework, compiling) first,
+#: when several run at once: the run then ends with the short ones sharing the cores
+#: rather than with one long one alone
+LONGEST_FIRST = ("tensorflow", "jax", "torch", "paddle")
 _BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
 
 
@@ -139,8 +143,10 @@ def parser(prog="focalx bench"):
                     help="untimed calls per contender first, at least 1 (default 2; --quick: 1)")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                     help="also time torch.compile'd contenders (default: on, off with --quick)")
-    ap.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
-                    help="measure peak memory and saved bytes (default: on)")
+    ap.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
+                    help="measure peak memory and saved bytes in a process of its own per "
+                         "backend (default: on; off with --quick, whose tiny arrays show no "
+                         "memory)")
     ap.add_argument("--first-call", action=argparse.BooleanOptionalAction, default=True,
                     help="time each contender's first fwd+bwd call in a fresh process "
                          f"({format_size(FIRST_CALL_SIZE)} float32 logits; default: on; "
@@ -193,7 +199,7 @@ def config_from_args(args) -> dict:
         "sample_s": (args.sample_ms / 1e3 if args.sample_ms is not None else
                      QUICK_SAMPLE_S if quick else SAMPLE_S),
         "compile": args.compile if args.compile is not None else not quick,
-        "memory": args.memory,
+        "memory": args.memory if args.memory is not None else not quick,
         "first_call": args.first_call,
         "quick": quick,
         "jobs": args.jobs or (_cores() if quick else 1),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .. import _workers
 from ..backends import REGISTRY, installed_version
-from .config import BACKENDS, DISTRIBUTIONS, MMAP_THRESHOLD
+from .config import BACKENDS, DISTRIBUTIONS, LONGEST_FIRST, MMAP_THRESHOLD
 
 # ---------------------------------------------------------------------------
 # orchestration (parent)
@@ -97,9 +97,12 @@ def run_all(cfg: dict, progress=None) -> dict:
     if jobs == 1:
         result["backends"] = [_run_backend(name, cfg, progress) for name in todo]
     else:
+        order = sorted(todo, key=lambda n: LONGEST_FIRST.index(n) if n in LONGEST_FIRST
+                       else -1)
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
             # (the workers are processes: these threads only wait on them)
-            result["backends"] = list(pool.map(lambda n: _run_backend(n, cfg, progress), todo))
+            futures = {n: pool.submit(_run_backend, n, cfg, progress) for n in order}
+            result["backends"] = [futures[n].result() for n in todo]
     return result
 
 
