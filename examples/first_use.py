@@ -15,6 +15,9 @@ process (interleaved, medians), first calls compare fresh processes. Sections:
 - paddle: a training step under paddle.jit.to_static (SOT) holding FocalLoss against the same
   step with CrossEntropyLoss, over its first 60 steps; dygraph fwd+bwd against
   CrossEntropyLoss at 64x5 and 256x1000.
+- tensorflow: the first fwd+bwd call at 500x1024, eagerly and in a tf.function (focalx
+  against Keras' BinaryFocalCrossentropy, each in a fresh process), and the longest of the
+  first 100 eager calls (XLA compiles in the background).
 - cli: focalx --version, comma lists, --device cuda without CUDA, a focalx/ folder in the
   current directory, focalx bench --quick's wall time.
 """
@@ -272,6 +275,57 @@ def section_paddle():
 
 
 # ---------------------------------------------------------------------------
+# tensorflow
+# ---------------------------------------------------------------------------
+
+def tf_first_call(which: str, graph: bool) -> dict:
+    return _run(f"""
+import json, time
+import tensorflow as tf
+import keras
+import focalx.tensorflow as ftf
+x = tf.Variable(tf.random.stateless_normal((500, 1024), (0, 0)) * 2)
+t = tf.cast(tf.random.stateless_uniform((500, 1024), (0, 1)) < 0.1, tf.float32)
+if {which!r} == "focalx":
+    loss_fn = lambda: ftf.sigmoid_focal_loss(x, t, gamma=2.0, alpha=0.25)
+else:
+    keras_loss = keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=0.25,
+                                                      gamma=2.0, from_logits=True)
+    loss_fn = lambda: keras_loss(t, x)
+def step():
+    with tf.GradientTape() as tape:
+        loss = loss_fn()
+    return loss, tape.gradient(loss, x)
+if {graph!r}:
+    step = tf.function(step)
+times = []
+for _ in range(100):
+    t0 = time.perf_counter()
+    float(step()[0])
+    times.append(time.perf_counter() - t0)
+print(json.dumps({{"first_s": times[0], "max_later_s": max(times[1:]),
+                  "last_ms": 1e3 * sorted(times[-20:])[10]}}))
+""", env={"TF_CPP_MIN_LOG_LEVEL": "2"})
+
+
+def section_tensorflow():
+    print("## TensorFlow")
+    for graph in (False, True):
+        runs = {"focalx": [], "keras": []}
+        for _ in range(3):
+            for which in runs:
+                runs[which].append(tf_first_call(which, graph))
+        f, k = ({key: statistics.median(r[key] for r in runs[w])
+                 for key in ("first_s", "max_later_s", "last_ms")} for w in runs)
+        where = "in a tf.function" if graph else "eagerly"
+        print(f"first fwd+bwd at 500x1024 {where}, 3 fresh processes each (medians): focalx "
+              f"{f['first_s']:.3f} s, keras BinaryFocalCrossentropy {k['first_s']:.3f} s: "
+              f"focalx / keras = {f['first_s'] / k['first_s']:.2f}; longest of calls 2-100 "
+              f"{f['max_later_s']:.3f} / {k['max_later_s']:.3f} s; calls 81-100 (median) "
+              f"{f['last_ms']:.1f} / {k['last_ms']:.1f} ms")
+
+
+# ---------------------------------------------------------------------------
 # cli
 # ---------------------------------------------------------------------------
 
@@ -304,7 +358,8 @@ def section_cli():
           f"{secs:.1f} s (target < 60)")
 
 
-SECTIONS = {"torch": section_torch, "paddle": section_paddle, "cli": section_cli}
+SECTIONS = {"torch": section_torch, "paddle": section_paddle, "tensorflow": section_tensorflow,
+            "cli": section_cli}
 
 
 def main(argv):
