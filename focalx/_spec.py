@@ -240,6 +240,15 @@ class OptionalOps(Protocol):
         m, m + 0 is m except at -0, which the select takes: a backend may add the
         comparison as 0/1 to m). Absent: the select."""
 
+    def scan_blocks(self, step, carry, xs, rows):
+        """``step(carry, *blocks) -> (carry, ys)`` run on the consecutive blocks of
+        ``rows`` rows of the arrays ``xs`` (each None, or with a leading axis a multiple
+        of rows), in order: the last carry, and each of ys's blocks joined along axis 0
+        (None stays None). carry (arrays or None) keeps its shapes and dtypes. For a
+        compiler, its loop (lax.scan): the program then holds one block at a time,
+        where the blocks of a Python loop are one graph whose blocks' temporaries may
+        all be live at once. Absent: a Python loop."""
+
 
 #: The names of :class:`OptionalOps`.
 OPTIONAL_OPS: tuple[str, ...] = tuple(OptionalOps.__annotations__) + tuple(
@@ -2087,25 +2096,29 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
         N = ops.shape(kept)[0]
     rows = linear_chunk_rows(N, V, chunk_size)
     block_reduction = "none" if reduction == "none" else "sum"
-    outs, d_hidden, d_weight, d_bias = [], [], None, None
-    for start in range(0, max(N, 1), rows):
-        stop = min(start + rows, N)
-        h = hidden[start:stop]
+
+    def step(carry, h, t, cot):
+        # one block: its logits, loss and logit gradient G, then by the chain rule G W
+        # (its rows of d hidden) and its shares of d weight (G^T h) and d bias (G's column
+        # sums), added to the carry's (None for the first block)
         logits = ops.matmul(h, linear_weight, False, True)
         if linear_bias is not None:
             logits = logits + linear_bias
         block_scale = scale
-        if cotangent is not None:
-            block_scale = _mul(scale, ops.expand_dims(cotangent[start:stop], 1))
+        if cot is not None:
+            block_scale = _mul(scale, ops.expand_dims(cot, 1))
         out, g = run_softmax_focal_loss(
-            ops, logits, targets[start:stop], gamma=gamma, alpha=alpha, weight=w,
+            ops, logits, t, gamma=gamma, alpha=alpha, weight=w,
             ignore_index=ignore_index, label_smoothing=label_smoothing,
             reduction=block_reduction, normalizer=None, axis=1, from_logits=True,
             need_grad=need_grad, scale=block_scale)
         del logits
-        outs.append(out)
+        total, d_weight, d_bias = (None, None, None) if carry is None else carry
+        if reduction != "none":
+            total, out = (out if total is None else total + out), None
+        d_h = None
         if need_grad:
-            d_hidden.append(ops.matmul(g, linear_weight, False, False))
+            d_h = ops.matmul(g, linear_weight, False, False)
             if d_weight is None:
                 d_weight = ops.matmul(g, h, True, False)
             elif hasattr(ops, "add_matmul"):
@@ -2115,12 +2128,34 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
             if linear_bias is not None:
                 db = ops.sum(g, axis=0)
                 d_bias = db if d_bias is None else d_bias + db
+        return (total, d_weight, d_bias), (out, d_h)
+
+    def rows_of(a, start, stop):
+        return None if a is None else a[start:stop]
+
+    outs, d_hidden, carry, start = [], [], None, 0
+    while True:  # (once where N is 0: the empty block's loss and gradients)
+        stop = min(start + rows, N)
+        carry, (out, d_h) = step(carry, *(rows_of(a, start, stop)
+                                          for a in (hidden, targets, cotangent)))
+        outs.append(out)
+        d_hidden.append(d_h)
+        start = stop
+        scanned = (N - start) // rows * rows
+        if hasattr(ops, "scan_blocks") and scanned > rows:
+            # the full blocks after the first in the backend's loop (the first made
+            # the carry)
+            carry, (out, d_h) = ops.scan_blocks(
+                step, carry, [rows_of(a, start, start + scanned)
+                              for a in (hidden, targets, cotangent)], rows)
+            outs.append(out)
+            d_hidden.append(d_h)
+            start += scanned
+        if start >= N:
+            break
+    out, d_weight, d_bias = carry
     if reduction == "none":
         out = outs[0] if len(outs) == 1 else ops.concat(outs, 0)
-    else:
-        out = outs[0]
-        for o in outs[1:]:
-            out = out + o
     if kept is not None and reduction == "none":
         out = ops.put_rows(out, kept, full_n)
     if not need_grad:
