@@ -240,14 +240,24 @@ class OptionalOps(Protocol):
         m, m + 0 is m except at -0, which the select takes: a backend may add the
         comparison as 0/1 to m). Absent: the select."""
 
-    def scan_blocks(self, step, carry, xs, rows):
+    def scan_blocks(self, step, carry, xs, rows, ys_like):
         """``step(carry, *blocks) -> (carry, ys)`` run on the consecutive blocks of
         ``rows`` rows of the arrays ``xs`` (each None, or with a leading axis a multiple
         of rows), in order: the last carry, and each of ys's blocks joined along axis 0
-        (None stays None). carry (arrays or None) keeps its shapes and dtypes. For a
-        compiler, its loop (lax.scan): the program then holds one block at a time,
-        where the blocks of a Python loop are one graph whose blocks' temporaries may
-        all be live at once. Absent: a Python loop."""
+        (None stays None). carry (arrays or None) keeps its shapes and dtypes; ys_like
+        is a block's ys (their shapes and dtypes). For a compiler, its loop (lax.scan,
+        tf.while_loop): the program then holds one block at a time, where the blocks of
+        a Python loop are one graph whose blocks' temporaries may all be live at once.
+        None (declined) or absent: a Python loop."""
+
+    def split_rows(self, fn, arrays, summed):
+        """``fn(ops, *arrays) -> (out, g)`` (the linear loss's block: its loss and logit
+        gradient), whose rows are independent: each array is None, a number or 0-d
+        (whole to every part), or has the block's rows on its leading axis. A backend
+        whose elementwise kernels use one core may run fn on parts of the rows at once,
+        each part with an Ops of its own, and join them: out summed (0-d) where
+        ``summed``, else joined along axis 0, and g joined along axis 0. Absent:
+        ``fn(self, *arrays)``."""
 
 
 #: The names of :class:`OptionalOps`.
@@ -2097,6 +2107,13 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
     rows = linear_chunk_rows(N, V, chunk_size)
     block_reduction = "none" if reduction == "none" else "sum"
 
+    def block_loss(ops, logits, t, block_scale):
+        return run_softmax_focal_loss(
+            ops, logits, t, gamma=gamma, alpha=alpha, weight=w,
+            ignore_index=ignore_index, label_smoothing=label_smoothing,
+            reduction=block_reduction, normalizer=None, axis=1, from_logits=True,
+            need_grad=need_grad, scale=block_scale)
+
     def step(carry, h, t, cot):
         # one block: its logits, loss and logit gradient G, then by the chain rule G W
         # (its rows of d hidden) and its shares of d weight (G^T h) and d bias (G's column
@@ -2107,11 +2124,11 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
         block_scale = scale
         if cot is not None:
             block_scale = _mul(scale, ops.expand_dims(cot, 1))
-        out, g = run_softmax_focal_loss(
-            ops, logits, t, gamma=gamma, alpha=alpha, weight=w,
-            ignore_index=ignore_index, label_smoothing=label_smoothing,
-            reduction=block_reduction, normalizer=None, axis=1, from_logits=True,
-            need_grad=need_grad, scale=block_scale)
+        if hasattr(ops, "split_rows"):
+            out, g = ops.split_rows(block_loss, (logits, t, block_scale),
+                                    block_reduction != "none")
+        else:
+            out, g = block_loss(ops, logits, t, block_scale)
         del logits
         total, d_weight, d_bias = (None, None, None) if carry is None else carry
         if reduction != "none":
@@ -2142,12 +2159,15 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
         d_hidden.append(d_h)
         start = stop
         scanned = (N - start) // rows * rows
+        scan = None
         if hasattr(ops, "scan_blocks") and scanned > rows:
             # the full blocks after the first in the backend's loop (the first made
-            # the carry)
-            carry, (out, d_h) = ops.scan_blocks(
-                step, carry, [rows_of(a, start, start + scanned)
-                              for a in (hidden, targets, cotangent)], rows)
+            # the carry and the ys of a full block)
+            scan = ops.scan_blocks(step, carry, [rows_of(a, start, start + scanned)
+                                                 for a in (hidden, targets, cotangent)],
+                                   rows, (out, d_h))
+        if scan is not None:
+            carry, (out, d_h) = scan
             outs.append(out)
             d_hidden.append(d_h)
             start += scanned

@@ -26,7 +26,7 @@ class _BlockOps(JaxOps):
         self.log_softmaxes = []
         return super().log_softmax(a, axis)
 
-    def scan_blocks(self, step, carry, xs, rows):
+    def scan_blocks(self, step, carry, xs, rows, ys_like):
         # The blocks as one lax.scan: under jit, a Python loop's blocks are one XLA
         # program whose scheduler kept every block's logits live at once (a peak of
         # several N x V arrays); the scan's body holds one block at a time. Value checks
