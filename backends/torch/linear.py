@@ -24,11 +24,37 @@ from .eager import _EagerOps
 from .ops import OPS, _kind, _symbolic
 
 
+class _LinearEagerOps(_EagerOps):
+    """_EagerOps whose blocks reuse two buffers of a block's size across the call: one
+    for the logits (the matmul writes them there) and one for the softmax that becomes
+    the logit gradient (log_softmax_at and mul_owned work in it). A fresh block-size
+    tensor is new memory from the system (page faults), and a block's logits and
+    gradient are dead once its products are made: the buffers hold no block's values
+    past its step."""
+
+    def __init__(self, weight):
+        super().__init__()
+        self.weight = weight
+        self.buffers = None
+
+    def matmul(self, a, b, transpose_a, transpose_b):
+        if b is self.weight and transpose_b and not transpose_a and a.dim() == 2 and \
+                a.dtype == b.dtype:
+            rows = a.shape[0]
+            if self.buffers is None or self.buffers[0].shape[0] < rows:
+                self.buffers = tuple(torch.empty((rows, b.shape[0]), dtype=b.dtype)
+                                     for _ in range(2))
+            logits, self.out = (buf[:rows] for buf in self.buffers)
+            return torch.matmul(a, b.mT, out=logits)
+        return super().matmul(a, b, transpose_a, transpose_b)
+
+
 def _ops(*tensors):
-    """The eager CPU path's Ops (in-place selects, the fused log-softmax at the target)
-    for CPU tensors outside a trace; TorchOps elsewhere."""
+    """The eager CPU path's Ops (in-place selects, the fused log-softmax at the target,
+    the blocks in two reused buffers) for CPU tensors outside a trace; TorchOps
+    elsewhere."""
     if all(t.device.type == "cpu" for t in tensors) and not _symbolic(*tensors):
-        return _EagerOps()
+        return _LinearEagerOps(tensors[1])
     return OPS
 
 
@@ -68,8 +94,9 @@ class _LinearFocalFunction(torch.autograd.Function):
         if ctx.per_row:
             hidden, weight, bias, targets = ctx.saved_tensors
             cd = _compute_dtype(hidden)
+            h, w = hidden.to(cd), weight.to(cd)
             _, grads = _spec.run_linear_softmax_focal_loss(
-                _ops(hidden, weight), hidden.to(cd), weight.to(cd), targets,
+                _ops(h, w), h, w, targets,
                 linear_bias=None if bias is None else bias.to(cd), need_grad=True,
                 cotangent=grad_out.to(cd), **ctx.params)
         else:
