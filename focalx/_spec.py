@@ -174,6 +174,11 @@ class OptionalOps(Protocol):
     #: for compilers where it is faster.
     lean_sigmoid: bool
 
+    #: The linear loss's logits per block where chunk_size is None (default:
+    #: LINEAR_CHUNK_ELEMENTS): larger for a backend whose blocks hold fewer block-size
+    #: arrays at once (the same peak, fewer passes over the weight).
+    linear_chunk_elements: int
+
     def fork(self, values):
         """The same values, which a compiler must not merge with the originals (an
         optimization barrier). The lean sigmoid loss then computes its gradient from
@@ -2007,9 +2012,10 @@ def check_chunk_size(chunk_size):
     return int(chunk_size)
 
 
-def linear_chunk_rows(n: int, num_classes: int, chunk_size=None) -> int:
-    """Rows per block: chunk_size, or blocks of about LINEAR_CHUNK_ELEMENTS logits."""
-    rows = chunk_size or max(1, LINEAR_CHUNK_ELEMENTS // max(num_classes, 1))
+def linear_chunk_rows(n: int, num_classes: int, chunk_size=None,
+                      elements: int = LINEAR_CHUNK_ELEMENTS) -> int:
+    """Rows per block: chunk_size, or blocks of about `elements` logits."""
+    rows = chunk_size or max(1, elements // max(num_classes, 1))
     return max(1, min(rows, n))
 
 
@@ -2104,7 +2110,8 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
         if cotangent is not None:
             cotangent = ops.take_rows(cotangent, kept)
         N = ops.shape(kept)[0]
-    rows = linear_chunk_rows(N, V, chunk_size)
+    rows = linear_chunk_rows(N, V, chunk_size, getattr(ops, "linear_chunk_elements",
+                                                       LINEAR_CHUNK_ELEMENTS))
     block_reduction = "none" if reduction == "none" else "sum"
 
     def block_loss(ops, logits, t, block_scale):
