@@ -32,9 +32,9 @@ class _BlockOps(PaddleOps):
 
     @staticmethod
     def add_matmul(c, a, b, transpose_a, transpose_b):
-        # one addmm: matmul, then +, made a fresh V x H product and a fresh sum per
-        # block (new memory from the system each, page-faulted)
-        return paddle.addmm(c, a.T if transpose_a else a, b.T if transpose_b else b)
+        # in place: matmul, then +, made a fresh V x H product and a fresh sum per block
+        # (new memory from the system each, page-faulted)
+        return c.addmm_(a.T if transpose_a else a, b.T if transpose_b else b)
 
     def split_rows(self, fn, arrays, summed):
         # Paddle's CPU elementwise kernels use one core (see blocks.py): a block's loss
