@@ -174,6 +174,11 @@ class OptionalOps(Protocol):
     #: for compilers where it is faster.
     lean_sigmoid: bool
 
+    #: The linear loss's logits per block where chunk_size is None (default:
+    #: LINEAR_CHUNK_ELEMENTS): larger for a backend whose blocks hold fewer block-size
+    #: arrays at once (the same peak, fewer passes over the weight).
+    linear_chunk_elements: int
+
     def fork(self, values):
         """The same values, which a compiler must not merge with the originals (an
         optimization barrier). The lean sigmoid loss then computes its gradient from
@@ -239,6 +244,25 @@ class OptionalOps(Protocol):
         """``where(m <= 0, m + 1, m)`` for m >= 0 or NaN, with the same bits (for such
         m, m + 0 is m except at -0, which the select takes: a backend may add the
         comparison as 0/1 to m). Absent: the select."""
+
+    def scan_blocks(self, step, carry, xs, rows, ys_like):
+        """``step(carry, *blocks) -> (carry, ys)`` run on the consecutive blocks of
+        ``rows`` rows of the arrays ``xs`` (each None, or with a leading axis a multiple
+        of rows), in order: the last carry, and each of ys's blocks joined along axis 0
+        (None stays None). carry (arrays or None) keeps its shapes and dtypes; ys_like
+        is a block's ys (their shapes and dtypes). For a compiler, its loop (lax.scan,
+        tf.while_loop): the program then holds one block at a time, where the blocks of
+        a Python loop are one graph whose blocks' temporaries may all be live at once.
+        None (declined) or absent: a Python loop."""
+
+    def split_rows(self, fn, arrays, summed):
+        """``fn(ops, *arrays) -> (out, g)`` (the linear loss's block: its loss and logit
+        gradient), whose rows are independent: each array is None, a number or 0-d
+        (whole to every part), or has the block's rows on its leading axis. A backend
+        whose elementwise kernels use one core may run fn on parts of the rows at once,
+        each part with an Ops of its own, and join them: out summed (0-d) where
+        ``summed``, else joined along axis 0, and g joined along axis 0. Absent:
+        ``fn(self, *arrays)``."""
 
 
 #: The names of :class:`OptionalOps`.
@@ -1988,9 +2012,10 @@ def check_chunk_size(chunk_size):
     return int(chunk_size)
 
 
-def linear_chunk_rows(n: int, num_classes: int, chunk_size=None) -> int:
-    """Rows per block: chunk_size, or blocks of about LINEAR_CHUNK_ELEMENTS logits."""
-    rows = chunk_size or max(1, LINEAR_CHUNK_ELEMENTS // max(num_classes, 1))
+def linear_chunk_rows(n: int, num_classes: int, chunk_size=None,
+                      elements: int = LINEAR_CHUNK_ELEMENTS) -> int:
+    """Rows per block: chunk_size, or blocks of about `elements` logits."""
+    rows = chunk_size or max(1, elements // max(num_classes, 1))
     return max(1, min(rows, n))
 
 
@@ -2085,27 +2110,39 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
         if cotangent is not None:
             cotangent = ops.take_rows(cotangent, kept)
         N = ops.shape(kept)[0]
-    rows = linear_chunk_rows(N, V, chunk_size)
+    rows = linear_chunk_rows(N, V, chunk_size, getattr(ops, "linear_chunk_elements",
+                                                       LINEAR_CHUNK_ELEMENTS))
     block_reduction = "none" if reduction == "none" else "sum"
-    outs, d_hidden, d_weight, d_bias = [], [], None, None
-    for start in range(0, max(N, 1), rows):
-        stop = min(start + rows, N)
-        h = hidden[start:stop]
+
+    def block_loss(ops, logits, t, block_scale):
+        return run_softmax_focal_loss(
+            ops, logits, t, gamma=gamma, alpha=alpha, weight=w,
+            ignore_index=ignore_index, label_smoothing=label_smoothing,
+            reduction=block_reduction, normalizer=None, axis=1, from_logits=True,
+            need_grad=need_grad, scale=block_scale)
+
+    def step(carry, h, t, cot):
+        # one block: its logits, loss and logit gradient G, then by the chain rule G W
+        # (its rows of d hidden) and its shares of d weight (G^T h) and d bias (G's column
+        # sums), added to the carry's (None for the first block)
         logits = ops.matmul(h, linear_weight, False, True)
         if linear_bias is not None:
             logits = logits + linear_bias
         block_scale = scale
-        if cotangent is not None:
-            block_scale = _mul(scale, ops.expand_dims(cotangent[start:stop], 1))
-        out, g = run_softmax_focal_loss(
-            ops, logits, targets[start:stop], gamma=gamma, alpha=alpha, weight=w,
-            ignore_index=ignore_index, label_smoothing=label_smoothing,
-            reduction=block_reduction, normalizer=None, axis=1, from_logits=True,
-            need_grad=need_grad, scale=block_scale)
+        if cot is not None:
+            block_scale = _mul(scale, ops.expand_dims(cot, 1))
+        if hasattr(ops, "split_rows"):
+            out, g = ops.split_rows(block_loss, (logits, t, block_scale),
+                                    block_reduction != "none")
+        else:
+            out, g = block_loss(ops, logits, t, block_scale)
         del logits
-        outs.append(out)
+        total, d_weight, d_bias = (None, None, None) if carry is None else carry
+        if reduction != "none":
+            total, out = (out if total is None else total + out), None
+        d_h = None
         if need_grad:
-            d_hidden.append(ops.matmul(g, linear_weight, False, False))
+            d_h = ops.matmul(g, linear_weight, False, False)
             if d_weight is None:
                 d_weight = ops.matmul(g, h, True, False)
             elif hasattr(ops, "add_matmul"):
@@ -2115,12 +2152,37 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
             if linear_bias is not None:
                 db = ops.sum(g, axis=0)
                 d_bias = db if d_bias is None else d_bias + db
+        return (total, d_weight, d_bias), (out, d_h)
+
+    def rows_of(a, start, stop):
+        return None if a is None else a[start:stop]
+
+    outs, d_hidden, carry, start = [], [], None, 0
+    while True:  # (once where N is 0: the empty block's loss and gradients)
+        stop = min(start + rows, N)
+        carry, (out, d_h) = step(carry, *(rows_of(a, start, stop)
+                                          for a in (hidden, targets, cotangent)))
+        outs.append(out)
+        d_hidden.append(d_h)
+        start = stop
+        scanned = (N - start) // rows * rows
+        scan = None
+        if hasattr(ops, "scan_blocks") and scanned > rows:
+            # the full blocks after the first in the backend's loop (the first made
+            # the carry and the ys of a full block)
+            scan = ops.scan_blocks(step, carry, [rows_of(a, start, start + scanned)
+                                                 for a in (hidden, targets, cotangent)],
+                                   rows, (out, d_h))
+        if scan is not None:
+            carry, (out, d_h) = scan
+            outs.append(out)
+            d_hidden.append(d_h)
+            start += scanned
+        if start >= N:
+            break
+    out, d_weight, d_bias = carry
     if reduction == "none":
         out = outs[0] if len(outs) == 1 else ops.concat(outs, 0)
-    else:
-        out = outs[0]
-        for o in outs[1:]:
-            out = out + o
     if kept is not None and reduction == "none":
         out = ops.put_rows(out, kept, full_n)
     if not need_grad:

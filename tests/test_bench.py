@@ -369,3 +369,36 @@ def test_the_linear_workload_runs_only_when_named_and_never_in_quick_mode():
     assert "linear" not in workloads() and "linear" not in workloads("--quick")
     assert workloads("--workload", "linear") == ["linear"]
     assert "linear" not in workloads("--quick", "--workload", "linear,sigmoid")
+
+
+@pytest.mark.parametrize("name", config.BACKENDS)
+def test_the_linear_workload_pits_the_fused_loss_against_the_materialised_logits(
+        name, monkeypatch):
+    """Every backend's linear workload (issue 19) has focalx's fused loss, the naive path
+    (the matmul, then focalx's softmax focal loss) at gamma 2 and 0, and a floor; each
+    one's fwd+bwd runs (in a second mode, focalx's), and the memory worker's peak of the fused loss is a number (a
+    tiny shape here: the workload's own takes seconds a call)."""
+    from focalx.backends import REGISTRY
+    import_backend(REGISTRY[name].module)
+    monkeypatch.setattr(config, "LINEAR_SHAPE", (48, 8, 40))
+    cfg = config.config_from_args(config.parser().parse_args(
+        ["--backend", name, "--workload", "linear", "--no-compile"]))
+    fx = __import__(config.FOCALX_MODULES[name], fromlist=["_"])
+    groups, _, peak = worker.group_builder(name)(cfg, fx)
+    assert groups and {g["workload"] for g in groups} == {"linear"}
+    for i, g in enumerate(groups):
+        assert tuple(g["shape"]) == (48, 40)
+        conts = g["contenders"]
+        roles = [c.role for c in conts]
+        assert roles[0] == "focalx" and roles.count("focalx") == 1 and "floor" in roles
+        names = [c.name for c in conts]
+        assert {"matmul + focalx softmax", "focalx fused, gamma 0",
+                "matmul + focalx softmax, gamma 0"} <= set(names), names
+        for c in conts:
+            if c.skip:
+                assert c.role == "floor", (c.name, c.skip)
+            elif i == 0 or c.role == "focalx":  # (a second mode, e.g. XLA: focalx's only)
+                c.fwdbwd()
+    measure.measure_memory(groups[0]["contenders"][0], peak, tries=1)
+    mem = groups[0]["contenders"][0].memory
+    assert "peak_error" not in mem and mem["peak_extra_bytes"] >= 0, mem

@@ -26,6 +26,32 @@ class _BlockOps(JaxOps):
         self.log_softmaxes = []
         return super().log_softmax(a, axis)
 
+    def scan_blocks(self, step, carry, xs, rows, ys_like):
+        # The blocks as one lax.scan: under jit, a Python loop's blocks are one XLA
+        # program whose scheduler kept every block's logits live at once (a peak of
+        # several N x V arrays); the scan's body holds one block at a time. Value checks
+        # made in the body (traced there) leave it as one flag.
+        k = next(x for x in xs if x is not None).shape[0] // rows
+        blocks = [None if x is None else x.reshape((k, rows) + x.shape[1:]) for x in xs]
+
+        def body(c, blk):
+            carry, ok = c
+            outer, self.unchecked = self.unchecked, []
+            try:
+                carry, ys = step(carry, *blk)
+                checks = self.unchecked
+            finally:
+                self.unchecked, self.log_softmaxes = outer, []
+            for cond in checks:
+                ok = ok & cond
+            return (carry, ok), ys
+
+        (carry, ok), ys = jax.lax.scan(body, (carry, jnp.bool_(True)), blocks)
+        if self.checks:
+            self.unchecked.append(ok)
+        ys = jax.tree_util.tree_map(lambda y: y.reshape((k * rows,) + y.shape[2:]), ys)
+        return carry, ys
+
 
 def _run(h, w, b, arrs, static, need_grad, cotangent=None):
     """(loss, grads, ok): see functional._run for ok (value checks made in the graph)."""

@@ -10,10 +10,13 @@ Hyperparameter tensors and the targets get no gradient here.
 
 from __future__ import annotations
 
+import math
+
 import paddle
 from paddle.autograd import PyLayer
 
 from ... import _spec
+from . import blocks
 from .autograd import _cast, _compute_dtype, _nan_like
 from .ops import PaddleOps
 
@@ -26,6 +29,46 @@ class _BlockOps(PaddleOps):
         if self.softmaxes:
             self.softmaxes = []
         return super().log_softmax(a, axis)
+
+    @staticmethod
+    def add_matmul(c, a, b, transpose_a, transpose_b):
+        # in place: matmul, then +, made a fresh V x H product and a fresh sum per block
+        # (new memory from the system each, page-faulted)
+        return c.addmm_(a.T if transpose_a else a, b.T if transpose_b else b)
+
+    def split_rows(self, fn, arrays, summed):
+        # Paddle's CPU elementwise kernels use one core (see blocks.py): a block's loss
+        # and logit gradient run on the block threads, a part of its rows each. Parts
+        # start at multiples of blocks._BLOCK_ALIGN elements, so every element takes the
+        # kernels' path it takes in the whole block.
+        x = arrays[0]
+        n, classes = x.shape
+        step = blocks._BLOCK_ALIGN // math.gcd(classes, blocks._BLOCK_ALIGN)
+        parts = min(blocks.THREADS, n // step)
+        if parts <= 1 or not x.place.is_cpu_place() or \
+                n * classes < blocks._SOFTMAX_BLOCK_MIN:
+            return fn(self, *arrays)
+        cuts = [(n * i // parts) // step * step for i in range(parts)] + [n]
+
+        def run(i):
+            lo, hi = cuts[i], cuts[i + 1]
+            ops = _BlockOps(self.softmaxes is not None, self.fuse)
+            with paddle.no_grad():  # (the grad mode of a worker thread is its own)
+                out, g = fn(ops, *(a[lo:hi] if _has_rows(a, n) else a for a in arrays))
+            return out, g, ops.unchecked
+
+        results = blocks._map(run, range(parts))
+        for _, _, unchecked in results:
+            self.unchecked += unchecked
+        outs = [out for out, _, _ in results]
+        out = paddle.add_n(outs) if summed else paddle.concat(outs, axis=0)
+        g = None if results[0][1] is None else paddle.concat([g for _, g, _ in results],
+                                                             axis=0)
+        return out, g
+
+
+def _has_rows(a, n):
+    return isinstance(a, paddle.Tensor) and len(a.shape) >= 1 and a.shape[0] == n
 
 
 def _run(h, w, b, arrays, static, need_grad, cotangent=None):

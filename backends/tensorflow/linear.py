@@ -19,6 +19,59 @@ from ... import _spec
 from . import ops as _ops
 
 
+class _LinearOps(_ops.TensorflowOps):
+    """TensorflowOps with the blocks in a tf.while_loop inside a graph."""
+
+    def scan_blocks(self, step, carry, xs, rows, ys_like):
+        # In a graph (tf.function, XLA) the Python loop's blocks are independent ops that
+        # the runtime may run in any order and at once: the bench's peak held several
+        # N x V arrays. A while loop of one iteration at a time holds one block. Value
+        # checks made in the body (traced there) leave it as one condition. Eagerly the
+        # ops run one after another already: declined (the spec's loop).
+        if tf.executing_eagerly():
+            return None
+        k = int(next(x for x in xs if x is not None).shape[0]) // rows
+        blocks = [None if x is None else tf.reshape(x, [k, rows] + x.shape[1:].as_list())
+                  for x in xs]
+        c_at = [i for i, c in enumerate(carry) if c is not None]
+        y_at = [i for i, y in enumerate(ys_like) if y is not None]
+        messages = []
+
+        def body(i, cs, arrays, ok):
+            full = list(carry)
+            for j, c in zip(c_at, cs):
+                full[j] = c
+            outer, self.unchecked = self.unchecked, []
+            try:
+                new, ys = step(tuple(full), *(None if b is None else b[i] for b in blocks))
+                checks = self.unchecked
+            finally:
+                self.unchecked = outer
+            for cond, message in checks:
+                ok = tf.logical_and(ok, cond)
+                if message not in messages:
+                    messages.append(message)
+            return (i + 1, [new[j] for j in c_at],
+                    [ta.write(i, ys[j]) for ta, j in zip(arrays, y_at)], ok)
+
+        arrays = [tf.TensorArray(ys_like[j].dtype, size=k, element_shape=ys_like[j].shape)
+                  for j in y_at]
+        _, cs, arrays, ok = tf.while_loop(
+            lambda i, *_: i < k, body,
+            (tf.constant(0), [carry[j] for j in c_at], arrays, tf.constant(True)),
+            parallel_iterations=1)
+        if messages:
+            self.unchecked.append((ok, "; ".join(m for m in messages if m)))
+        out = list(carry)
+        for j, c in zip(c_at, cs):
+            out[j] = c
+        ys = [None] * len(ys_like)
+        for j, ta in zip(y_at, arrays):
+            stacked = ta.stack()
+            ys[j] = tf.reshape(stacked, [k * rows] + stacked.shape[2:].as_list())
+        return tuple(out), tuple(ys)
+
+
 def apply_linear(hidden, weight, bias, targets, params):
     h_dtype = hidden.dtype
     dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
@@ -32,7 +85,7 @@ def apply_linear(hidden, weight, bias, targets, params):
         def fn(ops, x, t, need_grad, **kw):  # (ops._run's argument order: ops, x, targets)
             return _spec.run_linear_softmax_focal_loss(ops, x, wc, t, need_grad=need_grad,
                                                        **kw)
-        return _ops._run(fn, tf.cast(h, compute), targets, need_grad,
+        return _ops._run(fn, tf.cast(h, compute), targets, need_grad, ops_type=_LinearOps,
                          linear_bias=None if b is None else tf.cast(b, compute),
                          cotangent=cotangent, **params)
 

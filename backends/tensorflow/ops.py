@@ -269,11 +269,12 @@ def _fork(values):
     return tuple(out)
 
 
-def _run(fn, x, targets, need_grad, **kw):
+def _run(fn, x, targets, need_grad, *, ops_type=None, **kw):
     """(out, grad, ok) of a spec function, op by op. Value checks Python could not do
     become graph assertions, and (for XLA, which drops assertions) a NaN loss where
-    they fail; ok (None when Python did every check) is for the gradient's caller."""
-    ops = TensorflowOps()
+    they fail; ok (None when Python did every check) is for the gradient's caller.
+    ops_type: a TensorflowOps subclass with hooks of its own (the linear loss's)."""
+    ops = (ops_type or TensorflowOps)()
     out, grad = fn(ops, x, targets, need_grad=need_grad, **kw)
     ok = None
     if ops.unchecked:

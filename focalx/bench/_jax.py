@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from .config import ALPHA, GAMMA
-from .measure import Contender, RssPeak, _group, _Skip, _error_text, host_inputs
+from .measure import (Contender, RssPeak, _group, _Skip, _error_text, host_inputs,
+                      linear_host_inputs)
 
 
 def groups(cfg, fx):
@@ -72,7 +73,8 @@ def groups(cfg, fx):
     for dtype_name in cfg["dtypes"]:
         dtype = getattr(jnp, dtype_name)
         for workload in cfg["workloads"]:
-            if workload == "linear":  # (issue 19's workload: torch only, for now)
+            if workload == "linear":
+                groups += _linear_groups(cfg, fx, device, dtype_name, optax)
                 continue
             for size in cfg["sizes"]:
                 xn, tn = host_inputs(workload, size)
@@ -107,3 +109,49 @@ def groups(cfg, fx):
         info["optax"] = optax.__version__
     peak = RssPeak() if platform_name == "cpu" else None
     return groups, info, peak
+
+
+def _linear_groups(cfg, fx, device, dtype_name, optax):
+    """The linear workload (issue 19), as torch's: the softmax focal loss of hidden @ W.T,
+    fwd+bwd w.r.t. hidden and weight, jit-compiled: focalx's fused blocks against the
+    logits materialised (the matmul, then focalx's softmax focal loss), and optax's
+    cross-entropy of the materialised logits at gamma 0 as the floor."""
+    import jax
+    import jax.numpy as jnp
+
+    from . import config
+
+    hn, wn, yn = linear_host_inputs()
+    n, _, v = config.LINEAR_SHAPE
+    dtype = getattr(jnp, dtype_name)
+    h = jax.device_put(jnp.asarray(hn, dtype=dtype), device)
+    w = jax.device_put(jnp.asarray(wn, dtype=dtype), device)
+    y = jax.device_put(jnp.asarray(yn), device)
+    del hn, wn, yn
+    fns = [("focalx fused", "focalx",
+            lambda a, b: fx.linear_softmax_focal_loss(a, b, y, gamma=GAMMA)),
+           ("matmul + focalx softmax", "peer",
+            lambda a, b: fx.softmax_focal_loss(a @ b.T, y, gamma=GAMMA, axis=-1)),
+           ("focalx fused, gamma 0", "peer",
+            lambda a, b: fx.linear_softmax_focal_loss(a, b, y, gamma=0.0)),
+           ("matmul + focalx softmax, gamma 0", "peer",
+            lambda a, b: fx.softmax_focal_loss(a @ b.T, y, gamma=0.0, axis=-1)),
+           ("matmul + optax softmax_cross_entropy (gamma 0)", "floor",
+            None if optax is None else
+            lambda a, b: jnp.mean(
+                optax.losses.softmax_cross_entropy_with_integer_labels(a @ b.T, y)))]
+
+    def make(name, role, fn):
+        if fn is None:
+            return Contender(name, role, skip="optax is not installed")
+        f = jax.jit(fn)
+        vg = jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))
+
+        def fwd():
+            jax.block_until_ready(f(h, w))
+
+        def fwdbwd():
+            jax.block_until_ready(vg(h, w))
+        return Contender(name, role, fwd, fwdbwd)
+    return [_group("linear", "jit", n * v, dtype_name, (n, v), n * v,
+                   [make(*f) for f in fns])]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 
 from .config import ALPHA, GAMMA
-from .measure import Contender, RssPeak, _group, _Skip, host_inputs
+from .measure import Contender, RssPeak, _group, _Skip, host_inputs, linear_host_inputs
 
 
 def groups(cfg, fx):
@@ -43,7 +43,8 @@ def groups(cfg, fx):
     groups = []
     for dtype_name in cfg["dtypes"]:
         for workload in cfg["workloads"]:
-            if workload == "linear":  # (issue 19's workload: torch only, for now)
+            if workload == "linear":
+                groups += _linear_groups(cfg, fx, sync, dtype_name)
                 continue
             for size in cfg["sizes"]:
                 xn, tn = host_inputs(workload, size)
@@ -89,3 +90,47 @@ class _PaddleGpuPeak:
         before = cuda.memory_allocated()
         fn()
         return max(0, cuda.max_memory_allocated() - before)
+
+
+def _linear_groups(cfg, fx, sync, dtype_name):
+    """The linear workload (issue 19), as torch's: the softmax focal loss of hidden @ W.T,
+    fwd+bwd w.r.t. hidden and weight (dygraph): focalx's fused blocks against the logits
+    materialised (the matmul, then focalx's softmax focal loss), and Paddle's
+    cross_entropy of the materialised logits at gamma 0 as the floor."""
+    import paddle
+    import paddle.nn.functional as F
+
+    from . import config
+
+    hn, wn, yn = linear_host_inputs()
+    n, _, v = config.LINEAR_SHAPE
+    h = paddle.to_tensor(hn).astype(dtype_name)
+    w = paddle.to_tensor(wn).astype(dtype_name)
+    y = paddle.to_tensor(yn)
+    h.stop_gradient = w.stop_gradient = False
+    del hn, wn, yn
+    fns = [("focalx fused", "focalx",
+            lambda: fx.linear_softmax_focal_loss(h, w, y, gamma=GAMMA)),
+           ("matmul + focalx softmax", "peer",
+            lambda: fx.softmax_focal_loss(paddle.matmul(h, w, transpose_y=True), y,
+                                          gamma=GAMMA, axis=-1)),
+           ("focalx fused, gamma 0", "peer",
+            lambda: fx.linear_softmax_focal_loss(h, w, y, gamma=0.0)),
+           ("matmul + focalx softmax, gamma 0", "peer",
+            lambda: fx.softmax_focal_loss(paddle.matmul(h, w, transpose_y=True), y,
+                                          gamma=0.0, axis=-1)),
+           ("matmul + F.cross_entropy (gamma 0)", "floor",
+            lambda: F.cross_entropy(paddle.matmul(h, w, transpose_y=True), y))]
+
+    def make(name, role, fn):
+        def fwd():
+            with paddle.no_grad():
+                sync(fn())
+
+        def fwdbwd():
+            out = fn()
+            paddle.grad([out], [h, w])
+            sync(out)
+        return Contender(name, role, fwd, fwdbwd)
+    return [_group("linear", "eager", n * v, dtype_name, (n, v), n * v,
+                   [make(*f) for f in fns])]

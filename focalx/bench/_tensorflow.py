@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 
 from .config import ALPHA, GAMMA
-from .measure import Contender, RssPeak, _group, _Skip, host_inputs
+from .measure import Contender, RssPeak, _group, _Skip, host_inputs, linear_host_inputs
 
 
 def groups(cfg, fx):
@@ -53,7 +53,8 @@ def groups(cfg, fx):
     for dtype_name in cfg["dtypes"]:
         dtype = getattr(tf, dtype_name)
         for workload in cfg["workloads"]:
-            if workload == "linear":  # (issue 19's workload: torch only, for now)
+            if workload == "linear":
+                groups += _linear_groups(cfg, fx, tf, name, sync, dtype_name)
                 continue
             for size in cfg["sizes"]:
                 xn, tn = host_inputs(workload, size)
@@ -113,3 +114,58 @@ class _TfGpuPeak:
         before = exp.get_memory_info("GPU:0")["current"]
         fn()
         return max(0, exp.get_memory_info("GPU:0")["peak"] - before)
+
+
+def _linear_groups(cfg, fx, tf, device_name, sync, dtype_name):
+    """The linear workload (issue 19), as torch's: the softmax focal loss of hidden @ W.T,
+    fwd+bwd w.r.t. hidden and weight, in a tf.function with and without XLA: focalx's
+    fused blocks against the logits materialised (the matmul, then focalx's softmax focal
+    loss), and sparse_softmax_cross_entropy_with_logits of the materialised logits at
+    gamma 0 as the floor."""
+    from . import config
+
+    hn, wn, yn = linear_host_inputs()
+    n, _, v = config.LINEAR_SHAPE
+    dtype = getattr(tf, dtype_name)
+    with tf.device(device_name):
+        h = tf.cast(tf.constant(hn), dtype)
+        w = tf.cast(tf.constant(wn), dtype)
+        y = tf.constant(yn)
+    del hn, wn, yn
+    fns = [("focalx fused", "focalx",
+            lambda a, b: fx.linear_softmax_focal_loss(a, b, y, gamma=GAMMA)),
+           ("matmul + focalx softmax", "peer",
+            lambda a, b: fx.softmax_focal_loss(tf.matmul(a, b, transpose_b=True), y,
+                                               gamma=GAMMA, axis=-1)),
+           ("focalx fused, gamma 0", "peer",
+            lambda a, b: fx.linear_softmax_focal_loss(a, b, y, gamma=0.0)),
+           ("matmul + focalx softmax, gamma 0", "peer",
+            lambda a, b: fx.softmax_focal_loss(tf.matmul(a, b, transpose_b=True), y,
+                                               gamma=0.0, axis=-1)),
+           ("matmul + sparse_softmax_cross_entropy_with_logits (gamma 0)", "floor",
+            lambda a, b: tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=y, logits=tf.matmul(a, b, transpose_b=True))))]
+
+    def make(cname, role, fn, jit):
+        @tf.function(jit_compile=jit)
+        def f(a, b):
+            return (fn(a, b),)
+
+        @tf.function(jit_compile=jit)
+        def vg(a, b):
+            with tf.GradientTape() as tape:
+                tape.watch([a, b])
+                loss = fn(a, b)
+            return (loss,) + tuple(tape.gradient(loss, [a, b]))
+
+        def fwd():
+            with tf.device(device_name):
+                sync(f(h, w))
+
+        def fwdbwd():
+            with tf.device(device_name):
+                sync(vg(h, w))
+        return Contender(cname, role, fwd, fwdbwd)
+    return [_group("linear", mode, n * v, dtype_name, (n, v), n * v,
+                   [make(*f, jit) for f in fns])
+            for mode, jit in (("tf.function", False), ("tf.function(jit_compile)", True))]

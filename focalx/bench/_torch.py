@@ -194,7 +194,9 @@ def _linear_groups(cfg, fx, device, dtype, sync):
            ("matmul + focalx softmax", "peer",
             lambda: fx.softmax_focal_loss(h @ w.T, y, gamma=GAMMA, axis=1)),
            ("focalx fused, gamma 0", "peer",
-            lambda: fx.linear_softmax_focal_loss(h, w, y, gamma=0.0))]
+            lambda: fx.linear_softmax_focal_loss(h, w, y, gamma=0.0)),
+           ("matmul + focalx softmax, gamma 0", "peer",
+            lambda: fx.softmax_focal_loss(h @ w.T, y, gamma=0.0, axis=1))]
     options = getattr(torch.nn, "LinearCrossEntropyOptions", None)
     if options is not None:
         opts = options(allow_retain_graph=True)

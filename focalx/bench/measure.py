@@ -41,6 +41,20 @@ def host_inputs(workload: str, size: int):
     return x, y
 
 
+def linear_host_inputs():
+    """The linear workload's float32 hidden (N, H) ~ N(0, 1), weight (V, H) ~ N(0, 1/H)
+    (logits of unit scale) and class indices (N,), of config.LINEAR_SHAPE."""
+    import numpy as np
+
+    from . import config
+    n, h_dim, v = config.LINEAR_SHAPE
+    rng = np.random.default_rng(SEED)
+    h = rng.standard_normal((n, h_dim), dtype=np.float32)
+    w = rng.standard_normal((v, h_dim), dtype=np.float32) / np.float32(h_dim ** 0.5)
+    y = rng.integers(0, v, size=n, dtype=np.int64)
+    return h, w, y
+
+
 class Contender:
     """One loss to time: `fwd()` and `fwdbwd()` run a call to completion."""
 
