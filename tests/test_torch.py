@@ -1342,7 +1342,7 @@ class TestEagerBlocks:
             blocks = eager._row_blocks("run_sigmoid_focal_loss", x, torch.zeros(1), {
                 "reduction": "mean"})
             sizes[threads] = {(stop - start) * 1024 for start, stop in blocks[:-1]}
-        assert sizes == {1: {eager._BLOCK_ELEMS_PER_THREAD},
+        assert sizes == {1: {eager._BLOCK_ELEMS_ONE_THREAD},
                          2: {2 * eager._BLOCK_ELEMS_PER_THREAD}, 64: {eager._BLOCK_ELEMS_MAX}}
 
     def test_where_selects_exactly(self):

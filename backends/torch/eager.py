@@ -119,9 +119,13 @@ _EAGER_OPS = _EagerOps()
 #: An elementwise loss's block: _BLOCK_ELEMS elements if set, else _BLOCK_ELEMS_PER_THREAD
 #: for each of torch's intra-op threads (up to _BLOCK_ELEMS_MAX): every op of a block is a
 #: parallel region, whose fork and join cost the same whatever the block's size, so a
-#: block grows with the threads that share it (docs/design-measurements.md).
+#: block grows with the threads that share it (docs/design-measurements.md). With one
+#: thread nothing forks: the block is _BLOCK_ELEMS_ONE_THREAD, sized so that an op's
+#: inputs and output stay in the core's own L2 cache (what other processes do to the
+#: shared L3 then slows the call less).
 _BLOCK_ELEMS = None
 _BLOCK_ELEMS_PER_THREAD = 1 << 17
+_BLOCK_ELEMS_ONE_THREAD = 1 << 16
 _BLOCK_ELEMS_MAX = 1 << 20
 #: (a softmax block outgrows L2 either way; larger ones halve the per-block Python and
 #: dispatch, which a block of small per-sample ops is made of)
@@ -165,8 +169,9 @@ def _row_blocks(spec_name, x, targets, params):
     if softmax:
         elems = _SOFTMAX_BLOCK_ELEMS
     else:
-        elems = _BLOCK_ELEMS or min(_BLOCK_ELEMS_PER_THREAD * torch.get_num_threads(),
-                                    _BLOCK_ELEMS_MAX)
+        threads = torch.get_num_threads()
+        elems = _BLOCK_ELEMS or (_BLOCK_ELEMS_ONE_THREAD if threads == 1 else
+                                 min(_BLOCK_ELEMS_PER_THREAD * threads, _BLOCK_ELEMS_MAX))
     return _blocks.row_blocks(shape, softmax=softmax, align=_BLOCK_ALIGN, elems=elems)
 
 
