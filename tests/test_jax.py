@@ -36,6 +36,29 @@ def _close(a, b, rtol, atol=0.0):
                                atol=atol)
 
 
+def _under_jit(harness):
+    """The harness, evaluating a case's loss and gradient as one jax.jit program (the jit
+    of the vjp, as a training step) per function, Python hyperparameters and shapes:
+    one compilation per case, where the vjp of a jitted loss compiles its forward and
+    backward apart. (The vjp of a jitted loss: the harness's "jit" mode, test_backends.)"""
+    cache = {}
+
+    def evaluate(fn, x, y, kwargs, *, own=False):
+        arrays = {k: v for k, v in kwargs.items() if isinstance(v, jax.Array)}
+        static = {k: v for k, v in kwargs.items() if k not in arrays}
+        key = (fn, repr(sorted(static.items())))
+        if key not in cache:
+            def step(v, w, arrs):
+                loss, vjp = jax.vjp(lambda a: fn(a, w, **static, **arrs), v)
+                return loss, vjp(jnp.ones_like(loss))[0]
+            cache[key] = jax.jit(step)
+        loss, grad = cache[key](x, y, arrays)
+        return (np.asarray(loss, np.float64).ravel(), np.asarray(grad, np.float64).ravel(),
+                tuple(loss.shape), loss.dtype.name)
+    harness.evaluate = evaluate
+    return harness
+
+
 class TestOptaxParity:
     @pytest.mark.parametrize("alpha", [None, 0.25, 0.6])
     @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
@@ -141,25 +164,12 @@ class TestTransformations:
             fj.softmax_focal_loss(jnp.asarray(x), jnp.asarray(y) + 10)
 
     def test_every_golden_case_under_jit_float32(self):
-        harness = _harness.create("jax")
+        harness = _under_jit(_harness.create("jax"))
         cases = runner.load_golden()["cases"]
-
-        def jitted(variant):
-            base = getattr(fj, variant)
-            cache = {}
-
-            def call(x, y, **kw):
-                key = repr(sorted(kw.items(), key=lambda kv: kv[0]))
-                arrays = {k: v for k, v in kw.items() if isinstance(v, jax.Array)}
-                static = {k: v for k, v in kw.items() if k not in arrays}
-                if key not in cache:
-                    cache[key] = jax.jit(lambda v, w, arr: base(v, w, **static, **arr))
-                return cache[key](x, y, arrays)
-            return call
         failures = []
         for variant in ("sigmoid_focal_loss", "softmax_focal_loss", "sigmoid_focal_loss_star"):
             results = runner.run_cases(harness, runner.select(cases, variant=variant), "cpu",
-                                       "float32", fn=jitted(variant))
+                                       "float32", fn=getattr(fj, variant))
             failures += [f"{r['id']}: {r.get('detail')}" for r in results
                          if r["status"] != "passed"]
         assert not failures, "\n".join(failures)
@@ -496,18 +506,12 @@ class TestGeneralizedFocalOptaxParity:
 
 def test_every_gfl_golden_case_under_jit_float32():
     """QFL (both layouts), VFL and DFL under jax.jit: every golden case."""
-    harness = _harness.create("jax")
+    harness = _under_jit(_harness.create("jax"))
     cases = runner.load_golden()["cases"]
     failures = []
     for variant in ("quality_focal_loss", "varifocal_loss", "distribution_focal_loss"):
-        base = getattr(fj, variant)
-
-        def call(x, y, base=base, **kw):
-            arrays = {k: v for k, v in kw.items() if isinstance(v, jax.Array)}
-            static = {k: v for k, v in kw.items() if k not in arrays}
-            return jax.jit(lambda v, w, arr: base(v, w, **static, **arr))(x, y, arrays)
         results = runner.run_cases(harness, runner.select(cases, variant=variant), "cpu",
-                                   "float32", fn=call)
+                                   "float32", fn=getattr(fj, variant))
         assert results
         failures += [f"{r['id']}: {r.get('detail')}" for r in results if r["status"] != "passed"]
     assert not failures, "\n".join(failures)

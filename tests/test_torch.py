@@ -977,6 +977,22 @@ class TestFusedKernel:
         assert self.bt.fused._FUSED["enabled"]
         assert [k.eager for k in self.bt.fused._KERNELS.values()] == [True]
 
+    def test_floats_that_the_branch_class_fixes_are_traced_once(self, monkeypatch):
+        # gamma=2 and the defaults label_smoothing=0, epsilon=0 are constants of the
+        # kernel's graph from the start (fused._pin): passed as symbolic floats, the
+        # spec's equality branches specialized them and dynamo traced the kernel twice.
+        from torch._dynamo.utils import counters
+        monkeypatch.setitem(self.bt.fused._FUSED, "min_numel", 0)
+        monkeypatch.setattr(self.bt.fused, "_KERNELS", {})
+        x = _logits((16, 5), seed=9, dtype=torch.float32)
+        t = (torch.rand((16, 5), generator=_gen(10)) < 0.3).float()
+        traces = counters["aot_autograd"]["total"]
+        loss, grad = self._loss_and_grad(ft.sigmoid_focal_loss, x, t, gamma=2.0)
+        assert counters["aot_autograd"]["total"] == traces + 1
+        want, want_g = _reference_grad(ref.sigmoid_focal_loss_and_grad, x, t, gamma=2.0)
+        _assert_close(loss, torch.tensor(want), rtol=2e-6)
+        _assert_close(grad, torch.from_numpy(want_g), rtol=2e-5, atol=1e-12)
+
 
 class TestBackgroundCompilation:
     """By default a kernel compiles in a background thread while calls run op by op; the

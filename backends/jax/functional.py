@@ -38,9 +38,9 @@ def _apply(run, logits, arrays, class_axis, split):
     """loss = run(x, arrays, False)[0] with the spec's gradient w.r.t. x (custom_vjp).
 
     run(x, arrays, need_grad, checks=True) -> (loss, grad, ok) runs the spec (see _run).
-    split: compute the gradient in its own pass (see fwd) rather than in the loss's; run
-    must then take x and the targets with an extra leading axis of size 1 (as an
-    elementwise loss does).
+    split: traced (jit), compute the gradient in its own pass (see fwd) rather than in
+    the loss's; run must then take x and the targets with an extra leading axis of size
+    1 (as an elementwise loss does).
 
     `arrays` (targets and array-valued hyperparameters) are explicit primal inputs,
     so that tracers from jit / vmap / shard_map are never closed over. The logits get
@@ -64,8 +64,13 @@ def _apply(run, logits, arrays, class_axis, split):
         # residuals must be arrays: which inputs are differentiated is kept here
         perturbed["arrays"] = tuple(k for k, p in arrs_p.items() if p.perturbed)
         xc = x.astype(compute)
-        out, grad, ok = run(xc, arrs, x_p.perturbed and not split)
-        if x_p.perturbed and split:
+        # The split is for XLA's fusion of a traced program (jit). Op by op (concrete
+        # values) nothing is fused, and the split's copy is a second set of ops, each
+        # compiled again for its extra axis: one pass there.
+        traced = split and any(isinstance(v, jax.core.Tracer)
+                               for v in jax.tree_util.tree_leaves((x, arrs)))
+        out, grad, ok = run(xc, arrs, x_p.perturbed and not traced)
+        if x_p.perturbed and traced:
             # The gradient from its own copy of the computation. XLA on CPU turns the
             # loss's sum into a reduction fusion that cannot absorb an intermediate (or
             # even a broadcast constant) that another fusion also uses: those are then

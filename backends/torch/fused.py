@@ -132,6 +132,9 @@ def _fused_kernel(spec_name, x, targets, tensors, static, need_grad):
         # The caller then runs op by op. (Traced, this branch is constant False.)
         return None
     ops = _RecordingOps()
+    static = dict(static)
+    # the floats that the kernel's branch class fixes, as constants (see _pin)
+    static.update((name, float(text)) for name, text in static.pop(_PINNED, ()))
     out, grad = getattr(_spec, spec_name)(ops, x, targets, need_grad=need_grad, **tensors,
                                           **static)
     ok = torch.stack(ops.unchecked).all() if ops.unchecked else None
@@ -204,6 +207,32 @@ def _branch(spec_name, name, v):
     if name == "clip":  # (ASL's margin: the spec branches on 0)
         return "0" if v == 0 else "clip"
     return "float"
+
+
+#: the key in a kernel's static arguments of the floats that _pin made constants
+_PINNED = "_focalx_pinned"
+
+
+def _pin(spec_name, static):
+    """The kernel's static arguments with the floats whose branch class holds one value
+    (gamma=2, label_smoothing=0, ...: see _branch) passed as their repr, under _PINNED:
+    the kernel turns them back into the same floats while dynamo traces it, so they are
+    constants of the graph from the start. Passed as floats, dynamo makes them symbolic;
+    the spec's equality branch on the value then specializes them, and dynamo restarts
+    its analysis of the whole kernel (torch 2.13): every such kernel was traced twice.
+    The kernel serves only that value anyway, as its key holds the class; the graph is
+    the one the restart made."""
+    pinned = []
+    for name, v in static.items():
+        if name in _RUNTIME_FLOATS and type(v) is float:
+            cls = _branch(spec_name, name, v)
+            if cls == "0" or (cls.startswith(name + "=") and cls[len(name) + 1:].isdigit()):
+                pinned.append((name, repr(v)))
+    if not pinned:
+        return static
+    out = {k: v for k, v in static.items() if k not in dict(pinned)}
+    out[_PINNED] = tuple(pinned)
+    return out
 
 
 def _kernel_for(spec_name, static, tensors):
@@ -627,7 +656,8 @@ def _call(spec_name, x, targets, need_grad, params):
         if prepared is not None:
             tensors, static = prepared
             kernel = _kernel_for(spec_name, static, tensors)
-            args = (spec_name, x.detach(), targets.detach(), tensors, static, need_grad)
+            args = (spec_name, x.detach(), targets.detach(), tensors,
+                    _pin(spec_name, static), need_grad)
             if not kernel.eager:
                 result = _kernel_result(kernel, args, spec_name, x, targets, need_grad, params)
                 if result is not None:
