@@ -4,10 +4,8 @@ The switch is ``USE_XLA``; what the path keeps invariant is written below."""
 
 from __future__ import annotations
 
-import atexit
 import collections
 import numbers
-import queue
 import threading
 import time
 
@@ -16,6 +14,7 @@ import tensorflow as tf
 from tensorflow.python.eager import record as _record
 
 from ... import _spec
+from .. import _worker
 from . import ops as _ops
 from .ops import TensorflowOps, _TENSORS
 
@@ -228,16 +227,7 @@ def _submit(key, args, device):
         if key in _pending or key in _failed or _WORKER["stopping"]:
             return
         if _WORKER["thread"] is None:
-            if not _WORKER["hooked"]:
-                # (threading's exit hook runs before atexit's, some of which stop what a
-                # compilation uses)
-                getattr(threading, "_register_atexit", atexit.register)(_stop_worker)
-                _WORKER["hooked"] = True
-            jobs = queue.SimpleQueue()
-            thread = threading.Thread(target=_compile_worker, args=(jobs,), daemon=True,
-                                      name="focalx-tf-compile")
-            _WORKER.update(queue=jobs, thread=thread)
-            thread.start()
+            _worker.start(_WORKER, _compile_worker, "focalx-tf-compile", _stop_worker)
         _pending.add(key)
         _WORKER["queue"].put((key, args, device))
 

@@ -5,13 +5,11 @@ thread); its invariants are written below."""
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import ctypes
 import math
 import numbers
 import os
-import queue
 import sys
 import threading
 import time
@@ -22,6 +20,7 @@ import numpy as np
 import torch
 
 from ... import _spec
+from .. import _worker
 from .eager import _eager
 from .ops import OPS, TorchOps, _symbolic
 
@@ -536,16 +535,9 @@ if hasattr(os, "register_at_fork"):
 def _submit(job):
     with _KERNELS_LOCK:
         if _WORKER["thread"] is None:
-            if not _WORKER["hooked"]:
-                # (threading's exit hook runs before atexit's, some of which stop what a
-                # compilation uses)
-                getattr(threading, "_register_atexit", atexit.register)(_stop_worker)
-                _WORKER["hooked"] = True
-            jobs = queue.SimpleQueue()
-            thread = threading.Thread(target=_compile_worker, args=(jobs,), daemon=True,
-                                      name="focalx-torch-compile")
-            thread.start()  # (it waits for this lock before it reads the queue)
-            _WORKER.update(queue=jobs, thread=thread, stopping=False)
+            # (the thread waits for this lock before it reads the queue)
+            _worker.start(_WORKER, _compile_worker, "focalx-torch-compile", _stop_worker)
+            _WORKER["stopping"] = False
         _WORKER["queue"].put(job)
 
 

@@ -27,27 +27,7 @@ def groups(cfg, fx):
     def make(cname, role, fn, x, t, jit):
         if fn is None:
             return Contender(cname, role, skip="keras is not installed")
-
-        @tf.function(jit_compile=jit)
-        def f(a, b):
-            return (fn(a, b),)
-
-        @tf.function(jit_compile=jit)
-        def vg(a, b):
-            with tf.GradientTape() as tape:
-                tape.watch(a)
-                loss = fn(a, b)
-            return loss, tape.gradient(loss, a)
-
-        def fwd():
-            with tf.device(name):
-                sync(f(x, t))
-
-        def fwdbwd():
-            with tf.device(name):
-                sync(vg(x, t))
-
-        return Contender(cname, role, fwd, fwdbwd)
+        return _contender(tf, cname, role, fn, (x, t), 1, jit, name, sync)
 
     groups = []
     for dtype_name in cfg["dtypes"]:
@@ -146,26 +126,31 @@ def _linear_groups(cfg, fx, tf, device_name, sync, dtype_name):
             lambda a, b: tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
                 labels=y, logits=tf.matmul(a, b, transpose_b=True))))]
 
-    def make(cname, role, fn, jit):
-        @tf.function(jit_compile=jit)
-        def f(a, b):
-            return (fn(a, b),)
-
-        @tf.function(jit_compile=jit)
-        def vg(a, b):
-            with tf.GradientTape() as tape:
-                tape.watch([a, b])
-                loss = fn(a, b)
-            return (loss,) + tuple(tape.gradient(loss, [a, b]))
-
-        def fwd():
-            with tf.device(device_name):
-                sync(f(h, w))
-
-        def fwdbwd():
-            with tf.device(device_name):
-                sync(vg(h, w))
-        return Contender(cname, role, fwd, fwdbwd)
     return [_group("linear", mode, n * v, dtype_name, (n, v), n * v,
-                   [make(*f, jit) for f in fns])
+                   [_contender(tf, cname, role, fn, (h, w), 2, jit, device_name, sync)
+                    for cname, role, fn in fns])
             for mode, jit in (("tf.function", False), ("tf.function(jit_compile)", True))]
+
+
+def _contender(tf, cname, role, fn, args, wrt, jit, device, sync):
+    """A contender timing fn(*args) as a tf.function (XLA with `jit`), and with its
+    gradient w.r.t. the first `wrt` args."""
+    @tf.function(jit_compile=jit)
+    def f(*a):
+        return (fn(*a),)
+
+    @tf.function(jit_compile=jit)
+    def vg(*a):
+        with tf.GradientTape() as tape:
+            tape.watch(a[:wrt])
+            loss = fn(*a)
+        return (loss,) + tuple(tape.gradient(loss, list(a[:wrt])))
+
+    def fwd():
+        with tf.device(device):
+            sync(f(*args))
+
+    def fwdbwd():
+        with tf.device(device):
+            sync(vg(*args))
+    return Contender(cname, role, fwd, fwdbwd)
