@@ -65,7 +65,7 @@ class _LinearEagerOps(_EagerOps):
 
 def _ops(*tensors):
     """The eager CPU path's Ops (in-place selects, the fused log-softmax at the target,
-    the blocks in two reused buffers) for CPU tensors outside a trace; TorchOps
+    the blocks in one reused buffer) for CPU tensors outside a trace; TorchOps
     elsewhere."""
     if all(t.device.type == "cpu" for t in tensors) and not _symbolic(*tensors):
         return _LinearEagerOps(tensors[1])
