@@ -468,9 +468,8 @@ language-model heads and extreme classification (V of 32K-256K classes). With
                             '``"mean"``.'),
         _NORMALIZER,
         Param("chunk_size", None, "int | None",
-              "rows per block (an int >= 1), or None: blocks of about 2**21 logits "
-              "(``max(1, 2**21 // V)`` rows; 2**22 on PyTorch's CPU path, whose blocks "
-              "share one buffer). Memory: one block's logits and gradient "
+              "rows per block (an int >= 1), or None: blocks of about 2**22 logits "
+              "(``max(1, 2**22 // V)`` rows). Memory: one block's logits and gradient "
               "instead of N x V; the result does not depend on it beyond rounding."),
     ),
     returns="The loss (per row for ``\"none\"``, else 0-d).",

@@ -178,7 +178,6 @@ class OptionalOps(Protocol):
     #: LINEAR_CHUNK_ELEMENTS): larger for a backend whose blocks hold fewer block-size
     #: arrays at once (the same peak, fewer passes over the weight).
     linear_chunk_elements: int
-
     def fork(self, values):
         """The same values, which a compiler must not merge with the originals (an
         optimization barrier). The lean sigmoid loss then computes its gradient from
@@ -261,9 +260,9 @@ class OptionalOps(Protocol):
         (whole to every part), or has the block's rows on its leading axis. A backend
         whose elementwise kernels use one core may run fn on parts of the rows at once,
         each part with an Ops of its own, and join them: out summed (0-d) where
-        ``summed``, else joined along axis 0, and g joined along axis 0. Absent:
-        ``fn(self, *arrays)``."""
-
+        ``summed``, else joined along axis 0; g joined along axis 0, or a list of the
+        parts' g in row order (the spec then applies the chain rule part by part, which
+        saves a copy of the block's G). Absent: ``fn(self, *arrays)``."""
 
 #: The names of :class:`OptionalOps`.
 OPTIONAL_OPS: tuple[str, ...] = tuple(OptionalOps.__annotations__) + tuple(
@@ -1993,11 +1992,12 @@ def run_distribution_focal_loss(ops, logits, targets, *, weight, ignore_index, r
 # hidden @ W.T + b, on blocks of rows, never holding the N x V logits.
 # ---------------------------------------------------------------------------
 
-#: Logits per block when chunk_size is None: 2**21 (8 MiB of float32, 64 rows of a 32K
-#: vocabulary). Fewer rows make the weight-gradient product G^T h a thin matmul that
-#: reads and writes the whole V x H accumulator per block (slow on a CPU); more rows hold
-#: more memory (a block's logits, softmax and gradient are the peak, beside the gradients).
-LINEAR_CHUNK_ELEMENTS = 2 ** 21
+#: Logits per block when chunk_size is None: 2**22 (16 MiB of float32, 128 rows of a 32K
+#: vocabulary). Every block reads the V x H weight twice and reads and writes the V x H
+#: weight-gradient accumulator once, so blocks of fewer rows than about H spend more on
+#: that traffic than on their logits (slow on a CPU); more rows hold more memory (a
+#: block's logits, softmax and gradient are the peak, beside the gradients).
+LINEAR_CHUNK_ELEMENTS = 2 ** 22
 
 
 def check_chunk_size(chunk_size):
@@ -2142,16 +2142,28 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
             total, out = (out if total is None else total + out), None
         d_h = None
         if need_grad:
-            d_h = ops.matmul(g, linear_weight, False, False)
-            if d_weight is None:
-                d_weight = ops.matmul(g, h, True, False)
-            elif hasattr(ops, "add_matmul"):
-                d_weight = ops.add_matmul(d_weight, g, h, True, False)
-            else:
-                d_weight = d_weight + ops.matmul(g, h, True, False)
+            # G may come in consecutive parts of its rows (split_rows): the chain rule
+            # part by part, with the part's rows of h
+            parts, lo = [(g, h)], 0
+            if isinstance(g, list):
+                parts = []
+                for gp in g:
+                    hi = lo + ops.shape(gp)[0]
+                    parts.append((gp, h[lo:hi]))
+                    lo = hi
+            d_hs = [ops.matmul(gp, linear_weight, False, False) for gp, _ in parts]
+            d_h = d_hs[0] if len(d_hs) == 1 else ops.concat(d_hs, 0)
+            for gp, hp in parts:
+                if d_weight is None:
+                    d_weight = ops.matmul(gp, hp, True, False)
+                elif hasattr(ops, "add_matmul"):
+                    d_weight = ops.add_matmul(d_weight, gp, hp, True, False)
+                else:
+                    d_weight = d_weight + ops.matmul(gp, hp, True, False)
             if linear_bias is not None:
-                db = ops.sum(g, axis=0)
-                d_bias = db if d_bias is None else d_bias + db
+                for gp, _ in parts:
+                    db = ops.sum(gp, axis=0)
+                    d_bias = db if d_bias is None else d_bias + db
         return (total, d_weight, d_bias), (out, d_h)
 
     def rows_of(a, start, stop):

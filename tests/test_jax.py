@@ -599,3 +599,31 @@ def test_linear_under_jit_is_the_eager_result_and_the_materialised_loss(reductio
         np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
         for a, e in zip(got[1], want[1]):
             np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("jitted", [False, True], ids=["eager", "jit"])
+def test_linear_weight_gradient_tiles_add_every_class_once(monkeypatch, jitted):
+    """The weight gradient's accumulator is updated a tile of classes at a time (tiles of
+    2 of 7 classes here: three in the loop and a remainder of one): every class's rows
+    get their share once, as the materialised logits' gradient."""
+    import jax.numpy as jnp
+    from focalx.backends.jax import linear as jlinear
+    monkeypatch.setattr(jlinear, "_ADD_TILE_ELEMENTS", 6)  # 6 // H=3: tiles of 2 rows
+    updates = []
+    dus = jax.lax.dynamic_update_slice_in_dim
+    monkeypatch.setattr(jax.lax, "dynamic_update_slice_in_dim",
+                        lambda *a, **k: updates.append(1) or dus(*a, **k))
+    rng = np.random.default_rng(4)
+    h, w, b = rng.normal(size=(10, 3)), rng.normal(size=(7, 3)), rng.normal(size=7)
+    y = rng.integers(0, 7, 10)
+
+    def total(h, w, b):
+        return fj.linear_softmax_focal_loss(h, w, jnp.asarray(y), linear_bias=b,
+                                            gamma=1.5, chunk_size=2)
+    fn = jax.value_and_grad(total, argnums=(0, 1, 2))
+    loss, grads = (jax.jit(fn) if jitted else fn)(*(jnp.asarray(a) for a in (h, w, b)))
+    assert updates, "the tiled update did not run"
+    want, g = ref.softmax_focal_loss_and_grad(h @ w.T + b, y, gamma=1.5)
+    np.testing.assert_allclose(loss, want, rtol=1e-12)
+    for a, e in zip(grads, (g @ w, g.T @ h, g.sum(0))):
+        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)

@@ -2232,3 +2232,38 @@ def test_linear_focal_loss_layer_takes_a_language_models_shapes_and_trains_its_w
     w_w, w_b = paddle.grad(want.sum(), [m.linear_weight, m.linear_bias])
     np.testing.assert_allclose(g_w.numpy(), w_w.numpy(), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(g_b.numpy(), w_b.numpy(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_linear_blocks_split_over_threads_give_the_materialised_gradients(monkeypatch,
+                                                                          reduction):
+    """Each block's loss and logit gradient on the block threads, a part of its rows each:
+    the spec takes the parts' G as they come (no joined copy), the chain rule part by
+    part; loss and gradients are the materialised logits' (float64)."""
+    monkeypatch.setattr(pblocks, "_SOFTMAX_BLOCK_MIN", 1)
+    monkeypatch.setattr(pblocks, "_BLOCK_ALIGN", 1)
+    monkeypatch.setattr(pblocks, "THREADS", 2)
+    from focalx.backends.paddle import linear as plinear
+    parts = []
+    split = plinear._BlockOps.split_rows
+
+    def spy(self, fn, arrays, summed):
+        out, g = split(self, fn, arrays, summed)
+        parts.append(len(g) if isinstance(g, list) else 1)
+        return out, g
+    monkeypatch.setattr(plinear._BlockOps, "split_rows", spy)
+    rng = np.random.default_rng(8)
+    h, w, b = rng.normal(size=(11, 3)), rng.normal(size=(7, 3)), rng.normal(size=7)
+    y = rng.integers(0, 7, 11)
+    y[3] = -100
+    c = np.linspace(0.5, 2.0, 11) if reduction == "none" else np.ones(())
+    th, tw, tb = (paddle.to_tensor(a, stop_gradient=False) for a in (h, w, b))
+    loss = fpd.linear_softmax_focal_loss(th, tw, paddle.to_tensor(y), linear_bias=tb,
+                                         gamma=2.0, reduction=reduction, chunk_size=4)
+    grads = paddle.grad([(loss * paddle.to_tensor(c)).sum()], [th, tw, tb])
+    assert parts and max(parts) == 2, "no block was split over the threads"
+    want, g = ref.softmax_focal_loss_and_grad(h @ w.T + b, y, gamma=2.0, reduction=reduction)
+    g = g * (c[:, None] if reduction == "none" else 1.0)
+    np.testing.assert_allclose(loss.numpy(), want, rtol=1e-12)
+    for a, e in zip(grads, (g @ w, g.T @ h, g.sum(0))):
+        np.testing.assert_allclose(a.numpy(), e, rtol=1e-10, atol=1e-12)

@@ -864,3 +864,32 @@ def test_linear_in_a_tf_function_with_a_variable_weight_is_the_materialised_loss
     np.testing.assert_allclose(loss, want, rtol=1e-12)
     for a, e in zip(grads, (g @ w, g.T @ h, g.sum(0))):
         np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+
+
+def test_linear_weight_gradient_tiles_under_xla_add_every_class_once(monkeypatch):
+    """Under XLA the weight gradient's accumulator is updated a tile of classes at a time
+    (tiles of 2 of 7 classes here: three in the loop and a remainder of one): every
+    class's rows get their share once, as the materialised logits' gradient."""
+    from focalx.backends.tensorflow import linear as tlinear
+    monkeypatch.setattr(tlinear, "_ADD_TILE_ELEMENTS", 6)  # 6 // H=3: tiles of 2 rows
+    tiled = []
+    in_xla = tlinear._in_xla
+    monkeypatch.setattr(tlinear, "_in_xla", lambda: tiled.append(in_xla()) or tiled[-1])
+    rng = np.random.default_rng(4)
+    h, w, b = rng.normal(size=(10, 3)), rng.normal(size=(7, 3)), rng.normal(size=7)
+    y = rng.integers(0, 7, 10)
+    args = [tf.constant(a) for a in (h, w, b)]
+
+    @tf.function(jit_compile=True, autograph=False)
+    def step(h, w, b):
+        with tf.GradientTape() as tape:
+            tape.watch([h, w, b])
+            loss = ftf.linear_softmax_focal_loss(h, w, tf.constant(y), linear_bias=b,
+                                                 gamma=1.5, chunk_size=2)
+        return loss, tape.gradient(loss, [h, w, b])
+    loss, grads = step(*args)
+    assert tiled and all(tiled), "the tiled update did not run under XLA"
+    want, g = ref.softmax_focal_loss_and_grad(h @ w.T + b, y, gamma=1.5)
+    np.testing.assert_allclose(loss, want, rtol=1e-12)
+    for a, e in zip(grads, (g @ w, g.T @ h, g.sum(0))):
+        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)

@@ -16,6 +16,9 @@ import jax.numpy as jnp
 from ... import _spec
 from .ops import JaxOps
 
+#: elements of the weight gradient updated at a time by add_matmul (a tile of its rows)
+_ADD_TILE_ELEMENTS = 2 ** 20
+
 
 class _BlockOps(JaxOps):
     """JaxOps that keeps only the latest block's log-softmax parts (JaxOps keeps every
@@ -25,6 +28,28 @@ class _BlockOps(JaxOps):
     def log_softmax(self, a, axis):
         self.log_softmaxes = []
         return super().log_softmax(a, axis)
+
+    def add_matmul(self, c, a, b, transpose_a, transpose_b):
+        # c + a^T b (the weight gradient's accumulator) one tile of c's rows at a time,
+        # each written back into c (in place in XLA's loops): a whole a^T b was a V x H
+        # temporary per block beside c, and its separate sum one more pass over both.
+        tile = max(1, _ADD_TILE_ELEMENTS // max(c.shape[1], 1))
+        full = c.shape[0] // tile
+        if not transpose_a or transpose_b or full < 2:
+            return c + self.matmul(a, b, transpose_a, transpose_b)
+
+        def one(j, c):
+            start = j * tile
+            part = jax.lax.dynamic_slice_in_dim(a, start, tile, 1)
+            rows = jax.lax.dynamic_slice_in_dim(c, start, tile, 0)
+            return jax.lax.dynamic_update_slice_in_dim(c, rows + part.T @ b, start, 0)
+
+        # a fori_loop, not unrolled tiles: those XLA may all compute before the first sum
+        c = jax.lax.fori_loop(0, full, one, c)
+        rest = full * tile
+        if rest < c.shape[0]:
+            c = c.at[rest:].add(a[:, rest:].T @ b)
+        return c
 
     def scan_blocks(self, step, carry, xs, rows, ys_like):
         # The blocks as one lax.scan: under jit, a Python loop's blocks are one XLA

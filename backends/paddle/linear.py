@@ -35,7 +35,6 @@ class _BlockOps(PaddleOps):
         # in place: matmul, then +, made a fresh V x H product and a fresh sum per block
         # (new memory from the system each, page-faulted)
         return c.addmm_(a.T if transpose_a else a, b.T if transpose_b else b)
-
     def split_rows(self, fn, arrays, summed):
         # Paddle's CPU elementwise kernels use one core (see blocks.py): a block's loss
         # and logit gradient run on the block threads, a part of its rows each. Parts
@@ -62,8 +61,9 @@ class _BlockOps(PaddleOps):
             self.unchecked += unchecked
         outs = [out for out, _, _ in results]
         out = paddle.add_n(outs) if summed else paddle.concat(outs, axis=0)
-        g = None if results[0][1] is None else paddle.concat([g for _, g, _ in results],
-                                                             axis=0)
+        # the parts' G as they are (the spec takes them in row order): joined, they
+        # were one more copy of the block's largest array
+        g = None if results[0][1] is None else [g for _, g, _ in results]
         return out, g
 
 

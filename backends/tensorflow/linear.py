@@ -15,12 +15,57 @@ from __future__ import annotations
 import tensorflow as tf
 from tensorflow.python.eager import record as _record
 
+try:  # XLA's slices (tf2xla's Python wrappers; XLA-only ops, not in the public API)
+    from tensorflow.compiler.tf2xla.python import xla as _xla
+    from tensorflow.python.framework import ops as _tf_ops
+    from tensorflow.python.ops import control_flow_util as _cf_util
+except ImportError:  # pragma: no cover - an older or stripped TensorFlow
+    _xla = None
+
 from ... import _spec
 from . import ops as _ops
 
 
+#: elements of the weight gradient updated at a time by add_matmul under XLA
+_ADD_TILE_ELEMENTS = 2 ** 20
+
+
+def _in_xla():
+    """Whether the graph being built is compiled by XLA (tf.function(jit_compile=True))."""
+    if _xla is None or tf.executing_eagerly():
+        return False
+    return _cf_util.GraphOrParentsInXlaContext(_tf_ops.get_default_graph())
+
+
 class _LinearOps(_ops.TensorflowOps):
     """TensorflowOps with the blocks in a tf.while_loop inside a graph."""
+
+    def add_matmul(self, c, a, b, transpose_a, transpose_b):
+        # Under XLA, c + a^T b (the weight gradient's accumulator) one tile of c's rows at
+        # a time, each written back into c (in place in XLA's loop): a whole a^T b was a
+        # V x H temporary per block beside c, and its sum another pass over both. The
+        # slices are XLA ops: elsewhere (eagerly, a plain graph) the plain sum.
+        rows, cols = (int(d) for d in c.shape)
+        tile = max(1, _ADD_TILE_ELEMENTS // max(cols, 1))
+        full = rows // tile
+        if not transpose_a or transpose_b or full < 2 or not _in_xla():
+            return c + self.matmul(a, b, transpose_a, transpose_b)
+        n = int(a.shape[0])
+
+        def one(j, c):
+            start = j * tile
+            part = _xla.dynamic_slice(a, [0, start], [n, tile])
+            old = _xla.dynamic_slice(c, [start, 0], [tile, cols])
+            new = old + tf.linalg.matmul(part, b, transpose_a=True)
+            return j + 1, _xla.dynamic_update_slice(c, new, [start, 0])
+
+        _, c = tf.while_loop(lambda j, _: j < full, one, (tf.constant(0), c),
+                             parallel_iterations=1)
+        rest = full * tile
+        if rest < rows:
+            tail = c[rest:] + tf.linalg.matmul(a[:, rest:], b, transpose_a=True)
+            c = tf.concat([c[:rest], tail], 0)
+        return c
 
     def scan_blocks(self, step, carry, xs, rows, ys_like):
         # In a graph (tf.function, XLA) the Python loop's blocks are independent ops that

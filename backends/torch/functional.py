@@ -596,9 +596,8 @@ def linear_softmax_focal_loss(hidden: torch.Tensor, linear_weight: torch.Tensor,
       normalizer: None, a number > 0, or a 0-d or shape-(1,) array (e.g. the number of
         positive anchors): divides the result of any reduction. RetinaNet's
         normalisation is ``reduction="sum", normalizer=num_pos``. No host sync.
-      chunk_size: rows per block (an int >= 1), or None: blocks of about 2**21 logits
-        (``max(1, 2**21 // V)`` rows; 2**22 on PyTorch's CPU path, whose blocks share
-        one buffer). Memory: one block's logits and gradient instead of N x V; the
+      chunk_size: rows per block (an int >= 1), or None: blocks of about 2**22 logits
+        (``max(1, 2**22 // V)`` rows). Memory: one block's logits and gradient instead of N x V; the
         result does not depend on it beyond rounding.
 
     Returns:

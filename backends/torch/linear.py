@@ -30,10 +30,7 @@ class _LinearEagerOps(_EagerOps):
     logit gradient (mul_owned, scatter), overwrites them in place. A fresh block-size
     tensor is new memory from the system (page faults), and a block's logits and
     gradient are dead once its products are made: the buffer holds no block's values
-    past its step. With one block-size array instead of several, the blocks are twice
-    the spec's default (fewer passes over the weight, the same peak)."""
-
-    linear_chunk_elements = 2 * _spec.LINEAR_CHUNK_ELEMENTS
+    past its step."""
 
     def __init__(self, weight):
         super().__init__()

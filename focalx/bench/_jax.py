@@ -120,6 +120,7 @@ def _linear_groups(cfg, fx, device, dtype_name, optax):
     import jax.numpy as jnp
 
     from . import config
+    from .config import LINEAR_CHUNK_ROWS
 
     hn, wn, yn = linear_host_inputs()
     n, _, v = config.LINEAR_SHAPE
@@ -140,6 +141,10 @@ def _linear_groups(cfg, fx, device, dtype_name, optax):
             None if optax is None else
             lambda a, b: jnp.mean(
                 optax.losses.softmax_cross_entropy_with_integer_labels(a @ b.T, y)))]
+    fns[1:1] = [(f"focalx fused, chunk_size={r}", "peer",
+                 lambda a, b, r=r: fx.linear_softmax_focal_loss(
+                     a, b, y, gamma=GAMMA, chunk_size=r))
+                for r in LINEAR_CHUNK_ROWS]
 
     def make(name, role, fn):
         if fn is None:

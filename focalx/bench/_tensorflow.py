@@ -103,6 +103,7 @@ def _linear_groups(cfg, fx, tf, device_name, sync, dtype_name):
     loss), and sparse_softmax_cross_entropy_with_logits of the materialised logits at
     gamma 0 as the floor."""
     from . import config
+    from .config import LINEAR_CHUNK_ROWS
 
     hn, wn, yn = linear_host_inputs()
     n, _, v = config.LINEAR_SHAPE
@@ -125,6 +126,10 @@ def _linear_groups(cfg, fx, tf, device_name, sync, dtype_name):
            ("matmul + sparse_softmax_cross_entropy_with_logits (gamma 0)", "floor",
             lambda a, b: tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
                 labels=y, logits=tf.matmul(a, b, transpose_b=True))))]
+    fns[1:1] = [(f"focalx fused, chunk_size={r}", "peer",
+                 lambda a, b, r=r: fx.linear_softmax_focal_loss(
+                     a, b, y, gamma=GAMMA, chunk_size=r))
+                for r in LINEAR_CHUNK_ROWS]
 
     return [_group("linear", mode, n * v, dtype_name, (n, v), n * v,
                    [_contender(tf, cname, role, fn, (h, w), 2, jit, device_name, sync)

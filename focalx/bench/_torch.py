@@ -179,7 +179,7 @@ def _linear_groups(cfg, fx, device, dtype, sync):
     import torch
     import torch.nn.functional as F
 
-    from .config import LINEAR_SHAPE, SEED
+    from .config import LINEAR_CHUNK_ROWS, LINEAR_SHAPE, SEED
 
     n, h_dim, v = LINEAR_SHAPE
     rng = np.random.default_rng(SEED)
@@ -197,6 +197,10 @@ def _linear_groups(cfg, fx, device, dtype, sync):
             lambda: fx.linear_softmax_focal_loss(h, w, y, gamma=0.0)),
            ("matmul + focalx softmax, gamma 0", "peer",
             lambda: fx.softmax_focal_loss(h @ w.T, y, gamma=0.0, axis=1))]
+    fns[1:1] = [(f"focalx fused, chunk_size={r}", "peer",
+                 lambda r=r: fx.linear_softmax_focal_loss(
+                     h, w, y, gamma=GAMMA, chunk_size=r))
+                for r in LINEAR_CHUNK_ROWS]
     options = getattr(torch.nn, "LinearCrossEntropyOptions", None)
     if options is not None:
         opts = options(allow_retain_graph=True)

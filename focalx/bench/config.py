@@ -17,6 +17,9 @@ EXTRA_WORKLOADS = ("linear",)
 #: the linear workload (issue 19): rows N, features H, classes V (a language-model head);
 #: fwd+bwd w.r.t. hidden and weight, the logits N x V never held whole by focalx
 LINEAR_SHAPE = (2048, 256, 32768)
+#: the fused loss also with these rows per block (its chunk_size): its time against its
+#: memory, beside the default block's
+LINEAR_CHUNK_ROWS = (64, 128, 256)
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 DEVICES = ("cpu", "cuda")
 #: the focalx module each backend's worker benchmarks
