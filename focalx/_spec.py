@@ -178,6 +178,7 @@ class OptionalOps(Protocol):
     #: LINEAR_CHUNK_ELEMENTS): larger for a backend whose blocks hold fewer block-size
     #: arrays at once (the same peak, fewer passes over the weight).
     linear_chunk_elements: int
+
     def fork(self, values):
         """The same values, which a compiler must not merge with the originals (an
         optimization barrier). The lean sigmoid loss then computes its gradient from
@@ -263,6 +264,7 @@ class OptionalOps(Protocol):
         ``summed``, else joined along axis 0; g joined along axis 0, or a list of the
         parts' g in row order (the spec then applies the chain rule part by part, which
         saves a copy of the block's G). Absent: ``fn(self, *arrays)``."""
+
 
 #: The names of :class:`OptionalOps`.
 OPTIONAL_OPS: tuple[str, ...] = tuple(OptionalOps.__annotations__) + tuple(

@@ -35,6 +35,7 @@ class _BlockOps(PaddleOps):
         # in place: matmul, then +, made a fresh V x H product and a fresh sum per block
         # (new memory from the system each, page-faulted)
         return c.addmm_(a.T if transpose_a else a, b.T if transpose_b else b)
+
     def split_rows(self, fn, arrays, summed):
         # Paddle's CPU elementwise kernels use one core (see blocks.py): a block's loss
         # and logit gradient run on the block threads, a part of its rows each. Parts
