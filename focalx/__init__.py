@@ -633,8 +633,8 @@ def linear_softmax_focal_loss(hidden: ArrayLike, linear_weight: ArrayLike, targe
         positive anchors): divides the result of any reduction. RetinaNet's
         normalisation is ``reduction="sum", normalizer=num_pos``. No host sync.
       chunk_size: rows per block (an int >= 1), or None: blocks of about 2**22 logits
-        (``max(1, 2**22 // V)`` rows). Memory: one block's logits and gradient instead of N x V; the
-        result does not depend on it beyond rounding.
+        (``max(1, 2**22 // V)`` rows). Memory: one block's logits and gradient instead
+        of N x V; the result does not depend on it beyond rounding.
 
     Returns:
       The loss (per row for ``"none"``, else 0-d).

@@ -1553,7 +1553,9 @@ class TestFusedSoftmax:
         monkeypatch.setattr(pops, "_fusable", lambda x: False)
         plain = _value_and_grad(fpd.softmax_focal_loss, x, _t(y), axis=axis, **kw)
         assert len(calls) == 1
-        rtol, atol = (2e-6, 1e-7) if dtype == "float32" else (1e-13, 1e-16)
+        # float32 atol: a target's gradient p - 1 with p near 1 carries p's rounding, up to
+        # half an ulp of 1 (6e-8) in each path, whose exps round differently per CPU
+        rtol, atol = (2e-6, 2.5e-7) if dtype == "float32" else (1e-13, 1e-16)
         for a, b in zip(fused, plain, strict=True):
             _close(a, _np(b), rtol=rtol, atol=atol)
 
