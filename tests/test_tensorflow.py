@@ -893,3 +893,4 @@ def test_linear_weight_gradient_tiles_under_xla_add_every_class_once(monkeypatch
     np.testing.assert_allclose(loss, want, rtol=1e-12)
     for a, e in zip(grads, (g @ w, g.T @ h, g.sum(0))):
         np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+

@@ -45,12 +45,14 @@ class _LinearOps(_ops.TensorflowOps):
         # a time, each written back into c (in place in XLA's loop): a whole a^T b was a
         # V x H temporary per block beside c, and its sum another pass over both. The
         # slices are XLA ops: elsewhere (eagerly, a plain graph) the plain sum.
-        rows, cols = (int(d) for d in c.shape)
+        rows, cols = c.shape.as_list()
+        n = a.shape.as_list()[0]
+        if None in (rows, cols, n) or not transpose_a or transpose_b or not _in_xla():
+            return c + self.matmul(a, b, transpose_a, transpose_b)
         tile = max(1, _ADD_TILE_ELEMENTS // max(cols, 1))
         full = rows // tile
-        if not transpose_a or transpose_b or full < 2 or not _in_xla():
+        if full < 2:
             return c + self.matmul(a, b, transpose_a, transpose_b)
-        n = int(a.shape[0])
 
         def one(j, c):
             start = j * tile
