@@ -2269,3 +2269,34 @@ def test_linear_blocks_split_over_threads_give_the_materialised_gradients(monkey
     np.testing.assert_allclose(loss.numpy(), want, rtol=1e-12)
     for a, e in zip(grads, (g @ w, g.T @ h, g.sum(0))):
         np.testing.assert_allclose(a.numpy(), e, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("ignored", ["some", "all", "none"])
+def test_linear_skips_ignored_rows_on_the_cpu(monkeypatch, ignored):
+    """The blocks' logits are made for the rows not ignored only (dygraph on the CPU); the
+    loss and gradients are the materialised logits', ignored rows 0."""
+    rng = np.random.default_rng(12)
+    h, w, b = rng.normal(size=(13, 3)), rng.normal(size=(6, 3)), rng.normal(size=6)
+    y = rng.integers(0, 6, 13)
+    y[{"some": [1, 4, 5, 11], "all": slice(None), "none": []}[ignored]] = -100
+    rows = []
+    run = _spec.run_softmax_focal_loss
+
+    def counting(ops, logits, *args, **kw):
+        rows.append(logits.shape[0])
+        return run(ops, logits, *args, **kw)
+    monkeypatch.setattr(_spec, "run_softmax_focal_loss", counting)
+    c = np.linspace(0.5, 2.0, 13)
+    for reduction in ("none", "mean"):
+        rows.clear()
+        th, tw, tb = (paddle.to_tensor(a, stop_gradient=False) for a in (h, w, b))
+        loss = fpd.linear_softmax_focal_loss(th, tw, paddle.to_tensor(y), linear_bias=tb,
+                                             reduction=reduction, chunk_size=4)
+        assert sum(rows) == int((y != -100).sum())
+        scale = c if reduction == "none" else np.ones(())
+        grads = paddle.grad([(loss * paddle.to_tensor(scale)).sum()], [th, tw, tb])
+        want, g = ref.softmax_focal_loss_and_grad(h @ w.T + b, y, reduction=reduction)
+        g = g * (c[:, None] if reduction == "none" else 1.0)
+        np.testing.assert_allclose(loss.numpy(), want, rtol=1e-12, atol=1e-15)
+        for a, e in zip(grads, (g @ w, g.T @ h, g.sum(0))):
+            np.testing.assert_allclose(a.numpy(), e, rtol=1e-10, atol=1e-12)

@@ -18,6 +18,7 @@ from paddle.autograd import PyLayer
 from ... import _spec
 from . import blocks
 from .autograd import _cast, _compute_dtype, _nan_like
+from . import ops as pops
 from .ops import PaddleOps
 
 
@@ -35,6 +36,23 @@ class _BlockOps(PaddleOps):
         # in place: matmul, then +, made a fresh V x H product and a fresh sum per block
         # (new memory from the system each, page-faulted)
         return c.addmm_(a.T if transpose_a else a, b.T if transpose_b else b)
+
+    @staticmethod
+    def kept_rows(keep):
+        # dygraph on the CPU only: elsewhere the number of kept rows is a device sync (a
+        # GPU) or unknown (a static program; SOT, which would break its graph there)
+        if pops._static() or pops._in_sot() or not pops._on_host(keep):
+            return None
+        return paddle.nonzero(keep).squeeze(1)
+
+    @staticmethod
+    def take_rows(a, index):
+        return paddle.index_select(a, index, axis=0)
+
+    @staticmethod
+    def put_rows(a, index, num_rows):
+        out = paddle.zeros([num_rows] + list(a.shape[1:]), dtype=a.dtype)
+        return paddle.scatter(out, index, a, overwrite=True)
 
     def split_rows(self, fn, arrays, summed):
         # Paddle's CPU elementwise kernels use one core (see blocks.py): a block's loss
