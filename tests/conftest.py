@@ -104,3 +104,18 @@ def torch_devices():
     """cpu, and cuda as a parameter that is skipped when no GPU is present."""
     return ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
         not cuda_available(), reason="no CUDA device"))]
+
+
+@pytest.fixture
+def linear_block_rows(monkeypatch):
+    """The rows of each block of logits the fused linear loss hands the softmax loss (a
+    list, filled as the loss runs)."""
+    from focalx import _spec
+    rows = []
+    run = _spec.run_softmax_focal_loss
+
+    def counting(ops, logits, *args, **kw):
+        rows.append(logits.shape[0])
+        return run(ops, logits, *args, **kw)
+    monkeypatch.setattr(_spec, "run_softmax_focal_loss", counting)
+    return rows

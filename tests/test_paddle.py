@@ -2272,20 +2272,14 @@ def test_linear_blocks_split_over_threads_give_the_materialised_gradients(monkey
 
 
 @pytest.mark.parametrize("ignored", ["some", "all", "none"])
-def test_linear_skips_ignored_rows_on_the_cpu(monkeypatch, ignored):
+def test_linear_skips_ignored_rows_on_the_cpu(linear_block_rows, ignored):
     """The blocks' logits are made for the rows not ignored only (dygraph on the CPU); the
     loss and gradients are the materialised logits', ignored rows 0."""
     rng = np.random.default_rng(12)
     h, w, b = rng.normal(size=(13, 3)), rng.normal(size=(6, 3)), rng.normal(size=6)
     y = rng.integers(0, 6, 13)
     y[{"some": [1, 4, 5, 11], "all": slice(None), "none": []}[ignored]] = -100
-    rows = []
-    run = _spec.run_softmax_focal_loss
-
-    def counting(ops, logits, *args, **kw):
-        rows.append(logits.shape[0])
-        return run(ops, logits, *args, **kw)
-    monkeypatch.setattr(_spec, "run_softmax_focal_loss", counting)
+    rows = linear_block_rows
     c = np.linspace(0.5, 2.0, 13)
     for reduction in ("none", "mean"):
         rows.clear()
