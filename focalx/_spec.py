@@ -174,11 +174,6 @@ class OptionalOps(Protocol):
     #: for compilers where it is faster.
     lean_sigmoid: bool
 
-    #: The linear loss's logits per block where chunk_size is None (default:
-    #: LINEAR_CHUNK_ELEMENTS): larger for a backend whose blocks hold fewer block-size
-    #: arrays at once (the same peak, fewer passes over the weight).
-    linear_chunk_elements: int
-
     def fork(self, values):
         """The same values, which a compiler must not merge with the originals (an
         optimization barrier). The lean sigmoid loss then computes its gradient from
@@ -2112,8 +2107,7 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
         if cotangent is not None:
             cotangent = ops.take_rows(cotangent, kept)
         N = ops.shape(kept)[0]
-    rows = linear_chunk_rows(N, V, chunk_size, getattr(ops, "linear_chunk_elements",
-                                                       LINEAR_CHUNK_ELEMENTS))
+    rows = linear_chunk_rows(N, V, chunk_size)
     block_reduction = "none" if reduction == "none" else "sum"
 
     def block_loss(ops, logits, t, block_scale):

@@ -120,7 +120,6 @@ def _linear_groups(cfg, fx, device, dtype_name, optax):
     import jax.numpy as jnp
 
     from . import config
-    from .config import LINEAR_CHUNK_ROWS
 
     hn, wn, yn = linear_host_inputs()
     n, _, v = config.LINEAR_SHAPE
@@ -144,7 +143,7 @@ def _linear_groups(cfg, fx, device, dtype_name, optax):
     fns[1:1] = [(f"focalx fused, chunk_size={r}", "peer",
                  lambda a, b, r=r: fx.linear_softmax_focal_loss(
                      a, b, y, gamma=GAMMA, chunk_size=r))
-                for r in LINEAR_CHUNK_ROWS]
+                for r in config.LINEAR_CHUNK_ROWS]
 
     def make(name, role, fn):
         if fn is None:

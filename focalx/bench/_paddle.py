@@ -101,7 +101,6 @@ def _linear_groups(cfg, fx, sync, dtype_name):
     import paddle.nn.functional as F
 
     from . import config
-    from .config import LINEAR_CHUNK_ROWS
 
     hn, wn, yn = linear_host_inputs()
     n, _, v = config.LINEAR_SHAPE
@@ -125,7 +124,7 @@ def _linear_groups(cfg, fx, sync, dtype_name):
     fns[1:1] = [(f"focalx fused, chunk_size={r}", "peer",
                  lambda r=r: fx.linear_softmax_focal_loss(
                      h, w, y, gamma=GAMMA, chunk_size=r))
-                for r in LINEAR_CHUNK_ROWS]
+                for r in config.LINEAR_CHUNK_ROWS]
 
     def make(name, role, fn):
         def fwd():

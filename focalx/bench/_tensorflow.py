@@ -103,7 +103,6 @@ def _linear_groups(cfg, fx, tf, device_name, sync, dtype_name):
     loss), and sparse_softmax_cross_entropy_with_logits of the materialised logits at
     gamma 0 as the floor."""
     from . import config
-    from .config import LINEAR_CHUNK_ROWS
 
     hn, wn, yn = linear_host_inputs()
     n, _, v = config.LINEAR_SHAPE
@@ -129,7 +128,7 @@ def _linear_groups(cfg, fx, tf, device_name, sync, dtype_name):
     fns[1:1] = [(f"focalx fused, chunk_size={r}", "peer",
                  lambda a, b, r=r: fx.linear_softmax_focal_loss(
                      a, b, y, gamma=GAMMA, chunk_size=r))
-                for r in LINEAR_CHUNK_ROWS]
+                for r in config.LINEAR_CHUNK_ROWS]
 
     return [_group("linear", mode, n * v, dtype_name, (n, v), n * v,
                    [_contender(tf, cname, role, fn, (h, w), 2, jit, device_name, sync)
