@@ -894,3 +894,37 @@ def test_linear_weight_gradient_tiles_under_xla_add_every_class_once(monkeypatch
     for a, e in zip(grads, (g @ w, g.T @ h, g.sum(0))):
         np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
 
+
+
+@pytest.mark.parametrize("name", ["sigmoid_focal_loss", "softmax_focal_loss",
+                                  "linear_softmax_focal_loss"])
+def test_autograph_runs_the_loss_as_written(monkeypatch, name):
+    """tf.function's autograph (on by default, and in Keras' train step) does not rewrite
+    focalx's functions and the spec they call (seconds per trace): the spec's checks are
+    called from focalx's own code, not from converted copies."""
+    import sys
+    from focalx import _spec
+    callers = []
+
+    def spying(real):
+        def spy(*args, **kwargs):
+            callers.append(sys._getframe(1).f_code.co_filename)
+            return real(*args, **kwargs)
+        return spy
+    for check in ("check_reduction", "check_logits_dtype"):
+        monkeypatch.setattr(_spec, check, spying(getattr(_spec, check)))
+    rng = np.random.default_rng(3)
+    if name == "linear_softmax_focal_loss":
+        args = (tf.constant(rng.normal(size=(6, 3))), tf.constant(rng.normal(size=(5, 3))),
+                tf.constant(rng.integers(0, 5, 6)))
+    elif name == "softmax_focal_loss":
+        args = (tf.constant(rng.normal(size=(6, 5))), tf.constant(rng.integers(0, 5, 6)))
+    else:
+        args = (tf.constant(rng.normal(size=(6, 5))),
+                tf.constant((rng.random((6, 5)) > 0.7).astype(np.float64)))
+
+    @tf.function  # autograph on, as a user writes it
+    def step(*a):
+        return getattr(ftf, name)(*a)
+    step(*args)
+    assert callers and not [f for f in callers if "autograph" in f], set(callers)

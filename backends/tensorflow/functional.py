@@ -712,3 +712,14 @@ def linear_softmax_focal_loss(hidden: tf.Tensor, linear_weight: tf.Tensor, targe
                                       label_smoothing=label_smoothing,
                                       reduction=_spec.check_reduction(reduction),
                                       normalizer=_read(normalizer), chunk_size=chunk_size))
+
+
+# Autograph (on in a user's tf.function by default, and in Keras' train step) would rewrite
+# these functions and everything they call, the spec included, at every new trace: seconds
+# of source transformation. They branch on Python values only (never on a tensor's), so
+# autograph is told to call them as they are.
+for _name in ("sigmoid_focal_loss", "sigmoid_focal_loss_star", "softmax_focal_loss",
+              "asymmetric_loss", "asymmetric_softmax_loss", "quality_focal_loss",
+              "varifocal_loss", "distribution_focal_loss", "linear_softmax_focal_loss"):
+    globals()[_name] = tf.autograph.experimental.do_not_convert(globals()[_name])
+del _name
