@@ -653,3 +653,13 @@ def linear_softmax_focal_loss(hidden: ArrayLike, linear_weight: ArrayLike, targe
         hidden, linear_weight, targets, linear_bias=linear_bias, gamma=gamma, alpha=alpha,
         weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
         reduction=reduction, normalizer=normalizer, chunk_size=chunk_size)
+
+
+# TensorFlow's autograph (a tf.function's default) calls a function carrying this attribute
+# as it is instead of rewriting its source, and with it the dispatch module's, at the first
+# trace; the dispatchers branch on Python values only. (No framework is imported here.)
+for _name in ("sigmoid_focal_loss", "softmax_focal_loss", "sigmoid_focal_loss_star",
+              "quality_focal_loss", "varifocal_loss", "distribution_focal_loss",
+              "asymmetric_loss", "asymmetric_softmax_loss", "linear_softmax_focal_loss"):
+    globals()[_name].autograph_info__ = None
+del _name

@@ -896,14 +896,16 @@ def test_linear_weight_gradient_tiles_under_xla_add_every_class_once(monkeypatch
 
 
 
+@pytest.mark.parametrize("top_level", [False, True], ids=["focalx.tensorflow", "focalx"])
 @pytest.mark.parametrize("name", ["sigmoid_focal_loss", "softmax_focal_loss",
                                   "linear_softmax_focal_loss"])
-def test_autograph_runs_the_loss_as_written(monkeypatch, name):
+def test_autograph_runs_the_loss_as_written(monkeypatch, name, top_level):
     """tf.function's autograph (on by default, and in Keras' train step) does not rewrite
     focalx's functions and the spec they call (seconds per trace): the spec's checks are
     called from focalx's own code, not from converted copies."""
     import sys
     from focalx import _spec
+    from focalx import _dispatch
     callers = []
 
     def spying(real):
@@ -913,6 +915,8 @@ def test_autograph_runs_the_loss_as_written(monkeypatch, name):
         return spy
     for check in ("check_reduction", "check_logits_dtype"):
         monkeypatch.setattr(_spec, check, spying(getattr(_spec, check)))
+    # (the top-level dispatchers' own call, caught where they look the backend up)
+    monkeypatch.setattr(_dispatch, "framework_of", spying(_dispatch.framework_of))
     rng = np.random.default_rng(3)
     if name == "linear_softmax_focal_loss":
         args = (tf.constant(rng.normal(size=(6, 3))), tf.constant(rng.normal(size=(5, 3))),
@@ -925,6 +929,6 @@ def test_autograph_runs_the_loss_as_written(monkeypatch, name):
 
     @tf.function  # autograph on, as a user writes it
     def step(*a):
-        return getattr(ftf, name)(*a)
+        return getattr(focalx if top_level else ftf, name)(*a)
     step(*args)
     assert callers and not [f for f in callers if "autograph" in f], set(callers)
