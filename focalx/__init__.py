@@ -658,8 +658,8 @@ def linear_softmax_focal_loss(hidden: ArrayLike, linear_weight: ArrayLike, targe
 # TensorFlow's autograph (a tf.function's default) calls a function carrying this attribute
 # as it is instead of rewriting its source, and with it the dispatch module's, at the first
 # trace; the dispatchers branch on Python values only. (No framework is imported here.)
-for _name in ("sigmoid_focal_loss", "softmax_focal_loss", "sigmoid_focal_loss_star",
-              "quality_focal_loss", "varifocal_loss", "distribution_focal_loss",
-              "asymmetric_loss", "asymmetric_softmax_loss", "linear_softmax_focal_loss"):
-    globals()[_name].autograph_info__ = None
-del _name
+from ._signatures import LOSSES as _LOSSES  # noqa: E402
+
+for _loss in _LOSSES:
+    globals()[_loss].autograph_info__ = None
+del _loss, _LOSSES

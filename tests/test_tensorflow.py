@@ -932,3 +932,16 @@ def test_autograph_runs_the_loss_as_written(monkeypatch, name, top_level):
         return getattr(focalx if top_level else ftf, name)(*a)
     step(*args)
     assert callers and not [f for f in callers if "autograph" in f], set(callers)
+
+
+def test_a_non_tensor_argument_raises_a_type_error_naming_it():
+    """A list (or a NumPy array where only tensors are taken) where a tensor is expected: a
+    TypeError naming the argument and the type given (not a NameError from the module's
+    own helpers)."""
+    y = np.zeros((2, 3))
+    with pytest.raises(TypeError, match=r"logits must be a tf.Tensor, got builtins.list"):
+        ftf.sigmoid_focal_loss([[0.5, 0.1, 0.2]] * 2, tf.constant(y))
+    with pytest.raises(TypeError, match=r"targets .*builtins.list"):
+        ftf.sigmoid_focal_loss(tf.constant(y), y.tolist())
+    with pytest.raises(TypeError, match=r"linear_weight must be a tf.Tensor"):
+        ftf.linear_softmax_focal_loss(tf.constant(y), np.zeros((4, 3)), tf.constant([0, 1]))

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.eager import record as _record
 
-from ... import _spec
+from ... import _signatures, _spec
 from . import ops as _ops
 from .linear import apply_linear
 from .ops import TensorflowOps, _TENSORS, _kind, _name
@@ -714,12 +714,10 @@ def linear_softmax_focal_loss(hidden: tf.Tensor, linear_weight: tf.Tensor, targe
                                       normalizer=_read(normalizer), chunk_size=chunk_size))
 
 
-# Autograph (on in a user's tf.function by default, and in Keras' train step) would rewrite
-# these functions and everything they call, the spec included, at every new trace: seconds
-# of source transformation. They branch on Python values only (never on a tensor's), so
-# autograph is told to call them as they are.
-for _name in ("sigmoid_focal_loss", "sigmoid_focal_loss_star", "softmax_focal_loss",
-              "asymmetric_loss", "asymmetric_softmax_loss", "quality_focal_loss",
-              "varifocal_loss", "distribution_focal_loss", "linear_softmax_focal_loss"):
-    globals()[_name] = tf.autograph.experimental.do_not_convert(globals()[_name])
-del _name
+# Autograph (on in a user's tf.function by default) would rewrite these functions and
+# everything they call, the spec included, at every new trace: seconds of source
+# transformation. They branch on Python values only (never on a tensor's), so autograph
+# is told to call them as they are.
+for _loss in _signatures.LOSSES:  # (not _name: that is ops' helper, used above)
+    globals()[_loss] = tf.autograph.experimental.do_not_convert(globals()[_loss])
+del _loss
