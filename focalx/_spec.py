@@ -218,9 +218,14 @@ class OptionalOps(Protocol):
 
     def add_matmul(self, c, a, b, transpose_a, transpose_b):
         """``c + matmul(a, b, transpose_a, transpose_b)`` for c an accumulator of the
-        spec's own (the linear loss's weight gradient, summed over blocks of rows): the
-        backend may write the sum into c's memory (an allocation of V x H fewer per
-        block). Absent: ``c + matmul(...)``."""
+        spec's own (the linear loss's weight gradient, summed over blocks of rows): None
+        for the first term (then the product alone), else what add_matmul returned
+        before. The backend may write the sum into c's memory (an allocation of V x H
+        fewer per block) and may keep it in a form of its own (a layout, parts), which
+        ``matmul_sum`` turns into the array. Absent: ``c + matmul(...)``."""
+
+    def matmul_sum(self, c):
+        """The array that add_matmul's accumulator c stands for. Absent: c itself."""
 
     def kept_rows(self, keep):
         """The positions of the true values of the bool vector `keep` (an index array),
@@ -250,15 +255,17 @@ class OptionalOps(Protocol):
         a Python loop are one graph whose blocks' temporaries may all be live at once.
         None (declined) or absent: a Python loop."""
 
-    def split_rows(self, fn, arrays, summed):
-        """``fn(ops, *arrays) -> (out, g)`` (the linear loss's block: its loss and logit
-        gradient), whose rows are independent: each array is None, a number or 0-d
-        (whole to every part), or has the block's rows on its leading axis. A backend
-        whose elementwise kernels use one core may run fn on parts of the rows at once,
-        each part with an Ops of its own, and join them: out summed (0-d) where
-        ``summed``, else joined along axis 0; g joined along axis 0, or a list of the
-        parts' g in row order (the spec then applies the chain rule part by part, which
-        saves a copy of the block's G). Absent: ``fn(self, *arrays)``."""
+    def split_rows(self, fn, arrays, summed, classes):
+        """``fn(ops, *arrays) -> (out, *rest)`` (the linear loss's block: its loss, then
+        its logit gradient G, G's rows of the gradient w.r.t. hidden and G's column
+        sums, each None where not wanted), whose rows are independent: each array is
+        None, a number or 0-d (whole to every part), or has the block's rows on its
+        leading axis; ``classes``: the number of columns of the block's logits. A
+        backend whose CPU kernels use one core may run fn on parts of the rows at once,
+        each part with an Ops of its own: out summed (0-d) where ``summed``, else joined
+        along axis 0; each of rest joined along axis 0, or a list of the parts' in row
+        order (the spec then applies the chain rule part by part, which saves a copy of
+        the block's G). Absent: ``fn(self, *arrays)``."""
 
 
 #: The names of :class:`OptionalOps`.
@@ -2117,29 +2124,47 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
             reduction=block_reduction, normalizer=None, axis=1, from_logits=True,
             need_grad=need_grad, scale=block_scale)
 
-    def step(carry, h, t, cot):
-        # one block: its logits, loss and logit gradient G, then by the chain rule G W
-        # (its rows of d hidden) and its shares of d weight (G^T h) and d bias (G's column
-        # sums), added to the carry's (None for the first block)
+    def part(ops, h, t, block_scale):
+        # a block's rows (or a part of them, split_rows): their logits, loss and logit
+        # gradient G, then by the chain rule G W (their rows of d hidden) and G's column
+        # sums (their share of d bias)
         logits = ops.matmul(h, linear_weight, False, True)
         if linear_bias is not None:
             logits = logits + linear_bias
+        out, g = block_loss(ops, logits, t, block_scale)
+        del logits
+        if not need_grad:
+            return out, None, None, None
+        d_b = None if linear_bias is None else ops.sum(g, axis=0)
+        return out, g, ops.matmul(g, linear_weight, False, False), d_b
+
+    def joined(parts, axis_0=True):
+        if not isinstance(parts, list):
+            return parts
+        if axis_0:
+            return parts[0] if len(parts) == 1 else ops.concat(parts, 0)
+        total = parts[0]
+        for p in parts[1:]:
+            total = total + p
+        return total
+
+    def step(carry, h, t, cot):
+        # one block, then its share of d weight (G^T h) added to the carry's (None for
+        # the first block), and of d bias
         block_scale = scale
         if cot is not None:
             block_scale = _mul(scale, ops.expand_dims(cot, 1))
         if hasattr(ops, "split_rows"):
-            out, g = ops.split_rows(block_loss, (logits, t, block_scale),
-                                    block_reduction != "none")
+            out, g, d_h, d_b = ops.split_rows(part, (h, t, block_scale),
+                                              block_reduction != "none", V)
         else:
-            out, g = block_loss(ops, logits, t, block_scale)
-        del logits
+            out, g, d_h, d_b = part(ops, h, t, block_scale)
         total, d_weight, d_bias = (None, None, None) if carry is None else carry
         if reduction != "none":
             total, out = (out if total is None else total + out), None
-        d_h = None
         if need_grad:
-            # G may come in consecutive parts of its rows (split_rows): the chain rule
-            # part by part, with the part's rows of h
+            # G may come in consecutive parts of its rows (split_rows): G^T h part by
+            # part, with the part's rows of h
             parts, lo = [(g, h)], 0
             if isinstance(g, list):
                 parts = []
@@ -2147,19 +2172,17 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
                     hi = lo + ops.shape(gp)[0]
                     parts.append((gp, h[lo:hi]))
                     lo = hi
-            d_hs = [ops.matmul(gp, linear_weight, False, False) for gp, _ in parts]
-            d_h = d_hs[0] if len(d_hs) == 1 else ops.concat(d_hs, 0)
             for gp, hp in parts:
-                if d_weight is None:
-                    d_weight = ops.matmul(gp, hp, True, False)
-                elif hasattr(ops, "add_matmul"):
+                if hasattr(ops, "add_matmul"):
                     d_weight = ops.add_matmul(d_weight, gp, hp, True, False)
+                elif d_weight is None:
+                    d_weight = ops.matmul(gp, hp, True, False)
                 else:
                     d_weight = d_weight + ops.matmul(gp, hp, True, False)
+            d_h = joined(d_h)
             if linear_bias is not None:
-                for gp, _ in parts:
-                    db = ops.sum(gp, axis=0)
-                    d_bias = db if d_bias is None else d_bias + db
+                d_b = joined(d_b, axis_0=False)
+                d_bias = d_b if d_bias is None else d_bias + d_b
         return (total, d_weight, d_bias), (out, d_h)
 
     def rows_of(a, start, stop):
@@ -2189,6 +2212,8 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
         if start >= N:
             break
     out, d_weight, d_bias = carry
+    if d_weight is not None and hasattr(ops, "matmul_sum"):
+        d_weight = ops.matmul_sum(d_weight)
     if reduction == "none":
         out = outs[0] if len(outs) == 1 else ops.concat(outs, 0)
     if kept is not None and reduction == "none":

@@ -2239,21 +2239,28 @@ def test_linear_focal_loss_layer_takes_a_language_models_shapes_and_trains_its_w
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_linear_blocks_split_over_threads_give_the_materialised_gradients(monkeypatch,
                                                                           reduction):
-    """Each block's loss and logit gradient on the block threads, a part of its rows each:
-    the spec takes the parts' G as they come (no joined copy), the chain rule part by
-    part; loss and gradients are the materialised logits' (float64)."""
+    """Each block's logits, loss, logit gradient and rows of d hidden on the block threads,
+    a part of its rows each; the weight gradient in column ranges, one per thread: the
+    spec takes the parts' G as they come (no joined copy), the chain rule part by part;
+    loss and gradients are the materialised logits' (float64)."""
     monkeypatch.setattr(pblocks, "_SOFTMAX_BLOCK_MIN", 1)
     monkeypatch.setattr(pblocks, "_BLOCK_ALIGN", 1)
     monkeypatch.setattr(pblocks, "THREADS", 2)
     from focalx.backends.paddle import linear as plinear
-    parts = []
-    split = plinear._BlockOps.split_rows
+    monkeypatch.setattr(plinear, "_COLUMNS_MIN", 1)
+    parts, ranges = [], []
+    split, total = plinear._BlockOps.split_rows, plinear._Columns.total
 
-    def spy(self, fn, arrays, summed):
-        out, g = split(self, fn, arrays, summed)
-        parts.append(len(g) if isinstance(g, list) else 1)
-        return out, g
+    def spy(self, fn, arrays, summed, classes):
+        res = split(self, fn, arrays, summed, classes)
+        parts.append(len(res[1]) if isinstance(res[1], list) else 1)
+        return res
+
+    def spy_total(self):
+        ranges.append(list(self.cuts))
+        return total(self)
     monkeypatch.setattr(plinear._BlockOps, "split_rows", spy)
+    monkeypatch.setattr(plinear._Columns, "total", spy_total)
     rng = np.random.default_rng(8)
     h, w, b = rng.normal(size=(11, 3)), rng.normal(size=(7, 3)), rng.normal(size=7)
     y = rng.integers(0, 7, 11)
@@ -2264,6 +2271,7 @@ def test_linear_blocks_split_over_threads_give_the_materialised_gradients(monkey
                                          gamma=2.0, reduction=reduction, chunk_size=4)
     grads = paddle.grad([(loss * paddle.to_tensor(c)).sum()], [th, tw, tb])
     assert parts and max(parts) == 2, "no block was split over the threads"
+    assert ranges == [[0, 3, 7]], "the weight gradient was not kept in column ranges"
     want, g = ref.softmax_focal_loss_and_grad(h @ w.T + b, y, gamma=2.0, reduction=reduction)
     g = g * (c[:, None] if reduction == "none" else 1.0)
     np.testing.assert_allclose(loss.numpy(), want, rtol=1e-12)

@@ -33,6 +33,8 @@ class _BlockOps(JaxOps):
         # c + a^T b (the weight gradient's accumulator) one tile of c's rows at a time,
         # each written back into c (in place in XLA's loops): a whole a^T b was a V x H
         # temporary per block beside c, and its separate sum one more pass over both.
+        if c is None:
+            return self.matmul(a, b, transpose_a, transpose_b)
         tile = max(1, _ADD_TILE_ELEMENTS // max(c.shape[1], 1))
         full = c.shape[0] // tile
         if not transpose_a or transpose_b or full < 2:

@@ -33,9 +33,20 @@ class _BlockOps(PaddleOps):
 
     @staticmethod
     def add_matmul(c, a, b, transpose_a, transpose_b):
-        # in place: matmul, then +, made a fresh V x H product and a fresh sum per block
-        # (new memory from the system each, page-faulted)
+        # a^T b (the weight gradient, V x H) is kept as its transpose b^T a, in column
+        # ranges (_Columns), one per block thread: Paddle's CPU matmul uses one core, and
+        # its in-place addmm_ into an H x V product is faster than into a V x H one for
+        # a block's few rows. Elsewhere (a device, no threads) in place, as it is.
+        if transpose_a and not transpose_b and (c is None or isinstance(c, _Columns)) and \
+                a.place.is_cpu_place() and a.shape[1] * b.shape[1] >= _COLUMNS_MIN:
+            return _Columns.add(c, a, b)
+        if c is None:
+            return PaddleOps.matmul(a, b, transpose_a, transpose_b)
         return c.addmm_(a.T if transpose_a else a, b.T if transpose_b else b)
+
+    @staticmethod
+    def matmul_sum(c):
+        return c.total() if isinstance(c, _Columns) else c
 
     @staticmethod
     def kept_rows(keep):
@@ -54,16 +65,15 @@ class _BlockOps(PaddleOps):
         out = paddle.zeros([num_rows] + list(a.shape[1:]), dtype=a.dtype)
         return paddle.scatter(out, index, a, overwrite=True)
 
-    def split_rows(self, fn, arrays, summed):
-        # Paddle's CPU elementwise kernels use one core (see blocks.py): a block's loss
-        # and logit gradient run on the block threads, a part of its rows each. Parts
-        # start at multiples of blocks._BLOCK_ALIGN elements, so every element takes the
-        # kernels' path it takes in the whole block.
-        x = arrays[0]
-        n, classes = x.shape
+    def split_rows(self, fn, arrays, summed, classes):
+        # Paddle's CPU kernels (elementwise and matmul) use one core: a block's logits,
+        # loss, logit gradient and its rows of d hidden run on the block threads, a part
+        # of its rows each. Parts start at multiples of blocks._BLOCK_ALIGN logits, so
+        # every element takes the kernels' path it takes in the whole block.
+        n = arrays[0].shape[0]
         step = blocks._BLOCK_ALIGN // math.gcd(classes, blocks._BLOCK_ALIGN)
         parts = min(blocks.THREADS, n // step)
-        if parts <= 1 or not x.place.is_cpu_place() or \
+        if parts <= 1 or not arrays[0].place.is_cpu_place() or \
                 n * classes < blocks._SOFTMAX_BLOCK_MIN:
             return fn(self, *arrays)
         cuts = [(n * i // parts) // step * step for i in range(parts)] + [n]
@@ -72,18 +82,56 @@ class _BlockOps(PaddleOps):
             lo, hi = cuts[i], cuts[i + 1]
             ops = _BlockOps(self.softmaxes is not None, self.fuse)
             with paddle.no_grad():  # (the grad mode of a worker thread is its own)
-                out, g = fn(ops, *(a[lo:hi] if _has_rows(a, n) else a for a in arrays))
-            return out, g, ops.unchecked
+                res = fn(ops, *(a[lo:hi] if _has_rows(a, n) else a for a in arrays))
+            return res, ops.unchecked
 
         results = blocks._map(run, range(parts))
-        for _, _, unchecked in results:
+        for _, unchecked in results:
             self.unchecked += unchecked
-        outs = [out for out, _, _ in results]
+        outs = [res[0] for res, _ in results]
         out = paddle.add_n(outs) if summed else paddle.concat(outs, axis=0)
-        # the parts' G as they are (the spec takes them in row order): joined, they
-        # were one more copy of the block's largest array
-        g = None if results[0][1] is None else [g for _, g, _ in results]
-        return out, g
+        # the rest as the parts' (the spec takes them in row order): joined, G was one
+        # more copy of the block's largest array
+        rest = [None if results[0][0][k] is None else [res[k] for res, _ in results]
+                for k in range(1, len(results[0][0]))]
+        return (out, *rest)
+
+
+#: V x H at and above which add_matmul keeps the weight gradient in _Columns
+_COLUMNS_MIN = 1 << 16
+
+
+class _Columns:
+    """The linear loss's weight gradient a^T b (V x H), kept as its transpose's column
+    ranges ``(b^T a)[:, lo:hi]``, one per block thread, each added to in place by its
+    thread (addmm_); total() makes the V x H array once, at the end."""
+
+    def __init__(self, cuts, parts):
+        self.cuts, self.parts = cuts, parts
+
+    @classmethod
+    def add(cls, c, a, b):
+        if c is None:
+            v = a.shape[1]
+            k = max(1, min(blocks.THREADS, v))
+            cuts = [v * i // k for i in range(k + 1)]
+            c = cls(cuts, [None] * k)
+        bt = b.T
+
+        def one(j):
+            lo, hi = c.cuts[j], c.cuts[j + 1]
+            with paddle.no_grad():
+                if c.parts[j] is None:
+                    c.parts[j] = paddle.matmul(bt, a[:, lo:hi])
+                else:
+                    c.parts[j].addmm_(bt, a[:, lo:hi])
+        blocks._map(one, range(len(c.parts)))
+        return c
+
+    def total(self):
+        # the ranges' transposes are views (Paddle's stride kernels): one copy, into V x H
+        views = [p.T for p in self.parts]
+        return views[0].contiguous() if len(views) == 1 else paddle.concat(views, axis=0)
 
 
 def _has_rows(a, n):

@@ -45,6 +45,8 @@ class _LinearOps(_ops.TensorflowOps):
         # a time, each written back into c (in place in XLA's loop): a whole a^T b was a
         # V x H temporary per block beside c, and its sum another pass over both. The
         # slices are XLA ops: elsewhere (eagerly, a plain graph) the plain sum.
+        if c is None:
+            return self.matmul(a, b, transpose_a, transpose_b)
         rows, cols = c.shape.as_list()
         n = a.shape.as_list()[0]
         if None in (rows, cols, n) or not transpose_a or transpose_b or not _in_xla():

@@ -204,6 +204,8 @@ class TorchOps:
 
     @staticmethod
     def add_matmul(c, a, b, transpose_a, transpose_b):
+        if c is None:
+            return TorchOps.matmul(a, b, transpose_a, transpose_b)
         return c.addmm_(a.mT if transpose_a else a, b.mT if transpose_b else b)
 
     @staticmethod
