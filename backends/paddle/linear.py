@@ -129,9 +129,14 @@ class _Columns:
         return c
 
     def total(self):
-        # the ranges' transposes are views (Paddle's stride kernels): one copy, into V x H
-        views = [p.T for p in self.parts]
-        return views[0].contiguous() if len(views) == 1 else paddle.concat(views, axis=0)
+        # Each range's transpose made contiguous and the range dropped, one at a time,
+        # then joined: a concat of the transposed views made contiguous copies of all
+        # of them first (one more weight-gradient-sized array at the peak).
+        parts, self.parts = self.parts, None
+        out = []
+        while parts:
+            out.append(parts.pop(0).T.contiguous())
+        return out[0] if len(out) == 1 else paddle.concat(out, axis=0)
 
 
 def _has_rows(a, n):
