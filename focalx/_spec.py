@@ -255,6 +255,13 @@ class OptionalOps(Protocol):
         a Python loop are one graph whose blocks' temporaries may all be live at once.
         None (declined) or absent: a Python loop."""
 
+    def loss_block(self, fn, logits, targets, scale):
+        """``fn(ops, logits, targets, scale) -> (out, g)``: the linear loss's softmax focal
+        loss of one block of logits and its logit gradient (elementwise work over the
+        block, between its matmuls). A backend may run it compiled on its own (one fused
+        program between the framework's matmuls), with an Ops of its own whose
+        unchecked value checks it adds to its own. Absent: ``fn(self, ...)``."""
+
     def split_rows(self, fn, arrays, summed, classes):
         """``fn(ops, *arrays) -> (out, *rest)`` (the linear loss's block: its loss, then
         its logit gradient G, G's rows of the gradient w.r.t. hidden and G's column
@@ -2131,7 +2138,10 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
         logits = ops.matmul(h, linear_weight, False, True)
         if linear_bias is not None:
             logits = logits + linear_bias
-        out, g = block_loss(ops, logits, t, block_scale)
+        if hasattr(ops, "loss_block"):
+            out, g = ops.loss_block(block_loss, logits, t, block_scale)
+        else:
+            out, g = block_loss(ops, logits, t, block_scale)
         del logits
         if not need_grad:
             return out, None, None, None

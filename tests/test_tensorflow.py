@@ -866,6 +866,36 @@ def test_linear_in_a_tf_function_with_a_variable_weight_is_the_materialised_loss
         np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
 
 
+def test_linear_blocks_in_a_plain_graph_are_xla_functions_and_a_bad_target_still_fails():
+    """In a tf.function without jit_compile, each block's loss and logit gradient is an
+    XLA function between TensorFlow's matmuls (the first block, the loop's body, the
+    remainder); the numbers are the materialised logits', and a target out of range
+    still fails the call."""
+    rng = np.random.default_rng(5)
+    h, w, b = rng.normal(size=(9, 3)), rng.normal(size=(6, 3)), rng.normal(size=6)
+    y = rng.integers(0, 6, 9)
+    y[2] = -100
+
+    @tf.function(autograph=False)
+    def step(h, w, b, y):
+        with tf.GradientTape() as tape:
+            tape.watch([h, w, b])
+            loss = ftf.linear_softmax_focal_loss(h, w, y, linear_bias=b, gamma=1.5,
+                                                 chunk_size=4)
+        return loss, tape.gradient(loss, [h, w, b])
+    args = [tf.constant(a) for a in (h, w, b, y)]
+    lib = step.get_concrete_function(*args).graph.as_graph_def().library.function
+    assert sum(fd.attr["_XlaMustCompile"].b for fd in lib) == 3
+    loss, grads = step(*args)
+    want, g = ref.softmax_focal_loss_and_grad(h @ w.T + b, y, gamma=1.5)
+    np.testing.assert_allclose(loss, want, rtol=1e-12)
+    for a, e in zip(grads, (g @ w, g.T @ h, g.sum(0))):
+        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+    y[5] = 6
+    with pytest.raises(tf.errors.InvalidArgumentError, match="targets must be class indices"):
+        step(*args[:3], tf.constant(y))
+
+
 def test_linear_weight_gradient_tiles_under_xla_add_every_class_once(monkeypatch):
     """Under XLA the weight gradient's accumulator is updated a tile of classes at a time
     (tiles of 2 of 7 classes here: three in the loop and a remainder of one): every

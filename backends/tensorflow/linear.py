@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - an older or stripped TensorFlow
 
 from ... import _spec
 from . import ops as _ops
+from . import xla as _xla_path
 
 
 #: elements of the weight gradient updated at a time by add_matmul under XLA
@@ -70,6 +71,27 @@ class _LinearOps(_ops.TensorflowOps):
             tail = c[rest:] + tf.linalg.matmul(a[:, rest:], b, transpose_a=True)
             c = tf.concat([c[:rest], tail], 0)
         return c
+
+    def loss_block(self, fn, logits, targets, scale):
+        # In a graph that XLA does not compile, a block's loss and logit gradient as one
+        # XLA function between TensorFlow's matmuls: TensorFlow's own kernels ran the
+        # spec's elementwise ops one by one over the block, each writing its array (as
+        # the other losses take the compiled path in a graph). Eagerly (the compile would
+        # stall the call) and under XLA (compiled already): as it is.
+        if tf.executing_eagerly() or _in_xla() or not _xla_path.USE_XLA:
+            return fn(self, logits, targets, scale)
+        messages = []
+
+        def body(x, t, s):
+            ops = _ops.TensorflowOps()
+            out, g = fn(ops, x, t, s)
+            messages[:] = [m for _, m in ops.unchecked]
+            return out, g, [c for c, _ in ops.unchecked]
+
+        out, g, conds = tf.function(body, jit_compile=True, autograph=False)(
+            logits, targets, scale)
+        self.unchecked += list(zip(conds, messages))
+        return out, g
 
     def scan_blocks(self, step, carry, xs, rows, ys_like):
         # In a graph (tf.function, XLA) the Python loop's blocks are independent ops that
