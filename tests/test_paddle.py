@@ -1578,6 +1578,30 @@ class TestFusedSoftmax:
         assert len(calls) > 2  # (each block's, then the whole's)
         _assert_same_bits(got, want)
 
+    def test_the_gradient_is_written_into_the_kernels_softmax(self, monkeypatch):
+        # Ops.mul_owned: the product p * g in p's memory (one logits-sized array fewer);
+        # a factor that would broadcast p to a larger shape, or of another dtype, gets a
+        # new array, and the gradient is the log-softmax path's either way
+        p = paddle.to_tensor(_rng(7).random((4, 5)))
+        for b, in_place in [(paddle.full([4, 1], 2.0, "float64"), True),
+                            (paddle.full([], 3.0, "float64"), True),
+                            (paddle.full([2, 4, 5], 2.0, "float64"), False),
+                            (paddle.full([4, 1], 2.0, "float32"), False), (2.0, False)]:
+            before = p.numpy()
+            out = pops.PaddleOps.mul_owned(p, b)
+            np.testing.assert_allclose(out.numpy(), before * np.asarray(
+                b.numpy() if isinstance(b, paddle.Tensor) else b), rtol=1e-7)
+            assert out._is_shared_buffer_with(p) == in_place
+            p = paddle.to_tensor(before)
+        calls = self._spy(monkeypatch)
+        rng = _rng(11)
+        xn, yn = rng.normal(size=(6, 5)), rng.integers(0, 5, 6)
+        got = _loss_and_grad(fpd.softmax_focal_loss, xn, yn, "float64", gamma=2.0)()
+        assert calls, "the fused kernel did not run"
+        want = ref.softmax_focal_loss_and_grad(xn, yn, gamma=2.0)
+        for a, b in zip(got, want):
+            _close(a, b, rtol=1e-12, atol=1e-15)
+
 
 @pytest.mark.parametrize("weight", [None, [1.0, 2.0, 0.5, 1.5]])
 def test_an_absent_ignore_index_masks_nothing(monkeypatch, weight):

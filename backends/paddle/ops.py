@@ -260,6 +260,17 @@ class PaddleOps:
         return -loss, softmax
 
     @staticmethod
+    def mul_owned(a, b):
+        # `a`: log_softmax_at's softmax, which the spec reads no more: the product in its
+        # memory, one logits-sized array fewer at the gradient's peak (dygraph only; a
+        # program keeps its own buffers)
+        if _static() or _in_sot() or not isinstance(b, paddle.Tensor) or \
+                b.dtype != a.dtype or len(b.shape) > len(a.shape) or \
+                any(s not in (1, t) for s, t in zip(b.shape[::-1], a.shape[::-1])):
+            return a * b
+        return a.multiply_(b)
+
+    @staticmethod
     def exp(a):
         """paddle.exp, with 0 where the exact result rounds to 0 (x < _EXP_ZERO_BELOW).
 
