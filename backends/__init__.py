@@ -52,12 +52,13 @@ REGISTRY: dict[str, Backend] = {b.name: b for b in (
             "focalx.conformance._harness:TorchHarness", "focalx.bench._torch:groups",
             "focalx.backends.torch.functional", "torch.Tensor", 1,
             "1 by default, as ``F.cross_entropy`` (1-D logits ``(C,)`` take a 0-d target)",
-            ("focalx.backends.torch.ops:TorchOps", "focalx.backends.torch.eager:_EagerOps")),
+            ("focalx.backends.torch.ops:TorchOps", "focalx.backends.torch.eager:_EagerOps",
+             "focalx.backends.torch.linear:_LinearEagerOps")),
     Backend("jax", "jax", (("jax", "Array"),), "focalx.backends.jax",
             ("focalx.jax",), ("jax",), ("jaxlib", "optax"),
             "focalx.conformance._harness:JaxHarness", "focalx.bench._jax:groups",
             "focalx.backends.jax.functional", "jax.Array", -1, "-1 by default, as optax",
-            ("focalx.backends.jax.ops:JaxOps",)),
+            ("focalx.backends.jax.ops:JaxOps", "focalx.backends.jax.linear:_BlockOps")),
     # tf.Tensor covers eager and graph (tf.function) tensors; variables are not Tensors
     Backend("tensorflow", "tensorflow", (("tensorflow", "Tensor"), ("tensorflow", "Variable")),
             "focalx.backends.tensorflow", ("focalx.tensorflow", "focalx.keras"),
@@ -65,14 +66,16 @@ REGISTRY: dict[str, Backend] = {b.name: b for b in (
             "focalx.conformance._harness:TensorflowHarness",
             "focalx.bench._tensorflow:groups",
             "focalx.backends.tensorflow.functional", "tf.Tensor", -1, "-1 by default, as Keras",
-            ("focalx.backends.tensorflow.ops:TensorflowOps",)),
+            ("focalx.backends.tensorflow.ops:TensorflowOps",
+             "focalx.backends.tensorflow.linear:_LinearOps")),
     # pir.Value: a symbolic tensor under paddle.jit.to_static(full_graph=True)
     Backend("paddle", "paddle", (("paddle", "Tensor"), ("paddle", "pir.Value")),
             "focalx.backends.paddle", ("focalx.paddle",), ("paddlepaddle", "paddlepaddle-gpu"),
             (), "focalx.conformance._harness:PaddleHarness", "focalx.bench._paddle:groups",
             "focalx.backends.paddle.functional", "paddle.Tensor", -1,
             "-1 by default, as Paddle's ``cross_entropy``",
-            ("focalx.backends.paddle.ops:PaddleOps", "focalx.backends.paddle.host:HostOps")),
+            ("focalx.backends.paddle.ops:PaddleOps", "focalx.backends.paddle.host:HostOps",
+             "focalx.backends.paddle.linear:_BlockOps")),
 )}
 
 

@@ -222,7 +222,8 @@ class OptionalOps(Protocol):
         for the first term (then the product alone), else what add_matmul returned
         before. The backend may write the sum into c's memory (an allocation of V x H
         fewer per block) and may keep it in a form of its own (a layout, parts), which
-        ``matmul_sum`` turns into the array. Absent: ``c + matmul(...)``."""
+        ``matmul_sum`` turns into the array; not where it has scan_blocks, whose loop
+        carries the accumulator as an array. Absent: ``c + matmul(...)``."""
 
     def matmul_sum(self, c):
         """The array that add_matmul's accumulator c stands for. Absent: c itself."""
@@ -270,9 +271,10 @@ class OptionalOps(Protocol):
         leading axis; ``classes``: the number of columns of the block's logits. A
         backend whose CPU kernels use one core may run fn on parts of the rows at once,
         each part with an Ops of its own: out summed (0-d) where ``summed``, else joined
-        along axis 0; each of rest joined along axis 0, or a list of the parts' in row
-        order (the spec then applies the chain rule part by part, which saves a copy of
-        the block's G). Absent: ``fn(self, *arrays)``."""
+        along axis 0; G and the rows of d hidden joined along axis 0, the column sums
+        summed, or each of these three a list of the parts' in row order (the spec then
+        applies the chain rule part by part, which saves a copy of the block's G, and
+        sums the column sums). Absent: ``fn(self, *arrays)``."""
 
 
 #: The names of :class:`OptionalOps`.

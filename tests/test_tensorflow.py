@@ -872,8 +872,9 @@ def test_linear_blocks_in_a_plain_graph_are_xla_functions_and_a_bad_target_still
     remainder); the numbers are the materialised logits', and a target out of range
     still fails the call."""
     rng = np.random.default_rng(5)
-    h, w, b = rng.normal(size=(9, 3)), rng.normal(size=(6, 3)), rng.normal(size=6)
-    y = rng.integers(0, 6, 9)
+    # 13 rows in blocks of 4: the first block, two in the loop, one remainder row
+    h, w, b = rng.normal(size=(13, 3)), rng.normal(size=(6, 3)), rng.normal(size=6)
+    y = rng.integers(0, 6, 13)
     y[2] = -100
 
     @tf.function(autograph=False)
@@ -884,14 +885,16 @@ def test_linear_blocks_in_a_plain_graph_are_xla_functions_and_a_bad_target_still
                                                  chunk_size=4)
         return loss, tape.gradient(loss, [h, w, b])
     args = [tf.constant(a) for a in (h, w, b, y)]
-    lib = step.get_concrete_function(*args).graph.as_graph_def().library.function
+    graph = step.get_concrete_function(*args).graph
+    assert any(op.type in ("While", "StatelessWhile") for op in graph.get_operations())
+    lib = graph.as_graph_def().library.function
     assert sum(fd.attr["_XlaMustCompile"].b for fd in lib) == 3
     loss, grads = step(*args)
     want, g = ref.softmax_focal_loss_and_grad(h @ w.T + b, y, gamma=1.5)
     np.testing.assert_allclose(loss, want, rtol=1e-12)
     for a, e in zip(grads, (g @ w, g.T @ h, g.sum(0))):
         np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
-    y[5] = 6
+    y[6] = 6  # (in a block of the loop)
     with pytest.raises(tf.errors.InvalidArgumentError, match="targets must be class indices"):
         step(*args[:3], tf.constant(y))
 

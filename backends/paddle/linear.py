@@ -33,10 +33,10 @@ class _BlockOps(PaddleOps):
 
     @staticmethod
     def add_matmul(c, a, b, transpose_a, transpose_b):
-        # a^T b (the weight gradient, V x H) is kept as its transpose b^T a, in column
-        # ranges (_Columns), one per block thread: Paddle's CPU matmul uses one core, and
-        # its in-place addmm_ into an H x V product is faster than into a V x H one for
-        # a block's few rows. Elsewhere (a device, no threads) in place, as it is.
+        # On the CPU, a^T b (the weight gradient, V x H) is kept as its transpose b^T a,
+        # in column ranges (_Columns), one per block thread: Paddle's CPU matmul uses one
+        # core, and its in-place addmm_ into an H x V product is faster than into a V x H
+        # one for a block's few rows (on one core too). On a device: in place, as it is.
         if transpose_a and not transpose_b and (c is None or isinstance(c, _Columns)) and \
                 a.place.is_cpu_place() and a.shape[1] * b.shape[1] >= _COLUMNS_MIN:
             return _Columns.add(c, a, b)
