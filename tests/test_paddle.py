@@ -2326,3 +2326,36 @@ def test_linear_skips_ignored_rows_on_the_cpu(linear_block_rows, ignored):
         np.testing.assert_allclose(loss.numpy(), want, rtol=1e-12, atol=1e-15)
         for a, e in zip(grads, (g @ w, g.T @ h, g.sum(0))):
             np.testing.assert_allclose(a.numpy(), e, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("full_graph", [False, True], ids=["sot", "full_graph"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_linear_under_to_static_is_the_eager_loss(full_graph, reduction):
+    """paddle.jit.to_static of a function calling the linear loss: SOT runs it as dygraph
+    (the same bits), a full static program gives the eager numbers; with a bias, ignored
+    rows and blocks of rows, the loss and the three gradients."""
+    rng = np.random.default_rng(21)
+    h, w, b = rng.normal(size=(10, 4)), rng.normal(size=(7, 4)), rng.normal(size=7)
+    y = rng.integers(0, 7, 10)
+    y[[2, 7]] = -100
+    c = np.linspace(0.5, 2.0, 10) if reduction == "none" else np.ones(())
+
+    def f(hh, ww, bb, yy):
+        return fpd.linear_softmax_focal_loss(hh, ww, yy, linear_bias=bb, gamma=2.0,
+                                             alpha=0.25, reduction=reduction, chunk_size=3)
+    results = []
+    for fn in (f, paddle.jit.to_static(f, full_graph=full_graph)):
+        th, tw, tb = (paddle.to_tensor(a, stop_gradient=False) for a in (h, w, b))
+        loss = fn(th, tw, tb, paddle.to_tensor(y))
+        grads = paddle.grad([(loss * paddle.to_tensor(c)).sum()], [th, tw, tb])
+        results.append([loss.numpy()] + [g.numpy() for g in grads])
+    want, g = ref.softmax_focal_loss_and_grad(h @ w.T + b, y, gamma=2.0, alpha=0.25,
+                                              reduction=reduction)
+    g = g * (c[:, None] if reduction == "none" else 1.0)
+    for got in results:
+        np.testing.assert_allclose(got[0], want, rtol=1e-12, atol=1e-15)
+        for a, e in zip(got[1:], (g @ w, g.T @ h, g.sum(0))):
+            np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+    if not full_graph:
+        for a, e in zip(results[1], results[0]):
+            np.testing.assert_array_equal(a, e)

@@ -714,6 +714,7 @@ def linear_softmax_focal_loss(hidden: paddle.Tensor, linear_weight: paddle.Tenso
     per-row gradient. Stability: the softmax focal loss's.
     """
     # focalx:end
+    _sot_fallback(recursive=True)
     for name, a in (("hidden", hidden), ("linear_weight", linear_weight),
                     ("linear_bias", linear_bias)):
         if a is not None and type(a) is not _TENSOR and not _is_tensor(a):

@@ -37,11 +37,14 @@ class _BlockOps(PaddleOps):
         # in column ranges (_Columns), one per block thread: Paddle's CPU matmul uses one
         # core, and its in-place addmm_ into an H x V product is faster than into a V x H
         # one for a block's few rows (on one core too). On a device: in place, as it is.
+        static = pops._static()
         if transpose_a and not transpose_b and (c is None or isinstance(c, _Columns)) and \
-                a.place.is_cpu_place() and a.shape[1] * b.shape[1] >= _COLUMNS_MIN:
+                not static and a.place.is_cpu_place() and \
+                a.shape[1] * b.shape[1] >= _COLUMNS_MIN:
             return _Columns.add(c, a, b)
-        if c is None:
-            return PaddleOps.matmul(a, b, transpose_a, transpose_b)
+        if c is None or static:  # (a static program: its own buffers)
+            p = PaddleOps.matmul(a, b, transpose_a, transpose_b)
+            return p if c is None else c + p
         return c.addmm_(a.T if transpose_a else a, b.T if transpose_b else b)
 
     @staticmethod
@@ -73,7 +76,7 @@ class _BlockOps(PaddleOps):
         n = arrays[0].shape[0]
         step = blocks._BLOCK_ALIGN // math.gcd(classes, blocks._BLOCK_ALIGN)
         parts = min(blocks.THREADS, n // step)
-        if parts <= 1 or not arrays[0].place.is_cpu_place() or \
+        if parts <= 1 or pops._static() or not arrays[0].place.is_cpu_place() or \
                 n * classes < blocks._SOFTMAX_BLOCK_MIN:
             return fn(self, *arrays)
         cuts = [(n * i // parts) // step * step for i in range(parts)] + [n]
@@ -143,6 +146,7 @@ def _has_rows(a, n):
     return isinstance(a, paddle.Tensor) and len(a.shape) >= 1 and a.shape[0] == n
 
 
+@pops._not_translated
 def _run(h, w, b, arrays, static, need_grad, cotangent=None):
     """(loss, grads): NaN where a value check that could not be read fails (see
     autograd._run)."""
@@ -165,6 +169,8 @@ class _LinearFocalLayer(PyLayer):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, static, names, *tensors):
+        if len(tensors) == 1 and isinstance(tensors[0], tuple):
+            tensors = tensors[0]  # a static program passes the variadic inputs as one tuple
         arrays = dict(zip(names, tensors))
         per_row = static["reduction"] == "none"
         out, grads = _run(hidden, weight, bias, arrays, static, not per_row)
