@@ -575,7 +575,6 @@ def test_eager_calls_while_another_thread_compiles():
 @pytest.mark.parametrize("kw", [dict(gamma=0.5), dict(label_smoothing=0.1), {}])
 def test_compiled_call_matches_eager_and_still_validates_hyperparameters(kw):
     """Data checks are left out while compiling (no host sync); hyperparameter checks stay."""
-    torch._dynamo.reset()
     f = torch.compile(lambda x, y: ft.softmax_focal_loss(x, y, **kw), fullgraph=True,
                       backend="aot_eager")
     x, y = torch.randn(3, 4), torch.tensor([0, 1, 2])
@@ -1975,6 +1974,26 @@ def test_linear_runs_on_the_meta_device_without_reading_a_value(reduction):
     loss.sum().backward()
     assert loss.shape == ((12,) if reduction == "none" else ())
     assert h.grad.shape == h.shape and w.grad.shape == w.shape
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_linear_traces_into_one_graph_under_torch_compile(reduction):
+    """A user's torch.compile(fullgraph=True) of a function calling the linear loss traces
+    it without a graph break (aot_eager: the trace, not the compiler's kernels, is what
+    this checks) and gives the eager loss and gradients; ignored rows and a remainder
+    block included."""
+    h, w, b, y = _linear_inputs()
+    c = torch.linspace(0.5, 2.0, 24, dtype=torch.float64)
+
+    def f(h, w, b, y):
+        loss = ft.linear_softmax_focal_loss(h, w, y, linear_bias=b, gamma=2.0, alpha=0.25,
+                                            reduction=reduction, chunk_size=7)
+        return (loss * c).sum() if reduction == "none" else loss
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    got, want = compiled(h, w, b, y), f(h, w, b, y)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+    for a, e in zip(torch.autograd.grad(got, (h, w, b)), torch.autograd.grad(want, (h, w, b))):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-14)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "none"])
