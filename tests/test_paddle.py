@@ -2303,6 +2303,31 @@ def test_linear_blocks_split_over_threads_give_the_materialised_gradients(monkey
         np.testing.assert_allclose(a.numpy(), e, rtol=1e-10, atol=1e-12)
 
 
+def test_linear_weight_gradient_in_one_column_range_on_one_thread(monkeypatch):
+    """With one block thread the weight gradient is one transposed H x V range, made V x H
+    at the end: the materialised logits' gradients (float64)."""
+    monkeypatch.setattr(pblocks, "THREADS", 1)
+    from focalx.backends.paddle import linear as plinear
+    monkeypatch.setattr(plinear, "_COLUMNS_MIN", 1)
+    ranges, total = [], plinear._Columns.total
+
+    def spy_total(self):
+        ranges.append(list(self.cuts))
+        return total(self)
+    monkeypatch.setattr(plinear._Columns, "total", spy_total)
+    rng = np.random.default_rng(9)
+    h, w = rng.normal(size=(11, 3)), rng.normal(size=(7, 3))
+    y = rng.integers(0, 7, 11)
+    th, tw = (paddle.to_tensor(a, stop_gradient=False) for a in (h, w))
+    loss = fpd.linear_softmax_focal_loss(th, tw, paddle.to_tensor(y), gamma=2.0, chunk_size=4)
+    grads = paddle.grad([loss], [th, tw])
+    assert ranges == [[0, 7]]
+    want, g = ref.softmax_focal_loss_and_grad(h @ w.T, y, gamma=2.0)
+    np.testing.assert_allclose(loss.numpy(), want, rtol=1e-12)
+    for a, e in zip(grads, (g @ w, g.T @ h)):
+        np.testing.assert_allclose(a.numpy(), e, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("ignored", ["some", "all", "none"])
 def test_linear_skips_ignored_rows_on_the_cpu(linear_block_rows, ignored):
     """The blocks' logits are made for the rows not ignored only (dygraph on the CPU); the
