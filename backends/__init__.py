@@ -59,8 +59,10 @@ REGISTRY: dict[str, Backend] = {b.name: b for b in (
             "focalx.conformance._harness:JaxHarness", "focalx.bench._jax:groups",
             "focalx.backends.jax.functional", "jax.Array", -1, "-1 by default, as optax",
             ("focalx.backends.jax.ops:JaxOps", "focalx.backends.jax.linear:_BlockOps")),
-    # tf.Tensor covers eager and graph (tf.function) tensors; variables are not Tensors
-    Backend("tensorflow", "tensorflow", (("tensorflow", "Tensor"), ("tensorflow", "Variable")),
+    # tf.Tensor covers eager and graph (tf.function) tensors; variables are not Tensors;
+    # Keras 3's variables (keras.Variable on TensorFlow) subclass tf.Tensor's base class
+    Backend("tensorflow", "tensorflow", (("tensorflow", "Tensor"), ("tensorflow", "Variable"),
+                                         ("tensorflow.python.types.core", "Tensor")),
             "focalx.backends.tensorflow", ("focalx.tensorflow", "focalx.keras"),
             ("tensorflow-cpu", "tensorflow"), ("keras",),
             "focalx.conformance._harness:TensorflowHarness",

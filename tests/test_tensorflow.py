@@ -350,6 +350,41 @@ class TestNumerics:
         _close(loss, want, rtol=2e-6)
         _close(grad, want_g, rtol=2e-5, atol=1e-8)
 
+    def test_keras_variables_as_logits_weight_and_bias(self):
+        """Keras 3's variables (a Dense layer's kernel and bias, add_weight's) are not
+        tf.Variables: every loss and the top-level dispatch take them, and their gradients
+        reach them."""
+        keras = pytest.importorskip("keras")
+        if keras.backend.backend() != "tensorflow":
+            pytest.skip("Keras runs on another backend here")
+        x, t, y = _data(16)
+        v = keras.Variable(x)
+        with tf.GradientTape() as tape:
+            loss = focalx.softmax_focal_loss(v, tf.constant(y))
+        want, want_g = ref.softmax_focal_loss_and_grad(x, y)
+        _close(loss, want, rtol=2e-6)
+        _close(tape.gradient(loss, v), want_g, rtol=2e-5, atol=1e-8)
+        with tf.GradientTape() as tape:
+            loss = ftf.sigmoid_focal_loss(v, tf.constant(t))
+        want, want_g = ref.sigmoid_focal_loss_and_grad(x, t)
+        _close(loss, want, rtol=2e-6)
+        _close(tape.gradient(loss, v), want_g, rtol=2e-5, atol=1e-8)
+
+        rng = np.random.default_rng(16)
+        h, w, b = rng.normal(size=(7, 3)), rng.normal(size=(5, 3)), rng.normal(size=5)
+        yl = rng.integers(0, 5, 7)
+        kw, kb = keras.Variable(w), keras.Variable(b)
+        with tf.GradientTape() as tape:
+            loss = focalx.linear_softmax_focal_loss(tf.constant(h), kw, tf.constant(yl),
+                                                    linear_bias=kb, chunk_size=3)
+        gw, gb = tape.gradient(loss, [kw, kb])
+        want, g = ref.softmax_focal_loss_and_grad(h @ w.T + b, yl)
+        _close(loss, want, rtol=1e-12)
+        _close(gw, g.T @ h, rtol=1e-10, atol=1e-12)
+        _close(gb, g.sum(0), rtol=1e-10, atol=1e-12)
+        with pytest.raises(TypeError, match="logits must have a floating dtype"):
+            ftf.softmax_focal_loss(keras.Variable(np.zeros((2, 3), np.int32)), tf.constant([0, 1]))
+
 
 class TestDispatch:
     def test_top_level_functions_take_tf_tensors_and_variables(self):

@@ -95,13 +95,15 @@ def _check_tensors(logits, targets):
     if not isinstance(targets, _TENSORS + (np.ndarray,)):
         raise TypeError(f"targets must be a tf.Tensor (the framework of logits), got "
                         f"{_name(targets)}")
-    _spec.check_logits_dtype(_kind(logits))
+    _spec.check_logits_dtype(_kind(_read(logits)))
     return tf.convert_to_tensor(targets)
 
 
 def _read(v):
-    """Variables are read outside the custom gradient (they get no gradient from it)."""
-    return tf.convert_to_tensor(v) if isinstance(v, tf.Variable) else v
+    """Variables (tf.Variable, keras.Variable) are read outside the custom gradient (they
+    get no gradient from it)."""
+    return tf.convert_to_tensor(v) if isinstance(v, _TENSORS) and \
+        not isinstance(v, tf.Tensor) else v
 
 
 # focalx:signature sigmoid_focal_loss
@@ -702,9 +704,9 @@ def linear_softmax_focal_loss(hidden: tf.Tensor, linear_weight: tf.Tensor, targe
                     ("linear_bias", linear_bias)):
         if a is not None and not isinstance(a, _TENSORS):
             raise TypeError(f"{name} must be a tf.Tensor, got {_name(a)}")
-        if a is not None:
-            _spec.check_logits_dtype(_kind(a), name)
         arrays[name] = None if a is None else _read(a)
+        if a is not None:
+            _spec.check_logits_dtype(_kind(arrays[name]), name)
     targets = _check_tensors(arrays["hidden"], targets)
     return apply_linear(arrays["hidden"], arrays["linear_weight"], arrays["linear_bias"],
                         targets, dict(gamma=_read(gamma), alpha=_read(alpha),

@@ -16,7 +16,12 @@ except ImportError:  # pragma: no cover - an older or stripped TensorFlow: no fo
 from ... import _spec
 
 
-_TENSORS = (tf.Tensor, tf.Variable)
+try:  # the base class of tf.Tensor, which Keras 3's variables (keras.Variable) subclass
+    from tensorflow.python.types.core import Tensor as _CoreTensor
+except ImportError:  # pragma: no cover - an older TensorFlow
+    _CoreTensor = tf.Tensor
+
+_TENSORS = (tf.Tensor, tf.Variable, _CoreTensor)
 
 
 def _kind(a) -> str:
