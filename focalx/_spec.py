@@ -2013,6 +2013,36 @@ def run_distribution_focal_loss(ops, logits, targets, *, weight, ignore_index, r
 LINEAR_CHUNK_ELEMENTS = 2 ** 22
 
 
+def check_linear_module(in_features, num_classes, **class_vectors) -> None:
+    """A fused linear loss module's constructor arguments: positive integer sizes, and
+    each per-class hyperparameter given as a vector (name=its shape, None if a scalar or
+    absent) of length num_classes."""
+    for name, v in (("in_features", in_features), ("num_classes", num_classes)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    for name, shape in class_vectors.items():
+        if shape is not None:
+            check_class_vector(name, shape, int(num_classes), allow_scalar=name != "weight")
+
+
+def check_linear_module_inputs(input_shape, target_shape, in_features: int, *,
+                               target_name: str = "target",
+                               trailing_one: bool = False) -> None:
+    """A fused linear loss module's forward arguments: input (..., in_features) and
+    class indices of the input's leading shape (or that with a trailing 1, as Paddle's
+    labels may be), each row paired with its own target. Sizes unknown until run time
+    (None) match any."""
+    ins, ts = tuple(input_shape), tuple(target_shape)
+    if not ins or not _same_dim(ins[-1], in_features):
+        raise ValueError(f"input must have shape (..., {in_features}) (in_features last), "
+                         f"got shape {_fmt(ins)}")
+    lead = ins[:-1]
+    if not (_same_shape(ts, lead) or (trailing_one and _same_shape(ts, lead + (1,)))):
+        also = f" or {_fmt(lead + (1,))}" if trailing_one else ""
+        raise ValueError(f"{target_name} must have shape {_fmt(lead)}{also}, the leading "
+                         f"dimensions of input of shape {_fmt(ins)}, got shape {_fmt(ts)}")
+
+
 def check_chunk_size(chunk_size):
     if chunk_size is None:
         return None

@@ -2260,6 +2260,27 @@ def test_linear_focal_loss_layer_takes_a_language_models_shapes_and_trains_its_w
     np.testing.assert_allclose(g_b.numpy(), w_b.numpy(), rtol=1e-4, atol=1e-6)
 
 
+def test_linear_focal_loss_layer_refuses_a_label_of_another_shape_and_bad_sizes():
+    """Flattened separately, a (T, B) label for (B, T, H) states would pair each row with
+    another row's label: refused, as paddle's cross_entropy refuses it; a trailing 1 (as
+    cross_entropy's labels) is taken; so are per-class vectors of another length refused
+    at construction, and sizes that are not positive."""
+    m = fpd.LinearFocalLoss(6, 50, reduction="none")
+    x = paddle.randn([2, 3, 6])
+    for shape in ([3, 2], [6]):
+        with pytest.raises(ValueError, match=r"label must have shape \(2, 3\)"):
+            m(x, paddle.zeros(shape, "int64"))
+    assert m(x, paddle.zeros([2, 3, 1], "int64")).shape == [2, 3, 1]
+    with pytest.raises(ValueError, match=r"input must have shape \(\.\.\., 6\)"):
+        m(paddle.randn([2, 3, 5]), paddle.zeros([2, 3], "int64"))
+    for kw in ({"weight": [1.0] * 3}, {"alpha": [0.5] * 3}, {"gamma": [2.0] * 49}):
+        with pytest.raises(ValueError, match=f"{next(iter(kw))} must be .*length C=50"):
+            fpd.LinearFocalLoss(6, 50, **kw)
+    for args in ((0, 50), (-1, 50), (6, 0)):
+        with pytest.raises(ValueError, match="in_features|num_classes"):
+            fpd.LinearFocalLoss(*args)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_linear_blocks_split_over_threads_give_the_materialised_gradients(monkeypatch,
                                                                           reduction):

@@ -2038,6 +2038,25 @@ def test_linear_focal_loss_module_takes_a_language_models_shapes():
         ft.LinearFocalLoss(6, 50, chunk_size=0)
 
 
+def test_linear_focal_loss_module_refuses_a_target_of_another_shape_and_bad_sizes():
+    """Flattened separately, a (T, B) target for (B, T, H) states would pair each row with
+    another row's target: refused, as F.cross_entropy refuses it; so are per-class
+    vectors of another length (at construction) and sizes that are not positive."""
+    m = ft.LinearFocalLoss(6, 50, reduction="none")
+    x = torch.randn(2, 3, 6)
+    for y in (torch.zeros(3, 2, dtype=torch.long), torch.zeros(6, dtype=torch.long)):
+        with pytest.raises(ValueError, match=r"target must have shape \(2, 3\)"):
+            m(x, y)
+    with pytest.raises(ValueError, match=r"input must have shape \(\.\.\., 6\)"):
+        m(torch.randn(2, 3, 5), torch.zeros(2, 3, dtype=torch.long))
+    for kw in ({"weight": torch.ones(3)}, {"alpha": [0.5] * 3}, {"gamma": [2.0] * 49}):
+        with pytest.raises(ValueError, match=f"{next(iter(kw))} must be .*length C=50"):
+            ft.LinearFocalLoss(6, 50, **kw)
+    for args in ((0, 50), (6, -1), (6.0, 50), (True, 50)):
+        with pytest.raises(ValueError, match="in_features|num_classes"):
+            ft.LinearFocalLoss(*args)
+
+
 def test_linear_example_trains_a_language_model_head():
     import importlib.util
     path = Path(__file__).resolve().parent.parent / "examples" / "linear_focal_lm_head.py"

@@ -385,6 +385,7 @@ class LinearFocalLoss(paddle.nn.Layer):
                  label_smoothing: float = 0.0, gamma: float = 2.0, alpha=None,
                  chunk_size: int | None = None):
         super().__init__()
+        _spec.check_linear_module(in_features, num_classes)
         bound = 1.0 / max(in_features, 1) ** 0.5  # (nn.Linear's default initialisation)
         init = paddle.nn.initializer.Uniform(-bound, bound)
         self.linear_weight = self.create_parameter([num_classes, in_features],
@@ -399,8 +400,18 @@ class LinearFocalLoss(paddle.nn.Layer):
         _set_gamma(self, gamma, class_vector=True)
         _buffer(self, "weight", weight, class_vector=True, allow_scalar=False)
         _set_alpha(self, alpha, class_vector=True)
+        # (per-class vectors of another length fail here, not at the first forward)
+        _spec.check_linear_module(in_features, num_classes, **{
+            name: tuple(v.shape) for name in ("gamma", "alpha", "weight")
+            if isinstance(v := getattr(self, name), paddle.Tensor) and v.ndim})
 
     def forward(self, input, label):
+        # (flattened separately, a label of another shape would pair rows with other
+        # rows' labels; a static program's unknown sizes are -1)
+        _spec.check_linear_module_inputs(
+            [None if d == -1 else d for d in input.shape],
+            [None if d == -1 else d for d in label.shape], self.linear_weight.shape[1],
+            target_name="label", trailing_one=True)
         lead = list(label.shape)
         loss = linear_softmax_focal_loss(
             input.reshape([-1, input.shape[-1]]), self.linear_weight, label.reshape([-1]),

@@ -312,6 +312,7 @@ class LinearFocalLoss(nn.Module):
                  ignore_index: int | None = -100, label_smoothing: float = 0.0,
                  gamma: float = 2.0, alpha=None, chunk_size: int | None = None):
         super().__init__()
+        _spec.check_linear_module(in_features, num_classes)
         self.linear = nn.Linear(in_features, num_classes, bias=bias, device=device,
                                 dtype=dtype)
         self.reduction = _spec.check_reduction(reduction)
@@ -323,8 +324,15 @@ class LinearFocalLoss(nn.Module):
         self.register_buffer("weight", _param_buffer("weight", weight, class_vector=True,
                                                      allow_scalar=False))
         _set_alpha(self, alpha, class_vector=True)
+        # (per-class vectors of another length fail here, not at the first forward)
+        _spec.check_linear_module(in_features, num_classes, **{
+            name: tuple(v.shape) for name in ("gamma", "alpha", "weight")
+            if isinstance(v := getattr(self, name), torch.Tensor) and v.ndim})
 
     def forward(self, input, target):
+        # (flattened separately, a target of another shape would pair rows with other
+        # rows' targets)
+        _spec.check_linear_module_inputs(input.shape, target.shape, self.linear.in_features)
         lead = tuple(target.shape)
         loss = linear_softmax_focal_loss(
             input.reshape(-1, input.shape[-1]), self.linear.weight, target.reshape(-1),
