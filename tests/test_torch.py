@@ -2038,6 +2038,22 @@ def test_linear_focal_loss_module_takes_a_language_models_shapes():
         ft.LinearFocalLoss(6, 50, chunk_size=0)
 
 
+def test_linear_arrays_on_another_device_than_hidden_are_refused_by_name():
+    """A head left on the meta device beside CPU states: torch's own matmul of the two
+    returns uninitialised memory; the loss raises, naming the argument."""
+    h, y = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    w, b = torch.randn(5, 3), torch.randn(5)
+    for name, kw in (("linear_weight", dict(linear_weight=w.to("meta"))),
+                     ("linear_bias", dict(linear_bias=b.to("meta"))),
+                     ("targets", dict(targets=y.to("meta")))):
+        args = dict(hidden=h, linear_weight=w, targets=y, **{"linear_bias": b}) | kw
+        with pytest.raises(ValueError, match=f"{name} is on meta but hidden is on cpu"):
+            ft.linear_softmax_focal_loss(args.pop("hidden"), args.pop("linear_weight"),
+                                         args.pop("targets"), **args)
+    with pytest.raises(ValueError, match="linear_weight is on cpu but hidden is on meta"):
+        ft.linear_softmax_focal_loss(h.to("meta"), w, y.to("meta"))
+
+
 def test_linear_focal_loss_module_refuses_a_target_of_another_shape_and_bad_sizes():
     """Flattened separately, a (T, B) target for (B, T, H) states would pair each row with
     another row's target: refused, as F.cross_entropy refuses it; so are per-class

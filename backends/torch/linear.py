@@ -137,6 +137,10 @@ def apply_linear(hidden, weight, bias, targets, params):
                             f"{type(t).__module__}.{type(t).__name__}")
         if t is not None and name != "targets":  # (before the cast to the compute dtype)
             _spec.check_logits_dtype(_kind(t), name)
+        # (a weight on the meta device next to CPU hidden states: torch's matmul returns
+        # uninitialised memory there, not an error)
+        if t is not None and t.device != hidden.device:
+            raise ValueError(f"{name} is on {t.device} but hidden is on {hidden.device}")
     out_dtype = hidden.dtype
     if hidden.dtype in (torch.float16, torch.bfloat16) and \
             torch.is_autocast_enabled(hidden.device.type):
