@@ -2038,6 +2038,33 @@ def test_linear_focal_loss_module_takes_a_language_models_shapes():
         ft.LinearFocalLoss(6, 50, chunk_size=0)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_linear_batched_backward_is_the_materialised_losses(reduction):
+    """A vmapped backward (is_grads_batched, jacobian(vectorize=True)): the saved
+    gradients are scaled, not read with .item(), and the recomputed blocks take no
+    in-place op on the batched incoming gradient."""
+    torch.manual_seed(3)
+    h = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 6, 2, -100, 3])
+    kw = dict(reduction=reduction)
+    fused = ft.linear_softmax_focal_loss(h, w, y, chunk_size=2, **kw)
+    want = ft.softmax_focal_loss(h @ w.T, y, **kw)
+    seeds = torch.randn((3,) + tuple(fused.shape), dtype=torch.float64)
+    got = torch.autograd.grad(fused, (h, w), seeds, is_grads_batched=True)
+    exp = torch.autograd.grad(want, (h, w), seeds, is_grads_batched=True)
+    for a, e in zip(got, exp):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+    if reduction == "none":
+        jac = torch.autograd.functional.jacobian(
+            lambda a: ft.linear_softmax_focal_loss(a, w.detach(), y, chunk_size=2, **kw),
+            h.detach(),
+            vectorize=True)
+        torch.testing.assert_close(jac, torch.autograd.functional.jacobian(
+            lambda a: ft.softmax_focal_loss(a @ w.detach().T, y, **kw), h.detach()),
+            rtol=1e-10, atol=1e-12)
+
+
 def test_linear_arrays_on_another_device_than_hidden_are_refused_by_name():
     """A head left on the meta device beside CPU states: torch's own matmul of the two
     returns uninitialised memory; the loss raises, naming the argument."""

@@ -103,18 +103,22 @@ def _no_saved_tensor_hooks(grad) -> bool:
         return False
 
 
+def _batched(t) -> bool:
+    """Whether t carries a hidden batch axis (a vmapped backward: is_grads_batched,
+    jacobian(vectorize=True)): no .item() and no in-place op on it. When in doubt, True."""
+    try:
+        ft = torch._C._functorch
+        return bool(ft.is_functorch_wrapped_tensor(t) or ft.is_legacy_batchedtensor(t))
+    except (AttributeError, RuntimeError, TypeError):
+        return True
+
+
 def _reusable(grad, grad_out) -> bool:
     """Whether backward may overwrite its saved gradient: a plain tensor of its own
     memory, the product keeps its shape (not a vmapped backward, is_grads_batched or
     jacobian(vectorize=True), whose grad_out carries a hidden batch axis), and the
     autograd graph is not kept for another backward (retain_graph=True) nor traced."""
-    try:
-        ft = torch._C._functorch
-        if ft.is_functorch_wrapped_tensor(grad_out) or ft.is_legacy_batchedtensor(grad_out):
-            return False
-    except (AttributeError, RuntimeError, TypeError):
-        return False
-    if _symbolic(grad, grad_out) or grad._base is not None or \
+    if _batched(grad_out) or _symbolic(grad, grad_out) or grad._base is not None or \
             not grad.is_contiguous() or grad_out.dim() > grad.dim() or \
             any(o not in (1, g) for o, g in zip(grad_out.shape[::-1], grad.shape[::-1])):
         return False

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from ... import _spec
-from .autograd import _no_saved_tensor_hooks, _reusable
+from .autograd import _batched, _no_saved_tensor_hooks, _reusable
 from .eager import _EagerOps
 from .ops import OPS, _kind, _symbolic
 
@@ -62,9 +62,11 @@ class _LinearEagerOps(_EagerOps):
 
 def _ops(*tensors):
     """The eager CPU path's Ops (in-place selects, the fused log-softmax at the target,
-    the blocks in one reused buffer) for CPU tensors outside a trace; TorchOps
+    the blocks in one reused buffer) for CPU tensors outside a trace and outside a
+    vmapped backward (whose in-place ops on batched tensors torch refuses); TorchOps
     elsewhere."""
-    if all(t.device.type == "cpu" for t in tensors) and not _symbolic(*tensors):
+    if all(t.device.type == "cpu" for t in tensors) and not _symbolic(*tensors) and \
+            not any(_batched(t) for t in tensors):
         return _LinearEagerOps(tensors[1])
     return OPS
 
@@ -107,7 +109,7 @@ class _LinearFocalFunction(torch.autograd.Function):
             cd = _compute_dtype(hidden)
             h, w = hidden.to(cd), weight.to(cd)
             _, grads = _spec.run_linear_softmax_focal_loss(
-                _ops(h, w), h, w, targets,
+                _ops(h, w, grad_out), h, w, targets,
                 linear_bias=None if bias is None else bias.to(cd), need_grad=True,
                 cotangent=grad_out.to(cd), **ctx.params)
         else:
@@ -116,7 +118,7 @@ class _LinearFocalFunction(torch.autograd.Function):
             # without a device sync, and the saved gradients (used this once) are the
             # result, without a V x H copy each.
             unit = grad_out.device.type == "cpu" and grad_out.numel() == 1 and \
-                not _symbolic(grad_out) and grad_out.item() == 1.0
+                not _symbolic(grad_out) and not _batched(grad_out) and grad_out.item() == 1.0
             if not (unit and ctx.own and all(_reusable(g, grad_out) for g in grads
                                              if g is not None)):
                 scale = grad_out.to(next((g.dtype for g in grads if g is not None),
