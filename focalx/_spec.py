@@ -89,6 +89,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any, Literal, Optional, Protocol, Sequence
 
 import numpy as np
@@ -2076,10 +2077,7 @@ def check_linear_inputs(ops, hidden, linear_weight, targets, linear_bias):
         raise ValueError(f"linear_weight must be a 2-D array (V, H), got shape {_fmt(ws)}")
     N, H = hs
     V = ws[0]
-    if N is None:
-        raise ValueError(f"hidden must have a static number of rows (the blocks are laid out "
-                         f"ahead of the run), got shape {_fmt(hs)}")
-    if ws[1] != H:
+    if not _same_dim(ws[1], H):
         raise ValueError(f"linear_weight of shape {_fmt(ws)} must be (V, H) with H = {H}, "
                          f"the features of hidden of shape {_fmt(hs)}")
     if not V:
@@ -2094,7 +2092,7 @@ def check_linear_inputs(ops, hidden, linear_weight, targets, linear_bias):
     if not _same_shape(tuple(ops.shape(targets)), (N,)):
         raise ValueError(f"targets must have shape ({N},), one class index per row of hidden, "
                          f"got shape {_fmt(ops.shape(targets))}")
-    return N, H, V
+    return N, (ws[1] if H is None else H), V
 
 
 def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear_bias, gamma,
@@ -2135,12 +2133,25 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
     idx, keep = _class_indices(ops, hidden, targets, ignore_index, 0)
     _check_class_indices(ops, idx, V)
     w_y = None if w is None else ops.gather_classes(w, idx)
-    denom = (N,) if w_y is None and keep is None else _index_denominator(
-        ops, hidden, V, w_y, keep)
+    if w_y is not None or keep is not None:
+        denom = _index_denominator(ops, hidden, V, w_y, keep)
+    elif N is not None:
+        denom = (N,)
+    else:  # (the number of rows, counted when the graph runs)
+        denom = _count(ops, hidden, H)
     scale = reduction_scale(ops, reduction=reduction, denom=denom, normalizer=normalizer,
                             divide=True)
     kept = None
-    if keep is not None and hasattr(ops, "kept_rows"):
+    if N is None:
+        # A number of rows known only when the graph runs (a Keras batch of size None,
+        # an InputSpec's None): the blocks cannot be laid out, so all rows are one block.
+        warnings.warn(
+            "focalx: linear_softmax_focal_loss got hidden with a number of rows unknown "
+            "until run time: it runs as one block, holding the N x V logits at once (the "
+            "same numbers, not the memory saving); give the batch a static size (Keras: "
+            "drop_remainder=True; Paddle: an InputSpec with the batch size) for blocks",
+            RuntimeWarning, stacklevel=2)
+    elif keep is not None and hasattr(ops, "kept_rows"):
         # Ignored rows add 0 and get a zero gradient: where their positions can be read
         # without a host sync, the blocks run on the other rows only (their loss and
         # gradient rows are put back among zeros). The denominator is the whole's, above.
@@ -2153,7 +2164,7 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
         if cotangent is not None:
             cotangent = ops.take_rows(cotangent, kept)
         N = ops.shape(kept)[0]
-    rows = linear_chunk_rows(N, V, chunk_size)
+    rows = None if N is None else linear_chunk_rows(N, V, chunk_size)
     block_reduction = "none" if reduction == "none" else "sum"
 
     def block_loss(ops, logits, t, block_scale):
@@ -2231,7 +2242,11 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
         return None if a is None else a[start:stop]
 
     outs, d_hidden, carry, start = [], [], None, 0
-    while True:  # (once where N is 0: the empty block's loss and gradients)
+    if N is None:  # (one block of all rows)
+        carry, (out, d_h) = step(None, hidden, targets, cotangent)
+        outs.append(out)
+        d_hidden.append(d_h)
+    while N is not None:  # (once where N is 0: the empty block's loss and gradients)
         stop = min(start + rows, N)
         carry, (out, d_h) = step(carry, *(rows_of(a, start, stop)
                                           for a in (hidden, targets, cotangent)))

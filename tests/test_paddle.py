@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -2258,6 +2259,31 @@ def test_linear_focal_loss_layer_takes_a_language_models_shapes_and_trains_its_w
     w_w, w_b = paddle.grad(want.sum(), [m.linear_weight, m.linear_bias])
     np.testing.assert_allclose(g_w.numpy(), w_w.numpy(), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(g_b.numpy(), w_b.numpy(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("full_graph", [True, False], ids=["full_graph", "sot"])
+def test_linear_focal_loss_layer_under_to_static_with_a_none_batch(full_graph):
+    """paddle.jit.to_static with InputSpec([None, H]) (as paddle.jit.save needs for a
+    deployable model): the dygraph loss and gradients, for two batch sizes."""
+    from paddle.static import InputSpec
+    paddle.seed(1)
+    m = fpd.LinearFocalLoss(8, 13, bias=True, gamma=2.0, chunk_size=4)
+    s = paddle.jit.to_static(m, full_graph=full_graph, input_spec=[
+        InputSpec([None, 8], "float32"), InputSpec([None], "int64")])
+    params = [m.linear_weight, m.linear_bias]
+    for n in (10, 3):
+        x = paddle.randn([n, 8])
+        x.stop_gradient = False
+        y = paddle.randint(0, 13, [n])
+        y[1] = -100
+        want = m(x, y)
+        w_g = paddle.grad(want, [x] + params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # (one block: see the spec)
+            got = s(x, y)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
+        for a, e in zip(paddle.grad(got, [x] + params), w_g):
+            np.testing.assert_allclose(a.numpy(), e.numpy(), rtol=1e-5, atol=1e-7)
 
 
 def test_linear_focal_loss_layer_refuses_a_label_of_another_shape_and_bad_sizes():

@@ -901,6 +901,35 @@ def test_linear_in_a_tf_function_with_a_variable_weight_is_the_materialised_loss
         np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_linear_with_rows_unknown_until_run_time_is_one_block_with_a_warning(jit):
+    """A tf.function traced with a None batch (as Keras's fit retraces for a last, smaller
+    batch): the loss and gradients of the materialised logits, for two batch sizes, and a
+    RuntimeWarning that the blocks could not be laid out."""
+    rng = np.random.default_rng(7)
+    w, b = rng.normal(size=(6, 3)), rng.normal(size=6)
+    W, B = tf.constant(w), tf.constant(b)
+
+    @tf.function(jit_compile=jit, autograph=False, input_signature=[
+        tf.TensorSpec([None, 3], tf.float64), tf.TensorSpec([None], tf.int64)])
+    def step(h, y):
+        with tf.GradientTape() as tape:
+            tape.watch([h, W, B])
+            loss = ftf.linear_softmax_focal_loss(h, W, y, linear_bias=B, chunk_size=2)
+        return loss, tape.gradient(loss, [h, W, B])
+
+    with pytest.warns(RuntimeWarning, match="unknown until run time"):
+        step.get_concrete_function()
+    for n in (9, 4):
+        h, y = rng.normal(size=(n, 3)), rng.integers(0, 6, n)
+        y[1] = -100
+        loss, grads = step(tf.constant(h), tf.constant(y))
+        want, g = ref.softmax_focal_loss_and_grad(h @ w.T + b, y)
+        np.testing.assert_allclose(loss, want, rtol=1e-12)
+        for a, e in zip(grads, (g @ w, g.T @ h, g.sum(0))):
+            np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+
+
 def test_linear_blocks_in_a_plain_graph_are_xla_functions_and_a_bad_target_still_fails():
     """In a tf.function without jit_compile, each block's loss and logit gradient is an
     XLA function between TensorFlow's matmuls (the first block, the loop's body, the

@@ -369,6 +369,14 @@ def global_normalizer(num_pos, *, group=None):
     return paddle.clip(total, min=1.0) / world
 
 
+@_not_translated
+def _check_linear_shapes(input, label, in_features):
+    # (a static program's unknown sizes are -1)
+    _spec.check_linear_module_inputs([None if d == -1 else d for d in input.shape],
+                                     [None if d == -1 else d for d in label.shape],
+                                     in_features, target_name="label", trailing_one=True)
+
+
 class LinearFocalLoss(paddle.nn.Layer):
     r"""A linear layer and the softmax focal loss of its output, fused: the logits are never
     held whole (see :func:`focalx.linear_softmax_focal_loss`).
@@ -407,11 +415,8 @@ class LinearFocalLoss(paddle.nn.Layer):
 
     def forward(self, input, label):
         # (flattened separately, a label of another shape would pair rows with other
-        # rows' labels; a static program's unknown sizes are -1)
-        _spec.check_linear_module_inputs(
-            [None if d == -1 else d for d in input.shape],
-            [None if d == -1 else d for d in label.shape], self.linear_weight.shape[1],
-            target_name="label", trailing_one=True)
+        # rows' labels)
+        _check_linear_shapes(input, label, self.linear_weight.shape[1])
         lead = list(label.shape)
         loss = linear_softmax_focal_loss(
             input.reshape([-1, input.shape[-1]]), self.linear_weight, label.reshape([-1]),

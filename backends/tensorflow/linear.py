@@ -6,8 +6,8 @@ the forward pass computes the gradients w.r.t. hidden, weight and bias with the 
 (each block's logits made once; nothing of size N x V is kept) and the backward pass
 scales them; for "none" the backward pass runs the blocks again with the per-row
 incoming gradient. A tf.Variable (a Keras layer's kernel) is read outside the custom
-gradient, so its gradient flows through the read. The number of rows must be static
-(the blocks are laid out in Python).
+gradient, so its gradient flows through the read. The blocks are laid out in Python: a
+number of rows unknown until run time makes one block (the spec's).
 """
 
 from __future__ import annotations
