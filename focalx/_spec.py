@@ -257,6 +257,13 @@ class OptionalOps(Protocol):
         a Python loop are one graph whose blocks' temporaries may all be live at once.
         None (declined) or absent: a Python loop."""
 
+    def pad_rows(self, arrays, rows):
+        """For arrays whose number of rows is unknown until run time (a graph's None
+        batch): (padded, unpad), each array (None stays None) with zero rows added up to a
+        multiple of ``rows``, and ``unpad(a)`` a's first rows, as many as the arrays had.
+        The linear loss then runs its blocks (scan_blocks) on the padded rows, the padding
+        weighted 0. None, or absent: all rows are one block."""
+
     def loss_block(self, fn, logits, targets, scale):
         """``fn(ops, logits, targets, scale) -> (out, g)``: the linear loss's softmax focal
         loss of one block of logits and its logit gradient (elementwise work over the
@@ -2060,7 +2067,7 @@ def linear_chunk_rows(n: int, num_classes: int, chunk_size=None,
                       elements: int = LINEAR_CHUNK_ELEMENTS) -> int:
     """Rows per block: chunk_size, or blocks of about `elements` logits."""
     rows = chunk_size or max(1, elements // max(num_classes, 1))
-    return max(1, min(rows, n))
+    return max(1, rows if n is None else min(rows, n))
 
 
 def check_linear_inputs(ops, hidden, linear_weight, targets, linear_bias):
@@ -2141,10 +2148,17 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
         denom = _count(ops, hidden, H)
     scale = reduction_scale(ops, reduction=reduction, denom=denom, normalizer=normalizer,
                             divide=True)
-    kept = None
-    if N is None:
+    kept = padded = None
+    if N is None and hasattr(ops, "scan_blocks"):
         # A number of rows known only when the graph runs (a Keras batch of size None,
-        # an InputSpec's None): the blocks cannot be laid out, so all rows are one block.
+        # an InputSpec's None): blocks of padded rows, each row weighted by its
+        # coefficient (1, the padding 0; or the cotangent, padded with zeros), which
+        # joins the block's scale as a cotangent does.
+        rows = linear_chunk_rows(None, V, chunk_size)
+        coef = cotangent if cotangent is not None else ops.full_like(hidden[:, 0], 1.0)
+        padded = getattr(ops, "pad_rows", lambda *_: None)((hidden, targets, coef), rows)
+    if N is None and padded is None:
+        # ... or, where the backend cannot, all rows as one block
         warnings.warn(
             "focalx: linear_softmax_focal_loss got hidden with a number of rows unknown "
             "until run time: it runs as one block, holding the N x V logits at once (the "
@@ -2164,7 +2178,8 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
         if cotangent is not None:
             cotangent = ops.take_rows(cotangent, kept)
         N = ops.shape(kept)[0]
-    rows = None if N is None else linear_chunk_rows(N, V, chunk_size)
+    if N is not None:
+        rows = linear_chunk_rows(N, V, chunk_size)
     block_reduction = "none" if reduction == "none" else "sum"
 
     def block_loss(ops, logits, t, block_scale):
@@ -2206,7 +2221,9 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
         # the first block), and of d bias
         block_scale = scale
         if cot is not None:
-            block_scale = _mul(scale, ops.expand_dims(cot, 1))
+            cot = ops.expand_dims(cot, 1)
+            block_scale = Divide(scale.div, _mul(scale.mult, cot)) if isinstance(
+                scale, Divide) else _mul(scale, cot)
         if hasattr(ops, "split_rows"):
             out, g, d_h, d_b = ops.split_rows(part, (h, t, block_scale),
                                               block_reduction != "none", V)
@@ -2242,7 +2259,15 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
         return None if a is None else a[start:stop]
 
     outs, d_hidden, carry, start = [], [], None, 0
-    if N is None:  # (one block of all rows)
+    if padded is not None:
+        # the first block makes the carry (empty where N is 0), the backend's loop the rest
+        (hp, tp, cp), unpad = padded
+        carry, (out, d_h) = step(None, hp[:rows], tp[:rows], cp[:rows])
+        carry, (out_r, d_h_r) = ops.scan_blocks(step, carry, [hp[rows:], tp[rows:], cp[rows:]],
+                                                rows, (out, d_h))
+        outs += [out, out_r]
+        d_hidden += [d_h, d_h_r]
+    elif N is None:  # (one block of all rows)
         carry, (out, d_h) = step(None, hidden, targets, cotangent)
         outs.append(out)
         d_hidden.append(d_h)
@@ -2273,11 +2298,15 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
         d_weight = ops.matmul_sum(d_weight)
     if reduction == "none":
         out = outs[0] if len(outs) == 1 else ops.concat(outs, 0)
+        if padded is not None:
+            out = unpad(out)
     if kept is not None and reduction == "none":
         out = ops.put_rows(out, kept, full_n)
     if not need_grad:
         return out, None
     dh = d_hidden[0] if len(d_hidden) == 1 else ops.concat(d_hidden, 0)
+    if padded is not None:
+        dh = unpad(dh)
     if kept is not None:
         dh = ops.put_rows(dh, kept, full_n)
     return out, (dh, d_weight, d_bias)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -901,31 +902,43 @@ def test_linear_in_a_tf_function_with_a_variable_weight_is_the_materialised_loss
         np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "none"])
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
-def test_linear_with_rows_unknown_until_run_time_is_one_block_with_a_warning(jit):
+def test_linear_with_rows_unknown_until_run_time_runs_padded_blocks(jit, reduction):
     """A tf.function traced with a None batch (as Keras's fit retraces for a last, smaller
-    batch): the loss and gradients of the materialised logits, for two batch sizes, and a
-    RuntimeWarning that the blocks could not be laid out."""
+    batch): the rows are padded to whole blocks in the graph's loop, the padding weighted
+    0; the loss and gradients of the materialised logits for several batch sizes through
+    one trace, and no one-block fallback (its warning)."""
     rng = np.random.default_rng(7)
     w, b = rng.normal(size=(6, 3)), rng.normal(size=6)
     W, B = tf.constant(w), tf.constant(b)
 
     @tf.function(jit_compile=jit, autograph=False, input_signature=[
-        tf.TensorSpec([None, 3], tf.float64), tf.TensorSpec([None], tf.int64)])
-    def step(h, y):
+        tf.TensorSpec([None, 3], tf.float64), tf.TensorSpec([None], tf.int64),
+        tf.TensorSpec([None], tf.float64)])
+    def step(h, y, c):
         with tf.GradientTape() as tape:
             tape.watch([h, W, B])
-            loss = ftf.linear_softmax_focal_loss(h, W, y, linear_bias=B, chunk_size=2)
-        return loss, tape.gradient(loss, [h, W, B])
+            loss = ftf.linear_softmax_focal_loss(h, W, y, linear_bias=B, chunk_size=2,
+                                                 reduction=reduction, alpha=0.25)
+            total = tf.reduce_sum(loss * c) if reduction == "none" else loss
+        return loss, tape.gradient(total, [h, W, B])
 
-    with pytest.warns(RuntimeWarning, match="unknown until run time"):
-        step.get_concrete_function()
-    for n in (9, 4):
-        h, y = rng.normal(size=(n, 3)), rng.integers(0, 6, n)
-        y[1] = -100
-        loss, grads = step(tf.constant(h), tf.constant(y))
-        want, g = ref.softmax_focal_loss_and_grad(h @ w.T + b, y)
-        np.testing.assert_allclose(loss, want, rtol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        graph = step.get_concrete_function().graph.as_graph_def()
+    ops = {n.op for n in graph.node} | {n.op for f in graph.library.function
+                                         for n in f.node_def}
+    assert ops & {"While", "StatelessWhile"}
+    for n in (9, 4, 1):
+        h, y, c = rng.normal(size=(n, 3)), rng.integers(0, 6, n), rng.normal(size=n)
+        y[-1] = -100
+        loss, grads = step(tf.constant(h), tf.constant(y), tf.constant(c))
+        kw = dict(reduction=reduction, alpha=0.25)
+        want, g = ref.softmax_focal_loss_and_grad(h @ w.T + b, y, **kw)
+        if reduction == "none":
+            g = g * c[:, None]
+        np.testing.assert_allclose(loss, want, rtol=1e-12, atol=1e-15)
         for a, e in zip(grads, (g @ w, g.T @ h, g.sum(0))):
             np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
 

@@ -6,8 +6,8 @@ the forward pass computes the gradients w.r.t. hidden, weight and bias with the 
 (each block's logits made once; nothing of size N x V is kept) and the backward pass
 scales them; for "none" the backward pass runs the blocks again with the per-row
 incoming gradient. A tf.Variable (a Keras layer's kernel) is read outside the custom
-gradient, so its gradient flows through the read. The blocks are laid out in Python: a
-number of rows unknown until run time makes one block (the spec's).
+gradient, so its gradient flows through the read. A number of rows unknown until run
+time (a None batch) is padded to whole blocks in the graph (pad_rows).
 """
 
 from __future__ import annotations
@@ -93,6 +93,19 @@ class _LinearOps(_ops.TensorflowOps):
         self.unchecked += list(zip(conds, messages))
         return out, g
 
+    def pad_rows(self, arrays, rows):
+        # In a graph with a None batch: zero rows up to a multiple of rows, two blocks at
+        # least (the spec's first block, then at least one in the loop: XLA compiles the
+        # loop's slices of a block even where it would run no block). The padded targets
+        # are class 0, weighted 0 by the spec. Eagerly the shapes are known.
+        if tf.executing_eagerly():
+            return None
+        n = tf.shape(next(a for a in arrays if a is not None))[0]
+        extra = tf.maximum((-n) % rows, 2 * rows - n)
+        padded = [None if a is None else
+                  tf.pad(a, [[0, extra]] + [[0, 0]] * (a.shape.rank - 1)) for a in arrays]
+        return padded, lambda a: a[:n]
+
     def scan_blocks(self, step, carry, xs, rows, ys_like):
         # In a graph (tf.function, XLA) the Python loop's blocks are independent ops that
         # the runtime may run in any order and at once: the bench's peak held several
@@ -101,7 +114,9 @@ class _LinearOps(_ops.TensorflowOps):
         # ops run one after another already: declined (the spec's loop).
         if tf.executing_eagerly():
             return None
-        k = int(next(x for x in xs if x is not None).shape[0]) // rows
+        first = next(x for x in xs if x is not None)
+        k = first.shape[0]  # (None: padded rows, pad_rows)
+        k = tf.shape(first)[0] // rows if k is None else int(k) // rows
         blocks = [None if x is None else tf.reshape(x, [k, rows] + x.shape[1:].as_list())
                   for x in xs]
         c_at = [i for i, c in enumerate(carry) if c is not None]
