@@ -264,11 +264,12 @@ class OptionalOps(Protocol):
         The linear loss then runs its blocks (scan_blocks) on the padded rows, the padding
         weighted 0. None, or absent: all rows are one block."""
 
-    def loss_block(self, fn, logits, targets, scale):
+    def loss_block(self, fn, logits, targets, scale, params):
         """``fn(ops, logits, targets, scale) -> (out, g)``: the linear loss's softmax focal
         loss of one block of logits and its logit gradient (elementwise work over the
-        block, between its matmuls). A backend may run it compiled on its own (one fused
-        program between the framework's matmuls), with an Ops of its own whose
+        block, between its matmuls), which is ``run_softmax_focal_loss(ops, logits,
+        targets, scale=scale, **params)``. A backend may run it compiled on its own (one
+        fused program between the framework's matmuls), with an Ops of its own whose
         unchecked value checks it adds to its own. Absent: ``fn(self, ...)``."""
 
     def split_rows(self, fn, arrays, summed, classes):
@@ -2182,12 +2183,12 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
         rows = linear_chunk_rows(N, V, chunk_size)
     block_reduction = "none" if reduction == "none" else "sum"
 
+    block_params = dict(gamma=gamma, alpha=alpha, weight=w, ignore_index=ignore_index,
+                        label_smoothing=label_smoothing, reduction=block_reduction,
+                        normalizer=None, axis=1, from_logits=True, need_grad=need_grad)
+
     def block_loss(ops, logits, t, block_scale):
-        return run_softmax_focal_loss(
-            ops, logits, t, gamma=gamma, alpha=alpha, weight=w,
-            ignore_index=ignore_index, label_smoothing=label_smoothing,
-            reduction=block_reduction, normalizer=None, axis=1, from_logits=True,
-            need_grad=need_grad, scale=block_scale)
+        return run_softmax_focal_loss(ops, logits, t, scale=block_scale, **block_params)
 
     def part(ops, h, t, block_scale):
         # a block's rows (or a part of them, split_rows): their logits, loss and logit
@@ -2197,7 +2198,7 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
         if linear_bias is not None:
             logits = logits + linear_bias
         if hasattr(ops, "loss_block"):
-            out, g = ops.loss_block(block_loss, logits, t, block_scale)
+            out, g = ops.loss_block(block_loss, logits, t, block_scale, block_params)
         else:
             out, g = block_loss(ops, logits, t, block_scale)
         del logits

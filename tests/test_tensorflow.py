@@ -902,6 +902,44 @@ def test_linear_in_a_tf_function_with_a_variable_weight_is_the_materialised_loss
         np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_linear_eager_blocks_run_compiled_with_the_materialised_numbers(monkeypatch,
+                                                                        reduction):
+    """Eagerly, a large block's loss and logit gradient come from the compiled cache (as
+    the other losses' large eager calls): a mean over kept rows (a Divide scale), a sum,
+    per-row incoming gradients ("none"), a per-class gamma; the numbers are the
+    materialised logits', and a bad target still raises the op-by-op path's error."""
+    monkeypatch.setattr(tf_xla, "_cache", type(tf_xla._cache)())
+    monkeypatch.setattr(tf_xla, "_eager_shapes", {})
+    rng = np.random.default_rng(11)
+    n, hdim, v = 40, 8, 2048  # blocks of 32 rows: 32 x 2048 logits take the compiled path
+    assert 32 * v >= tf_xla.EAGER_XLA_MIN_SIZE > 8 * v
+    h, w, b = rng.normal(size=(n, hdim)), rng.normal(size=(v, hdim)), rng.normal(size=v)
+    y = rng.integers(0, v, n)
+    y[[3, 17]] = -100
+    gamma = rng.uniform(0.0, 3.0, v)
+    c = rng.normal(size=n)
+    hw = [tf.constant(h), tf.constant(w), tf.constant(b)]
+    kw = dict(gamma=gamma, label_smoothing=0.05, reduction=reduction)
+    with tf.GradientTape() as tape:
+        tape.watch(hw)
+        loss = ftf.linear_softmax_focal_loss(hw[0], hw[1], tf.constant(y), linear_bias=hw[2],
+                                             chunk_size=32, **kw)
+        total = tf.reduce_sum(loss * c) if reduction == "none" else loss
+    grads = tape.gradient(total, hw)
+    assert any(key[0][0] is tf_xla._linear_block for key in tf_xla._cache)
+    want, g = ref.softmax_focal_loss_and_grad(h @ w.T + b, y, **kw)
+    if reduction == "none":
+        g = g * c[:, None]
+    np.testing.assert_allclose(loss, want, rtol=1e-11, atol=1e-15)
+    for a, e in zip(grads, (g @ w, g.T @ h, g.sum(0))):
+        np.testing.assert_allclose(a, e, rtol=1e-9, atol=1e-12)
+    y[5] = v
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match="target"):
+        ftf.linear_softmax_focal_loss(hw[0], hw[1], tf.constant(y), linear_bias=hw[2],
+                                      chunk_size=32, **kw)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
 def test_linear_with_rows_unknown_until_run_time_runs_padded_blocks(jit, reduction):

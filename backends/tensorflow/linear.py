@@ -72,13 +72,17 @@ class _LinearOps(_ops.TensorflowOps):
             c = tf.concat([c[:rest], tail], 0)
         return c
 
-    def loss_block(self, fn, logits, targets, scale):
+    def loss_block(self, fn, logits, targets, scale, params):
         # In a graph that XLA does not compile, a block's loss and logit gradient as one
         # XLA function between TensorFlow's matmuls: TensorFlow's own kernels ran the
         # spec's elementwise ops one by one over the block, each writing its array (as
-        # the other losses take the compiled path in a graph). Eagerly (the compile would
-        # stall the call) and under XLA (compiled already): as it is.
-        if tf.executing_eagerly() or _in_xla() or not _xla_path.USE_XLA:
+        # the other losses take the compiled path in a graph). Eagerly, from the compiled
+        # cache as the other losses' eager calls (compiled in the background: op by op
+        # until then). Under XLA (compiled already): as it is.
+        if tf.executing_eagerly():
+            res = _xla_path.compiled_block(logits, targets, scale, params)
+            return fn(self, logits, targets, scale) if res is None else res
+        if _in_xla() or not _xla_path.USE_XLA:
             return fn(self, logits, targets, scale)
         messages = []
 

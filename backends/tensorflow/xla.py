@@ -50,7 +50,8 @@ BACKGROUND_COMPILE = True
 _NOT_STATIC = object()
 #: (gamma: a tensor gamma, per class or a schedule's 0-d one, is a run-time input; a
 #: Python number is part of the configuration, as the spec branches on it)
-_TENSOR_PARAMS = ("alpha", "pos_weight", "weight", "normalizer", "gamma")
+_TENSOR_PARAMS = ("alpha", "pos_weight", "weight", "normalizer", "gamma", "scale",
+                  "scale_div", "scale_mult")
 _cache: "collections.OrderedDict" = collections.OrderedDict()
 _cache_lock = threading.Lock()
 _eager_shapes: dict = {}  # configuration -> shapes compiled for it in eager calls
@@ -276,6 +277,32 @@ def wait_for_compiles(timeout: float | None = None) -> bool:
         if end is not None and time.monotonic() >= end:
             return False
         time.sleep(0.01)
+
+
+def _linear_block(ops, x, targets, need_grad, scale=None, scale_div=None, scale_mult=None,
+                  **kw):
+    """The linear loss's block (the spec's loss_block hook), its scale as arrays: a
+    Divide's two parts apart."""
+    if scale_div is not None:
+        scale = _spec.Divide(scale_div, scale_mult)
+    return _spec.run_softmax_focal_loss(ops, x, targets, need_grad=need_grad, scale=scale,
+                                        **kw)
+
+
+def compiled_block(logits, targets, scale, params):
+    """(out, g) of the linear loss's block (the spec's loss_block) from the compiled
+    cache, eagerly and as the other losses' eager calls (large blocks; compiled in the
+    background, None until then), or None."""
+    if not USE_XLA or (logits.shape.num_elements() or 0) < EAGER_XLA_MIN_SIZE:
+        return None
+    kw = {k: v for k, v in params.items() if k != "need_grad"}
+    if isinstance(scale, _spec.Divide):
+        kw.update(scale_div=scale.div, scale_mult=scale.mult)
+    else:
+        kw["scale"] = scale
+    entry, tensors = _compiled(_linear_block, logits, targets, kw, params["need_grad"])
+    res = None if entry is None else entry(logits, targets, tensors)
+    return None if res is None else res[:2]
 
 
 def _compute(fn, x, targets, need_grad, kw):
