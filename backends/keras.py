@@ -15,6 +15,9 @@ and ``model.fit`` and saved with a model (``.keras`` files reload them once
 - :class:`SparseAsymmetricSoftmaxLoss`: its single-label (softmax) form against integer
   class indices.
 
+and one layer, :class:`LinearFocalLoss`: a classifier head fused with the softmax focal
+loss of its logits (:func:`focalx.linear_softmax_focal_loss`), for large class counts.
+
 Each computes the per-sample loss with the focalx function of whatever array
 type Keras hands it (:func:`focalx.sigmoid_focal_loss`,
 :func:`focalx.softmax_focal_loss`), so the same class gives the same numbers
@@ -45,10 +48,11 @@ from .. import softmax_focal_loss as _softmax_focal_loss
 from .. import distribution_focal_loss as _distribution_focal_loss
 from .. import quality_focal_loss as _quality_focal_loss
 from .. import varifocal_loss as _varifocal_loss
+from .. import linear_softmax_focal_loss as _linear_softmax_focal_loss
 
 __all__ = ["BinaryFocalLoss", "CategoricalFocalLoss", "SparseCategoricalFocalLoss",
            "QualityFocalLoss", "VarifocalLoss", "DistributionFocalLoss",
-           "AsymmetricLoss", "SparseAsymmetricSoftmaxLoss"]
+           "AsymmetricLoss", "SparseAsymmetricSoftmaxLoss", "LinearFocalLoss"]
 
 
 def _alpha_config(alpha, class_vector):
@@ -418,4 +422,96 @@ class DistributionFocalLoss(keras.losses.Loss):
     def get_config(self):
         config = super().get_config()
         config.update(axis=self.axis, dtype=self.dtype)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="focalx")
+class LinearFocalLoss(keras.layers.Layer):
+    r"""A classifier head and the softmax focal loss of its logits, fused: the logits are
+    never held whole (see :func:`focalx.linear_softmax_focal_loss`). For large class
+    counts (a language model's vocabulary), where a Keras loss would need the N x V
+    logits as ``y_pred``.
+
+    It owns ``kernel`` of shape ``(num_classes, in_features)`` (the loss's layout; a
+    ``Dense`` layer's kernel is its transpose) and, with ``use_bias=True``, ``bias``;
+    ``call(inputs, targets)`` takes ``inputs (..., in_features)`` and ``targets (...)``
+    class indices (a language model's ``(B, T, H)`` states and ``(B, T)`` tokens) and
+    returns the loss (``"none"``: the targets' shape). Use it in a custom ``train_step``
+    or through ``add_loss``. With ``gamma=0`` (and ``alpha=None``) it is the
+    cross-entropy of the head's logits. The same numbers under every Keras backend.
+
+    Args:
+        num_classes: V, the classes (rows of ``kernel``).
+        in_features: H, to build the weights now (else at the first call). A head used
+            only in a model's ``compute_loss`` needs it under JAX's ``fit``.
+        use_bias: whether the head has a bias (V,).
+        gamma, alpha, weight, ignore_index, label_smoothing, reduction, chunk_size: as
+            :func:`focalx.linear_softmax_focal_loss` (``ignore_index`` -100 by default).
+        kernel_initializer, bias_initializer: Keras initializers of the head.
+    """
+
+    def __init__(self, num_classes, *, in_features=None, use_bias=False, gamma=2.0,
+                 alpha=None, weight=None, ignore_index=-100, label_smoothing=0.0,
+                 reduction="mean", chunk_size=None, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        _spec.check_linear_module(1, num_classes)
+        self.num_classes = int(num_classes)
+        self.use_bias = _spec.check_bool(use_bias, "use_bias")
+        self.gamma = _gamma_config(gamma, class_vector=True)
+        self.alpha = _alpha_config(alpha, class_vector=True)
+        self.weight = _vector_config(weight, "weight", class_vector=True, allow_scalar=False)
+        _spec.check_linear_module(1, num_classes, **{
+            name: (len(v),) for name, v in (("gamma", self.gamma), ("alpha", self.alpha),
+                                            ("weight", self.weight))
+            if isinstance(v, list)})
+        self.ignore_index = _spec.check_ignore_index(ignore_index, allow_none=True,
+                                                     binary=False)
+        self.label_smoothing = _spec.check_label_smoothing(label_smoothing)
+        self.reduction = _spec.check_reduction(reduction)
+        self.chunk_size = _spec.check_chunk_size(chunk_size)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        if in_features is not None:
+            # (built now: a head called only in a model's compute_loss is not built by
+            # the model's own call, and JAX's fit needs every weight before its trace)
+            self.build((in_features,))
+
+    def build(self, inputs_shape, targets_shape=None):
+        in_features = inputs_shape[-1]
+        _spec.check_linear_module(in_features, self.num_classes)
+        self.kernel = self.add_weight(shape=(self.num_classes, in_features), name="kernel",
+                                      initializer=self.kernel_initializer)
+        self.bias = self.add_weight(shape=(self.num_classes,), name="bias",
+                                    initializer=self.bias_initializer) if self.use_bias else None
+
+    def call(self, inputs, targets):
+        in_features = self.kernel.shape[1]
+        # (flattened separately, targets of another shape would pair rows with other
+        # rows' targets)
+        _spec.check_linear_module_inputs(inputs.shape, targets.shape, in_features)
+        if "int" not in str(targets.dtype):
+            raise TypeError(f"targets must be class indices of an integer dtype, got "
+                            f"{targets.dtype}")
+        loss = _linear_softmax_focal_loss(
+            ops.reshape(inputs, (-1, in_features)), self.kernel.value, ops.reshape(targets, (-1,)),
+            linear_bias=None if self.bias is None else self.bias.value, gamma=self.gamma,
+            alpha=self.alpha, weight=self.weight, ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing, reduction=self.reduction,
+            chunk_size=self.chunk_size)
+        return ops.reshape(loss, ops.shape(targets)) if self.reduction == "none" else loss
+
+    def compute_output_shape(self, inputs_shape, targets_shape):
+        return tuple(targets_shape) if self.reduction == "none" else ()
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_classes=self.num_classes, use_bias=self.use_bias,
+                      in_features=self.kernel.shape[1] if self.built else None,
+                      gamma=self.gamma,
+                      alpha=self.alpha, weight=self.weight, ignore_index=self.ignore_index,
+                      label_smoothing=self.label_smoothing, reduction=self.reduction,
+                      chunk_size=self.chunk_size,
+                      kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+                      bias_initializer=keras.initializers.serialize(self.bias_initializer))
         return config

@@ -373,3 +373,99 @@ def test_loss_classes_take_a_per_class_gamma_and_serialise_it():
         _close(again(tf.constant(target), tf.constant(x)), want, rtol=2e-6)
     with pytest.raises(ValueError, match="gamma"):
         fk.SparseCategoricalFocalLoss(gamma=[1.0, -1.0, 1.0])
+
+
+# ---- the fused linear + softmax focal loss as a Keras layer (issue 19) -------------------
+
+# A small language-model head trained by fit through LinearFocalLoss in compute_loss, with
+# a last batch smaller than the others (TensorFlow retraces with a None batch); prints the
+# epochs' losses and the head's loss against the float64 reference.
+LINEAR_FIT = textwrap.dedent("""
+    import json, numpy as np, keras
+    import focalx.keras as fk
+    from focalx import _numpy as ref
+    rng = np.random.default_rng(0)
+    N, T, H, V = 50, 4, 8, 30
+    x = rng.normal(size=(N, T, H)).astype("float32")
+    y = (np.abs(x[..., :3]).argmax(-1) * 7 + 1).astype("int32")
+    y[0, 0] = -100
+
+    class LM(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.body = keras.layers.Dense(H, activation="tanh")
+            self.head = fk.LinearFocalLoss(V, in_features=H, use_bias=True, gamma=2.0,
+                                           chunk_size=16)
+
+        def call(self, x):
+            return self.body(x)
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                         training=True):
+            return self.head(y_pred, y)
+
+    keras.utils.set_random_seed(0)
+    model = LM()
+    model.compile(optimizer=keras.optimizers.Adam(0.05))
+    history = model.fit(x, y, batch_size=16, epochs=6, verbose=0).history["loss"]
+    states = keras.ops.convert_to_numpy(model(x)).astype(np.float64).reshape(-1, H)
+    k, b = (keras.ops.convert_to_numpy(v.value).astype(np.float64)
+            for v in (model.head.kernel, model.head.bias))
+    got = float(keras.ops.convert_to_numpy(model.head(model(x), keras.ops.convert_to_tensor(y))))
+    want = float(ref.softmax_focal_loss(states @ k.T + b, y.reshape(-1), gamma=2.0))
+    print(json.dumps(dict(history=history, got=got, want=want)))
+""")
+
+
+class TestLinearFocalLoss:
+    def test_loss_and_gradients_are_the_materialised_heads(self):
+        rng = np.random.default_rng(40)
+        B, T, H, V = 3, 5, 6, 40
+        x, y = rng.normal(size=(B, T, H)), rng.integers(0, V, (B, T))
+        y[0, 1] = -100
+        for reduction in ("mean", "none"):
+            layer = fk.LinearFocalLoss(V, use_bias=True, gamma=1.5, alpha=0.25, chunk_size=4,
+                                       reduction=reduction, dtype="float64",
+                                       bias_initializer="glorot_uniform")
+            with tf.GradientTape() as tape:
+                loss = layer(tf.constant(x), tf.constant(y))
+                total = tf.reduce_sum(loss)
+            gk, gb = tape.gradient(total, [layer.kernel, layer.bias])
+            k, b = layer.kernel.numpy(), layer.bias.numpy()
+            want, g = ref.softmax_focal_loss_and_grad(x.reshape(-1, H) @ k.T + b, y.reshape(-1),
+                                                      gamma=1.5, alpha=0.25,
+                                                      reduction=reduction)
+            assert tuple(loss.shape) == ((B, T) if reduction == "none" else ())
+            _close(np.reshape(loss, -1) if reduction == "none" else loss, want, rtol=1e-12)
+            _close(gk, g.T @ x.reshape(-1, H), rtol=1e-10, atol=1e-12)
+            _close(gb, g.sum(0), rtol=1e-10, atol=1e-12)
+
+    def test_config_round_trips_and_bad_arguments_fail_by_name(self):
+        layer = fk.LinearFocalLoss(12, in_features=4, gamma=[1.0] * 12, weight=[2.0] * 12,
+                                   ignore_index=None, chunk_size=3, name="head")
+        again = keras.layers.deserialize(keras.layers.serialize(layer))
+        assert type(again) is fk.LinearFocalLoss and again.get_config() == layer.get_config()
+        assert again.kernel.shape == (12, 4)
+        for kw, name in ((dict(weight=[1.0] * 3), "weight"), (dict(gamma=-1.0), "gamma"),
+                         (dict(chunk_size=0), "chunk_size"), (dict(reduction="avg"), "reduction"),
+                         (dict(in_features=0), "in_features")):
+            with pytest.raises(ValueError, match=name):
+                fk.LinearFocalLoss(12, **kw)
+        with pytest.raises(ValueError, match="num_classes"):
+            fk.LinearFocalLoss(0)
+        x = tf.zeros([2, 3, 4])
+        with pytest.raises(ValueError, match=r"target must have shape \(2, 3\)"):
+            layer(x, tf.zeros([3, 2], tf.int32))
+        with pytest.raises(TypeError, match="integer"):
+            layer(x, tf.zeros([2, 3]))
+
+    @pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+    def test_fit_trains_a_head_with_a_smaller_last_batch_under_every_backend(self, backend):
+        import_backend(backend)
+        proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning:focalx",
+                               "-c", LINEAR_FIT], capture_output=True, text=True,
+                              timeout=300, env=dict(os.environ, KERAS_BACKEND=backend))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert out["history"][-1] < 0.5 * out["history"][0]
+        assert out["got"] == pytest.approx(out["want"], rel=1e-5)
