@@ -455,16 +455,15 @@ class LinearFocalLoss(keras.layers.Layer):
                  reduction="mean", chunk_size=None, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
-        _spec.check_linear_module(1, num_classes)
-        self.num_classes = int(num_classes)
-        self.use_bias = _spec.check_bool(use_bias, "use_bias")
         self.gamma = _gamma_config(gamma, class_vector=True)
         self.alpha = _alpha_config(alpha, class_vector=True)
         self.weight = _vector_config(weight, "weight", class_vector=True, allow_scalar=False)
-        _spec.check_linear_module(1, num_classes, **{
+        _spec.check_linear_module(1 if in_features is None else in_features, num_classes, **{
             name: (len(v),) for name, v in (("gamma", self.gamma), ("alpha", self.alpha),
                                             ("weight", self.weight))
             if isinstance(v, list)})
+        self.num_classes = int(num_classes)
+        self.use_bias = _spec.check_bool(use_bias, "use_bias")
         self.ignore_index = _spec.check_ignore_index(ignore_index, allow_none=True,
                                                      binary=False)
         self.label_smoothing = _spec.check_label_smoothing(label_smoothing)
@@ -490,9 +489,8 @@ class LinearFocalLoss(keras.layers.Layer):
         # (flattened separately, targets of another shape would pair rows with other
         # rows' targets)
         _spec.check_linear_module_inputs(inputs.shape, targets.shape, in_features)
-        if "int" not in str(targets.dtype):
-            raise TypeError(f"targets must be class indices of an integer dtype, got "
-                            f"{targets.dtype}")
+        if "int" not in str(targets.dtype):  # (as SparseCategoricalFocalLoss: Keras's floats)
+            targets = ops.cast(targets, "int64" if keras.backend.backend() != "jax" else "int32")
         loss = _linear_softmax_focal_loss(
             ops.reshape(inputs, (-1, in_features)), self.kernel.value, ops.reshape(targets, (-1,)),
             linear_bias=None if self.bias is None else self.bias.value, gamma=self.gamma,

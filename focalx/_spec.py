@@ -1067,19 +1067,25 @@ def softmax_focal_index(ops, x, index, *, k_y, sample_coef, gamma: float, axis: 
     omp = -pm1
     f = _focal_factor(ops, omp, gamma)
     c = _mul(k_y, sample_coef)
-    loss = _mul(c, _mul(f, u if epsilon == 0 else u + epsilon * omp))
+
+    def times_c(v):
+        # 0 where a sample's coefficient is 0 (an ignored or padded sample, a class of
+        # weight 0), even where its replacement target's log-probability is -inf; the
+        # coefficient may be negative (a backward pass's incoming gradient)
+        return v if c is None else _xmul(ops, c, v, signed=True)
+    loss = times_c(_mul(f, u if epsilon == 0 else u + epsilon * omp))
     if not need_grad:
         return loss, None
     if epsilon != 0:
         # Poly-1: g += epsilon (gamma+1) c f p_y (see softmax_focal_dense; the one-hot q
         # puts the whole term at the target, where the scatter below writes (p_y - 1) g)
-        g = _mul(c, _mul(f, 1.0 + ops.exp(lp_y) * (
+        g = times_c(_mul(f, 1.0 + ops.exp(lp_y) * (
             epsilon * (gamma + 1.0) if _no_focus(gamma) else
             gamma * _u_over_omp(ops, u, omp) + epsilon * (gamma + 1.0))))
     elif _no_focus(gamma):
         g = ops.full_like(u, 1.0) if c is None else c
     else:
-        g = _mul(c, f * (1.0 + gamma * ops.exp(lp_y) * _u_over_omp(ops, u, omp)))
+        g = times_c(f * (1.0 + gamma * ops.exp(lp_y) * _u_over_omp(ops, u, omp)))
     # d/dx_j = p_j*g for j != y and -(1-p_y)*g at the target (as (p_y-1)*g: the same
     # number, one negation fewer).
     if fused is None:
@@ -1190,7 +1196,8 @@ def reduction_scale(ops, *, reduction: str, denom, normalizer, divide: bool = Fa
 def _fold(v, scale):
     """A coefficient `v` (None stands for 1) times the reduction's scale."""
     if isinstance(scale, Divide):
-        return _mul(v / scale.div, scale.mult)  # (v is not None: see Divide)
+        # (v None: a mean over a row count known only when run, the linear loss's)
+        return _mul((1.0 if v is None else v) / scale.div, scale.mult)
     return _mul(v, scale)
 
 
@@ -2120,7 +2127,7 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
     "none"): the gradients of ``sum(cotangent * out)`` instead (a backward pass that
     recomputes the blocks): it joins each row's coefficient, as the reduction's scale.
     """
-    N, _, V = check_linear_inputs(ops, hidden, linear_weight, targets, linear_bias)
+    N, H, V = check_linear_inputs(ops, hidden, linear_weight, targets, linear_bias)
     chunk_size = check_chunk_size(chunk_size)
     # the hyperparameters, checked and converted once (each block takes them as arrays)
     gamma = _gamma(ops, gamma, hidden)
@@ -2155,7 +2162,9 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
         # an InputSpec's None): blocks of padded rows, each row weighted by its
         # coefficient (1, the padding 0; or the cotangent, padded with zeros), which
         # joins the block's scale as a cotangent does.
-        rows = linear_chunk_rows(None, V, chunk_size)
+        # (each padded row is H values of hidden as well as V logits: a small V with a
+        # large H would pad far more hidden rows than the batch has)
+        rows = linear_chunk_rows(None, max(V, H), chunk_size)
         coef = cotangent if cotangent is not None else ops.full_like(hidden[:, 0], 1.0)
         padded = getattr(ops, "pad_rows", lambda *_: None)((hidden, targets, coef), rows)
     if N is None and padded is None:

@@ -940,9 +940,11 @@ def test_linear_eager_blocks_run_compiled_with_the_materialised_numbers(monkeypa
                                       chunk_size=32, **kw)
 
 
+@pytest.mark.parametrize("ignore_index", [-100, None])
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
-def test_linear_with_rows_unknown_until_run_time_runs_padded_blocks(jit, reduction):
+def test_linear_with_rows_unknown_until_run_time_runs_padded_blocks(jit, reduction,
+                                                                    ignore_index):
     """A tf.function traced with a None batch (as Keras's fit retraces for a last, smaller
     batch): the rows are padded to whole blocks in the graph's loop, the padding weighted
     0; the loss and gradients of the materialised logits for several batch sizes through
@@ -958,7 +960,8 @@ def test_linear_with_rows_unknown_until_run_time_runs_padded_blocks(jit, reducti
         with tf.GradientTape() as tape:
             tape.watch([h, W, B])
             loss = ftf.linear_softmax_focal_loss(h, W, y, linear_bias=B, chunk_size=2,
-                                                 reduction=reduction, alpha=0.25)
+                                                 reduction=reduction, alpha=0.25,
+                                                 ignore_index=ignore_index)
             total = tf.reduce_sum(loss * c) if reduction == "none" else loss
         return loss, tape.gradient(total, [h, W, B])
 
@@ -968,16 +971,45 @@ def test_linear_with_rows_unknown_until_run_time_runs_padded_blocks(jit, reducti
     ops = {n.op for n in graph.node} | {n.op for f in graph.library.function
                                          for n in f.node_def}
     assert ops & {"While", "StatelessWhile"}
-    for n in (9, 4, 1):
+    for n in (9, 4, 1, 0):
         h, y, c = rng.normal(size=(n, 3)), rng.integers(0, 6, n), rng.normal(size=n)
-        y[-1] = -100
+        if n and ignore_index is not None:
+            y[-1] = ignore_index
         loss, grads = step(tf.constant(h), tf.constant(y), tf.constant(c))
-        kw = dict(reduction=reduction, alpha=0.25)
+        kw = dict(reduction=reduction, alpha=0.25, ignore_index=ignore_index)
         want, g = ref.softmax_focal_loss_and_grad(h @ w.T + b, y, **kw)
         if reduction == "none":
             g = g * c[:, None]
         np.testing.assert_allclose(loss, want, rtol=1e-12, atol=1e-15)
         for a, e in zip(grads, (g @ w, g.T @ h, g.sum(0))):
+            np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_linear_padding_and_ignored_rows_stay_finite_beside_a_masked_class(jit):
+    """A class masked with a -inf bias (class 0, the padding rows' and the ignored rows'
+    stand-in target): padded and ignored rows add exactly 0, so a None batch gives the
+    static batch's finite numbers (0 * inf was NaN)."""
+    rng = np.random.default_rng(8)
+    h, w, b = rng.normal(size=(5, 3)), rng.normal(size=(6, 3)), rng.normal(size=6)
+    b[0] = -np.inf
+    y = rng.integers(1, 6, 5)
+    y[2] = -100
+    W, B = tf.constant(w), tf.constant(b)
+    results = []
+    for spec in ([5, 3], [None, 3]):
+        @tf.function(jit_compile=jit, autograph=False, input_signature=[
+            tf.TensorSpec(spec, tf.float64), tf.TensorSpec(spec[:1], tf.int64)])
+        def step(h, y):
+            with tf.GradientTape() as tape:
+                tape.watch([h, W, B])
+                loss = ftf.linear_softmax_focal_loss(h, W, y, linear_bias=B, chunk_size=2)
+            return [loss] + tape.gradient(loss, [h, W, B])
+        results.append(step(tf.constant(h), tf.constant(y)))
+    want, g = ref.softmax_focal_loss_and_grad(h @ w.T + b, y)
+    for got in results:
+        for a, e in zip(got, (want, g @ w, g.T @ h, g.sum(0))):
+            assert np.all(np.isfinite(a))
             np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
 
 

@@ -98,14 +98,16 @@ class _LinearOps(_ops.TensorflowOps):
         return out, g
 
     def pad_rows(self, arrays, rows):
-        # In a graph with a None batch: zero rows up to a multiple of rows, two blocks at
-        # least (the spec's first block, then at least one in the loop: XLA compiles the
-        # loop's slices of a block even where it would run no block). The padded targets
-        # are class 0, weighted 0 by the spec. Eagerly the shapes are known.
+        # In a graph with a None batch: zero rows up to a multiple of rows; under XLA two
+        # blocks at least (the spec's first block, then at least one in the loop: XLA
+        # compiles the loop's slices of a block even where it would run no block). The
+        # padded targets are class 0, weighted 0 by the spec. Eagerly the shapes are known.
         if tf.executing_eagerly():
             return None
         n = tf.shape(next(a for a in arrays if a is not None))[0]
-        extra = tf.maximum((-n) % rows, 2 * rows - n)
+        extra = (-n) % rows
+        if _in_xla():
+            extra = tf.maximum(extra, 2 * rows - n)
         padded = [None if a is None else
                   tf.pad(a, [[0, extra]] + [[0, 0]] * (a.shape.rank - 1)) for a in arrays]
         return padded, lambda a: a[:n]

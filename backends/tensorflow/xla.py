@@ -296,10 +296,12 @@ def compiled_block(logits, targets, scale, params):
     if not USE_XLA or (logits.shape.num_elements() or 0) < EAGER_XLA_MIN_SIZE:
         return None
     kw = {k: v for k, v in params.items() if k != "need_grad"}
-    if isinstance(scale, _spec.Divide):
-        kw.update(scale_div=scale.div, scale_mult=scale.mult)
-    else:
-        kw["scale"] = scale
+    parts = dict(scale_div=scale.div, scale_mult=scale.mult) if isinstance(
+        scale, _spec.Divide) else dict(scale=scale)
+    for k, v in parts.items():
+        # (run-time inputs, as a normalizer: a mean's 1/N would compile a block per batch
+        # size)
+        kw[k] = tf.constant(v, logits.dtype) if isinstance(v, numbers.Real) else v
     entry, tensors = _compiled(_linear_block, logits, targets, kw, params["need_grad"])
     res = None if entry is None else entry(logits, targets, tensors)
     return None if res is None else res[:2]
