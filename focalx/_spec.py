@@ -1067,12 +1067,15 @@ def softmax_focal_index(ops, x, index, *, k_y, sample_coef, gamma: float, axis: 
     omp = -pm1
     f = _focal_factor(ops, omp, gamma)
     c = _mul(k_y, sample_coef)
+    # 0 where a sample's coefficient is 0 (an ignored or padded sample, a class of weight
+    # 0), even where its stand-in target's log-probability is -inf; the coefficient may
+    # be negative (a backward pass's incoming gradient). Per sample: one mask for both.
+    zero = None if c is None or isinstance(c, (int, float)) else (c <= 0) & (c >= 0)
 
     def times_c(v):
-        # 0 where a sample's coefficient is 0 (an ignored or padded sample, a class of
-        # weight 0), even where its replacement target's log-probability is -inf; the
-        # coefficient may be negative (a backward pass's incoming gradient)
-        return v if c is None else _xmul(ops, c, v, signed=True)
+        if zero is None:
+            return _xmul(ops, c, v) if isinstance(c, (int, float)) else _mul(c, v)
+        return ops.where(zero, ops.full_like(v, 0.0), c * v)
     loss = times_c(_mul(f, u if epsilon == 0 else u + epsilon * omp))
     if not need_grad:
         return loss, None
