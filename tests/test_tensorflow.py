@@ -902,6 +902,17 @@ def test_linear_in_a_tf_function_with_a_variable_weight_is_the_materialised_loss
         np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
 
 
+def _assert_linear_loss(loss, grads, h, w, b, y, c, *, rtol, grad_rtol, **kw):
+    """loss and (d hidden, d weight, d bias) are the float64 reference's of the
+    materialised logits h @ w.T + b (for "none": of sum(c * loss))."""
+    want, g = ref.softmax_focal_loss_and_grad(h @ w.T + b, y, **kw)
+    if kw.get("reduction") == "none":
+        g = g * c[:, None]
+    np.testing.assert_allclose(loss, want, rtol=rtol, atol=1e-15)
+    for a, e in zip(grads, (g @ w, g.T @ h, g.sum(0))):
+        np.testing.assert_allclose(a, e, rtol=grad_rtol, atol=1e-12)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_linear_eager_blocks_run_compiled_with_the_materialised_numbers(monkeypatch,
                                                                         reduction):
@@ -928,12 +939,7 @@ def test_linear_eager_blocks_run_compiled_with_the_materialised_numbers(monkeypa
         total = tf.reduce_sum(loss * c) if reduction == "none" else loss
     grads = tape.gradient(total, hw)
     assert any(key[0][0] is tf_xla._linear_block for key in tf_xla._cache)
-    want, g = ref.softmax_focal_loss_and_grad(h @ w.T + b, y, **kw)
-    if reduction == "none":
-        g = g * c[:, None]
-    np.testing.assert_allclose(loss, want, rtol=1e-11, atol=1e-15)
-    for a, e in zip(grads, (g @ w, g.T @ h, g.sum(0))):
-        np.testing.assert_allclose(a, e, rtol=1e-9, atol=1e-12)
+    _assert_linear_loss(loss, grads, h, w, b, y, c, rtol=1e-11, grad_rtol=1e-9, **kw)
     y[5] = v
     with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match="target"):
         ftf.linear_softmax_focal_loss(hw[0], hw[1], tf.constant(y), linear_bias=hw[2],
@@ -977,12 +983,7 @@ def test_linear_with_rows_unknown_until_run_time_runs_padded_blocks(jit, reducti
             y[-1] = ignore_index
         loss, grads = step(tf.constant(h), tf.constant(y), tf.constant(c))
         kw = dict(reduction=reduction, alpha=0.25, ignore_index=ignore_index)
-        want, g = ref.softmax_focal_loss_and_grad(h @ w.T + b, y, **kw)
-        if reduction == "none":
-            g = g * c[:, None]
-        np.testing.assert_allclose(loss, want, rtol=1e-12, atol=1e-15)
-        for a, e in zip(grads, (g @ w, g.T @ h, g.sum(0))):
-            np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+        _assert_linear_loss(loss, grads, h, w, b, y, c, rtol=1e-12, grad_rtol=1e-10, **kw)
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
