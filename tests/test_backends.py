@@ -673,6 +673,34 @@ def test_per_class_gamma_is_the_scalar_gamma_of_each_class(harness, variant, kin
     assert ran, "no mode ran"
 
 
+def test_ignored_samples_add_zero_beside_a_class_masked_with_minus_infinity(harness):
+    """Class-index targets, class 0 masked with a -inf logit (a padding token's): an
+    ignored sample (whose stand-in target is class 0) adds exactly 0 to the loss and
+    gets a zero gradient, in every mode; the others are the float64 reference's of the
+    kept samples alone (0 * inf was NaN)."""
+    rng = np.random.default_rng(19)
+    x = rng.normal(size=(5, 4)) * 2
+    x[:, 0] = -np.inf
+    y = np.array([1, -100, 3, 2, -100])
+    kept = y != -100
+    want, want_g = ref.softmax_focal_loss_and_grad(x[kept], y[kept])
+    xa = harness.to_array(x.ravel().tolist(), x.shape, dtype="float64")
+    ya = harness.to_array(y.tolist(), y.shape, index=True, dtype="float64")
+    ran = 0
+    for mode in harness.modes:
+        try:
+            loss, grad = harness.call(mode, "softmax_focal_loss", xa, ya,
+                                      dict(ignore_index=-100), 1.0)[:2]
+        except _harness.NotRun:
+            continue
+        ran += 1
+        grad = np.asarray(grad).reshape(x.shape)
+        np.testing.assert_allclose(loss, want, rtol=1e-12, err_msg=mode)
+        assert (grad[~kept] == 0).all(), mode
+        np.testing.assert_allclose(grad[kept], want_g, rtol=1e-12, atol=1e-300, err_msg=mode)
+    assert ran, "no mode ran"
+
+
 # ---- the fused linear + softmax focal loss (issue 19) ------------------------------------
 
 class TestLinearSoftmaxFocalLoss:
