@@ -1,4 +1,4 @@
-"""Keras 3 losses on focalx (public name: ``focalx.keras``).
+"""Keras 3 losses (and one loss layer) on focalx (public name: ``focalx.keras``).
 
 Five :class:`keras.losses.Loss` subclasses, usable in ``model.compile(loss=...)``
 and ``model.fit`` and saved with a model (``.keras`` files reload them once

@@ -1,4 +1,4 @@
-"""``focalx.keras``: Keras 3 loss classes built on focalx.
+"""``focalx.keras``: Keras 3 loss classes (and the fused head layer) built on focalx.
 
 Importing this module imports keras (and so its backend framework). The
 implementation lives in ``focalx.backends.keras``; this is its public name.
