@@ -381,9 +381,12 @@ def test_loss_classes_take_a_per_class_gamma_and_serialise_it():
 # a last batch smaller than the others (TensorFlow retraces with a None batch); prints the
 # epochs' losses and the head's loss against the float64 reference.
 LINEAR_FIT = textwrap.dedent("""
-    import json, numpy as np, keras
+    import json, warnings, numpy as np, keras
     import focalx.keras as fk
     from focalx import _numpy as ref
+    # the one-block fallback (rows unknown until run time without padded blocks) fails it
+    warnings.filterwarnings("error", message="focalx: linear_softmax_focal_loss",
+                            category=RuntimeWarning)
     rng = np.random.default_rng(0)
     N, T, H, V = 50, 4, 8, 30
     x = rng.normal(size=(N, T, H)).astype("float32")
@@ -461,8 +464,7 @@ class TestLinearFocalLoss:
     @pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
     def test_fit_trains_a_head_with_a_smaller_last_batch_under_every_backend(self, backend):
         import_backend(backend)
-        proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning:focalx",
-                               "-c", LINEAR_FIT], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-c", LINEAR_FIT], capture_output=True, text=True,
                               timeout=300, env=dict(os.environ, KERAS_BACKEND=backend))
         assert proc.returncode == 0, proc.stderr[-3000:]
         out = json.loads(proc.stdout.strip().splitlines()[-1])
