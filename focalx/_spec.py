@@ -977,6 +977,15 @@ def _u_over_omp(ops, u, omp):
     return ops.where(zero, one, u / ops.where(zero, one, omp))
 
 
+def _masked(ops, x) -> bool:
+    """Whether logits x may hold -inf (a masked class), whose 0 * inf terms the softmax
+    losses then select away: False where the backend reads x's values without a host
+    sync and none is -inf (the selects cost several passes over x op by op; a
+    compiler fuses them)."""
+    rng = ops.concrete_range(x)
+    return rng is None or rng[0] == -math.inf
+
+
 def _softmax(ops, lp):
     """The softmax p from its log lp = ops.log_softmax(x): exp(x - max) / sum from the
     log-softmax's own parts where the backend keeps them (Ops.softmax_parts), else
@@ -1008,7 +1017,13 @@ def softmax_focal_dense(ops, x, q, *, k, sample_coef, gamma: float, axis: int,
         u = 0.0 - lp  # (+0.0, not -0.0, where p == 1)
         omp = -ops.expm1(lp)
         f = _focal_factor(ops, omp, gamma)
-        loss = ops.sum(_mul(kq, _mul(f, u if epsilon == 0 else u + epsilon * omp)),
+        # A class of zero target mass adds exactly 0, even where its logit is -inf (a
+        # masked class: p = 0, -log p = inf), as in the probabilities branch below; kq may
+        # be negative (a backward pass's incoming gradient in its scale). And p u / (1-p)
+        # -> 0 as p -> 0. (Selects only where a -inf logit may be: see _masked.)
+        masked = _masked(ops, x)
+        fu = _mul(f, u if epsilon == 0 else u + epsilon * omp)
+        loss = ops.sum(_xmul(ops, kq, fu, signed=True) if masked else _mul(kq, fu),
                        axis=axis, keepdims=True)
         if not need_grad:
             return loss, None
@@ -1016,10 +1031,11 @@ def softmax_focal_dense(ops, x, q, *, k, sample_coef, gamma: float, axis: int,
         if _no_focus(gamma):
             g = kq if epsilon == 0 else _mul(kq, 1.0 + epsilon * p)
         elif epsilon == 0:
-            g = kq * f * (1.0 + gamma * p * _u_over_omp(ops, u, omp))
+            uo = _u_over_omp(ops, u, omp)
+            g = kq * f * (1.0 + (_xmul(ops, p, gamma * uo) if masked else gamma * p * uo))
         else:  # (Poly-1: g_c += epsilon (gamma+1) kq_c f_c p_c)
-            g = _mul(kq, f * (1.0 + p * (gamma * _u_over_omp(ops, u, omp) +
-                                         epsilon * (gamma + 1.0))))
+            v = gamma * _u_over_omp(ops, u, omp) + epsilon * (gamma + 1.0)
+            g = _mul(kq, f * (1.0 + (_xmul(ops, p, v) if masked else p * v)))
         # p*G - g written as p*(G - g) - (1-p)*g: exact where one class holds all of q.
         return loss, p * (ops.sum(g, axis=axis, keepdims=True) - g) - omp * g
 
@@ -1128,12 +1144,27 @@ def softmax_asymmetric(ops, x, t, q, *, coef, gamma_pos: float, gamma_neg: float
     fneg = None if gamma_neg == 0 else ops.exp(gamma_neg * lp)
     wpos, wneg = _mul(t, fpos), _mul(nt, fneg)
     kq = _mul(coef, q)
-    loss = ops.sum(kq * ((wpos + wneg) * u), axis=axis, keepdims=True)
+    # 0 for a class whose weight or target mass is 0, even at a -inf logit (u = inf):
+    # p^g- (-log p) -> 0 as p -> 0 (see softmax_focal_dense; kq may be negative)
+    masked = _masked(ops, x)
+    if masked:
+        loss = _xmul(ops, kq, _xmul(ops, wpos + wneg, u), signed=True)
+    else:
+        loss = kq * ((wpos + wneg) * u)
+    loss = ops.sum(loss, axis=axis, keepdims=True)
     if not need_grad:
         return loss, None
     p = _softmax(ops, lp)
-    hpos = wpos if gamma_pos == 0 else wpos * (1.0 + gamma_pos * p * _u_over_omp(ops, u, omp))
-    hneg = wneg if gamma_neg == 0 else wneg * (1.0 - gamma_neg * u)
+    if gamma_pos == 0:
+        hpos = wpos
+    else:
+        uo = _u_over_omp(ops, u, omp)
+        hpos = wpos * (1.0 + (_xmul(ops, p, gamma_pos * uo) if masked else gamma_pos * p * uo))
+    if gamma_neg == 0:
+        hneg = wneg
+    else:
+        hneg = _xmul(ops, wneg, 1.0 - gamma_neg * u) if masked else \
+            wneg * (1.0 - gamma_neg * u)
     hp, hn = kq * hpos, kq * hneg
     # p_j (H - h_j) - (1 - p_j) h_j, with H - h_j as (Hp - hp_j) + (Hn - hn_j): hp is the
     # target's alone, so at the target H - h_j is the others' sum exactly (a dominant

@@ -701,6 +701,60 @@ def test_ignored_samples_add_zero_beside_a_class_masked_with_minus_infinity(harn
     assert ran, "no mode ran"
 
 
+
+MASKED = [  # (variant, targets' kind, kwargs): a class masked with -inf that adds 0
+    # soft targets with no mass on the masked class (distillation over a masked vocabulary)
+    ("softmax_focal_loss", "probs", dict(gamma=2.0)),
+    ("softmax_focal_loss", "probs", dict(gamma=0.5, epsilon=1.0, alpha=[0.5, 0.25, 1.0, 0.75])),
+    ("softmax_focal_loss", "probs", dict(gamma=[0.0, 0.25, 2.0, 1.0])),
+    # smoothing puts mass on the masked class, whose weight is 0; ignored samples beside it
+    # (dyadic smoothings: Paddle's full_graph programs round a Python float to float32)
+    ("softmax_focal_loss", "index", dict(gamma=2.0, label_smoothing=0.125, weight=[0, 1, 2, 1],
+                                         ignore_index=-100)),
+    # p^gamma_neg (-log p) -> 0 as p -> 0, whatever the smoothing's mass there
+    ("asymmetric_softmax_loss", "index", dict(ignore_index=-100, label_smoothing=0.125)),
+    ("asymmetric_softmax_loss", "index", dict(gamma_pos=1.0, gamma_neg=0.5, label_smoothing=0.0)),
+]
+
+
+@pytest.mark.parametrize("variant, kind, kw", MASKED,
+                         ids=[f"{v}-{k}-{'+'.join(kw)}" for v, k, kw in MASKED])
+def test_a_class_masked_with_minus_infinity_adds_its_limit_zero(harness, variant, kind, kw):
+    """Class 0 masked with a -inf logit where its term's limit is 0 (no target mass, a
+    zero weight, or ASL's p^gamma_neg): the loss and gradient are the float64 reference's
+    at a logit of -1e4, where the limit is reached (0 * inf was NaN in the dense and ASL
+    paths), in every mode; the masked class's gradient is 0."""
+    rng = np.random.default_rng(23)
+    x = rng.normal(size=(5, 4)) * 2
+    x[:, 0] = -np.inf
+    if kind == "probs":
+        y = rng.dirichlet(np.ones(3), size=5)
+        y = np.concatenate([np.zeros((5, 1)), y], axis=1)
+    else:
+        y = np.array([1, -100, 3, 2, -100])
+    kw = dict(kw, axis=-1, reduction="none")
+    limit = np.where(np.isinf(x), -1e4, x)
+    run = getattr(ref, variant + "_and_grad")
+    want, want_g = run(limit, y, **kw)
+    assert np.isfinite(want).all() and (want_g[:, 0] == 0).all()
+    got_ref = run(x, y, **kw)  # (the spec bound to NumPy)
+    np.testing.assert_array_equal(got_ref[0], want)
+    np.testing.assert_array_equal(got_ref[1], want_g)
+    xa = harness.to_array(x.ravel().tolist(), x.shape, dtype="float64")
+    ya = harness.to_array(y.ravel().tolist(), y.shape, index=kind == "index", dtype="float64")
+    ran = 0
+    for mode in harness.modes:
+        try:
+            loss, grad = harness.call(mode, variant, xa, ya, kw, 1.0)[:2]
+        except _harness.NotRun:
+            continue
+        ran += 1
+        np.testing.assert_allclose(loss, want, rtol=1e-12, atol=1e-300, err_msg=mode)
+        np.testing.assert_allclose(np.asarray(grad).reshape(x.shape), want_g, rtol=1e-12,
+                                   atol=1e-300, err_msg=mode)
+    assert ran, "no mode ran"
+
+
 # ---- the fused linear + softmax focal loss (issue 19) ------------------------------------
 
 class TestLinearSoftmaxFocalLoss:
