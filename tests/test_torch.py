@@ -443,6 +443,131 @@ class TestAutogradAndCompile:
             _assert_close(g, g_eager, rtol=1e-6)
 
 
+
+class TestTorchFunc:
+    """torch.func transforms (grad, vmap of grad for per-sample gradients, jacrev, vjp):
+    the closed-form gradient, the reference's numbers, value checks over the whole batch,
+    a clear error for the nestings the closed form cannot serve."""
+
+    def _data(self, n=6, c=5, seed=31):
+        x = _logits((n, c), seed=seed)
+        x[0, 1] = 1e4  # (saturated: the closed form stays exact there)
+        y = torch.randint(0, c, (n,), generator=_gen(seed + 1))
+        t = (torch.rand((n, c), generator=_gen(seed + 2)) < 0.3).double()
+        return x, y, t
+
+    @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+    def test_grad_jacrev_and_vjp_give_the_reference_gradient(self, gamma):
+        x, y, t = self._data()
+        for fn, tg, name in ((ft.softmax_focal_loss, y, "softmax_focal_loss"),
+                             (ft.sigmoid_focal_loss, t, "sigmoid_focal_loss")):
+            want, want_g = _reference_grad(getattr(ref, name + "_and_grad"), x, tg,
+                                           gamma=gamma)
+            g, value = torch.func.grad_and_value(lambda a: fn(a, tg, gamma=gamma))(x)
+            _assert_close(value, torch.tensor(want))
+            _assert_close(g, torch.from_numpy(want_g), atol=1e-300)
+            _assert_close(torch.func.jacrev(lambda a: fn(a, tg, gamma=gamma))(x),
+                          torch.from_numpy(want_g), atol=1e-300)
+            _, vjp = torch.func.vjp(lambda a: fn(a, tg, gamma=gamma), x)
+            _assert_close(vjp(torch.tensor(3.0, dtype=torch.float64))[0],
+                          3.0 * torch.from_numpy(want_g), atol=1e-300)
+
+    @pytest.mark.parametrize("fn, kind", [
+        (ft.softmax_focal_loss, "index"), (ft.sigmoid_focal_loss, "hard"),
+        (ft.sigmoid_focal_loss_star, "hard"), (ft.asymmetric_loss, "hard"),
+        (ft.asymmetric_softmax_loss, "index"), (ft.quality_focal_loss, "soft"),
+        (ft.varifocal_loss, "soft"), (ft.distribution_focal_loss, "bins")])
+    def test_per_sample_gradients_by_vmap_of_grad_are_each_samples_gradient(self, fn, kind):
+        x, y, t = self._data()
+        tg = {"index": y, "hard": t, "soft": torch.rand(t.shape, generator=_gen(3),
+                                                          dtype=torch.float64),
+              "bins": torch.rand(x.shape[:1], generator=_gen(4), dtype=torch.float64) * 3}[kind]
+        got = torch.func.vmap(torch.func.grad(fn))(x[:, None], tg[:, None])
+        for i in range(x.shape[0]):
+            xi = x[i:i + 1].clone().requires_grad_(True)
+            (want,) = torch.autograd.grad(fn(xi, tg[i:i + 1]), xi)
+            _assert_close(got[i], want, atol=1e-300)
+
+    def test_vmap_of_the_loss_and_a_bad_target_in_the_batch(self):
+        x, y, _ = self._data()
+        got = torch.func.vmap(lambda a, b: ft.softmax_focal_loss(a, b, reduction="none"))(
+            x[:, None], y[:, None])
+        want = ref.softmax_focal_loss(x.numpy(), y.numpy(), reduction="none")
+        _assert_close(got.reshape(-1), torch.from_numpy(want))
+        # the whole batch's values are checked (a .item() of a batched tensor would fail)
+        bad = y.clone()
+        bad[2] = 7
+        with pytest.raises(ValueError, match=r"targets must be class indices in \[0, 4\]"):
+            torch.func.vmap(torch.func.grad(ft.softmax_focal_loss))(x[:, None], bad[:, None])
+
+    def test_targets_and_hyperparameter_tensors_get_autograds_gradient(self):
+        x, _, t = self._data()
+        q = torch.softmax(_logits((6, 5), seed=5), dim=1)
+        got = torch.func.grad(lambda a, b: ft.softmax_focal_loss(a, b, gamma=2.0),
+                              argnums=(0, 1))(x, q)
+        xr, qr = x.clone().requires_grad_(True), q.clone().requires_grad_(True)
+        want = torch.autograd.grad(ft.softmax_focal_loss(xr, qr, gamma=2.0), (xr, qr))
+        for g, w in zip(got, want):
+            _assert_close(g, w, atol=1e-300)
+        alpha = torch.tensor(0.25, dtype=torch.float64)
+        got_a = torch.func.grad(lambda a: ft.sigmoid_focal_loss(x, t, alpha=a))(alpha)
+        ar = alpha.clone().requires_grad_(True)
+        (want_a,) = torch.autograd.grad(ft.sigmoid_focal_loss(x, t, alpha=ar), ar)
+        _assert_close(got_a, want_a)
+
+    def test_a_gradient_of_a_gradient_and_forward_mode_are_refused(self):
+        x, y, _ = self._data()
+
+        def f(a):
+            return ft.softmax_focal_loss(a, y, gamma=2.0)
+        with pytest.raises(RuntimeError, match="differentiable once"):
+            torch.func.jacrev(torch.func.jacrev(f))(x)
+        with pytest.raises(RuntimeError, match="differentiable once"):
+            torch.func.grad(lambda a: torch.func.grad(f)(a).sum())(x)
+        with pytest.raises(RuntimeError, match="forward-mode"):
+            torch.func.jacfwd(f)(x)
+
+    def test_large_inputs_run_op_by_op_inside_a_transform(self, monkeypatch):
+        from focalx.backends import torch as bt
+        monkeypatch.setitem(bt.fused._FUSED, "enabled", True)
+        monkeypatch.setitem(bt.fused._FUSED, "background", False)
+        monkeypatch.setitem(bt.fused._FUSED, "min_numel", 0)
+        calls = bt.fused._FUSED["calls"]
+        x, y, _ = self._data(n=4, c=300)
+        got = torch.func.vmap(torch.func.grad(ft.softmax_focal_loss))(x[:, None], y[:, None])
+        assert bt.fused._FUSED["calls"] == calls  # (no compiled kernel under vmap)
+        want = np.stack([_reference_grad(ref.softmax_focal_loss_and_grad, x[i:i + 1],
+                                         y[i:i + 1])[1] for i in range(4)])
+        _assert_close(got, torch.from_numpy(want), atol=1e-300)
+
+    def test_linear_loss_and_module_per_sample_gradients(self):
+        h = _logits((6, 4), seed=7)
+        w = _logits((7, 4), seed=8)
+        b = _logits((7,), seed=9)
+        y = torch.randint(0, 7, (6,), generator=_gen(10))
+        y[2] = -100
+        got = torch.func.grad(lambda *a: ft.linear_softmax_focal_loss(
+            a[0], a[1], y, linear_bias=a[2], gamma=2.0), argnums=(0, 1, 2))(h, w, b)
+        args = [a.clone().requires_grad_(True) for a in (h, w, b)]
+        want = torch.autograd.grad(ft.linear_softmax_focal_loss(
+            args[0], args[1], y, linear_bias=args[2], gamma=2.0), args)
+        for g, v in zip(got, want):
+            _assert_close(g, v, atol=1e-300)
+        head = ft.LinearFocalLoss(4, 7, gamma=2.0, bias=True).double()
+        params = {k: v.detach() for k, v in head.named_parameters()}
+        y = y.clamp(min=0)
+        per = torch.func.vmap(torch.func.grad(
+            lambda p, hi, yi: torch.func.functional_call(head, p, (hi[None], yi[None]))),
+            in_dims=(None, 0, 0))(params, h, y)
+        for i in range(6):
+            head.zero_grad()
+            head(h[i:i + 1], y[i:i + 1]).backward()
+            for k, v in head.named_parameters():
+                _assert_close(per[k][i], v.grad, atol=1e-300)
+        with pytest.raises(ValueError, match="linear_weight"):
+            torch.func.grad(lambda a: ft.linear_softmax_focal_loss(a, w[:, :3], y))(h)
+
+
 class TestModules:
     def test_focal_loss_signature_is_cross_entropy_plus_gamma_alpha(self):
         ce = inspect.signature(torch.nn.CrossEntropyLoss.__init__).parameters

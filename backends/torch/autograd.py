@@ -28,18 +28,9 @@ class _FocalFunction(torch.autograd.Function):
                 *others):
         need_grad = grad_mode and ctx.needs_input_grad[0]
         out, grad = _call(spec_name, x.to(_compute_dtype(x)), targets, need_grad, params)
-        ctx.class_axis = class_axis
-        ctx.x_dtype = x.dtype
-        ctx.others = None
-        if grad_mode and any(ctx.needs_input_grad[_N_FIXED + 1:]):
-            ctx.others = (spec_name, targets, params, names)
-            ctx.x = x  # (kept for backward only where one of `others` takes a gradient)
-        ctx.own_grad = False
+        _keep(ctx, x, grad if need_grad else None, spec_name, targets, params, class_axis,
+              grad_mode, names)
         if need_grad:
-            # The only full-size tensor kept for backward, in the compute dtype: for
-            # float16/bfloat16 input the 1/N of a mean and the loss scale of a
-            # GradScaler meet in float32, and only the result is rounded.
-            ctx.save_for_backward(grad)
             # saved-tensor hooks (save_on_cpu, a user's pack hook) may keep the saved
             # gradient where backward must not overwrite it
             ctx.own_grad = _no_saved_tensor_hooks(grad)
@@ -47,32 +38,85 @@ class _FocalFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        if torch.is_grad_enabled():
-            # create_graph=True: a second derivative through this loss would silently
-            # miss its curvature, so refuse it.
-            raise RuntimeError(
-                "focalx losses are differentiable once: their backward cannot be "
-                "differentiated twice (create_graph=True is not supported)")
-        n_others = len(ctx.needs_input_grad) - _N_FIXED - 1
-        others = _other_grads(ctx, grad_out) if ctx.others else (None,) * n_others
-        fixed = (None,) * _N_FIXED
-        if not ctx.needs_input_grad[0]:
-            return (None,) + fixed + tuple(others)
-        (grad,) = ctx.saved_tensors
-        if grad_out.dim() and ctx.class_axis is not None:  # per-sample softmax loss
-            grad_out = grad_out.unsqueeze(ctx.class_axis)
-        grad_out = grad_out.to(grad.dtype)
-        if grad.dtype == ctx.x_dtype and ctx.own_grad and _reusable(grad, grad_out):
-            # The saved gradient is used this once: scaled in place, it becomes the
-            # result without a fresh full-size tensor (whose page faults cost as much
-            # as the product). A loss's backward() seeds a gradient of exactly 1: on the
-            # CPU that is read without a device sync, and the product (a full pass over
-            # the gradient) is skipped.
-            if grad_out.numel() == 1 and grad_out.device.type == "cpu" and \
-                    grad_out.item() == 1.0:
-                return (grad,) + fixed + tuple(others)
-            return (grad.mul_(grad_out),) + fixed + tuple(others)
-        return ((grad_out * grad).to(ctx.x_dtype),) + fixed + tuple(others)
+        return _backward(ctx, grad_out)
+
+
+class _TransformedFocalFunction(torch.autograd.Function):
+    """_FocalFunction for torch.func transforms (grad, vjp, jacrev, vmap of those), which
+    take an autograd.Function only with forward and setup_context apart: the gradient
+    is a second, non-differentiable output. vmap runs forward and backward on batched
+    tensors (generate_vmap_rule): no in-place product there, and the value checks read
+    the values of the whole batch (see ops.concrete_range)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, spec_name, targets, params, class_axis, need_grad, out_dtype, names,
+                *others):
+        out, grad = _call(spec_name, x.to(_compute_dtype(x)), targets, need_grad, params)
+        return out.to(out_dtype), (grad if need_grad else out.new_zeros(()))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, spec_name, targets, params, class_axis, need_grad, _, names = inputs[:_N_FIXED + 1]
+        ctx.mark_non_differentiable(output[1])
+        _keep(ctx, x, output[1] if need_grad else None, spec_name, targets, params,
+              class_axis, True, names)
+        ctx.transformed = True
+
+    @staticmethod
+    def backward(ctx, grad_out, _):
+        # (grad mode is on in a transform's backward, whatever the nesting: _apply
+        # refused nested differentiation instead)
+        return _backward(ctx, grad_out, once=False)
+
+
+def _keep(ctx, x, grad, spec_name, targets, params, class_axis, grad_mode, names):
+    """What backward reads: the saved logits' gradient (None where not computed), and
+    what the other inputs' gradients need."""
+    ctx.class_axis = class_axis
+    ctx.x_dtype = x.dtype
+    ctx.transformed = False
+    ctx.others = None
+    if grad_mode and any(ctx.needs_input_grad[_N_FIXED + 1:]):
+        ctx.others = (spec_name, targets, params, names)
+        ctx.x = x  # (kept for backward only where one of `others` takes a gradient)
+    ctx.own_grad = False
+    ctx.has_grad = grad is not None
+    if grad is not None:
+        # The only full-size tensor kept for backward, in the compute dtype: for
+        # float16/bfloat16 input the 1/N of a mean and the loss scale of a
+        # GradScaler meet in float32, and only the result is rounded.
+        ctx.save_for_backward(grad)
+
+
+def _backward(ctx, grad_out, once=True):
+    if once and torch.is_grad_enabled():
+        # create_graph=True: a second derivative through this loss would silently
+        # miss its curvature, so refuse it.
+        raise RuntimeError(
+            "focalx losses are differentiable once: their backward cannot be "
+            "differentiated twice (create_graph=True is not supported)")
+    n_others = len(ctx.needs_input_grad) - _N_FIXED - 1
+    others = _other_grads(ctx, grad_out) if ctx.others else (None,) * n_others
+    fixed = (None,) * _N_FIXED
+    if not ctx.needs_input_grad[0] or not ctx.has_grad:
+        return (None,) + fixed + tuple(others)
+    (grad,) = ctx.saved_tensors
+    if grad_out.dim() and ctx.class_axis is not None:  # per-sample softmax loss
+        grad_out = grad_out.unsqueeze(ctx.class_axis)
+    grad_out = grad_out.to(grad.dtype)
+    if grad.dtype == ctx.x_dtype and ctx.own_grad and _reusable(grad, grad_out):
+        # The saved gradient is used this once: scaled in place, it becomes the
+        # result without a fresh full-size tensor (whose page faults cost as much
+        # as the product). A loss's backward() seeds a gradient of exactly 1: on the
+        # CPU that is read without a device sync, and the product (a full pass over
+        # the gradient) is skipped.
+        if grad_out.numel() == 1 and grad_out.device.type == "cpu" and \
+                grad_out.item() == 1.0:
+            return (grad,) + fixed + tuple(others)
+        return (grad.mul_(grad_out),) + fixed + tuple(others)
+    return ((grad_out * grad).to(ctx.x_dtype),) + fixed + tuple(others)
 
 
 def _other_grads(ctx, grad_out):
@@ -81,6 +125,19 @@ def _other_grads(ctx, grad_out):
     does), for those that need one."""
     spec_name, targets, params, names = ctx.others
     wanted = ctx.needs_input_grad[_N_FIXED + 1:]
+    if ctx.transformed:  # (torch.func: no requires_grad_ inside a transform; its own vjp)
+        keys = [k for k, w in zip(names, wanted) if w]
+        x = ctx.x.detach().to(_compute_dtype(ctx.x))
+
+        def formula(*values):
+            sub = dict(zip(keys, values))
+            kw = {k: sub.get(k, v) for k, v in params.items()}
+            return getattr(_spec, spec_name)(OPS, x, sub.get("targets", targets),
+                                             need_grad=False, **kw)[0]
+        out, vjp = torch.func.vjp(formula, *[targets if k == "targets" else params[k]
+                                             for k in keys])
+        grads = iter(vjp(grad_out.to(out.dtype)))
+        return [next(grads) if w else None for w in wanted]
     with torch.enable_grad():
         copies = {k: (targets if k == "targets" else params[k]).detach().requires_grad_(w)
                   for k, w in zip(names, wanted)}
@@ -141,5 +198,42 @@ def _apply(logits, spec_name, targets, params, class_axis):
     if grad_mode:
         others = {k: v for k, v in (("targets", targets), *params.items())
                   if isinstance(v, torch.Tensor) and v.requires_grad}
+    if _transformed(logits, targets, *params.values()):
+        # (inside torch.func.grad / vmap / jacrev: their tensors are wrapped)
+        _check_transforms()
+        need_grad = grad_mode and logits.requires_grad
+        return _TransformedFocalFunction.apply(logits, spec_name, targets, params, class_axis,
+                                               need_grad, out_dtype, tuple(others),
+                                               *others.values())[0]
     return _FocalFunction.apply(logits, spec_name, targets, params, class_axis, grad_mode,
                                 out_dtype, tuple(others), *others.values())
+
+
+def _check_transforms() -> None:
+    """Refuse the torch.func nestings whose result would silently miss this loss's
+    curvature: a gradient of a gradient (grad of grad, jacrev of jacrev, hessian), and
+    forward mode (jvp, jacfwd), which the closed-form gradient does not provide."""
+    try:
+        stack = torch._C._functorch.get_interpreter_stack() or []
+        keys = [str(i.key()).rsplit(".", 1)[-1] for i in stack]
+    except (AttributeError, RuntimeError, TypeError):
+        return
+    if "Jvp" in keys:
+        raise RuntimeError(
+            "focalx losses have no forward-mode derivative (torch.func.jvp, jacfwd, "
+            "hessian): use reverse mode (torch.func.grad, vjp, jacrev)")
+    if keys.count("Grad") > 1:
+        raise RuntimeError(
+            "focalx losses are differentiable once: a torch.func transform of a gradient "
+            "(grad of grad, jacrev of jacrev) is not supported")
+
+
+def _transformed(*values) -> bool:
+    """Whether a tensor among values is a torch.func transform's (grad, vmap, ...)."""
+    if torch.compiler.is_dynamo_compiling():  # (dynamo cannot trace the functorch query)
+        return False
+    try:
+        wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+        return any(isinstance(t, torch.Tensor) and wrapped(t) for t in values)
+    except (AttributeError, RuntimeError, TypeError):
+        return False

@@ -22,7 +22,7 @@ import torch
 from ... import _spec
 from .. import _worker
 from .eager import _eager
-from .ops import OPS, TorchOps, _symbolic
+from .ops import OPS, TorchOps, _symbolic, _unwrapped
 
 
 # ---------------------------------------------------------------------------
@@ -257,7 +257,7 @@ def _kernel_for(spec_name, static, tensors):
 def _fusable(x) -> bool:
     return (_FUSED["enabled"] and x.numel() >= _FUSED["min_numel"]
             and x.device.type in ("cpu", "cuda") and not _symbolic(x)
-            and not torch.jit.is_scripting())
+            and not torch.jit.is_scripting() and _unwrapped(x) is x)
 
 
 def _compiler_failed(exc) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from ... import _spec
-from .autograd import _batched, _no_saved_tensor_hooks, _reusable
+from .autograd import _apply, _batched, _no_saved_tensor_hooks, _reusable, _transformed
 from .eager import _EagerOps
 from .ops import OPS, _kind, _symbolic
 
@@ -143,6 +143,15 @@ def apply_linear(hidden, weight, bias, targets, params):
         # uninitialised memory there, not an error)
         if t is not None and t.device != hidden.device:
             raise ValueError(f"{name} is on {t.device} but hidden is on {hidden.device}")
+    if _transformed(hidden, weight, bias, targets):
+        # Inside torch.func (grad, vmap, jacrev): the softmax focal loss of the
+        # materialised logits, whose matmul the transform differentiates (the same
+        # numbers; not the memory saving).
+        _spec.check_linear_inputs(OPS, hidden, weight, targets, bias)
+        _spec.check_chunk_size(params["chunk_size"])
+        kw = {k: v for k, v in params.items() if k != "chunk_size"}
+        return _apply(torch.nn.functional.linear(hidden, weight, bias),
+                      "run_softmax_focal_loss", targets, dict(kw, axis=1, from_logits=True), 1)
     out_dtype = hidden.dtype
     if hidden.dtype in (torch.float16, torch.bfloat16) and \
             torch.is_autocast_enabled(hidden.device.type):

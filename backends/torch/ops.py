@@ -63,6 +63,19 @@ def _off_host(x) -> bool:
     return x.device.type != "cpu"
 
 
+def _unwrapped(a: torch.Tensor) -> torch.Tensor:
+    """The plain tensor inside torch.func's wrappers (vmap's batched tensors, grad's)."""
+    if torch.compiler.is_dynamo_compiling():  # (dynamo cannot trace the functorch query)
+        return a
+    try:
+        ft = torch._C._functorch
+        while ft.is_functorch_wrapped_tensor(a):
+            a = ft.get_unwrapped(a)
+    except (AttributeError, RuntimeError, TypeError):
+        pass
+    return a
+
+
 def _checkable(a: torch.Tensor) -> bool:
     return a.device.type == "cpu" and not _symbolic(a) and a.numel() > 0
 
@@ -108,6 +121,8 @@ class TorchOps:
 
     @staticmethod
     def scatter(a, index, values, axis):
+        if _unwrapped(a) is not a:  # (vmap batches the out-of-place scatter, not scatter_)
+            return torch.scatter(a, axis, index, values)
         return a.scatter_(axis, index, values)  # `a` is a fresh temporary of the spec's
 
     @staticmethod
@@ -115,6 +130,8 @@ class TorchOps:
         shape = list(index.shape)
         shape[axis] = num_classes
         out = torch.zeros(shape, dtype=like.dtype, device=like.device)
+        if _unwrapped(index) is not index:  # (see scatter)
+            return out.scatter(axis, index, 1.0)
         return out.scatter_(axis, index, 1.0)
 
     @staticmethod
@@ -171,6 +188,10 @@ class TorchOps:
 
     @staticmethod
     def concrete_range(a):
+        # Under torch.func's vmap (or grad) a tensor wraps its values: the whole batch's
+        # are read, as the check of an unbatched call would read them (.item() of a
+        # batched tensor fails).
+        a = _unwrapped(a)
         if not _checkable(a):
             return None
         lo, hi = torch.aminmax(a)
