@@ -208,6 +208,13 @@ class CategoricalFocalLoss(_FocalLoss):
         self.weight = _vector_config(weight, "weight", True, allow_scalar=False)
 
     def call(self, y_true, y_pred):
+        if len(y_true.shape) != len(y_pred.shape):
+            # (checked before the cast to floats, which would make an error about the
+            # targets' dtype contradict what the user passed)
+            raise ValueError(
+                f"{type(self).__name__} takes one-hot or probability targets of y_pred's "
+                f"shape {tuple(y_pred.shape)}, got y_true of shape {tuple(y_true.shape)}; "
+                "for integer class indices use SparseCategoricalFocalLoss")
         return _softmax_focal_loss(
             y_pred, ops.cast(y_true, y_pred.dtype), gamma=self.gamma,
             alpha=self.alpha, weight=self.weight,
@@ -219,6 +226,22 @@ class CategoricalFocalLoss(_FocalLoss):
         config = super().get_config()
         config.update(weight=self.weight)
         return config
+
+
+def _class_indices(loss, y_true, y_pred):
+    """y_true as class indices of shape (N, ...): a trailing size-1 class axis dropped;
+    targets of y_pred's shape refused before a cast to integers (after which an error
+    about their dtype would contradict what the user passed)."""
+    if len(y_true.shape) != len(y_pred.shape) or y_true.shape[loss.axis] is None:
+        return y_true
+    if y_true.shape[loss.axis] == 1:
+        return ops.squeeze(y_true, axis=loss.axis)
+    hint = ("use CategoricalFocalLoss" if isinstance(loss, SparseCategoricalFocalLoss) else
+            "take their argmax")
+    raise ValueError(
+        f"{type(loss).__name__} takes integer class indices of shape (N, ...) or (N, ..., 1) "
+        f"for y_pred of shape {tuple(y_pred.shape)}, got y_true of shape "
+        f"{tuple(y_true.shape)}; for one-hot or probability targets {hint}")
 
 
 @keras.saving.register_keras_serializable(package="focalx")
@@ -247,8 +270,7 @@ class SparseCategoricalFocalLoss(CategoricalFocalLoss):
                                                      binary=False)
 
     def call(self, y_true, y_pred):
-        if len(y_true.shape) == len(y_pred.shape) and y_true.shape[self.axis] == 1:
-            y_true = ops.squeeze(y_true, axis=self.axis)
+        y_true = _class_indices(self, y_true, y_pred)
         if "int" not in str(y_true.dtype):
             y_true = ops.cast(y_true, "int64" if keras.backend.backend() != "jax" else "int32")
         loss = _softmax_focal_loss(
@@ -334,8 +356,7 @@ class SparseAsymmetricSoftmaxLoss(keras.losses.Loss):
         self.axis = _check_axis_arg(axis)
 
     def call(self, y_true, y_pred):
-        if len(y_true.shape) == len(y_pred.shape) and y_true.shape[self.axis] == 1:
-            y_true = ops.squeeze(y_true, axis=self.axis)
+        y_true = _class_indices(self, y_true, y_pred)
         if "int" not in str(y_true.dtype):
             y_true = ops.cast(y_true, "int64" if keras.backend.backend() != "jax" else "int32")
         return _asymmetric_softmax_loss(

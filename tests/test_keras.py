@@ -149,6 +149,25 @@ class TestCategoricalFocalLoss:
         assert ours == pytest.approx(80.0, rel=1e-6)
 
 
+
+def test_the_other_label_format_is_named_not_a_contradicting_dtype():
+    """Class indices given to CategoricalFocalLoss, one-hot labels given to the sparse
+    losses: a ValueError naming the format and the class to use (the cast each class
+    makes to its targets' dtype used to turn this into a TypeError contradicting the dtype
+    the user passed); (N, 1) class indices still work."""
+    x, _, y, _ = _data(10)
+    onehot = np.eye(7, dtype=np.float32)[y]
+    with pytest.raises(ValueError, match=r"one-hot or probability targets.*got y_true of "
+                                         r"shape \(\d+,\).*use SparseCategoricalFocalLoss"):
+        fk.CategoricalFocalLoss(from_logits=True)(y.astype(np.int32), x)
+    for loss, hint in ((fk.SparseCategoricalFocalLoss(from_logits=True),
+                        "use CategoricalFocalLoss"),
+                       (fk.SparseAsymmetricSoftmaxLoss(), "take their argmax")):
+        with pytest.raises(ValueError, match=r"integer class indices.*got y_true of shape "
+                                             r"\(\d+, 7\).*" + hint):
+            loss(onehot, x)
+        _close(loss(y[:, None], x), loss(y, x), rtol=1e-7)
+
 class TestConstruction:
     @pytest.mark.parametrize("cls,kw,err,match", [
         (fk.BinaryFocalLoss, dict(gamma=-1.0), ValueError, "gamma"),
