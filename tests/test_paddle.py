@@ -500,6 +500,37 @@ class TestGradients:
         assert plain.stop_gradient
         _close(plain, _np(loss), rtol=0)
 
+    @pytest.mark.parametrize("size", [(4, 5), (1024, 300)], ids=["host", "tensors"])
+    @pytest.mark.parametrize("variant", ["softmax", "sigmoid", "linear"])
+    def test_create_graph_is_refused_not_a_silently_dropped_second_derivative(
+            self, variant, size):
+        # Paddle's double grad through a PyLayer returned None (s.grad None after a
+        # gradient penalty's backward): refused in every PyLayer, as in torch. Small
+        # calls take the host path's layer, larger ones the tensor one.
+        rng = _rng(40)
+        x = paddle.to_tensor(rng.normal(size=size), stop_gradient=False)
+        y = paddle.to_tensor(rng.integers(0, size[1], size[0]))
+        if variant == "softmax":
+            def f():
+                return fpd.softmax_focal_loss(x, y)
+        elif variant == "sigmoid":
+            t = paddle.to_tensor((rng.random(size) < 0.3).astype(np.float64))
+
+            def f():
+                return fpd.sigmoid_focal_loss(x, t)
+        inputs = [x]
+        if variant == "linear":
+            w = paddle.to_tensor(rng.normal(size=(7, size[1])), stop_gradient=False)
+            y7 = paddle.to_tensor(rng.integers(0, 7, size[0]))
+            inputs.append(w)  # (paddle.grad of a PyLayer takes all its inputs: #72601)
+
+            def f():
+                return fpd.linear_softmax_focal_loss(x, w, y7)
+        grads = paddle.grad(f(), inputs)  # (once: fine)
+        assert grads[0].shape == x.shape
+        with pytest.raises(Exception, match="differentiable once"):
+            paddle.grad(f(), inputs, create_graph=True)
+
 
 # ---------------------------------------------------------------------------
 # to_static

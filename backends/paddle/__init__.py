@@ -5,9 +5,8 @@ default SOT translator and ``full_graph=True``). Under SOT a call is one graph b
 the loss runs in dygraph mode, with dygraph's numbers and value checks. The gradient w.r.t. the logits
 is the spec's closed form, through ``paddle.autograd.PyLayer``: computed in the
 forward pass when the logits need a gradient and saved as the only full-size
-tensor; backward is one multiplication. A second derivative through it
-(``paddle.grad(..., create_graph=True)`` then differentiating again) is not
-supported (and, unlike the torch backend, not detected). Small calls (up to
+tensor; backward is one multiplication. A second derivative through it is not
+supported: ``paddle.grad(..., create_graph=True)`` raises, as in the torch backend. Small calls (up to
 ``_HOST_MAX`` float32 / float64 logits) in dygraph mode on the CPU run the same spec
 on NumPy copies instead of Paddle's operations, whose per-operation dispatch dominates
 them, and return the loss and gradient through the same kind of PyLayer.

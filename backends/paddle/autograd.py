@@ -9,7 +9,7 @@ from paddle.autograd import PyLayer
 
 from . import blocks as _rows
 from .blocks import _Blocks, _map, _row_blocks
-from .ops import PaddleOps, _FLOATS, _not_translated, _static
+from .ops import PaddleOps, _FLOATS, _not_translated, _refuse_create_graph, _static
 
 
 @_not_translated
@@ -104,6 +104,7 @@ class _FocalLayer(PyLayer):
 
     @staticmethod
     def backward(ctx, grad_out):
+        _refuse_create_graph()
         if ctx.blocks:  # the same products, block by block
             whole = len(grad_out.shape) == 0  # else "none": grad_out has the logits' shape
 

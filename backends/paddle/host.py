@@ -417,6 +417,7 @@ class _HostLayer(PyLayer):
         # (a backward() inside a to_static function: SOT would translate this frame, and
         # the tensor it makes (_new_tensor), whose DenseTensor calls it cannot translate)
         _sot_fallback(recursive=True)
+        _ops._refuse_create_graph()
         go = grad_out.numpy()
         grad = ctx.grad
         if go.ndim == 0 and float(go) == 1.0:  # (a loss's backward() seeds 1: 1 * grad is grad)

@@ -187,6 +187,7 @@ class _LinearFocalLayer(PyLayer):
 
     @staticmethod
     def backward(ctx, grad_out):
+        pops._refuse_create_graph()
         saved = ctx.saved_tensor()
         if ctx.per_row:
             hidden, weight, bias, *tensors = saved

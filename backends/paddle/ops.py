@@ -110,6 +110,16 @@ def _static() -> bool:
     return not paddle.in_dynamic_mode()
 
 
+def _refuse_create_graph() -> None:
+    """Called first in each PyLayer's backward: grad mode is on there only under
+    paddle.grad(create_graph=True), whose second derivative would silently miss the
+    loss's curvature (the closed-form gradient is saved, not differentiated): refused."""
+    if paddle.in_dynamic_mode() and paddle.is_grad_enabled():
+        raise RuntimeError(
+            "focalx losses are differentiable once: their backward cannot be "
+            "differentiated twice (paddle.grad(create_graph=True) is not supported)")
+
+
 def _numel(a) -> int:
     return math.prod(a.shape)
 
