@@ -977,13 +977,23 @@ def _u_over_omp(ops, u, omp):
     return ops.where(zero, one, u / ops.where(zero, one, omp))
 
 
-def _masked(ops, x) -> bool:
-    """Whether logits x may hold -inf (a masked class), whose 0 * inf terms the softmax
-    losses then select away: False where the backend reads x's values without a host
-    sync and none is -inf (the selects cost several passes over x op by op; a
-    compiler fuses them)."""
+def _infinite(ops, x) -> bool:
+    """Whether logits x may hold an infinite value (-inf: a masked class), whose 0 * inf
+    terms, and the NaN rows of a sample with every class masked, the softmax losses then
+    select away where their coefficient is 0: False where the backend reads x's values
+    without a host sync and none is infinite (the selects cost several passes over x op
+    by op; a compiler fuses them)."""
     rng = ops.concrete_range(x)
-    return rng is None or rng[0] == -math.inf
+    return rng is None or rng[0] == -math.inf or rng[1] == math.inf
+
+
+def _zero_rows(ops, grad, coef):
+    """grad with 0 in the samples whose coefficient (with a size-1 class axis; may be
+    negative) is 0: where every logit of such a sample is -inf (or one is +inf), its
+    softmax is NaN, and the sample's gradient 0 * NaN."""
+    if coef is None or isinstance(coef, (int, float)):
+        return grad
+    return ops.where((coef <= 0) & (coef >= 0), ops.full_like(grad, 0.0), grad)
 
 
 def _softmax(ops, lp):
@@ -1020,8 +1030,8 @@ def softmax_focal_dense(ops, x, q, *, k, sample_coef, gamma: float, axis: int,
         # A class of zero target mass adds exactly 0, even where its logit is -inf (a
         # masked class: p = 0, -log p = inf), as in the probabilities branch below; kq may
         # be negative (a backward pass's incoming gradient in its scale). And p u / (1-p)
-        # -> 0 as p -> 0. (Selects only where a -inf logit may be: see _masked.)
-        masked = _masked(ops, x)
+        # -> 0 as p -> 0. (Selects only where an infinite logit may be: see _infinite.)
+        masked = _infinite(ops, x)
         fu = _mul(f, u if epsilon == 0 else u + epsilon * omp)
         loss = ops.sum(_xmul(ops, kq, fu, signed=True) if masked else _mul(kq, fu),
                        axis=axis, keepdims=True)
@@ -1037,7 +1047,8 @@ def softmax_focal_dense(ops, x, q, *, k, sample_coef, gamma: float, axis: int,
             v = gamma * _u_over_omp(ops, u, omp) + epsilon * (gamma + 1.0)
             g = _mul(kq, f * (1.0 + (_xmul(ops, p, v) if masked else p * v)))
         # p*G - g written as p*(G - g) - (1-p)*g: exact where one class holds all of q.
-        return loss, p * (ops.sum(g, axis=axis, keepdims=True) - g) - omp * g
+        grad = p * (ops.sum(g, axis=axis, keepdims=True) - g) - omp * g
+        return loss, _zero_rows(ops, grad, sample_coef) if masked else grad
 
     # Probabilities, used as given (not renormalised).
     p = x
@@ -1112,7 +1123,14 @@ def softmax_focal_index(ops, x, index, *, k_y, sample_coef, gamma: float, axis: 
     else:
         # (called as a method, not read into a variable: see _softmax)
         pg = ops.mul_owned(p, g) if hasattr(ops, "mul_owned") else p * g
-    return loss, ops.scatter(pg, index, pm1 * g, axis)
+    grad = ops.scatter(pg, index, pm1 * g, axis)
+    if zero is not None:
+        # A sample whose softmax is NaN (every logit -inf, or one +inf) has a NaN
+        # log-probability at its target: the N values read instead of x's N x C.
+        rng = ops.concrete_range(lp_y)
+        if rng is None or not (math.isfinite(rng[0]) and math.isfinite(rng[1])):
+            grad = _zero_rows(ops, grad, c)
+    return loss, grad
 
 
 def softmax_asymmetric(ops, x, t, q, *, coef, gamma_pos: float, gamma_neg: float, axis: int,
@@ -1146,7 +1164,7 @@ def softmax_asymmetric(ops, x, t, q, *, coef, gamma_pos: float, gamma_neg: float
     kq = _mul(coef, q)
     # 0 for a class whose weight or target mass is 0, even at a -inf logit (u = inf):
     # p^g- (-log p) -> 0 as p -> 0 (see softmax_focal_dense; kq may be negative)
-    masked = _masked(ops, x)
+    masked = _infinite(ops, x)
     if masked:
         loss = _xmul(ops, kq, _xmul(ops, wpos + wneg, u), signed=True)
     else:
@@ -1171,7 +1189,8 @@ def softmax_asymmetric(ops, x, t, q, *, coef, gamma_pos: float, gamma_neg: float
     # target's h would swamp their tiny h in H); elsewhere Hp dominates.
     rest = (ops.sum(hp, axis=axis, keepdims=True) - hp) + \
         (ops.sum(hn, axis=axis, keepdims=True) - hn)
-    return loss, p * rest - omp * (hp + hn)
+    grad = p * rest - omp * (hp + hn)
+    return loss, _zero_rows(ops, grad, coef) if masked else grad
 
 
 def smoothed_distribution(ops, q, label_smoothing: float, num_classes: int):

@@ -248,6 +248,22 @@ def _modes(harness, every):
     return harness.modes if every else harness.modes[:1]
 
 
+def _in_every_mode(harness, variant, x, y, kw, index):
+    """[(mode, loss, gradient w.r.t. x in x's shape)] of float64 x and targets y in every
+    mode of the backend that runs the call (at least one must)."""
+    xa = harness.to_array(x.ravel().tolist(), x.shape, dtype="float64")
+    ya = harness.to_array(y.ravel().tolist(), y.shape, index=index, dtype="float64")
+    out = []
+    for mode in harness.modes:
+        try:
+            loss, grad = harness.call(mode, variant, xa, ya, kw, 1.0)[:2]
+        except _harness.NotRun:
+            continue
+        out.append((mode, loss, np.asarray(grad).reshape(x.shape)))
+    assert out, "no mode ran"
+    return out
+
+
 _POLY1 = [  # (variant, targets kind, kwargs, every mode)
     ("sigmoid_focal_loss", "soft", dict(gamma=2.0, alpha=[0.25, 0.5, 0.75, 0.4],
                                         weight=[[1.0], [0.5], [2.0]], label_smoothing=0.125,
@@ -684,21 +700,11 @@ def test_ignored_samples_add_zero_beside_a_class_masked_with_minus_infinity(harn
     y = np.array([1, -100, 3, 2, -100])
     kept = y != -100
     want, want_g = ref.softmax_focal_loss_and_grad(x[kept], y[kept])
-    xa = harness.to_array(x.ravel().tolist(), x.shape, dtype="float64")
-    ya = harness.to_array(y.tolist(), y.shape, index=True, dtype="float64")
-    ran = 0
-    for mode in harness.modes:
-        try:
-            loss, grad = harness.call(mode, "softmax_focal_loss", xa, ya,
-                                      dict(ignore_index=-100), 1.0)[:2]
-        except _harness.NotRun:
-            continue
-        ran += 1
-        grad = np.asarray(grad).reshape(x.shape)
+    for mode, loss, grad in _in_every_mode(harness, "softmax_focal_loss", x, y,
+                                           dict(ignore_index=-100), True):
         np.testing.assert_allclose(loss, want, rtol=1e-12, err_msg=mode)
         assert (grad[~kept] == 0).all(), mode
         np.testing.assert_allclose(grad[kept], want_g, rtol=1e-12, atol=1e-300, err_msg=mode)
-    assert ran, "no mode ran"
 
 
 
@@ -740,19 +746,34 @@ def test_a_class_masked_with_minus_infinity_adds_its_limit_zero(harness, variant
     got_ref = run(x, y, **kw)  # (the spec bound to NumPy)
     np.testing.assert_array_equal(got_ref[0], want)
     np.testing.assert_array_equal(got_ref[1], want_g)
-    xa = harness.to_array(x.ravel().tolist(), x.shape, dtype="float64")
-    ya = harness.to_array(y.ravel().tolist(), y.shape, index=kind == "index", dtype="float64")
-    ran = 0
-    for mode in harness.modes:
-        try:
-            loss, grad = harness.call(mode, variant, xa, ya, kw, 1.0)[:2]
-        except _harness.NotRun:
-            continue
-        ran += 1
+    for mode, loss, grad in _in_every_mode(harness, variant, x, y, kw, kind == "index"):
         np.testing.assert_allclose(loss, want, rtol=1e-12, atol=1e-300, err_msg=mode)
-        np.testing.assert_allclose(np.asarray(grad).reshape(x.shape), want_g, rtol=1e-12,
-                                   atol=1e-300, err_msg=mode)
-    assert ran, "no mode ran"
+        np.testing.assert_allclose(grad, want_g, rtol=1e-12, atol=1e-300, err_msg=mode)
+
+
+@pytest.mark.parametrize("variant, kw", [
+    ("softmax_focal_loss", dict(gamma=0.0)), ("softmax_focal_loss", dict(gamma=2.0)),
+    ("softmax_focal_loss", dict(gamma=0.5, epsilon=1.0)),
+    ("softmax_focal_loss", dict(gamma=2.0, label_smoothing=0.125)),
+    ("asymmetric_softmax_loss", dict(label_smoothing=0.125))],
+    ids=lambda v: v if isinstance(v, str) else "+".join(v))
+def test_an_ignored_sample_with_every_class_masked_gets_a_zero_gradient(harness, variant, kw):
+    """An ignored sample whose logits are all -inf (an additive mask over a padded
+    position), or hold a +inf: its softmax is NaN, yet it adds 0 and gets a zero gradient,
+    as in cross-entropy with ignore_index / a where= mask; the kept samples are the float64
+    reference's of the kept samples alone. Every mode (0 * NaN was NaN in every backend)."""
+    rng = np.random.default_rng(29)
+    x = rng.normal(size=(5, 4)) * 2
+    x[1] = -np.inf
+    x[4, 2] = np.inf
+    y = np.array([1, -100, 3, 2, -100])
+    kept = y != -100
+    kw = dict(kw, axis=-1, ignore_index=-100)
+    want, want_g = getattr(ref, variant + "_and_grad")(x[kept], y[kept], **kw)
+    for mode, loss, grad in _in_every_mode(harness, variant, x, y, kw, True):
+        np.testing.assert_allclose(loss, want, rtol=1e-12, err_msg=mode)
+        assert (grad[~kept] == 0).all(), (mode, grad[~kept])
+        np.testing.assert_allclose(grad[kept], want_g, rtol=1e-12, atol=1e-300, err_msg=mode)
 
 
 # ---- the fused linear + softmax focal loss (issue 19) ------------------------------------
