@@ -977,14 +977,20 @@ def _u_over_omp(ops, u, omp):
     return ops.where(zero, one, u / ops.where(zero, one, omp))
 
 
+#: Logits beyond this magnitude (a mask of the dtype's lowest value) may overflow a
+#: gradient's intermediate (gamma * -log p) where a select makes the term's limit 0.
+_EXTREME_LOGIT = 2.0 ** 100
+
+
 def _infinite(ops, x) -> bool:
-    """Whether logits x may hold an infinite value (-inf: a masked class), whose 0 * inf
-    terms, and the NaN rows of a sample with every class masked, the softmax losses then
-    select away where their coefficient is 0: False where the backend reads x's values
-    without a host sync and none is infinite (the selects cost several passes over x op
-    by op; a compiler fuses them)."""
+    """Whether logits x may hold an infinite value (-inf: a masked class) or one large
+    enough to overflow (see _EXTREME_LOGIT), whose 0 * inf terms, and the NaN rows of a
+    sample with every class masked, the softmax losses then select away where their
+    coefficient is 0: False where the backend reads x's values without a host sync and
+    all are moderate (the selects cost several passes over x op by op; a compiler fuses
+    them). A NaN among x reads as extreme: the other samples keep their selects."""
     rng = ops.concrete_range(x)
-    return rng is None or rng[0] == -math.inf or rng[1] == math.inf
+    return rng is None or not -_EXTREME_LOGIT <= rng[0] <= rng[1] <= _EXTREME_LOGIT
 
 
 def _zero_rows(ops, grad, coef):

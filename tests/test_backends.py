@@ -751,6 +751,40 @@ def test_a_class_masked_with_minus_infinity_adds_its_limit_zero(harness, variant
         np.testing.assert_allclose(grad, want_g, rtol=1e-12, atol=1e-300, err_msg=mode)
 
 
+@pytest.mark.parametrize("mask", ["lowest", "nan-row"])
+@pytest.mark.parametrize("variant, kind, kw", [
+    ("softmax_focal_loss", "probs", dict(gamma=2.0, epsilon=1.0)), MASKED[4]],
+                         ids=lambda v: v if isinstance(v, str) else "+".join(v))
+def test_a_mask_of_the_lowest_float_or_a_nan_elsewhere_keeps_the_limit(
+        harness, variant, kind, kw, mask):
+    """The masked class of test_a_class_masked_with_minus_infinity_adds_its_limit_zero
+    masked with float64's lowest value (whose -log p overflowed a gradient's
+    intermediate, NaN), or with -inf beside a NaN logit in another sample (which made a
+    read of the logits' range look finite and skip the selects): every other sample is
+    still the reference's at the limit; the NaN sample stays NaN."""
+    rng = np.random.default_rng(37)
+    x = rng.normal(size=(5, 4)) * 2
+    x[:, 0] = np.finfo(np.float64).min if mask == "lowest" else -np.inf
+    if kind == "probs":
+        y = np.concatenate([np.zeros((5, 1)), rng.dirichlet(np.ones(3), size=5)], axis=1)
+    else:
+        y = np.array([1, -100, 3, 2, -100])
+    kw = dict(kw, axis=-1, reduction="none")
+    run = getattr(ref, variant + "_and_grad")
+    want, want_g = run(np.where(x < -1e4, -1e4, x), y, **kw)
+    rows = slice(None)
+    if mask == "nan-row":
+        x[3, 2] = np.nan
+        rows = np.arange(5) != 3
+    for mode, loss, grad in _in_every_mode(harness, variant, x, y, kw, kind == "index"):
+        loss = np.asarray(loss)
+        np.testing.assert_allclose(loss[rows], want[rows], rtol=1e-12, err_msg=mode)
+        np.testing.assert_allclose(grad[rows], want_g[rows], rtol=1e-12, atol=1e-300,
+                                   err_msg=mode)
+        if mask == "nan-row":
+            assert np.isnan(loss[3]) and np.isnan(grad[3]).all(), mode
+
+
 @pytest.mark.parametrize("variant, kw", [
     ("softmax_focal_loss", dict(gamma=0.0)), ("softmax_focal_loss", dict(gamma=2.0)),
     ("softmax_focal_loss", dict(gamma=0.5, epsilon=1.0)),
