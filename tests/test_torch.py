@@ -37,6 +37,14 @@ def _logits(shape, seed=0, scale=3.0, dtype=torch.float64, device="cpu"):
         device=device, dtype=dtype)
 
 
+def _reset_dynamo():
+    """torch._dynamo.reset() once the background compile thread is idle: a reset while it
+    compiles a kernel queued by an earlier test raced with it ("dictionary changed size
+    during iteration" in dynamo's backend cache, seen once under xdist)."""
+    ft.wait_for_kernels(timeout=300)
+    torch._dynamo.reset()
+
+
 def _assert_close(a, b, rtol=RTOL64, atol=0.0):
     torch.testing.assert_close(a, b, rtol=rtol, atol=atol, check_dtype=False)
 
@@ -364,7 +372,7 @@ class TestAutogradAndCompile:
         torch.testing.assert_close(kept[-1], before, rtol=0, atol=0)
 
     def test_inductor_fullgraph_matches_eager(self):
-        torch._dynamo.reset()
+        _reset_dynamo()
         f = torch.compile(lambda x, y: ft.sigmoid_focal_loss(x, y, gamma=0.5), fullgraph=True)
         x = torch.randn(32, 5, requires_grad=True)
         y = (torch.rand(32, 5) < 0.2).float()
@@ -391,7 +399,7 @@ class TestAutogradAndCompile:
             "star": lambda x, y, g: ft.sigmoid_focal_loss_star(x, y, gamma=g, beta=g),
         }
         f = calls[name]
-        torch._dynamo.reset()
+        _reset_dynamo()
         compiled = torch.compile(f, fullgraph=True, dynamic=dynamic, backend="aot_eager")
         x, y = torch.randn(6, 4), (torch.rand(6, 4) < 0.4).float()
         for g in (1.0, 2.0, 0.5, 2.5):
@@ -399,7 +407,7 @@ class TestAutogradAndCompile:
 
     @pytest.mark.parametrize("module", [ft.FocalLoss, ft.SigmoidFocalLoss])
     def test_compiled_module_follows_its_gamma(self, module):
-        torch._dynamo.reset()
+        _reset_dynamo()
         m = module(gamma=2.0)
         compiled = torch.compile(m, fullgraph=True, dynamic=True, backend="aot_eager")
         x = torch.randn(6, 4)
@@ -411,7 +419,7 @@ class TestAutogradAndCompile:
     @pytest.mark.parametrize("smoothing", [0.0, 0.1])
     @pytest.mark.parametrize("bad", [7, -1, 255])
     def test_compiled_out_of_range_index_raises(self, smoothing, bad):
-        torch._dynamo.reset()
+        _reset_dynamo()
         f = torch.compile(lambda x, y: ft.softmax_focal_loss(x, y, label_smoothing=smoothing),
                           fullgraph=True, backend="aot_eager")
         x = torch.randn(4, 3)
@@ -421,7 +429,7 @@ class TestAutogradAndCompile:
 
     @pytest.mark.parametrize("fn", ["sigmoid", "softmax", "softmax_smoothing", "star"])
     def test_compile_fullgraph_matches_eager(self, fn):
-        torch._dynamo.reset()
+        _reset_dynamo()
         calls = {
             "sigmoid": lambda x, y: ft.sigmoid_focal_loss(x, y, alpha=[0.2, 0.5, 0.7, 0.4],
                                                           ignore_index=-1),
@@ -526,6 +534,31 @@ class TestTorchFunc:
             torch.func.grad(lambda a: torch.func.grad(f)(a).sum())(x)
         with pytest.raises(RuntimeError, match="forward-mode"):
             torch.func.jacfwd(f)(x)
+
+    def test_a_derivative_through_a_transforms_gradient_is_refused(self):
+        # The closed-form gradient is saved, not differentiated: an outer autograd over
+        # torch.func.grad, or a transform over autograd.grad(create_graph=True), would see
+        # it as a constant (a silently missing second derivative, as CE has one)
+        x, y, _ = self._data()
+        xr = x.clone().requires_grad_(True)
+        g = torch.func.grad(lambda a: ft.softmax_focal_loss(a, y))(xr)
+        with pytest.raises(RuntimeError, match="differentiable once"):
+            (g * g).sum().backward()
+
+        def penalty(a):
+            (ga,) = torch.autograd.grad(ft.softmax_focal_loss(a, y), a, create_graph=True)
+            return (ga * ga).sum()
+        with pytest.raises(RuntimeError, match="differentiable once"):
+            torch.func.grad(penalty)(x)
+
+    def test_a_loss_of_constants_inside_a_transform(self):
+        # none of the loss's own inputs is wrapped: a term of a transformed objective
+        x, y, _ = self._data()
+        s = torch.tensor(2.0, dtype=torch.float64)
+        got = torch.func.grad(lambda k: k * ft.softmax_focal_loss(x, y))(s)
+        _assert_close(got, torch.tensor(ref.softmax_focal_loss(x.numpy(), y.numpy())))
+        out = torch.func.vmap(lambda k: k * ft.softmax_focal_loss(x, y))(torch.arange(3.0))
+        _assert_close(out, torch.arange(3.0) * ref.softmax_focal_loss(x.numpy(), y.numpy()))
 
     def test_large_inputs_run_op_by_op_inside_a_transform(self, monkeypatch):
         from focalx.backends import torch as bt
@@ -632,7 +665,7 @@ class TestDispatch:
                       ft.softmax_focal_loss(x, y, weight=torch.tensor([1.0, 2.0])), rtol=0)
 
     def test_compiled_fullgraph_matches_the_backend(self):
-        torch._dynamo.reset()
+        _reset_dynamo()
         x, y, t = torch.randn(6, 4), (torch.rand(6, 4) < 0.4).float(), torch.tensor([0, 1, 3, 2, 0, 1])
 
         def top(a, b, c):
@@ -1304,7 +1337,7 @@ class TestBackgroundCompilation:
         want = torch.tensor(ref.sigmoid_focal_loss(x.double().numpy(), t.numpy(), gamma=1.3))
         ft.sigmoid_focal_loss(x, t, gamma=1.3)
         self._wait_ready()
-        torch._dynamo.reset()
+        _reset_dynamo()
         before = self.bt.fused._FUSED["calls"]
         _assert_close(ft.sigmoid_focal_loss(x, t, gamma=1.3), want, rtol=2e-6)  # op by op
         assert self.bt.fused._FUSED["calls"] == before
@@ -2028,7 +2061,7 @@ class TestGammaSchedule:
         def counting(gm, inputs):  # a torch.compile backend that counts its graphs
             graphs.append(gm)
             return gm.forward
-        torch._dynamo.reset()
+        _reset_dynamo()
         x = _logits((16, 5), seed=9)
         y = torch.randint(0, 5, (16,), generator=_gen(10))
 
@@ -2041,7 +2074,7 @@ class TestGammaSchedule:
             want = ref.softmax_focal_loss(x.numpy(), y.numpy(), gamma=sched(i))
             np.testing.assert_allclose(got.item(), want, rtol=1e-12)
         assert len(graphs) == 1
-        torch._dynamo.reset()
+        _reset_dynamo()
 
 
 def test_modules_take_a_per_class_gamma_as_a_buffer():

@@ -59,15 +59,23 @@ class _TransformedFocalFunction(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         x, spec_name, targets, params, class_axis, need_grad, _, names = inputs[:_N_FIXED + 1]
-        ctx.mark_non_differentiable(output[1])
+        # The gradient output stays differentiable, so that a derivative taken through
+        # the gradient (an outer autograd or transform over it) reaches backward below
+        # and is refused there, rather than seeing a constant.
+        ctx.set_materialize_grads(False)
         _keep(ctx, x, output[1] if need_grad else None, spec_name, targets, params,
               class_axis, True, names)
         ctx.transformed = True
 
     @staticmethod
-    def backward(ctx, grad_out, _):
-        # (grad mode is on in a transform's backward, whatever the nesting: _apply
-        # refused nested differentiation instead)
+    def backward(ctx, grad_out, grad_of_grad):
+        if grad_of_grad is not None:
+            raise RuntimeError(
+                "focalx losses are differentiable once: a derivative of their gradient "
+                "(a gradient penalty, a Hessian) is not supported")
+        if grad_out is None:
+            return (None,) * len(ctx.needs_input_grad)
+        # (grad mode is on in a transform's backward, whatever the nesting)
         return _backward(ctx, grad_out, once=False)
 
 
@@ -198,7 +206,7 @@ def _apply(logits, spec_name, targets, params, class_axis):
     if grad_mode:
         others = {k: v for k, v in (("targets", targets), *params.items())
                   if isinstance(v, torch.Tensor) and v.requires_grad}
-    if _transformed(logits, targets, *params.values()):
+    if _transformed():
         # (inside torch.func.grad / vmap / jacrev: their tensors are wrapped)
         _check_transforms()
         need_grad = grad_mode and logits.requires_grad
@@ -228,12 +236,12 @@ def _check_transforms() -> None:
             "(grad of grad, jacrev of jacrev) is not supported")
 
 
-def _transformed(*values) -> bool:
-    """Whether a tensor among values is a torch.func transform's (grad, vmap, ...)."""
+def _transformed() -> bool:
+    """Whether a torch.func transform (grad, vmap, ...) is active, whatever the loss's own
+    inputs (constants inside a transformed objective are not wrapped)."""
     if torch.compiler.is_dynamo_compiling():  # (dynamo cannot trace the functorch query)
         return False
     try:
-        wrapped = torch._C._functorch.is_functorch_wrapped_tensor
-        return any(isinstance(t, torch.Tensor) and wrapped(t) for t in values)
+        return bool(torch._C._are_functorch_transforms_active())
     except (AttributeError, RuntimeError, TypeError):
         return False

@@ -143,7 +143,7 @@ def apply_linear(hidden, weight, bias, targets, params):
         # uninitialised memory there, not an error)
         if t is not None and t.device != hidden.device:
             raise ValueError(f"{name} is on {t.device} but hidden is on {hidden.device}")
-    if _transformed(hidden, weight, bias, targets):
+    if _transformed():
         # Inside torch.func (grad, vmap, jacrev): the softmax focal loss of the
         # materialised logits, whose matmul the transform differentiates (the same
         # numbers; not the memory saving).
