@@ -982,7 +982,7 @@ def _u_over_omp(ops, u, omp):
 _EXTREME_LOGIT = 2.0 ** 100
 
 
-def _infinite(ops, x) -> bool:
+def _extreme_logits(ops, x) -> bool:
     """Whether logits x may hold an infinite value (-inf: a masked class) or one large
     enough to overflow (see _EXTREME_LOGIT), whose 0 * inf terms, and the NaN rows of a
     sample with every class masked, the softmax losses then select away where their
@@ -1036,8 +1036,8 @@ def softmax_focal_dense(ops, x, q, *, k, sample_coef, gamma: float, axis: int,
         # A class of zero target mass adds exactly 0, even where its logit is -inf (a
         # masked class: p = 0, -log p = inf), as in the probabilities branch below; kq may
         # be negative (a backward pass's incoming gradient in its scale). And p u / (1-p)
-        # -> 0 as p -> 0. (Selects only where an infinite logit may be: see _infinite.)
-        masked = _infinite(ops, x)
+        # -> 0 as p -> 0. (Selects only where an extreme logit may be: see _extreme_logits.)
+        masked = _extreme_logits(ops, x)
         fu = _mul(f, u if epsilon == 0 else u + epsilon * omp)
         loss = ops.sum(_xmul(ops, kq, fu, signed=True) if masked else _mul(kq, fu),
                        axis=axis, keepdims=True)
@@ -1170,7 +1170,7 @@ def softmax_asymmetric(ops, x, t, q, *, coef, gamma_pos: float, gamma_neg: float
     kq = _mul(coef, q)
     # 0 for a class whose weight or target mass is 0, even at a -inf logit (u = inf):
     # p^g- (-log p) -> 0 as p -> 0 (see softmax_focal_dense; kq may be negative)
-    masked = _infinite(ops, x)
+    masked = _extreme_logits(ops, x)
     if masked:
         loss = _xmul(ops, kq, _xmul(ops, wpos + wneg, u), signed=True)
     else:

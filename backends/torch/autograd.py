@@ -44,9 +44,9 @@ class _FocalFunction(torch.autograd.Function):
 class _TransformedFocalFunction(torch.autograd.Function):
     """_FocalFunction for torch.func transforms (grad, vjp, jacrev, vmap of those), which
     take an autograd.Function only with forward and setup_context apart: the gradient
-    is a second, non-differentiable output. vmap runs forward and backward on batched
-    tensors (generate_vmap_rule): no in-place product there, and the value checks read
-    the values of the whole batch (see ops.concrete_range)."""
+    is a second output (whose own derivative backward refuses). vmap runs forward and
+    backward on batched tensors (generate_vmap_rule): no in-place product there, and the
+    value checks read the values of the whole batch (see ops.concrete_range)."""
 
     generate_vmap_rule = True
 
@@ -207,7 +207,7 @@ def _apply(logits, spec_name, targets, params, class_axis):
         others = {k: v for k, v in (("targets", targets), *params.items())
                   if isinstance(v, torch.Tensor) and v.requires_grad}
     if _transformed():
-        # (inside torch.func.grad / vmap / jacrev: their tensors are wrapped)
+        # (inside torch.func.grad / vmap / jacrev)
         _check_transforms()
         need_grad = grad_mode and logits.requires_grad
         return _TransformedFocalFunction.apply(logits, spec_name, targets, params, class_axis,
