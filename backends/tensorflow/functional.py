@@ -50,7 +50,10 @@ def _apply(fn, logits, targets, kw, class_axis):
         given = dict(zip(names, values))
         t = given.pop("targets", targets)
         kw_in = {**kw, **given}
-        out, grad, ok = _compute(fn, xc, t, not split, kw_in)
+        # Not recorded by a tape (this custom gradient gives the gradient): eagerly op
+        # by op, a recording tape kept every intermediate array to its end
+        with _record.stop_recording():
+            out, grad, ok = _compute(fn, xc, t, not split, kw_in)
 
         def backward(g_out, variables=None):
             if tf.executing_eagerly() and _record.could_possibly_record():

@@ -187,7 +187,10 @@ def apply_linear(hidden, weight, bias, targets, params):
     @tf.custom_gradient
     def loss(h, w, *b):
         b = b[0] if b else None
-        out, grads, ok = run(h, w, b, not per_row)
+        # Not recorded by a tape (the custom gradient gives the gradient): eagerly, a
+        # recording tape kept every block's arrays (the logits among them) to its end
+        with _record.stop_recording():
+            out, grads, ok = run(h, w, b, not per_row)
 
         def backward(g_out, variables=None):
             if tf.executing_eagerly() and _record.could_possibly_record():
@@ -195,7 +198,8 @@ def apply_linear(hidden, weight, bias, targets, params):
                     "focalx losses are differentiable once: their gradient cannot be "
                     "differentiated again (a GradientTape recording the backward pass)")
             if per_row:
-                _, gs, g_ok = run(h, w, b, True, tf.cast(g_out, compute))
+                with _record.stop_recording():
+                    _, gs, g_ok = run(h, w, b, True, tf.cast(g_out, compute))
             else:
                 gs, g_ok = [None if g is None else g * tf.cast(g_out, g.dtype)
                             for g in grads], ok
