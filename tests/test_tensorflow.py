@@ -1077,6 +1077,105 @@ def test_linear_weight_gradient_tiles_under_xla_add_every_class_once(monkeypatch
 
 
 
+@pytest.mark.parametrize("classes,tiled", [(12, True), (13, False)],
+                         ids=["tiles", "no-divisor"])
+@pytest.mark.parametrize("mode", ["eager", "graph"])
+def test_linear_with_eigen_matmul_transposes_logits_and_adds_weight_tiles_in_place(
+        monkeypatch, mode, classes, tiled):
+    """Where TensorFlow's CPU matmul is Eigen's (oneDNN off), a block's logits are
+    (W h^T)^T and each tile of the weight gradient's classes is added into the
+    accumulator in place (two tiles of 6 of 12 classes here); 13 classes have no divisor
+    near the tile size: the plain sum. Either way the materialised logits' numbers."""
+    from focalx.backends.tensorflow import linear as tlinear
+    monkeypatch.setattr(tlinear, "_eigen_matmul", lambda: True)
+    monkeypatch.setattr(tlinear, "_ADD_TILE_ELEMENTS", 24)  # 24 // H=3: up to 8 classes
+    added, transposed = [], []
+    in_place = tlinear._add_matmul_in_place
+    monkeypatch.setattr(tlinear, "_add_matmul_in_place",
+                        lambda c, a, b: added.append(in_place(c, a, b)) or added[-1])
+    real_transpose = tf.transpose
+    monkeypatch.setattr(tlinear.tf, "transpose", lambda a, *args, **kw: transposed.append(
+        a.shape.as_list()) or real_transpose(a, *args, **kw))
+    rng = np.random.default_rng(12)
+    # 13 rows in blocks of 3: the first block, three in the graph's loop, one row more
+    h, w, b = (rng.normal(size=(13, 3)), rng.normal(size=(classes, 3)),
+               rng.normal(size=classes))
+    y = rng.integers(0, classes, 13)
+    y[4] = -100
+    args = [tf.constant(a) for a in (h, w, b)]
+
+    def step(h, w, b):
+        with tf.GradientTape() as tape:
+            tape.watch([h, w, b])
+            loss = ftf.linear_softmax_focal_loss(h, w, tf.constant(y), linear_bias=b,
+                                                 gamma=1.5, chunk_size=3)
+        return loss, tape.gradient(loss, [h, w, b])
+    if mode == "graph":
+        step = tf.function(step, autograph=False)
+    loss, grads = step(*args)
+    assert added and all((a is not None) == tiled for a in added)
+    assert [classes, 3] in transposed and [classes, 1] in transposed
+    want, g = ref.softmax_focal_loss_and_grad(h @ w.T + b, y, gamma=1.5)
+    np.testing.assert_allclose(loss, want, rtol=1e-12)
+    for a, e in zip(grads, (g @ w, g.T @ h, g.sum(0))):
+        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+
+
+def test_weight_tiles_added_in_place_write_into_the_accumulator():
+    """The in-place sum writes into the accumulator's memory (the tensor given is changed:
+    no V x H copy), a tile at a time, every class once."""
+    from focalx.backends.tensorflow import linear as tlinear
+    rng = np.random.default_rng(13)
+    a, b = rng.normal(size=(5, 4096)), rng.normal(size=(5, 512))  # tiles of 2048 classes
+    c = tf.linalg.matmul(tf.constant(a), tf.constant(b), transpose_a=True)
+    want = 2 * (a.T @ b)
+    out = tlinear._add_matmul_in_place(c, tf.constant(a), tf.constant(b))
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(c, want, rtol=1e-12, atol=1e-13)  # (c's own memory)
+    assert tlinear._tile_rows(4096, 2048) == 2048
+    assert tlinear._tile_rows(13, 8) is None and tlinear._tile_rows(7, 8) == 7
+
+
+EIGEN_MATMUL = textwrap.dedent("""
+    import numpy as np, tensorflow as tf
+    import focalx.tensorflow as ftf
+    from focalx import _numpy as ref
+    from focalx.backends.tensorflow import linear as tlinear
+    assert tlinear._eigen_matmul()
+    rng = np.random.default_rng(3)
+    h, w, y = rng.normal(size=(40, 8)), rng.normal(size=(3000, 8)), rng.integers(0, 3000, 40)
+    hw = [tf.constant(h), tf.constant(w)]
+
+    @tf.function(autograph=False)
+    def step(h, w):
+        with tf.GradientTape() as tape:
+            tape.watch([h, w])
+            loss = ftf.linear_softmax_focal_loss(h, w, tf.constant(y), chunk_size=8)
+        return loss, tape.gradient(loss, [h, w])
+    graph = step.get_concrete_function(*hw).graph.as_graph_def()
+    ops = [n.op for f in graph.library.function for n in f.node_def]
+    assert "InplaceAdd" in ops, sorted(set(ops))
+    loss, grads = step(*hw)
+    want, g = ref.softmax_focal_loss_and_grad(h @ w.T, y)
+    np.testing.assert_allclose(loss, want, rtol=1e-12)
+    for a, e in zip(grads, (g @ w, g.T @ h)):
+        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+    print("ok")
+""")
+
+
+def test_linear_with_onednn_off_runs_the_eigen_path():
+    """TF_ENABLE_ONEDNN_OPTS=0 (TensorFlow's advice for reproducible results) is read as
+    Eigen's matmul, and the linear loss's graph then adds its weight tiles in place, with
+    the materialised logits' numbers."""
+    proc = subprocess.run([sys.executable, "-c", EIGEN_MATMUL], capture_output=True,
+                          text=True, timeout=300,
+                          env=dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0",
+                                   TF_CPP_MIN_LOG_LEVEL="2"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("ok")
+
+
 @pytest.mark.parametrize("name", ["linear_softmax_focal_loss", "softmax_focal_loss"])
 def test_an_eager_tape_keeps_no_array_of_the_forward_pass(monkeypatch, name):
     """Eagerly under a GradientTape, the arrays a loss makes op by op are freed when its

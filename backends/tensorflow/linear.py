@@ -12,6 +12,9 @@ time (a None batch) is padded to whole blocks in the graph (pad_rows).
 
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import tensorflow as tf
 from tensorflow.python.eager import record as _record
 
@@ -38,20 +41,76 @@ def _in_xla():
     return _cf_util.GraphOrParentsInXlaContext(_tf_ops.get_default_graph())
 
 
+@functools.lru_cache(maxsize=None)
+def _tile_rows(rows, target):
+    """The largest divisor of rows from target down to a quarter of it, or None: whole
+    tiles make one view of the accumulator whose rows are the tiles."""
+    if rows <= target:
+        return rows
+    return next((d for d in range(target, max(1, target // 4) - 1, -1) if rows % d == 0),
+                None)
+
+
+def _add_matmul_in_place(c, a, b):
+    """c + a^T b written into c's memory a tile of c's rows at a time, or None where c's
+    rows have no divisor near the tile size. c is the first block's product, made by
+    this call's own MatMul, or what this function returned: nobody else reads it."""
+    rows, cols = c.shape.as_list()
+    tile = _tile_rows(rows, max(1, _ADD_TILE_ELEMENTS // max(cols, 1)))
+    if tile is None:
+        return None
+    # InplaceAdd adds whole rows of its first axis (one Eigen assignment each, so a row
+    # of c each would be slow): a view whose rows are the tiles (a reshape shares memory)
+    view = tf.reshape(c, [rows // tile, tile * cols])
+    for t in range(rows // tile):
+        # one tile's product at a time: each after the previous one's sum
+        with tf.control_dependencies([view]) if t else contextlib.nullcontext():
+            p = tf.linalg.matmul(a[:, t * tile:(t + 1) * tile], b, transpose_a=True)
+        view = tf.raw_ops.InplaceAdd(x=view, i=[t], v=tf.reshape(p, [1, tile * cols]))
+    return tf.reshape(view, [rows, cols])
+
+
+@functools.lru_cache(maxsize=None)
+def _eigen_matmul():
+    """Whether TensorFlow's CPU matmul is Eigen's: oneDNN off (TF_ENABLE_ONEDNN_OPTS=0,
+    which TensorFlow suggests for reproducible results, or a build without it)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        return not _pywrap_util_port.IsMklEnabled()
+    except (ImportError, AttributeError):  # pragma: no cover - private API moved
+        return False
+
+
 class _LinearOps(_ops.TensorflowOps):
     """TensorflowOps with the blocks in a tf.while_loop inside a graph."""
 
+    def matmul(self, a, b, transpose_a, transpose_b):
+        # A block's logits h W^T (few rows, many classes) with Eigen's CPU matmul: as
+        # (W h^T)^T. Eigen's h W^T copied all of W (V x H) in every call and ran 2-7
+        # times slower at these shapes; oneDNN's and XLA's do neither.
+        rows, classes = a.shape[0], b.shape[0]
+        if (transpose_b and not transpose_a and rows is not None and classes is not None
+                and classes > rows and a.shape.rank == 2 and not _in_xla()
+                and _eigen_matmul() and _ops._on_host(a)):
+            return tf.transpose(tf.linalg.matmul(b, a, transpose_b=True))
+        return tf.linalg.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+
     def add_matmul(self, c, a, b, transpose_a, transpose_b):
-        # Under XLA, c + a^T b (the weight gradient's accumulator) one tile of c's rows at
-        # a time, each written back into c (in place in XLA's loop): a whole a^T b was a
-        # V x H temporary per block beside c, and its sum another pass over both. The
-        # slices are XLA ops: elsewhere (eagerly, a plain graph) the plain sum.
+        # c + a^T b (the weight gradient's accumulator) one tile of c's rows at a time,
+        # each written back into c: a whole a^T b was a V x H temporary per block beside
+        # c, and its sum another pass over both. Under XLA with its slices (in place in
+        # XLA's loop); elsewhere with InplaceAdd where Eigen multiplies (as fast as the
+        # plain sum, measured; with oneDNN the tiles' smaller products were slower).
         if c is None:
             return self.matmul(a, b, transpose_a, transpose_b)
         rows, cols = c.shape.as_list()
         n = a.shape.as_list()[0]
-        if None in (rows, cols, n) or not transpose_a or transpose_b or not _in_xla():
+        if None in (rows, cols, n) or not transpose_a or transpose_b:
             return c + self.matmul(a, b, transpose_a, transpose_b)
+        if not _in_xla():
+            out = (_add_matmul_in_place(c, a, b)
+                   if _eigen_matmul() and _ops._on_host(a) else None)
+            return c + self.matmul(a, b, True, False) if out is None else out
         tile = max(1, _ADD_TILE_ELEMENTS // max(cols, 1))
         full = rows // tile
         if full < 2:
