@@ -902,6 +902,17 @@ def test_linear_in_a_tf_function_with_a_variable_weight_is_the_materialised_loss
         np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
 
 
+def _linear_loss_and_grads(y, **kw):
+    """step(h, w, b): the linear loss of targets y (kw its arguments) and its gradients
+    w.r.t. h, w and the bias b, under a GradientTape."""
+    def step(h, w, b):
+        with tf.GradientTape() as tape:
+            tape.watch([h, w, b])
+            loss = ftf.linear_softmax_focal_loss(h, w, tf.constant(y), linear_bias=b, **kw)
+        return loss, tape.gradient(loss, [h, w, b])
+    return step
+
+
 def _assert_linear_loss(loss, grads, h, w, b, y, c, *, rtol, grad_rtol, **kw):
     """loss and (d hidden, d weight, d bias) are the float64 reference's of the
     materialised logits h @ w.T + b (for "none": of sum(c * loss))."""
@@ -1060,14 +1071,8 @@ def test_linear_weight_gradient_tiles_under_xla_add_every_class_once(monkeypatch
     h, w, b = rng.normal(size=(10, 3)), rng.normal(size=(7, 3)), rng.normal(size=7)
     y = rng.integers(0, 7, 10)
     args = [tf.constant(a) for a in (h, w, b)]
-
-    @tf.function(jit_compile=True, autograph=False)
-    def step(h, w, b):
-        with tf.GradientTape() as tape:
-            tape.watch([h, w, b])
-            loss = ftf.linear_softmax_focal_loss(h, w, tf.constant(y), linear_bias=b,
-                                                 gamma=1.5, chunk_size=2)
-        return loss, tape.gradient(loss, [h, w, b])
+    step = tf.function(_linear_loss_and_grads(y, gamma=1.5, chunk_size=2), jit_compile=True,
+                       autograph=False)
     loss, grads = step(*args)
     assert tiled and all(tiled), "the tiled update did not run under XLA"
     want, g = ref.softmax_focal_loss_and_grad(h @ w.T + b, y, gamma=1.5)
@@ -1102,23 +1107,14 @@ def test_linear_with_eigen_matmul_transposes_logits_and_adds_weight_tiles_in_pla
                rng.normal(size=classes))
     y = rng.integers(0, classes, 13)
     y[4] = -100
-    args = [tf.constant(a) for a in (h, w, b)]
-
-    def step(h, w, b):
-        with tf.GradientTape() as tape:
-            tape.watch([h, w, b])
-            loss = ftf.linear_softmax_focal_loss(h, w, tf.constant(y), linear_bias=b,
-                                                 gamma=1.5, chunk_size=3)
-        return loss, tape.gradient(loss, [h, w, b])
+    step = _linear_loss_and_grads(y, gamma=1.5, chunk_size=3)
     if mode == "graph":
         step = tf.function(step, autograph=False)
-    loss, grads = step(*args)
+    loss, grads = step(*(tf.constant(a) for a in (h, w, b)))
     assert added and all((a is not None) == tiled for a in added)
     assert [classes, 3] in transposed and [classes, 1] in transposed
-    want, g = ref.softmax_focal_loss_and_grad(h @ w.T + b, y, gamma=1.5)
-    np.testing.assert_allclose(loss, want, rtol=1e-12)
-    for a, e in zip(grads, (g @ w, g.T @ h, g.sum(0))):
-        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+    _assert_linear_loss(loss, grads, h, w, b, y, None, rtol=1e-12, grad_rtol=1e-10,
+                        gamma=1.5)
 
 
 def test_weight_tiles_added_in_place_write_into_the_accumulator():
