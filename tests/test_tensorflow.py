@@ -1088,9 +1088,10 @@ def test_linear_weight_gradient_tiles_under_xla_add_every_class_once(monkeypatch
 def test_linear_with_eigen_matmul_transposes_logits_and_adds_weight_tiles_in_place(
         monkeypatch, mode, classes, tiled):
     """Where TensorFlow's CPU matmul is Eigen's (oneDNN off), a block's logits are
-    (W h^T)^T and each tile of the weight gradient's classes is added into the
-    accumulator in place (two tiles of 6 of 12 classes here); 13 classes have no divisor
-    near the tile size: the plain sum. Either way the materialised logits' numbers."""
+    (W h^T)^T and, eagerly, each tile of the weight gradient's classes is added into the
+    accumulator in place (two tiles of 6 of 12 classes here; 13 classes have no divisor
+    near the tile size: the plain sum); in a graph, the plain sum. Either way the
+    materialised logits' numbers."""
     from focalx.backends.tensorflow import linear as tlinear
     monkeypatch.setattr(tlinear, "_eigen_matmul", lambda: True)
     monkeypatch.setattr(tlinear, "_ADD_TILE_ELEMENTS", 24)  # 24 // H=3: up to 8 classes
@@ -1111,7 +1112,10 @@ def test_linear_with_eigen_matmul_transposes_logits_and_adds_weight_tiles_in_pla
     if mode == "graph":
         step = tf.function(step, autograph=False)
     loss, grads = step(*(tf.constant(a) for a in (h, w, b)))
-    assert added and all((a is not None) == tiled for a in added)
+    if mode == "eager":
+        assert added and all((a is not None) == tiled for a in added)
+    else:
+        assert not added
     assert [classes, 3] in transposed and [classes, 1] in transposed
     _assert_linear_loss(loss, grads, h, w, b, y, None, rtol=1e-12, grad_rtol=1e-10,
                         gamma=1.5)
@@ -1132,6 +1136,61 @@ def test_weight_tiles_added_in_place_write_into_the_accumulator():
     assert tlinear._tile_rows(13, 8) is None and tlinear._tile_rows(7, 8) == 7
 
 
+@pytest.mark.parametrize("eigen", [False, True], ids=["onednn", "eigen"])
+def test_linear_in_a_graph_stays_differentiable_by_tensorflow(monkeypatch, eigen):
+    """In a tf.function the weight gradient is made by ops TensorFlow can differentiate
+    and that own their memory: with constant inputs (which Grappler folds) repeated calls
+    give the same gradient; a persistent tape around the function differentiates it; a
+    second derivative taken inside one matches finite differences of the first."""
+    from focalx.backends.tensorflow import linear as tlinear
+    monkeypatch.setattr(tlinear, "_eigen_matmul", lambda: eigen)
+    rng = np.random.default_rng(15)
+    h, w, y = rng.normal(size=(6, 3)), rng.normal(size=(5, 3)), rng.integers(0, 5, 6)
+    _, g = ref.softmax_focal_loss_and_grad(h @ w.T, y)
+
+    @tf.function(autograph=False)
+    def constant_inputs():
+        ww = tf.constant(w)
+        with tf.GradientTape() as tape:
+            tape.watch(ww)
+            loss = ftf.linear_softmax_focal_loss(tf.constant(h), ww, tf.constant(y),
+                                                 chunk_size=2)
+        return tape.gradient(loss, ww)
+    for _ in range(3):
+        np.testing.assert_allclose(constant_inputs(), g.T @ h, rtol=1e-10, atol=1e-12)
+
+    hw = [tf.constant(h), tf.constant(w)]
+    fn = tf.function(lambda a, b: ftf.linear_softmax_focal_loss(a, b, tf.constant(y),
+                                                                chunk_size=2))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(hw)
+        loss = fn(*hw)
+    for a, e in zip(tape.gradient(loss, hw), (g @ w, g.T @ h)):
+        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+
+    def first(a):
+        with tf.GradientTape() as inner:
+            inner.watch(a)
+            loss = ftf.linear_softmax_focal_loss(a, hw[1], tf.constant(y), chunk_size=2)
+        return inner.gradient(loss, a)
+
+    @tf.function(autograph=False)
+    def second(a):
+        with tf.GradientTape() as outer:
+            outer.watch(a)
+            s = tf.reduce_sum(first(a) ** 2)
+        return outer.gradient(s, a)
+    got = second(hw[0])
+    assert got is not None
+    eps, fd = 1e-6, np.zeros_like(h)
+    for i in np.ndindex(h.shape):
+        d = np.zeros_like(h)
+        d[i] = eps
+        fd[i] = (np.sum(first(tf.constant(h + d)) ** 2)
+                 - np.sum(first(tf.constant(h - d)) ** 2)) / (2 * eps)
+    np.testing.assert_allclose(got, fd, rtol=1e-5, atol=1e-8)
+
+
 EIGEN_MATMUL = textwrap.dedent("""
     import numpy as np, tensorflow as tf
     import focalx.tensorflow as ftf
@@ -1149,21 +1208,25 @@ EIGEN_MATMUL = textwrap.dedent("""
             loss = ftf.linear_softmax_focal_loss(h, w, tf.constant(y), chunk_size=8)
         return loss, tape.gradient(loss, [h, w])
     graph = step.get_concrete_function(*hw).graph.as_graph_def()
-    ops = [n.op for f in graph.library.function for n in f.node_def]
-    assert "InplaceAdd" in ops, sorted(set(ops))
-    loss, grads = step(*hw)
+    ops = {n.op for f in graph.library.function for n in f.node_def}
+    assert "Transpose" in ops and "InplaceAdd" not in ops, sorted(ops)
+    added = []
+    in_place = tlinear._add_matmul_in_place
+    tlinear._add_matmul_in_place = lambda *a: added.append(in_place(*a)) or added[-1]
     want, g = ref.softmax_focal_loss_and_grad(h @ w.T, y)
-    np.testing.assert_allclose(loss, want, rtol=1e-12)
-    for a, e in zip(grads, (g @ w, g.T @ h)):
-        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+    for loss, grads in (step(*hw), step.python_function(*hw)):
+        np.testing.assert_allclose(loss, want, rtol=1e-12)
+        for a, e in zip(grads, (g @ w, g.T @ h)):
+            np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+    assert added and all(a is not None for a in added)  # (eagerly)
     print("ok")
 """)
 
 
 def test_linear_with_onednn_off_runs_the_eigen_path():
     """TF_ENABLE_ONEDNN_OPTS=0 (TensorFlow's advice for reproducible results) is read as
-    Eigen's matmul, and the linear loss's graph then adds its weight tiles in place, with
-    the materialised logits' numbers."""
+    Eigen's matmul: the linear loss's graph transposes its logits, its eager call adds the
+    weight tiles in place, both with the materialised logits' numbers."""
     proc = subprocess.run([sys.executable, "-c", EIGEN_MATMUL], capture_output=True,
                           text=True, timeout=300,
                           env=dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0",

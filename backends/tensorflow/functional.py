@@ -13,7 +13,7 @@ from tensorflow.python.eager import record as _record
 from ... import _signatures, _spec
 from . import ops as _ops
 from .linear import apply_linear
-from .ops import TensorflowOps, _TENSORS, _kind, _name
+from .ops import TensorflowOps, _TENSORS, _kind, _name, _unrecorded
 from .xla import _TENSOR_PARAMS, _compute
 
 
@@ -50,9 +50,10 @@ def _apply(fn, logits, targets, kw, class_axis):
         given = dict(zip(names, values))
         t = given.pop("targets", targets)
         kw_in = {**kw, **given}
-        # Not recorded by a tape (this custom gradient gives the gradient): eagerly op
-        # by op, a recording tape kept every intermediate array to its end
-        with _record.stop_recording():
+        # Eagerly not recorded by a tape (this custom gradient gives the gradient): op by
+        # op, a recording tape kept every intermediate array to its end. (In a graph the
+        # recorded ops cost no memory, and TensorFlow differentiates a function's ops.)
+        with _unrecorded():
             out, grad, ok = _compute(fn, xc, t, not split, kw_in)
 
         def backward(g_out, variables=None):

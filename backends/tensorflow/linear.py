@@ -108,8 +108,10 @@ class _LinearOps(_ops.TensorflowOps):
         if None in (rows, cols, n) or not transpose_a or transpose_b:
             return c + self.matmul(a, b, transpose_a, transpose_b)
         if not _in_xla():
-            out = (_add_matmul_in_place(c, a, b)
-                   if _eigen_matmul() and _ops._on_host(a) else None)
+            # (eagerly only: in a graph TensorFlow may differentiate these ops, InplaceAdd
+            # has no gradient, and Grappler may fold c into a constant it would write into)
+            out = (_add_matmul_in_place(c, a, b) if tf.executing_eagerly()
+                   and _eigen_matmul() and _ops._on_host(a) else None)
             return c + self.matmul(a, b, True, False) if out is None else out
         tile = max(1, _ADD_TILE_ELEMENTS // max(cols, 1))
         full = rows // tile
@@ -246,9 +248,9 @@ def apply_linear(hidden, weight, bias, targets, params):
     @tf.custom_gradient
     def loss(h, w, *b):
         b = b[0] if b else None
-        # Not recorded by a tape (the custom gradient gives the gradient): eagerly, a
+        # Eagerly not recorded by a tape (the custom gradient gives the gradient): a
         # recording tape kept every block's arrays (the logits among them) to its end
-        with _record.stop_recording():
+        with _ops._unrecorded():
             out, grads, ok = run(h, w, b, not per_row)
 
         def backward(g_out, variables=None):
@@ -257,7 +259,7 @@ def apply_linear(hidden, weight, bias, targets, params):
                     "focalx losses are differentiable once: their gradient cannot be "
                     "differentiated again (a GradientTape recording the backward pass)")
             if per_row:
-                with _record.stop_recording():
+                with _ops._unrecorded():
                     _, gs, g_ok = run(h, w, b, True, tf.cast(g_out, compute))
             else:
                 gs, g_ok = [None if g is None else g * tf.cast(g_out, g.dtype)

@@ -3,10 +3,12 @@ one run of the spec."""
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.eager import record as _record
 
 try:  # XLA's optimization barrier (tf2xla's Python wrapper; not in TensorFlow's public API)
     from tensorflow.compiler.tf2xla.python.xla import optimization_barrier as _barrier
@@ -38,6 +40,12 @@ def _kind(a) -> str:
 
 
 _GPUS = []  # [whether TensorFlow sees a GPU], filled at the first call
+
+
+def _unrecorded():
+    """Eagerly, a context in which no GradientTape records (a loss's own ops, under its
+    custom gradient); in a graph, none."""
+    return _record.stop_recording() if tf.executing_eagerly() else contextlib.nullcontext()
 
 
 def _on_host(a) -> bool:
