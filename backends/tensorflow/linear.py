@@ -99,7 +99,7 @@ class _LinearOps(_ops.TensorflowOps):
         # c + a^T b (the weight gradient's accumulator) one tile of c's rows at a time,
         # each written back into c: a whole a^T b was a V x H temporary per block beside
         # c, and its sum another pass over both. Under XLA with its slices (in place in
-        # XLA's loop); elsewhere with InplaceAdd where Eigen multiplies (as fast as the
+        # XLA's loop); eagerly with InplaceAdd where Eigen multiplies (as fast as the
         # plain sum, measured; with oneDNN the tiles' smaller products were slower).
         if c is None:
             return self.matmul(a, b, transpose_a, transpose_b)
@@ -108,8 +108,8 @@ class _LinearOps(_ops.TensorflowOps):
         if None in (rows, cols, n) or not transpose_a or transpose_b:
             return c + self.matmul(a, b, transpose_a, transpose_b)
         if not _in_xla():
-            # (eagerly only: in a graph TensorFlow may differentiate these ops, InplaceAdd
-            # has no gradient, and Grappler may fold c into a constant it would write into)
+            # (not in a graph: TensorFlow may differentiate a graph's ops, and InplaceAdd
+            # has none; Grappler may fold c into a constant, which it would write into)
             out = (_add_matmul_in_place(c, a, b) if tf.executing_eagerly()
                    and _eigen_matmul() and _ops._on_host(a) else None)
             return c + self.matmul(a, b, True, False) if out is None else out
