@@ -810,6 +810,60 @@ def test_an_ignored_sample_with_every_class_masked_gets_a_zero_gradient(harness,
         np.testing.assert_allclose(grad[kept], want_g, rtol=1e-12, atol=1e-300, err_msg=mode)
 
 
+_LEFT_OUT = [  # (variant, kwargs): binary losses with ignore_index
+    ("sigmoid_focal_loss", dict(gamma=2.0)),
+    ("sigmoid_focal_loss", dict(gamma=0.5, alpha=0.25, pos_weight=2.0, label_smoothing=0.125)),
+    ("sigmoid_focal_loss", dict(gamma=2.0, epsilon=1.0, reduction="mean")),
+    ("sigmoid_focal_loss", dict(gamma=[0.0, 2.0, 0.5, 1.0], reduction="sum")),
+    ("sigmoid_focal_loss_star", dict(gamma=2.0, beta=0.5)),
+    ("asymmetric_loss", dict(clip=0.0625)),
+    ("asymmetric_loss", dict(gamma_pos=1.0, gamma_neg=2.0, clip=0.0, reduction="mean"))]
+_LEFT_OUT_CASES = [(v, kw, by) for v, kw in _LEFT_OUT for by in ("ignore_index", "weight")] + [
+    # (weights only: no ignore_index)
+    ("quality_focal_loss", dict(beta=2.0), "weight"),
+    ("varifocal_loss", dict(alpha=0.75, gamma=2.0, reduction="mean"), "weight")]
+
+
+@pytest.mark.parametrize("variant, kw, by", _LEFT_OUT_CASES, ids=[
+    f"{v}-{by}-{'+'.join(map(str, kw.values()))}" for v, kw, by in _LEFT_OUT_CASES])
+def test_an_ignored_element_with_an_infinite_or_nan_logit_adds_zero(harness, variant, kw, by):
+    """Binary losses: an element left out (its target ignore_index, or its weight 0) whose
+    logit is +inf, -inf or NaN (a masked or padded position) adds exactly 0 and gets a zero
+    gradient, as it does at a finite logit; the others are the float64 reference's with
+    those logits finite (0 * inf was NaN, and NaN the whole mean). Every mode."""
+    rng = np.random.default_rng(31)
+    x = rng.normal(size=(2, 4)) * 2
+    y = (rng.random((2, 4)) < 0.5).astype(np.float64)
+    out = np.zeros((2, 4), bool)
+    out[0, 1] = out[0, 2] = out[1, 0] = out[1, 3] = True
+    bad = x.copy()
+    bad[0, 1], bad[0, 2], bad[1, 0], bad[1, 3] = np.inf, np.inf, -np.inf, np.nan
+    y[0, 1], y[0, 2] = 1.0, 0.0  # (+inf beside either target)
+    kw = dict(kw)
+    kw.setdefault("reduction", "none")
+    if by == "ignore_index":
+        y = np.where(out, -1.0, y)
+        kw["ignore_index"] = -1
+    else:
+        # (dyadic weights, clip and means: Paddle's full_graph programs round Python
+        # floats to float32)
+        kw["weight"] = np.where(out, 0.0, rng.integers(2, 9, size=(2, 4)) / 4).tolist()
+    run = getattr(ref, variant + "_and_grad")
+    finite = np.where(out, 0.0, x)
+    want, want_g = run(finite, y, **kw)
+    assert np.isfinite(want).all() and np.isfinite(want_g).all()
+    got_ref = run(bad, y, **kw)  # (the spec bound to NumPy)
+    np.testing.assert_array_equal(got_ref[0], want)
+    np.testing.assert_array_equal(got_ref[1], want_g)
+    for mode, loss, grad in _in_every_mode(harness, variant, bad, y, kw, False):
+        loss = np.asarray(loss).reshape(want.shape)
+        if kw["reduction"] == "none":
+            assert (loss[out] == 0).all(), (mode, loss[out])
+        np.testing.assert_allclose(loss, want, rtol=1e-12, atol=1e-300, err_msg=mode)
+        assert (grad[out] == 0).all(), (mode, grad[out])
+        np.testing.assert_allclose(grad, want_g, rtol=1e-12, atol=1e-300, err_msg=mode)
+
+
 # ---- the fused linear + softmax focal loss (issue 19) ------------------------------------
 
 class TestLinearSoftmaxFocalLoss:
