@@ -58,9 +58,7 @@ def _apply(fn, logits, targets, kw, class_axis):
 
         def backward(g_out, variables=None):
             if tf.executing_eagerly() and _record.could_possibly_record():
-                raise NotImplementedError(
-                    "focalx losses are differentiable once: their gradient cannot be "
-                    "differentiated again (a GradientTape recording the backward pass)")
+                raise NotImplementedError(_ops.ONCE)
             g_values = _other_grads(fn, xc, t, kw_in, names, values, g_out)
             g, g_ok = (grad, ok) if grad is not None else \
                 _compute(fn, xc, t, True, kw_in)[1:]
@@ -70,7 +68,8 @@ def _apply(fn, logits, targets, kw, class_axis):
                 g_out = tf.where(g_ok, g_out, tf.constant(float("nan"), g_out.dtype))
             if class_axis is not None and g_out.shape.rank:  # per-sample softmax loss
                 g_out = tf.expand_dims(g_out, class_axis)
-            g_x = tf.cast(tf.cast(g_out, g.dtype) * g, x_dtype)
+            g_x, *g_values = _ops._differentiable_once(
+                [tf.cast(tf.cast(g_out, g.dtype) * g, x_dtype), *g_values], (x, *values))
             if variables is not None:  # variables read inside: no gradient for them
                 return (g_x, *g_values), [None] * len(variables)
             return (g_x, *g_values)

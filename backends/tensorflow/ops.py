@@ -48,6 +48,35 @@ def _unrecorded():
     return _record.stop_recording() if tf.executing_eagerly() else contextlib.nullcontext()
 
 
+ONCE = ("focalx losses are differentiable once: their gradient cannot be differentiated "
+        "again (a GradientTape recording the backward pass)")
+
+
+def _differentiable_once(grads, inputs):
+    """A custom gradient's results, which a second derivative in a graph (nested tapes
+    in a tf.function, tf.gradients of tf.gradients) cannot go through: it raises there,
+    as it does eagerly. It gave None (nested tapes: the results' own ops were not on an
+    outer tape's path from the inputs) or missed terms of the curvature silently (the
+    sigmoid loss's tf.gradients twice). `inputs`: the custom gradient's own, joined to
+    the results here for that path. Eagerly: as they are."""
+    if tf.executing_eagerly():
+        return grads
+    at = [i for i, g in enumerate(grads) if g is not None]
+    if not at:
+        return grads
+
+    @tf.custom_gradient
+    def once(*args):
+        def no_second(*_, **__):
+            raise NotImplementedError(ONCE)
+        return [tf.identity(g) for g in args[:len(at)]], no_second
+
+    out = list(grads)
+    for i, g in zip(at, once(*(grads[i] for i in at), *inputs)):
+        out[i] = g
+    return out
+
+
 def _on_host(a) -> bool:
     """Whether `a` is computed on the CPU, where a value check may read a value (eagerly)
     or become an assertion (in a graph) without waiting for an accelerator.
