@@ -336,6 +336,20 @@ class TestDifferentiationBeyondLogits:
         _close(jax.vmap(lambda a, b: focalx.sigmoid_focal_loss_star(a, b))(xj, tj),
                jax.vmap(lambda a, b: fj.sigmoid_focal_loss_star(a, b))(xj, tj), rtol=1e-6)
 
+    @pytest.mark.parametrize("variant", ["sigmoid_focal_loss", "asymmetric_loss",
+                                         "quality_focal_loss"])
+    def test_a_zero_weights_gradient_is_its_elements_loss_under_jit(self, variant):
+        """d sum(w * loss) / dw is each element's loss, also where w is 0 (learning to
+        reweight starts there): under jit a select for left-out elements gave 0."""
+        x = jnp.asarray([0.5, -1.0, 2.0, 3.0])
+        y = jnp.asarray([1.0, 0.0, 0.0, 0.5])
+        w = jnp.asarray([1.0, 0.0, 0.0, 2.0])
+        fn = getattr(fj, variant)
+        want = fn(x, y, reduction="none")
+        f = lambda w, x: fn(x, y, weight=w, reduction="sum")  # noqa: E731
+        for g in (jax.grad(f), jax.jit(jax.grad(f))):
+            _close(g(w, x), want, rtol=1e-12)
+
     def test_soft_target_gradients_equal_optax(self):
         x, _, _ = _data(21, dtype=np.float64)
         t = np.random.default_rng(22).random(x.shape)

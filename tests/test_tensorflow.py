@@ -340,6 +340,48 @@ class TestNumerics:
             with pytest.raises(NotImplementedError, match="differentiable once"):
                 inner.gradient(loss, xv)
 
+    @pytest.mark.parametrize("variant", ["sigmoid_focal_loss", "asymmetric_loss",
+                                         "quality_focal_loss"])
+    def test_a_zero_weights_gradient_is_its_elements_loss_in_a_graph(self, variant):
+        """d sum(w * loss) / dw is each element's loss, also where w is 0: in a graph a
+        select for left-out elements gave 0."""
+        x = tf.constant([0.5, -1.0, 2.0, 3.0], tf.float64)
+        y = tf.constant([1.0, 0.0, 0.0, 0.5], tf.float64)
+        w = tf.constant([1.0, 0.0, 0.0, 2.0], tf.float64)
+        fn = getattr(ftf, variant)
+        want = fn(x, y, reduction="none").numpy()
+
+        def grad(w):
+            with tf.GradientTape() as tape:
+                tape.watch(w)
+                loss = fn(x, y, weight=w, reduction="sum")
+            return tape.gradient(loss, w)
+        for g in (grad, tf.function(grad), tf.function(grad, jit_compile=True)):
+            np.testing.assert_allclose(g(w).numpy(), want, rtol=1e-12)
+
+    def test_a_function_taking_a_gradient_saves_and_loads(self, tmp_path):
+        """tf.saved_model.save traces the custom gradients of what it saves, the one that
+        refuses a second derivative included (it raised there); the loaded function's
+        gradient is the eager one."""
+        x, t, _ = _data(19, shape=(6, 4))
+
+        class Train(tf.Module):
+            def __init__(self):
+                self.w = tf.Variable(np.eye(4, dtype=np.float32))
+
+            @tf.function(input_signature=[tf.TensorSpec([None, 4]), tf.TensorSpec([None, 4])])
+            def grad(self, a, b):
+                with tf.GradientTape() as tape:
+                    loss = ftf.sigmoid_focal_loss(a @ self.w, b)
+                return tape.gradient(loss, self.w)
+
+        module = Train()
+        want = module.grad(tf.constant(x), tf.constant(t)).numpy()
+        tf.saved_model.save(module, str(tmp_path))
+        loaded = tf.saved_model.load(str(tmp_path))  # (held: it owns the variable)
+        got = loaded.grad(tf.constant(x), tf.constant(t))
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
+
     @pytest.mark.parametrize("mode", ["tf.function", "jit_compile", "tf.gradients"])
     @pytest.mark.parametrize("variant", ["sigmoid", "softmax", "asymmetric", "soft targets"])
     def test_second_derivatives_raise_in_a_graph_too(self, mode, variant):

@@ -255,9 +255,7 @@ def apply_linear(hidden, weight, bias, targets, params):
 
         def backward(g_out, variables=None):
             if tf.executing_eagerly() and _record.could_possibly_record():
-                raise NotImplementedError(
-                    "focalx losses are differentiable once: their gradient cannot be "
-                    "differentiated again (a GradientTape recording the backward pass)")
+                raise NotImplementedError(_ops.ONCE)
             if per_row:
                 with _ops._unrecorded():
                     _, gs, g_ok = run(h, w, b, True, tf.cast(g_out, compute))

@@ -9,6 +9,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.eager import record as _record
+from tensorflow.python.saved_model import save_context as _save_context
 
 try:  # XLA's optimization barrier (tf2xla's Python wrapper; not in TensorFlow's public API)
     from tensorflow.compiler.tf2xla.python.xla import optimization_barrier as _barrier
@@ -49,7 +50,8 @@ def _unrecorded():
 
 
 ONCE = ("focalx losses are differentiable once: their gradient cannot be differentiated "
-        "again (a GradientTape recording the backward pass)")
+        "again (a GradientTape recording the backward pass, tf.gradients of a gradient), "
+        "and they have no forward-mode derivative (tf.autodiff.ForwardAccumulator)")
 
 
 def _differentiable_once(grads, inputs):
@@ -68,6 +70,10 @@ def _differentiable_once(grads, inputs):
     @tf.custom_gradient
     def once(*args):
         def no_second(*_, **__):
+            if _save_context.in_save_context():
+                # tf.saved_model.save traces every custom gradient of a function it saves
+                # (one that takes a gradient through a loss): no gradient, as before
+                return [None] * len(args)
             raise NotImplementedError(ONCE)
         return [tf.identity(g) for g in args[:len(at)]], no_second
 
