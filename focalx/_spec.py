@@ -2310,6 +2310,17 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
             total = total + p
         return total
 
+    def left_out_rows_at_zero(hp, tp):
+        # A row left out (ignored, or its target class of weight 0) has a zero row of G,
+        # and adds 0 * h to G^T h: 0 even where its hidden state is not finite (a padded
+        # position's NaN gave a NaN weight gradient). Its R x H rows, not its R x V logits.
+        if ignore_index is None and w is None:
+            return hp
+        idx_p, keep_p = _class_indices(ops, hp, tp, ignore_index, 0)
+        coef = _mul(None if w is None else ops.gather_classes(w, idx_p), keep_p)
+        zero = ops.expand_dims((coef <= 0) & (coef >= 0), 1)
+        return ops.where(zero, ops.full_like(hp, 0.0), hp)
+
     def step(carry, h, t, cot):
         # one block, then its share of d weight (G^T h) added to the carry's (None for
         # the first block), and of d bias
@@ -2329,14 +2340,15 @@ def run_linear_softmax_focal_loss(ops, hidden, linear_weight, targets, *, linear
         if need_grad:
             # G may come in consecutive parts of its rows (split_rows): G^T h part by
             # part, with the part's rows of h
-            parts, lo = [(g, h)], 0
+            parts, lo = [(g, h, t)], 0
             if isinstance(g, list):
                 parts = []
                 for gp in g:
                     hi = lo + ops.shape(gp)[0]
-                    parts.append((gp, h[lo:hi]))
+                    parts.append((gp, h[lo:hi], t[lo:hi]))
                     lo = hi
-            for gp, hp in parts:
+            for gp, hp, tp in parts:
+                hp = left_out_rows_at_zero(hp, tp)
                 if hasattr(ops, "add_matmul"):
                     d_weight = ops.add_matmul(d_weight, gp, hp, True, False)
                 elif d_weight is None:

@@ -941,6 +941,23 @@ class TestLinearSoftmaxFocalLoss:
         self._close(self._run(harness, h, w, b, y, kwargs, c),
                     self._materialised(h, w, b, y, dict(gamma=2.0, reduction="none"), c))
 
+    @pytest.mark.parametrize("chunk_size", [2, None])
+    def test_a_left_out_row_with_a_nan_or_infinite_hidden_state_adds_zero(self, harness,
+                                                                          chunk_size):
+        """Rows left out (ignored: 1 and 4; row 5's class has weight 0) whose hidden state
+        is NaN or infinite (a padded position's) add 0 to the loss and to every gradient:
+        the weight gradient was NaN (G's zero row times h). The reference: those rows
+        finite."""
+        h, w, b, y = self._inputs(seed=23)
+        y[5] = 3
+        kwargs = dict(gamma=2.0, weight=[1.0, 2.0, 0.5, 0.0, 1.5], reduction="mean")
+        bad = h.copy()
+        bad[1], bad[4, 0], bad[5, 2] = np.nan, np.inf, -np.inf
+        got = self._run(harness, bad, w, b, y, dict(kwargs, chunk_size=chunk_size))
+        want = self._materialised(np.where(np.isfinite(bad), bad, 0.0), w, b, y, kwargs)
+        assert (got[1][[1, 4, 5]] == 0).all()
+        self._close(got, want)
+
     def test_chunk_size_does_not_change_the_result(self, harness):
         h, w, b, y = self._inputs(seed=3, bias=False)
         results = [self._run(harness, h, w, b, y, dict(gamma=2.0, chunk_size=cs))
