@@ -12,7 +12,6 @@ time (a None batch) is padded to whole blocks in the graph (pad_rows).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import tensorflow as tf
@@ -62,10 +61,8 @@ def _add_matmul_in_place(c, a, b):
     # InplaceAdd adds whole rows of its first axis (one Eigen assignment each, so a row
     # of c each would be slow): a view whose rows are the tiles (a reshape shares memory)
     view = tf.reshape(c, [rows // tile, tile * cols])
-    for t in range(rows // tile):
-        # one tile's product at a time: each after the previous one's sum
-        with tf.control_dependencies([view]) if t else contextlib.nullcontext():
-            p = tf.linalg.matmul(a[:, t * tile:(t + 1) * tile], b, transpose_a=True)
+    for t in range(rows // tile):  # (eagerly: one tile's product at a time)
+        p = tf.linalg.matmul(a[:, t * tile:(t + 1) * tile], b, transpose_a=True)
         view = tf.raw_ops.InplaceAdd(x=view, i=[t], v=tf.reshape(p, [1, tile * cols]))
     return tf.reshape(view, [rows, cols])
 
